@@ -131,6 +131,9 @@ pub enum ApiMisuse {
     /// Ping and pong payloads are at most 125 bytes.
     #[error("control payload of {0} bytes (at most 125)")]
     ControlPayloadTooLong(usize),
+    /// A prepared (unmasked) frame cannot be sent by a client, which must mask every frame.
+    #[error("prepared frames are for the server role")]
+    PreparedFrameFromClient,
     /// The fragment size must be at least 1 byte.
     #[error("fragment size must be at least 1")]
     ZeroFragmentSize,

@@ -1,0 +1,396 @@
+//! The state machine of one WebSocket connection after the opening handshake (RFC 6455 §5,
+//! §6 and §7), for either role.
+//!
+//! It owns no socket and no clock. The caller moves bytes between it and the network:
+//!
+//! ```text
+//!   network ──read──▶ recv_buffer_mut() / receive()  ──▶ poll_event()  ──▶ application
+//!   network ◀─write── transmit_slices() / poll_transmit() ◀── send_*() / close() ◀──┘
+//! ```
+
+mod recv;
+mod send;
+
+use std::io::IoSlice;
+
+use bytes::{Bytes, BytesMut};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+use crate::close::{CloseCode, CloseFrame};
+use crate::config::Config;
+use crate::error::{ApiMisuse, Error};
+use crate::frame::{FrameDecoder, FrameHeader, OpCode};
+use crate::message::Message;
+use crate::role::Role;
+use crate::utf8::{Utf8Bytes, Utf8Validator};
+use recv::{FrameState, Reassembly};
+use send::SendQueue;
+
+/// The connection's state as the browser's `WebSocket.readyState` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum ReadyState {
+    /// 0: the opening handshake has not finished. A [`Connection`] never is in this state;
+    /// the runtime reports it while it drives the handshake.
+    Connecting = 0,
+    /// 1: messages flow both ways.
+    Open = 1,
+    /// 2: one side has sent a close frame and the other has not answered yet.
+    Closing = 2,
+    /// 3: the closing handshake is complete or the connection failed: nothing more will be
+    /// sent or received. What remains queued should be written, then the TCP connection
+    /// closed (by the server first, RFC 6455 §7.1.1).
+    Closed = 3,
+}
+
+/// One side of a WebSocket connection.
+///
+/// The methods come in four families, called in this order by the I/O loop:
+///
+/// 1. **input**: read from the socket into [`recv_buffer_mut`](Self::recv_buffer_mut)
+///    (no copy), or hand bytes to [`receive`](Self::receive);
+/// 2. **events**: call [`poll_event`](Self::poll_event) until it returns `Ok(None)`. It
+///    answers pings and close frames by itself, and on a protocol violation it queues the
+///    close frame with the right code before returning the error;
+/// 3. **commands**: [`send_text`](Self::send_text), [`send_binary`](Self::send_binary),
+///    [`send_ping`](Self::send_ping), [`close`](Self::close), …, which only queue bytes;
+/// 4. **output**: write what [`transmit_slices`](Self::transmit_slices) shows with one
+///    vectored write and report it with [`advance_transmit`](Self::advance_transmit) (or
+///    take chunks with [`poll_transmit`](Self::poll_transmit)).
+///
+/// Once [`ready_state`](Self::ready_state) is [`ReadyState::Closed`] and the queue is empty,
+/// the caller closes the TCP connection.
+///
+/// ```
+/// use wsworker_proto::{Config, Connection, Event, Message, Role};
+///
+/// let mut client = Connection::new(Role::Client, Config::default());
+/// let mut server = Connection::new(Role::Server, Config::default());
+/// client.send_text("tom").unwrap();
+/// while let Some(chunk) = client.poll_transmit() {
+///     server.receive(&chunk);
+/// }
+/// let Some(Event::Message(Message::Text(name))) = server.poll_event().unwrap() else {
+///     panic!("expected a text message");
+/// };
+/// server.send_text(format!("hello {name}")).unwrap();
+/// while let Some(chunk) = server.poll_transmit() {
+///     client.receive(&chunk);
+/// }
+/// assert_eq!(
+///     client.poll_event().unwrap(),
+///     Some(Event::Message(Message::text("hello tom")))
+/// );
+/// ```
+#[derive(Debug)]
+pub struct Connection {
+    role: Role,
+    config: Config,
+    recv: BytesMut,
+    decoder: FrameDecoder,
+    frame: Option<FrameState>,
+    reassembly: Option<Reassembly>,
+    utf8: Utf8Validator,
+    send: SendQueue,
+    close_sent: bool,
+    close_received: bool,
+    failed: bool,
+    masks: MaskSource,
+}
+
+/// Where a client's masking keys come from: unpredictable by default (RFC 6455 §10.3), or a
+/// seeded generator so tests can check exact bytes.
+#[derive(Debug)]
+enum MaskSource {
+    Thread,
+    Seeded(Box<StdRng>),
+}
+
+impl Connection {
+    /// A connection in the [`ReadyState::Open`] state, as after a successful handshake.
+    pub fn new(role: Role, config: Config) -> Self {
+        Self::with_buffer(role, config, BytesMut::new())
+    }
+
+    /// Like [`Connection::new`], with bytes that arrived right behind the handshake (or an
+    /// empty buffer to reuse).
+    pub fn with_buffer(role: Role, config: Config, recv: BytesMut) -> Self {
+        let max_frame = config
+            .max_frame_size_value()
+            .min(config.max_message_size_value());
+        Self {
+            role,
+            decoder: FrameDecoder::new(role, max_frame as u64),
+            config,
+            recv,
+            frame: None,
+            reassembly: None,
+            utf8: Utf8Validator::new(),
+            send: SendQueue::default(),
+            close_sent: false,
+            close_received: false,
+            failed: false,
+            masks: MaskSource::Thread,
+        }
+    }
+
+    /// Makes the client's masking keys come from a generator seeded with `seed`, so the
+    /// bytes it sends are reproducible. For tests only: real clients need unpredictable keys.
+    pub fn set_mask_seed(&mut self, seed: u64) {
+        self.masks = MaskSource::Seeded(Box::new(StdRng::seed_from_u64(seed)));
+    }
+
+    /// This side's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The settings this connection was made with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The state, as the browser API names it.
+    pub fn ready_state(&self) -> ReadyState {
+        if self.failed || (self.close_sent && self.close_received) {
+            ReadyState::Closed
+        } else if self.close_sent || self.close_received {
+            ReadyState::Closing
+        } else {
+            ReadyState::Open
+        }
+    }
+
+    // ----- input -------------------------------------------------------------------------
+
+    /// The receive buffer, for reading from the socket straight into it
+    /// (`read_buf(conn.recv_buffer_mut())`). Only append to it.
+    pub fn recv_buffer_mut(&mut self) -> &mut BytesMut {
+        &mut self.recv
+    }
+
+    /// Appends received bytes (a copy; prefer [`Connection::recv_buffer_mut`]).
+    pub fn receive(&mut self, data: &[u8]) {
+        if !self.is_receive_done() {
+            self.recv.extend_from_slice(data);
+        }
+    }
+
+    /// Whether nothing more will be read: a close frame arrived or the connection failed.
+    pub fn is_receive_done(&self) -> bool {
+        self.failed || self.close_received
+    }
+
+    // ----- commands ----------------------------------------------------------------------
+
+    /// Queues a text message.
+    ///
+    /// # Errors
+    /// [`ApiMisuse::SendAfterClose`] once a close frame was sent.
+    pub fn send_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), Error> {
+        self.send_message(Message::Text(text.into()))
+    }
+
+    /// Queues a binary message.
+    ///
+    /// # Errors
+    /// [`ApiMisuse::SendAfterClose`] once a close frame was sent.
+    pub fn send_binary(&mut self, data: impl Into<Bytes>) -> Result<(), Error> {
+        self.send_message(Message::Binary(data.into()))
+    }
+
+    /// Queues a message, split into frames as [`Config::fragment_size`] says.
+    ///
+    /// # Errors
+    /// [`ApiMisuse::SendAfterClose`] once a close frame was sent.
+    pub fn send_message(&mut self, message: impl Into<Message>) -> Result<(), Error> {
+        let size = self.config.fragment_size_value().unwrap_or(usize::MAX);
+        self.send_fragmented(message, size)
+    }
+
+    /// Queues a message as frames of at most `fragment_size` payload bytes each.
+    ///
+    /// # Errors
+    /// [`ApiMisuse::SendAfterClose`] once a close frame was sent, and
+    /// [`ApiMisuse::ZeroFragmentSize`] for a fragment size of 0.
+    pub fn send_fragmented(
+        &mut self,
+        message: impl Into<Message>,
+        fragment_size: usize,
+    ) -> Result<(), Error> {
+        self.check_can_send()?;
+        if fragment_size == 0 {
+            return Err(ApiMisuse::ZeroFragmentSize.into());
+        }
+        let message = message.into();
+        let mut opcode = if message.is_text() {
+            OpCode::Text
+        } else {
+            OpCode::Binary
+        };
+        let mut payload = message.into_bytes();
+        loop {
+            let chunk = payload.split_to(payload.len().min(fragment_size));
+            let fin = payload.is_empty();
+            self.push_frame(opcode, fin, chunk);
+            if fin {
+                return Ok(());
+            }
+            opcode = OpCode::Continuation;
+        }
+    }
+
+    /// Queues a ping.
+    ///
+    /// # Errors
+    /// [`ApiMisuse::ControlPayloadTooLong`] over 125 bytes; [`ApiMisuse::SendAfterClose`]
+    /// once a close frame was sent.
+    pub fn send_ping(&mut self, data: impl Into<Bytes>) -> Result<(), Error> {
+        self.send_control(OpCode::Ping, data.into())
+    }
+
+    /// Queues an unsolicited pong (a heartbeat that needs no answer, RFC 6455 §5.5.3).
+    ///
+    /// # Errors
+    /// As [`Connection::send_ping`].
+    pub fn send_pong(&mut self, data: impl Into<Bytes>) -> Result<(), Error> {
+        self.send_control(OpCode::Pong, data.into())
+    }
+
+    /// Starts the closing handshake with `code` and `reason`. Nothing else may be sent
+    /// afterwards; received messages still arrive until the peer's close frame.
+    ///
+    /// # Errors
+    /// [`ApiMisuse::InvalidCloseCode`] for a code that may not be sent,
+    /// [`ApiMisuse::CloseReasonTooLong`] over 123 bytes, [`ApiMisuse::SendAfterClose`] when
+    /// a close frame was already sent.
+    pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
+        let frame = CloseFrame::new(code, reason)?;
+        self.check_can_send()?;
+        self.send_close(Some(&frame));
+        Ok(())
+    }
+
+    /// Queues a frame encoded beforehand with [`encode_server_frame`], for sending the same
+    /// message to many connections with one encoding. Server role only: a client must mask
+    /// each frame with its own key.
+    ///
+    /// # Errors
+    /// [`ApiMisuse::SendAfterClose`] once a close frame was sent;
+    /// [`ApiMisuse::PreparedFrameFromClient`] on a client.
+    pub fn send_prepared(&mut self, frame: &PreparedFrame) -> Result<(), Error> {
+        self.check_can_send()?;
+        if self.role == Role::Client {
+            return Err(ApiMisuse::PreparedFrameFromClient.into());
+        }
+        self.send.push_encoded(frame.0.clone());
+        Ok(())
+    }
+
+    fn check_can_send(&self) -> Result<(), Error> {
+        if self.close_sent {
+            Err(ApiMisuse::SendAfterClose.into())
+        } else {
+            Ok(())
+        }
+    }
+
+    fn send_control(&mut self, opcode: OpCode, data: Bytes) -> Result<(), Error> {
+        if data.len() as u64 > crate::frame::MAX_CONTROL_PAYLOAD {
+            return Err(ApiMisuse::ControlPayloadTooLong(data.len()).into());
+        }
+        self.check_can_send()?;
+        self.push_frame(opcode, true, data);
+        Ok(())
+    }
+
+    fn send_close(&mut self, frame: Option<&CloseFrame>) {
+        let payload = frame.map(CloseFrame::encode).unwrap_or_default();
+        self.push_frame(OpCode::Close, true, payload);
+        self.close_sent = true;
+    }
+
+    fn push_frame(&mut self, opcode: OpCode, fin: bool, payload: Bytes) {
+        let mask = self.role.masks_outgoing().then(|| self.next_mask());
+        let header = FrameHeader {
+            fin,
+            rsv: 0,
+            opcode,
+            mask,
+            payload_len: payload.len() as u64,
+        };
+        self.send.push_frame(&header, payload);
+    }
+
+    fn next_mask(&mut self) -> [u8; 4] {
+        match &mut self.masks {
+            MaskSource::Thread => rand::rng().random(),
+            MaskSource::Seeded(rng) => rng.random(),
+        }
+    }
+
+    // ----- output ------------------------------------------------------------------------
+
+    /// Bytes queued and not yet written (the browser's `bufferedAmount`, framing included).
+    pub fn buffered_amount(&self) -> usize {
+        self.send.len()
+    }
+
+    /// Whether anything waits to be written.
+    pub fn wants_transmit(&self) -> bool {
+        self.send.len() > 0
+    }
+
+    /// Fills `dst` with the queued bytes in order, for one vectored write; returns how many
+    /// slices it used. Report what was written with [`Connection::advance_transmit`].
+    pub fn transmit_slices<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        self.send.io_slices(dst)
+    }
+
+    /// Drops the first `written` queued bytes.
+    pub fn advance_transmit(&mut self, written: usize) {
+        self.send.advance(written);
+    }
+
+    /// Takes the next chunk of queued bytes, for callers that write one buffer at a time.
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        self.send.pop()
+    }
+}
+
+/// A complete server frame (unmasked) encoded once, to queue on many connections with
+/// [`Connection::send_prepared`]. Cloning it shares the bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedFrame(Bytes);
+
+impl PreparedFrame {
+    /// The encoded frame.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.0
+    }
+}
+
+/// Encodes `message` as one unmasked frame, as a server sends it.
+pub fn encode_server_frame(message: &Message) -> PreparedFrame {
+    let payload = message.as_bytes();
+    let header = FrameHeader {
+        fin: true,
+        rsv: 0,
+        opcode: if message.is_text() {
+            OpCode::Text
+        } else {
+            OpCode::Binary
+        },
+        mask: None,
+        payload_len: payload.len() as u64,
+    };
+    let mut out = BytesMut::with_capacity(header.encoded_len() + payload.len());
+    let mut head = [0u8; crate::frame::MAX_HEADER_LEN];
+    let len = header.encode(&mut head);
+    out.extend_from_slice(&head[..len]);
+    out.extend_from_slice(payload);
+    PreparedFrame(out.freeze())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,216 @@
+//! The receiving side: frames checked against the message-level rules of RFC 6455 §5.4
+//! (fragmentation) and §5.6 (UTF-8, checked as the bytes arrive), messages reassembled,
+//! pings and closes answered.
+
+use bytes::{Bytes, BytesMut};
+
+use super::Connection;
+use crate::close::{CloseFrame, MAX_REASON_LEN};
+use crate::error::{CapacityError, Error, ProtocolError};
+use crate::frame::{Decoded, FrameHeader, OpCode};
+use crate::message::{Event, Message};
+use crate::utf8::Utf8Bytes;
+
+/// The frame whose payload is arriving.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct FrameState {
+    header: FrameHeader,
+    /// Whether the payload is text, whose UTF-8 is checked as it arrives.
+    text: bool,
+    /// How many payload bytes were already fed to the UTF-8 validator.
+    validated: usize,
+}
+
+/// A fragmented message being put back together.
+#[derive(Debug)]
+pub(super) struct Reassembly {
+    text: bool,
+    data: BytesMut,
+}
+
+impl Connection {
+    /// Decodes what has been received and returns the next event, or `Ok(None)` when more
+    /// bytes are needed (or nothing more will come: after a close frame or an error).
+    ///
+    /// Messages are handed out one at a time, in order, so replies queued between two calls
+    /// go out before anything this side sends about later frames (such as the close frame
+    /// for a protocol error that follows a valid message).
+    ///
+    /// # Errors
+    /// The peer broke the protocol ([`Error::Protocol`]) or a size limit
+    /// ([`Error::Capacity`]). The close frame with [`Error::close_code`] is already queued;
+    /// the connection is [`Closed`](super::ReadyState::Closed) and later calls return
+    /// `Ok(None)`.
+    pub fn poll_event(&mut self) -> Result<Option<Event>, Error> {
+        self.next_event().map_err(|error| self.fail(error))
+    }
+
+    fn next_event(&mut self) -> Result<Option<Event>, Error> {
+        while !self.is_receive_done() {
+            match self.decoder.decode(&mut self.recv)? {
+                None => {
+                    self.validate_partial()?;
+                    return Ok(None);
+                }
+                Some(Decoded::Header(header)) => self.start_frame(header)?,
+                Some(Decoded::Payload(payload)) => {
+                    if let Some(event) = self.finish_frame(payload)? {
+                        return Ok(Some(event));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Checks a header against the message in progress before its payload is kept.
+    fn start_frame(&mut self, header: FrameHeader) -> Result<(), Error> {
+        let (text, size_so_far) = match (header.opcode, &self.reassembly) {
+            (OpCode::Text | OpCode::Binary, Some(_)) => {
+                return Err(ProtocolError::DataFrameInsideFragmentedMessage.into());
+            }
+            (OpCode::Continuation, None) => {
+                return Err(ProtocolError::ContinuationWithoutStart.into());
+            }
+            (OpCode::Text, None) => (true, 0),
+            (OpCode::Binary, None) => (false, 0),
+            (OpCode::Continuation, Some(r)) => (r.text, r.data.len() as u64),
+            (OpCode::Close | OpCode::Ping | OpCode::Pong, _) => (false, 0),
+        };
+        let size = size_so_far.saturating_add(header.payload_len);
+        let max = self.config.max_message_size_value() as u64;
+        if !header.opcode.is_control() && size > max {
+            return Err(CapacityError::MessageTooLarge { size, max }.into());
+        }
+        self.frame = Some(FrameState {
+            header,
+            text,
+            validated: 0,
+        });
+        Ok(())
+    }
+
+    /// Validates the UTF-8 of a text payload that has partly arrived, so that invalid text
+    /// fails the connection before the rest of the frame is waited for.
+    fn validate_partial(&mut self) -> Result<(), Error> {
+        let Some(frame) = &mut self.frame else {
+            return Ok(());
+        };
+        if !frame.text {
+            return Ok(());
+        }
+        let arrived = self.decoder.partial_payload(&self.recv);
+        if let Some(new) = arrived.get(frame.validated..) {
+            self.utf8
+                .feed(new)
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
+            frame.validated = arrived.len();
+        }
+        Ok(())
+    }
+
+    fn finish_frame(&mut self, payload: Bytes) -> Result<Option<Event>, Error> {
+        let Some(frame) = self.frame.take() else {
+            return Ok(None);
+        };
+        let header = frame.header;
+        match header.opcode {
+            OpCode::Ping => {
+                if !self.close_sent {
+                    self.push_frame(OpCode::Pong, true, payload.clone());
+                }
+                Ok(Some(Event::Ping(payload)))
+            }
+            OpCode::Pong => Ok(Some(Event::Pong(payload))),
+            OpCode::Close => self.receive_close(&payload).map(Some),
+            OpCode::Text | OpCode::Binary | OpCode::Continuation => {
+                if frame.text {
+                    let rest = payload.get(frame.validated..).unwrap_or_default();
+                    self.utf8
+                        .feed(rest)
+                        .map_err(|_| ProtocolError::InvalidUtf8)?;
+                    if header.fin {
+                        self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+                    }
+                }
+                Ok(self
+                    .reassemble(frame.text, header.fin, payload)
+                    .map(Event::Message))
+            }
+        }
+    }
+
+    /// Adds a data frame to the message in progress; returns the message when it is complete.
+    fn reassemble(&mut self, text: bool, fin: bool, payload: Bytes) -> Option<Message> {
+        let data = match (self.reassembly.take(), fin) {
+            // The common case, one frame per message: the payload is handed out as it is.
+            (None, true) => payload,
+            (None, false) => {
+                self.reassembly = Some(Reassembly {
+                    text,
+                    data: BytesMut::from(&payload[..]),
+                });
+                return None;
+            }
+            (Some(mut r), fin) => {
+                r.data.extend_from_slice(&payload);
+                if !fin {
+                    self.reassembly = Some(r);
+                    return None;
+                }
+                r.data.freeze()
+            }
+        };
+        Some(if text {
+            Message::Text(Utf8Bytes::from_validated(data))
+        } else {
+            Message::Binary(data)
+        })
+    }
+
+    fn receive_close(&mut self, payload: &[u8]) -> Result<Event, Error> {
+        let frame = CloseFrame::parse(payload)?;
+        self.close_received = true;
+        self.recv.clear();
+        if !self.close_sent {
+            // Echo the status code, as RFC 6455 §5.5.1 suggests; an empty close gets an
+            // empty answer.
+            let echo = frame.as_ref().map(|f| CloseFrame {
+                code: f.code,
+                reason: String::new(),
+            });
+            self.send_close(echo.as_ref());
+        }
+        Ok(Event::Close(frame))
+    }
+
+    /// Fails the connection (RFC 6455 §7.1.7): queues the close frame the error calls for,
+    /// unless one was sent already, and stops receiving.
+    fn fail(&mut self, error: Error) -> Error {
+        if let Some(code) = error.close_code()
+            && !self.close_sent
+        {
+            let frame = CloseFrame {
+                code,
+                reason: truncate_reason(error.to_string()),
+            };
+            self.send_close(Some(&frame));
+        }
+        self.failed = true;
+        self.recv.clear();
+        self.frame = None;
+        self.reassembly = None;
+        error
+    }
+}
+
+fn truncate_reason(mut reason: String) -> String {
+    if reason.len() > MAX_REASON_LEN {
+        let mut end = MAX_REASON_LEN;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
+    reason
+}

@@ -1,0 +1,221 @@
+//! The streaming frame decoder: headers checked against the connection's role and limits
+//! before any payload is buffered, payloads unmasked in place as they arrive and handed out
+//! as `Bytes` split off the receive buffer, without a copy.
+
+use bytes::{Bytes, BytesMut};
+
+use super::header::{FrameHeader, MAX_HEADER_LEN};
+use crate::error::{CapacityError, Error, ProtocolError};
+use crate::mask::apply_mask;
+use crate::role::Role;
+
+/// How much room to make ahead of a large payload at a time: the buffer grows as the payload
+/// arrives, so a peer that announces a big frame and sends nothing costs little memory.
+const RESERVE_STEP: usize = 64 * 1024;
+
+/// What [`FrameDecoder::decode`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded {
+    /// The header of the next frame, checked; its payload follows.
+    Header(FrameHeader),
+    /// The whole, unmasked payload of the frame whose header came last.
+    Payload(Bytes),
+}
+
+/// Splits a byte stream into frame headers and payloads.
+///
+/// Every header is reported before its payload, so the caller can check message-level rules
+/// (fragmentation order, message size) before a byte of payload is kept.
+#[derive(Debug, Clone)]
+pub struct FrameDecoder {
+    role: Role,
+    max_frame_size: u64,
+    allowed_rsv: u8,
+    current: Option<InFlight>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    header: FrameHeader,
+    /// How many payload bytes at the front of the buffer are already unmasked.
+    unmasked: usize,
+}
+
+impl FrameDecoder {
+    /// A decoder for frames received by `role`, refusing data frames over `max_frame_size`.
+    pub fn new(role: Role, max_frame_size: u64) -> Self {
+        Self {
+            role,
+            max_frame_size,
+            allowed_rsv: 0,
+            current: None,
+        }
+    }
+
+    /// Lets a negotiated extension use reserved bits (RSV1 = `0b100`).
+    pub fn set_allowed_rsv(&mut self, rsv: u8) {
+        self.allowed_rsv = rsv & 0x07;
+    }
+
+    /// Decodes from the front of `buf`, consuming what it returns. `Ok(None)` means more bytes
+    /// are needed; the bytes of an unfinished payload stay in `buf`, already unmasked (see
+    /// [`FrameDecoder::partial_payload`]).
+    ///
+    /// # Errors
+    /// A broken framing rule, or a data frame over the size limit. The decoder must not be
+    /// used after an error.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Decoded>, Error> {
+        let Some(current) = &mut self.current else {
+            return self.decode_header(buf);
+        };
+        // The limit check on the header bounds this length to usize on every target that
+        // could buffer it; a larger one never gets here.
+        let len = usize::try_from(current.header.payload_len).unwrap_or(usize::MAX);
+        let available = buf.len().min(len);
+        if let Some(key) = current.header.mask {
+            apply_mask(&mut buf[current.unmasked..available], key, current.unmasked);
+        }
+        current.unmasked = available;
+        if available < len {
+            buf.reserve((len - available).min(RESERVE_STEP));
+            return Ok(None);
+        }
+        self.current = None;
+        Ok(Some(Decoded::Payload(buf.split_to(len).freeze())))
+    }
+
+    fn decode_header(&mut self, buf: &mut BytesMut) -> Result<Option<Decoded>, Error> {
+        let Some((header, header_len)) = FrameHeader::parse(buf)? else {
+            buf.reserve(MAX_HEADER_LEN);
+            return Ok(None);
+        };
+        match (self.role, header.mask.is_some()) {
+            (Role::Server, false) => return Err(ProtocolError::UnmaskedFrameFromClient.into()),
+            (Role::Client, true) => return Err(ProtocolError::MaskedFrameFromServer.into()),
+            _ => {}
+        }
+        if header.rsv & !self.allowed_rsv != 0 {
+            return Err(ProtocolError::ReservedBitsSet(header.rsv).into());
+        }
+        if !header.opcode.is_control() && header.payload_len > self.max_frame_size {
+            return Err(CapacityError::FrameTooLarge {
+                size: header.payload_len,
+                max: self.max_frame_size,
+            }
+            .into());
+        }
+        let _ = buf.split_to(header_len);
+        self.current = Some(InFlight {
+            header,
+            unmasked: 0,
+        });
+        Ok(Some(Decoded::Header(header)))
+    }
+
+    /// The header of the frame whose payload is being received, if any.
+    pub fn current_header(&self) -> Option<&FrameHeader> {
+        self.current.as_ref().map(|c| &c.header)
+    }
+
+    /// The part of the current frame's payload that has arrived, unmasked, at the front of
+    /// `buf` (the buffer last passed to [`FrameDecoder::decode`]).
+    pub fn partial_payload<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        let unmasked = self.current.map_or(0, |c| c.unmasked);
+        buf.get(..unmasked).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::OpCode;
+
+    fn decoder(role: Role) -> FrameDecoder {
+        FrameDecoder::new(role, 1 << 20)
+    }
+
+    #[test]
+    fn rfc_masked_hello_decodes_to_hello() {
+        let mut buf = BytesMut::from(
+            &[
+                0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+            ][..],
+        );
+        let mut d = decoder(Role::Server);
+        let Some(Decoded::Header(h)) = d.decode(&mut buf).unwrap() else {
+            panic!()
+        };
+        assert_eq!(h.opcode, OpCode::Text);
+        assert_eq!(
+            d.decode(&mut buf).unwrap(),
+            Some(Decoded::Payload(Bytes::from_static(b"Hello")))
+        );
+        assert_eq!(d.decode(&mut buf).unwrap(), None);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn server_rejects_unmasked_frames() {
+        let mut buf = BytesMut::from(&[0x81, 0x05, b'H', b'e', b'l', b'l', b'o'][..]);
+        assert_eq!(
+            decoder(Role::Server).decode(&mut buf),
+            Err(ProtocolError::UnmaskedFrameFromClient.into())
+        );
+    }
+
+    #[test]
+    fn client_rejects_masked_frames() {
+        let mut buf = BytesMut::from(&[0x81, 0x80, 1, 2, 3, 4][..]);
+        assert_eq!(
+            decoder(Role::Client).decode(&mut buf),
+            Err(ProtocolError::MaskedFrameFromServer.into())
+        );
+    }
+
+    #[test]
+    fn reserved_bits_fail_unless_allowed() {
+        for rsv in 1u8..8 {
+            let mut buf = BytesMut::from(&[0x80 | (rsv << 4) | 0x2, 0x00][..]);
+            assert_eq!(
+                decoder(Role::Client).decode(&mut buf),
+                Err(ProtocolError::ReservedBitsSet(rsv).into())
+            );
+        }
+        let mut d = decoder(Role::Client);
+        d.set_allowed_rsv(0b100);
+        let mut buf = BytesMut::from(&[0xc2, 0x00][..]);
+        assert!(matches!(d.decode(&mut buf), Ok(Some(Decoded::Header(h))) if h.rsv == 0b100));
+    }
+
+    #[test]
+    fn frame_over_the_limit_fails_from_its_header() {
+        let mut d = FrameDecoder::new(Role::Client, 100);
+        // Only the header has arrived: the limit is decided before any payload.
+        let mut buf = BytesMut::from(&[0x82, 0x7e, 0x00, 0x65][..]);
+        assert_eq!(
+            d.decode(&mut buf),
+            Err(CapacityError::FrameTooLarge {
+                size: 101,
+                max: 100
+            }
+            .into())
+        );
+    }
+
+    #[test]
+    fn payload_is_unmasked_as_it_arrives() {
+        let mut d = decoder(Role::Server);
+        let mut buf = BytesMut::from(&[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f][..]);
+        assert!(matches!(d.decode(&mut buf), Ok(Some(Decoded::Header(_)))));
+        assert_eq!(d.decode(&mut buf), Ok(None));
+        assert_eq!(d.partial_payload(&buf), b"He");
+        buf.extend_from_slice(&[0x4d, 0x51]);
+        assert_eq!(d.decode(&mut buf), Ok(None));
+        assert_eq!(d.partial_payload(&buf), b"Hell");
+        buf.extend_from_slice(&[0x58]);
+        assert_eq!(
+            d.decode(&mut buf),
+            Ok(Some(Decoded::Payload(Bytes::from_static(b"Hello"))))
+        );
+    }
+}
