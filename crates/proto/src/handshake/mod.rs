@@ -1,17 +1,57 @@
-//! The opening handshake (RFC 6455 §4). Placeholder until the handshake module lands.
+//! The opening handshake (RFC 6455 §4): the HTTP/1.1 Upgrade request and its 101 response,
+//! as bytes in and bytes out.
+//!
+//! **Server side.** [`ServerHandshake`] gathers the request as it arrives (or call
+//! [`parse_request`] on a buffer you manage) and yields a [`Request`] for any well-formed
+//! HTTP/1.x request head, plus the bytes that followed it. The application then routes:
+//! [`Request::is_websocket_upgrade`] says whether it asks for a WebSocket at all (if not, serve
+//! it as plain HTTP), [`Request::validate_upgrade`] applies the rules of RFC 6455 §4.2.1, and
+//! [`Request::accept`] builds the 101 response with the chosen subprotocol and extensions.
+//! Every failure is a [`HandshakeError`]: [`HandshakeError::status`] gives its HTTP status and
+//! [`HandshakeError::to_response`] the whole rejection; [`reject_response`] builds one for the
+//! application's own reasons (403 for a bad origin, 401...).
+//!
+//! **Client side.** [`ClientHandshake`] parses a `ws://` or `wss://` URL, writes the request
+//! with a random key, the offered subprotocols and extensions and extra headers, and checks
+//! the [`Response`] (RFC 6455 §4.1): status 101, `Sec-WebSocket-Accept`, and a subprotocol and
+//! extensions the client offered.
+//!
+//! Both sides stop at [`DEFAULT_MAX_HEADER_SIZE`] bytes of head unless configured otherwise,
+//! and accept at most [`MAX_HEADERS`] header lines. Neither loses the bytes that follow the
+//! head in the same read: they are the first WebSocket frames and belong to the connection.
+//!
+//! Parsing uses `httparse`; headers are kept in an [`http::HeaderMap`].
 
-/// An opening handshake that failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum HandshakeError {
-    /// The request or response could not be parsed.
-    #[error("malformed")]
-    Malformed,
-}
+mod accept_key;
+mod client;
+mod error;
+mod extension;
+mod http_util;
+mod request;
+mod server;
 
-impl HandshakeError {
-    /// The HTTP status a server answers this error with.
-    pub fn status(&self) -> u16 {
-        400
-    }
-}
+pub use accept_key::{WEBSOCKET_GUID, accept_key};
+pub use client::{ClientHandshake, Response};
+pub use error::HandshakeError;
+pub use extension::Extension;
+pub use request::{Request, parse_request};
+pub use server::{ServerHandshake, accept_response, reject_response};
+
+/// The default limit on the size of a request or response head (request or status line and
+/// headers), in bytes: 8 KiB. A longer head fails with [`HandshakeError::TooLarge`] (431).
+pub const DEFAULT_MAX_HEADER_SIZE: usize = 8 * 1024;
+
+/// The most header lines a request or response head may have; more fail with
+/// [`HandshakeError::TooManyHeaders`] (431).
+pub const MAX_HEADERS: usize = 64;
+
+/// The request of RFC 6455 §1.3, shared by the tests of the submodules.
+#[cfg(test)]
+const RFC_REQUEST: &[u8] = b"GET /chat HTTP/1.1\r\n\
+    Host: server.example.com\r\n\
+    Upgrade: websocket\r\n\
+    Connection: Upgrade\r\n\
+    Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+    Origin: http://example.com\r\n\
+    Sec-WebSocket-Protocol: chat, superchat\r\n\
+    Sec-WebSocket-Version: 13\r\n\r\n";

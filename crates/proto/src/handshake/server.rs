@@ -1,0 +1,449 @@
+//! The server side: [`ServerHandshake`] gathers a request that arrives in pieces, and
+//! [`accept_response`] / [`reject_response`] build the bytes that answer it (RFC 6455 §4.2.2).
+
+use bytes::{Bytes, BytesMut};
+
+use super::accept_key::accept_key;
+use super::extension::Extension;
+use super::http_util::{self, HeaderLine};
+use super::request::{Request, parse_request};
+use super::{DEFAULT_MAX_HEADER_SIZE, HandshakeError};
+
+/// Headers [`accept_response`] writes itself, so `extra_headers` may not set them.
+const ACCEPT_OWNED: &[&str] = &[
+    "upgrade",
+    "connection",
+    "sec-websocket-accept",
+    "sec-websocket-protocol",
+    "sec-websocket-extensions",
+    "content-length",
+    "transfer-encoding",
+];
+
+/// Headers [`reject_response`] writes itself, so `extra_headers` may not set them.
+const REJECT_OWNED: &[&str] = &["content-length", "transfer-encoding", "connection"];
+
+/// Gathers the bytes of an opening request until its head is complete.
+///
+/// Feed it what the socket returns, with [`receive`](Self::receive) or by reading into
+/// [`recv_buffer_mut`](Self::recv_buffer_mut) and calling [`poll_request`](Self::poll_request).
+/// Once the head is complete it yields the [`Request`] and the bytes that followed it in the
+/// buffer (the client's first frames, or an HTTP body): hand those to the connection, they are
+/// part of the stream. The buffer is then empty and the next request can be read, for plain
+/// HTTP keep-alive.
+///
+/// ```
+/// use wsworker_proto::handshake::ServerHandshake;
+///
+/// let mut handshake = ServerHandshake::new();
+/// assert!(handshake.receive(b"GET /chat HTTP/1.1\r\nHost: example.com\r\n").unwrap().is_none());
+/// let (request, rest) = handshake
+///     .receive(b"Upgrade: websocket\r\nConnection: Upgrade\r\n\
+///                Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+///                Sec-WebSocket-Version: 13\r\n\r\n\x88\x80")
+///     .unwrap()
+///     .unwrap();
+/// assert_eq!(request.path(), "/chat");
+/// assert_eq!(&rest[..], b"\x88\x80");
+/// let response = request.accept(None, None, &[]).unwrap();
+/// assert!(response.starts_with(b"HTTP/1.1 101 Switching Protocols\r\n"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct ServerHandshake {
+    buf: BytesMut,
+    max_size: usize,
+}
+
+impl Default for ServerHandshake {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ServerHandshake {
+    /// A handshake that accepts request heads up to [`DEFAULT_MAX_HEADER_SIZE`] bytes.
+    pub fn new() -> Self {
+        Self::with_max_size(DEFAULT_MAX_HEADER_SIZE)
+    }
+
+    /// A handshake that accepts request heads up to `max_size` bytes.
+    pub fn with_max_size(max_size: usize) -> Self {
+        Self {
+            buf: BytesMut::new(),
+            max_size,
+        }
+    }
+
+    /// The limit on the request head, in bytes.
+    pub fn max_size(&self) -> usize {
+        self.max_size
+    }
+
+    /// The buffer to read socket bytes into directly; call [`poll_request`](Self::poll_request)
+    /// after each read.
+    pub fn recv_buffer_mut(&mut self) -> &mut BytesMut {
+        &mut self.buf
+    }
+
+    /// Appends `data` to the buffer and polls for the request.
+    ///
+    /// # Errors
+    ///
+    /// As [`poll_request`](Self::poll_request).
+    pub fn receive(&mut self, data: &[u8]) -> Result<Option<(Request, Bytes)>, HandshakeError> {
+        self.buf.extend_from_slice(data);
+        self.poll_request()
+    }
+
+    /// The request, once its head is complete, with the bytes that followed it; `Ok(None)`
+    /// while more bytes are needed.
+    ///
+    /// # Errors
+    ///
+    /// As [`parse_request`]: [`HandshakeError::TooLarge`],
+    /// [`TooManyHeaders`](HandshakeError::TooManyHeaders) (431) or
+    /// [`Malformed`](HandshakeError::Malformed) (400). The WebSocket rules are not checked
+    /// here: see [`Request::validate_upgrade`]. After an error the handshake is over; answer it
+    /// with [`HandshakeError::to_response`] and close.
+    pub fn poll_request(&mut self) -> Result<Option<(Request, Bytes)>, HandshakeError> {
+        let Some((request, len)) = parse_request(&self.buf, self.max_size)? else {
+            return Ok(None);
+        };
+        // `len` <= `self.buf.len()`: it counts bytes of a prefix the parser read.
+        let _head = self.buf.split_to(len);
+        Ok(Some((request, self.buf.split().freeze())))
+    }
+}
+
+/// Builds the `101 Switching Protocols` response to a request whose `Sec-WebSocket-Key` is
+/// `key` (the header text), selecting `protocol` and `extensions` (a
+/// `Sec-WebSocket-Extensions` value) when given, followed by `extra_headers` (such as
+/// `Set-Cookie`):
+///
+/// ```text
+/// HTTP/1.1 101 Switching Protocols\r\n
+/// Upgrade: websocket\r\n
+/// Connection: Upgrade\r\n
+/// Sec-WebSocket-Accept: {accept_key(key)}\r\n
+/// [Sec-WebSocket-Protocol: {protocol}\r\n]
+/// [Sec-WebSocket-Extensions: {extensions}\r\n]
+/// [{extra headers}\r\n]
+/// \r\n
+/// ```
+///
+/// This does not check the request: prefer [`Request::accept`], which validates it and checks
+/// that the protocol and extensions were offered.
+///
+/// # Errors
+///
+/// [`HandshakeError::InvalidInput`] when `protocol` is not a token, `extensions` is not valid
+/// RFC 6455 §9.1 syntax, an extra header name is not a token or its value holds a control
+/// character (CR or LF would inject headers), or an extra header is one this function writes.
+pub fn accept_response(
+    key: &str,
+    protocol: Option<&str>,
+    extensions: Option<&str>,
+    extra_headers: &[HeaderLine<'_>],
+) -> Result<Vec<u8>, HandshakeError> {
+    if protocol.is_some_and(|protocol| !http_util::is_token(protocol)) {
+        return Err(HandshakeError::InvalidInput("subprotocol is not a token"));
+    }
+    if let Some(extensions) = extensions {
+        http_util::check_header("Sec-WebSocket-Extensions", extensions, &[])?;
+        Extension::parse_list(extensions)
+            .map_err(|_| HandshakeError::InvalidInput("invalid extensions syntax"))?;
+    }
+    for (name, value) in extra_headers {
+        http_util::check_header(name, value, ACCEPT_OWNED)?;
+    }
+    let mut out = Vec::with_capacity(160);
+    out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
+    http_util::write_header(&mut out, "Upgrade", "websocket");
+    http_util::write_header(&mut out, "Connection", "Upgrade");
+    http_util::write_header(
+        &mut out,
+        "Sec-WebSocket-Accept",
+        &accept_key(key.as_bytes()),
+    );
+    if let Some(protocol) = protocol {
+        http_util::write_header(&mut out, "Sec-WebSocket-Protocol", protocol);
+    }
+    if let Some(extensions) = extensions.filter(|e| !e.trim().is_empty()) {
+        http_util::write_header(&mut out, "Sec-WebSocket-Extensions", extensions);
+    }
+    for (name, value) in extra_headers {
+        http_util::write_header(&mut out, name, value);
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(out)
+}
+
+/// Builds a response that refuses a handshake (or answers a plain HTTP request) and closes the
+/// connection: the status line with its standard reason phrase, `extra_headers`,
+/// `Content-Type: text/plain; charset=utf-8` unless `extra_headers` sets one,
+/// `Content-Length`, `Connection: close`, and `body`.
+///
+/// For a request that failed [`Request::validate_upgrade`], use
+/// [`HandshakeError::to_response`], which adds the headers its status requires.
+///
+/// # Errors
+///
+/// [`HandshakeError::InvalidInput`] when `status` is not in 200..=599, a header name is not a
+/// token, a value holds a control character, or a header is one this function writes
+/// (`Content-Length`, `Transfer-Encoding`, `Connection`).
+pub fn reject_response(
+    status: u16,
+    extra_headers: &[HeaderLine<'_>],
+    body: &[u8],
+) -> Result<Vec<u8>, HandshakeError> {
+    if !(200..=599).contains(&status) {
+        return Err(HandshakeError::InvalidInput(
+            "rejection status must be in 200..=599",
+        ));
+    }
+    for (name, value) in extra_headers {
+        http_util::check_header(name, value, REJECT_OWNED)?;
+    }
+    Ok(http_util::write_rejection(
+        status,
+        extra_headers,
+        "close",
+        body,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::handshake::RFC_REQUEST;
+
+    /// The response of RFC 6455 §1.3.
+    const RFC_RESPONSE: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\n\
+        Upgrade: websocket\r\n\
+        Connection: Upgrade\r\n\
+        Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\
+        Sec-WebSocket-Protocol: chat\r\n\r\n";
+
+    fn text(bytes: &[u8]) -> &str {
+        std::str::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn rfc_6455_example_exchange_gives_the_rfc_response() {
+        let mut handshake = ServerHandshake::new();
+        let (request, rest) = handshake.receive(RFC_REQUEST).unwrap().unwrap();
+        assert!(rest.is_empty());
+        let response = request.accept(Some("chat"), None, &[]).unwrap();
+        assert_eq!(text(&response), text(RFC_RESPONSE));
+        let direct = accept_response("dGhlIHNhbXBsZSBub25jZQ==", Some("chat"), None, &[]).unwrap();
+        assert_eq!(direct, RFC_RESPONSE);
+    }
+
+    #[test]
+    fn request_arriving_byte_by_byte_is_assembled() {
+        let mut handshake = ServerHandshake::new();
+        let (last, head) = RFC_REQUEST.split_last().unwrap();
+        for byte in head {
+            assert_eq!(handshake.receive(&[*byte]), Ok(None));
+        }
+        let (request, rest) = handshake.receive(&[*last]).unwrap().unwrap();
+        assert_eq!(request.key(), Some("dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn bytes_after_the_request_are_kept() {
+        let frame = [
+            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+        ];
+        let mut handshake = ServerHandshake::new();
+        let split = RFC_REQUEST.len() - 3;
+        assert_eq!(handshake.receive(&RFC_REQUEST[..split]), Ok(None));
+        let tail = [&RFC_REQUEST[split..], &frame[..]].concat();
+        let (_, rest) = handshake.receive(&tail).unwrap().unwrap();
+        assert_eq!(&rest[..], frame);
+        assert!(handshake.recv_buffer_mut().is_empty());
+    }
+
+    #[test]
+    fn recv_buffer_is_polled_in_place() {
+        let mut handshake = ServerHandshake::new();
+        handshake.recv_buffer_mut().extend_from_slice(RFC_REQUEST);
+        handshake.recv_buffer_mut().extend_from_slice(b"GET");
+        let (request, rest) = handshake.poll_request().unwrap().unwrap();
+        assert_eq!(request.path(), "/chat");
+        assert_eq!(&rest[..], b"GET");
+    }
+
+    #[test]
+    fn pipelined_plain_requests_are_read_one_after_another() {
+        let mut handshake = ServerHandshake::new();
+        let two = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\n\r\n";
+        let (first, rest) = handshake.receive(two).unwrap().unwrap();
+        assert_eq!(first.path(), "/a");
+        let (second, rest) = handshake.receive(&rest).unwrap().unwrap();
+        assert_eq!(second.path(), "/b");
+        assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn handshake_over_the_limit_is_too_large() {
+        let mut handshake = ServerHandshake::with_max_size(64);
+        assert_eq!(handshake.receive(&RFC_REQUEST[..63]), Ok(None));
+        assert_eq!(
+            handshake.receive(&RFC_REQUEST[63..64]),
+            Err(HandshakeError::TooLarge { max: 64 })
+        );
+        let mut handshake = ServerHandshake::new();
+        assert_eq!(handshake.max_size(), DEFAULT_MAX_HEADER_SIZE);
+        let long = [b"GET / HTTP/1.1\r\nCookie: ".as_slice(), &[b'a'; 8192]].concat();
+        assert_eq!(
+            handshake.receive(&long),
+            Err(HandshakeError::TooLarge { max: 8192 })
+        );
+        let r = text(&HandshakeError::TooLarge { max: 8192 }.to_response()).to_owned();
+        assert!(r.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"));
+    }
+
+    #[test]
+    fn garbage_handshake_is_malformed_400() {
+        let mut handshake = ServerHandshake::new();
+        let err = handshake
+            .receive(b"\x16\x03\x01\x00\xa5\x01\x00\x00")
+            .unwrap_err();
+        assert!(matches!(err, HandshakeError::Malformed(_)));
+        assert!(
+            err.to_response()
+                .starts_with(b"HTTP/1.1 400 Bad Request\r\n")
+        );
+    }
+
+    #[test]
+    fn accept_writes_protocol_extensions_and_extra_headers_in_order() {
+        let response = accept_response(
+            "dGhlIHNhbXBsZSBub25jZQ==",
+            Some("chat"),
+            Some("permessage-deflate; server_no_context_takeover"),
+            &[("Set-Cookie", "id=1"), ("X-Server", "wsworker")],
+        )
+        .unwrap();
+        assert_eq!(
+            text(&response),
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: chat\r\n\
+             Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n\
+             Set-Cookie: id=1\r\nX-Server: wsworker\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn accept_refuses_header_injection() {
+        let key = "dGhlIHNhbXBsZSBub25jZQ==";
+        let cases: [(Option<&str>, Option<&str>, &[HeaderLine<'_>]); 6] = [
+            (Some("chat\r\nX-Evil: 1"), None, &[]),
+            (Some("a b"), None, &[]),
+            (None, Some("x\r\nX-Evil: 1"), &[]),
+            (None, None, &[("X-A", "1\r\nX-Evil: 1")]),
+            (None, None, &[("X-A\r\nX-Evil", "1")]),
+            (None, None, &[("Sec-WebSocket-Accept", "forged")]),
+        ];
+        for (protocol, extensions, extra) in cases {
+            let err = accept_response(key, protocol, extensions, extra).unwrap_err();
+            assert!(matches!(err, HandshakeError::InvalidInput(_)), "{err:?}");
+            assert_eq!(err.status(), 500);
+        }
+    }
+
+    #[test]
+    fn request_accept_checks_the_offer() {
+        let (request, _) = ServerHandshake::new()
+            .receive(RFC_REQUEST)
+            .unwrap()
+            .unwrap();
+        assert!(matches!(
+            request.accept(Some("other"), None, &[]),
+            Err(HandshakeError::InvalidInput(_))
+        ));
+        assert!(matches!(
+            request.accept(None, Some("permessage-deflate"), &[]),
+            Err(HandshakeError::InvalidInput(_))
+        ));
+        let response = request.accept(Some("superchat"), None, &[]).unwrap();
+        assert!(text(&response).contains("\r\nSec-WebSocket-Protocol: superchat\r\n"));
+        let response = request.accept(None, None, &[]).unwrap();
+        assert!(!text(&response).contains("Sec-WebSocket-Protocol"));
+    }
+
+    #[test]
+    fn request_accept_refuses_an_invalid_upgrade() {
+        let plain = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n";
+        let (request, _) = ServerHandshake::new().receive(plain).unwrap().unwrap();
+        assert_eq!(
+            request.accept(None, None, &[]),
+            Err(HandshakeError::NotUpgrade)
+        );
+    }
+
+    #[test]
+    fn reject_response_is_complete() {
+        let response = reject_response(403, &[("X-Reason", "origin")], b"forbidden\n").unwrap();
+        assert_eq!(
+            text(&response),
+            "HTTP/1.1 403 Forbidden\r\nX-Reason: origin\r\n\
+             Content-Type: text/plain; charset=utf-8\r\nContent-Length: 10\r\n\
+             Connection: close\r\n\r\nforbidden\n"
+        );
+        let html = reject_response(404, &[("Content-Type", "text/html")], b"").unwrap();
+        assert_eq!(
+            text(&html),
+            "HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\nContent-Length: 0\r\n\
+             Connection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn reject_response_refuses_bad_input() {
+        for (status, extra) in [
+            (101, &[][..]),
+            (600, &[][..]),
+            (400, &[("Connection", "keep-alive")][..]),
+            (400, &[("X", "a\nb")][..]),
+        ] {
+            assert!(matches!(
+                reject_response(status, extra, b""),
+                Err(HandshakeError::InvalidInput(_))
+            ));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_split_of_a_request_gives_the_same_result(
+            splits in proptest::collection::vec(0..RFC_REQUEST.len() + 11, 0..6),
+        ) {
+            let frame = [0x81u8, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
+            let input = [RFC_REQUEST, &frame[..]].concat();
+            let expected = parse_request(&input, DEFAULT_MAX_HEADER_SIZE).unwrap().unwrap().0;
+            let mut splits = splits;
+            splits.sort_unstable();
+            let mut handshake = ServerHandshake::new();
+            let mut got = None;
+            let mut start = 0;
+            for end in splits.into_iter().chain([input.len()]) {
+                let chunk = &input[start..end];
+                start = end;
+                if let Some((request, rest)) = handshake.receive(chunk).unwrap() {
+                    // What follows in later reads belongs to the connection too.
+                    let rest = [&rest[..], &input[start..]].concat();
+                    got = Some((request, rest));
+                    break;
+                }
+            }
+            let (request, rest) = got.unwrap();
+            prop_assert_eq!(request, expected);
+            prop_assert_eq!(&rest[..], &frame[..]);
+        }
+    }
+}
