@@ -25,6 +25,10 @@ fuzz_target!(|data: &[u8]| {
                 Ok(Some(Decoded::Payload(p))) => {
                     assert_eq!(Some(p.len() as u64), announced.take());
                 }
+                Ok(Some(Decoded::Frame(h, p))) => {
+                    assert_eq!(announced, None);
+                    assert_eq!(p.len() as u64, h.payload_len);
+                }
                 Ok(None) => break,
                 Err(_) => return,
             }

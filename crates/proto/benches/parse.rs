@@ -44,7 +44,8 @@ fn parse(c: &mut Criterion) {
                     let mut decoder = FrameDecoder::new(Role::Server, 1 << 20);
                     let mut frames = 0;
                     while let Ok(Some(d)) = decoder.decode(&mut buf) {
-                        frames += usize::from(matches!(d, Decoded::Payload(_)));
+                        frames +=
+                            usize::from(matches!(d, Decoded::Payload(_) | Decoded::Frame(..)));
                     }
                     assert_eq!(frames, count);
                 });

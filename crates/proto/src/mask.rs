@@ -42,9 +42,8 @@ pub fn apply_mask_bytewise(buf: &mut [u8], key: [u8; 4], offset: usize) {
 
 /// The key as seen from `offset` bytes into the payload.
 fn rotate(key: [u8; 4], offset: usize) -> [u8; 4] {
-    let mut rotated = key;
-    rotated.rotate_left(offset % 4);
-    rotated
+    let o = offset % 4;
+    [key[o], key[(o + 1) % 4], key[(o + 2) % 4], key[(o + 3) % 4]]
 }
 
 #[cfg(test)]

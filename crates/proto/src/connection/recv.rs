@@ -58,6 +58,12 @@ impl Connection {
                         return Ok(Some(event));
                     }
                 }
+                Some(Decoded::Frame(header, payload)) => {
+                    self.start_frame(header)?;
+                    if let Some(event) = self.finish_frame(payload)? {
+                        return Ok(Some(event));
+                    }
+                }
             }
         }
         Ok(None)

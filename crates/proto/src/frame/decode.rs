@@ -2,7 +2,7 @@
 //! before any payload is buffered, payloads unmasked in place as they arrive and handed out
 //! as `Bytes` split off the receive buffer, without a copy.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::header::{FrameHeader, MAX_HEADER_LEN};
 use crate::error::{CapacityError, Error, ProtocolError};
@@ -20,6 +20,9 @@ pub enum Decoded {
     Header(FrameHeader),
     /// The whole, unmasked payload of the frame whose header came last.
     Payload(Bytes),
+    /// A frame whose payload had fully arrived with its header: header and unmasked payload
+    /// in one step, the common case for small frames.
+    Frame(FrameHeader, Bytes),
 }
 
 /// Splits a byte stream into frame headers and payloads.
@@ -104,7 +107,16 @@ impl FrameDecoder {
             }
             .into());
         }
-        let _ = buf.split_to(header_len);
+        buf.advance(header_len);
+        if let Ok(len) = usize::try_from(header.payload_len)
+            && len <= buf.len()
+        {
+            let mut payload = buf.split_to(len);
+            if let Some(key) = header.mask {
+                apply_mask(&mut payload, key, 0);
+            }
+            return Ok(Some(Decoded::Frame(header, payload.freeze())));
+        }
         self.current = Some(InFlight {
             header,
             unmasked: 0,
@@ -142,14 +154,11 @@ mod tests {
             ][..],
         );
         let mut d = decoder(Role::Server);
-        let Some(Decoded::Header(h)) = d.decode(&mut buf).unwrap() else {
+        let Some(Decoded::Frame(h, payload)) = d.decode(&mut buf).unwrap() else {
             panic!()
         };
         assert_eq!(h.opcode, OpCode::Text);
-        assert_eq!(
-            d.decode(&mut buf).unwrap(),
-            Some(Decoded::Payload(Bytes::from_static(b"Hello")))
-        );
+        assert_eq!(payload, Bytes::from_static(b"Hello"));
         assert_eq!(d.decode(&mut buf).unwrap(), None);
         assert!(buf.is_empty());
     }
@@ -184,7 +193,7 @@ mod tests {
         let mut d = decoder(Role::Client);
         d.set_allowed_rsv(0b100);
         let mut buf = BytesMut::from(&[0xc2, 0x00][..]);
-        assert!(matches!(d.decode(&mut buf), Ok(Some(Decoded::Header(h))) if h.rsv == 0b100));
+        assert!(matches!(d.decode(&mut buf), Ok(Some(Decoded::Frame(h, _))) if h.rsv == 0b100));
     }
 
     #[test]
