@@ -42,6 +42,11 @@ impl Connection {
     /// the connection is [`Closed`](super::ReadyState::Closed) and later calls return
     /// `Ok(None)`.
     pub fn poll_event(&mut self) -> Result<Option<Event>, Error> {
+        if self.is_receive_done() {
+            // Whatever a caller still read into the buffer will never be looked at.
+            self.recv.clear();
+            return Ok(None);
+        }
         self.next_event().map_err(|error| self.fail(error))
     }
 

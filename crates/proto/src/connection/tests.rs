@@ -649,3 +649,20 @@ proptest! {
         let _ = drain(&mut conn);
     }
 }
+
+#[test]
+fn bytes_read_after_the_close_are_dropped() {
+    let mut conn = server();
+    conn.receive(&frame_to(Role::Server, true, 0, 8, &[]));
+    assert!(matches!(conn.poll_event(), Ok(Some(Event::Close(None)))));
+    conn.recv_buffer_mut().extend_from_slice(&[0u8; 4096]);
+    assert_eq!(conn.poll_event(), Ok(None));
+    assert!(conn.recv_buffer_mut().is_empty());
+}
+
+#[test]
+fn connection_state_stays_small() {
+    // Memory per idle connection matters to a server holding many of them.
+    let size = size_of::<Connection>();
+    assert!(size <= 320, "Connection is {size} bytes");
+}
