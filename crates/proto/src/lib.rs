@@ -60,6 +60,6 @@ pub use config::Config;
 pub use connection::{Connection, PreparedFrame, ReadyState, encode_server_frame};
 pub use error::{ApiMisuse, CapacityError, Error, ProtocolError};
 pub use handshake::HandshakeError;
-pub use message::{Event, Message};
+pub use message::{Event, Message, WrongType};
 pub use role::Role;
 pub use utf8::Utf8Bytes;

@@ -56,6 +56,14 @@ impl Message {
         }
     }
 
+    /// The text of a text message, or an error that `?` can pass on.
+    ///
+    /// # Errors
+    /// [`WrongType`] for a binary message.
+    pub fn to_text(&self) -> Result<&str, WrongType> {
+        self.as_text().ok_or(WrongType { expected: "text" })
+    }
+
     /// The payload as `Bytes`, sharing its storage.
     pub fn into_bytes(self) -> Bytes {
         match self {
@@ -63,6 +71,14 @@ impl Message {
             Self::Binary(data) => data,
         }
     }
+}
+
+/// A message was not of the type asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("expected a {expected} message")]
+pub struct WrongType {
+    /// The type that was expected: `"text"` or `"binary"`.
+    pub expected: &'static str,
 }
 
 impl From<String> for Message {

@@ -1,0 +1,394 @@
+//! The task that owns one socket and its `wsworker_proto::Connection`, for either role.
+//!
+//! One `poll` does everything that is ready, in an order that keeps replies in order and
+//! syscalls few: commands from handles, then reads (each read is decoded at once and every
+//! event handed to the [`Handler`], whose sends are applied right after it returns), then
+//! one vectored write of everything queued, then the timers. The proto crate does all the
+//! protocol work; this module only moves bytes and keeps time.
+
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, Sleep};
+use tokio_util::io::poll_read_buf;
+use wsworker_proto::{
+    CloseCode, Connection as Proto, Error as ProtoError, Event, ReadyState, Role,
+};
+
+use crate::error::Error;
+use crate::shared::{CloseInfo, Command, Shared, outbox};
+
+/// How much room a read gets when the receive buffer has little spare capacity.
+const READ_RESERVE: usize = 8 * 1024;
+/// How many slices one vectored write takes at most.
+const MAX_IOV: usize = 64;
+/// Reads, commands and writes one poll may do before it yields to other connections.
+const BUDGET: usize = 32;
+
+/// What the driver tells the code that owns the connection (server callbacks or the client's
+/// event stream).
+pub(crate) trait Handler {
+    /// The connection is open; called once, first. Sends made here go out before anything
+    /// else.
+    fn on_open(&mut self) {}
+    /// An event from the peer. Sends made through a handle while this runs are applied as
+    /// soon as it returns, before anything else is read.
+    fn on_event(&mut self, event: Event);
+    /// An error: a protocol violation by the peer (the close frame is already queued), or
+    /// an I/O error.
+    fn on_error(&mut self, error: Error);
+    /// The send buffer went above the soft limit.
+    fn on_buffer_full(&mut self) {}
+    /// The send buffer drained after [`Handler::on_buffer_full`].
+    fn on_buffer_drain(&mut self) {}
+    /// The connection is over; called once, last.
+    fn on_close(&mut self, info: CloseInfo);
+}
+
+/// Limits and timeouts the driver enforces.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DriverConfig {
+    /// After our close frame is sent, how long to wait for the peer's close frame and
+    /// the end of the TCP connection before dropping it.
+    pub(crate) close_timeout: Duration,
+    /// `on_buffer_full` above this many buffered bytes.
+    pub(crate) soft_buffer_limit: usize,
+    /// Close 1008 above this many buffered bytes.
+    pub(crate) hard_buffer_limit: usize,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        Self {
+            close_timeout: Duration::from_secs(5),
+            soft_buffer_limit: 1 << 20,
+            hard_buffer_limit: 16 << 20,
+        }
+    }
+}
+
+/// Drives one connection until it is over.
+pub(crate) struct Driver<S, H> {
+    io: S,
+    conn: Proto,
+    commands: mpsc::UnboundedReceiver<Command>,
+    commands_open: bool,
+    shared: Arc<Shared>,
+    handler: H,
+    config: DriverConfig,
+    /// How the connection ended, once known.
+    close: Option<CloseInfo>,
+    read_eof: bool,
+    write_shut: bool,
+    buffer_full: bool,
+    deadline: Option<Pin<Box<Sleep>>>,
+    /// Commands a callback queued through the outbox; kept to reuse its capacity.
+    outbox: Vec<Command>,
+}
+
+impl<S, H> Driver<S, H>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    H: Handler,
+{
+    pub(crate) fn new(
+        io: S,
+        conn: Proto,
+        shared: Arc<Shared>,
+        commands: mpsc::UnboundedReceiver<Command>,
+        handler: H,
+        config: DriverConfig,
+    ) -> Self {
+        shared.set_ready_state(ReadyState::Open);
+        Self {
+            io,
+            conn,
+            commands,
+            commands_open: true,
+            shared,
+            handler,
+            config,
+            close: None,
+            read_eof: false,
+            write_shut: false,
+            buffer_full: false,
+            deadline: None,
+            outbox: Vec::new(),
+        }
+    }
+
+    /// Runs the connection to its end and reports it through `on_close`.
+    pub(crate) async fn run(mut self) {
+        self.in_scope(H::on_open);
+        // Bytes that arrived with the handshake may already hold frames.
+        self.process_events();
+        poll_fn(|cx| self.poll(cx)).await;
+        self.shared.set_ready_state(ReadyState::Closed);
+        self.shared.publish_queued(0);
+        let info = self.close.take().unwrap_or(CloseInfo {
+            code: CloseCode::ABNORMAL,
+            reason: String::new(),
+            was_clean: false,
+        });
+        self.handler.on_close(info);
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        for _ in 0..BUDGET {
+            let mut progressed = self.poll_commands(cx);
+            match self.poll_read(cx) {
+                Poll::Ready(Ok(())) => progressed = true,
+                Poll::Ready(Err(e)) => return self.abort(e),
+                Poll::Pending => {}
+            }
+            match self.poll_write(cx) {
+                Poll::Ready(Ok(wrote)) => progressed |= wrote,
+                Poll::Ready(Err(e)) => return self.abort(e),
+                Poll::Pending => {}
+            }
+            self.sync_state();
+            if let Poll::Ready(()) = self.poll_finish(cx) {
+                return Poll::Ready(());
+            }
+            if !progressed {
+                return Poll::Pending;
+            }
+        }
+        // Out of budget with work left: let the other connections of this worker run.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// Applies commands from handles on other tasks or threads.
+    fn poll_commands(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progressed = false;
+        while self.commands_open {
+            match self.commands.poll_recv(cx) {
+                Poll::Ready(Some(command)) => {
+                    self.shared.taken(&command);
+                    self.apply(command);
+                    progressed = true;
+                }
+                Poll::Ready(None) => {
+                    // Every handle is gone: nobody can send or close any more, so close.
+                    self.commands_open = false;
+                    self.apply(Command::Close(CloseCode::NORMAL, String::new()));
+                    progressed = true;
+                }
+                Poll::Pending => break,
+            }
+        }
+        progressed
+    }
+
+    fn apply(&mut self, command: Command) {
+        let result = match command {
+            Command::Send(message) => self.conn.send_message(message),
+            Command::Prepared(frame) => self.conn.send_prepared(&frame),
+            Command::Ping(payload) => self.conn.send_ping(payload),
+            Command::Close(code, reason) => {
+                let result = self.conn.close(code, &reason);
+                if result.is_ok() {
+                    self.close = Some(CloseInfo {
+                        code,
+                        reason,
+                        was_clean: false,
+                    });
+                }
+                result
+            }
+        };
+        // A send that raced with the close is dropped, as the browser drops it.
+        if let Err(error) = result
+            && !matches!(error, ProtoError::ApiMisuse(_))
+        {
+            self.handler.on_error(error.into());
+        }
+        self.check_buffer();
+    }
+
+    /// Reads what is available and hands every decoded event to the handler.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.read_eof {
+            return Poll::Pending;
+        }
+        let discard = self.conn.is_receive_done();
+        let buf = self.conn.recv_buffer_mut();
+        if buf.capacity() - buf.len() < READ_RESERVE / 8 {
+            buf.reserve(READ_RESERVE);
+        }
+        let n = ready!(poll_read_buf(Pin::new(&mut self.io), cx, buf))?;
+        if n == 0 {
+            self.read_eof = true;
+            if !discard {
+                // The TCP connection ended without a closing handshake.
+                self.close.get_or_insert(CloseInfo {
+                    code: CloseCode::ABNORMAL,
+                    reason: String::new(),
+                    was_clean: false,
+                });
+            }
+        } else if discard {
+            // After the close frame nothing more is read, but the socket is drained until
+            // the peer closes it, so that closing ours does not reset the connection and
+            // destroy the close frame we sent.
+            self.conn.recv_buffer_mut().clear();
+        } else {
+            self.process_events();
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Runs a handler method with this connection's outbox open, then applies what it sent.
+    fn in_scope(&mut self, f: impl FnOnce(&mut H)) {
+        let handler = &mut self.handler;
+        let mut sent = std::mem::take(&mut self.outbox);
+        outbox::scope(self.shared.id(), || f(handler), &mut sent);
+        for command in sent.drain(..) {
+            self.apply(command);
+        }
+        self.outbox = sent;
+    }
+
+    fn process_events(&mut self) {
+        loop {
+            match self.conn.poll_event() {
+                Ok(Some(event)) => {
+                    if let Event::Close(frame) = &event {
+                        // Whoever started it, the peer's close frame is what gets reported.
+                        self.close = Some(CloseInfo {
+                            code: frame.as_ref().map_or(CloseCode::NO_STATUS, |f| f.code),
+                            reason: frame.as_ref().map(|f| f.reason.clone()).unwrap_or_default(),
+                            was_clean: true,
+                        });
+                    }
+                    self.in_scope(|handler| handler.on_event(event));
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    self.close = Some(CloseInfo {
+                        code: error.close_code().unwrap_or(CloseCode::PROTOCOL_ERROR),
+                        reason: error.to_string(),
+                        was_clean: false,
+                    });
+                    self.handler.on_error(error.into());
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Writes everything queued, with one vectored write per batch of slices.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        let mut wrote = false;
+        while self.conn.wants_transmit() {
+            let mut slices = [IoSlice::new(&[]); MAX_IOV];
+            let count = self.conn.transmit_slices(&mut slices);
+            let n = match Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count]) {
+                Poll::Ready(result) => result?,
+                Poll::Pending if wrote => break,
+                Poll::Pending => return Poll::Pending,
+            };
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.conn.advance_transmit(n);
+            wrote = true;
+        }
+        if wrote {
+            ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+        }
+        Poll::Ready(Ok(wrote))
+    }
+
+    /// Publishes the state to the handles and fires the buffer callbacks.
+    fn sync_state(&mut self) {
+        let state = self.conn.ready_state();
+        self.shared.set_ready_state(if state == ReadyState::Closed {
+            // Closed for the application once the TCP connection is gone too.
+            ReadyState::Closing
+        } else {
+            state
+        });
+        self.check_buffer();
+        if state != ReadyState::Open && self.deadline.is_none() {
+            self.deadline = Some(Box::pin(tokio::time::sleep_until(
+                Instant::now() + self.config.close_timeout,
+            )));
+        }
+    }
+
+    fn check_buffer(&mut self) {
+        let buffered = self.conn.buffered_amount();
+        self.shared.publish_queued(buffered);
+        if !self.buffer_full && buffered > self.config.soft_buffer_limit {
+            self.buffer_full = true;
+            self.handler.on_buffer_full();
+        } else if self.buffer_full && buffered == 0 {
+            self.buffer_full = false;
+            self.handler.on_buffer_drain();
+        }
+        if buffered > self.config.hard_buffer_limit && self.conn.ready_state() == ReadyState::Open {
+            let _ = self
+                .conn
+                .close(CloseCode::POLICY_VIOLATION, "send buffer full");
+            self.close = Some(CloseInfo {
+                code: CloseCode::POLICY_VIOLATION,
+                reason: "send buffer full".into(),
+                was_clean: false,
+            });
+        }
+    }
+
+    /// Ends the connection once the closing handshake is done and flushed, or the peer
+    /// went away, or the close timeout passed.
+    fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.read_eof && !self.conn.wants_transmit() {
+            return Poll::Ready(());
+        }
+        if self.read_eof && self.conn.ready_state() != ReadyState::Closed {
+            // The peer is gone mid-conversation: nothing we queue will be read.
+            return Poll::Ready(());
+        }
+        if self.conn.ready_state() == ReadyState::Closed
+            && !self.conn.wants_transmit()
+            && !self.write_shut
+            && self.conn.role() == Role::Server
+        {
+            // RFC 6455 §7.1.1: the server closes the TCP connection first. Half-close, then
+            // wait for the client's end (read side) so no data is lost to a reset.
+            if Pin::new(&mut self.io).poll_shutdown(cx).is_ready() {
+                self.write_shut = true;
+            }
+        }
+        if let Some(deadline) = &mut self.deadline
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            if let Some(info) = &mut self.close
+                && self.conn.ready_state() != ReadyState::Closed
+            {
+                info.was_clean = false;
+            }
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+
+    fn abort(&mut self, error: io::Error) -> Poll<()> {
+        if self.conn.ready_state() != ReadyState::Closed {
+            self.close = Some(CloseInfo {
+                code: CloseCode::ABNORMAL,
+                reason: String::new(),
+                was_clean: false,
+            });
+            self.handler.on_error(Error::Io(error));
+        }
+        Poll::Ready(())
+    }
+}

@@ -1,0 +1,106 @@
+//! The runtime's error type.
+
+use std::io;
+
+use wsworker_proto::{CloseCode, HandshakeError};
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong in the runtime. Messages describe this layer only; the cause is in
+/// [`std::error::Error::source`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A socket operation failed.
+    #[error("i/o error")]
+    Io(#[from] io::Error),
+    /// The peer broke the protocol, or a call broke its rules.
+    #[error("websocket protocol error")]
+    Proto(#[from] wsworker_proto::Error),
+    /// An address or URL that cannot be used, with the reason.
+    #[error("invalid address {address:?}: {reason}")]
+    InvalidAddress {
+        /// What was given.
+        address: String,
+        /// Why it cannot be used.
+        reason: &'static str,
+    },
+    /// The server answered the opening handshake with this status instead of 101.
+    #[error("handshake rejected with HTTP status {status}")]
+    Rejected {
+        /// The HTTP status.
+        status: u16,
+    },
+    /// The opening handshake failed.
+    #[error("handshake failed")]
+    Handshake(#[source] HandshakeError),
+    /// The connection is closing or closed: nothing more can be sent.
+    #[error("connection closed")]
+    Closed,
+    /// A close code or reason the browser API would refuse (1000 or 3000–4999, reason at
+    /// most 123 bytes).
+    #[error("invalid close: code {code}, reason of {reason_len} bytes")]
+    InvalidClose {
+        /// The code given.
+        code: u16,
+        /// The reason's length in bytes.
+        reason_len: usize,
+    },
+    /// An operation did not finish in time.
+    #[error("timed out: {0}")]
+    Timeout(&'static str),
+    /// The message is binary where text was expected (or the reverse).
+    #[error("expected a {expected} message")]
+    WrongMessageType {
+        /// `"text"` or `"binary"`.
+        expected: &'static str,
+    },
+    /// A user callback panicked; the connection was closed with 1011.
+    #[error("callback panicked: {0}")]
+    CallbackPanic(String),
+    /// A callback returned an error (for example `msg.to_text()?` on a binary message).
+    #[error("callback failed: {0}")]
+    Callback(Box<dyn std::error::Error + Send + Sync>),
+    /// Something this build does not support yet.
+    #[error("unsupported: {0}")]
+    Unsupported(&'static str),
+}
+
+impl Error {
+    /// The close code this error ends a connection with, when it ends one.
+    pub fn close_code(&self) -> Option<CloseCode> {
+        match self {
+            Self::Proto(e) => e.close_code(),
+            Self::CallbackPanic(_) | Self::Callback(_) => Some(CloseCode::INTERNAL_ERROR),
+            _ => None,
+        }
+    }
+}
+
+impl From<wsworker_proto::WrongType> for Error {
+    fn from(error: wsworker_proto::WrongType) -> Self {
+        Self::WrongMessageType {
+            expected: error.expected,
+        }
+    }
+}
+
+impl From<HandshakeError> for Error {
+    fn from(error: HandshakeError) -> Self {
+        match error {
+            HandshakeError::UnexpectedStatus(status) => Self::Rejected { status },
+            other => Self::Handshake(other),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_stays_small() {
+        assert!(size_of::<Error>() <= 40, "{}", size_of::<Error>());
+    }
+}

@@ -1,0 +1,34 @@
+//! # wsworker
+//!
+//! A WebSocket server framework in the shape of PHP's Workerman — a [`Worker`] listening on
+//! `websocket://HOST:PORT` with `count` workers and callbacks — on tokio, built on the
+//! sans-IO protocol core [`wsworker_proto`].
+//!
+//! ```no_run
+//! // The server from the classic Workerman example.
+//! use wsworker::Worker;
+//!
+//! fn main() -> wsworker::Result<()> {
+//!     let mut worker = Worker::new("websocket://0.0.0.0:2346")?;
+//!     worker.count(4); // four workers, each with its own event loop and listener
+//!     worker.on_message(|conn, msg| {
+//!         conn.send(format!("hello {}", msg.to_text()?))?;
+//!         Ok(())
+//!     });
+//!     worker.run() // blocks, like Worker::runAll()
+//! }
+//! ```
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+#![doc(test(attr(deny(warnings))))]
+
+mod driver;
+mod error;
+pub mod server;
+mod shared;
+
+pub use error::{Error, Result};
+pub use server::{Connection, Connections, Handshake, HttpResponse, RunningServer, Worker};
+pub use shared::CloseInfo;
+pub use wsworker_proto as proto;
+pub use wsworker_proto::handshake::Request;
+pub use wsworker_proto::{CloseCode, Message, ReadyState, Utf8Bytes};

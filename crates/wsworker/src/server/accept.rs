@@ -1,0 +1,170 @@
+//! One accepted TCP connection, from its first byte to the driver: the opening handshake
+//! within a size limit and a deadline, the application's decision, plain HTTP for requests
+//! that do not ask for an upgrade, and a status for everything refused.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use wsworker_proto::handshake::{Request, ServerHandshake, reject_response};
+use wsworker_proto::{Connection as Proto, HandshakeError, Role};
+
+use super::ServerContext;
+use super::callbacks::{Handshake, HttpResponse, ServerHandler, contain};
+use super::connection::Connection;
+use crate::driver::Driver;
+use crate::shared::Shared;
+
+/// Serves one TCP connection until it ends.
+pub(crate) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    worker_id: usize,
+    ctx: Arc<ServerContext>,
+) {
+    let _ = stream.set_nodelay(true);
+    let mut stream = stream;
+    let settings = &ctx.settings;
+    let read = tokio::time::timeout(
+        settings.handshake_timeout,
+        read_request(&mut stream, settings.max_header_size),
+    )
+    .await;
+    let (request, rest) = match read {
+        Ok(Ok(Some(parts))) => parts,
+        // The client went away before finishing its request.
+        Ok(Ok(None)) | Ok(Err(Failure::Io)) => return,
+        Ok(Err(Failure::Handshake(error))) => {
+            return refuse(&mut stream, &error.to_response()).await;
+        }
+        Err(_) => {
+            let response = reject_response(408, &[], b"request timeout\n").unwrap_or_default();
+            return refuse(&mut stream, &response).await;
+        }
+    };
+
+    if !request.is_websocket_upgrade() {
+        return serve_http(&mut stream, &request, &ctx).await;
+    }
+    if let Err(error) = request.validate_upgrade() {
+        return refuse(&mut stream, &error.to_response()).await;
+    }
+    let decision = match &ctx.callbacks.on_handshake {
+        Some(cb) => match contain(|| cb(&request)) {
+            Ok(decision) => decision,
+            Err(panic) => {
+                tracing::warn!(%panic, "on_handshake panicked");
+                Handshake::reject(500, "internal error")
+            }
+        },
+        None => Handshake::accept(),
+    };
+    let (protocol, headers) = match decision {
+        Handshake::Accept { protocol, headers } => (protocol, headers),
+        Handshake::Reject { status, body } => {
+            let response = reject_response(status, &[], body.as_bytes())
+                .or_else(|_| reject_response(500, &[], b"invalid rejection\n"))
+                .unwrap_or_default();
+            return refuse(&mut stream, &response).await;
+        }
+    };
+    let header_refs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let response = match request.accept(protocol.as_deref(), None, &header_refs) {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::warn!(%error, "on_handshake chose an invalid response");
+            let response = reject_response(500, &[], b"internal error\n").unwrap_or_default();
+            return refuse(&mut stream, &response).await;
+        }
+    };
+    if stream.write_all(&response).await.is_err() {
+        return;
+    }
+
+    let proto = Proto::with_buffer(Role::Server, settings.proto.clone(), rest);
+    let (shared, commands) = Shared::new();
+    let conn = Connection::new(shared.clone(), worker_id, peer, request, protocol);
+    let handler = ServerHandler {
+        conn,
+        callbacks: ctx.callbacks.clone(),
+        registry: ctx.connections.clone(),
+    };
+    Driver::new(stream, proto, shared, commands, handler, settings.driver)
+        .run()
+        .await;
+}
+
+enum Failure {
+    Io,
+    Handshake(HandshakeError),
+}
+
+/// Reads until the request head is complete: the request and the bytes after it, or
+/// `None` when the client closed first.
+async fn read_request(
+    stream: &mut TcpStream,
+    max_size: usize,
+) -> Result<Option<(Request, BytesMut)>, Failure> {
+    let mut handshake = ServerHandshake::with_max_size(max_size);
+    loop {
+        let buf = handshake.recv_buffer_mut();
+        buf.reserve(1024);
+        let n = stream.read_buf(buf).await.map_err(|_| Failure::Io)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if let Some((request, rest)) = handshake.poll_request().map_err(Failure::Handshake)? {
+            return Ok(Some((request, BytesMut::from(rest))));
+        }
+    }
+}
+
+async fn serve_http(stream: &mut TcpStream, request: &Request, ctx: &ServerContext) {
+    let method = request.method().as_str();
+    let response = match &ctx.callbacks.on_http {
+        Some(cb) if method == "GET" || method == "HEAD" => {
+            let mut response = contain(|| cb(request)).unwrap_or_else(|panic| {
+                tracing::warn!(%panic, "on_http panicked");
+                HttpResponse::new(500, "internal error\n")
+            });
+            if method == "HEAD" {
+                response.body = bytes::Bytes::new();
+            }
+            let headers: Vec<(&str, &str)> = response
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
+            reject_response(response.status, &headers, &response.body)
+                .or_else(|_| reject_response(500, &[], b"invalid response\n"))
+                .unwrap_or_default()
+        }
+        Some(_) => reject_response(405, &[("Allow", "GET, HEAD")], b"method not allowed\n")
+            .unwrap_or_default(),
+        None => HandshakeError::NotUpgrade.to_response(),
+    };
+    refuse(stream, &response).await;
+}
+
+/// Writes a final response and closes the connection gracefully.
+async fn refuse(stream: &mut TcpStream, response: &[u8]) {
+    if stream.write_all(response).await.is_ok() {
+        let _ = stream.shutdown().await;
+        // Drain what the client still sends (briefly) so closing does not reset the
+        // connection before it has read the response.
+        let mut sink = [0u8; 1024];
+        let drain = async {
+            while let Ok(n) = stream.read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
+    }
+}

@@ -1,0 +1,224 @@
+//! The application's callbacks, what they return, and the driver handler that calls them
+//! with every panic contained to the one connection it happened on.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use wsworker_proto::handshake::Request;
+use wsworker_proto::{CloseCode, Event, Message};
+
+use super::connection::Connection;
+use super::registry::Connections;
+use crate::driver::Handler;
+use crate::error::{Error, Result};
+use crate::shared::CloseInfo;
+
+/// What `on_handshake` decides about an opening request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handshake {
+    /// Accept, with the chosen subprotocol (one the client offered, or none) and extra
+    /// response headers.
+    Accept {
+        /// The subprotocol, which must be one of [`Request::protocols`].
+        protocol: Option<String>,
+        /// Extra headers for the 101 response (`Set-Cookie`, …).
+        headers: Vec<(String, String)>,
+    },
+    /// Refuse with an HTTP status (401, 403, 404, …) and a short text body.
+    Reject {
+        /// The HTTP status.
+        status: u16,
+        /// The response body.
+        body: String,
+    },
+}
+
+impl Handshake {
+    /// Accept without a subprotocol.
+    pub fn accept() -> Self {
+        Self::Accept {
+            protocol: None,
+            headers: Vec::new(),
+        }
+    }
+
+    /// Accept with `protocol` as the subprotocol.
+    pub fn accept_protocol(protocol: impl Into<String>) -> Self {
+        Self::Accept {
+            protocol: Some(protocol.into()),
+            headers: Vec::new(),
+        }
+    }
+
+    /// Refuse with `status` and `body`.
+    pub fn reject(status: u16, body: impl Into<String>) -> Self {
+        Self::Reject {
+            status,
+            body: body.into(),
+        }
+    }
+
+    /// Adds a header to an accepting response (ignored on a rejection).
+    #[must_use]
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        if let Self::Accept { headers, .. } = &mut self {
+            headers.push((name.into(), value.into()));
+        }
+        self
+    }
+}
+
+/// A plain HTTP response, for requests on the WebSocket port that do not ask for an upgrade
+/// (see [`Worker::on_http`](super::Worker::on_http)). The connection closes after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Bytes,
+}
+
+impl HttpResponse {
+    /// A response with `status`, `Content-Type: text/plain` and `body`.
+    pub fn new(status: u16, body: impl Into<Bytes>) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            body: body.into(),
+        }
+    }
+
+    /// `200 OK` with an HTML body.
+    pub fn html(body: impl Into<Bytes>) -> Self {
+        Self::new(200, body).with_header("Content-Type", "text/html; charset=utf-8")
+    }
+
+    /// `404 Not Found`.
+    pub fn not_found() -> Self {
+        Self::new(404, "not found\n")
+    }
+
+    /// Adds a header.
+    #[must_use]
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// The status.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The body.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+}
+
+type Cb<F> = Option<Box<F>>;
+type MessageFn = dyn Fn(&Connection, Message) -> Result<()> + Send + Sync;
+type CloseFn = dyn Fn(&Connection, &CloseInfo) + Send + Sync;
+type ErrorFn = dyn Fn(&Connection, &Error) + Send + Sync;
+
+/// Every callback a worker may have.
+#[derive(Default)]
+pub(crate) struct Callbacks {
+    pub(crate) on_worker_start: Cb<dyn Fn(usize) + Send + Sync>,
+    pub(crate) on_handshake: Cb<dyn Fn(&Request) -> Handshake + Send + Sync>,
+    pub(crate) on_connect: Cb<dyn Fn(&Connection) + Send + Sync>,
+    pub(crate) on_message: Cb<MessageFn>,
+    pub(crate) on_close: Cb<CloseFn>,
+    pub(crate) on_error: Cb<ErrorFn>,
+    pub(crate) on_buffer_full: Cb<dyn Fn(&Connection) + Send + Sync>,
+    pub(crate) on_buffer_drain: Cb<dyn Fn(&Connection) + Send + Sync>,
+    pub(crate) on_http: Cb<dyn Fn(&Request) -> HttpResponse + Send + Sync>,
+}
+
+/// Runs `f`, turning a panic into its message.
+pub(crate) fn contain<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".to_owned())
+    })
+}
+
+/// Connects one connection's driver to the application's callbacks.
+pub(crate) struct ServerHandler {
+    pub(crate) conn: Connection,
+    pub(crate) callbacks: Arc<Callbacks>,
+    pub(crate) registry: Connections,
+}
+
+impl ServerHandler {
+    /// Calls a callback; a panic or an error is reported to `on_error` and closes this
+    /// connection with 1011, the worker and the other connections carry on.
+    fn call(&self, f: impl FnOnce() -> Result<()>) {
+        let error = match contain(f) {
+            Ok(Ok(())) => return,
+            Ok(Err(error)) => error,
+            Err(panic) => Error::CallbackPanic(panic),
+        };
+        tracing::warn!(conn = self.conn.id(), %error, "callback failed");
+        self.report(&error);
+        let _ = self.conn.close(CloseCode::INTERNAL_ERROR, "internal error");
+    }
+
+    fn report(&self, error: &Error) {
+        if let Some(on_error) = &self.callbacks.on_error {
+            // A panicking error handler has nowhere left to report to.
+            let _ = contain(|| on_error(&self.conn, error));
+        }
+    }
+}
+
+impl Handler for ServerHandler {
+    fn on_open(&mut self) {
+        self.registry.insert(&self.conn);
+        if let Some(cb) = &self.callbacks.on_connect {
+            self.call(|| {
+                cb(&self.conn);
+                Ok(())
+            });
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        if let (Event::Message(message), Some(cb)) = (event, &self.callbacks.on_message) {
+            self.call(|| cb(&self.conn, message));
+        }
+    }
+
+    fn on_error(&mut self, error: Error) {
+        tracing::debug!(conn = self.conn.id(), %error, "connection error");
+        self.report(&error);
+    }
+
+    fn on_buffer_full(&mut self) {
+        if let Some(cb) = &self.callbacks.on_buffer_full {
+            self.call(|| {
+                cb(&self.conn);
+                Ok(())
+            });
+        }
+    }
+
+    fn on_buffer_drain(&mut self) {
+        if let Some(cb) = &self.callbacks.on_buffer_drain {
+            self.call(|| {
+                cb(&self.conn);
+                Ok(())
+            });
+        }
+    }
+
+    fn on_close(&mut self, info: CloseInfo) {
+        self.registry.remove(&self.conn);
+        if let Some(cb) = &self.callbacks.on_close {
+            let _ = contain(|| cb(&self.conn, &info));
+        }
+    }
+}

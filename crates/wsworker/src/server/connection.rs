@@ -1,0 +1,174 @@
+//! The server-side connection handle given to callbacks: cheap to clone, usable from any
+//! thread or task.
+
+use std::any::Any;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use wsworker_proto::handshake::Request;
+use wsworker_proto::{CloseCode, CloseFrame, Message, PreparedFrame, ReadyState};
+
+use crate::error::{Error, Result};
+use crate::shared::{Command, Shared};
+
+type Data = Arc<dyn Any + Send + Sync>;
+
+/// One client's connection, as the server's callbacks see it.
+///
+/// Sending only queues: it never blocks the worker. A send from inside one of this
+/// connection's own callbacks is applied as soon as the callback returns; from elsewhere it
+/// travels to the connection's worker through a channel.
+#[derive(Clone)]
+pub struct Connection {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    worker_id: usize,
+    remote_addr: SocketAddr,
+    request: Request,
+    protocol: Option<String>,
+    data: Mutex<Option<Data>>,
+}
+
+impl Connection {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        worker_id: usize,
+        remote_addr: SocketAddr,
+        request: Request,
+        protocol: Option<String>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                shared,
+                worker_id,
+                remote_addr,
+                request,
+                protocol,
+                data: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// A number unique to this connection within the process.
+    pub fn id(&self) -> u64 {
+        self.inner.shared.id()
+    }
+
+    /// The worker (0-based) that serves this connection.
+    pub fn worker_id(&self) -> usize {
+        self.inner.worker_id
+    }
+
+    /// The client's address.
+    pub fn remote_addr(&self) -> SocketAddr {
+        self.inner.remote_addr
+    }
+
+    /// The opening handshake request: path, query, headers, cookies, origin. WebSocket has no
+    /// request scope of its own; this is it.
+    pub fn request(&self) -> &Request {
+        &self.inner.request
+    }
+
+    /// The subprotocol chosen in the handshake, if any.
+    pub fn protocol(&self) -> Option<&str> {
+        self.inner.protocol.as_deref()
+    }
+
+    /// The state: `Open` until a close frame is sent or received, `Closed` once the
+    /// connection is gone.
+    pub fn ready_state(&self) -> ReadyState {
+        self.inner.shared.ready_state()
+    }
+
+    /// Bytes queued for this client and not yet written to the socket.
+    pub fn buffered_amount(&self) -> usize {
+        self.inner.shared.buffered_amount()
+    }
+
+    /// Queues a message: a `String` or `&str` is sent as text, `Vec<u8>` or `Bytes` as
+    /// binary.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] once the connection is closing or closed.
+    pub fn send(&self, message: impl Into<Message>) -> Result<()> {
+        self.inner.shared.submit(Command::Send(message.into()))
+    }
+
+    /// Queues a frame encoded once for many connections (see
+    /// [`Connections::broadcast`](super::Connections::broadcast)).
+    ///
+    /// # Errors
+    /// [`Error::Closed`] once the connection is closing or closed.
+    pub fn send_prepared(&self, frame: &PreparedFrame) -> Result<()> {
+        self.inner.shared.submit(Command::Prepared(frame.clone()))
+    }
+
+    /// Queues a ping with up to 125 bytes of payload.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] once the connection is closing or closed; a longer payload is an
+    /// [`Error::Proto`].
+    pub fn ping(&self, payload: impl Into<Bytes>) -> Result<()> {
+        let payload = payload.into();
+        if payload.len() > 125 {
+            return Err(wsworker_proto::Error::from(
+                wsworker_proto::ApiMisuse::ControlPayloadTooLong(payload.len()),
+            )
+            .into());
+        }
+        self.inner.shared.submit(Command::Ping(payload))
+    }
+
+    /// Starts the closing handshake with `code` and `reason`. A server may use any code
+    /// that can be sent (1000–1003, 1007–1014, 3000–4999).
+    ///
+    /// # Errors
+    /// [`Error::InvalidClose`] for a code that cannot be sent or a reason over 123 bytes;
+    /// [`Error::Closed`] when the connection is already closing.
+    pub fn close(&self, code: impl Into<CloseCode>, reason: &str) -> Result<()> {
+        let code = code.into();
+        CloseFrame::new(code, reason).map_err(|_| Error::InvalidClose {
+            code: code.as_u16(),
+            reason_len: reason.len(),
+        })?;
+        self.inner
+            .shared
+            .submit(Command::Close(code, reason.to_owned()))
+    }
+
+    /// Attaches a value of the application's own type to this connection (replacing any
+    /// earlier one).
+    pub fn set_data<T: Any + Send + Sync>(&self, value: T) {
+        *self.lock_data() = Some(Arc::new(value));
+    }
+
+    /// The value attached with [`Connection::set_data`], if it is a `T`.
+    pub fn data<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        self.lock_data().clone()?.downcast::<T>().ok()
+    }
+
+    fn lock_data(&self) -> std::sync::MutexGuard<'_, Option<Data>> {
+        // The lock only guards a pointer swap; a panic while holding it cannot leave the
+        // value half-written, so a poisoned lock is still usable.
+        self.inner.data.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("id", &self.id())
+            .field("worker_id", &self.worker_id())
+            .field("remote_addr", &self.remote_addr())
+            .field("path", &self.request().path())
+            .field("protocol", &self.protocol())
+            .field("ready_state", &self.ready_state())
+            .finish()
+    }
+}

@@ -1,0 +1,436 @@
+//! The server: a [`Worker`] listens on `websocket://HOST:PORT` with `count` worker threads,
+//! each running its own single-threaded tokio runtime and its own `SO_REUSEPORT` listener —
+//! the threads play the part of Workerman's processes, and nothing on the per-message path
+//! is shared between them.
+
+mod accept;
+mod address;
+mod callbacks;
+mod connection;
+mod listener;
+mod registry;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+use wsworker_proto::handshake::{DEFAULT_MAX_HEADER_SIZE, Request};
+use wsworker_proto::{CloseCode, Message};
+
+pub use callbacks::{Handshake, HttpResponse};
+pub use connection::Connection;
+pub use registry::Connections;
+
+use crate::driver::DriverConfig;
+use crate::error::{Error, Result};
+use crate::shared::CloseInfo;
+use callbacks::Callbacks;
+
+/// Settings of a server's connections. `Default` gives the documented defaults.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) proto: wsworker_proto::Config,
+    pub(crate) driver: DriverConfig,
+    pub(crate) max_header_size: usize,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) shutdown_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            proto: wsworker_proto::Config::default(),
+            driver: DriverConfig::default(),
+            max_header_size: DEFAULT_MAX_HEADER_SIZE,
+            handshake_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What every worker thread of a server shares.
+pub(crate) struct ServerContext {
+    pub(crate) callbacks: Arc<Callbacks>,
+    pub(crate) settings: Settings,
+    pub(crate) connections: Connections,
+}
+
+/// A WebSocket server in the shape of Workerman's `Worker`.
+///
+/// ```no_run
+/// use wsworker::Worker;
+///
+/// fn main() -> wsworker::Result<()> {
+///     let mut worker = Worker::new("websocket://0.0.0.0:2346")?;
+///     worker.count(4);
+///     worker.on_message(|conn, msg| {
+///         conn.send(format!("hello {}", msg.to_text()?))?;
+///         Ok(())
+///     });
+///     worker.run()
+/// }
+/// ```
+pub struct Worker {
+    address: String,
+    addr: SocketAddr,
+    count: usize,
+    callbacks: Callbacks,
+    settings: Settings,
+    connections: Connections,
+}
+
+/// Shards of the connection registry: one per worker up to this many.
+const REGISTRY_SHARDS: usize = 16;
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("address", &self.address)
+            .field("count", &self.count)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// A server for `websocket://HOST:PORT` (IPv4, `[IPv6]` or a host name; port 0 picks a
+    /// free port, see [`RunningServer::local_addr`]). One worker until [`Worker::count`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidAddress`] for another scheme or a bad address.
+    pub fn new(address: &str) -> Result<Self> {
+        Ok(Self {
+            address: address.to_owned(),
+            addr: address::parse(address)?,
+            count: 1,
+            callbacks: Callbacks::default(),
+            settings: Settings::default(),
+            connections: Connections::new(REGISTRY_SHARDS),
+        })
+    }
+
+    /// Every open connection of this server, across its workers: capture it in a callback
+    /// to broadcast.
+    ///
+    /// ```no_run
+    /// let mut worker = wsworker::Worker::new("websocket://0.0.0.0:2346")?;
+    /// let everyone = worker.connections();
+    /// worker.on_message(move |_, msg| {
+    ///     everyone.broadcast(msg);
+    ///     Ok(())
+    /// });
+    /// # Ok::<(), wsworker::Error>(())
+    /// ```
+    pub fn connections(&self) -> Connections {
+        self.connections.clone()
+    }
+
+    /// The number of worker threads (at least 1).
+    pub fn count(&mut self, count: usize) -> &mut Self {
+        self.count = count.max(1);
+        self
+    }
+
+    /// The largest message accepted (close 1009 above it). Default 16 MiB.
+    pub fn max_message_size(&mut self, bytes: usize) -> &mut Self {
+        self.settings.proto = self.settings.proto.clone().max_message_size(bytes);
+        self
+    }
+
+    /// The largest frame accepted (close 1009 above it). Default 16 MiB.
+    pub fn max_frame_size(&mut self, bytes: usize) -> &mut Self {
+        self.settings.proto = self.settings.proto.clone().max_frame_size(bytes);
+        self
+    }
+
+    /// The largest handshake request head (431 above it). Default 8 KiB.
+    pub fn max_header_size(&mut self, bytes: usize) -> &mut Self {
+        self.settings.max_header_size = bytes;
+        self
+    }
+
+    /// How long a client has to send its handshake request (408 after it). Default 10 s.
+    pub fn handshake_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.settings.handshake_timeout = timeout;
+        self
+    }
+
+    /// How long to wait for the peer's close frame after ours. Default 5 s.
+    pub fn close_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.settings.driver.close_timeout = timeout;
+        self
+    }
+
+    /// The send buffer limits per connection: `on_buffer_full` above `soft`, close 1008
+    /// above `hard`. Defaults 1 MiB and 16 MiB.
+    pub fn send_buffer_limits(&mut self, soft: usize, hard: usize) -> &mut Self {
+        self.settings.driver.soft_buffer_limit = soft;
+        self.settings.driver.hard_buffer_limit = hard.max(soft);
+        self
+    }
+
+    /// Called on each worker thread when it starts, with the worker's id (0-based).
+    pub fn on_worker_start(&mut self, f: impl Fn(usize) + Send + Sync + 'static) -> &mut Self {
+        self.callbacks.on_worker_start = Some(Box::new(f));
+        self
+    }
+
+    /// Decides about each valid opening request: accept (choosing a subprotocol) or reject
+    /// with an HTTP status. Without it every valid request is accepted with no subprotocol.
+    pub fn on_handshake(
+        &mut self,
+        f: impl Fn(&Request) -> Handshake + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.callbacks.on_handshake = Some(Box::new(f));
+        self
+    }
+
+    /// Called when a connection is open.
+    pub fn on_connect(&mut self, f: impl Fn(&Connection) + Send + Sync + 'static) -> &mut Self {
+        self.callbacks.on_connect = Some(Box::new(f));
+        self
+    }
+
+    /// Called for each complete message. An error returned (or a panic) is reported to
+    /// `on_error` and closes this connection with 1011.
+    pub fn on_message(
+        &mut self,
+        f: impl Fn(&Connection, Message) -> Result<()> + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.callbacks.on_message = Some(Box::new(f));
+        self
+    }
+
+    /// Called once when a connection is over, with its close code, reason and whether the
+    /// closing handshake completed.
+    pub fn on_close(
+        &mut self,
+        f: impl Fn(&Connection, &CloseInfo) + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.callbacks.on_close = Some(Box::new(f));
+        self
+    }
+
+    /// Called on a protocol violation by the client, an I/O error, or a failed callback.
+    pub fn on_error(
+        &mut self,
+        f: impl Fn(&Connection, &Error) + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.callbacks.on_error = Some(Box::new(f));
+        self
+    }
+
+    /// Called when a connection's send buffer goes above the soft limit.
+    pub fn on_buffer_full(&mut self, f: impl Fn(&Connection) + Send + Sync + 'static) -> &mut Self {
+        self.callbacks.on_buffer_full = Some(Box::new(f));
+        self
+    }
+
+    /// Called when a connection's send buffer has drained after `on_buffer_full`.
+    pub fn on_buffer_drain(
+        &mut self,
+        f: impl Fn(&Connection) + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.callbacks.on_buffer_drain = Some(Box::new(f));
+        self
+    }
+
+    /// Answers plain HTTP `GET`/`HEAD` requests on the WebSocket port (a demo page, a health
+    /// check). Without it they get `426 Upgrade Required`.
+    pub fn on_http(
+        &mut self,
+        f: impl Fn(&Request) -> HttpResponse + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.callbacks.on_http = Some(Box::new(f));
+        self
+    }
+
+    /// Binds the listeners and starts the worker threads; returns at once. Stop it with
+    /// [`RunningServer::shutdown`].
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the address cannot be bound.
+    pub fn start(self) -> Result<RunningServer> {
+        let listeners = listener::bind_all(self.addr, self.count)?;
+        let local_addr = listeners
+            .first()
+            .map(|l| l.local_addr())
+            .transpose()?
+            .unwrap_or(self.addr);
+        let connections = self.connections;
+        let ctx = Arc::new(ServerContext {
+            callbacks: Arc::new(self.callbacks),
+            settings: self.settings,
+            connections: connections.clone(),
+        });
+        let (stop, stopped) = watch::channel(false);
+        let mut threads = Vec::with_capacity(listeners.len());
+        for (worker_id, listener) in listeners.into_iter().enumerate() {
+            let ctx = ctx.clone();
+            let stopped = stopped.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("wsworker-{worker_id}"))
+                .spawn(move || worker_main(worker_id, listener, ctx, stopped))?;
+            threads.push(thread);
+        }
+        tracing::info!(address = %local_addr, workers = threads.len(), "listening");
+        Ok(RunningServer {
+            local_addr,
+            connections,
+            stop,
+            threads,
+        })
+    }
+
+    /// Starts the server and blocks until SIGINT or SIGTERM, then stops gracefully: no new
+    /// connections, close 1001 to every client, up to 5 s for the closing handshakes.
+    ///
+    /// # Errors
+    /// As [`Worker::start`].
+    pub fn run(self) -> Result<()> {
+        Self::run_all([self])
+    }
+
+    /// Starts several servers together (a WebSocket port and a plain HTTP port, say) and
+    /// stops them all on SIGINT or SIGTERM, as Workerman's `Worker::runAll()` does.
+    ///
+    /// # Errors
+    /// The first error of [`Worker::start`]; servers already started are stopped.
+    pub fn run_all(workers: impl IntoIterator<Item = Self>) -> Result<()> {
+        let mut running = Vec::new();
+        for worker in workers {
+            match worker.start() {
+                Ok(server) => running.push(server),
+                Err(error) => {
+                    for server in running {
+                        server.shutdown();
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        wait_for_signal()?;
+        tracing::info!("shutting down");
+        for server in &running {
+            server.request_stop();
+        }
+        for server in running {
+            server.join();
+        }
+        Ok(())
+    }
+}
+
+/// A started server.
+#[derive(Debug)]
+pub struct RunningServer {
+    local_addr: SocketAddr,
+    connections: Connections,
+    stop: watch::Sender<bool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// The address the server listens on (with the port picked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// All open connections, for broadcast.
+    pub fn connections(&self) -> &Connections {
+        &self.connections
+    }
+
+    fn request_stop(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    fn join(self) {
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+    }
+
+    /// Stops gracefully (as on SIGTERM) and waits for the worker threads.
+    pub fn shutdown(self) {
+        self.request_stop();
+        self.join();
+    }
+}
+
+fn worker_main(
+    worker_id: usize,
+    listener: std::net::TcpListener,
+    ctx: Arc<ServerContext>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(worker_id, %error, "cannot start the worker's runtime");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match TcpListener::from_std(listener) {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::error!(worker_id, %error, "cannot register the listener");
+                return;
+            }
+        };
+        if let Some(cb) = &ctx.callbacks.on_worker_start
+            && let Err(panic) = callbacks::contain(|| cb(worker_id))
+        {
+            tracing::error!(worker_id, %panic, "on_worker_start panicked");
+        }
+        let tasks = TaskTracker::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        tasks.spawn(accept::serve(stream, peer, worker_id, ctx.clone()));
+                    }
+                    Err(error) => {
+                        // Out of file descriptors, most likely: back off instead of spinning.
+                        tracing::warn!(worker_id, %error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                _ = stopped.wait_for(|stop| *stop) => break,
+            }
+        }
+        drop(listener);
+        ctx.connections
+            .close_worker(worker_id, CloseCode::GOING_AWAY, "server shutting down");
+        tasks.close();
+        let _ = tokio::time::timeout(ctx.settings.shutdown_timeout, tasks.wait()).await;
+    });
+}
+
+/// Blocks until SIGINT or SIGTERM.
+fn wait_for_signal() -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut term = signal(SignalKind::terminate())?;
+            tokio::select! {
+                result = tokio::signal::ctrl_c() => result?,
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        tokio::signal::ctrl_c().await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,304 @@
+//! The server against real sockets on loopback: handshake answers, echo, close, broadcast,
+//! callbacks, panics, workers.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{RawClient, raw_exchange};
+use wsworker::{CloseCode, Handshake, HttpResponse, Message, Worker};
+use wsworker_proto::Event;
+
+fn hello_worker() -> Worker {
+    let mut worker = Worker::new("websocket://127.0.0.1:0").unwrap();
+    worker.on_message(|conn, msg| {
+        match msg {
+            Message::Text(text) => conn.send(format!("hello {text}"))?,
+            Message::Binary(data) => conn.send([&b"hello "[..], &data].concat())?,
+        }
+        Ok(())
+    });
+    worker
+}
+
+#[test]
+fn hello_tom() {
+    let server = hello_worker().start().unwrap();
+    let mut client = RawClient::connect(server.local_addr(), "/", &[]).unwrap();
+    client.conn.send_text("tom").unwrap();
+    client.flush();
+    assert_eq!(
+        client.next_event().unwrap().unwrap(),
+        Event::Message(Message::text("hello tom"))
+    );
+    client.conn.send_binary(vec![1u8, 2]).unwrap();
+    client.flush();
+    assert_eq!(
+        client.next_event().unwrap().unwrap(),
+        Event::Message(Message::binary(b"hello \x01\x02".to_vec()))
+    );
+    client.conn.close(CloseCode::NORMAL, "bye").unwrap();
+    client.flush();
+    let Event::Close(Some(frame)) = client.next_event().unwrap().unwrap() else {
+        panic!("expected the close echo")
+    };
+    assert_eq!(frame.code, CloseCode::NORMAL);
+    assert!(
+        client.reads_eof(),
+        "the server closes the TCP connection first"
+    );
+    server.shutdown();
+}
+
+#[test]
+fn frames_sent_with_the_handshake_are_not_lost() {
+    let server = hello_worker().start().unwrap();
+    let addr = server.local_addr();
+    let mut handshake =
+        wsworker_proto::handshake::ClientHandshake::new(&format!("ws://{addr}/")).unwrap();
+    let mut client = wsworker_proto::Connection::new(
+        wsworker_proto::Role::Client,
+        wsworker_proto::Config::default(),
+    );
+    client.send_text("early").unwrap();
+    let mut bytes = handshake.request_bytes();
+    while let Some(chunk) = client.poll_transmit() {
+        bytes.extend_from_slice(&chunk);
+    }
+    let reply = raw_exchange_until(addr, &bytes, b"hello early");
+    assert!(reply.contains("101 Switching Protocols"), "{reply}");
+    let _ = &mut handshake;
+    server.shutdown();
+}
+
+/// Sends bytes and reads until `needle` appears (or the timeout).
+fn raw_exchange_until(addr: std::net::SocketAddr, bytes: &[u8], needle: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !out.windows(needle.len()).any(|w| w == needle) {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn plain_get_without_handler_gets_426() {
+    let server = hello_worker().start().unwrap();
+    let reply = raw_exchange(server.local_addr(), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(reply.starts_with("HTTP/1.1 426 "), "{reply}");
+    assert!(reply.contains("Upgrade: websocket"), "{reply}");
+    server.shutdown();
+}
+
+#[test]
+fn plain_get_goes_to_the_http_handler() {
+    let mut worker = hello_worker();
+    worker.on_http(|req| {
+        if req.path() == "/" {
+            HttpResponse::html("<h1>demo</h1>")
+        } else {
+            HttpResponse::not_found()
+        }
+    });
+    let server = worker.start().unwrap();
+    let reply = raw_exchange(server.local_addr(), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");
+    assert!(reply.contains("text/html"), "{reply}");
+    assert!(reply.ends_with("<h1>demo</h1>"), "{reply}");
+    let reply = raw_exchange(
+        server.local_addr(),
+        b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    assert!(reply.starts_with("HTTP/1.1 404 "), "{reply}");
+    let reply = raw_exchange(server.local_addr(), b"POST / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(reply.starts_with("HTTP/1.1 405 "), "{reply}");
+    server.shutdown();
+}
+
+#[test]
+fn malformed_and_invalid_requests_get_a_status() {
+    let server = hello_worker().start().unwrap();
+    let addr = server.local_addr();
+    let cases: [(&[u8], &str); 4] = [
+        (b"garbage\r\n\r\n", "400"),
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+            "426",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: short\r\n\r\n",
+            "400",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            "400",
+        ),
+    ];
+    for (request, status) in cases {
+        let reply = raw_exchange(addr, request);
+        assert!(
+            reply.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{request:?} -> {reply}"
+        );
+    }
+    let mut big = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 10_000));
+    big.extend_from_slice(b"\r\n\r\n");
+    assert!(raw_exchange(addr, &big).starts_with("HTTP/1.1 431 "));
+    server.shutdown();
+}
+
+#[test]
+fn on_handshake_sees_the_request_and_decides() {
+    let mut worker = hello_worker();
+    worker.on_handshake(|req| {
+        if req.query() == Some("token=secret") {
+            match req.protocols().find(|p| *p == "chat") {
+                Some(p) => Handshake::accept_protocol(p),
+                None => Handshake::accept(),
+            }
+        } else {
+            Handshake::reject(403, "forbidden")
+        }
+    });
+    let (tx, rx) = mpsc::channel();
+    worker.on_connect(move |conn| {
+        let _ = tx.send((
+            conn.request().path().to_owned(),
+            conn.protocol().map(str::to_owned),
+        ));
+    });
+    let server = worker.start().unwrap();
+    let addr = server.local_addr();
+    let client = RawClient::connect(addr, "/room?token=secret", &["x", "chat"]).unwrap();
+    assert_eq!(client.response.protocol(), Some("chat"));
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(5)).unwrap(),
+        ("/room".to_owned(), Some("chat".to_owned()))
+    );
+    let Err(err) = RawClient::connect(addr, "/room", &[]) else {
+        panic!("the handshake should be refused")
+    };
+    assert!(err.contains("403"), "{err}");
+    server.shutdown();
+}
+
+#[test]
+fn a_panicking_callback_closes_only_its_connection_with_1011() {
+    let mut worker = Worker::new("websocket://127.0.0.1:0").unwrap();
+    let errors = Arc::new(AtomicUsize::new(0));
+    let seen = errors.clone();
+    worker.on_message(|conn, msg| {
+        if msg.as_text() == Some("boom") {
+            panic!("boom");
+        }
+        conn.send(msg)?;
+        Ok(())
+    });
+    worker.on_error(move |_, _| {
+        seen.fetch_add(1, Ordering::SeqCst);
+    });
+    let server = worker.start().unwrap();
+    let mut victim = RawClient::connect(server.local_addr(), "/", &[]).unwrap();
+    let mut other = RawClient::connect(server.local_addr(), "/", &[]).unwrap();
+    victim.conn.send_text("boom").unwrap();
+    victim.flush();
+    let Event::Close(Some(frame)) = victim.next_event().unwrap().unwrap() else {
+        panic!()
+    };
+    assert_eq!(frame.code, CloseCode::INTERNAL_ERROR);
+    other.conn.send_text("still here").unwrap();
+    other.flush();
+    assert_eq!(
+        other.next_event().unwrap().unwrap(),
+        Event::Message(Message::text("still here"))
+    );
+    assert_eq!(errors.load(Ordering::SeqCst), 1);
+    server.shutdown();
+}
+
+#[test]
+fn protocol_violation_closes_with_1002_after_earlier_replies() {
+    use std::io::Write;
+    let server = hello_worker().start().unwrap();
+    let mut client = RawClient::connect(server.local_addr(), "/", &[]).unwrap();
+    client.conn.send_text("tom").unwrap();
+    client.flush();
+    // An unmasked frame from a client breaks RFC 6455 §5.1.
+    client.stream.write_all(b"\x81\x02hi").unwrap();
+    assert_eq!(
+        client.next_event().unwrap().unwrap(),
+        Event::Message(Message::text("hello tom"))
+    );
+    let Event::Close(Some(frame)) = client.next_event().unwrap().unwrap() else {
+        panic!()
+    };
+    assert_eq!(frame.code, CloseCode::PROTOCOL_ERROR);
+    server.shutdown();
+}
+
+#[test]
+fn broadcast_reaches_every_connection_of_every_worker() {
+    let mut worker = Worker::new("websocket://127.0.0.1:0").unwrap();
+    worker.count(4);
+    let everyone = worker.connections();
+    worker.on_message(move |_, msg| {
+        everyone.broadcast(msg);
+        Ok(())
+    });
+    let server = worker.start().unwrap();
+    let addr = server.local_addr();
+    let mut clients: Vec<RawClient> = (0..200)
+        .map(|_| RawClient::connect(addr, "/", &[]).unwrap())
+        .collect();
+    // Wait until every connection is registered.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while server.connections().len() < 200 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(server.connections().len(), 200);
+    let busy_workers = server
+        .connections()
+        .per_worker()
+        .iter()
+        .filter(|&&n| n > 0)
+        .count();
+    assert!(busy_workers > 1, "{:?}", server.connections().per_worker());
+    clients[0].conn.send_text("to all").unwrap();
+    clients[0].flush();
+    for client in &mut clients {
+        assert_eq!(
+            client.next_event().unwrap().unwrap(),
+            Event::Message(Message::text("to all"))
+        );
+    }
+    server.shutdown();
+}
+
+#[test]
+fn shutdown_closes_every_client_with_1001() {
+    let server = hello_worker().start().unwrap();
+    let mut client = RawClient::connect(server.local_addr(), "/", &[]).unwrap();
+    // Make sure the connection is registered before stopping.
+    client.conn.send_text("x").unwrap();
+    client.flush();
+    client.next_event().unwrap().unwrap();
+    let stopper = std::thread::spawn(move || server.shutdown());
+    let Event::Close(Some(frame)) = client.next_event().unwrap().unwrap() else {
+        panic!()
+    };
+    assert_eq!(frame.code, CloseCode::GOING_AWAY);
+    stopper.join().unwrap();
+}
