@@ -50,6 +50,7 @@ fn hello_tom() {
         client.reads_eof(),
         "the server closes the TCP connection first"
     );
+    drop(client);
     server.shutdown();
 }
 
@@ -192,6 +193,7 @@ fn on_handshake_sees_the_request_and_decides() {
         panic!("the handshake should be refused")
     };
     assert!(err.contains("403"), "{err}");
+    drop(client);
     server.shutdown();
 }
 
@@ -226,6 +228,7 @@ fn a_panicking_callback_closes_only_its_connection_with_1011() {
         Event::Message(Message::text("still here"))
     );
     assert_eq!(errors.load(Ordering::SeqCst), 1);
+    drop((victim, other));
     server.shutdown();
 }
 
@@ -246,6 +249,7 @@ fn protocol_violation_closes_with_1002_after_earlier_replies() {
         panic!()
     };
     assert_eq!(frame.code, CloseCode::PROTOCOL_ERROR);
+    drop(client);
     server.shutdown();
 }
 
@@ -284,6 +288,7 @@ fn broadcast_reaches_every_connection_of_every_worker() {
             Event::Message(Message::text("to all"))
         );
     }
+    drop(clients);
     server.shutdown();
 }
 
@@ -300,5 +305,8 @@ fn shutdown_closes_every_client_with_1001() {
         panic!()
     };
     assert_eq!(frame.code, CloseCode::GOING_AWAY);
+    // The close echo went out with next_event; ending the TCP connection lets the server
+    // finish without waiting out its close timeout.
+    drop(client);
     stopper.join().unwrap();
 }

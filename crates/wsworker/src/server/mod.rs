@@ -354,6 +354,17 @@ impl RunningServer {
         }
     }
 
+    /// Blocks until SIGINT or SIGTERM, then stops gracefully.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the signal handlers cannot be installed (the server is stopped).
+    pub fn run_until_signal(self) -> Result<()> {
+        let waited = wait_for_signal();
+        tracing::info!("shutting down");
+        self.shutdown();
+        waited
+    }
+
     /// Stops gracefully (as on SIGTERM) and waits for the worker threads.
     pub fn shutdown(self) {
         self.request_stop();

@@ -1,0 +1,143 @@
+//! The `wsworker serve` command as a user runs it: the real binary, on loopback.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `wsworker serve`, stopped with SIGTERM (by its PID) when dropped.
+struct Serve {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Serve {
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wsworker"))
+            .arg("serve")
+            .args(args)
+            .args(["--log-level", "warn"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().unwrap().unwrap();
+        // "wsworker serving hello on ws://127.0.0.1:PORT with N workers"
+        let addr = first
+            .split_whitespace()
+            .find_map(|word| word.strip_prefix("ws://"))
+            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+            .parse()
+            .unwrap();
+        let second = lines.next().unwrap().unwrap();
+        assert!(second.contains("in a browser"), "{second}");
+        Self { child, addr }
+    }
+
+    fn stop(mut self) -> i32 {
+        terminate(&self.child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn terminate(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let _ = stream.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn serve_answers_the_demo_page_and_stops_cleanly_on_sigterm() {
+    let serve = Serve::start(&["websocket://127.0.0.1:0", "--count", "2"]);
+    let page = http_get(serve.addr, "/");
+    assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
+    assert!(
+        page.contains("new WebSocket("),
+        "the demo page uses the browser API"
+    );
+    assert!(http_get(serve.addr, "/missing").starts_with("HTTP/1.1 404 "));
+    assert_eq!(serve.stop(), 0);
+}
+
+#[test]
+fn bad_arguments_fail_with_a_message() {
+    for args in [
+        &["serve", "http://127.0.0.1:1"][..],
+        &["serve", "websocket://127.0.0.1"],
+        &["serve", "--count", "0"],
+        &["serve", "--mode", "shout"],
+        &["frobnicate"],
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_wsworker"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.trim().is_empty(), "{args:?}: no message");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn the_port_in_use_is_a_clear_error() {
+    // A listener bound without SO_REUSEPORT keeps the port to itself.
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let output = Command::new(env!("CARGO_BIN_EXE_wsworker"))
+        .args(["serve", &format!("websocket://127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("wsworker: i/o error"), "{stderr}");
+}
+
+/// Headless Chromium opens the demo page, says `tom`, reads `hello tom`, closes.
+#[test]
+#[ignore = "needs Chromium and the interop peers: bash interop/setup.sh"]
+fn chromium_uses_the_demo_page() {
+    let serve = Serve::start(&["websocket://127.0.0.1:0", "--count", "2"]);
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let screenshot = root.join("target/demo.png");
+    let output = Command::new("node")
+        .arg(root.join("interop/node/browser_check.mjs"))
+        .arg(format!("http://{}/", serve.addr))
+        .arg(&screenshot)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("PASS send-receive"), "{stdout}");
+    assert_eq!(serve.stop(), 0);
+}
