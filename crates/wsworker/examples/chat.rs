@@ -23,7 +23,9 @@ fn main() -> wsworker::Result<()> {
     });
     let room = everyone.clone();
     worker.on_message(move |conn, msg| {
-        let name = conn.data::<Name>().map_or_else(String::new, |n| n.0.clone());
+        let name = conn
+            .data::<Name>()
+            .map_or_else(String::new, |n| n.0.clone());
         room.broadcast(Message::from(format!("{name}: {}", msg.to_text()?)));
         Ok(())
     });

@@ -18,14 +18,40 @@
 //!     worker.run() // blocks, like Worker::runAll()
 //! }
 //! ```
+//!
+//! And a client in the shape of the browser's `WebSocket` ([`WebSocket`], in [`client`]):
+//!
+//! ```no_run
+//! use wsworker::{Message, ReadyState, WebSocket, WsEvent};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> wsworker::Result<()> {
+//! let ws = WebSocket::connect("ws://127.0.0.1:2346", ["chat"]).await?;
+//! assert_eq!(ws.ready_state(), ReadyState::Open);
+//! ws.send("tom")?; // queues; never waits
+//! while let Some(event) = ws.next().await {
+//!     match event {
+//!         WsEvent::Message(Message::Text(text)) => {
+//!             assert_eq!(text, "hello tom");
+//!             ws.close(1000, "bye")?;
+//!         }
+//!         WsEvent::Close(info) => assert!(info.was_clean),
+//!         _ => {}
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 #![doc(test(attr(deny(warnings))))]
 
+pub mod client;
 mod driver;
 mod error;
 pub mod server;
 mod shared;
 
+pub use client::{WebSocket, WebSocketBuilder, WsEvent};
 pub use error::{Error, Result};
 pub use server::{Connection, Connections, Handshake, HttpResponse, RunningServer, Worker};
 pub use shared::CloseInfo;

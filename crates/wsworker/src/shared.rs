@@ -7,6 +7,7 @@
 //! applies as soon as the callback returns — no channel, no lock, no task wake-up.
 
 use std::cell::{Cell, RefCell};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
@@ -47,6 +48,18 @@ pub struct CloseInfo {
     pub reason: String,
     /// Whether the closing handshake completed.
     pub was_clean: bool,
+}
+
+/// Runs a user callback, turning a panic into its message so that it ends only the
+/// connection it happened on.
+pub(crate) fn contain<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".to_owned())
+    })
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);

@@ -12,10 +12,11 @@ use wsworker_proto::handshake::{Request, ServerHandshake, reject_response};
 use wsworker_proto::{Connection as Proto, HandshakeError, Role};
 
 use super::ServerContext;
-use super::callbacks::{Handshake, HttpResponse, ServerHandler, contain};
+use super::callbacks::{Handshake, HttpResponse, ServerHandler};
 use super::connection::Connection;
 use crate::driver::Driver;
 use crate::shared::Shared;
+use crate::shared::contain;
 
 /// Serves one TCP connection until it ends.
 pub(crate) async fn serve(

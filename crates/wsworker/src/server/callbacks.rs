@@ -1,7 +1,6 @@
 //! The application's callbacks, what they return, and the driver handler that calls them
 //! with every panic contained to the one connection it happened on.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -12,7 +11,7 @@ use super::connection::Connection;
 use super::registry::Connections;
 use crate::driver::Handler;
 use crate::error::{Error, Result};
-use crate::shared::CloseInfo;
+use crate::shared::{CloseInfo, contain};
 
 /// What `on_handshake` decides about an opening request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,17 +132,6 @@ pub(crate) struct Callbacks {
     pub(crate) on_buffer_full: Cb<dyn Fn(&Connection) + Send + Sync>,
     pub(crate) on_buffer_drain: Cb<dyn Fn(&Connection) + Send + Sync>,
     pub(crate) on_http: Cb<dyn Fn(&Request) -> HttpResponse + Send + Sync>,
-}
-
-/// Runs `f`, turning a panic into its message.
-pub(crate) fn contain<R>(f: impl FnOnce() -> R) -> Result<R, String> {
-    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
-        payload
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "panic".to_owned())
-    })
 }
 
 /// Connects one connection's driver to the application's callbacks.

@@ -397,7 +397,7 @@ fn worker_main(
             }
         };
         if let Some(cb) = &ctx.callbacks.on_worker_start
-            && let Err(panic) = callbacks::contain(|| cb(worker_id))
+            && let Err(panic) = crate::shared::contain(|| cb(worker_id))
         {
             tracing::error!(worker_id, %panic, "on_worker_start panicked");
         }

@@ -1,0 +1,346 @@
+//! The client: [`WebSocket`] is the browser's `WebSocket` in Rust — `url`, `protocol`,
+//! `extensions`, `readyState`, `bufferedAmount`, `send`, `close` with the browser's rules,
+//! and the events open, message, error and close.
+//!
+//! Events come out of a [`Stream`] ([`WebSocket::next`]), or go to `on_*` callbacks
+//! registered on the [`WebSocketBuilder`] for those who want the JavaScript shape: an event
+//! kind with a callback goes to the callback instead of the stream.
+//!
+//! A connection is driven by its own tokio task (the same driver as the server's
+//! connections): the handle only queues commands and reads events, so it is `Send + Sync`,
+//! cheap to clone, and never blocks. Dropping every handle closes the connection with 1000.
+//!
+//! ```no_run
+//! use wsworker::{Message, ReadyState, WebSocket, WsEvent};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> wsworker::Result<()> {
+//! let ws = WebSocket::connect("ws://127.0.0.1:2346", ["chat"]).await?;
+//! assert_eq!(ws.ready_state(), ReadyState::Open);
+//! ws.send("tom")?;
+//! while let Some(event) = ws.next().await {
+//!     match event {
+//!         WsEvent::Message(Message::Text(text)) => {
+//!             println!("{text}");
+//!             ws.close(1000, "bye")?;
+//!         }
+//!         WsEvent::Close(info) => println!("closed with {}", info.code),
+//!         _ => {}
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+mod builder;
+mod connect;
+mod handler;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::task::{Context, Poll, ready};
+
+use futures_core::Stream;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use wsworker_proto::close::MAX_REASON_LEN;
+use wsworker_proto::{CloseCode, Message, ReadyState};
+
+pub use builder::WebSocketBuilder;
+
+use crate::error::{Error, Result};
+use crate::shared::{CloseInfo, Command, Shared};
+
+/// Something that happened on a client connection, in order. The stream of events ends
+/// after [`WsEvent::Close`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum WsEvent {
+    /// The opening handshake succeeded: the connection is open. Not yielded after
+    /// [`WebSocket::connect`] or [`WebSocketBuilder::connect`], whose resolving is the open
+    /// event.
+    Open,
+    /// A message from the server.
+    Message(Message),
+    /// Something went wrong: the connection could not be established, the server broke the
+    /// protocol, the socket failed, or a callback panicked. A [`WsEvent::Close`] follows
+    /// when the error ends the connection.
+    Error(Error),
+    /// The connection is over; always the last event. `was_clean` tells whether the closing
+    /// handshake completed; a connection that failed reports 1006.
+    Close(CloseInfo),
+}
+
+/// The future [`Stream::poll_next`] keeps between polls.
+type NextEvent = Pin<Box<dyn Future<Output = Option<WsEvent>> + Send>>;
+
+/// A WebSocket client connection with the browser API's shape.
+///
+/// Create one with [`WebSocket::connect`] (resolves once open) or with
+/// [`WebSocket::builder`] for headers, limits, timeouts and callbacks, and
+/// [`WebSocketBuilder::open`] to get the handle at once in
+/// [`ReadyState::Connecting`], like `new WebSocket(url)`.
+///
+/// Clones are handles on the same connection; they share one event stream (each event goes
+/// to one reader). When the last handle is dropped the connection is closed with 1000.
+pub struct WebSocket {
+    inner: Arc<Inner>,
+    /// `None` for the handle given to callbacks, which must not keep the connection open.
+    owner: Option<Arc<Owner>>,
+    /// The pending read of [`Stream::poll_next`]; only touched through `&mut self`.
+    next: Mutex<Option<NextEvent>>,
+}
+
+/// What the handles of one connection share.
+struct Inner {
+    url: String,
+    shared: Arc<Shared>,
+    negotiated: OnceLock<Negotiated>,
+    /// Set by the first `close` (or the last handle's drop): the browser is CLOSING from
+    /// then on, even before the driver has taken the close command.
+    closing: AtomicBool,
+    /// Stops a connection that is still being established.
+    cancel: CancellationToken,
+    events: tokio::sync::Mutex<mpsc::UnboundedReceiver<WsEvent>>,
+    owner: Weak<Owner>,
+}
+
+/// What the handshake settled.
+#[derive(Debug)]
+struct Negotiated {
+    protocol: String,
+    extensions: String,
+}
+
+/// Alive while a user's handle is: its drop closes the connection.
+struct Owner {
+    inner: Arc<Inner>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.inner.start_close(CloseCode::NORMAL, "");
+    }
+}
+
+impl Inner {
+    fn ready_state(&self) -> ReadyState {
+        let state = self.shared.ready_state();
+        if state < ReadyState::Closing && self.closing.load(Ordering::Acquire) {
+            ReadyState::Closing
+        } else {
+            state
+        }
+    }
+
+    /// Closes once: a close frame when open (queued behind what was sent before), the end of
+    /// the attempt when still connecting, nothing when already closing.
+    fn start_close(&self, code: CloseCode, reason: &str) {
+        if self.closing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // While connecting, the command waits in the channel: if the handshake completes
+        // before the cancellation is seen, the driver still closes right after opening.
+        let _ = self.shared.submit(Command::Close(code, reason.to_owned()));
+        self.cancel.cancel();
+    }
+}
+
+impl WebSocket {
+    /// Connects to `url` offering `protocols` (in order of preference; pass
+    /// `[] as [&str; 0]` for none, or use [`WebSocket::builder`]) and resolves once the
+    /// connection is open, within 10 seconds for the TCP connection and the handshake.
+    ///
+    /// # Errors
+    /// - [`Error::InvalidAddress`] for a URL that is not `ws://host[:port][/path]`, and
+    ///   [`Error::Handshake`] for a subprotocol that is not a token or is given twice;
+    /// - [`Error::Unsupported`] for `wss://` (no TLS in this build yet);
+    /// - [`Error::Io`] when the TCP connection fails (refused, unreachable, reset);
+    /// - [`Error::Rejected`] when the server answers with another status than 101, and
+    ///   [`Error::Handshake`] for a 101 response that breaks RFC 6455 §4.1;
+    /// - [`Error::Timeout`] after 10 seconds.
+    pub async fn connect<I, S>(url: &str, protocols: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        Self::builder(url).protocols(protocols).connect().await
+    }
+
+    /// A builder for a connection to `url`, with the defaults: no subprotocols, no extra
+    /// headers, a 16 MiB message limit, a 10 s connect timeout, no callbacks.
+    pub fn builder(url: impl Into<String>) -> WebSocketBuilder {
+        WebSocketBuilder::new(url.into())
+    }
+
+    /// A connecting handle (owning) and what its task needs.
+    fn new_connecting(
+        url: String,
+        shared: Arc<Shared>,
+        events: mpsc::UnboundedReceiver<WsEvent>,
+    ) -> Self {
+        let owner = Arc::new_cyclic(|owner| Owner {
+            inner: Arc::new(Inner {
+                url,
+                shared,
+                negotiated: OnceLock::new(),
+                closing: AtomicBool::new(false),
+                cancel: CancellationToken::new(),
+                events: tokio::sync::Mutex::new(events),
+                owner: owner.clone(),
+            }),
+        });
+        Self {
+            inner: owner.inner.clone(),
+            owner: Some(owner),
+            next: Mutex::new(None),
+        }
+    }
+
+    /// A handle that does not keep the connection open, for the callbacks.
+    fn detached(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            owner: None,
+            next: Mutex::new(None),
+        }
+    }
+
+    /// The URL given.
+    pub fn url(&self) -> &str {
+        &self.inner.url
+    }
+
+    /// The subprotocol the server selected; empty while connecting and when it selected
+    /// none.
+    pub fn protocol(&self) -> &str {
+        self.inner
+            .negotiated
+            .get()
+            .map_or("", |n| n.protocol.as_str())
+    }
+
+    /// The extensions the server accepted (`Sec-WebSocket-Extensions`); empty while
+    /// connecting and when none.
+    pub fn extensions(&self) -> &str {
+        self.inner
+            .negotiated
+            .get()
+            .map_or("", |n| n.extensions.as_str())
+    }
+
+    /// The state: `Connecting` until the handshake succeeds, `Open`, `Closing` from the
+    /// first [`close`](Self::close) or the server's close frame, `Closed` once the
+    /// connection is gone.
+    pub fn ready_state(&self) -> ReadyState {
+        self.inner.ready_state()
+    }
+
+    /// Bytes queued by [`send`](Self::send) and not yet written to the socket.
+    pub fn buffered_amount(&self) -> usize {
+        self.inner.shared.buffered_amount()
+    }
+
+    /// Queues a message: a `String` or `&str` goes as text, `Vec<u8>`, `&[u8]` or `Bytes` as
+    /// binary. It never waits; watch [`buffered_amount`](Self::buffered_amount) to pace
+    /// large sends. Unlike the browser, which throws while connecting, a message sent before
+    /// the connection is open is queued and goes out right after the handshake (it is
+    /// dropped if the connection fails).
+    ///
+    /// # Errors
+    /// [`Error::Closed`] once [`close`](Self::close) was called or the connection is closing
+    /// or closed.
+    pub fn send(&self, message: impl Into<Message>) -> Result<()> {
+        if self.inner.closing.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        self.inner.shared.submit(Command::Send(message.into()))
+    }
+
+    /// Starts the closing handshake, with the browser's rules: `code` is 1000 or 3000–4999
+    /// and `reason` at most 123 bytes of UTF-8. The [`WsEvent::Close`] event tells when it is
+    /// done. While connecting, the attempt is abandoned instead (error and close 1006
+    /// events, as in the browser). Closing a connection that is already closing or closed
+    /// does nothing.
+    ///
+    /// # Errors
+    /// [`Error::InvalidClose`] for another code or a longer reason.
+    pub fn close(&self, code: impl Into<CloseCode>, reason: &str) -> Result<()> {
+        let code = code.into();
+        if !code.is_allowed_for_application() || reason.len() > MAX_REASON_LEN {
+            return Err(Error::InvalidClose {
+                code: code.as_u16(),
+                reason_len: reason.len(),
+            });
+        }
+        self.inner.start_close(code, reason);
+        Ok(())
+    }
+
+    /// The next event not handled by a callback; `None` after [`WsEvent::Close`].
+    ///
+    /// Cancel-safe. Clones share the stream: concurrent readers each get different events.
+    pub async fn next(&self) -> Option<WsEvent> {
+        self.inner.events.lock().await.recv().await
+    }
+
+    /// Records what the handshake negotiated; called once, before the connection opens.
+    fn set_negotiated(&self, protocol: &str, extensions: &str) {
+        let _ = self.inner.negotiated.set(Negotiated {
+            protocol: protocol.to_owned(),
+            extensions: extensions.to_owned(),
+        });
+    }
+}
+
+impl Clone for WebSocket {
+    /// Another handle on the same connection. A clone of the handle a callback receives
+    /// keeps the connection open like any other handle (while one still does).
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            owner: self.owner.clone().or_else(|| self.inner.owner.upgrade()),
+            next: Mutex::new(None),
+        }
+    }
+}
+
+impl Stream for WebSocket {
+    type Item = WsEvent;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<WsEvent>> {
+        let this = self.get_mut();
+        // Only `&mut self` reaches the slot, so the lock is never contended.
+        let slot = this.next.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let inner = &this.inner;
+        let next = slot.get_or_insert_with(|| {
+            let inner = inner.clone();
+            Box::pin(async move { inner.events.lock().await.recv().await })
+        });
+        let event = ready!(next.as_mut().poll(cx));
+        *slot = None;
+        Poll::Ready(event)
+    }
+}
+
+impl fmt::Debug for WebSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebSocket")
+            .field("url", &self.url())
+            .field("protocol", &self.protocol())
+            .field("extensions", &self.extensions())
+            .field("ready_state", &self.ready_state())
+            .field("buffered_amount", &self.buffered_amount())
+            .finish()
+    }
+}
+
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<WebSocket>();
+    assert_send_sync::<WebSocketBuilder>();
+    assert_send_sync::<WsEvent>();
+};

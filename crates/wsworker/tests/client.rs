@@ -1,0 +1,560 @@
+//! The client against our own server on loopback: round trips, subprotocols, closing from
+//! either side, the browser's rules, failures to connect, callbacks and ready states.
+
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_core::Stream;
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+use wsworker::{
+    CloseCode, CloseInfo, Error, Handshake, Message, ReadyState, RunningServer, WebSocket, Worker,
+    WsEvent,
+};
+
+/// The bound on every wait.
+const WAIT: Duration = Duration::from_secs(10);
+const NO_PROTOCOLS: [&str; 0] = [];
+
+fn echo_worker() -> Worker {
+    let mut worker = Worker::new("websocket://127.0.0.1:0").unwrap();
+    worker.on_message(|conn, msg| {
+        if msg.as_text() == Some("close me") {
+            conn.close(4000, "server says bye")?;
+        } else {
+            conn.send(msg)?;
+        }
+        Ok(())
+    });
+    worker
+}
+
+fn url(server: &RunningServer) -> String {
+    format!("ws://{}/", server.local_addr())
+}
+
+async fn stop(server: RunningServer) {
+    timeout(WAIT, tokio::task::spawn_blocking(move || server.shutdown()))
+        .await
+        .expect("server shutdown timed out")
+        .unwrap();
+}
+
+async fn event(ws: &WebSocket) -> WsEvent {
+    timeout(WAIT, ws.next())
+        .await
+        .expect("timed out waiting for an event")
+        .expect("the stream ended")
+}
+
+async fn message(ws: &WebSocket) -> Message {
+    match event(ws).await {
+        WsEvent::Message(message) => message,
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+async fn closed(ws: &WebSocket) -> CloseInfo {
+    loop {
+        match event(ws).await {
+            WsEvent::Close(info) => {
+                let end = timeout(WAIT, ws.next()).await.unwrap();
+                assert!(end.is_none(), "the stream ends after close");
+                return info;
+            }
+            WsEvent::Message(_) => {}
+            other => panic!("expected the close, got {other:?}"),
+        }
+    }
+}
+
+/// Closes normally and checks the echo.
+async fn close_normally(ws: &WebSocket) {
+    ws.close(1000, "").unwrap();
+    let info = closed(ws).await;
+    assert_eq!((info.code, info.was_clean), (CloseCode::NORMAL, true));
+    assert_eq!(ws.ready_state(), ReadyState::Closed);
+}
+
+/// Each `on_close` of the server, as (code, reason, was_clean).
+fn record_server_closes(worker: &mut Worker) -> mpsc::UnboundedReceiver<(u16, String, bool)> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    worker.on_close(move |_, info| {
+        let _ = tx.send((info.code.as_u16(), info.reason.clone(), info.was_clean));
+    });
+    rx
+}
+
+async fn recv<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
+    timeout(WAIT, rx.recv())
+        .await
+        .expect("timed out")
+        .expect("channel closed")
+}
+
+#[tokio::test]
+async fn hello_round_trip_text_and_binary() {
+    let mut worker = Worker::new("websocket://127.0.0.1:0").unwrap();
+    worker.on_message(|conn, msg| {
+        match msg {
+            Message::Text(text) => conn.send(format!("hello {text}"))?,
+            Message::Binary(data) => conn.send([&b"hello "[..], &data].concat())?,
+        }
+        Ok(())
+    });
+    let server = worker.start().unwrap();
+    let ws = WebSocket::connect(&url(&server), NO_PROTOCOLS)
+        .await
+        .unwrap();
+    assert_eq!(ws.ready_state(), ReadyState::Open);
+    assert_eq!(ws.url(), url(&server));
+    assert_eq!((ws.protocol(), ws.extensions()), ("", ""));
+    ws.send("tom").unwrap();
+    assert_eq!(message(&ws).await, Message::text("hello tom"));
+    ws.send(vec![1u8, 2]).unwrap();
+    assert_eq!(
+        message(&ws).await,
+        Message::binary(b"hello \x01\x02".to_vec())
+    );
+    close_normally(&ws).await;
+    stop(server).await;
+}
+
+#[tokio::test]
+async fn empty_messages_round_trip() {
+    let server = echo_worker().start().unwrap();
+    let ws = WebSocket::connect(&url(&server), NO_PROTOCOLS)
+        .await
+        .unwrap();
+    ws.send("").unwrap();
+    ws.send(Vec::new()).unwrap();
+    assert_eq!(message(&ws).await, Message::text(""));
+    assert_eq!(message(&ws).await, Message::binary(Vec::new()));
+    close_normally(&ws).await;
+    stop(server).await;
+}
+
+#[tokio::test]
+async fn one_mib_binary_round_trips() {
+    let server = echo_worker().start().unwrap();
+    let ws = WebSocket::connect(&url(&server), NO_PROTOCOLS)
+        .await
+        .unwrap();
+    let data: Vec<u8> = (0..1 << 20).map(|i: u32| (i * 7 % 251) as u8).collect();
+    ws.send(data.clone()).unwrap();
+    assert!(ws.buffered_amount() <= data.len() + 14);
+    assert_eq!(message(&ws).await, Message::binary(data));
+    close_normally(&ws).await;
+    assert_eq!(ws.buffered_amount(), 0);
+    stop(server).await;
+}
+
+#[tokio::test]
+async fn a_burst_of_100_messages_arrives_in_order() {
+    let server = echo_worker().start().unwrap();
+    let ws = WebSocket::connect(&url(&server), NO_PROTOCOLS)
+        .await
+        .unwrap();
+    for i in 0..100 {
+        ws.send(format!("message {i}")).unwrap();
+    }
+    for i in 0..100 {
+        assert_eq!(message(&ws).await, Message::text(format!("message {i}")));
+    }
+    close_normally(&ws).await;
+    stop(server).await;
+}
+
+fn chat_worker() -> Worker {
+    let mut worker = echo_worker();
+    worker.on_handshake(|request| {
+        if request.protocols().any(|p| p == "chat") {
+            Handshake::accept_protocol("chat")
+        } else {
+            Handshake::accept()
+        }
+    });
+    worker
+}
+
+#[tokio::test]
+async fn the_server_chooses_a_subprotocol() {
+    let server = chat_worker().start().unwrap();
+    let ws = WebSocket::connect(&url(&server), ["superchat", "chat"])
+        .await
+        .unwrap();
+    assert_eq!(ws.protocol(), "chat");
+    close_normally(&ws).await;
+    stop(server).await;
+}
+
+#[tokio::test]
+async fn the_server_chooses_no_subprotocol() {
+    let server = chat_worker().start().unwrap();
+    let ws = WebSocket::connect(&url(&server), ["superchat"])
+        .await
+        .unwrap();
+    assert_eq!(ws.protocol(), "");
+    close_normally(&ws).await;
+    stop(server).await;
+}
+
+#[tokio::test]
+async fn the_client_closes_with_a_code_and_reason() {
+    let mut worker = echo_worker();
+    let mut server_closes = record_server_closes(&mut worker);
+    let server = worker.start().unwrap();
+    let ws = WebSocket::connect(&url(&server), NO_PROTOCOLS)
+        .await
+        .unwrap();
+    ws.close(4001, "done here").unwrap();
+    assert!(matches!(ws.send("late"), Err(Error::Closed)));
+    let info = closed(&ws).await;
+    assert_eq!(info.code, CloseCode::new(4001));
+    assert!(info.was_clean);
+    assert_eq!(
+        recv(&mut server_closes).await,
+        (4001, "done here".to_owned(), true)
+    );
+    stop(server).await;
+}
+
+#[tokio::test]
+async fn the_server_closes_with_a_code_and_reason() {
+    let server = echo_worker().start().unwrap();
+    let ws = WebSocket::connect(&url(&server), NO_PROTOCOLS)
+        .await
+        .unwrap();
+    ws.send("close me").unwrap();
+    let info = closed(&ws).await;
+    assert_eq!(
+        info,
+        CloseInfo {
+            code: CloseCode::new(4000),
+            reason: "server says bye".into(),
+            was_clean: true,
+        }
+    );
+    assert_eq!(ws.ready_state(), ReadyState::Closed);
+    assert!(matches!(ws.send("late"), Err(Error::Closed)));
+    ws.close(1000, "").unwrap(); // closing a closed connection does nothing
+    stop(server).await;
+}
+
+#[tokio::test]
+async fn close_follows_the_browser_rules() {
+    let server = echo_worker().start().unwrap();
+    let ws = WebSocket::connect(&url(&server), NO_PROTOCOLS)
+        .await
+        .unwrap();
+    for code in [
+        999u16, 1001, 1002, 1005, 1006, 1011, 1015, 2999, 5000, 65535,
+    ] {
+        assert!(
+            matches!(ws.close(code, ""), Err(Error::InvalidClose { code: c, reason_len: 0 }) if c == code),
+            "code {code}"
+        );
+    }
+    let long = "x".repeat(124);
+    assert!(matches!(
+        ws.close(1000, &long),
+        Err(Error::InvalidClose {
+            code: 1000,
+            reason_len: 124
+        })
+    ));
+    // 62 two-byte characters: 124 bytes of UTF-8.
+    assert!(matches!(
+        ws.close(3000, &"é".repeat(62)),
+        Err(Error::InvalidClose {
+            reason_len: 124,
+            ..
+        })
+    ));
+    assert_eq!(
+        ws.ready_state(),
+        ReadyState::Open,
+        "a refused close changes nothing"
+    );
+    ws.send("still open").unwrap();
+    assert_eq!(message(&ws).await, Message::text("still open"));
+    ws.close(4999, &"y".repeat(123)).unwrap();
+    ws.close(1000, "again").unwrap(); // a second close is a no-op
+    let info = closed(&ws).await;
+    // The event reports the server's close frame: our code echoed, without the reason.
+    assert_eq!((info.code.as_u16(), info.was_clean), (4999, true));
+    stop(server).await;
+}
+
+#[tokio::test]
+async fn a_rejected_handshake_reports_the_status() {
+    let mut worker = echo_worker();
+    worker.on_handshake(|_| Handshake::reject(403, "go away"));
+    let server = worker.start().unwrap();
+    let error = WebSocket::connect(&url(&server), NO_PROTOCOLS)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, Error::Rejected { status: 403 }),
+        "{error:?}"
+    );
+    stop(server).await;
+}
+
+/// An address where nothing listens.
+fn closed_port() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_an_io_error() {
+    let url = format!("ws://{}/", closed_port());
+    let error = WebSocket::connect(&url, NO_PROTOCOLS).await.unwrap_err();
+    assert!(matches!(&error, Error::Io(_)), "{error:?}");
+}
+
+#[tokio::test]
+async fn bad_urls_are_refused() {
+    for url in [
+        "http://127.0.0.1:2346/",
+        "ws://",
+        "ws:///chat",
+        "ws://:80/",
+        "127.0.0.1:2346",
+        "ws://127.0.0.1:99999/",
+        "ws://127.0.0.1/#fragment",
+        "",
+    ] {
+        let error = WebSocket::connect(url, NO_PROTOCOLS).await.unwrap_err();
+        assert!(
+            matches!(&error, Error::InvalidAddress { address, .. } if address == url),
+            "{url}: {error:?}"
+        );
+    }
+    let error = WebSocket::connect("ws://127.0.0.1:1/", ["not a token"])
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Handshake(_)), "{error:?}");
+    let error = WebSocket::builder("ws://127.0.0.1:1/")
+        .header("Bad", "line\r\nInjected: 1")
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Handshake(_)), "{error:?}");
+}
+
+#[tokio::test]
+async fn wss_is_not_supported_yet() {
+    let error = WebSocket::connect("wss://127.0.0.1:1/", NO_PROTOCOLS)
+        .await
+        .unwrap_err();
+    let Error::Unsupported(what) = error else {
+        panic!("{error:?}")
+    };
+    assert!(what.contains("wss://") && what.contains("TLS"), "{what}");
+}
+
+#[tokio::test]
+async fn a_silent_server_times_out() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hold = tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.unwrap();
+        tokio::time::sleep(WAIT).await;
+        drop(socket);
+    });
+    let error = WebSocket::builder(format!("ws://{addr}/"))
+        .connect_timeout(Duration::from_millis(200))
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Timeout(_)), "{error:?}");
+    hold.abort();
+}
+
+#[tokio::test]
+async fn open_reports_a_failure_as_error_then_close_1006() {
+    let ws = WebSocket::builder(format!("ws://{}/", closed_port())).open();
+    assert_eq!(ws.ready_state(), ReadyState::Connecting);
+    assert!(matches!(event(&ws).await, WsEvent::Error(Error::Io(_))));
+    let info = closed(&ws).await;
+    assert_eq!((info.code, info.was_clean), (CloseCode::ABNORMAL, false));
+    assert_eq!(ws.ready_state(), ReadyState::Closed);
+    assert!(matches!(ws.send("x"), Err(Error::Closed)));
+}
+
+#[tokio::test]
+async fn open_with_callbacks_fires_open_message_and_close() {
+    let server = echo_worker().start().unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    let (on_open, on_message, on_close) = (tx.clone(), tx.clone(), tx);
+    let ws = WebSocket::builder(url(&server))
+        .on_open(move |ws| {
+            on_open
+                .send(format!("open {:?}", ws.ready_state()))
+                .unwrap();
+            ws.send("tom").unwrap();
+        })
+        .on_message(move |ws, msg| {
+            on_message
+                .send(format!("message {}", msg.to_text()?))
+                .unwrap();
+            ws.close(3000, "thanks")?;
+            Ok(())
+        })
+        .on_close(move |ws, info| {
+            let line = format!("close {} {} {}", info.code, info.reason, info.was_clean);
+            on_close.send(line).unwrap();
+            assert_eq!(ws.ready_state(), ReadyState::Closed);
+        })
+        .open();
+    assert_eq!(ws.ready_state(), ReadyState::Connecting);
+    assert_eq!(recv(&mut rx).await, "open Open");
+    assert_eq!(recv(&mut rx).await, "message tom");
+    assert_eq!(recv(&mut rx).await, "close 3000  true"); // the server's echo
+    // Every event went to a callback: the stream only ends.
+    assert!(timeout(WAIT, ws.next()).await.unwrap().is_none());
+    stop(server).await;
+}
+
+#[tokio::test]
+async fn ready_state_goes_connecting_open_closing_closed() {
+    let server = echo_worker().start().unwrap();
+    let ws = WebSocket::builder(url(&server)).open();
+    assert_eq!(ws.ready_state(), ReadyState::Connecting);
+    assert!(matches!(event(&ws).await, WsEvent::Open));
+    assert_eq!(ws.ready_state(), ReadyState::Open);
+    ws.close(1000, "bye").unwrap();
+    assert_eq!(ws.ready_state(), ReadyState::Closing);
+    let info = closed(&ws).await;
+    assert!(info.was_clean);
+    assert_eq!(ws.ready_state(), ReadyState::Closed);
+    stop(server).await;
+}
+
+#[tokio::test]
+async fn messages_sent_while_connecting_go_out_after_the_handshake() {
+    let server = echo_worker().start().unwrap();
+    let ws = WebSocket::builder(url(&server)).open();
+    ws.send("early").unwrap();
+    assert!(matches!(event(&ws).await, WsEvent::Open));
+    assert_eq!(message(&ws).await, Message::text("early"));
+    close_normally(&ws).await;
+    stop(server).await;
+}
+
+#[tokio::test]
+async fn close_while_connecting_fails_the_attempt() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hold = tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.unwrap();
+        tokio::time::sleep(WAIT).await;
+        drop(socket);
+    });
+    let ws = WebSocket::builder(format!("ws://{addr}/")).open();
+    ws.close(1000, "").unwrap();
+    assert_eq!(ws.ready_state(), ReadyState::Closing);
+    assert!(matches!(event(&ws).await, WsEvent::Error(Error::Closed)));
+    let info = closed(&ws).await;
+    assert_eq!((info.code, info.was_clean), (CloseCode::ABNORMAL, false));
+    hold.abort();
+}
+
+#[tokio::test]
+async fn dropping_every_handle_closes_with_1000() {
+    let mut worker = echo_worker();
+    let mut server_closes = record_server_closes(&mut worker);
+    let server = worker.start().unwrap();
+    let ws = WebSocket::connect(&url(&server), NO_PROTOCOLS)
+        .await
+        .unwrap();
+    let other = ws.clone();
+    drop(ws);
+    other.send("still here").unwrap();
+    assert_eq!(message(&other).await, Message::text("still here"));
+    drop(other);
+    assert_eq!(recv(&mut server_closes).await, (1000, String::new(), true));
+    stop(server).await;
+}
+
+#[tokio::test]
+async fn the_handle_is_a_stream() {
+    let server = echo_worker().start().unwrap();
+    let mut ws = WebSocket::connect(&url(&server), NO_PROTOCOLS)
+        .await
+        .unwrap();
+    ws.send("via stream").unwrap();
+    let next = timeout(WAIT, poll_fn(|cx| Pin::new(&mut ws).poll_next(cx)))
+        .await
+        .unwrap();
+    assert!(matches!(next, Some(WsEvent::Message(m)) if m == Message::text("via stream")));
+    ws.close(1000, "").unwrap();
+    let mut events = Vec::new();
+    while let Some(event) = timeout(WAIT, poll_fn(|cx| Pin::new(&mut ws).poll_next(cx)))
+        .await
+        .unwrap()
+    {
+        events.push(event);
+    }
+    assert!(matches!(&events[..], [WsEvent::Close(info)] if info.was_clean));
+    stop(server).await;
+}
+
+#[tokio::test]
+async fn a_panicking_callback_is_reported_and_closes_with_1011() {
+    let mut worker = echo_worker();
+    let mut server_closes = record_server_closes(&mut worker);
+    let server = worker.start().unwrap();
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let seen = errors.clone();
+    let ws = WebSocket::builder(url(&server))
+        .on_message(|_, _| panic!("boom"))
+        .on_error(move |_, error| seen.lock().unwrap().push(error.to_string()))
+        .connect()
+        .await
+        .unwrap();
+    ws.send("trigger").unwrap();
+    let info = closed(&ws).await;
+    assert_eq!(info.code, CloseCode::INTERNAL_ERROR);
+    assert_eq!(*errors.lock().unwrap(), ["callback panicked: boom"]);
+    assert_eq!(recv(&mut server_closes).await.0, 1011);
+    stop(server).await;
+}
+
+#[tokio::test]
+async fn a_message_over_the_limit_closes_with_1009() {
+    let server = echo_worker().start().unwrap();
+    let ws = WebSocket::builder(url(&server))
+        .max_message_size(10)
+        .connect()
+        .await
+        .unwrap();
+    ws.send("0123456789").unwrap();
+    assert_eq!(message(&ws).await, Message::text("0123456789"));
+    ws.send("0123456789a").unwrap();
+    assert!(matches!(event(&ws).await, WsEvent::Error(Error::Proto(_))));
+    let info = closed(&ws).await;
+    assert_eq!(info.code, CloseCode::MESSAGE_TOO_BIG);
+    stop(server).await;
+}
+
+#[test]
+fn handles_and_their_futures_are_send_and_sync() {
+    fn assert_send<T: Send>(_: &T) {}
+    fn assert_send_sync<T: Send + Sync + Clone + Unpin>() {}
+    assert_send_sync::<WebSocket>();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let ws = WebSocket::builder(format!("ws://{}/", closed_port())).open();
+        assert_send(&ws.next());
+        assert_send(&WebSocket::connect("ws://127.0.0.1:1/", NO_PROTOCOLS));
+        assert_send(&WebSocket::builder("ws://127.0.0.1:1/").connect());
+    });
+}

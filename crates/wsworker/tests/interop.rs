@@ -1,0 +1,236 @@
+//! Our server and client against peers we did not write: the Python `websockets` and Node
+//! `ws` libraries (scripts in `interop/`). These need the peers installed
+//! (`bash interop/setup.sh`), so they are ignored by a plain `cargo test`; `.ci/run` installs
+//! the peers and runs them with `--ignored`.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use wsworker::{CloseInfo, Handshake, Message, RunningServer, WebSocket, Worker, WsEvent};
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn python() -> PathBuf {
+    let venv = std::env::var_os("INTEROP_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".interop-venv"));
+    venv.join("bin/python")
+}
+
+/// The server every peer's checklist expects: subprotocol `chat` or `superchat` when
+/// offered, echo of every message, and `close CODE REASON` to make the server close.
+fn interop_server() -> RunningServer {
+    let mut worker = Worker::new("websocket://127.0.0.1:0").unwrap();
+    worker.count(2);
+    worker.on_handshake(
+        |req| match req.protocols().find(|p| ["chat", "superchat"].contains(p)) {
+            Some(p) => Handshake::accept_protocol(p),
+            None => Handshake::accept(),
+        },
+    );
+    worker.on_message(|conn, msg| {
+        if let Some(command) = msg.as_text().and_then(|t| t.strip_prefix("close ")) {
+            let (code, reason) = command.split_once(' ').unwrap_or((command, ""));
+            let code: u16 = code.parse().unwrap_or(1000);
+            conn.close(code, reason)?;
+        } else {
+            conn.send(msg)?;
+        }
+        Ok(())
+    });
+    worker.start().unwrap()
+}
+
+/// Runs a checklist script to completion (bounded), printing its report; panics unless it
+/// passed every check.
+fn run_checklist(mut command: Command, what: &str) {
+    let started = Instant::now();
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: cannot start ({e}); run `bash interop/setup.sh`"));
+    let deadline = started + Duration::from_secs(90);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what}: timed out");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!(
+        "{what}:\n{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{what} failed:\n{stdout}");
+    assert!(stdout.contains(" passed, 0 failed"), "{what}: {stdout}");
+}
+
+#[test]
+#[ignore = "needs the interop peers: bash interop/setup.sh"]
+fn python_websockets_client_against_our_server() {
+    let server = interop_server();
+    let url = format!("ws://{}/", server.local_addr());
+    let mut command = Command::new(python());
+    command
+        .arg(repo_root().join("interop/python/client_check.py"))
+        .arg(&url);
+    run_checklist(command, "python client_check");
+    server.shutdown();
+}
+
+#[test]
+#[ignore = "needs the interop peers: bash interop/setup.sh"]
+fn node_ws_client_against_our_server() {
+    let server = interop_server();
+    let url = format!("ws://{}/", server.local_addr());
+    let mut command = Command::new("node");
+    command
+        .arg(repo_root().join("interop/node/client_check.mjs"))
+        .arg(&url);
+    run_checklist(command, "node client_check");
+    server.shutdown();
+}
+
+/// A peer's echo server, killed (by its PID) when dropped.
+struct PeerServer {
+    child: Child,
+    port: u16,
+}
+
+impl PeerServer {
+    fn start(mut command: Command) -> Self {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("cannot start the peer server; run `bash interop/setup.sh`");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(port) = line.strip_prefix("LISTENING ") {
+                    let _ = tx.send(port.trim().parse::<u16>().ok());
+                }
+            }
+        });
+        let port = rx
+            .recv_timeout(Duration::from_secs(20))
+            .ok()
+            .flatten()
+            .expect("the peer server did not say where it listens");
+        Self { child, port }
+    }
+}
+
+impl Drop for PeerServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn python_server() -> PeerServer {
+    let mut command = Command::new(python());
+    command.arg(repo_root().join("interop/python/echo_server.py"));
+    PeerServer::start(command)
+}
+
+fn node_server() -> PeerServer {
+    let mut command = Command::new("node");
+    command.arg(repo_root().join("interop/node/echo_server.mjs"));
+    PeerServer::start(command)
+}
+
+// ----- our client against their servers ------------------------------------------------
+
+/// The next message, failing on anything else or after 10 s.
+async fn recv(ws: &WebSocket) -> Message {
+    match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+        Ok(Some(WsEvent::Message(m))) => m,
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+/// The close event, failing on anything else or after 10 s.
+async fn closed(ws: &WebSocket) -> CloseInfo {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(Some(WsEvent::Close(info))) => return info,
+            Ok(Some(WsEvent::Message(_) | WsEvent::Open)) => {}
+            other => panic!("expected the close, got {other:?}"),
+        }
+    }
+}
+
+/// The same checklist the peers' `client_check` scripts run, with our client.
+async fn client_checklist(port: u16) {
+    let url = format!("ws://127.0.0.1:{port}/");
+
+    // subprotocol chosen, and none
+    let ws = WebSocket::connect(&url, ["chat"]).await.unwrap();
+    assert_eq!(ws.protocol(), "chat");
+    ws.close(1000, "").unwrap();
+    closed(&ws).await;
+    let ws = WebSocket::connect(&url, ["x-unknown"]).await.unwrap();
+    assert_eq!(ws.protocol(), "");
+
+    // messages: multi-byte UTF-8, empty text and binary, 1 MiB binary, a burst of 100
+    let text = "κόσμε 🎉 hello ✓";
+    ws.send(text).unwrap();
+    assert_eq!(recv(&ws).await, Message::text(text));
+    ws.send("").unwrap();
+    assert_eq!(recv(&ws).await, Message::text(""));
+    ws.send(Vec::new()).unwrap();
+    assert_eq!(recv(&ws).await, Message::binary(Vec::new()));
+    let big: Vec<u8> = (0..1 << 20)
+        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    ws.send(big.clone()).unwrap();
+    assert_eq!(recv(&ws).await, Message::binary(big));
+    for i in 0..100 {
+        ws.send(format!("msg-{i}")).unwrap();
+    }
+    for i in 0..100 {
+        assert_eq!(recv(&ws).await, Message::text(format!("msg-{i}")));
+    }
+
+    // close from our side: the server answers with our code
+    ws.close(4000, "client bye").unwrap();
+    let info = closed(&ws).await;
+    assert!(info.was_clean, "{info:?}");
+    assert_eq!(info.code.as_u16(), 4000);
+
+    // close from their side: we see their code and reason
+    let ws = WebSocket::connect(&url, ["chat"]).await.unwrap();
+    ws.send("close 4001 server bye").unwrap();
+    let info = closed(&ws).await;
+    assert!(info.was_clean, "{info:?}");
+    assert_eq!(
+        (info.code.as_u16(), info.reason.as_str()),
+        (4001, "server bye")
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the interop peers: bash interop/setup.sh"]
+async fn our_client_against_python_websockets_server() {
+    let server = python_server();
+    client_checklist(server.port).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the interop peers: bash interop/setup.sh"]
+async fn our_client_against_node_ws_server() {
+    let server = node_server();
+    client_checklist(server.port).await;
+}
