@@ -1,6 +1,7 @@
 //! `wsworker`: the hello server from the classic Workerman tutorial and its demo page
-//! (`serve`), and an interactive client (`connect`).
+//! (`serve`), and a client for the terminal (`connect`).
 
+mod connect;
 mod serve;
 
 use std::process::ExitCode;
@@ -19,12 +20,15 @@ struct Cli {
 enum Command {
     /// Serve WebSocket (the hello server by default) and the demo page on plain GET /.
     Serve(serve::ServeArgs),
+    /// Connect to a WebSocket server: stdin lines out, messages in (or --send for scripts).
+    Connect(connect::ConnectArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Connect(args) => connect::run(args),
     };
     match result {
         Ok(code) => code,

@@ -58,3 +58,8 @@ pub use shared::CloseInfo;
 pub use wsworker_proto as proto;
 pub use wsworker_proto::handshake::Request;
 pub use wsworker_proto::{CloseCode, Message, ReadyState, Utf8Bytes};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

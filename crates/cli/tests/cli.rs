@@ -1,4 +1,4 @@
-//! The `wsworker serve` command as a user runs it: the real binary, on loopback.
+//! The `wsworker` command as a user runs it: the real binary, on loopback.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -120,6 +120,89 @@ fn the_port_in_use_is_a_clear_error() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("wsworker: i/o error"), "{stderr}");
+}
+
+fn wsworker(args: &[&str], stdin: &str) -> (i32, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wsworker"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn connect_scripted_and_interactive_against_serve() {
+    let serve = Serve::start(&["websocket://127.0.0.1:0", "--count", "2"]);
+    let url = format!("ws://{}/", serve.addr);
+    let (code, stdout, stderr) =
+        wsworker(&["connect", &url, "--send", "tom", "--send", "κόσμε"], "");
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, "hello tom\nhello κόσμε\n");
+    assert!(stderr.contains("closed: code 1000"), "{stderr}");
+
+    let (code, stdout, stderr) = wsworker(
+        &[
+            "connect",
+            &url,
+            "--close-code",
+            "4000",
+            "--close-reason",
+            "done",
+        ],
+        "a\nb\n",
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, "hello a\nhello b\n");
+    assert!(stderr.contains("closed: code 4000"), "{stderr}");
+    assert_eq!(serve.stop(), 0);
+}
+
+#[test]
+fn connect_failures_are_one_line_and_a_non_zero_exit() {
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let refused = format!("ws://{}/", unused.local_addr().unwrap());
+    drop(unused);
+    for (args, expected) in [
+        (vec!["connect", refused.as_str()], "wsworker: i/o error"),
+        (
+            vec!["connect", "http://127.0.0.1:1/"],
+            "wsworker: invalid address",
+        ),
+        (
+            vec!["connect", "wss://127.0.0.1:1/"],
+            "wsworker: unsupported",
+        ),
+        (
+            vec![
+                "connect",
+                "ws://127.0.0.1:1/",
+                "--close-code",
+                "1001",
+                "--send",
+                "x",
+            ],
+            "wsworker: invalid close",
+        ),
+    ] {
+        let (code, _, stderr) = wsworker(&args, "");
+        assert_eq!(code, 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with(expected), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+    }
 }
 
 /// Headless Chromium opens the demo page, says `tom`, reads `hello tom`, closes.

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The Autobahn|Testsuite against wsworker as a server (`wsworker serve --mode echo`) and as a
+# client (`examples/autobahn_client`). Fails unless every case is OK or INFORMATIONAL:
+# NON-STRICT counts as a failure here.
+#
+# env: AUTOBAHN_DIR   the suite's scripts (default ../shared/autobahn)
+#      AUTOBAHN_CASES case patterns (default: 1.* to 10.*)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUITE="${AUTOBAHN_DIR:-../shared/autobahn}"
+CASES="${AUTOBAHN_CASES:-1.*,2.*,3.*,4.*,5.*,6.*,7.*,9.*,10.*}"
+export AUTOBAHN_VENV="$PWD/.autobahn-venv"
+OUT="$PWD/target/autobahn"
+mkdir -p "$OUT"
+
+bash "$SUITE/install.sh" "$AUTOBAHN_VENV" >"$OUT/install.log" 2>&1 || {
+    tail -20 "$OUT/install.log"
+    exit 1
+}
+cargo build --release --locked -p wsworker-cli -p wsworker --bin wsworker --example autobahn_client
+
+# Every case OK or INFORMATIONAL: the script's last line must show zeros elsewhere.
+check() {
+    local last
+    last=$(tail -n 1 "$1")
+    echo "$last"
+    if ! grep -Eq 'NONSTRICT=0 INFO=[0-9]+ UNIMPL=0 FAILED=0 MISSING=0$' <<<"$last"; then
+        echo "autobahn: not every case is OK (see $(dirname "$1")/index.html)" >&2
+        return 1
+    fi
+}
+
+port=$("$AUTOBAHN_VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+target/release/wsworker serve "websocket://127.0.0.1:$port" --mode echo --count 1 --log-level warn \
+    >"$OUT/server-testee.log" 2>&1 &
+server_pid=$!
+trap 'kill -TERM "$server_pid" 2>/dev/null || true' EXIT
+for _ in $(seq 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
+    sleep 0.1
+done
+
+started=$(date +%s)
+bash "$SUITE/server-suite.sh" "ws://127.0.0.1:$port" wsworker "$OUT/server" "$CASES" | tee "$OUT/server.txt"
+echo "server suite: $(( $(date +%s) - started )) s"
+kill -TERM "$server_pid"
+wait "$server_pid" || true
+trap - EXIT
+check "$OUT/server.txt"
+
+started=$(date +%s)
+AUTOBAHN_CLIENT_TIMEOUT=900 bash "$SUITE/client-suite.sh" "$PWD/target/release/examples/autobahn_client" \
+    "$OUT/client" "$CASES" | tee "$OUT/client.txt"
+echo "client suite: $(( $(date +%s) - started )) s"
+check "$OUT/client.txt"

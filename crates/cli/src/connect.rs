@@ -1,0 +1,182 @@
+//! `wsworker connect`: a client on the terminal. Interactive by default (each stdin line
+//! is sent as a text message, each message received is printed); with `--send`, a
+//! scripted exchange for shell scripts.
+
+use std::io::BufRead;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use tokio::sync::mpsc;
+use wsworker::{CloseInfo, Message, WebSocket, WsEvent};
+
+/// Arguments of `wsworker connect`.
+#[derive(Debug, Args)]
+pub(crate) struct ConnectArgs {
+    /// The server: ws://HOST[:PORT][/PATH][?QUERY].
+    url: String,
+    /// A subprotocol to offer (repeat for several, in order of preference).
+    #[arg(long = "protocol", value_name = "P")]
+    protocols: Vec<String>,
+    /// An extra request header, as 'Name: value' (repeatable).
+    #[arg(long = "header", value_name = "'NAME: VALUE'", value_parser = parse_header)]
+    headers: Vec<(String, String)>,
+    /// Send this text message instead of reading stdin (repeatable); then wait for the
+    /// replies, close and exit.
+    #[arg(long = "send", value_name = "TEXT")]
+    send: Vec<String>,
+    /// With --send: how many messages to wait for before closing (default: one per --send).
+    #[arg(long, value_name = "N")]
+    expect: Option<usize>,
+    /// With --send: how long to wait for the replies, in seconds.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    timeout: f64,
+    /// The close code to send at the end (1000 or 3000–4999).
+    #[arg(long, default_value_t = 1000, value_name = "CODE")]
+    close_code: u16,
+    /// The close reason to send at the end.
+    #[arg(long, default_value = "", value_name = "TEXT")]
+    close_reason: String,
+}
+
+fn parse_header(value: &str) -> Result<(String, String), String> {
+    let (name, value) = value
+        .split_once(':')
+        .ok_or_else(|| format!("expected 'Name: value', got {value:?}"))?;
+    Ok((name.trim().to_owned(), value.trim().to_owned()))
+}
+
+pub(crate) fn run(args: ConnectArgs) -> Result<ExitCode, wsworker::Error> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(session(args))
+}
+
+async fn session(args: ConnectArgs) -> Result<ExitCode, wsworker::Error> {
+    if !(args.close_code == 1000 || (3000..=4999).contains(&args.close_code)) {
+        return Err(wsworker::Error::InvalidClose {
+            code: args.close_code,
+            reason_len: args.close_reason.len(),
+        });
+    }
+    let mut builder = WebSocket::builder(args.url.as_str()).protocols(&args.protocols);
+    for (name, value) in &args.headers {
+        builder = builder.header(name, value);
+    }
+    let ws = builder.connect().await?;
+    eprintln!(
+        "connected to {} (protocol {:?}, extensions {:?})",
+        ws.url(),
+        ws.protocol(),
+        ws.extensions()
+    );
+    let info = if args.send.is_empty() {
+        interactive(&ws, &args).await?
+    } else {
+        scripted(&ws, &args).await?
+    };
+    eprintln!(
+        "closed: code {} reason {:?} clean={}",
+        info.code, info.reason, info.was_clean
+    );
+    Ok(if info.was_clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Lines from stdin go out, messages come in; stdin's end closes the connection.
+async fn interactive(ws: &WebSocket, args: &ConnectArgs) -> Result<CloseInfo, wsworker::Error> {
+    let (lines_tx, mut lines) = mpsc::unbounded_channel();
+    // Blocking stdin reads get a thread of their own; the channel ends with stdin.
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut stdin_open = true;
+    loop {
+        tokio::select! {
+            line = lines.recv(), if stdin_open => match line {
+                Some(line) => ws.send(line)?,
+                None => {
+                    stdin_open = false;
+                    ws.close(args.close_code, &args.close_reason)?;
+                }
+            },
+            event = ws.next() => match event {
+                Some(WsEvent::Message(msg)) => print_message(&msg),
+                Some(WsEvent::Error(error)) => eprintln!("error: {}", crate::error_chain(&error)),
+                Some(WsEvent::Close(info)) => return Ok(info),
+                Some(_) => {}
+                None => return Err(wsworker::Error::Closed),
+            },
+        }
+    }
+}
+
+/// Sends every --send message, waits for the replies, closes.
+async fn scripted(ws: &WebSocket, args: &ConnectArgs) -> Result<CloseInfo, wsworker::Error> {
+    for text in &args.send {
+        ws.send(text.as_str())?;
+    }
+    let expect = args.expect.unwrap_or(args.send.len());
+    let wait = Duration::from_secs_f64(args.timeout.max(0.0));
+    let mut received = 0;
+    let deadline = tokio::time::Instant::now() + wait;
+    while received < expect {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(WsEvent::Message(msg))) => {
+                print_message(&msg);
+                received += 1;
+            }
+            Ok(Some(WsEvent::Error(error))) => eprintln!("error: {}", crate::error_chain(&error)),
+            Ok(Some(WsEvent::Close(info))) => {
+                eprintln!("the server closed after {received} of {expect} replies");
+                return Ok(CloseInfo {
+                    was_clean: false,
+                    ..info
+                });
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(wsworker::Error::Closed),
+            Err(_) => {
+                eprintln!("timed out after {received} of {expect} replies");
+                ws.close(args.close_code, &args.close_reason)?;
+                let info = wait_close(ws).await?;
+                return Ok(CloseInfo {
+                    was_clean: false,
+                    ..info
+                });
+            }
+        }
+    }
+    ws.close(args.close_code, &args.close_reason)?;
+    wait_close(ws).await
+}
+
+async fn wait_close(ws: &WebSocket) -> Result<CloseInfo, wsworker::Error> {
+    while let Some(event) = ws.next().await {
+        match event {
+            WsEvent::Message(msg) => print_message(&msg),
+            WsEvent::Close(info) => return Ok(info),
+            _ => {}
+        }
+    }
+    Err(wsworker::Error::Closed)
+}
+
+fn print_message(msg: &Message) {
+    match msg {
+        Message::Text(text) => println!("{text}"),
+        Message::Binary(data) => {
+            let hex: String = data.iter().take(32).map(|b| format!("{b:02x}")).collect();
+            let more = if data.len() > 32 { "…" } else { "" };
+            println!("[binary, {} bytes] {hex}{more}", data.len());
+        }
+    }
+}
