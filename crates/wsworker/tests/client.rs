@@ -1,6 +1,8 @@
 //! The client against our own server on loopback: round trips, subprotocols, closing from
 //! either side, the browser's rules, failures to connect, callbacks and ready states.
 
+mod common;
+
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -96,14 +98,7 @@ async fn recv<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
 
 #[tokio::test]
 async fn hello_round_trip_text_and_binary() {
-    let mut worker = Worker::new("websocket://127.0.0.1:0").unwrap();
-    worker.on_message(|conn, msg| {
-        match msg {
-            Message::Text(text) => conn.send(format!("hello {text}"))?,
-            Message::Binary(data) => conn.send([&b"hello "[..], &data].concat())?,
-        }
-        Ok(())
-    });
+    let worker = common::hello_worker();
     let server = worker.start().unwrap();
     let ws = WebSocket::connect(&url(&server), NO_PROTOCOLS)
         .await

@@ -8,21 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{RawClient, raw_exchange};
+use common::{RawClient, hello_worker, raw_exchange};
 use wsworker::{CloseCode, Handshake, HttpResponse, Message, Worker};
 use wsworker_proto::Event;
-
-fn hello_worker() -> Worker {
-    let mut worker = Worker::new("websocket://127.0.0.1:0").unwrap();
-    worker.on_message(|conn, msg| {
-        match msg {
-            Message::Text(text) => conn.send(format!("hello {text}"))?,
-            Message::Binary(data) => conn.send([&b"hello "[..], &data].concat())?,
-        }
-        Ok(())
-    });
-    worker
-}
 
 #[test]
 fn hello_tom() {

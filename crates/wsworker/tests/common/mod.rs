@@ -6,6 +6,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use wsworker::{Message, Worker};
 use wsworker_proto::handshake::{ClientHandshake, Response};
 use wsworker_proto::{Config, Connection, Event, Role};
 
@@ -104,4 +105,18 @@ pub fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
     let mut out = Vec::new();
     let _ = stream.read_to_end(&mut out);
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The hello server on a free loopback port: `hello <text>` for text, the bytes of
+/// `hello ` and the data for binary.
+pub fn hello_worker() -> Worker {
+    let mut worker = Worker::new("websocket://127.0.0.1:0").unwrap();
+    worker.on_message(|conn, msg| {
+        match msg {
+            Message::Text(text) => conn.send(format!("hello {text}"))?,
+            Message::Binary(data) => conn.send([&b"hello "[..], &data].concat())?,
+        }
+        Ok(())
+    });
+    worker
 }
