@@ -13,7 +13,7 @@ use wsworker::{CloseInfo, Message, WebSocket, WsEvent};
 /// Arguments of `wsworker connect`.
 #[derive(Debug, Args)]
 pub(crate) struct ConnectArgs {
-    /// The server: ws://HOST[:PORT][/PATH][?QUERY].
+    /// The server: ws://HOST:PORT/PATH?QUERY (port, path and query optional).
     url: String,
     /// A subprotocol to offer (repeat for several, in order of preference).
     #[arg(long = "protocol", value_name = "P")]

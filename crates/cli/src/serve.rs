@@ -11,7 +11,8 @@ const DEMO_PAGE: &str = include_str!("../../../web/index.html");
 /// Arguments of `wsworker serve`.
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
-    /// Where to listen, written as in Workerman: websocket://HOST:PORT (IPv6 as [::1]).
+    /// Where to listen, written as in Workerman: websocket://HOST:PORT (an IPv6 host in
+    /// brackets, as `websocket://[::1]:9001`).
     #[arg(default_value = "websocket://0.0.0.0:2346")]
     address: String,
     /// Worker threads (default: one per CPU core).
