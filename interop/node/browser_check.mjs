@@ -2,6 +2,16 @@
 // Headless Chromium loads the demo page (web/index.html) from a server and talks to it.
 //
 //   node browser_check.mjs http://127.0.0.1:PORT/ screenshot.png
+//   node browser_check.mjs --ignore-certificate-errors https://127.0.0.1:PORT/ screenshot.png
+//   node browser_check.mjs --expect-deflate http://127.0.0.1:PORT/ screenshot.png
+//
+// With --expect-deflate the page's ws.extensions must start with permessage-deflate (the
+// server accepted Chromium's own offer), and a 2000-character message makes a round trip,
+// compressed both ways (Chromium compresses every message; the server, those of 32 bytes
+// or more).
+//
+// Over https the page talks wss:// to the same port; --ignore-certificate-errors lets
+// Chromium accept a test certificate (for tests only: it accepts any certificate).
 //
 // The server must serve web/index.html on GET / and answer each WebSocket message on the
 // same port with `hello <message>` (as `wsworker serve` does). Steps: the page opens
@@ -31,13 +41,21 @@ const ARGS = [
   '--no-first-run',
 ];
 
-const [pageUrl, screenshotPath] = process.argv.slice(2);
-if (!pageUrl || !screenshotPath || process.argv.length !== 4) {
-  process.stderr.write('usage: node browser_check.mjs http://HOST:PORT/ screenshot.png\n');
+const IGNORE_CERT_FLAG = '--ignore-certificate-errors';
+const ignoreCertificateErrors = process.argv.includes(IGNORE_CERT_FLAG);
+const EXPECT_DEFLATE_FLAG = '--expect-deflate';
+const expectDeflate = process.argv.includes(EXPECT_DEFLATE_FLAG);
+const positional = process.argv.slice(2).filter((arg) => arg !== IGNORE_CERT_FLAG && arg !== EXPECT_DEFLATE_FLAG);
+const [pageUrl, screenshotPath] = positional;
+if (!pageUrl || !screenshotPath || positional.length !== 2) {
+  process.stderr.write(
+    `usage: node browser_check.mjs [${IGNORE_CERT_FLAG}] [${EXPECT_DEFLATE_FLAG}] http(s)://HOST:PORT/ screenshot.png\n`);
   process.exit(2);
 }
+if (ignoreCertificateErrors) ARGS.push(IGNORE_CERT_FLAG);
 
 const STEPS = ['launch', 'page-load', 'open', 'send-receive', 'screenshot', 'close'];
+if (expectDeflate) STEPS.splice(4, 0, 'send-receive-long');
 let passed = 0;
 let failed = 0;
 const pageLog = []; // console messages and errors from the page, shown on failure
@@ -98,6 +116,7 @@ async function main() {
       headless: true,
       chromiumSandbox: false,
       args: ARGS,
+      ignoreHTTPSErrors: ignoreCertificateErrors,
       viewport: { width: 760, height: 600 },
       timeout: 15_000,
     });
@@ -128,9 +147,13 @@ async function main() {
       const state = await page.textContent('#state');
       throw new Error(`#state stayed ${state}; log: ${await logText(page)}`);
     }
-    const seen = await page.evaluate(() => ({ protocol: window.ws?.protocol, extensions: window.ws?.extensions }));
+    const seen = await page.evaluate(() => ({ url: window.ws?.url, protocol: window.ws?.protocol, extensions: window.ws?.extensions }));
+    console.log(`ws.url: ${JSON.stringify(seen.url)}`);
     console.log(`ws.protocol: ${JSON.stringify(seen.protocol)}`);
     console.log(`ws.extensions: ${JSON.stringify(seen.extensions)}`);
+    if (expectDeflate && !(seen.extensions || '').startsWith('permessage-deflate')) {
+      throw new Error(`ws.extensions is ${JSON.stringify(seen.extensions)}, expected permessage-deflate`);
+    }
   });
 
   await step('send-receive', async () => {
@@ -145,6 +168,21 @@ async function main() {
     const sent = await page.$$eval('#log .sent', (entries) => entries.map((e) => e.textContent));
     if (!sent.includes('\u2192 tom')) throw new Error(`no .sent entry "\u2192 tom" (got ${JSON.stringify(sent)})`);
   });
+
+  if (expectDeflate) {
+    await step('send-receive-long', async () => {
+      const long = 'tom '.repeat(500);
+      await page.fill('#message', long);
+      await page.click('#send');
+      try {
+        await page.waitForFunction((text) =>
+          [...document.querySelectorAll('#log .received')].some((e) => e.textContent.includes(`hello ${text}`)), long);
+      } catch {
+        throw new Error(`no .received entry with the long reply; log: ${await logText(page)}`);
+      }
+      return `${long.length} characters, compressed both ways`;
+    });
+  }
 
   await step('screenshot', async () => {
     await page.screenshot({ path: screenshotPath, fullPage: true, timeout: STEP_TIMEOUT_MS });

@@ -1,12 +1,14 @@
 #!/usr/bin/env node
 // Checklist run by a Node `ws` client against an echo server.
 //
-//   node client_check.mjs ws://127.0.0.1:PORT/
+//   node client_check.mjs [--deflate] ws://127.0.0.1:PORT/
 //
 // The server must behave like echo_server.mjs (subprotocols "chat"/"superchat", echo,
 // and `close <CODE> <REASON>`). Prints `PASS <name>` or `FAIL <name>: <reason>` per
 // check and a final `N passed, M failed`; exits 0 only when every check passed. Each
-// check is bounded by 10 s, the whole run by 60 s. permessage-deflate is off.
+// check is bounded by 10 s, the whole run by 60 s. permessage-deflate is off unless
+// --deflate: then every check compresses every message (threshold 0), and deflate-params
+// checks each parameter of RFC 7692 (see DEFLATE_VARIANTS).
 
 import { randomBytes } from 'node:crypto';
 import WebSocket from 'ws';
@@ -14,6 +16,9 @@ import WebSocket from 'ws';
 const CHECK_TIMEOUT_MS = 10_000;
 const TOTAL_TIMEOUT_MS = 60_000;
 const MAX_MESSAGE = 16 * 1024 * 1024;
+const DEFLATE_FLAG = '--deflate';
+const deflate = process.argv.includes(DEFLATE_FLAG);
+const PER_MESSAGE_DEFLATE = deflate ? { threshold: 0 } : false;
 
 class CheckFailed extends Error {}
 
@@ -71,8 +76,8 @@ class Peer {
 // Every socket a check opened, so a timed-out or failed check leaves nothing behind.
 let openedSockets = [];
 
-function open(url, protocols = []) {
-  const ws = new WebSocket(url, protocols, { perMessageDeflate: false, maxPayload: MAX_MESSAGE });
+function open(url, protocols = [], perMessageDeflate = PER_MESSAGE_DEFLATE) {
+  const ws = new WebSocket(url, protocols, { perMessageDeflate, maxPayload: MAX_MESSAGE });
   openedSockets.push(ws);
   const peer = new Peer(ws);
   return new Promise((resolve, reject) => {
@@ -188,6 +193,37 @@ const checks = [
   }],
 ];
 
+// Client offers for deflate-params: each RFC 7692 parameter alone, then all of them.
+const DEFLATE_VARIANTS = [
+  {},
+  { serverNoContextTakeover: true },
+  { clientNoContextTakeover: true },
+  { serverMaxWindowBits: 10 },
+  { clientMaxWindowBits: 9 },
+  { serverMaxWindowBits: 8, clientMaxWindowBits: 8, serverNoContextTakeover: true, clientNoContextTakeover: true },
+];
+
+const deflateChecks = [
+  ['deflate-params', async (url) => {
+    const text = Array.from({ length: 3000 }, (_, i) => `{"id": ${i}, "name": "item ${i % 37}", "ok": true}`).join('');
+    const data = Buffer.alloc(256 * 400, 0).map((_, i) => i % 256);
+    for (const variant of DEFLATE_VARIANTS) {
+      const peer = await open(url, [], { threshold: 0, ...variant });
+      // ws.extensions holds the names only: read the answer's parameters from the 101.
+      const header = peer.upgradeHeaders?.['sec-websocket-extensions'] ?? '';
+      expect(header.startsWith('permessage-deflate'), `${JSON.stringify(variant)}: not negotiated (answer ${JSON.stringify(header)})`);
+      if (variant.serverNoContextTakeover) {
+        expect(header.includes('server_no_context_takeover'), `${JSON.stringify(variant)}: answer ${JSON.stringify(header)}`);
+      }
+      if (variant.serverMaxWindowBits) {
+        expect(header.includes(`server_max_window_bits=${variant.serverMaxWindowBits}`), `${JSON.stringify(variant)}: answer ${JSON.stringify(header)}`);
+      }
+      for (const message of [text, data, text, 'short', text.slice(0, 5000)]) await echoOne(peer, message);
+      await closeNormally(peer);
+    }
+  }],
+];
+
 function withTimeout(promise, ms) {
   let timer;
   const timeout = new Promise((_, reject) => {
@@ -197,15 +233,16 @@ function withTimeout(promise, ms) {
 }
 
 async function main() {
-  const url = process.argv[2];
-  if (!url || process.argv.length !== 3) {
-    process.stderr.write('usage: node client_check.mjs ws://HOST:PORT/\n');
+  const positional = process.argv.slice(2).filter((arg) => arg !== DEFLATE_FLAG);
+  const url = positional[0];
+  if (!url || positional.length !== 1) {
+    process.stderr.write(`usage: node client_check.mjs [${DEFLATE_FLAG}] ws://HOST:PORT/\n`);
     process.exit(2);
   }
   const deadline = Date.now() + TOTAL_TIMEOUT_MS;
   let passed = 0;
   let failed = 0;
-  for (const [name, check] of checks) {
+  for (const [name, check] of deflate ? [...checks, ...deflateChecks] : checks) {
     const budget = Math.min(CHECK_TIMEOUT_MS, deadline - Date.now());
     openedSockets = [];
     try {

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Echo server on Node `ws`: a real peer for wsworker's client tests.
 //
-//   node echo_server.mjs [--port N] [--ignore-stdin]
+//   node echo_server.mjs [--port N] [--ignore-stdin] [--deflate]
 //
 // Listens on 127.0.0.1 (port 0 = any free port), prints `LISTENING <port>` on a line
 // of its own, then serves until SIGTERM/SIGINT or until its stdin reaches EOF (so a
@@ -14,7 +14,8 @@
 // - every message is echoed as it came (text as text, binary as binary);
 // - except a text message `close <CODE> <REASON...>`: the server closes with that
 //   code and reason instead (a code it may not send gives close 1008);
-// - messages up to 16 MiB, permessage-deflate off.
+// - messages up to 16 MiB, permessage-deflate off (--deflate: on, every message
+//   compressed: threshold 0, the other settings ws's defaults).
 
 import { WebSocketServer } from 'ws';
 
@@ -23,13 +24,14 @@ const MAX_MESSAGE = 16 * 1024 * 1024;
 const CLOSE_COMMAND = /^close (\d{1,5})(?: ([\s\S]*))?$/;
 
 function parseArgs(argv) {
-  const args = { port: 0, ignoreStdin: false };
+  const args = { port: 0, ignoreStdin: false, deflate: false };
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--port' && i + 1 < argv.length) args.port = Number(argv[++i]);
     else if (argv[i].startsWith('--port=')) args.port = Number(argv[i].slice(7));
     else if (argv[i] === '--ignore-stdin') args.ignoreStdin = true;
+    else if (argv[i] === '--deflate') args.deflate = true;
     else {
-      process.stderr.write(`usage: node echo_server.mjs [--port N] [--ignore-stdin]\n`);
+      process.stderr.write(`usage: node echo_server.mjs [--port N] [--ignore-stdin] [--deflate]\n`);
       process.exit(2);
     }
   }
@@ -45,7 +47,7 @@ const args = parseArgs(process.argv.slice(2));
 const wss = new WebSocketServer({
   host: '127.0.0.1',
   port: args.port,
-  perMessageDeflate: false,
+  perMessageDeflate: args.deflate ? { threshold: 0 } : false,
   maxPayload: MAX_MESSAGE,
   // Called only when the client offers subprotocols; `false` means "none".
   handleProtocols: (offered) => {

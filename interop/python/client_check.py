@@ -2,12 +2,19 @@
 """Checklist run by a Python websockets client against an echo server.
 
     python client_check.py ws://127.0.0.1:PORT/
+    python client_check.py --ca ca.pem wss://localhost:PORT/
+    python client_check.py --deflate ws://127.0.0.1:PORT/
+
+With ``--ca FILE`` (for ``wss://`` URLs) the server's certificate must chain to
+the CA certificates in FILE (PEM); without it, the system's trust store is used.
 
 The server must behave like echo_server.py (subprotocols "chat"/"superchat",
 echo, and ``close <CODE> <REASON>``). Prints ``PASS <name>`` or
 ``FAIL <name>: <reason>`` per check and a final ``N passed, M failed``; exits 0
 only when every check passed. Each check is bounded by 10 s, the whole run by
-60 s. permessage-deflate is off.
+60 s. permessage-deflate is off unless ``--deflate``: then every check runs
+with websockets' default compression, and ``deflate-params`` checks each
+parameter of RFC 7692 (see DEFLATE_VARIANTS).
 """
 
 import os
@@ -15,6 +22,7 @@ import os
 os.environ.setdefault("WEBSOCKETS_MAX_FRAGMENTS", str(1 << 20))  # see echo_server.py
 
 import asyncio  # noqa: E402
+import ssl  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
@@ -25,6 +33,8 @@ from websockets.protocol import State  # noqa: E402
 CHECK_TIMEOUT = 10.0
 TOTAL_TIMEOUT = 60.0
 MAX_MESSAGE = 16 * 1024 * 1024
+SSL_CONTEXT = None  # set by --ca: an ssl context trusting that CA, for wss:// URLs
+COMPRESSION = None  # "deflate" with --deflate
 
 
 class CheckFailed(Exception):
@@ -45,10 +55,11 @@ def open_ws(url, subprotocols=None):
     return connect(
         url,
         subprotocols=subprotocols,
-        compression=None,
+        compression=COMPRESSION,
         max_size=MAX_MESSAGE,
         open_timeout=CHECK_TIMEOUT,
         close_timeout=5,
+        **({"ssl": SSL_CONTEXT} if SSL_CONTEXT is not None and url.startswith("wss:") else {}),
     )
 
 
@@ -131,6 +142,51 @@ async def check_server_close(url):
     await ws.wait_closed()
 
 
+# Client offers for deflate-params: each RFC 7692 parameter alone, then all of them.
+# (Python's zlib cannot compress with an 8-bit window, so the client's own window
+# stays >= 9; the server's may be 8.)
+DEFLATE_VARIANTS = [
+    {},
+    {"server_no_context_takeover": True},
+    {"client_no_context_takeover": True},
+    {"server_max_window_bits": 10},
+    {"client_max_window_bits": 9},
+    {"server_max_window_bits": 8, "client_max_window_bits": 9,
+     "server_no_context_takeover": True, "client_no_context_takeover": True},
+]
+
+
+async def check_deflate_params(url):
+    from websockets.extensions.permessage_deflate import (
+        ClientPerMessageDeflateFactory,
+        PerMessageDeflate,
+    )
+
+    text = "".join(f'{{"id": {i}, "name": "item {i % 37}", "ok": true}}' for i in range(3000))
+    data = bytes(range(256)) * 400
+    for variant in DEFLATE_VARIANTS:
+        async with connect(
+            url,
+            extensions=[ClientPerMessageDeflateFactory(**variant)],
+            compression=None,
+            max_size=MAX_MESSAGE,
+            open_timeout=CHECK_TIMEOUT,
+            close_timeout=5,
+        ) as ws:
+            header = ws.response.headers.get("Sec-WebSocket-Extensions", "")
+            extensions = ws.protocol.extensions
+            expect(len(extensions) == 1 and isinstance(extensions[0], PerMessageDeflate),
+                   f"{variant}: not negotiated (answer {header!r})")
+            ext = extensions[0]
+            if variant.get("server_no_context_takeover"):
+                expect(ext.remote_no_context_takeover, f"{variant}: answer {header!r}")
+            if "server_max_window_bits" in variant:
+                expect(ext.remote_max_window_bits <= variant["server_max_window_bits"],
+                       f"{variant}: answer {header!r}")
+            for message in (text, data, text, "short", text[:5000]):
+                await echo_one(ws, message)
+
+
 CHECKS = [
     ("subprotocol-chosen", check_subprotocol_chosen),
     ("subprotocol-none", check_subprotocol_none),
@@ -147,7 +203,8 @@ CHECKS = [
 async def main(url):
     deadline = time.monotonic() + TOTAL_TIMEOUT
     passed = failed = 0
-    for name, check in CHECKS:
+    checks = CHECKS + ([("deflate-params", check_deflate_params)] if COMPRESSION else [])
+    for name, check in checks:
         budget = min(CHECK_TIMEOUT, deadline - time.monotonic())
         try:
             if budget <= 0:
@@ -170,7 +227,14 @@ async def main(url):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    args = sys.argv[1:]
+    if "--deflate" in args:
+        args.remove("--deflate")
+        COMPRESSION = "deflate"
+    if len(args) == 3 and args[0] == "--ca":
+        SSL_CONTEXT = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=args[1])
+        args = args[2:]
+    if len(args) != 1:
         print(__doc__, file=sys.stderr)
         sys.exit(2)
-    sys.exit(asyncio.run(main(sys.argv[1])))
+    sys.exit(asyncio.run(main(args[0])))

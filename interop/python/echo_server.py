@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Echo server on Python websockets: a real peer for wsworker's client tests.
 
-    python echo_server.py [--port N] [--ignore-stdin]
+    python echo_server.py [--port N] [--ignore-stdin] [--cert FILE --key FILE] [--deflate]
 
 Listens on 127.0.0.1 (port 0 = any free port), prints ``LISTENING <port>`` on a
 line of its own and flushes, then serves until SIGTERM/SIGINT or until its
 stdin reaches EOF (so a test that dies does not leave it behind; pass
-``--ignore-stdin`` to run it by hand with stdin closed).
+``--ignore-stdin`` to run it by hand with stdin closed). With ``--cert`` and
+``--key`` (PEM) it serves TLS (``wss://``).
 
 Per connection:
 - subprotocol: the first one the client offers that is in ["chat", "superchat"],
@@ -14,7 +15,8 @@ Per connection:
 - every message is echoed as it came (text as text, binary as binary);
 - except a text message ``close <CODE> <REASON...>``: the server closes with that
   code and reason instead (a code it may not send gives close 1008);
-- messages up to 16 MiB, permessage-deflate off.
+- messages up to 16 MiB, permessage-deflate off (``--deflate``: on, with
+  websockets' default settings: 12-bit windows both ways, memLevel 5).
 """
 
 import os
@@ -29,6 +31,7 @@ import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import re  # noqa: E402
 import signal  # noqa: E402
+import ssl  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 
@@ -89,7 +92,16 @@ async def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--ignore-stdin", action="store_true", help="do not stop on stdin EOF")
+    parser.add_argument("--cert", help="serve TLS with this certificate chain (PEM)")
+    parser.add_argument("--key", help="the private key (PEM) of --cert")
+    parser.add_argument("--deflate", action="store_true", help="accept permessage-deflate")
     args = parser.parse_args()
+    if (args.cert is None) != (args.key is None):
+        parser.error("--cert and --key go together")
+    tls = None
+    if args.cert:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(args.cert, args.key)
 
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
@@ -103,9 +115,10 @@ async def main():
         "127.0.0.1",
         args.port,
         select_subprotocol=select_subprotocol,
-        compression=None,
+        compression="deflate" if args.deflate else None,
         max_size=MAX_MESSAGE,
         close_timeout=5,
+        ssl=tls,
     ) as server:
         port = server.sockets[0].getsockname()[1]
         print(f"LISTENING {port}", flush=True)

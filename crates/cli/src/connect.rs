@@ -13,8 +13,14 @@ use wsworker::{CloseInfo, Message, WebSocket, WsEvent};
 /// Arguments of `wsworker connect`.
 #[derive(Debug, Args)]
 pub(crate) struct ConnectArgs {
-    /// The server: ws://HOST:PORT/PATH?QUERY (port, path and query optional).
+    /// The server: ws://HOST:PORT/PATH?QUERY, or wss://… for TLS (port, path and query
+    /// optional).
     url: String,
+    /// For wss://: trust the CA certificates in this PEM file too (repeatable), besides the
+    /// built-in web roots.
+    #[cfg(feature = "tls")]
+    #[arg(long = "ca", value_name = "FILE")]
+    ca: Vec<std::path::PathBuf>,
     /// A subprotocol to offer (repeat for several, in order of preference).
     #[arg(long = "protocol", value_name = "P")]
     protocols: Vec<String>,
@@ -37,6 +43,10 @@ pub(crate) struct ConnectArgs {
     /// The close reason to send at the end.
     #[arg(long, default_value = "", value_name = "TEXT")]
     close_reason: String,
+    /// Do not offer permessage-deflate (offered by default, as browsers do).
+    #[cfg(feature = "deflate")]
+    #[arg(long)]
+    no_deflate: bool,
 }
 
 fn parse_header(value: &str) -> Result<(String, String), String> {
@@ -63,6 +73,14 @@ async fn session(args: ConnectArgs) -> Result<ExitCode, wsworker::Error> {
     let mut builder = WebSocket::builder(args.url.as_str()).protocols(&args.protocols);
     for (name, value) in &args.headers {
         builder = builder.header(name, value);
+    }
+    #[cfg(feature = "deflate")]
+    if args.no_deflate {
+        builder = builder.permessage_deflate(None);
+    }
+    #[cfg(feature = "tls")]
+    for ca in &args.ca {
+        builder = builder.tls_ca_pem_file(ca);
     }
     let ws = builder.connect().await?;
     eprintln!(

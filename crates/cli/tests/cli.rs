@@ -24,10 +24,10 @@ impl Serve {
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let first = lines.next().unwrap().unwrap();
-        // "wsworker serving hello on ws://127.0.0.1:PORT with N workers"
+        // "wsworker serving hello on ws://127.0.0.1:PORT with N workers" (wss:// with TLS)
         let addr = first
             .split_whitespace()
-            .find_map(|word| word.strip_prefix("ws://"))
+            .find_map(|word| word.strip_prefix("ws://").or(word.strip_prefix("wss://")))
             .unwrap_or_else(|| panic!("unexpected first line: {first}"))
             .parse()
             .unwrap();
@@ -184,7 +184,11 @@ fn connect_failures_are_one_line_and_a_non_zero_exit() {
         ),
         (
             vec!["connect", "wss://127.0.0.1:1/"],
-            "wsworker: unsupported",
+            if cfg!(feature = "tls") {
+                "wsworker: i/o error"
+            } else {
+                "wsworker: unsupported"
+            },
         ),
         (
             vec![
@@ -222,5 +226,198 @@ fn chromium_uses_the_demo_page() {
     println!("{stdout}{}", String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "{stdout}");
     assert!(stdout.contains("PASS send-receive"), "{stdout}");
+    assert_eq!(serve.stop(), 0);
+}
+
+/// A test CA and a certificate it signed for 127.0.0.1 and localhost, written as PEM files
+/// (`ca.pem`, `cert.pem`, `key.pem`) into a fresh temporary directory.
+#[cfg(feature = "tls")]
+fn test_certificates() -> PathBuf {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "wsworker cli test CA");
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "wsworker-cli-tls-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    dir
+}
+
+/// `serve --tls-cert --tls-key` says https and wss, and `connect --ca` talks to it.
+#[test]
+#[cfg(feature = "tls")]
+fn serve_and_connect_over_tls() {
+    let dir = test_certificates();
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let ca = dir.join("ca.pem");
+    let serve = Serve::start(&[
+        "websocket+tls://127.0.0.1:0",
+        "--count",
+        "1",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let url = format!("wss://{}/", serve.addr);
+    let (code, stdout, stderr) = wsworker(
+        &[
+            "connect",
+            &url,
+            "--ca",
+            ca.to_str().unwrap(),
+            "--send",
+            "tom",
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, "hello tom\n");
+
+    // Without the CA: one line that names the reason.
+    let (code, _, stderr) = wsworker(&["connect", &url, "--send", "tom"], "");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.starts_with("wsworker: tls error: certificate verify failed: unknown issuer"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert_eq!(serve.stop(), 0);
+
+    // A certificate without its key is refused before anything listens.
+    let output = Command::new(env!("CARGO_BIN_EXE_wsworker"))
+        .args(["serve", "websocket://127.0.0.1:0", "--tls-cert"])
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    // websocket+tls:// without a certificate: a clear error.
+    let output = Command::new(env!("CARGO_BIN_EXE_wsworker"))
+        .args(["serve", "websocket+tls://127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("needs a certificate"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Headless Chromium loads the demo page over https from `serve --tls-cert --tls-key` and
+/// talks to the server over wss (the test certificate accepted with
+/// `--ignore-certificate-errors`, for this test only).
+#[test]
+#[cfg(feature = "tls")]
+#[ignore = "needs Chromium and the interop peers: bash interop/setup.sh"]
+fn chromium_uses_the_demo_page_over_https_and_wss() {
+    let dir = test_certificates();
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let serve = Serve::start(&[
+        "websocket://127.0.0.1:0",
+        "--count",
+        "2",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let screenshot = root.join("target/demo-tls.png");
+    let output = Command::new("node")
+        .arg(root.join("interop/node/browser_check.mjs"))
+        .arg("--ignore-certificate-errors")
+        .arg(format!("https://{}/", serve.addr))
+        .arg(&screenshot)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("PASS send-receive"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("ws.url: \"wss://{}/\"", serve.addr)),
+        "{stdout}"
+    );
+    assert_eq!(serve.stop(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// permessage-deflate is on by default on both commands, and `--no-deflate` turns it off on
+/// either side; `connect` prints the negotiated extensions.
+#[cfg(feature = "deflate")]
+#[test]
+fn serve_and_connect_negotiate_permessage_deflate_unless_disabled() {
+    let long = "tom ".repeat(300);
+    let serve = Serve::start(&["websocket://127.0.0.1:0", "--count", "1"]);
+    let url = format!("ws://{}/", serve.addr);
+    let (code, stdout, stderr) = wsworker(&["connect", &url, "--send", &long], "");
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, format!("hello {long}\n"));
+    assert!(
+        stderr.contains("extensions \"permessage-deflate\""),
+        "{stderr}"
+    );
+    let (code, stdout, stderr) = wsworker(&["connect", &url, "--no-deflate", "--send", &long], "");
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, format!("hello {long}\n"));
+    assert!(stderr.contains("extensions \"\""), "{stderr}");
+    assert_eq!(serve.stop(), 0);
+
+    let serve = Serve::start(&["websocket://127.0.0.1:0", "--count", "1", "--no-deflate"]);
+    let url = format!("ws://{}/", serve.addr);
+    let (code, stdout, stderr) = wsworker(&["connect", &url, "--send", &long], "");
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, format!("hello {long}\n"));
+    assert!(stderr.contains("extensions \"\""), "{stderr}");
+    assert_eq!(serve.stop(), 0);
+}
+
+/// Chromium's own offer (`permessage-deflate; client_max_window_bits`) is accepted by
+/// `wsworker serve` and used: the page's `ws.extensions` says so, and a long message makes
+/// the round trip compressed both ways.
+#[cfg(feature = "deflate")]
+#[test]
+#[ignore = "needs Chromium and the interop peers: bash interop/setup.sh"]
+fn chromium_negotiates_and_uses_permessage_deflate() {
+    let serve = Serve::start(&["websocket://127.0.0.1:0", "--count", "2"]);
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let screenshot = root.join("target/demo-deflate.png");
+    let output = Command::new("node")
+        .arg(root.join("interop/node/browser_check.mjs"))
+        .arg("--expect-deflate")
+        .arg(format!("http://{}/", serve.addr))
+        .arg(&screenshot)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("ws.extensions: \"permessage-deflate\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("PASS send-receive-long"), "{stdout}");
     assert_eq!(serve.stop(), 0);
 }

@@ -1,4 +1,5 @@
-//! Per-connection settings: limits and how outgoing messages are framed.
+//! Per-connection settings: limits, how outgoing messages are framed, and (feature `deflate`)
+//! the negotiated permessage-deflate parameters.
 
 /// Settings for one [`Connection`](crate::Connection). `Config::default()` gives the
 /// documented defaults; the builder methods change one setting each.
@@ -14,6 +15,8 @@ pub struct Config {
     max_message_size: usize,
     max_frame_size: usize,
     fragment_size: Option<usize>,
+    #[cfg(feature = "deflate")]
+    deflate: Option<crate::deflate::DeflateParams>,
 }
 
 /// 16 MiB: the default limit for a message and for one frame.
@@ -25,6 +28,8 @@ impl Default for Config {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_frame_size: DEFAULT_MAX_MESSAGE_SIZE,
             fragment_size: None,
+            #[cfg(feature = "deflate")]
+            deflate: None,
         }
     }
 }
@@ -53,6 +58,26 @@ impl Config {
     pub fn fragment_size(mut self, bytes: Option<usize>) -> Self {
         self.fragment_size = bytes.filter(|&n| n > 0);
         self
+    }
+
+    /// Compresses messages with permessage-deflate (RFC 7692) using the parameters the
+    /// handshake agreed on ([`DeflateConfig::negotiate`] on a server,
+    /// [`DeflateConfig::accept_response`] on a client), or not at all with `None` (the
+    /// default). Only set parameters both sides agreed on: the peer must expect RSV1.
+    ///
+    /// [`DeflateConfig::negotiate`]: crate::deflate::DeflateConfig::negotiate
+    /// [`DeflateConfig::accept_response`]: crate::deflate::DeflateConfig::accept_response
+    #[cfg(feature = "deflate")]
+    #[must_use]
+    pub fn deflate(mut self, params: Option<crate::deflate::DeflateParams>) -> Self {
+        self.deflate = params;
+        self
+    }
+
+    /// The permessage-deflate parameters, when compression is on.
+    #[cfg(feature = "deflate")]
+    pub fn deflate_value(&self) -> Option<&crate::deflate::DeflateParams> {
+        self.deflate.as_ref()
     }
 
     /// The configured message size limit.

@@ -37,7 +37,8 @@ impl Error {
     }
 }
 
-/// A rule of RFC 6455 §5 or §7 that the peer broke. Each variant names its rule.
+/// A rule of RFC 6455 §5 or §7 (or RFC 7692 for permessage-deflate) that the peer broke.
+/// Each variant names its rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProtocolError {
@@ -80,20 +81,31 @@ pub enum ProtocolError {
     /// §5.5.1: the close reason must be UTF-8 (close 1007).
     #[error("invalid UTF-8 in a close reason")]
     InvalidCloseReasonUtf8,
+    /// RFC 7692 §6.1: with permessage-deflate, RSV1 marks the first frame of a compressed
+    /// message; it may not be set on a continuation or control frame.
+    #[error("RSV1 set on a continuation or control frame")]
+    Rsv1OutsideFirstFrame,
+    /// RFC 7692 §7.2.2: a compressed message that does not inflate (close 1007, as Node's
+    /// `ws` answers it).
+    #[error("invalid compressed data")]
+    InvalidCompressedData,
 }
 
 impl ProtocolError {
-    /// The close code that answers this violation: 1007 for bad UTF-8, 1002 for the rest.
+    /// The close code that answers this violation: 1007 for bad UTF-8 and data that does not
+    /// inflate, 1002 for the rest.
     pub fn close_code(self) -> CloseCode {
         match self {
-            Self::InvalidUtf8 | Self::InvalidCloseReasonUtf8 => CloseCode::INVALID_PAYLOAD,
+            Self::InvalidUtf8 | Self::InvalidCloseReasonUtf8 | Self::InvalidCompressedData => {
+                CloseCode::INVALID_PAYLOAD
+            }
             _ => CloseCode::PROTOCOL_ERROR,
         }
     }
 }
 
 /// A configured limit the peer went past (close 1009), decided from frame headers before the
-/// payload is buffered.
+/// payload is buffered, or for a compressed message as soon as it inflates past the limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CapacityError {
@@ -105,7 +117,7 @@ pub enum CapacityError {
         /// The configured limit.
         max: u64,
     },
-    /// A message grew past `max_message_size`.
+    /// A message grew past `max_message_size` (a compressed message: its inflated size).
     #[error("message of at least {size} bytes exceeds the limit of {max}")]
     MessageTooLarge {
         /// The size the message reached (or would reach with the announced frame).

@@ -16,6 +16,8 @@
 //! - [`mask`]: payload masking (§5.3).
 //! - [`utf8`]: incremental UTF-8 validation for text messages (§5.6, §8.1).
 //! - [`close`]: close codes and close frames (§5.5.1, §7.4).
+//! - `deflate` (feature `deflate`): permessage-deflate (RFC 7692), its negotiation and
+//!   per-message compression.
 //! - [`Connection`]: one side of an open connection (§5–§7): events out, frames in, pings
 //!   and closes answered, limits enforced.
 //!
@@ -47,6 +49,8 @@
 pub mod close;
 pub mod config;
 pub mod connection;
+#[cfg(feature = "deflate")]
+pub mod deflate;
 pub mod error;
 pub mod frame;
 pub mod handshake;

@@ -62,6 +62,17 @@ pub enum Error {
     /// A callback returned an error (for example `msg.to_text()?` on a binary message).
     #[error("callback failed: {0}")]
     Callback(Box<dyn std::error::Error + Send + Sync>),
+    /// TLS failed: the peer's certificate could not be verified ("certificate verify
+    /// failed: unknown issuer"), the TLS handshake broke, or a certificate, key or CA could
+    /// not be loaded. The rustls (or I/O) error, when there is one, is the source.
+    #[error("tls error: {reason}")]
+    Tls {
+        /// What went wrong, in words.
+        reason: Box<str>,
+        /// The underlying error: a `rustls::Error` for handshake and certificate failures.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// Something this build does not support yet.
     #[error("unsupported: {0}")]
     Unsupported(&'static str),

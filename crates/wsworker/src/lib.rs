@@ -42,6 +42,11 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! With the `tls` feature (on by default), on rustls with the ring provider: the server
+//! serves `websocket+tls://` (and `https://` for its HTTP handler) with `Worker::tls_pem`
+//! or `Worker::tls_config`, and the client connects to `wss://` URLs, trusting the
+//! `webpki-roots` CAs plus any added with `WebSocketBuilder::tls_ca_pem_file`.
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 #![doc(test(attr(deny(warnings))))]
 
@@ -50,10 +55,19 @@ mod driver;
 mod error;
 pub mod server;
 mod shared;
+#[cfg(feature = "tls")]
+mod tls;
+
+/// The rustls this crate is built with (feature `tls`), for [`Worker::tls_config`] and
+/// [`WebSocketBuilder::tls_config`].
+#[cfg(feature = "tls")]
+pub use rustls;
 
 pub use client::{WebSocket, WebSocketBuilder, WsEvent};
 pub use error::{Error, Result};
-pub use server::{Connection, Connections, Handshake, HttpResponse, RunningServer, Worker};
+pub use server::{
+    Connection, Connections, Handshake, HttpResponse, RunningServer, StopSignal, Worker,
+};
 pub use shared::CloseInfo;
 pub use wsworker_proto as proto;
 pub use wsworker_proto::handshake::Request;

@@ -105,7 +105,13 @@ async fn hello_round_trip_text_and_binary() {
         .unwrap();
     assert_eq!(ws.ready_state(), ReadyState::Open);
     assert_eq!(ws.url(), url(&server));
-    assert_eq!((ws.protocol(), ws.extensions()), ("", ""));
+    // permessage-deflate is offered and accepted by default.
+    let extensions = if cfg!(feature = "deflate") {
+        "permessage-deflate"
+    } else {
+        ""
+    };
+    assert_eq!((ws.protocol(), ws.extensions()), ("", extensions));
     ws.send("tom").unwrap();
     assert_eq!(message(&ws).await, Message::text("hello tom"));
     ws.send(vec![1u8, 2]).unwrap();
@@ -342,14 +348,25 @@ async fn bad_urls_are_refused() {
 }
 
 #[tokio::test]
-async fn wss_is_not_supported_yet() {
+#[cfg(not(feature = "tls"))]
+async fn wss_needs_the_tls_feature() {
     let error = WebSocket::connect("wss://127.0.0.1:1/", NO_PROTOCOLS)
         .await
         .unwrap_err();
     let Error::Unsupported(what) = error else {
         panic!("{error:?}")
     };
-    assert!(what.contains("wss://") && what.contains("TLS"), "{what}");
+    assert!(what.contains("wss://") && what.contains("tls"), "{what}");
+}
+
+/// With TLS, `wss://` gets as far as the TCP connection (TLS itself: tests/tls.rs).
+#[tokio::test]
+#[cfg(feature = "tls")]
+async fn wss_to_a_closed_port_is_an_io_error() {
+    let error = WebSocket::connect("wss://127.0.0.1:1/", NO_PROTOCOLS)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Io(_)), "{error:?}");
 }
 
 #[tokio::test]

@@ -234,3 +234,124 @@ async fn our_client_against_node_ws_server() {
     let server = node_server();
     client_checklist(server.port).await;
 }
+
+// ----- permessage-deflate ----------------------------------------------------------------
+
+/// The same checks with permessage-deflate on (feature `deflate`).
+#[cfg(feature = "deflate")]
+mod deflate {
+    use super::*;
+
+    #[test]
+    #[ignore = "needs the interop peers: bash interop/setup.sh"]
+    fn python_websockets_client_against_our_server_with_deflate() {
+        let server = interop_server();
+        let url = format!("ws://{}/", server.local_addr());
+        let mut command = Command::new(python());
+        command
+            .arg(repo_root().join("interop/python/client_check.py"))
+            .arg("--deflate")
+            .arg(&url);
+        run_checklist(command, "python client_check --deflate");
+        server.shutdown();
+    }
+
+    #[test]
+    #[ignore = "needs the interop peers: bash interop/setup.sh"]
+    fn node_ws_client_against_our_server_with_deflate() {
+        let server = interop_server();
+        let url = format!("ws://{}/", server.local_addr());
+        let mut command = Command::new("node");
+        command
+            .arg(repo_root().join("interop/node/client_check.mjs"))
+            .arg("--deflate")
+            .arg(&url);
+        run_checklist(command, "node client_check --deflate");
+        server.shutdown();
+    }
+
+    /// Our client with each permessage-deflate setting alone, then all together, against a
+    /// peer's echo server with compression on: the answer is accepted and messages of every
+    /// kind make the round trip. `smallest_server_window` is the smallest window the peer can
+    /// compress with (Python's zlib refuses 8 bits).
+    async fn deflate_round_trips(port: u16, smallest_server_window: u8) {
+        use wsworker::proto::deflate::DeflateConfig;
+
+        let url = format!("ws://127.0.0.1:{port}/");
+        let json: String = (0..3000)
+            .map(|i| format!("{{\"id\": {i}, \"name\": \"item {}\"}}", i % 37))
+            .collect();
+        let binary: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let configs = [
+            DeflateConfig::default(),
+            DeflateConfig::default().server_no_context_takeover(true),
+            DeflateConfig::default().client_no_context_takeover(true),
+            DeflateConfig::default().server_max_window_bits(10),
+            DeflateConfig::default().client_max_window_bits(9),
+            DeflateConfig::default()
+                .server_no_context_takeover(true)
+                .client_no_context_takeover(true)
+                .server_max_window_bits(smallest_server_window)
+                .client_max_window_bits(8)
+                .threshold(0)
+                .level(1),
+        ];
+        for config in configs {
+            let ws = WebSocket::builder(url.as_str())
+                .permessage_deflate(Some(config.clone()))
+                .connect()
+                .await
+                .unwrap_or_else(|e| panic!("{config:?}: {e}"));
+            assert!(
+                ws.extensions().starts_with("permessage-deflate"),
+                "{config:?}: {:?}",
+                ws.extensions()
+            );
+            for message in [
+                Message::text(json.as_str()),
+                Message::binary(binary.clone()),
+                Message::text(json.as_str()),
+                Message::text("short"),
+                Message::text(&json[..5000]),
+            ] {
+                ws.send(message.clone()).unwrap();
+                assert_eq!(recv(&ws).await, message, "{config:?}");
+            }
+            ws.close(1000, "").unwrap();
+            assert!(closed(&ws).await.was_clean, "{config:?}");
+        }
+    }
+
+    fn python_server_with_deflate() -> PeerServer {
+        let mut command = Command::new(python());
+        command
+            .arg(repo_root().join("interop/python/echo_server.py"))
+            .arg("--deflate");
+        PeerServer::start(command)
+    }
+
+    fn node_server_with_deflate() -> PeerServer {
+        let mut command = Command::new("node");
+        command
+            .arg(repo_root().join("interop/node/echo_server.mjs"))
+            .arg("--deflate");
+        PeerServer::start(command)
+    }
+
+    #[tokio::test]
+    #[ignore = "needs the interop peers: bash interop/setup.sh"]
+    async fn our_client_against_python_websockets_server_with_deflate() {
+        let server = python_server_with_deflate();
+        // The same checklist, compressed (our client offers permessage-deflate by default).
+        client_checklist(server.port).await;
+        deflate_round_trips(server.port, 9).await;
+    }
+
+    #[tokio::test]
+    #[ignore = "needs the interop peers: bash interop/setup.sh"]
+    async fn our_client_against_node_ws_server_with_deflate() {
+        let server = node_server_with_deflate();
+        client_checklist(server.port).await;
+        deflate_round_trips(server.port, 8).await;
+    }
+}

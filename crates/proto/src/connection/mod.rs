@@ -96,7 +96,14 @@ pub struct Connection {
     close_received: bool,
     failed: bool,
     masks: MaskSource,
+    /// permessage-deflate, when negotiated: boxed, so a connection without it pays one
+    /// pointer.
+    #[cfg(feature = "deflate")]
+    deflate: Option<Box<crate::deflate::DeflateState>>,
 }
+
+/// RSV1 in [`FrameHeader::rsv`]: the first frame of a compressed message (RFC 7692 §6).
+const RSV1: u8 = 0b100;
 
 /// Where a client's masking keys come from: unpredictable by default (RFC 6455 §10.3), or a
 /// seeded generator so tests can check exact bytes.
@@ -118,9 +125,16 @@ impl Connection {
         let max_frame = config
             .max_frame_size_value()
             .min(config.max_message_size_value());
+        #[allow(unused_mut)]
+        let mut decoder = FrameDecoder::new(role, max_frame as u64);
+        #[cfg(feature = "deflate")]
+        let deflate = config.deflate_value().map(|params| {
+            decoder.set_allowed_rsv(RSV1);
+            Box::new(crate::deflate::DeflateState::new(role, *params))
+        });
         Self {
             role,
-            decoder: FrameDecoder::new(role, max_frame as u64),
+            decoder,
             config,
             recv,
             frame: None,
@@ -131,6 +145,8 @@ impl Connection {
             close_received: false,
             failed: false,
             masks: MaskSource::Thread,
+            #[cfg(feature = "deflate")]
+            deflate,
         }
     }
 
@@ -148,6 +164,14 @@ impl Connection {
     /// The settings this connection was made with.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The permessage-deflate parameters in force, `None` when messages are not compressed.
+    #[cfg(feature = "deflate")]
+    pub fn deflate_params(&self) -> Option<&crate::deflate::DeflateParams> {
+        self.deflate
+            .as_deref()
+            .map(crate::deflate::DeflateState::params)
     }
 
     /// The state, as the browser API names it.
@@ -199,7 +223,9 @@ impl Connection {
         self.send_message(Message::Binary(data.into()))
     }
 
-    /// Queues a message, split into frames as [`Config::fragment_size`] says.
+    /// Queues a message, split into frames as [`Config::fragment_size`] says. With
+    /// permessage-deflate, a message of at least the threshold is compressed first (and sent
+    /// as it is when that would not make it smaller).
     ///
     /// # Errors
     /// [`ApiMisuse::SendAfterClose`] once a close frame was sent.
@@ -229,14 +255,26 @@ impl Connection {
             OpCode::Binary
         };
         let mut payload = message.into_bytes();
+        #[allow(unused_mut)]
+        let mut rsv = 0;
+        #[cfg(feature = "deflate")]
+        if let Some(deflate) = &mut self.deflate
+            && deflate.wants(payload.len())
+            && let Some(compressed) = deflate.compress(&payload)
+        {
+            // RFC 7692 §6.1: RSV1 on the first frame only; fragments come after compression.
+            payload = compressed;
+            rsv = RSV1;
+        }
         loop {
             let chunk = payload.split_to(payload.len().min(fragment_size));
             let fin = payload.is_empty();
-            self.push_frame(opcode, fin, chunk);
+            self.push_frame_rsv(opcode, fin, rsv, chunk);
             if fin {
                 return Ok(());
             }
             opcode = OpCode::Continuation;
+            rsv = 0;
         }
     }
 
@@ -273,7 +311,9 @@ impl Connection {
 
     /// Queues a frame encoded beforehand with [`encode_server_frame`], for sending the same
     /// message to many connections with one encoding. Server role only: a client must mask
-    /// each frame with its own key.
+    /// each frame with its own key. The frame is never compressed, even with
+    /// permessage-deflate (each connection's compressor has its own window, and a message
+    /// with RSV1 clear is simply uncompressed, RFC 7692 §6).
     ///
     /// # Errors
     /// [`ApiMisuse::SendAfterClose`] once a close frame was sent;
@@ -311,10 +351,14 @@ impl Connection {
     }
 
     fn push_frame(&mut self, opcode: OpCode, fin: bool, payload: Bytes) {
+        self.push_frame_rsv(opcode, fin, 0, payload);
+    }
+
+    fn push_frame_rsv(&mut self, opcode: OpCode, fin: bool, rsv: u8, payload: Bytes) {
         let mask = self.role.masks_outgoing().then(|| self.next_mask());
         let header = FrameHeader {
             fin,
-            rsv: 0,
+            rsv,
             opcode,
             mask,
             payload_len: payload.len() as u64,
@@ -394,3 +438,6 @@ pub fn encode_server_frame(message: &Message) -> PreparedFrame {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(all(test, feature = "deflate"))]
+mod deflate_tests;

@@ -1,10 +1,11 @@
 //! The receiving side: frames checked against the message-level rules of RFC 6455 §5.4
 //! (fragmentation) and §5.6 (UTF-8, checked as the bytes arrive), messages reassembled,
-//! pings and closes answered.
+//! pings and closes answered; with permessage-deflate, compressed messages inflated as they
+//! arrive (RFC 7692 §6.1, §7.2.2).
 
 use bytes::{Bytes, BytesMut};
 
-use super::Connection;
+use super::{Connection, RSV1};
 use crate::close::{CloseFrame, MAX_REASON_LEN};
 use crate::error::{CapacityError, Error, ProtocolError};
 use crate::frame::{Decoded, FrameHeader, OpCode};
@@ -17,7 +18,10 @@ pub(super) struct FrameState {
     header: FrameHeader,
     /// Whether the payload is text, whose UTF-8 is checked as it arrives.
     text: bool,
-    /// How many payload bytes were already fed to the UTF-8 validator.
+    /// Whether the payload is part of a compressed message (RSV1 on its first frame).
+    compressed: bool,
+    /// How many payload bytes were already fed to the UTF-8 validator (or, compressed, to
+    /// the decompressor).
     validated: usize,
 }
 
@@ -25,6 +29,9 @@ pub(super) struct FrameState {
 #[derive(Debug)]
 pub(super) struct Reassembly {
     text: bool,
+    /// A compressed message: its inflated bytes are kept by the decompressor, `data` stays
+    /// empty.
+    compressed: bool,
     data: BytesMut,
 }
 
@@ -76,26 +83,34 @@ impl Connection {
 
     /// Checks a header against the message in progress before its payload is kept.
     fn start_frame(&mut self, header: FrameHeader) -> Result<(), Error> {
-        let (text, size_so_far) = match (header.opcode, &self.reassembly) {
+        // RSV1 gets past the decoder only when permessage-deflate is on.
+        let rsv1 = header.rsv & RSV1 != 0;
+        let (text, size_so_far, compressed) = match (header.opcode, &self.reassembly) {
             (OpCode::Text | OpCode::Binary, Some(_)) => {
                 return Err(ProtocolError::DataFrameInsideFragmentedMessage.into());
             }
             (OpCode::Continuation, None) => {
                 return Err(ProtocolError::ContinuationWithoutStart.into());
             }
-            (OpCode::Text, None) => (true, 0),
-            (OpCode::Binary, None) => (false, 0),
-            (OpCode::Continuation, Some(r)) => (r.text, r.data.len() as u64),
-            (OpCode::Close | OpCode::Ping | OpCode::Pong, _) => (false, 0),
+            (OpCode::Text, None) => (true, 0, rsv1),
+            (OpCode::Binary, None) => (false, 0, rsv1),
+            (OpCode::Continuation | OpCode::Close | OpCode::Ping | OpCode::Pong, _) if rsv1 => {
+                return Err(ProtocolError::Rsv1OutsideFirstFrame.into());
+            }
+            (OpCode::Continuation, Some(r)) => (r.text, r.data.len() as u64, r.compressed),
+            (OpCode::Close | OpCode::Ping | OpCode::Pong, _) => (false, 0, false),
         };
+        // A compressed message is held to the limit by its inflated size, as it inflates;
+        // its frames are still held to max_frame_size by the decoder.
         let size = size_so_far.saturating_add(header.payload_len);
         let max = self.config.max_message_size_value() as u64;
-        if !header.opcode.is_control() && size > max {
+        if !header.opcode.is_control() && !compressed && size > max {
             return Err(CapacityError::MessageTooLarge { size, max }.into());
         }
         self.frame = Some(FrameState {
             header,
             text,
+            compressed,
             validated: 0,
         });
         Ok(())
@@ -107,6 +122,9 @@ impl Connection {
         let Some(frame) = &mut self.frame else {
             return Ok(());
         };
+        if frame.compressed {
+            return self.inflate_partial();
+        }
         if !frame.text {
             return Ok(());
         }
@@ -135,6 +153,9 @@ impl Connection {
             OpCode::Pong => Ok(Some(Event::Pong(payload))),
             OpCode::Close => self.receive_close(&payload).map(Some),
             OpCode::Text | OpCode::Binary | OpCode::Continuation => {
+                if frame.compressed {
+                    return self.finish_compressed(frame, payload);
+                }
                 if frame.text {
                     let rest = payload.get(frame.validated..).unwrap_or_default();
                     self.utf8
@@ -159,6 +180,7 @@ impl Connection {
             (None, false) => {
                 self.reassembly = Some(Reassembly {
                     text,
+                    compressed: false,
                     data: BytesMut::from(&payload[..]),
                 });
                 return None;
@@ -211,7 +233,90 @@ impl Connection {
         self.recv.clear();
         self.frame = None;
         self.reassembly = None;
+        #[cfg(feature = "deflate")]
+        if let Some(deflate) = &mut self.deflate {
+            // Nothing will be compressed or inflated any more: give the memory back.
+            deflate.release();
+        }
         error
+    }
+
+    // ----- permessage-deflate ----------------------------------------------------------------
+
+    /// Inflates the part of a compressed frame that has arrived, and checks the UTF-8 of what
+    /// it gave, so a message over the limit or with bad text fails before the rest arrives.
+    #[cfg(feature = "deflate")]
+    fn inflate_partial(&mut self) -> Result<(), Error> {
+        let (Some(frame), Some(deflate)) = (&mut self.frame, &mut self.deflate) else {
+            return Ok(());
+        };
+        let arrived = self.decoder.partial_payload(&self.recv);
+        let Some(new) = arrived.get(frame.validated..).filter(|new| !new.is_empty()) else {
+            return Ok(());
+        };
+        let start = deflate.inflate(new, false, self.config.max_message_size_value())?;
+        frame.validated = arrived.len();
+        if frame.text {
+            let produced = deflate.inflated_bytes().get(start..).unwrap_or_default();
+            self.utf8
+                .feed(produced)
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        Ok(())
+    }
+
+    /// The rest of a compressed frame: inflated (with the tail after the final frame), text
+    /// checked, and the message handed out when this frame ends it.
+    #[cfg(feature = "deflate")]
+    fn finish_compressed(
+        &mut self,
+        frame: FrameState,
+        payload: Bytes,
+    ) -> Result<Option<Event>, Error> {
+        let Some(deflate) = &mut self.deflate else {
+            return Err(ProtocolError::ReservedBitsSet(frame.header.rsv).into());
+        };
+        let fin = frame.header.fin;
+        let rest = payload.get(frame.validated..).unwrap_or_default();
+        let start = deflate.inflate(rest, fin, self.config.max_message_size_value())?;
+        if frame.text {
+            let produced = deflate.inflated_bytes().get(start..).unwrap_or_default();
+            self.utf8
+                .feed(produced)
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
+            if fin {
+                self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+            }
+        }
+        if !fin {
+            if self.reassembly.is_none() {
+                self.reassembly = Some(Reassembly {
+                    text: frame.text,
+                    compressed: true,
+                    data: BytesMut::new(),
+                });
+            }
+            return Ok(None);
+        }
+        self.reassembly = None;
+        let data = deflate.finish_message();
+        Ok(Some(Event::Message(if frame.text {
+            Message::Text(Utf8Bytes::from_validated(data))
+        } else {
+            Message::Binary(data)
+        })))
+    }
+
+    /// Without the `deflate` feature RSV1 never gets past the decoder.
+    #[cfg(not(feature = "deflate"))]
+    fn inflate_partial(&mut self) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// Without the `deflate` feature RSV1 never gets past the decoder.
+    #[cfg(not(feature = "deflate"))]
+    fn finish_compressed(&mut self, frame: FrameState, _: Bytes) -> Result<Option<Event>, Error> {
+        Err(ProtocolError::ReservedBitsSet(frame.header.rsv).into())
     }
 }
 

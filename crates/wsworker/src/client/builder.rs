@@ -48,6 +48,9 @@ pub struct WebSocketBuilder {
     config: Config,
     connect_timeout: Duration,
     callbacks: Callbacks,
+    #[cfg(feature = "tls")]
+    tls: crate::tls::ClientTls,
+    extensions: super::extensions::Offers,
 }
 
 impl WebSocketBuilder {
@@ -59,6 +62,9 @@ impl WebSocketBuilder {
             config: Config::default(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             callbacks: Callbacks::default(),
+            #[cfg(feature = "tls")]
+            tls: crate::tls::ClientTls::default(),
+            extensions: super::extensions::Offers::default(),
         }
     }
 
@@ -101,6 +107,78 @@ impl WebSocketBuilder {
     #[must_use]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    /// permessage-deflate (RFC 7692): `Some(config)` offers it with these settings (the
+    /// default is `Some(DeflateConfig::default())`, which offers
+    /// `permessage-deflate; client_max_window_bits` as browsers do), `None` offers nothing.
+    /// An answer with a parameter the offer did not allow fails the connection with
+    /// [`Error::Handshake`]; [`WebSocket::extensions`] shows what the server accepted.
+    ///
+    /// ```no_run
+    /// use wsworker::proto::deflate::DeflateConfig;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> wsworker::Result<()> {
+    /// let ws = wsworker::WebSocket::builder("ws://127.0.0.1:2346/")
+    ///     .permessage_deflate(Some(DeflateConfig::default().client_no_context_takeover(true)))
+    ///     .connect()
+    ///     .await?;
+    /// println!("{}", ws.extensions()); // "permessage-deflate; client_no_context_takeover"
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "deflate")]
+    #[must_use]
+    pub fn permessage_deflate(
+        mut self,
+        config: Option<wsworker_proto::deflate::DeflateConfig>,
+    ) -> Self {
+        self.extensions.deflate = config;
+        self
+    }
+
+    /// For `wss://`: trusts the CA certificates in this PEM file too, besides the
+    /// `webpki-roots` trust anchors (a private CA, a test CA, or a self-signed server
+    /// certificate). Repeatable. A file that cannot be read or holds no certificate fails
+    /// the connection with [`Error::Tls`].
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> wsworker::Result<()> {
+    /// let ws = wsworker::WebSocket::builder("wss://localhost:2346/")
+    ///     .tls_ca_pem_file("ca.pem")
+    ///     .connect()
+    ///     .await?;
+    /// # drop(ws);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn tls_ca_pem_file(mut self, path: impl AsRef<std::path::Path>) -> Self {
+        self.tls.add_ca_pem_file(path.as_ref());
+        self
+    }
+
+    /// For `wss://`: trusts the CA certificates in this PEM text too (as
+    /// [`WebSocketBuilder::tls_ca_pem_file`], from memory).
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn tls_ca_pem(mut self, pem: impl AsRef<[u8]>) -> Self {
+        self.tls.add_ca_pem(pem.as_ref());
+        self
+    }
+
+    /// For `wss://`: this rustls configuration, used as it is (its roots, client
+    /// certificates, provider, ALPN — announce `http/1.1` or nothing), instead of the
+    /// `webpki-roots` one; CAs added with `tls_ca_pem*` are then ignored. The server name
+    /// (SNI and the certificate check) is the URL's host.
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls.set_config(config);
         self
     }
 
@@ -173,7 +251,16 @@ impl WebSocketBuilder {
     }
 
     fn spawn(mut self, ready: Option<Ready>) -> WebSocket {
-        let handshake = self.handshake();
+        #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
+        let mut handshake = self.handshake();
+        #[cfg(feature = "tls")]
+        let tls = match &handshake {
+            Ok(h) => self.tls.prepare(h.is_tls()).unwrap_or_else(|error| {
+                handshake = Err(error);
+                None
+            }),
+            Err(_) => None,
+        };
         let (shared, commands) = Shared::new();
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let url = std::mem::take(&mut self.url);
@@ -184,6 +271,9 @@ impl WebSocketBuilder {
             config: self.config,
             timeout: self.connect_timeout,
             cancel: ws.inner.cancel.clone(),
+            #[cfg(feature = "tls")]
+            tls,
+            extensions: self.extensions,
         };
         tokio::spawn(connect::run(attempt, shared, commands, handler));
         ws
@@ -198,12 +288,15 @@ impl WebSocketBuilder {
             },
             other => other.into(),
         })?;
+        #[cfg(not(feature = "tls"))]
         if handshake.is_tls() {
             return Err(Error::Unsupported(
-                "wss:// needs TLS, which this build does not have yet",
+                "wss:// needs the `tls` feature of wsworker",
             ));
         }
-        let mut handshake = handshake.with_protocols(&self.protocols)?;
+        let mut handshake = self
+            .extensions
+            .apply(handshake.with_protocols(&self.protocols)?)?;
         for (name, value) in &self.headers {
             handshake = handshake.with_header(name, value)?;
         }
@@ -213,8 +306,8 @@ impl WebSocketBuilder {
 
 impl fmt::Debug for WebSocketBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WebSocketBuilder")
-            .field("url", &self.url)
+        let mut d = f.debug_struct("WebSocketBuilder");
+        d.field("url", &self.url)
             .field("protocols", &self.protocols)
             // Names only: values may be credentials.
             .field(
@@ -226,7 +319,9 @@ impl fmt::Debug for WebSocketBuilder {
                     .collect::<Vec<_>>(),
             )
             .field("config", &self.config)
-            .field("connect_timeout", &self.connect_timeout)
-            .finish_non_exhaustive()
+            .field("connect_timeout", &self.connect_timeout);
+        #[cfg(feature = "tls")]
+        d.field("tls", &self.tls);
+        d.finish_non_exhaustive()
     }
 }

@@ -1,12 +1,13 @@
-//! A client connection's task: the TCP connection and the opening handshake (RFC 6455 §4.1)
-//! within the connect timeout, then the shared driver until the connection ends.
+//! A client connection's task: the TCP connection, the TLS handshake for `wss://`, and the
+//! opening handshake (RFC 6455 §4.1) within the connect timeout, then the shared driver
+//! until the connection ends.
 
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -28,6 +29,18 @@ pub(super) struct Attempt {
     pub(super) timeout: Duration,
     /// Cancelled by `close` (or the last handle's drop) while connecting.
     pub(super) cancel: CancellationToken,
+    /// The TLS connector, for `wss://`.
+    #[cfg(feature = "tls")]
+    pub(super) tls: Option<crate::tls::Connector>,
+    /// The extensions offered (permessage-deflate), to check the answer against.
+    pub(super) extensions: super::extensions::Offers,
+}
+
+/// The connection under the WebSocket: plain TCP, or TLS for `wss://`.
+enum Stream {
+    Plain(TcpStream),
+    #[cfg(feature = "tls")]
+    Tls(Box<crate::tls::ClientStream>),
 }
 
 /// Connects, then drives the connection to its end; every outcome is reported through
@@ -42,7 +55,11 @@ pub(super) async fn run(
         Ok(mut handshake) => tokio::select! {
             biased;
             () = attempt.cancel.cancelled() => Err(Error::Closed),
-            result = tokio::time::timeout(attempt.timeout, establish(&mut handshake)) => {
+            result = tokio::time::timeout(attempt.timeout, establish(
+                &mut handshake,
+                #[cfg(feature = "tls")]
+                attempt.tls.as_ref(),
+            )) => {
                 result.unwrap_or(Err(Error::Timeout("websocket connect and opening handshake")))
             }
         },
@@ -56,11 +73,35 @@ pub(super) async fn run(
             return handler.fail(error);
         }
     };
+    // An answer the offer did not allow fails the connection (RFC 7692 §5): the stream is
+    // dropped unused.
+    let config = match attempt.extensions.accept(attempt.config, &response) {
+        Ok(config) => config,
+        Err(error) => {
+            tracing::debug!(url = handler.ws().url(), %error, "websocket connect failed");
+            shared.set_ready_state(ReadyState::Closed);
+            return handler.fail(error);
+        }
+    };
     handler.ws().set_negotiated(
         response.protocol().unwrap_or_default(),
         response.extensions_header(),
     );
-    let proto = Proto::with_buffer(Role::Client, attempt.config, BytesMut::from(rest));
+    let proto = Proto::with_buffer(Role::Client, config, BytesMut::from(rest));
+    match stream {
+        Stream::Plain(stream) => drive(stream, proto, shared, commands, handler).await,
+        #[cfg(feature = "tls")]
+        Stream::Tls(stream) => drive(*stream, proto, shared, commands, handler).await,
+    }
+}
+
+async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    proto: Proto,
+    shared: Arc<Shared>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    handler: ClientHandler,
+) {
     Driver::new(
         stream,
         proto,
@@ -73,12 +114,34 @@ pub(super) async fn run(
     .await;
 }
 
-/// The TCP connection and the opening handshake: the socket, the server's response, and the
-/// bytes that came after it (the server's first frames).
-async fn establish(handshake: &mut ClientHandshake) -> Result<(TcpStream, Response, Bytes)> {
-    let mut stream = TcpStream::connect((handshake.host(), handshake.port())).await?;
+/// The TCP connection, the TLS handshake when there is a connector, and the opening
+/// handshake: the stream, the server's response, and the bytes that came after it (the
+/// server's first frames).
+async fn establish(
+    handshake: &mut ClientHandshake,
+    #[cfg(feature = "tls")] tls: Option<&crate::tls::Connector>,
+) -> Result<(Stream, Response, Bytes)> {
+    let stream = TcpStream::connect((handshake.host(), handshake.port())).await?;
     let _ = stream.set_nodelay(true);
+    #[cfg(feature = "tls")]
+    if let Some(tls) = tls {
+        let mut stream = tls.connect(handshake.host(), stream).await?;
+        let (response, rest) = upgrade(&mut stream, handshake).await?;
+        return Ok((Stream::Tls(Box::new(stream)), response, rest));
+    }
+    let mut stream = stream;
+    let (response, rest) = upgrade(&mut stream, handshake).await?;
+    Ok((Stream::Plain(stream), response, rest))
+}
+
+/// The opening handshake on an established stream.
+async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    handshake: &mut ClientHandshake,
+) -> Result<(Response, Bytes)> {
     stream.write_all(&handshake.request_bytes()).await?;
+    // TLS buffers what it encrypts: push it out.
+    stream.flush().await?;
     loop {
         let buf = handshake.recv_buffer_mut();
         buf.reserve(READ_CHUNK);
@@ -90,7 +153,7 @@ async fn establish(handshake: &mut ClientHandshake) -> Result<(TcpStream, Respon
             .into());
         }
         if let Some((response, rest)) = handshake.poll_response()? {
-            return Ok((stream, response, rest));
+            return Ok((response, rest));
         }
     }
 }

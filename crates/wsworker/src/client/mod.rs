@@ -34,6 +34,7 @@
 
 mod builder;
 mod connect;
+mod extensions;
 mod handler;
 
 use std::fmt;

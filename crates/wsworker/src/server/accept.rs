@@ -6,8 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use wsworker_proto::handshake::{Request, ServerHandshake, reject_response};
 use wsworker_proto::{Connection as Proto, HandshakeError, Role};
 
@@ -18,7 +19,8 @@ use crate::driver::Driver;
 use crate::shared::Shared;
 use crate::shared::contain;
 
-/// Serves one TCP connection until it ends.
+/// Serves one TCP connection until it ends: the TLS handshake first when the server speaks
+/// TLS, then the opening handshake — both within the handshake timeout.
 pub(crate) async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
@@ -26,10 +28,50 @@ pub(crate) async fn serve(
     ctx: Arc<ServerContext>,
 ) {
     let _ = stream.set_nodelay(true);
-    let mut stream = stream;
+    let deadline = Instant::now() + ctx.settings.handshake_timeout;
+    #[cfg(feature = "tls")]
+    if let Some(acceptor) = &ctx.tls {
+        let mut stream = stream;
+        if !starts_like_tls(&mut stream, deadline).await {
+            let response =
+                reject_response(400, &[], b"this port speaks TLS: use https:// or wss://\n")
+                    .unwrap_or_default();
+            return refuse(&mut stream, &response).await;
+        }
+        if let Some(stream) = crate::tls::accept(acceptor, stream, peer, deadline).await {
+            serve_stream(stream, peer, worker_id, ctx, deadline).await;
+        }
+        return;
+    }
+    serve_stream(stream, peer, worker_id, ctx, deadline).await;
+}
+
+/// Whether the client's first byte may open a TLS record: `false` for a letter, the start
+/// of a plain HTTP request (an `http://` or `ws://` client on the TLS port), which gets a
+/// 400 that says why. `true` when nothing could be read, so the TLS handshake fails as
+/// usual.
+#[cfg(feature = "tls")]
+async fn starts_like_tls(stream: &mut TcpStream, deadline: Instant) -> bool {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+        Ok(Ok(1)) => !first[0].is_ascii_alphabetic(),
+        _ => true,
+    }
+}
+
+/// The opening handshake (or plain HTTP) and then the driver, on a plain or TLS stream.
+async fn serve_stream<S>(
+    mut stream: S,
+    peer: SocketAddr,
+    worker_id: usize,
+    ctx: Arc<ServerContext>,
+    deadline: Instant,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let settings = &ctx.settings;
-    let read = tokio::time::timeout(
-        settings.handshake_timeout,
+    let read = tokio::time::timeout_at(
+        deadline,
         read_request(&mut stream, settings.max_header_size),
     )
     .await;
@@ -75,7 +117,8 @@ pub(crate) async fn serve(
         .iter()
         .map(|(n, v)| (n.as_str(), v.as_str()))
         .collect();
-    let response = match request.accept(protocol.as_deref(), None, &header_refs) {
+    let (extensions, config) = super::extensions::negotiate(&request, settings);
+    let response = match request.accept(protocol.as_deref(), extensions.as_deref(), &header_refs) {
         Ok(response) => response,
         Err(error) => {
             tracing::warn!(%error, "on_handshake chose an invalid response");
@@ -83,11 +126,12 @@ pub(crate) async fn serve(
             return refuse(&mut stream, &response).await;
         }
     };
-    if stream.write_all(&response).await.is_err() {
+    // Flushed: TLS buffers what it encrypts.
+    if stream.write_all(&response).await.is_err() || stream.flush().await.is_err() {
         return;
     }
 
-    let proto = Proto::with_buffer(Role::Server, settings.proto.clone(), rest);
+    let proto = Proto::with_buffer(Role::Server, config, rest);
     let (shared, commands) = Shared::new();
     let conn = Connection::new(shared.clone(), worker_id, peer, request, protocol);
     let handler = ServerHandler {
@@ -107,8 +151,8 @@ enum Failure {
 
 /// Reads until the request head is complete: the request and the bytes after it, or
 /// `None` when the client closed first.
-async fn read_request(
-    stream: &mut TcpStream,
+async fn read_request<S: AsyncRead + Unpin>(
+    stream: &mut S,
     max_size: usize,
 ) -> Result<Option<(Request, BytesMut)>, Failure> {
     let mut handshake = ServerHandshake::with_max_size(max_size);
@@ -125,7 +169,10 @@ async fn read_request(
     }
 }
 
-async fn serve_http(stream: &mut TcpStream, request: &Request, ctx: &ServerContext) {
+async fn serve_http<S>(stream: &mut S, request: &Request, ctx: &ServerContext)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let method = request.method().as_str();
     let response = match &ctx.callbacks.on_http {
         Some(cb) if method == "GET" || method == "HEAD" => {
@@ -153,7 +200,10 @@ async fn serve_http(stream: &mut TcpStream, request: &Request, ctx: &ServerConte
 }
 
 /// Writes a final response and closes the connection gracefully.
-async fn refuse(stream: &mut TcpStream, response: &[u8]) {
+async fn refuse<S>(stream: &mut S, response: &[u8])
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     if stream.write_all(response).await.is_ok() {
         let _ = stream.shutdown().await;
         // Drain what the client still sends (briefly) so closing does not reset the

@@ -7,6 +7,7 @@ mod accept;
 mod address;
 mod callbacks;
 mod connection;
+mod extensions;
 mod listener;
 mod registry;
 
@@ -38,6 +39,9 @@ pub(crate) struct Settings {
     pub(crate) max_header_size: usize,
     pub(crate) handshake_timeout: Duration,
     pub(crate) shutdown_timeout: Duration,
+    /// permessage-deflate: accept offers with these settings, or refuse compression.
+    #[cfg(feature = "deflate")]
+    pub(crate) deflate: Option<wsworker_proto::deflate::DeflateConfig>,
 }
 
 impl Default for Settings {
@@ -48,6 +52,8 @@ impl Default for Settings {
             max_header_size: DEFAULT_MAX_HEADER_SIZE,
             handshake_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(5),
+            #[cfg(feature = "deflate")]
+            deflate: Some(wsworker_proto::deflate::DeflateConfig::default()),
         }
     }
 }
@@ -57,6 +63,9 @@ pub(crate) struct ServerContext {
     pub(crate) callbacks: Arc<Callbacks>,
     pub(crate) settings: Settings,
     pub(crate) connections: Connections,
+    /// The TLS handshake for every accepted connection, when the server speaks TLS.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// A WebSocket server in the shape of Workerman's `Worker`.
@@ -77,6 +86,10 @@ pub(crate) struct ServerContext {
 pub struct Worker {
     address: String,
     addr: SocketAddr,
+    /// The address is `websocket+tls://`: TLS is required.
+    tls_scheme: bool,
+    #[cfg(feature = "tls")]
+    tls: Option<Arc<rustls::ServerConfig>>,
     count: usize,
     callbacks: Callbacks,
     settings: Settings,
@@ -91,6 +104,7 @@ impl std::fmt::Debug for Worker {
         f.debug_struct("Worker")
             .field("address", &self.address)
             .field("count", &self.count)
+            .field("tls", &self.is_tls())
             .finish_non_exhaustive()
     }
 }
@@ -99,17 +113,70 @@ impl Worker {
     /// A server for `websocket://HOST:PORT` (IPv4, `[IPv6]` or a host name; port 0 picks a
     /// free port, see [`RunningServer::local_addr`]). One worker until [`Worker::count`].
     ///
+    /// `websocket+tls://HOST:PORT` serves TLS (`wss://`, and `https://` for
+    /// [`Worker::on_http`]); it needs a certificate from [`Worker::tls_pem`] or
+    /// [`Worker::tls_config`] before [`Worker::start`].
+    ///
     /// # Errors
-    /// [`Error::InvalidAddress`] for another scheme or a bad address.
+    /// [`Error::InvalidAddress`] for another scheme or a bad address;
+    /// [`Error::Unsupported`] for `websocket+tls://` without the `tls` feature.
     pub fn new(address: &str) -> Result<Self> {
+        let (addr, tls_scheme) = address::parse(address)?;
         Ok(Self {
             address: address.to_owned(),
-            addr: address::parse(address)?,
+            addr,
+            tls_scheme,
+            #[cfg(feature = "tls")]
+            tls: None,
             count: 1,
             callbacks: Callbacks::default(),
             settings: Settings::default(),
             connections: Connections::new(REGISTRY_SHARDS),
         })
+    }
+
+    /// Serves TLS with this certificate chain (PEM, leaf first) and private key (PEM: PKCS#8,
+    /// PKCS#1 or SEC1), announcing ALPN `http/1.1`. Turns TLS on whatever the address's
+    /// scheme: `websocket://` with a certificate serves `wss://` too.
+    ///
+    /// ```no_run
+    /// let mut worker = wsworker::Worker::new("websocket+tls://0.0.0.0:2346")?;
+    /// worker.tls_pem("cert.pem", "key.pem")?;
+    /// # Ok::<(), wsworker::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Tls`] when a file cannot be read, holds no certificate or key, or the key
+    /// does not fit the certificate.
+    #[cfg(feature = "tls")]
+    pub fn tls_pem(
+        &mut self,
+        cert_chain: impl AsRef<std::path::Path>,
+        key: impl AsRef<std::path::Path>,
+    ) -> Result<&mut Self> {
+        let config = crate::tls::server_config_from_pem(cert_chain.as_ref(), key.as_ref())?;
+        self.tls = Some(config);
+        Ok(self)
+    }
+
+    /// Serves TLS with a rustls configuration of your own (client certificates, a
+    /// certificate resolver, another crypto provider, ...), used as it is: set its
+    /// `alpn_protocols` to `http/1.1` (or leave them empty), since the server speaks
+    /// HTTP/1.1 only. Turns TLS on whatever the address's scheme.
+    #[cfg(feature = "tls")]
+    pub fn tls_config(&mut self, config: Arc<rustls::ServerConfig>) -> &mut Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// Whether the server will speak TLS: a certificate was given, or the address is
+    /// `websocket+tls://`.
+    pub fn is_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            return true;
+        }
+        self.tls_scheme
     }
 
     /// Every open connection of this server, across its workers: capture it in a callback
@@ -143,6 +210,35 @@ impl Worker {
     /// The largest frame accepted (close 1009 above it). Default 16 MiB.
     pub fn max_frame_size(&mut self, bytes: usize) -> &mut Self {
         self.settings.proto = self.settings.proto.clone().max_frame_size(bytes);
+        self
+    }
+
+    /// permessage-deflate (RFC 7692): `Some(config)` accepts a client's offer with these
+    /// settings (the default is `Some(DeflateConfig::default())`: context takeover, 15-bit
+    /// windows, messages of 32 bytes or more compressed at level 6), `None` never compresses.
+    /// The compressor of a connection is allocated on its first compressed message; see
+    /// [`DeflateConfig`](wsworker_proto::deflate::DeflateConfig) for what each setting costs.
+    /// Broadcast frames ([`Connections::broadcast`]) are encoded once and not compressed.
+    ///
+    /// ```no_run
+    /// use wsworker::proto::deflate::DeflateConfig;
+    ///
+    /// let mut worker = wsworker::Worker::new("websocket://0.0.0.0:2346")?;
+    /// // Less memory per connection: no context takeover for our side, 12-bit windows.
+    /// worker.permessage_deflate(Some(
+    ///     DeflateConfig::default()
+    ///         .server_no_context_takeover(true)
+    ///         .server_max_window_bits(12)
+    ///         .client_max_window_bits(12),
+    /// ));
+    /// # Ok::<(), wsworker::Error>(())
+    /// ```
+    #[cfg(feature = "deflate")]
+    pub fn permessage_deflate(
+        &mut self,
+        config: Option<wsworker_proto::deflate::DeflateConfig>,
+    ) -> &mut Self {
+        self.settings.deflate = config;
         self
     }
 
@@ -252,8 +348,25 @@ impl Worker {
     /// [`RunningServer::shutdown`].
     ///
     /// # Errors
-    /// [`Error::Io`] when the address cannot be bound.
+    /// [`Error::Io`] when the address cannot be bound; [`Error::Tls`] for
+    /// `websocket+tls://` without a certificate.
     pub fn start(self) -> Result<RunningServer> {
+        let is_tls = self.is_tls();
+        #[cfg(feature = "tls")]
+        let tls = match (&self.tls, self.tls_scheme) {
+            (Some(config), _) => Some(tokio_rustls::TlsAcceptor::from(config.clone())),
+            (None, true) => {
+                return Err(crate::tls::error(
+                    format!(
+                        "{} needs a certificate and key: call Worker::tls_pem or \
+                         Worker::tls_config before starting",
+                        self.address
+                    ),
+                    None,
+                ));
+            }
+            (None, false) => None,
+        };
         let listeners = listener::bind_all(self.addr, self.count)?;
         let local_addr = listeners
             .first()
@@ -265,6 +378,8 @@ impl Worker {
             callbacks: Arc::new(self.callbacks),
             settings: self.settings,
             connections: connections.clone(),
+            #[cfg(feature = "tls")]
+            tls,
         });
         let (stop, stopped) = watch::channel(false);
         let mut threads = Vec::with_capacity(listeners.len());
@@ -276,9 +391,10 @@ impl Worker {
                 .spawn(move || worker_main(worker_id, listener, ctx, stopped))?;
             threads.push(thread);
         }
-        tracing::info!(address = %local_addr, workers = threads.len(), "listening");
+        tracing::info!(address = %local_addr, workers = threads.len(), tls = is_tls, "listening");
         Ok(RunningServer {
             local_addr,
+            tls: is_tls,
             connections,
             stop,
             threads,
@@ -300,6 +416,7 @@ impl Worker {
     /// # Errors
     /// The first error of [`Worker::start`]; servers already started are stopped.
     pub fn run_all(workers: impl IntoIterator<Item = Self>) -> Result<()> {
+        let signal = StopSignal::install()?;
         let mut running = Vec::new();
         for worker in workers {
             match worker.start() {
@@ -312,7 +429,7 @@ impl Worker {
                 }
             }
         }
-        wait_for_signal()?;
+        signal.wait()?;
         tracing::info!("shutting down");
         for server in &running {
             server.request_stop();
@@ -328,6 +445,7 @@ impl Worker {
 #[derive(Debug)]
 pub struct RunningServer {
     local_addr: SocketAddr,
+    tls: bool,
     connections: Connections,
     stop: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
@@ -337,6 +455,11 @@ impl RunningServer {
     /// The address the server listens on (with the port picked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Whether the server speaks TLS (`wss://` and `https://`).
+    pub fn is_tls(&self) -> bool {
+        self.tls
     }
 
     /// All open connections, for broadcast.
@@ -359,7 +482,16 @@ impl RunningServer {
     /// # Errors
     /// [`Error::Io`] when the signal handlers cannot be installed (the server is stopped).
     pub fn run_until_signal(self) -> Result<()> {
-        let waited = wait_for_signal();
+        self.stop_on(StopSignal::install()?)
+    }
+
+    /// Blocks until `signal` arrives, then stops gracefully. Install the [`StopSignal`]
+    /// before announcing the server, so an early signal is not lost.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when waiting for the signal fails (the server is stopped).
+    pub fn stop_on(self, signal: StopSignal) -> Result<()> {
+        let waited = signal.wait();
         tracing::info!("shutting down");
         self.shutdown();
         waited
@@ -425,23 +557,68 @@ fn worker_main(
     });
 }
 
-/// Blocks until SIGINT or SIGTERM.
-fn wait_for_signal() -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
+/// SIGINT and SIGTERM, caught from the moment this value exists: create it before telling
+/// anyone the server is up, so that a signal sent right away stops the server gracefully
+/// instead of killing the process.
+#[derive(Debug)]
+pub struct StopSignal {
+    runtime: tokio::runtime::Runtime,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignal {
+    /// Starts catching SIGINT and SIGTERM.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the handlers cannot be installed.
+    pub fn install() -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
-            let mut term = signal(SignalKind::terminate())?;
-            tokio::select! {
-                result = tokio::signal::ctrl_c() => result?,
-                _ = term.recv() => {}
-            }
+            let _guard = runtime.enter();
+            let interrupt = signal(SignalKind::interrupt())?;
+            let terminate = signal(SignalKind::terminate())?;
+            drop(_guard);
+            Ok(Self {
+                runtime,
+                interrupt,
+                terminate,
+            })
         }
         #[cfg(not(unix))]
-        tokio::signal::ctrl_c().await?;
-        Ok(())
-    })
+        Ok(Self { runtime })
+    }
+
+    /// Blocks until SIGINT or SIGTERM arrives (or arrived since [`StopSignal::install`]).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when waiting for the signal fails.
+    pub fn wait(self) -> Result<()> {
+        #[cfg(unix)]
+        {
+            let Self {
+                runtime,
+                mut interrupt,
+                mut terminate,
+            } = self;
+            runtime.block_on(async {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                }
+            });
+            Ok(())
+        }
+        #[cfg(not(unix))]
+        {
+            self.runtime.block_on(tokio::signal::ctrl_c())?;
+            Ok(())
+        }
+    }
 }

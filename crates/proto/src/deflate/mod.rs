@@ -1,0 +1,61 @@
+//! permessage-deflate (RFC 7692), behind the `deflate` feature: the negotiation in the opening
+//! handshake and per-message compression on an open [`Connection`](crate::Connection).
+//!
+//! **Negotiation** ([`DeflateConfig`], RFC 7692 §5 and §7.1). A client sends
+//! [`DeflateConfig::offer`] as its `Sec-WebSocket-Extensions` value and checks the server's
+//! answer with [`DeflateConfig::accept_response`], which fails the handshake on a parameter it
+//! did not allow. A server calls [`DeflateConfig::negotiate`] with the client's offers and gets
+//! the [`DeflateParams`] and the response header value for the first offer it can accept;
+//! offers with unknown, malformed or repeated parameters are declined, as §5 says.
+//!
+//! **Messages** (RFC 7692 §6 and §7.2). [`Config::deflate`](crate::Config::deflate) turns
+//! compression on for a connection with the negotiated [`DeflateParams`]:
+//!
+//! - outgoing data messages of at least [`DeflateParams::threshold`] bytes are compressed
+//!   with one `Z_SYNC_FLUSH`, the `00 00 ff ff` tail is removed (§7.2.1), RSV1 is set on the
+//!   first frame only, and the message is fragmented after compression if asked to. A message
+//!   that would not get smaller is sent as it is (RSV1 clear), which §6 allows;
+//! - received messages with RSV1 on their first frame are inflated as their payload arrives,
+//!   with the tail appended at the end (§7.2.2); the output is bounded by `max_message_size`
+//!   (close 1009 as soon as it would go past, never after inflating it all), text is checked
+//!   as UTF-8 on the inflated bytes, and RSV1 on a continuation or control frame fails with
+//!   1002 (§6.1). Data that does not inflate fails with 1007, as Node's `ws` does;
+//! - control frames are never compressed;
+//! - "no context takeover" resets the LZ77 window between messages (§7.1.1).
+//!
+//! **Memory.** The compressor and the decompressor are allocated on first use, so a connection
+//! that negotiated compression but sends nothing large costs nothing more. With context
+//! takeover they stay for the life of the connection: about 330 KiB together with 15-bit
+//! windows (measured as server RSS per connection), 220 KiB with 12-bit windows; most of it
+//! is the compressor (zlib-rs at memory level 8: a 128 KiB hash table whatever the window,
+//! plus four times the window), the decompressor being the window plus 7 KiB. With "no
+//! context takeover" on a side, that side's state is freed after each message. The README's
+//! permessage-deflate section has the measurements.
+//!
+//! **Backend.** `flate2` on `zlib-rs`, a pure-Rust port of zlib: raw deflate with a chosen
+//! window size (`Compress::new_with_window_bits`), which `flate2`'s default `miniz_oxide`
+//! backend does not offer, and no C compiler needed. zlib cannot deflate with an 8-bit window
+//! (256 bytes); as zlib itself, Node's `ws` and others do, a negotiated 8 is served with a
+//! 9-bit window, whose output never refers further back than 250 bytes, so any peer with a
+//! 256-byte window inflates it.
+
+mod codec;
+mod params;
+
+pub(crate) use codec::DeflateState;
+pub use params::{DeflateConfig, DeflateParams};
+
+/// The extension's name in `Sec-WebSocket-Extensions`.
+pub const EXTENSION_NAME: &str = "permessage-deflate";
+
+/// The smallest LZ77 window the parameters allow: 2^8 bytes.
+pub const MIN_WINDOW_BITS: u8 = 8;
+
+/// The largest LZ77 window, and the default: 2^15 bytes.
+pub const MAX_WINDOW_BITS: u8 = 15;
+
+/// The default threshold: messages shorter than this many bytes are sent uncompressed.
+pub const DEFAULT_THRESHOLD: usize = 32;
+
+/// The default compression level (0 = store, 1 = fastest … 9 = smallest).
+pub const DEFAULT_LEVEL: u32 = 6;
