@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::{WAIT, closed, event, message, stop};
+
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -16,8 +18,6 @@ use wsworker::{
     WsEvent,
 };
 
-/// The bound on every wait.
-const WAIT: Duration = Duration::from_secs(10);
 const NO_PROTOCOLS: [&str; 0] = [];
 
 fn echo_worker() -> Worker {
@@ -35,41 +35,6 @@ fn echo_worker() -> Worker {
 
 fn url(server: &RunningServer) -> String {
     format!("ws://{}/", server.local_addr())
-}
-
-async fn stop(server: RunningServer) {
-    timeout(WAIT, tokio::task::spawn_blocking(move || server.shutdown()))
-        .await
-        .expect("server shutdown timed out")
-        .unwrap();
-}
-
-async fn event(ws: &WebSocket) -> WsEvent {
-    timeout(WAIT, ws.next())
-        .await
-        .expect("timed out waiting for an event")
-        .expect("the stream ended")
-}
-
-async fn message(ws: &WebSocket) -> Message {
-    match event(ws).await {
-        WsEvent::Message(message) => message,
-        other => panic!("expected a message, got {other:?}"),
-    }
-}
-
-async fn closed(ws: &WebSocket) -> CloseInfo {
-    loop {
-        match event(ws).await {
-            WsEvent::Close(info) => {
-                let end = timeout(WAIT, ws.next()).await.unwrap();
-                assert!(end.is_none(), "the stream ends after close");
-                return info;
-            }
-            WsEvent::Message(_) => {}
-            other => panic!("expected the close, got {other:?}"),
-        }
-    }
 }
 
 /// Closes normally and checks the echo.

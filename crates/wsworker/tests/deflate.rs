@@ -3,16 +3,15 @@
 //! answers the client must refuse, and the limit on the inflated size.
 #![cfg(feature = "deflate")]
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::time::Duration;
 
-use tokio::time::timeout;
+use common::{WAIT, closed, message, stop};
 use wsworker::proto::deflate::DeflateConfig;
 use wsworker::proto::handshake::accept_key;
-use wsworker::{CloseInfo, Error, Message, RunningServer, WebSocket, Worker, WsEvent};
-
-const WAIT: Duration = Duration::from_secs(10);
+use wsworker::{Error, Message, RunningServer, WebSocket, Worker};
 
 fn echo_server(deflate: Option<DeflateConfig>) -> RunningServer {
     let mut worker = Worker::new("websocket://127.0.0.1:0").unwrap();
@@ -30,30 +29,6 @@ async fn connect(server: &RunningServer, deflate: Option<DeflateConfig>) -> WebS
         .connect()
         .await
         .unwrap()
-}
-
-async fn next_message(ws: &WebSocket) -> Message {
-    match timeout(WAIT, ws.next()).await {
-        Ok(Some(WsEvent::Message(m))) => m,
-        other => panic!("expected a message, got {other:?}"),
-    }
-}
-
-async fn closed(ws: &WebSocket) -> CloseInfo {
-    loop {
-        match timeout(WAIT, ws.next()).await {
-            Ok(Some(WsEvent::Close(info))) => return info,
-            Ok(Some(WsEvent::Message(_) | WsEvent::Open)) => {}
-            other => panic!("expected the close, got {other:?}"),
-        }
-    }
-}
-
-async fn stop(server: RunningServer) {
-    timeout(WAIT, tokio::task::spawn_blocking(move || server.shutdown()))
-        .await
-        .unwrap()
-        .unwrap();
 }
 
 fn messages() -> Vec<Message> {
@@ -74,7 +49,7 @@ fn messages() -> Vec<Message> {
 async fn echo_all(ws: &WebSocket) {
     for m in messages() {
         ws.send(m.clone()).unwrap();
-        assert_eq!(next_message(ws).await, m);
+        assert_eq!(message(ws).await, m);
     }
 }
 
@@ -333,10 +308,7 @@ async fn rfc7692_8_small_message_inflating_past_the_limit_closes_1009() {
     assert_eq!(ws.extensions(), "permessage-deflate");
     // Exactly the limit passes; one byte more, a few hundred bytes on the wire, does not.
     ws.send(vec![0u8; 64 << 10]).unwrap();
-    assert_eq!(
-        next_message(&ws).await,
-        Message::binary(vec![0u8; 64 << 10])
-    );
+    assert_eq!(message(&ws).await, Message::binary(vec![0u8; 64 << 10]));
     ws.send(vec![0u8; 16 << 20]).unwrap();
     let info = closed(&ws).await;
     assert_eq!(info.code.as_u16(), 1009, "{info:?}");

@@ -3,23 +3,13 @@
 //! (`bash interop/setup.sh`), so they are ignored by a plain `cargo test`; `.ci/run` installs
 //! the peers and runs them with `--ignored`.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use wsworker::{CloseInfo, Handshake, Message, RunningServer, WebSocket, Worker, WsEvent};
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn python() -> PathBuf {
-    let venv = std::env::var_os("INTEROP_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".interop-venv"));
-    venv.join("bin/python")
-}
+use common::{PeerServer, closed, message, python, repo_root};
+use wsworker::{Handshake, Message, RunningServer, WebSocket, Worker};
 
 /// The server every peer's checklist expects: subprotocol `chat` or `superchat` when
 /// offered, echo of every message, and `close CODE REASON` to make the server close.
@@ -101,44 +91,6 @@ fn node_ws_client_against_our_server() {
     server.shutdown();
 }
 
-/// A peer's echo server, killed (by its PID) when dropped.
-struct PeerServer {
-    child: Child,
-    port: u16,
-}
-
-impl PeerServer {
-    fn start(mut command: Command) -> Self {
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("cannot start the peer server; run `bash interop/setup.sh`");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(port) = line.strip_prefix("LISTENING ") {
-                    let _ = tx.send(port.trim().parse::<u16>().ok());
-                }
-            }
-        });
-        let port = rx
-            .recv_timeout(Duration::from_secs(20))
-            .ok()
-            .flatten()
-            .expect("the peer server did not say where it listens");
-        Self { child, port }
-    }
-}
-
-impl Drop for PeerServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn python_server() -> PeerServer {
     let mut command = Command::new(python());
     command.arg(repo_root().join("interop/python/echo_server.py"));
@@ -152,25 +104,6 @@ fn node_server() -> PeerServer {
 }
 
 // ----- our client against their servers ------------------------------------------------
-
-/// The next message, failing on anything else or after 10 s.
-async fn recv(ws: &WebSocket) -> Message {
-    match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
-        Ok(Some(WsEvent::Message(m))) => m,
-        other => panic!("expected a message, got {other:?}"),
-    }
-}
-
-/// The close event, failing on anything else or after 10 s.
-async fn closed(ws: &WebSocket) -> CloseInfo {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
-            Ok(Some(WsEvent::Close(info))) => return info,
-            Ok(Some(WsEvent::Message(_) | WsEvent::Open)) => {}
-            other => panic!("expected the close, got {other:?}"),
-        }
-    }
-}
 
 /// The same checklist the peers' `client_check` scripts run, with our client.
 async fn client_checklist(port: u16) {
@@ -187,21 +120,21 @@ async fn client_checklist(port: u16) {
     // messages: multi-byte UTF-8, empty text and binary, 1 MiB binary, a burst of 100
     let text = "κόσμε 🎉 hello ✓";
     ws.send(text).unwrap();
-    assert_eq!(recv(&ws).await, Message::text(text));
+    assert_eq!(message(&ws).await, Message::text(text));
     ws.send("").unwrap();
-    assert_eq!(recv(&ws).await, Message::text(""));
+    assert_eq!(message(&ws).await, Message::text(""));
     ws.send(Vec::new()).unwrap();
-    assert_eq!(recv(&ws).await, Message::binary(Vec::new()));
+    assert_eq!(message(&ws).await, Message::binary(Vec::new()));
     let big: Vec<u8> = (0..1 << 20)
         .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
         .collect();
     ws.send(big.clone()).unwrap();
-    assert_eq!(recv(&ws).await, Message::binary(big));
+    assert_eq!(message(&ws).await, Message::binary(big));
     for i in 0..100 {
         ws.send(format!("msg-{i}")).unwrap();
     }
     for i in 0..100 {
-        assert_eq!(recv(&ws).await, Message::text(format!("msg-{i}")));
+        assert_eq!(message(&ws).await, Message::text(format!("msg-{i}")));
     }
 
     // close from our side: the server answers with our code
@@ -307,15 +240,15 @@ mod deflate {
                 "{config:?}: {:?}",
                 ws.extensions()
             );
-            for message in [
+            for sent in [
                 Message::text(json.as_str()),
                 Message::binary(binary.clone()),
                 Message::text(json.as_str()),
                 Message::text("short"),
                 Message::text(&json[..5000]),
             ] {
-                ws.send(message.clone()).unwrap();
-                assert_eq!(recv(&ws).await, message, "{config:?}");
+                ws.send(sent.clone()).unwrap();
+                assert_eq!(message(&ws).await, sent, "{config:?}");
             }
             ws.close(1000, "").unwrap();
             assert!(closed(&ws).await.was_clean, "{config:?}");

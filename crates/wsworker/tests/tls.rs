@@ -4,14 +4,17 @@
 //! `websockets` client against our server and our client against its server, over TLS.
 #![cfg(feature = "tls")]
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::{PeerServer, WAIT, closed, message, python, repo_root, stop};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
@@ -20,12 +23,7 @@ use tokio::time::timeout;
 use wsworker::rustls::pki_types::pem::PemObject;
 use wsworker::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use wsworker::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
-use wsworker::{
-    CloseInfo, Error, Handshake, HttpResponse, Message, RunningServer, WebSocket, Worker, WsEvent,
-};
-
-/// The bound on every wait.
-const WAIT: Duration = Duration::from_secs(10);
+use wsworker::{Error, Handshake, HttpResponse, Message, RunningServer, WebSocket, Worker};
 
 // ----- certificates ---------------------------------------------------------------------
 
@@ -145,37 +143,6 @@ fn hello_tls_worker(pki: &Pki) -> Worker {
 
 fn wss_url(server: &RunningServer) -> String {
     format!("wss://{}/", server.local_addr())
-}
-
-async fn stop(server: RunningServer) {
-    timeout(WAIT, tokio::task::spawn_blocking(move || server.shutdown()))
-        .await
-        .expect("server shutdown timed out")
-        .unwrap();
-}
-
-async fn event(ws: &WebSocket) -> WsEvent {
-    timeout(WAIT, ws.next())
-        .await
-        .expect("timed out waiting for an event")
-        .expect("the stream ended")
-}
-
-async fn message(ws: &WebSocket) -> Message {
-    match event(ws).await {
-        WsEvent::Message(message) => message,
-        other => panic!("expected a message, got {other:?}"),
-    }
-}
-
-async fn closed(ws: &WebSocket) -> CloseInfo {
-    loop {
-        match event(ws).await {
-            WsEvent::Close(info) => return info,
-            WsEvent::Message(_) => {}
-            other => panic!("expected the close, got {other:?}"),
-        }
-    }
 }
 
 async fn hello_and_close(ws: &WebSocket) {
@@ -572,17 +539,6 @@ async fn the_http_handler_answers_over_https_with_alpn_http11() {
 
 // ----- interop: Python websockets over TLS ----------------------------------------------
 
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn python() -> PathBuf {
-    let venv = std::env::var_os("INTEROP_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".interop-venv"));
-    venv.join("bin/python")
-}
-
 /// The server `interop/python/client_check.py` expects (subprotocols, echo, `close CODE
 /// REASON`), over TLS.
 fn interop_tls_server(pki: &Pki) -> RunningServer {
@@ -638,54 +594,18 @@ fn python_websockets_client_against_our_tls_server() {
     server.shutdown();
 }
 
-/// Python's echo server over TLS, killed (by its PID) when dropped.
-struct PythonTlsServer {
-    child: Child,
-    port: u16,
-}
-
-impl PythonTlsServer {
-    fn start(cert: &Path, key: &Path) -> Self {
-        let mut child = Command::new(python())
-            .arg(repo_root().join("interop/python/echo_server.py"))
-            .arg("--cert")
-            .arg(cert)
-            .arg("--key")
-            .arg(key)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("cannot start python; run `bash interop/setup.sh`");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(port) = line.strip_prefix("LISTENING ") {
-                    let _ = tx.send(port.trim().parse::<u16>().ok());
-                }
-            }
-        });
-        let port = rx
-            .recv_timeout(Duration::from_secs(20))
-            .ok()
-            .flatten()
-            .expect("the python server did not say where it listens");
-        Self { child, port }
-    }
-}
-
-impl Drop for PythonTlsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 #[ignore = "needs the interop peers: bash interop/setup.sh"]
 async fn our_client_against_python_websockets_tls_server() {
     let pki = Pki::loopback();
-    let server = PythonTlsServer::start(&pki.cert_file(), &pki.key_file());
+    let mut command = Command::new(python());
+    command
+        .arg(repo_root().join("interop/python/echo_server.py"))
+        .arg("--cert")
+        .arg(pki.cert_file())
+        .arg("--key")
+        .arg(pki.key_file());
+    let server = PeerServer::start(command);
     let connect = |protocols: &[&str]| {
         WebSocket::builder(format!("wss://localhost:{}/", server.port))
             .protocols(protocols)

@@ -2,11 +2,15 @@
 //! against code that shares nothing with its runtime.
 #![allow(dead_code, unreachable_pub)]
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use wsworker::{Message, Worker};
+use tokio::time::timeout;
+
+use wsworker::{CloseInfo, Message, RunningServer, WebSocket, Worker, WsEvent};
 use wsworker_proto::handshake::{ClientHandshake, Response};
 use wsworker_proto::{Config, Connection, Event, Role};
 
@@ -119,4 +123,98 @@ pub fn hello_worker() -> Worker {
         Ok(())
     });
     worker
+}
+
+/// The bound on every wait in the async tests.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The repository's root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The interop venv's Python (`bash interop/setup.sh` makes it).
+pub fn python() -> PathBuf {
+    let venv = std::env::var_os("INTEROP_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".interop-venv"));
+    venv.join("bin/python")
+}
+
+/// A peer's echo server (`interop/`), killed (by its PID) when dropped. The peers exit when
+/// their stdin closes, so it stays piped while this lives.
+pub struct PeerServer {
+    child: Child,
+    pub port: u16,
+}
+
+impl PeerServer {
+    pub fn start(mut command: Command) -> Self {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("cannot start the peer server; run `bash interop/setup.sh`");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(port) = line.strip_prefix("LISTENING ") {
+                    let _ = tx.send(port.trim().parse::<u16>().ok());
+                }
+            }
+        });
+        let port = rx
+            .recv_timeout(Duration::from_secs(20))
+            .ok()
+            .flatten()
+            .expect("the peer server did not say where it listens");
+        Self { child, port }
+    }
+}
+
+impl Drop for PeerServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Stops a server from async code, bounded.
+pub async fn stop(server: RunningServer) {
+    timeout(WAIT, tokio::task::spawn_blocking(move || server.shutdown()))
+        .await
+        .expect("server shutdown timed out")
+        .unwrap();
+}
+
+/// The next event, failing after [`WAIT`] or when the stream ended.
+pub async fn event(ws: &WebSocket) -> WsEvent {
+    timeout(WAIT, ws.next())
+        .await
+        .expect("timed out waiting for an event")
+        .expect("the stream ended")
+}
+
+/// The next event, which must be a message.
+pub async fn message(ws: &WebSocket) -> Message {
+    match event(ws).await {
+        WsEvent::Message(message) => message,
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+/// The close event (messages before it are skipped); checks that the stream ends after it.
+pub async fn closed(ws: &WebSocket) -> CloseInfo {
+    loop {
+        match event(ws).await {
+            WsEvent::Close(info) => {
+                let end = timeout(WAIT, ws.next()).await.unwrap();
+                assert!(end.is_none(), "the stream ends after close");
+                return info;
+            }
+            WsEvent::Message(_) | WsEvent::Open => {}
+            other => panic!("expected the close, got {other:?}"),
+        }
+    }
 }
