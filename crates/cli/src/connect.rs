@@ -64,7 +64,7 @@ pub(crate) fn run(args: ConnectArgs) -> Result<ExitCode, wsworker::Error> {
 }
 
 async fn session(args: ConnectArgs) -> Result<ExitCode, wsworker::Error> {
-    if !(args.close_code == 1000 || (3000..=4999).contains(&args.close_code)) {
+    if !wsworker::CloseCode::new(args.close_code).is_allowed_for_application() {
         return Err(wsworker::Error::InvalidClose {
             code: args.close_code,
             reason_len: args.close_reason.len(),

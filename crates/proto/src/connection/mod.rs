@@ -249,11 +249,7 @@ impl Connection {
             return Err(ApiMisuse::ZeroFragmentSize.into());
         }
         let message = message.into();
-        let mut opcode = if message.is_text() {
-            OpCode::Text
-        } else {
-            OpCode::Binary
-        };
+        let mut opcode = data_opcode(&message);
         let mut payload = message.into_bytes();
         #[allow(unused_mut)]
         let mut rsv = 0;
@@ -414,17 +410,22 @@ impl PreparedFrame {
     }
 }
 
+/// The opcode of the first frame of `message`.
+fn data_opcode(message: &Message) -> OpCode {
+    if message.is_text() {
+        OpCode::Text
+    } else {
+        OpCode::Binary
+    }
+}
+
 /// Encodes `message` as one unmasked frame, as a server sends it.
 pub fn encode_server_frame(message: &Message) -> PreparedFrame {
     let payload = message.as_bytes();
     let header = FrameHeader {
         fin: true,
         rsv: 0,
-        opcode: if message.is_text() {
-            OpCode::Text
-        } else {
-            OpCode::Binary
-        },
+        opcode: data_opcode(message),
         mask: None,
         payload_len: payload.len() as u64,
     };

@@ -116,7 +116,7 @@ impl Connection {
     /// [`Error::Proto`].
     pub fn ping(&self, payload: impl Into<Bytes>) -> Result<()> {
         let payload = payload.into();
-        if payload.len() > 125 {
+        if payload.len() as u64 > wsworker_proto::frame::MAX_CONTROL_PAYLOAD {
             return Err(wsworker_proto::Error::from(
                 wsworker_proto::ApiMisuse::ControlPayloadTooLong(payload.len()),
             )
