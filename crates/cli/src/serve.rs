@@ -2,8 +2,12 @@
 
 use std::process::ExitCode;
 
+use std::io::Write as _;
+use std::time::Duration;
+
 use clap::{Args, ValueEnum};
-use wsworker::{HttpResponse, Message, Worker};
+use wsworker::server::{Keepalive, OverflowPolicy};
+use wsworker::{Handshake, HttpResponse, Message, Metrics, Worker};
 
 /// The demo page, written with the browser API as the tutorial shows it.
 const DEMO_PAGE: &str = include_str!("../../../web/index.html");
@@ -39,9 +43,38 @@ pub(crate) struct ServeArgs {
     #[cfg(feature = "deflate")]
     #[arg(long)]
     no_deflate: bool,
+    /// At most this many open connections per worker; more get 503 (default: no limit).
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Accept WebSocket handshakes only from this page origin (as `https://example.com`);
+    /// repeat for several. Others get 403; requests without Origin (not from a browser)
+    /// are accepted.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    allow_origins: Vec<String>,
+    /// Ping a client after this many seconds of silence (0: no keepalive).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    keepalive: u64,
+    /// Drop a client that has not answered the keepalive ping after this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    keepalive_timeout: u64,
+    /// What to do with a message that would take a client's send buffer over 16 MiB:
+    /// close the connection with 1008, or drop the message (and count it).
+    #[arg(long, value_enum, default_value_t = Overflow::Close)]
+    overflow: Overflow,
+    /// Serve the server's counters in the Prometheus text format at
+    /// http://HOST:PORT/metrics (as `127.0.0.1:9090`).
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics: Option<std::net::SocketAddr>,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
     log_level: tracing::Level,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Overflow {
+    Close,
+    Drop,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -70,6 +103,23 @@ pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, wsworker::Error> {
     if args.no_deflate {
         worker.permessage_deflate(None);
     }
+    if let Some(max) = args.max_connections {
+        worker.max_connections(max);
+    }
+    if !args.allow_origins.is_empty() {
+        worker.allowed_origins(&args.allow_origins);
+    }
+    worker.keepalive((args.keepalive > 0).then(|| {
+        Keepalive::new(
+            Duration::from_secs(args.keepalive),
+            Duration::from_secs(args.keepalive_timeout),
+        )
+    }));
+    worker.overflow_policy(match args.overflow {
+        Overflow::Close => OverflowPolicy::Close,
+        Overflow::Drop => OverflowPolicy::DropNew,
+    });
+    let metrics = worker.metrics();
     match args.mode {
         Mode::Hello => {
             worker.on_message(|conn, msg| {
@@ -98,7 +148,19 @@ pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, wsworker::Error> {
     // Caught before the server is announced: a SIGTERM right after the announcement must
     // still stop it gracefully.
     let signal = wsworker::StopSignal::install()?;
-    let server = worker.start()?;
+    let metrics_server = match args.metrics {
+        Some(addr) => Some(metrics_endpoint(addr, metrics)?.start()?),
+        None => None,
+    };
+    let server = match worker.start() {
+        Ok(server) => server,
+        Err(error) => {
+            if let Some(endpoint) = metrics_server {
+                endpoint.shutdown();
+            }
+            return Err(error);
+        }
+    };
     let addr = server.local_addr();
     let page_host = if addr.ip().is_unspecified() {
         if addr.is_ipv6() {
@@ -120,17 +182,48 @@ pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, wsworker::Error> {
     } else {
         ("ws", "http")
     };
-    println!(
+    // Announced without println!: a reader that went away must not make the server panic.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
         "wsworker serving {mode} on {ws}://{addr} with {count} worker{s}",
         mode = mode.unwrap_or_default(),
         s = if count == 1 { "" } else { "s" },
     );
-    println!(
+    if let Some(endpoint) = &metrics_server {
+        let _ = writeln!(out, "metrics at http://{}/metrics", endpoint.local_addr());
+    }
+    let _ = writeln!(
+        out,
         "open {http}://{page_host}:{port}/ in a browser for the demo page",
         port = addr.port()
     );
-    server.stop_on(signal)?;
+    let _ = out.flush();
+    drop(out);
+    let stopped = server.stop_on(signal);
+    if let Some(endpoint) = metrics_server {
+        endpoint.shutdown();
+    }
+    stopped?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A one-worker HTTP server that answers `GET /metrics` with `metrics` in the Prometheus
+/// text format, and 404 to everything else (WebSocket handshakes included).
+fn metrics_endpoint(
+    addr: std::net::SocketAddr,
+    metrics: Metrics,
+) -> Result<Worker, wsworker::Error> {
+    let mut endpoint = Worker::new(&format!("websocket://{addr}"))?;
+    endpoint
+        .keepalive(None)
+        .on_handshake(|_| Handshake::reject(404, "not found"))
+        .on_http(move |request| match request.path() {
+            "/metrics" => HttpResponse::new(200, metrics.to_prometheus())
+                .with_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8"),
+            _ => HttpResponse::not_found(),
+        });
+    Ok(endpoint)
 }
 
 /// `hello <data>`: text for text, the bytes of `hello ` and the data for binary.

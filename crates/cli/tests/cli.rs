@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 struct Serve {
     child: Child,
     addr: SocketAddr,
+    /// Where `--metrics` serves, when it was given.
+    metrics: Option<SocketAddr>,
 }
 
 impl Serve {
@@ -31,9 +33,20 @@ impl Serve {
             .unwrap_or_else(|| panic!("unexpected first line: {first}"))
             .parse()
             .unwrap();
-        let second = lines.next().unwrap().unwrap();
+        let mut second = lines.next().unwrap().unwrap();
+        // "metrics at http://127.0.0.1:PORT/metrics" with --metrics
+        let metrics = second
+            .strip_prefix("metrics at http://")
+            .map(|rest| rest.trim_end_matches("/metrics").parse().unwrap());
+        if metrics.is_some() {
+            second = lines.next().unwrap().unwrap();
+        }
         assert!(second.contains("in a browser"), "{second}");
-        Self { child, addr }
+        Self {
+            child,
+            addr,
+            metrics,
+        }
     }
 
     fn stop(mut self) -> i32 {
@@ -92,6 +105,10 @@ fn serve_answers_the_demo_page_and_stops_cleanly_on_sigterm() {
 fn bad_arguments_fail_with_a_message() {
     for args in [
         &["serve", "http://127.0.0.1:1"][..],
+        &["serve", "--keepalive-timeout", "0"],
+        &["serve", "--metrics", "localhost"],
+        &["serve", "--overflow", "ignore"],
+        &["serve", "--max-connections", "-1"],
         &["serve", "websocket://127.0.0.1"],
         &["serve", "--count", "0"],
         &["serve", "--mode", "shout"],
@@ -106,6 +123,64 @@ fn bad_arguments_fail_with_a_message() {
         assert!(!stderr.trim().is_empty(), "{args:?}: no message");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
+}
+
+#[test]
+fn serve_exposes_its_counters_in_the_prometheus_format() {
+    let serve = Serve::start(&[
+        "websocket://127.0.0.1:0",
+        "--count",
+        "2",
+        "--metrics",
+        "127.0.0.1:0",
+        "--allow-origin",
+        "https://example.com",
+    ]);
+    let metrics = serve.metrics.expect("the metrics address is announced");
+    let url = format!("ws://{}/", serve.addr);
+    let (code, stdout, stderr) = wsworker(&["connect", &url, "--send", "tom"], "");
+    assert_eq!((code, stdout.as_str()), (0, "hello tom\n"), "{stderr}");
+    let (code, _, stderr) = wsworker(
+        &["connect", &url, "--header", "Origin: https://evil.example"],
+        "",
+    );
+    assert_ne!(code, 0);
+    assert!(stderr.contains("403"), "{stderr}");
+
+    // The server counts a close once the client's end of the TCP connection arrives.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let page = loop {
+        let page = http_get(metrics, "/metrics");
+        if page.contains("wsworker_closes_total{code=\"1000\"} 1") || Instant::now() > deadline {
+            break page;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
+    assert!(page.contains("text/plain; version=0.0.4"), "{page}");
+    let value = |name: &str| -> u64 {
+        page.lines()
+            .filter(|l| l.starts_with(name))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum()
+    };
+    assert_eq!(value("wsworker_messages_received_total{"), 1, "{page}");
+    assert_eq!(value("wsworker_messages_sent_total{"), 1, "{page}");
+    assert_eq!(value("wsworker_closes_total{code=\"1000\"}"), 1, "{page}");
+    assert_eq!(
+        value("wsworker_handshake_rejections_total{reason=\"origin\"}"),
+        1,
+        "{page}"
+    );
+    assert_eq!(
+        page.lines()
+            .filter(|l| l.starts_with("wsworker_connections_open{"))
+            .count(),
+        2,
+        "one gauge per worker: {page}"
+    );
+    assert!(http_get(metrics, "/").starts_with("HTTP/1.1 404 "));
+    assert_eq!(serve.stop(), 0);
 }
 
 #[test]

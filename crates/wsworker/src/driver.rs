@@ -3,8 +3,9 @@
 //! One `poll` does everything that is ready, in an order that keeps replies in order and
 //! syscalls few: commands from handles, then reads (each read is decoded at once and every
 //! event handed to the [`Handler`], whose sends are applied right after it returns), then
-//! one vectored write of everything queued, then the timers. The proto crate does all the
-//! protocol work; this module only moves bytes and keeps time.
+//! one vectored write of everything queued, then the timers (idle keepalive, close
+//! timeout). The proto crate does all the protocol work; this module only moves bytes,
+//! keeps time and enforces the send-buffer limits.
 
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
@@ -22,6 +24,7 @@ use wsworker_proto::{
 };
 
 use crate::error::Error;
+use crate::metrics::WorkerCounters;
 use crate::shared::{CloseInfo, Command, Shared, outbox};
 
 /// How much room a read gets when the receive buffer has little spare capacity.
@@ -51,6 +54,47 @@ pub(crate) trait Handler {
     fn on_close(&mut self, info: CloseInfo);
 }
 
+/// Idle keepalive: a ping after `interval` without a byte from the peer, and the connection
+/// dropped (1006) when nothing arrives within `timeout` after that ping. It finds peers that
+/// vanished without closing (a pulled cable, a sleeping laptop, a NAT that forgot the
+/// connection), which TCP alone may not notice for hours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Silence before the ping.
+    pub interval: Duration,
+    /// How long the peer has to answer it (any bytes count, not only the pong).
+    pub timeout: Duration,
+}
+
+impl Keepalive {
+    /// A ping after `interval` of silence, the connection dropped `timeout` later without an
+    /// answer.
+    pub fn new(interval: Duration, timeout: Duration) -> Self {
+        Self { interval, timeout }
+    }
+}
+
+impl Default for Keepalive {
+    /// 30 s of silence, then 30 s for the answer.
+    fn default() -> Self {
+        Self::new(Duration::from_secs(30), Duration::from_secs(30))
+    }
+}
+
+/// What happens to a message that would take a connection's send buffer over the hard limit
+/// (the peer reads more slowly than the application sends).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OverflowPolicy {
+    /// Close the connection with 1008 (the default): a peer that does not keep up is cut
+    /// off, and every message it was sent before is still delivered first.
+    #[default]
+    Close,
+    /// Drop the message and count it (`dropped_messages` in the server's metrics); the
+    /// connection stays open. For feeds where a newer message supersedes the older ones.
+    DropNew,
+}
+
 /// Limits and timeouts the driver enforces.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct DriverConfig {
@@ -59,8 +103,10 @@ pub(crate) struct DriverConfig {
     pub(crate) close_timeout: Duration,
     /// `on_buffer_full` above this many buffered bytes.
     pub(crate) soft_buffer_limit: usize,
-    /// Close 1008 above this many buffered bytes.
+    /// What to do with a message that would go above this many buffered bytes.
     pub(crate) hard_buffer_limit: usize,
+    pub(crate) overflow: OverflowPolicy,
+    pub(crate) keepalive: Option<Keepalive>,
 }
 
 impl Default for DriverConfig {
@@ -69,6 +115,8 @@ impl Default for DriverConfig {
             close_timeout: Duration::from_secs(5),
             soft_buffer_limit: 1 << 20,
             hard_buffer_limit: 16 << 20,
+            overflow: OverflowPolicy::Close,
+            keepalive: Some(Keepalive::default()),
         }
     }
 }
@@ -88,8 +136,27 @@ pub(crate) struct Driver<S, H> {
     write_shut: bool,
     buffer_full: bool,
     deadline: Option<Pin<Box<Sleep>>>,
+    keepalive: Option<KeepaliveState>,
+    /// The server's counters for this worker; `None` for a client.
+    counters: Option<Arc<WorkerCounters>>,
     /// Commands a callback queued through the outbox; kept to reuse its capacity.
     outbox: Vec<Command>,
+}
+
+/// The idle keepalive's clock.
+struct KeepaliveState {
+    timer: Pin<Box<Sleep>>,
+    /// When the peer's last bytes arrived.
+    last_heard: Instant,
+    /// When our unanswered ping went out.
+    ping_sent: Option<Instant>,
+}
+
+/// What the keepalive timer decided.
+enum Liveness {
+    Quiet,
+    Pinged,
+    Dead,
 }
 
 impl<S, H> Driver<S, H>
@@ -106,6 +173,14 @@ where
         config: DriverConfig,
     ) -> Self {
         shared.set_ready_state(ReadyState::Open);
+        let keepalive = config.keepalive.map(|k| {
+            let now = Instant::now();
+            KeepaliveState {
+                timer: Box::pin(tokio::time::sleep_until(now + k.interval)),
+                last_heard: now,
+                ping_sent: None,
+            }
+        });
         Self {
             io,
             conn,
@@ -119,8 +194,17 @@ where
             write_shut: false,
             buffer_full: false,
             deadline: None,
+            keepalive,
+            counters: None,
             outbox: Vec::new(),
         }
+    }
+
+    /// Counts this connection's traffic in a server worker's metrics.
+    pub(crate) fn with_counters(mut self, counters: Arc<WorkerCounters>) -> Self {
+        counters.opened();
+        self.counters = Some(counters);
+        self
     }
 
     /// Runs the connection to its end and reports it through `on_close`.
@@ -136,12 +220,20 @@ where
             reason: String::new(),
             was_clean: false,
         });
+        if let Some(counters) = &self.counters {
+            counters.closed(info.code.as_u16());
+        }
         self.handler.on_close(info);
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         for _ in 0..BUDGET {
             let mut progressed = self.poll_commands(cx);
+            match self.poll_keepalive(cx) {
+                Liveness::Quiet => {}
+                Liveness::Pinged => progressed = true,
+                Liveness::Dead => return Poll::Ready(()),
+            }
             match self.poll_read(cx) {
                 Poll::Ready(Ok(())) => progressed = true,
                 Poll::Ready(Err(e)) => return self.abort(e),
@@ -188,6 +280,9 @@ where
     }
 
     fn apply(&mut self, command: Command) {
+        if matches!(command, Command::Send(_) | Command::Prepared(_)) && !self.admit(&command) {
+            return;
+        }
         let result = match command {
             Command::Send(message) => self.conn.send_message(message),
             Command::Prepared(frame) => self.conn.send_prepared(&frame),
@@ -213,6 +308,66 @@ where
         self.check_buffer();
     }
 
+    /// Whether a message may be queued: under [`OverflowPolicy::DropNew`] one that would go
+    /// above the hard limit is dropped (and counted) instead.
+    fn admit(&mut self, command: &Command) -> bool {
+        let over = self.config.overflow == OverflowPolicy::DropNew
+            && self.conn.buffered_amount() + command.weight() > self.config.hard_buffer_limit
+            && self.conn.ready_state() == ReadyState::Open;
+        if let Some(counters) = &self.counters {
+            if over {
+                counters.message_dropped();
+            } else {
+                counters.message_sent();
+            }
+        }
+        !over
+    }
+
+    /// Sends the keepalive ping when the peer has been silent too long, and gives up on a
+    /// peer that does not answer it.
+    fn poll_keepalive(&mut self, cx: &mut Context<'_>) -> Liveness {
+        let (Some(config), Some(state)) = (self.config.keepalive, &mut self.keepalive) else {
+            return Liveness::Quiet;
+        };
+        if self.conn.ready_state() != ReadyState::Open {
+            // The close timeout watches a closing connection.
+            self.keepalive = None;
+            return Liveness::Quiet;
+        }
+        let mut pinged = false;
+        while state.timer.as_mut().poll(cx).is_ready() {
+            if let Some(sent) = state.ping_sent {
+                if state.last_heard <= sent {
+                    self.close = Some(CloseInfo {
+                        code: CloseCode::ABNORMAL,
+                        reason: "keepalive timeout".into(),
+                        was_clean: false,
+                    });
+                    self.handler
+                        .on_error(Error::Timeout("no answer to the keepalive ping"));
+                    return Liveness::Dead;
+                }
+                state.ping_sent = None;
+            }
+            let now = Instant::now();
+            let due = state.last_heard + config.interval;
+            if due > now {
+                state.timer.as_mut().reset(due);
+            } else {
+                let _ = self.conn.send_ping(Bytes::new());
+                state.ping_sent = Some(now);
+                state.timer.as_mut().reset(now + config.timeout);
+                pinged = true;
+            }
+        }
+        if pinged {
+            Liveness::Pinged
+        } else {
+            Liveness::Quiet
+        }
+    }
+
     /// Reads what is available and hands every decoded event to the handler.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.read_eof {
@@ -224,6 +379,14 @@ where
             buf.reserve(READ_RESERVE);
         }
         let n = ready!(poll_read_buf(Pin::new(&mut self.io), cx, buf))?;
+        if n > 0 {
+            if let Some(state) = &mut self.keepalive {
+                state.last_heard = Instant::now();
+            }
+            if let Some(counters) = &self.counters {
+                counters.received(n);
+            }
+        }
         if n == 0 {
             self.read_eof = true;
             if !discard {
@@ -260,6 +423,9 @@ where
         loop {
             match self.conn.poll_event() {
                 Ok(Some(event)) => {
+                    if let (Event::Message(_), Some(counters)) = (&event, &self.counters) {
+                        counters.message_received();
+                    }
                     if let Event::Close(frame) = &event {
                         // Whoever started it, the peer's close frame is what gets reported.
                         self.close = Some(CloseInfo {
@@ -299,6 +465,9 @@ where
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             self.conn.advance_transmit(n);
+            if let Some(counters) = &self.counters {
+                counters.sent(n);
+            }
             wrote = true;
         }
         if wrote {
@@ -334,7 +503,10 @@ where
             self.buffer_full = false;
             self.handler.on_buffer_drain();
         }
-        if buffered > self.config.hard_buffer_limit && self.conn.ready_state() == ReadyState::Open {
+        if buffered > self.config.hard_buffer_limit
+            && self.config.overflow == OverflowPolicy::Close
+            && self.conn.ready_state() == ReadyState::Open
+        {
             let _ = self
                 .conn
                 .close(CloseCode::POLICY_VIOLATION, "send buffer full");

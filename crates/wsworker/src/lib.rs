@@ -53,6 +53,7 @@
 pub mod client;
 mod driver;
 mod error;
+mod metrics;
 pub mod server;
 mod shared;
 #[cfg(feature = "tls")]
@@ -66,7 +67,8 @@ pub use rustls;
 pub use client::{WebSocket, WebSocketBuilder, WsEvent};
 pub use error::{Error, Result};
 pub use server::{
-    Connection, Connections, Handshake, HttpResponse, RunningServer, StopSignal, Worker,
+    Connection, Connections, Handshake, HttpResponse, Keepalive, Metrics, OverflowPolicy,
+    RunningServer, StopSignal, Worker,
 };
 pub use shared::CloseInfo;
 pub use wsworker_proto as proto;

@@ -28,7 +28,7 @@ pub(crate) enum Command {
 
 impl Command {
     /// The bytes this command adds to the send queue, for `buffered_amount`.
-    fn weight(&self) -> usize {
+    pub(crate) fn weight(&self) -> usize {
         match self {
             Self::Send(m) => m.len(),
             Self::Prepared(f) => f.as_bytes().len(),

@@ -96,11 +96,20 @@ pub struct Connection {
     close_received: bool,
     failed: bool,
     masks: MaskSource,
+    /// The answer to the latest ping, held back while the send queue is backed up (see
+    /// [`PONG_COALESCE_AT`]); boxed, as it is rare and every connection carries the field.
+    pending_pong: Option<Box<Bytes>>,
     /// permessage-deflate, when negotiated: boxed, so a connection without it pays one
     /// pointer.
     #[cfg(feature = "deflate")]
     deflate: Option<Box<crate::deflate::DeflateState>>,
 }
+
+/// Above this many queued bytes, a ping's answer replaces the unsent answer to the ping
+/// before it instead of being queued as well (RFC 6455 §5.5.3 allows answering only the
+/// most recent ping): a peer that floods pings and does not read costs one pong, not one per
+/// ping. Below it every ping gets its own pong, as peers such as Autobahn expect.
+const PONG_COALESCE_AT: usize = 64 * 1024;
 
 /// RSV1 in [`FrameHeader::rsv`]: the first frame of a compressed message (RFC 7692 §6).
 const RSV1: u8 = 0b100;
@@ -145,6 +154,7 @@ impl Connection {
             close_received: false,
             failed: false,
             masks: MaskSource::Thread,
+            pending_pong: None,
             #[cfg(feature = "deflate")]
             deflate,
         }
@@ -341,9 +351,34 @@ impl Connection {
     }
 
     fn send_close(&mut self, frame: Option<&CloseFrame>) {
+        // A pong held back goes out before the close frame; nothing may follow that.
+        if let Some(pong) = self.pending_pong.take() {
+            self.push_frame(OpCode::Pong, true, *pong);
+        }
         let payload = frame.map(CloseFrame::encode).unwrap_or_default();
         self.push_frame(OpCode::Close, true, payload);
         self.close_sent = true;
+    }
+
+    /// Queues the answer to a ping, or holds it back while the send queue is backed up.
+    fn queue_pong(&mut self, payload: Bytes) {
+        if self.send.len() >= PONG_COALESCE_AT {
+            match &mut self.pending_pong {
+                Some(pending) => **pending = payload,
+                None => self.pending_pong = Some(Box::new(payload)),
+            }
+        } else {
+            self.push_frame(OpCode::Pong, true, payload);
+        }
+    }
+
+    /// Queues the pong held back once the send queue has drained below the threshold.
+    fn release_pong(&mut self) {
+        if self.send.len() < PONG_COALESCE_AT
+            && let Some(pong) = self.pending_pong.take()
+        {
+            self.push_frame(OpCode::Pong, true, *pong);
+        }
     }
 
     fn push_frame(&mut self, opcode: OpCode, fin: bool, payload: Bytes) {
@@ -390,11 +425,16 @@ impl Connection {
     /// Drops the first `written` queued bytes.
     pub fn advance_transmit(&mut self, written: usize) {
         self.send.advance(written);
+        self.release_pong();
     }
 
     /// Takes the next chunk of queued bytes, for callers that write one buffer at a time.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
-        self.send.pop()
+        let chunk = self.send.pop();
+        if chunk.is_some() {
+            self.release_pong();
+        }
+        chunk
     }
 }
 

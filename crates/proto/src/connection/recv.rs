@@ -146,7 +146,7 @@ impl Connection {
         match header.opcode {
             OpCode::Ping => {
                 if !self.close_sent {
-                    self.push_frame(OpCode::Pong, true, payload.clone());
+                    self.queue_pong(payload.clone());
                 }
                 Ok(Some(Event::Ping(payload)))
             }

@@ -176,6 +176,59 @@ fn ping_is_answered_with_pong_carrying_the_same_payload() {
 }
 
 #[test]
+fn every_ping_gets_its_pong_while_the_queue_is_short() {
+    // Autobahn 2.10: ten pings in one go, ten pongs.
+    let mut conn = server();
+    for i in 0..10u8 {
+        conn.receive(&frame_to(Role::Server, true, 0, 9, &[i]));
+    }
+    let (events, error) = events(&mut conn);
+    assert_eq!((events.len(), error), (10, None));
+    let expected: Vec<u8> = (0..10u8).flat_map(|i| [0x8a, 1, i]).collect();
+    assert_eq!(drain(&mut conn), expected);
+}
+
+#[test]
+fn a_ping_flood_into_a_backed_up_queue_costs_one_pong() {
+    // RFC 6455 §5.5.3: only the latest ping needs an answer.
+    let mut conn = server();
+    conn.send_binary(vec![0u8; PONG_COALESCE_AT]).unwrap();
+    let queued = conn.buffered_amount();
+    let mut flood = Vec::new();
+    for i in 0..100_000u32 {
+        flood.extend_from_slice(&frame_to(Role::Server, true, 0, 9, &i.to_be_bytes()));
+    }
+    conn.receive(&flood);
+    let (events, error) = events(&mut conn);
+    assert_eq!((events.len(), error), (100_000, None));
+    assert_eq!(
+        conn.buffered_amount(),
+        queued,
+        "no pong queued behind the backlog"
+    );
+    let out = drain(&mut conn);
+    assert_eq!(
+        out.len(),
+        queued + 6,
+        "one pong once the backlog is written"
+    );
+    assert_eq!(&out[queued..], b"\x8a\x04\x00\x01\x86\x9f");
+}
+
+#[test]
+fn a_held_back_pong_goes_out_before_the_close_frame() {
+    let mut conn = server();
+    conn.send_binary(vec![0u8; PONG_COALESCE_AT]).unwrap();
+    let queued = conn.buffered_amount();
+    conn.receive(&frame_to(Role::Server, true, 0, 9, b"p"));
+    conn.receive(&frame_to(Role::Server, true, 0, 8, b"\x03\xe8"));
+    let (_, error) = events(&mut conn);
+    assert_eq!(error, None);
+    let out = drain(&mut conn);
+    assert_eq!(&out[queued..], b"\x8a\x01p\x88\x02\x03\xe8");
+}
+
+#[test]
 fn control_frames_between_fragments_are_handled_in_place() {
     let mut conn = server();
     conn.receive(&frame_to(Role::Server, false, 0, 1, b"hel"));

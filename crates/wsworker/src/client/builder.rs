@@ -11,6 +11,7 @@ use wsworker_proto::{Config, HandshakeError, Message};
 
 use super::handler::{Callbacks, ClientHandler, Ready};
 use super::{WebSocket, connect};
+use crate::driver::Keepalive;
 use crate::error::{Error, Result};
 use crate::shared::{CloseInfo, Shared};
 
@@ -47,6 +48,7 @@ pub struct WebSocketBuilder {
     headers: Vec<(String, String)>,
     config: Config,
     connect_timeout: Duration,
+    keepalive: Option<Keepalive>,
     callbacks: Callbacks,
     #[cfg(feature = "tls")]
     tls: crate::tls::ClientTls,
@@ -61,6 +63,7 @@ impl WebSocketBuilder {
             headers: Vec::new(),
             config: Config::default(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            keepalive: Some(Keepalive::default()),
             callbacks: Callbacks::default(),
             #[cfg(feature = "tls")]
             tls: crate::tls::ClientTls::default(),
@@ -107,6 +110,15 @@ impl WebSocketBuilder {
     #[must_use]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    /// Idle keepalive: ping a server silent for `interval`, and end the connection (1006,
+    /// with an [`Error::Timeout`] event) when nothing arrives within `timeout` more; `None`
+    /// turns it off. Default 30 s and 30 s.
+    #[must_use]
+    pub fn keepalive(mut self, keepalive: Option<Keepalive>) -> Self {
+        self.keepalive = keepalive;
         self
     }
 
@@ -270,6 +282,7 @@ impl WebSocketBuilder {
             handshake,
             config: self.config,
             timeout: self.connect_timeout,
+            keepalive: self.keepalive,
             cancel: ws.inner.cancel.clone(),
             #[cfg(feature = "tls")]
             tls,
@@ -319,7 +332,8 @@ impl fmt::Debug for WebSocketBuilder {
                     .collect::<Vec<_>>(),
             )
             .field("config", &self.config)
-            .field("connect_timeout", &self.connect_timeout);
+            .field("connect_timeout", &self.connect_timeout)
+            .field("keepalive", &self.keepalive);
         #[cfg(feature = "tls")]
         d.field("tls", &self.tls);
         d.finish_non_exhaustive()

@@ -27,6 +27,7 @@ pub(super) struct Attempt {
     pub(super) handshake: Result<ClientHandshake>,
     pub(super) config: Config,
     pub(super) timeout: Duration,
+    pub(super) keepalive: Option<crate::driver::Keepalive>,
     /// Cancelled by `close` (or the last handle's drop) while connecting.
     pub(super) cancel: CancellationToken,
     /// The TLS connector, for `wss://`.
@@ -88,10 +89,14 @@ pub(super) async fn run(
         response.extensions_header(),
     );
     let proto = Proto::with_buffer(Role::Client, config, BytesMut::from(rest));
+    let config = DriverConfig {
+        keepalive: attempt.keepalive,
+        ..DriverConfig::default()
+    };
     match stream {
-        Stream::Plain(stream) => drive(stream, proto, shared, commands, handler).await,
+        Stream::Plain(stream) => drive(stream, proto, shared, commands, handler, config).await,
         #[cfg(feature = "tls")]
-        Stream::Tls(stream) => drive(*stream, proto, shared, commands, handler).await,
+        Stream::Tls(stream) => drive(*stream, proto, shared, commands, handler, config).await,
     }
 }
 
@@ -101,17 +106,11 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     shared: Arc<Shared>,
     commands: mpsc::UnboundedReceiver<Command>,
     handler: ClientHandler,
+    config: DriverConfig,
 ) {
-    Driver::new(
-        stream,
-        proto,
-        shared,
-        commands,
-        handler,
-        DriverConfig::default(),
-    )
-    .run()
-    .await;
+    Driver::new(stream, proto, shared, commands, handler, config)
+        .run()
+        .await;
 }
 
 /// The TCP connection, the TLS handshake when there is a connector, and the opening

@@ -1,6 +1,7 @@
 //! One accepted TCP connection, from its first byte to the driver: the opening handshake
-//! within a size limit and a deadline, the application's decision, plain HTTP for requests
-//! that do not ask for an upgrade, and a status for everything refused.
+//! within a size limit and a deadline, the origin allow-list, the connection limit, the
+//! application's decision, plain HTTP for requests that do not ask for an upgrade, and a
+//! status for everything refused (counted by reason in the metrics).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use super::ServerContext;
 use super::callbacks::{Handshake, HttpResponse, ServerHandler};
 use super::connection::Connection;
 use crate::driver::Driver;
+use crate::metrics::{Rejection, WorkerCounters};
 use crate::shared::Shared;
 use crate::shared::contain;
 
@@ -33,13 +35,15 @@ pub(crate) async fn serve(
     if let Some(acceptor) = &ctx.tls {
         let mut stream = stream;
         if !starts_like_tls(&mut stream, deadline).await {
+            ctx.counters[worker_id].rejected(Rejection::Tls);
             let response =
                 reject_response(400, &[], b"this port speaks TLS: use https:// or wss://\n")
                     .unwrap_or_default();
             return refuse(&mut stream, &response).await;
         }
-        if let Some(stream) = crate::tls::accept(acceptor, stream, peer, deadline).await {
-            serve_stream(stream, peer, worker_id, ctx, deadline).await;
+        match crate::tls::accept(acceptor, stream, peer, deadline).await {
+            Some(stream) => serve_stream(stream, peer, worker_id, ctx, deadline).await,
+            None => ctx.counters[worker_id].rejected(Rejection::Tls),
         }
         return;
     }
@@ -70,6 +74,7 @@ async fn serve_stream<S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let settings = &ctx.settings;
+    let counters = &ctx.counters[worker_id];
     let read = tokio::time::timeout_at(
         deadline,
         read_request(&mut stream, settings.max_header_size),
@@ -80,19 +85,29 @@ async fn serve_stream<S>(
         // The client went away before finishing its request.
         Ok(Ok(None)) | Ok(Err(Failure::Io)) => return,
         Ok(Err(Failure::Handshake(error))) => {
+            counters.rejected(Rejection::of(&error));
             return refuse(&mut stream, &error.to_response()).await;
         }
         Err(_) => {
+            counters.rejected(Rejection::Timeout);
             let response = reject_response(408, &[], b"request timeout\n").unwrap_or_default();
             return refuse(&mut stream, &response).await;
         }
     };
 
     if !request.is_websocket_upgrade() {
-        return serve_http(&mut stream, &request, &ctx).await;
+        return serve_http(&mut stream, &request, &ctx, counters).await;
     }
     if let Err(error) = request.validate_upgrade() {
+        counters.rejected(Rejection::of(&error));
         return refuse(&mut stream, &error.to_response()).await;
+    }
+    if let Some(allow_list) = &settings.allowed_origins
+        && !super::origin::allowed(request.origin(), allow_list)
+    {
+        counters.rejected(Rejection::Origin);
+        let response = reject_response(403, &[], b"origin not allowed\n").unwrap_or_default();
+        return refuse(&mut stream, &response).await;
     }
     let decision = match &ctx.callbacks.on_handshake {
         Some(cb) => match contain(|| cb(&request)) {
@@ -107,6 +122,7 @@ async fn serve_stream<S>(
     let (protocol, headers) = match decision {
         Handshake::Accept { protocol, headers } => (protocol, headers),
         Handshake::Reject { status, body } => {
+            counters.rejected(Rejection::Application);
             let response = reject_response(status, &[], body.as_bytes())
                 .or_else(|_| reject_response(500, &[], b"invalid rejection\n"))
                 .unwrap_or_default();
@@ -126,6 +142,20 @@ async fn serve_stream<S>(
             return refuse(&mut stream, &response).await;
         }
     };
+    // Checked last, right before the 101 is written (which completes at once on a fresh
+    // socket), so that connections opening together on this worker cannot overshoot it.
+    if let Some(max) = settings.max_connections
+        && counters.open() >= max as u64
+    {
+        counters.rejected(Rejection::Full);
+        let response = reject_response(
+            503,
+            &[("Retry-After", "1")],
+            b"too many connections, try again later\n",
+        )
+        .unwrap_or_default();
+        return refuse(&mut stream, &response).await;
+    }
     // Flushed: TLS buffers what it encrypts.
     if stream.write_all(&response).await.is_err() || stream.flush().await.is_err() {
         return;
@@ -140,6 +170,7 @@ async fn serve_stream<S>(
         registry: ctx.connections.clone(),
     };
     Driver::new(stream, proto, shared, commands, handler, settings.driver)
+        .with_counters(counters.clone())
         .run()
         .await;
 }
@@ -169,8 +200,12 @@ async fn read_request<S: AsyncRead + Unpin>(
     }
 }
 
-async fn serve_http<S>(stream: &mut S, request: &Request, ctx: &ServerContext)
-where
+async fn serve_http<S>(
+    stream: &mut S,
+    request: &Request,
+    ctx: &ServerContext,
+    counters: &WorkerCounters,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let method = request.method().as_str();
@@ -192,9 +227,15 @@ where
                 .or_else(|_| reject_response(500, &[], b"invalid response\n"))
                 .unwrap_or_default()
         }
-        Some(_) => reject_response(405, &[("Allow", "GET, HEAD")], b"method not allowed\n")
-            .unwrap_or_default(),
-        None => HandshakeError::NotUpgrade.to_response(),
+        Some(_) => {
+            counters.rejected(Rejection::MethodNotAllowed);
+            reject_response(405, &[("Allow", "GET, HEAD")], b"method not allowed\n")
+                .unwrap_or_default()
+        }
+        None => {
+            counters.rejected(Rejection::UpgradeRequired);
+            HandshakeError::NotUpgrade.to_response()
+        }
     };
     refuse(stream, &response).await;
 }

@@ -9,6 +9,7 @@ mod callbacks;
 mod connection;
 mod extensions;
 mod listener;
+mod origin;
 mod registry;
 
 use std::net::SocketAddr;
@@ -26,8 +27,12 @@ pub use callbacks::{Handshake, HttpResponse};
 pub use connection::Connection;
 pub use registry::Connections;
 
+pub use crate::driver::{Keepalive, OverflowPolicy};
+pub use crate::metrics::{Metrics, MetricsSnapshot, Rejection, WorkerSnapshot};
+
 use crate::driver::DriverConfig;
 use crate::error::{Error, Result};
+use crate::metrics::WorkerCounters;
 use crate::shared::CloseInfo;
 use callbacks::Callbacks;
 
@@ -39,6 +44,10 @@ pub(crate) struct Settings {
     pub(crate) max_header_size: usize,
     pub(crate) handshake_timeout: Duration,
     pub(crate) shutdown_timeout: Duration,
+    /// Open connections per worker above which new ones get 503.
+    pub(crate) max_connections: Option<usize>,
+    /// The origins allowed (normalized), when the allow-list is on.
+    pub(crate) allowed_origins: Option<Vec<String>>,
     /// permessage-deflate: accept offers with these settings, or refuse compression.
     #[cfg(feature = "deflate")]
     pub(crate) deflate: Option<wsworker_proto::deflate::DeflateConfig>,
@@ -52,6 +61,8 @@ impl Default for Settings {
             max_header_size: DEFAULT_MAX_HEADER_SIZE,
             handshake_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(5),
+            max_connections: None,
+            allowed_origins: None,
             #[cfg(feature = "deflate")]
             deflate: Some(wsworker_proto::deflate::DeflateConfig::default()),
         }
@@ -63,6 +74,8 @@ pub(crate) struct ServerContext {
     pub(crate) callbacks: Arc<Callbacks>,
     pub(crate) settings: Settings,
     pub(crate) connections: Connections,
+    /// Each worker's counters, by worker id.
+    pub(crate) counters: Vec<Arc<WorkerCounters>>,
     /// The TLS handshake for every accepted connection, when the server speaks TLS.
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
@@ -94,6 +107,7 @@ pub struct Worker {
     callbacks: Callbacks,
     settings: Settings,
     connections: Connections,
+    metrics: Metrics,
 }
 
 /// Shards of the connection registry: one per worker up to this many.
@@ -132,6 +146,7 @@ impl Worker {
             callbacks: Callbacks::default(),
             settings: Settings::default(),
             connections: Connections::new(REGISTRY_SHARDS),
+            metrics: Metrics::default(),
         })
     }
 
@@ -193,6 +208,12 @@ impl Worker {
     /// ```
     pub fn connections(&self) -> Connections {
         self.connections.clone()
+    }
+
+    /// The server's counters (connections, messages, bytes, closes by code, refused
+    /// handshakes by reason, dropped messages), readable from any thread while it runs.
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.clone()
     }
 
     /// The number of worker threads (at least 1).
@@ -260,11 +281,69 @@ impl Worker {
         self
     }
 
-    /// The send buffer limits per connection: `on_buffer_full` above `soft`, close 1008
-    /// above `hard`. Defaults 1 MiB and 16 MiB.
+    /// The send buffer limits per connection: `on_buffer_full` above `soft`
+    /// (`on_buffer_drain` once it is empty again), and at `hard` the
+    /// [`OverflowPolicy`] (close 1008 by default). Defaults 1 MiB and 16 MiB.
     pub fn send_buffer_limits(&mut self, soft: usize, hard: usize) -> &mut Self {
         self.settings.driver.soft_buffer_limit = soft;
         self.settings.driver.hard_buffer_limit = hard.max(soft);
+        self
+    }
+
+    /// What happens at the hard send-buffer limit: close the connection with 1008 (the
+    /// default) or drop the message and count it.
+    pub fn overflow_policy(&mut self, policy: OverflowPolicy) -> &mut Self {
+        self.settings.driver.overflow = policy;
+        self
+    }
+
+    /// Idle keepalive: ping a client silent for `interval`, drop it when nothing arrives
+    /// within `timeout` more; `None` turns it off. Default 30 s and 30 s.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use wsworker::server::Keepalive;
+    ///
+    /// let mut worker = wsworker::Worker::new("websocket://0.0.0.0:2346")?;
+    /// worker.keepalive(Some(Keepalive::new(Duration::from_secs(10), Duration::from_secs(5))));
+    /// # Ok::<(), wsworker::Error>(())
+    /// ```
+    pub fn keepalive(&mut self, keepalive: Option<Keepalive>) -> &mut Self {
+        self.settings.driver.keepalive = keepalive;
+        self
+    }
+
+    /// At most this many open connections per worker; a handshake beyond it gets `503
+    /// Service Unavailable` (with `Retry-After`). Default: no limit but the process's file
+    /// descriptors.
+    pub fn max_connections(&mut self, per_worker: usize) -> &mut Self {
+        self.settings.max_connections = Some(per_worker);
+        self
+    }
+
+    /// Accepts handshakes only from these origins (`https://example.com`,
+    /// `http://localhost:8080`; `null` for pages opened from files); any other `Origin` gets
+    /// `403 Forbidden`. Compared as RFC 6454 serializes origins: scheme and host without
+    /// regard to case, a default port equal to no port. A request without `Origin` does not
+    /// come from a browser page and is accepted: the check protects browsers' users from
+    /// other sites' pages (cross-site WebSocket hijacking); it is not authentication.
+    ///
+    /// ```no_run
+    /// let mut worker = wsworker::Worker::new("websocket://0.0.0.0:2346")?;
+    /// worker.allowed_origins(["https://example.com", "http://localhost:8080"]);
+    /// # Ok::<(), wsworker::Error>(())
+    /// ```
+    pub fn allowed_origins<I, S>(&mut self, origins: I) -> &mut Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.settings.allowed_origins = Some(
+            origins
+                .into_iter()
+                .map(|o| origin::normalize(o.as_ref()))
+                .collect(),
+        );
         self
     }
 
@@ -374,10 +453,12 @@ impl Worker {
             .transpose()?
             .unwrap_or(self.addr);
         let connections = self.connections;
+        let counters = self.metrics.start(listeners.len());
         let ctx = Arc::new(ServerContext {
             callbacks: Arc::new(self.callbacks),
             settings: self.settings,
             connections: connections.clone(),
+            counters,
             #[cfg(feature = "tls")]
             tls,
         });

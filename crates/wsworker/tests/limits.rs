@@ -1,0 +1,400 @@
+//! The server's protections and what it counts: idle keepalive, the connection limit, the
+//! origin allow-list, the overflow policy at the hard send-buffer limit, and the metrics
+//! that record all of it.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{RawClient, hello_worker, raw_exchange};
+use wsworker::server::{Keepalive, OverflowPolicy, Rejection};
+use wsworker::{CloseCode, CloseInfo, Message, Worker};
+use wsworker_proto::Event;
+
+fn upgrade_request(origin: Option<&str>) -> Vec<u8> {
+    let mut request = "GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+                       Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                       Sec-WebSocket-Version: 13\r\n"
+        .to_owned();
+    if let Some(origin) = origin {
+        request.push_str(&format!("Origin: {origin}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.into_bytes()
+}
+
+/// The status line of the server's answer to `request`, leaving the connection open.
+fn status_of(addr: std::net::SocketAddr, request: &[u8]) -> (String, std::net::TcpStream) {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n") {
+        assert_eq!(stream.read(&mut byte).unwrap(), 1, "closed before a status");
+        head.push(byte[0]);
+    }
+    (String::from_utf8_lossy(&head).trim().to_owned(), stream)
+}
+
+fn closes(rx: &mpsc::Receiver<CloseInfo>) -> CloseInfo {
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("on_close within 10 s")
+}
+
+#[test]
+fn a_silent_client_that_does_not_answer_the_ping_is_dropped() {
+    let mut worker = hello_worker();
+    worker.keepalive(Some(Keepalive::new(
+        Duration::from_millis(200),
+        Duration::from_millis(200),
+    )));
+    let (tx, rx) = mpsc::channel();
+    worker.on_close(move |_, info| {
+        let _ = tx.send(info.clone());
+    });
+    let metrics = worker.metrics();
+    let server = worker.start().unwrap();
+
+    let started = Instant::now();
+    let mut dead = RawClient::connect(server.local_addr(), "/", &[]).unwrap();
+    // Reads the ping but never answers it (no poll_event, no flush).
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 64];
+    loop {
+        match dead.stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    let info = closes(&rx);
+    let elapsed = started.elapsed();
+    assert_eq!(seen, b"\x89\x00", "one empty ping, then the end");
+    assert_eq!(info.code, CloseCode::ABNORMAL);
+    assert!(!info.was_clean);
+    assert!(elapsed >= Duration::from_millis(400), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    assert_eq!(metrics.snapshot().closes.get(&1006), Some(&1));
+    server.shutdown();
+}
+
+#[test]
+fn a_client_that_answers_pings_stays_open_through_many_intervals() {
+    let mut worker = hello_worker();
+    worker.keepalive(Some(Keepalive::new(
+        Duration::from_millis(100),
+        Duration::from_millis(300),
+    )));
+    let server = worker.start().unwrap();
+    let mut client = RawClient::connect(server.local_addr(), "/", &[]).unwrap();
+    // next_event answers each ping as it reads it.
+    let mut pings = 0;
+    while pings < 5 {
+        match client.next_event() {
+            Some(Ok(Event::Ping(payload))) => {
+                assert!(payload.is_empty());
+                pings += 1;
+            }
+            other => panic!("expected pings, got {other:?}"),
+        }
+    }
+    client.conn.send_text("tom").unwrap();
+    client.flush();
+    loop {
+        match client.next_event() {
+            Some(Ok(Event::Ping(_))) => {}
+            Some(Ok(event)) => {
+                assert_eq!(event, Event::Message(Message::text("hello tom")));
+                break;
+            }
+            other => panic!("expected the answer, got {other:?}"),
+        }
+    }
+    drop(client);
+    server.shutdown();
+}
+
+#[test]
+fn without_keepalive_a_silent_connection_gets_no_ping() {
+    let mut worker = hello_worker();
+    worker.keepalive(None);
+    let server = worker.start().unwrap();
+    let mut client = RawClient::connect(server.local_addr(), "/", &[]).unwrap();
+    client
+        .stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let read = client.stream.read(&mut buf);
+    assert!(
+        matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+            || e.kind() == std::io::ErrorKind::TimedOut),
+        "{read:?}"
+    );
+    drop(client);
+    server.shutdown();
+}
+
+#[tokio::test]
+async fn our_client_finds_a_server_that_stopped_answering() {
+    // A "server" that completes the handshake, then never reads or writes again.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            socket.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        let request = String::from_utf8(head).unwrap();
+        let key = request
+            .lines()
+            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+            .unwrap()
+            .trim()
+            .to_owned();
+        let accept = wsworker_proto::handshake::accept_key(key.as_bytes());
+        let response = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        );
+        socket.write_all(response.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        drop(socket);
+    });
+    let ws = wsworker::WebSocket::builder(format!("ws://{addr}/"))
+        .keepalive(Some(Keepalive::new(
+            Duration::from_millis(100),
+            Duration::from_millis(100),
+        )))
+        .connect()
+        .await
+        .unwrap();
+    let mut saw_timeout = false;
+    loop {
+        match common::event(&ws).await {
+            wsworker::WsEvent::Error(wsworker::Error::Timeout(_)) => saw_timeout = true,
+            wsworker::WsEvent::Close(info) => {
+                assert_eq!(info.code, CloseCode::ABNORMAL);
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(saw_timeout);
+    server.abort();
+}
+
+#[test]
+fn beyond_max_connections_a_handshake_gets_503_and_is_counted() {
+    let mut worker = hello_worker();
+    worker.max_connections(3);
+    let metrics = worker.metrics();
+    let server = worker.start().unwrap();
+    let addr = server.local_addr();
+    let mut open: Vec<RawClient> = (0..3)
+        .map(|_| RawClient::connect(addr, "/", &[]).unwrap())
+        .collect();
+    let (status, _) = status_of(addr, &upgrade_request(None));
+    assert_eq!(status, "HTTP/1.1 503 Service Unavailable");
+    assert_eq!(
+        metrics.snapshot().rejections.get(&Rejection::Full),
+        Some(&1)
+    );
+
+    // One leaves: there is room again.
+    let mut leaving = open.pop().unwrap();
+    leaving.conn.close(CloseCode::NORMAL, "").unwrap();
+    leaving.flush();
+    assert!(leaving.reads_eof());
+    // The server waits for the client's end of the TCP connection before it counts the
+    // connection as gone.
+    drop(leaving);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metrics.snapshot().total().connections_open != 2 {
+        assert!(Instant::now() < deadline, "the close was not counted");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut again = RawClient::connect(addr, "/", &[]).unwrap();
+    again.conn.send_text("tom").unwrap();
+    again.flush();
+    assert_eq!(
+        again.next_event().unwrap().unwrap(),
+        Event::Message(Message::text("hello tom"))
+    );
+    assert_eq!(metrics.snapshot().total().connections_open, 3);
+    drop((open, again));
+    server.shutdown();
+}
+
+#[test]
+fn origins_off_the_allow_list_get_403() {
+    let mut worker = hello_worker();
+    worker.allowed_origins(["https://example.com", "http://localhost:8080"]);
+    let metrics = worker.metrics();
+    let server = worker.start().unwrap();
+    let addr = server.local_addr();
+    for (origin, expected) in [
+        (Some("https://example.com"), "101"),
+        (Some("HTTPS://EXAMPLE.COM:443"), "101"),
+        (Some("http://localhost:8080"), "101"),
+        (None, "101"),
+        (Some("https://evil.example"), "403"),
+        (Some("http://example.com"), "403"),
+        (Some("null"), "403"),
+    ] {
+        let (status, _) = status_of(addr, &upgrade_request(origin));
+        assert!(
+            status.starts_with(&format!("HTTP/1.1 {expected} ")),
+            "{origin:?}: {status}"
+        );
+    }
+    assert_eq!(
+        metrics.snapshot().rejections.get(&Rejection::Origin),
+        Some(&3)
+    );
+    server.shutdown();
+}
+
+/// A worker whose every message triggers `burst` answers of `size` bytes to a client that
+/// does not read them.
+fn flooding_worker(policy: OverflowPolicy) -> (Worker, mpsc::Receiver<CloseInfo>) {
+    let mut worker = Worker::new("websocket://127.0.0.1:0").unwrap();
+    worker
+        .send_buffer_limits(64 * 1024, 256 * 1024)
+        .overflow_policy(policy)
+        .close_timeout(Duration::from_millis(500));
+    worker.on_message(|conn, _| {
+        for _ in 0..64 {
+            conn.send(vec![7u8; 16 * 1024])?;
+        }
+        Ok(())
+    });
+    let (tx, rx) = mpsc::channel();
+    worker.on_close(move |_, info| {
+        let _ = tx.send(info.clone());
+    });
+    (worker, rx)
+}
+
+#[test]
+fn drop_new_keeps_the_connection_and_counts_what_did_not_fit() {
+    let (mut worker, closed) = flooding_worker(OverflowPolicy::DropNew);
+    let full = Arc::new(AtomicUsize::new(0));
+    let seen = full.clone();
+    worker.on_buffer_full(move |_| {
+        seen.fetch_add(1, Ordering::Relaxed);
+    });
+    let metrics = worker.metrics();
+    let server = worker.start().unwrap();
+    let mut client = RawClient::connect(server.local_addr(), "/", &[]).unwrap();
+    client.conn.send_text("go").unwrap();
+    client.flush();
+    // 64 × 16 KiB = 1 MiB asked for, at most 256 KiB (plus what the socket took) queued.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metrics.snapshot().total().dropped_messages == 0 {
+        assert!(Instant::now() < deadline, "nothing was dropped");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(full.load(Ordering::Relaxed), 1, "on_buffer_full once");
+    // Everything that was queued arrives, and the connection still works.
+    let mut received = 0;
+    client
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let snapshot = metrics.snapshot().total();
+    let queued = snapshot.messages_sent;
+    assert_eq!(queued + snapshot.dropped_messages, 64);
+    while received < queued {
+        match client.next_event() {
+            Some(Ok(Event::Message(m))) => {
+                assert_eq!(m.len(), 16 * 1024);
+                received += 1;
+            }
+            other => panic!("expected the queued answers, got {other:?}"),
+        }
+    }
+    client.conn.close(CloseCode::NORMAL, "").unwrap();
+    client.flush();
+    assert!(matches!(client.next_event(), Some(Ok(Event::Close(_)))));
+    drop(client);
+    assert_eq!(closes(&closed).code, CloseCode::NORMAL);
+    server.shutdown();
+}
+
+#[test]
+fn close_policy_cuts_off_a_client_that_does_not_read_with_1008() {
+    let (worker, closed) = flooding_worker(OverflowPolicy::Close);
+    let metrics = worker.metrics();
+    let server = worker.start().unwrap();
+    let mut client = RawClient::connect(server.local_addr(), "/", &[]).unwrap();
+    client.conn.send_text("go").unwrap();
+    client.flush();
+    // Unread answers fill the socket, then the queue: the server closes without waiting
+    // for the client.
+    let info = closes(&closed);
+    drop(client);
+    assert_eq!(info.code, CloseCode::POLICY_VIOLATION);
+    assert_eq!(metrics.snapshot().total().dropped_messages, 0);
+    assert_eq!(metrics.snapshot().closes.get(&1008), Some(&1));
+    server.shutdown();
+}
+
+#[test]
+fn metrics_count_messages_bytes_closes_and_rejections() {
+    let worker = hello_worker();
+    let metrics = worker.metrics();
+    let server = worker.start().unwrap();
+    let addr = server.local_addr();
+    let mut client = RawClient::connect(addr, "/", &[]).unwrap();
+    for _ in 0..3 {
+        client.conn.send_text("tom").unwrap();
+        client.flush();
+        assert!(matches!(client.next_event(), Some(Ok(Event::Message(_)))));
+    }
+    client.conn.close(CloseCode::new(4001), "done").unwrap();
+    client.flush();
+    assert!(matches!(client.next_event(), Some(Ok(Event::Close(_)))));
+    assert!(client.reads_eof());
+    drop(client);
+    assert!(raw_exchange(addr, b"NOT HTTP\r\n\r\n").starts_with("HTTP/1.1 400"));
+    assert!(raw_exchange(addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").starts_with("HTTP/1.1 426"));
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !metrics.snapshot().closes.contains_key(&4001) {
+        assert!(Instant::now() < deadline, "the close was not counted");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let snapshot = metrics.snapshot();
+    let total = snapshot.total();
+    assert_eq!(total.connections_open, 0);
+    assert_eq!(total.connections_accepted, 1);
+    assert_eq!(total.messages_received, 3);
+    assert_eq!(total.messages_sent, 3);
+    // Three masked "tom" frames (9 bytes) and a close of 4 + 2 + 4 bytes; three "hello tom"
+    // frames (11 bytes) and the 4-byte close echo.
+    assert_eq!(total.bytes_received, 3 * 9 + 12);
+    assert_eq!(total.bytes_sent, 3 * 11 + 4);
+    assert_eq!(snapshot.rejections.get(&Rejection::BadRequest), Some(&1));
+    assert_eq!(
+        snapshot.rejections.get(&Rejection::UpgradeRequired),
+        Some(&1)
+    );
+    let text = metrics.to_prometheus();
+    assert!(
+        text.contains("wsworker_closes_total{code=\"4001\"} 1\n"),
+        "{text}"
+    );
+    assert!(text.contains("wsworker_messages_received_total{worker=\"0\"} 3\n"));
+    server.shutdown();
+}
