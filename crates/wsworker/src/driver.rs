@@ -280,7 +280,8 @@ where
     }
 
     fn apply(&mut self, command: Command) {
-        if matches!(command, Command::Send(_) | Command::Prepared(_)) && !self.admit(&command) {
+        let is_message = matches!(command, Command::Send(_) | Command::Prepared(_));
+        if is_message && !self.admit(&command) {
             return;
         }
         let result = match command {
@@ -299,6 +300,9 @@ where
                 result
             }
         };
+        if let (true, Ok(()), Some(counters)) = (is_message, &result, &self.counters) {
+            counters.message_sent();
+        }
         // A send that raced with the close is dropped, as the browser drops it.
         if let Err(error) = result
             && !matches!(error, ProtoError::ApiMisuse(_))
@@ -314,12 +318,8 @@ where
         let over = self.config.overflow == OverflowPolicy::DropNew
             && self.conn.buffered_amount() + command.weight() > self.config.hard_buffer_limit
             && self.conn.ready_state() == ReadyState::Open;
-        if let Some(counters) = &self.counters {
-            if over {
-                counters.message_dropped();
-            } else {
-                counters.message_sent();
-            }
+        if over && let Some(counters) = &self.counters {
+            counters.message_dropped();
         }
         !over
     }

@@ -163,7 +163,7 @@ impl WorkerCounters {
 /// after starting) and read it from any thread. Cheap to clone.
 ///
 /// ```
-/// let mut worker = wsworker::Worker::new("websocket://127.0.0.1:0")?;
+/// let worker = wsworker::Worker::new("websocket://127.0.0.1:0")?;
 /// let metrics = worker.metrics();
 /// let server = worker.start()?;
 /// let now = metrics.snapshot();
