@@ -33,6 +33,10 @@ const READ_RESERVE: usize = 8 * 1024;
 const MAX_IOV: usize = 64;
 /// Reads, commands and writes one poll may do before it yields to other connections.
 const BUDGET: usize = 32;
+/// Bytes one poll may read before it yields: a read fills what the frame decoder reserved,
+/// up to a whole large frame, so the count of reads alone would let one connection
+/// sending big messages hold the worker for megabytes.
+const READ_BUDGET: usize = 1 << 20;
 
 /// What the driver tells the code that owns the connection (server callbacks or the client's
 /// event stream).
@@ -227,6 +231,7 @@ where
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut read = 0;
         for _ in 0..BUDGET {
             let mut progressed = self.poll_commands(cx);
             match self.poll_keepalive(cx) {
@@ -235,7 +240,10 @@ where
                 Liveness::Dead => return Poll::Ready(()),
             }
             match self.poll_read(cx) {
-                Poll::Ready(Ok(())) => progressed = true,
+                Poll::Ready(Ok(n)) => {
+                    progressed = true;
+                    read += n;
+                }
                 Poll::Ready(Err(e)) => return self.abort(e),
                 Poll::Pending => {}
             }
@@ -250,6 +258,9 @@ where
             }
             if !progressed {
                 return Poll::Pending;
+            }
+            if read >= READ_BUDGET {
+                break;
             }
         }
         // Out of budget with work left: let the other connections of this worker run.
@@ -369,7 +380,7 @@ where
     }
 
     /// Reads what is available and hands every decoded event to the handler.
-    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         if self.read_eof {
             return Poll::Pending;
         }
@@ -405,7 +416,7 @@ where
         } else {
             self.process_events();
         }
-        Poll::Ready(Ok(()))
+        Poll::Ready(Ok(n))
     }
 
     /// Runs a handler method with this connection's outbox open, then applies what it sent.

@@ -232,7 +232,12 @@ pub struct WorkerSnapshot {
 }
 
 /// One per-worker metric: name, type, help text and how to read it.
-type Family = (&'static str, &'static str, &'static str, fn(&WorkerSnapshot) -> u64);
+type Family = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&WorkerSnapshot) -> u64,
+);
 
 /// A server's counters at one moment, from [`Metrics::snapshot`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

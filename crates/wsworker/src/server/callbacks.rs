@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use wsworker_proto::handshake::Request;
-use wsworker_proto::{CloseCode, Event, Message};
+use wsworker_proto::{CloseCode, Event, Message, ReadyState};
 
 use super::connection::Connection;
 use super::registry::Connections;
@@ -147,6 +147,9 @@ impl ServerHandler {
     fn call(&self, f: impl FnOnce() -> Result<()>) {
         let error = match contain(f) {
             Ok(Ok(())) => return,
+            // A reply to a message that arrived after the close began: the browser drops
+            // such a send silently, and so do we (it is no failure of the callback).
+            Ok(Err(Error::Closed)) if self.conn.ready_state() != ReadyState::Open => return,
             Ok(Err(error)) => error,
             Err(panic) => Error::CallbackPanic(panic),
         };
