@@ -7,7 +7,7 @@
 //! timeout). The proto crate does all the protocol work; this module only moves bytes,
 //! keeps time and enforces the send-buffer limits.
 
-use std::future::poll_fn;
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -23,11 +23,13 @@ use wsworker_proto::{
     CloseCode, Connection as Proto, Error as ProtoError, Event, ReadyState, Role,
 };
 
+use crate::buffers;
 use crate::error::Error;
 use crate::metrics::WorkerCounters;
 use crate::shared::{CloseInfo, Command, Shared, outbox};
 
-/// How much room a read gets when the receive buffer has little spare capacity.
+/// How much room a read gets at least in a connection's own buffer (one holding a partial
+/// frame).
 const READ_RESERVE: usize = 8 * 1024;
 /// How many slices one vectored write takes at most.
 const MAX_IOV: usize = 64;
@@ -125,7 +127,11 @@ impl Default for DriverConfig {
     }
 }
 
-/// Drives one connection until it is over.
+/// Drives one connection until it is over: awaiting it runs the connection to its end and
+/// reports that through `on_close`.
+///
+/// A hand-written future rather than an `async fn`: the task of every connection is as
+/// large as its future, and an `async fn` taking the driver by value keeps two copies of it.
 pub(crate) struct Driver<S, H> {
     io: S,
     conn: Proto,
@@ -145,6 +151,29 @@ pub(crate) struct Driver<S, H> {
     counters: Option<Arc<WorkerCounters>>,
     /// Commands a callback queued through the outbox; kept to reuse its capacity.
     outbox: Vec<Command>,
+    /// `on_open` was called.
+    started: bool,
+}
+
+impl<S, H> Future for Driver<S, H>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    H: Handler + Unpin,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        if !this.started {
+            this.started = true;
+            this.in_scope(H::on_open);
+            // Bytes that arrived with the handshake may already hold frames.
+            this.process_events();
+        }
+        ready!(this.drive(cx));
+        this.finish();
+        Poll::Ready(())
+    }
 }
 
 /// The idle keepalive's clock.
@@ -201,6 +230,7 @@ where
             keepalive,
             counters: None,
             outbox: Vec::new(),
+            started: false,
         }
     }
 
@@ -211,12 +241,8 @@ where
         self
     }
 
-    /// Runs the connection to its end and reports it through `on_close`.
-    pub(crate) async fn run(mut self) {
-        self.in_scope(H::on_open);
-        // Bytes that arrived with the handshake may already hold frames.
-        self.process_events();
-        poll_fn(|cx| self.poll(cx)).await;
+    /// Reports the end of the connection through `on_close`.
+    fn finish(&mut self) {
         self.shared.set_ready_state(ReadyState::Closed);
         self.shared.publish_queued(0);
         let info = self.close.take().unwrap_or(CloseInfo {
@@ -230,7 +256,7 @@ where
         self.handler.on_close(info);
     }
 
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    fn drive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let mut read = 0;
         for _ in 0..BUDGET {
             let mut progressed = self.poll_commands(cx);
@@ -386,10 +412,28 @@ where
         }
         let discard = self.conn.is_receive_done();
         let buf = self.conn.recv_buffer_mut();
-        if buf.capacity() - buf.len() < READ_RESERVE / 8 {
+        // With nothing pending the read goes into the worker's buffer, which goes back as
+        // soon as the frames in it are handed out; only a partial frame keeps a buffer here.
+        let borrowed = buf.is_empty();
+        if borrowed {
+            *buf = buffers::borrow_read();
+        } else if buf.capacity() - buf.len() < READ_RESERVE / 8 {
             buf.reserve(READ_RESERVE);
         }
-        let n = ready!(poll_read_buf(Pin::new(&mut self.io), cx, buf))?;
+        let read = poll_read_buf(Pin::new(&mut self.io), cx, buf);
+        let n = match read {
+            Poll::Ready(Ok(n)) => n,
+            Poll::Ready(Err(e)) => {
+                self.give_back_read_buffer();
+                return Poll::Ready(Err(e));
+            }
+            Poll::Pending => {
+                if borrowed {
+                    self.give_back_read_buffer();
+                }
+                return Poll::Pending;
+            }
+        };
         if n > 0 {
             if let Some(state) = &mut self.keepalive {
                 state.last_heard = Instant::now();
@@ -416,7 +460,16 @@ where
         } else {
             self.process_events();
         }
+        self.give_back_read_buffer();
         Poll::Ready(Ok(n))
+    }
+
+    /// Returns the receive buffer to the worker when no partial frame is left in it.
+    fn give_back_read_buffer(&mut self) {
+        let buf = self.conn.recv_buffer_mut();
+        if buf.is_empty() && buf.capacity() > 0 {
+            buffers::give_back_read(std::mem::take(buf));
+        }
     }
 
     /// Runs a handler method with this connection's outbox open, then applies what it sent.

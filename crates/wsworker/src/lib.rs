@@ -50,6 +50,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 #![doc(test(attr(deny(warnings))))]
 
+mod buffers;
 pub mod client;
 mod driver;
 mod error;

@@ -108,9 +108,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     handler: ClientHandler,
     config: DriverConfig,
 ) {
-    Driver::new(stream, proto, shared, commands, handler, config)
-        .run()
-        .await;
+    Driver::new(stream, proto, shared, commands, handler, config).await;
 }
 
 /// The TCP connection, the TLS handshake when there is a connector, and the opening

@@ -32,22 +32,34 @@ pub(crate) async fn serve(
     let _ = stream.set_nodelay(true);
     let deadline = Instant::now() + ctx.settings.handshake_timeout;
     #[cfg(feature = "tls")]
-    if let Some(acceptor) = &ctx.tls {
-        let mut stream = stream;
-        if !starts_like_tls(&mut stream, deadline).await {
-            ctx.counters[worker_id].rejected(Rejection::Tls);
-            let response =
-                reject_response(400, &[], b"this port speaks TLS: use https:// or wss://\n")
-                    .unwrap_or_default();
-            return refuse(&mut stream, &response).await;
-        }
-        match crate::tls::accept(acceptor, stream, peer, deadline).await {
-            Some(stream) => serve_stream(stream, peer, worker_id, ctx, deadline).await,
-            None => ctx.counters[worker_id].rejected(Rejection::Tls),
-        }
-        return;
+    if ctx.tls.is_some() {
+        // Boxed: the TLS stream and its handshake are large, and inline they would make the
+        // task of every connection as large, plain ones included.
+        return Box::pin(serve_tls(stream, peer, worker_id, ctx, deadline)).await;
     }
     serve_stream(stream, peer, worker_id, ctx, deadline).await;
+}
+
+/// The TLS handshake, then the WebSocket one.
+#[cfg(feature = "tls")]
+async fn serve_tls(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    worker_id: usize,
+    ctx: Arc<ServerContext>,
+    deadline: Instant,
+) {
+    let Some(acceptor) = &ctx.tls else { return };
+    if !starts_like_tls(&mut stream, deadline).await {
+        ctx.counters[worker_id].rejected(Rejection::Tls);
+        let response = reject_response(400, &[], b"this port speaks TLS: use https:// or wss://\n")
+            .unwrap_or_default();
+        return refuse(&mut stream, &response).await;
+    }
+    match crate::tls::accept(acceptor, stream, peer, deadline).await {
+        Some(stream) => serve_stream(stream, peer, worker_id, ctx, deadline).await,
+        None => ctx.counters[worker_id].rejected(Rejection::Tls),
+    }
 }
 
 /// Whether the client's first byte may open a TLS record: `false` for a letter, the start
@@ -65,12 +77,34 @@ async fn starts_like_tls(stream: &mut TcpStream, deadline: Instant) -> bool {
 
 /// The opening handshake (or plain HTTP) and then the driver, on a plain or TLS stream.
 async fn serve_stream<S>(
-    mut stream: S,
+    stream: S,
     peer: SocketAddr,
     worker_id: usize,
     ctx: Arc<ServerContext>,
     deadline: Instant,
 ) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    // Every connection's task is as large as this future for as long as the connection
+    // lives, so it holds only the driver: the handshake's state is boxed (and freed once the
+    // connection is open), and the driver is polled in place rather than moved into a
+    // second slot of the future.
+    let mut opened = Box::pin(open(stream, peer, worker_id, &ctx, deadline)).await;
+    if let Some(driver) = &mut opened {
+        driver.await;
+    }
+}
+
+/// The opening handshake: a driver for the open connection, or `None` when the request
+/// was answered otherwise (plain HTTP, a refusal) or the client went away.
+async fn open<S>(
+    mut stream: S,
+    peer: SocketAddr,
+    worker_id: usize,
+    ctx: &ServerContext,
+    deadline: Instant,
+) -> Option<Driver<S, ServerHandler>>
+where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let settings = &ctx.settings;
@@ -83,31 +117,36 @@ async fn serve_stream<S>(
     let (request, rest) = match read {
         Ok(Ok(Some(parts))) => parts,
         // The client went away before finishing its request.
-        Ok(Ok(None)) | Ok(Err(Failure::Io)) => return,
+        Ok(Ok(None)) | Ok(Err(Failure::Io)) => return None,
         Ok(Err(Failure::Handshake(error))) => {
             counters.rejected(Rejection::of(&error));
-            return refuse(&mut stream, &error.to_response()).await;
+            refuse(&mut stream, &error.to_response()).await;
+            return None;
         }
         Err(_) => {
             counters.rejected(Rejection::Timeout);
             let response = reject_response(408, &[], b"request timeout\n").unwrap_or_default();
-            return refuse(&mut stream, &response).await;
+            refuse(&mut stream, &response).await;
+            return None;
         }
     };
 
     if !request.is_websocket_upgrade() {
-        return serve_http(&mut stream, &request, &ctx, counters).await;
+        serve_http(&mut stream, &request, ctx, counters).await;
+        return None;
     }
     if let Err(error) = request.validate_upgrade() {
         counters.rejected(Rejection::of(&error));
-        return refuse(&mut stream, &error.to_response()).await;
+        refuse(&mut stream, &error.to_response()).await;
+        return None;
     }
     if let Some(allow_list) = &settings.allowed_origins
         && !super::origin::allowed(request.origin(), allow_list)
     {
         counters.rejected(Rejection::Origin);
         let response = reject_response(403, &[], b"origin not allowed\n").unwrap_or_default();
-        return refuse(&mut stream, &response).await;
+        refuse(&mut stream, &response).await;
+        return None;
     }
     let decision = match &ctx.callbacks.on_handshake {
         Some(cb) => match contain(|| cb(&request)) {
@@ -126,7 +165,8 @@ async fn serve_stream<S>(
             let response = reject_response(status, &[], body.as_bytes())
                 .or_else(|_| reject_response(500, &[], b"invalid rejection\n"))
                 .unwrap_or_default();
-            return refuse(&mut stream, &response).await;
+            refuse(&mut stream, &response).await;
+            return None;
         }
     };
     let header_refs: Vec<(&str, &str)> = headers
@@ -139,7 +179,8 @@ async fn serve_stream<S>(
         Err(error) => {
             tracing::warn!(%error, "on_handshake chose an invalid response");
             let response = reject_response(500, &[], b"internal error\n").unwrap_or_default();
-            return refuse(&mut stream, &response).await;
+            refuse(&mut stream, &response).await;
+            return None;
         }
     };
     // Checked last, right before the 101 is written (which completes at once on a fresh
@@ -154,11 +195,12 @@ async fn serve_stream<S>(
             b"too many connections, try again later\n",
         )
         .unwrap_or_default();
-        return refuse(&mut stream, &response).await;
+        refuse(&mut stream, &response).await;
+        return None;
     }
     // Flushed: TLS buffers what it encrypts.
     if stream.write_all(&response).await.is_err() || stream.flush().await.is_err() {
-        return;
+        return None;
     }
 
     let proto = Proto::with_buffer(Role::Server, config, rest);
@@ -169,10 +211,10 @@ async fn serve_stream<S>(
         callbacks: ctx.callbacks.clone(),
         registry: ctx.connections.clone(),
     };
-    Driver::new(stream, proto, shared, commands, handler, settings.driver)
-        .with_counters(counters.clone())
-        .run()
-        .await;
+    Some(
+        Driver::new(stream, proto, shared, commands, handler, settings.driver)
+            .with_counters(counters.clone()),
+    )
 }
 
 enum Failure {
@@ -248,8 +290,9 @@ where
     if stream.write_all(response).await.is_ok() {
         let _ = stream.shutdown().await;
         // Drain what the client still sends (briefly) so closing does not reset the
-        // connection before it has read the response.
-        let mut sink = [0u8; 1024];
+        // connection before it has read the response. On the heap: a buffer here would
+        // be part of every connection's task.
+        let mut sink = vec![0u8; 1024];
         let drain = async {
             while let Ok(n) = stream.read(&mut sink).await {
                 if n == 0 {
@@ -258,5 +301,35 @@ where
             }
         };
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::Worker;
+
+    #[tokio::test]
+    async fn a_connection_task_stays_small() {
+        // The task of every connection is as large as this future, for as long as the
+        // connection lives: a server holding many idle connections pays it for each.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        let worker = Worker::new("websocket://127.0.0.1:0").unwrap();
+        let ctx = Arc::new(super::ServerContext {
+            callbacks: Arc::default(),
+            settings: super::super::Settings::default(),
+            connections: worker.connections(),
+            counters: vec![Arc::default()],
+            #[cfg(feature = "tls")]
+            tls: None,
+        });
+        let task = super::serve(stream, peer, 0, ctx);
+        let size = size_of_val(&task);
+        assert!(size <= 1024, "a connection's future is {size} bytes");
     }
 }

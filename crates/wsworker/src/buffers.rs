@@ -1,0 +1,71 @@
+//! Buffers each worker thread lends to the connection it is working on, so that an idle
+//! connection holds none: a connection borrows the read buffer for one read and gives it
+//! back as soon as every complete frame in it has been handed out. Only a connection with
+//! a partial frame keeps a buffer of its own. (uWebSockets shares one receive buffer per
+//! event loop in the same way.)
+//!
+//! A worker runs one connection at a time on its thread, so one buffer per thread is enough;
+//! when the buffer is out (a connection kept it for a partial frame) the next borrower gets
+//! a new one.
+
+use std::cell::Cell;
+
+use bytes::BytesMut;
+
+/// How much one read may take. Large enough that a busy connection moves big messages in
+/// few reads; it costs one buffer per worker thread, not one per connection.
+pub(crate) const READ_SIZE: usize = 64 * 1024;
+
+thread_local! {
+    static READ: Cell<Option<BytesMut>> = const { Cell::new(None) };
+}
+
+/// The thread's read buffer, empty, with room for at least [`READ_SIZE`] bytes.
+pub(crate) fn borrow_read() -> BytesMut {
+    let mut buf = READ.take().unwrap_or_default();
+    // Reclaims the whole allocation when no payload handed out still points into it, and
+    // allocates a fresh one otherwise.
+    buf.reserve(READ_SIZE);
+    buf
+}
+
+/// Gives an emptied buffer back to the thread, to be lent again.
+pub(crate) fn give_back_read(mut buf: BytesMut) {
+    debug_assert!(buf.is_empty());
+    buf.clear();
+    if buf.capacity() == 0 {
+        return;
+    }
+    // Keep one: the one already there, or this one.
+    let kept = READ.take();
+    READ.set(Some(kept.unwrap_or(buf)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_buffer_is_reused_once_its_payloads_are_gone() {
+        let mut buf = borrow_read();
+        let first = buf.as_ptr();
+        buf.extend_from_slice(b"frame");
+        let payload = buf.split_to(5).freeze();
+        give_back_read(buf);
+        drop(payload);
+        let again = borrow_read();
+        assert!(again.capacity() >= READ_SIZE);
+        assert_eq!(again.as_ptr(), first, "the same allocation, reclaimed");
+    }
+
+    #[test]
+    fn a_payload_still_held_makes_the_next_borrower_get_a_new_buffer() {
+        let mut buf = borrow_read();
+        buf.extend_from_slice(b"frame");
+        let payload = buf.split_to(5).freeze();
+        give_back_read(buf);
+        let again = borrow_read();
+        assert!(again.capacity() >= READ_SIZE);
+        assert_eq!(&payload[..], b"frame", "the payload is untouched");
+    }
+}
