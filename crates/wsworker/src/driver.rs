@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 use tokio_util::io::poll_read_buf;
 use wsworker_proto::{
@@ -135,8 +134,6 @@ impl Default for DriverConfig {
 pub(crate) struct Driver<S, H> {
     io: S,
     conn: Proto,
-    commands: mpsc::UnboundedReceiver<Command>,
-    commands_open: bool,
     shared: Arc<Shared>,
     handler: H,
     config: DriverConfig,
@@ -149,8 +146,6 @@ pub(crate) struct Driver<S, H> {
     keepalive: Option<KeepaliveState>,
     /// The server's counters for this worker; `None` for a client.
     counters: Option<Arc<WorkerCounters>>,
-    /// Commands a callback queued through the outbox; kept to reuse its capacity.
-    outbox: Vec<Command>,
     /// `on_open` was called.
     started: bool,
 }
@@ -201,7 +196,6 @@ where
         io: S,
         conn: Proto,
         shared: Arc<Shared>,
-        commands: mpsc::UnboundedReceiver<Command>,
         handler: H,
         config: DriverConfig,
     ) -> Self {
@@ -217,8 +211,6 @@ where
         Self {
             io,
             conn,
-            commands,
-            commands_open: true,
             shared,
             handler,
             config,
@@ -229,7 +221,6 @@ where
             deadline: None,
             keepalive,
             counters: None,
-            outbox: Vec::new(),
             started: false,
         }
     }
@@ -296,22 +287,11 @@ where
 
     /// Applies commands from handles on other tasks or threads.
     fn poll_commands(&mut self, cx: &mut Context<'_>) -> bool {
-        let mut progressed = false;
-        while self.commands_open {
-            match self.commands.poll_recv(cx) {
-                Poll::Ready(Some(command)) => {
-                    self.shared.taken(&command);
-                    self.apply(command);
-                    progressed = true;
-                }
-                Poll::Ready(None) => {
-                    // Every handle is gone: nobody can send or close any more, so close.
-                    self.commands_open = false;
-                    self.apply(Command::Close(CloseCode::NORMAL, String::new()));
-                    progressed = true;
-                }
-                Poll::Pending => break,
-            }
+        let commands = self.shared.take_commands(cx.waker());
+        let progressed = !commands.is_empty();
+        for command in commands {
+            self.shared.taken(&command);
+            self.apply(command);
         }
         progressed
     }
@@ -475,12 +455,12 @@ where
     /// Runs a handler method with this connection's outbox open, then applies what it sent.
     fn in_scope(&mut self, f: impl FnOnce(&mut H)) {
         let handler = &mut self.handler;
-        let mut sent = std::mem::take(&mut self.outbox);
+        let mut sent = outbox::borrow_list();
         outbox::scope(self.shared.id(), || f(handler), &mut sent);
         for command in sent.drain(..) {
             self.apply(command);
         }
-        self.outbox = sent;
+        outbox::give_back_list(sent);
     }
 
     fn process_events(&mut self) {

@@ -1,5 +1,5 @@
-//! What a connection's handles share with the task that drives it: the command channel,
-//! the ready state and the buffered byte count.
+//! What a connection's handles share with the task that drives it: the inbox of commands
+//! from other tasks and threads, the ready state and the buffered byte count.
 //!
 //! A handle used from inside one of its own connection's callbacks (the usual
 //! `conn.send(..)` in `on_message`) does not go through the channel: the driver is already
@@ -7,12 +7,13 @@
 //! applies as soon as the callback returns — no channel, no lock, no task wake-up.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 use wsworker_proto::{CloseCode, Message, PreparedFrame, ReadyState};
 
 use crate::error::{Error, Result};
@@ -64,12 +65,24 @@ pub(crate) fn contain<R>(f: impl FnOnce() -> R) -> Result<R, String> {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// Commands from other tasks or threads, waiting for the driver.
+///
+/// A mutex and a queue rather than a channel: a channel allocates its first block of slots
+/// when it is made, and every connection would carry it; this holds nothing until a
+/// command comes, and the lock is only ever contended by a sender and the driver.
+#[derive(Debug, Default)]
+struct Inbox {
+    commands: VecDeque<Command>,
+    /// The driver's waker, left when it found the inbox empty.
+    waker: Option<Waker>,
+}
+
 /// State shared by a connection's handles and its driver.
 #[derive(Debug)]
 pub(crate) struct Shared {
     id: u64,
-    tx: mpsc::UnboundedSender<Command>,
-    /// Bytes sent through the channel and not yet taken by the driver.
+    inbox: Mutex<Inbox>,
+    /// Bytes sent through the inbox and not yet taken by the driver.
     pending: AtomicUsize,
     /// Bytes in the protocol's send queue, as last published by the driver.
     queued: AtomicUsize,
@@ -77,16 +90,32 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new() -> (Arc<Self>, mpsc::UnboundedReceiver<Command>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let shared = Self {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            tx,
+            inbox: Mutex::default(),
             pending: AtomicUsize::new(0),
             queued: AtomicUsize::new(0),
             state: AtomicU8::new(ReadyState::Connecting as u8),
-        };
-        (Arc::new(shared), rx)
+        })
+    }
+
+    fn inbox(&self) -> MutexGuard<'_, Inbox> {
+        // A command queue stays consistent whatever panicked while it was locked.
+        self.inbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the commands waiting for the driver, in order; when there are none, leaves
+    /// `waker` to be woken by the next one.
+    pub(crate) fn take_commands(&self, waker: &Waker) -> VecDeque<Command> {
+        let mut inbox = self.inbox();
+        if inbox.commands.is_empty() {
+            match &inbox.waker {
+                Some(known) if known.will_wake(waker) => {}
+                _ => inbox.waker = Some(waker.clone()),
+            }
+        }
+        std::mem::take(&mut inbox.commands)
     }
 
     pub(crate) fn id(&self) -> u64 {
@@ -114,13 +143,13 @@ impl Shared {
         self.queued.store(bytes, Ordering::Relaxed);
     }
 
-    /// Called by the driver for each command it takes from the channel.
+    /// Called by the driver for each command it takes from the inbox.
     pub(crate) fn taken(&self, command: &Command) {
         self.pending.fetch_sub(command.weight(), Ordering::Relaxed);
     }
 
     /// Hands a command to the driver: through the outbox when the driver is running this
-    /// connection's callback on this thread, through the channel otherwise.
+    /// connection's callback on this thread, through the inbox otherwise.
     pub(crate) fn submit(&self, command: Command) -> Result<()> {
         if self.ready_state() >= ReadyState::Closing {
             return Err(Error::Closed);
@@ -128,12 +157,16 @@ impl Shared {
         let Err(command) = outbox::push(self.id, command) else {
             return Ok(());
         };
-        let weight = command.weight();
-        self.pending.fetch_add(weight, Ordering::Relaxed);
-        self.tx.send(command).map_err(|_| {
-            self.pending.fetch_sub(weight, Ordering::Relaxed);
-            Error::Closed
-        })
+        self.pending.fetch_add(command.weight(), Ordering::Relaxed);
+        let waker = {
+            let mut inbox = self.inbox();
+            inbox.commands.push_back(command);
+            inbox.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        Ok(())
     }
 }
 
@@ -144,6 +177,20 @@ pub(crate) mod outbox {
     thread_local! {
         static CURRENT: Cell<u64> = const { Cell::new(0) };
         static COMMANDS: RefCell<Vec<Command>> = const { RefCell::new(Vec::new()) };
+        /// A list for the driver to move a callback's commands into, lent so that no
+        /// connection keeps one of its own.
+        static SPARE: Cell<Vec<Command>> = const { Cell::new(Vec::new()) };
+    }
+
+    /// An empty list to pass to [`scope`].
+    pub(crate) fn borrow_list() -> Vec<Command> {
+        SPARE.take()
+    }
+
+    /// Gives back the list from [`borrow_list`], emptied.
+    pub(crate) fn give_back_list(list: Vec<Command>) {
+        debug_assert!(list.is_empty());
+        SPARE.set(list);
     }
 
     /// Queues `command` if `id`'s callback is running on this thread; gives it back if not.

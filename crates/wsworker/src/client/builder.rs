@@ -273,7 +273,7 @@ impl WebSocketBuilder {
             }),
             Err(_) => None,
         };
-        let (shared, commands) = Shared::new();
+        let shared = Shared::new();
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let url = std::mem::take(&mut self.url);
         let ws = WebSocket::new_connecting(url, Arc::clone(&shared), events_rx);
@@ -288,7 +288,7 @@ impl WebSocketBuilder {
             tls,
             extensions: self.extensions,
         };
-        tokio::spawn(connect::run(attempt, shared, commands, handler));
+        tokio::spawn(connect::run(attempt, shared, handler));
         ws
     }
 

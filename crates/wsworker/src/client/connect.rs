@@ -9,7 +9,6 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use wsworker_proto::handshake::{ClientHandshake, Response};
 use wsworker_proto::{Config, Connection as Proto, ReadyState, Role};
@@ -17,7 +16,7 @@ use wsworker_proto::{Config, Connection as Proto, ReadyState, Role};
 use super::handler::ClientHandler;
 use crate::driver::{Driver, DriverConfig};
 use crate::error::{Error, Result};
-use crate::shared::{Command, Shared};
+use crate::shared::Shared;
 
 /// How much room each read of the response head gets.
 const READ_CHUNK: usize = 4096;
@@ -46,12 +45,7 @@ enum Stream {
 
 /// Connects, then drives the connection to its end; every outcome is reported through
 /// `handler`.
-pub(super) async fn run(
-    attempt: Attempt,
-    shared: Arc<Shared>,
-    commands: mpsc::UnboundedReceiver<Command>,
-    handler: ClientHandler,
-) {
+pub(super) async fn run(attempt: Attempt, shared: Arc<Shared>, handler: ClientHandler) {
     let established = match attempt.handshake {
         Ok(mut handshake) => tokio::select! {
             biased;
@@ -94,9 +88,9 @@ pub(super) async fn run(
         ..DriverConfig::default()
     };
     match stream {
-        Stream::Plain(stream) => drive(stream, proto, shared, commands, handler, config).await,
+        Stream::Plain(stream) => drive(stream, proto, shared, handler, config).await,
         #[cfg(feature = "tls")]
-        Stream::Tls(stream) => drive(*stream, proto, shared, commands, handler, config).await,
+        Stream::Tls(stream) => drive(*stream, proto, shared, handler, config).await,
     }
 }
 
@@ -104,11 +98,10 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     proto: Proto,
     shared: Arc<Shared>,
-    commands: mpsc::UnboundedReceiver<Command>,
     handler: ClientHandler,
     config: DriverConfig,
 ) {
-    Driver::new(stream, proto, shared, commands, handler, config).await;
+    Driver::new(stream, proto, shared, handler, config).await;
 }
 
 /// The TCP connection, the TLS handshake when there is a connector, and the opening

@@ -204,7 +204,7 @@ where
     }
 
     let proto = Proto::with_buffer(Role::Server, config, rest);
-    let (shared, commands) = Shared::new();
+    let shared = Shared::new();
     let conn = Connection::new(shared.clone(), worker_id, peer, request, protocol);
     let handler = ServerHandler {
         conn,
@@ -212,7 +212,7 @@ where
         registry: ctx.connections.clone(),
     };
     Some(
-        Driver::new(stream, proto, shared, commands, handler, settings.driver)
+        Driver::new(stream, proto, shared, handler, settings.driver)
             .with_counters(counters.clone()),
     )
 }
