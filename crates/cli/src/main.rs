@@ -1,6 +1,7 @@
 //! `wsworker`: the hello server from the classic Workerman tutorial and its demo page
-//! (`serve`), and a client for the terminal (`connect`).
+//! (`serve`), a client for the terminal (`connect`), and a load generator (`bench`).
 
+mod bench;
 mod connect;
 mod serve;
 
@@ -22,6 +23,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Connect to a WebSocket server: stdin lines out, messages in (or --send for scripts).
     Connect(connect::ConnectArgs),
+    /// Load-test an echo server: many connections, messages in flight, round-trip times.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -29,6 +32,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Connect(args) => connect::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,81 +1,14 @@
 //! The `wsworker` command as a user runs it: the real binary, on loopback.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use common::Serve;
+
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// A running `wsworker serve`, stopped with SIGTERM (by its PID) when dropped.
-struct Serve {
-    child: Child,
-    addr: SocketAddr,
-    /// Where `--metrics` serves, when it was given.
-    metrics: Option<SocketAddr>,
-}
-
-impl Serve {
-    fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wsworker"))
-            .arg("serve")
-            .args(args)
-            .args(["--log-level", "warn"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let first = lines.next().unwrap().unwrap();
-        // "wsworker serving hello on ws://127.0.0.1:PORT with N workers" (wss:// with TLS)
-        let addr = first
-            .split_whitespace()
-            .find_map(|word| word.strip_prefix("ws://").or(word.strip_prefix("wss://")))
-            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
-            .parse()
-            .unwrap();
-        let mut second = lines.next().unwrap().unwrap();
-        // "metrics at http://127.0.0.1:PORT/metrics" with --metrics
-        let metrics = second
-            .strip_prefix("metrics at http://")
-            .map(|rest| rest.trim_end_matches("/metrics").parse().unwrap());
-        if metrics.is_some() {
-            second = lines.next().unwrap().unwrap();
-        }
-        assert!(second.contains("in a browser"), "{second}");
-        Self {
-            child,
-            addr,
-            metrics,
-        }
-    }
-
-    fn stop(mut self) -> i32 {
-        terminate(&self.child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn terminate(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
 
 fn http_get(addr: SocketAddr, path: &str) -> String {
     let mut stream = TcpStream::connect(addr).unwrap();

@@ -1,0 +1,409 @@
+//! `wsworker bench URL`: a load generator for WebSocket echo servers.
+//!
+//! It opens `--conns` connections (at most [`MAX_CONCURRENT_HANDSHAKES`] handshakes at a
+//! time, or `--connect-rate` per second), then, once every one has been tried, runs the
+//! measured window of `--duration` seconds on all of them at once: closed loop (each
+//! connection keeps `--inflight` messages outstanding) or paced (`--rate` messages per
+//! second in all). Every echo is compared with what was sent. After the window, connections
+//! stop sending, wait for their last echoes and close (1000); then the report: connections,
+//! handshakes per second, echoes per second, payload MB/s, round-trip percentiles, errors
+//! by kind, and the generator's own CPU time per message. `--idle N` only holds N
+//! connections open through the window, to measure handshakes and idle connections.
+//!
+//! The client is built to be cheap, so that one core of it can saturate a fast server: a
+//! current-thread runtime by default, the handshake from `wsworker_proto`, and raw TCP after
+//! it (see [`conn`]); permessage-deflate is never offered.
+//!
+//! - [`conn`]: one connection's handshake and traffic loop;
+//! - [`frames`]: the frames sent and the parser of the replies;
+//! - [`stats`]: the shared counts and histograms;
+//! - [`report`]: the figures, as JSON or text;
+//! - [`cpu`]: the process's CPU time.
+
+mod conn;
+mod cpu;
+mod frames;
+mod report;
+mod stats;
+
+use std::io::{IsTerminal as _, Write as _};
+use std::net::{IpAddr, ToSocketAddrs as _};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until, timeout};
+use wsworker_proto::handshake::ClientHandshake;
+
+use conn::{CLOSE_TIMEOUT, DRAIN_TIMEOUT, Plan, Start};
+use report::Report;
+use stats::{ErrorKind, Stats};
+
+/// Handshakes in progress at once: enough to open thousands of connections quickly, few
+/// enough not to overflow the server's accept queue (its listen backlog).
+const MAX_CONCURRENT_HANDSHAKES: usize = 64;
+
+/// Source addresses used by default for a target on 127.0.0.0/8.
+const DEFAULT_SOURCE_IPS: u8 = 8;
+
+/// Exit status for arguments that parse but cannot be used (as clap's own usage errors).
+const USAGE_ERROR: u8 = 2;
+
+/// Arguments of `wsworker bench`.
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// The echo server: ws://HOST:PORT/PATH (wss:// is not supported: the bench measures
+    /// the server, not TLS).
+    #[arg(value_parser = parse_url)]
+    url: ClientHandshake,
+    /// Connections to open.
+    #[arg(long, default_value_t = 100, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    conns: u32,
+    /// Payload bytes per message.
+    #[arg(long, default_value_t = 20, value_name = "BYTES",
+          value_parser = clap::value_parser!(u32).range(0..=64 << 20))]
+    size: u32,
+    /// Text messages (ASCII letters) [the default].
+    #[arg(long, conflicts_with = "binary")]
+    text: bool,
+    /// Binary messages (random bytes).
+    #[arg(long)]
+    binary: bool,
+    /// Messages in flight per connection (with --rate: at most).
+    #[arg(long, default_value_t = 16, value_name = "K",
+          value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    inflight: u32,
+    /// Seconds of measured traffic (fractions allowed).
+    #[arg(long, default_value_t = 10.0, value_name = "SECS", value_parser = positive)]
+    duration: f64,
+    /// Messages per second over all connections, evenly paced (latency under a given load);
+    /// without it each connection keeps --inflight messages outstanding (closed loop).
+    #[arg(long, value_name = "MSGS_PER_S", value_parser = positive)]
+    rate: Option<f64>,
+    /// Handshakes per second at most while connecting (default: as fast as the server
+    /// answers, with at most 64 in progress).
+    #[arg(long, value_name = "HANDSHAKES_PER_S", value_parser = positive)]
+    connect_rate: Option<f64>,
+    /// Open N connections and hold them without traffic for --duration; report how fast they
+    /// opened.
+    #[arg(long, value_name = "N", conflicts_with_all = ["conns", "size", "text", "binary", "inflight", "rate"],
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    idle: Option<u32>,
+    /// Bind connections to 127.0.0.1 … 127.0.0.N in turn, so that more connections fit the
+    /// ephemeral ports (default: 8 for a target on 127.0.0.0/8, else the kernel's choice).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=254))]
+    source_ips: Option<u8>,
+    /// Runtime worker threads (1: a single-thread runtime, one core for the load).
+    #[arg(long, default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: u16,
+    /// Print the report as one JSON object on stdout: messages are the echoes received in
+    /// the measured window (duration_s), mb_per_s their payload bytes per second one way
+    /// (in millions), rtt_us round trips in microseconds, client_cpu_s this process's CPU
+    /// time in the window; null where a figure does not apply.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A `ws://` URL, checked as the handshake will use it.
+fn parse_url(url: &str) -> Result<ClientHandshake, String> {
+    let handshake = ClientHandshake::new(url).map_err(|error| error.to_string())?;
+    if handshake.is_tls() {
+        return Err(
+            "wss:// is not supported by bench (it measures the server on plain TCP)".to_owned(),
+        );
+    }
+    Ok(handshake)
+}
+
+/// A finite number above zero.
+fn positive(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if value.is_finite() && value > 0.0 => Ok(value),
+        Ok(_) => Err("must be a number above 0".to_owned()),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+/// Runs the bench: 0 when it completed without any error, 1 otherwise, 2 for arguments
+/// that cannot be used with this target.
+pub(crate) fn run(args: BenchArgs) -> Result<ExitCode, wsworker::Error> {
+    let host = args.url.host().to_owned();
+    // Resolved before the runtime starts: no blocking thread comes and goes during the run.
+    let target = match (host.as_str(), args.url.port()).to_socket_addrs() {
+        Ok(mut addrs) => match addrs.next() {
+            Some(addr) => addr,
+            None => return Ok(fail_line(&format!("{host} has no address"))),
+        },
+        Err(error) => return Ok(fail_line(&format!("cannot resolve {host}: {error}"))),
+    };
+    let loopback_v4 = matches!(target.ip(), IpAddr::V4(ip) if ip.is_loopback());
+    let source_ips = match args.source_ips {
+        Some(n) if n > 1 && !loopback_v4 => {
+            eprintln!(
+                "wsworker bench: --source-ips needs a target on 127.0.0.0/8, not {}",
+                target.ip()
+            );
+            return Ok(ExitCode::from(USAGE_ERROR));
+        }
+        Some(n) => n,
+        None if loopback_v4 => DEFAULT_SOURCE_IPS,
+        None => 1,
+    };
+    let idle = args.idle.is_some();
+    let conns = args.idle.unwrap_or(args.conns) as usize;
+    raise_open_file_limit(conns);
+    let plan = Arc::new(Plan {
+        handshake: args.url.clone(),
+        target,
+        source_ips,
+        size: args.size as usize,
+        binary: args.binary,
+        inflight: if idle { 0 } else { args.inflight as usize },
+        conns,
+    });
+    let runtime = if args.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(usize::from(args.threads))
+            .enable_all()
+            .build()?
+    };
+    let settings = Settings {
+        duration: Duration::from_secs_f64(args.duration),
+        rate: args.rate,
+        connect_rate: args.connect_rate,
+        shards: usize::from(args.threads),
+    };
+    let measured = runtime.block_on(drive(Arc::clone(&plan), settings));
+    drop(runtime);
+    let report = Report {
+        url: args.url.url().to_owned(),
+        conns,
+        idle,
+        size: plan.size,
+        binary: plan.binary,
+        inflight: plan.inflight,
+        rate: args.rate,
+        window_s: measured.window_s,
+        opened: measured.opened,
+        failed: measured.failed,
+        connect_s: measured.connect_s,
+        counts: measured.stats.merged(),
+        cpu_ns: measured.cpu_ns,
+    };
+    let mut stdout = std::io::stdout().lock();
+    // A reader that went away must not turn into a panic: the status still tells.
+    let _ = if args.json {
+        writeln!(stdout, "{}", report.to_json())
+    } else {
+        write!(stdout, "{}", report.to_text())
+    };
+    let _ = stdout.flush();
+    for line in report.error_lines() {
+        eprintln!("wsworker bench: {line}");
+    }
+    if report.opened == 0 {
+        eprintln!(
+            "wsworker bench: no connection to {} could be opened",
+            report.url
+        );
+    }
+    Ok(if report.succeeded() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Prints `message` as the one line of a run that could not start; exit status 1.
+fn fail_line(message: &str) -> ExitCode {
+    eprintln!("wsworker bench: {message}");
+    ExitCode::FAILURE
+}
+
+/// Raises the soft limit on open files towards what `conns` connections need, as far as the
+/// hard limit allows, and warns when that is not enough.
+fn raise_open_file_limit(conns: usize) {
+    let needed = conns as u64 + 64;
+    match rlimit::increase_nofile_limit(needed) {
+        Ok(limit) if limit < needed => eprintln!(
+            "wsworker bench: the open-file limit is {limit}: not all of {conns} connections \
+             can open (raise the hard limit, as with `ulimit -Hn`)"
+        ),
+        _ => {}
+    }
+}
+
+/// The parts of the arguments the driver needs.
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    duration: Duration,
+    rate: Option<f64>,
+    connect_rate: Option<f64>,
+    shards: usize,
+}
+
+/// What [`drive`] measured.
+struct Measured {
+    stats: Arc<Stats>,
+    opened: u64,
+    failed: u64,
+    connect_s: f64,
+    window_s: f64,
+    cpu_ns: Option<u64>,
+}
+
+/// The run: connect phase, window, drain and close.
+async fn drive(plan: Arc<Plan>, settings: Settings) -> Measured {
+    let stats = Arc::new(Stats::new(settings.shards));
+    let conns = plan.conns;
+    let progress = Progress {
+        enabled: std::io::stderr().is_terminal(),
+    };
+    let mut ticks = interval_at(
+        Instant::now() + Duration::from_secs(1),
+        Duration::from_secs(1),
+    );
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
+
+    let (dialed_tx, mut dialed) = mpsc::unbounded_channel();
+    let (start_tx, start_rx) = watch::channel(None);
+    let connect_began = Instant::now();
+    let dialer = tokio::spawn(dial_all(
+        Arc::clone(&plan),
+        settings.connect_rate,
+        dialed_tx,
+        start_rx,
+        Arc::clone(&stats),
+    ));
+    let (mut opened, mut failed) = (0u64, 0u64);
+    while opened + failed < conns as u64 {
+        tokio::select! {
+            outcome = dialed.recv() => match outcome {
+                Some(true) => opened += 1,
+                Some(false) => failed += 1,
+                None => break,
+            },
+            _ = ticks.tick() => progress.show(&format!(
+                "connecting: {opened} of {conns} open, {failed} failed"
+            )),
+        }
+    }
+    let connect_s = connect_began.elapsed().as_secs_f64();
+    let mut tasks = dialer.await.unwrap_or_default();
+
+    let mut measured = Measured {
+        stats: Arc::clone(&stats),
+        opened,
+        failed,
+        connect_s,
+        window_s: 0.0,
+        cpu_ns: None,
+    };
+    if opened > 0 {
+        let cpu_before = cpu::process_cpu_ns();
+        let at = Instant::now();
+        let stop = at + settings.duration;
+        start_tx.send_replace(Some(Start {
+            at,
+            stop,
+            interval: settings.rate.map(|rate| opened as f64 / rate),
+        }));
+        let (mut last_messages, mut last_tick) = (0, at);
+        loop {
+            tokio::select! {
+                () = sleep_until(stop) => break,
+                now = ticks.tick() => {
+                    let (messages, errors) = stats.progress();
+                    let rate = (messages - last_messages) as f64
+                        / now.duration_since(last_tick).as_secs_f64().max(1e-3);
+                    (last_messages, last_tick) = (messages, now);
+                    progress.show(&format!(
+                        "{:.0} s: {rate:.0} msgs/s, {messages} messages, {errors} errors",
+                        (now - at).as_secs_f64()
+                    ));
+                }
+            }
+        }
+        let cpu_after = cpu::process_cpu_ns();
+        measured.window_s = stop.duration_since(at).as_secs_f64();
+        measured.cpu_ns = cpu_before
+            .zip(cpu_after)
+            .map(|(before, after)| after.saturating_sub(before));
+        progress.show("draining and closing");
+    }
+    // Dropping the sender calls the run off for connections that never saw a window.
+    drop(start_tx);
+    // Each connection bounds its own drain and close; this only guards against a bug.
+    let limit = DRAIN_TIMEOUT + CLOSE_TIMEOUT + Duration::from_secs(5);
+    if timeout(limit, async { while tasks.join_next().await.is_some() {} })
+        .await
+        .is_err()
+    {
+        for _ in 0..tasks.len() {
+            stats.error(0, ErrorKind::Timeout, "a connection did not finish closing");
+        }
+        tasks.abort_all();
+    }
+    progress.clear();
+    measured
+}
+
+/// Starts every connection: paced by `connect_rate` if given, and never more than
+/// [`MAX_CONCURRENT_HANDSHAKES`] handshakes at once. Returns the connections' tasks.
+async fn dial_all(
+    plan: Arc<Plan>,
+    connect_rate: Option<f64>,
+    dialed: mpsc::UnboundedSender<bool>,
+    start: watch::Receiver<Option<Start>>,
+    stats: Arc<Stats>,
+) -> JoinSet<()> {
+    let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
+    let began = Instant::now();
+    let mut tasks = JoinSet::new();
+    for index in 0..plan.conns {
+        if let Some(rate) = connect_rate {
+            sleep_until(began + Duration::from_secs_f64(index as f64 / rate)).await;
+        }
+        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+            break;
+        };
+        tasks.spawn(conn::run(
+            index,
+            Arc::clone(&plan),
+            permit,
+            dialed.clone(),
+            start.clone(),
+            Arc::clone(&stats),
+        ));
+    }
+    tasks
+}
+
+/// The live progress line on stderr: one line rewritten in place, once a second, and only
+/// when stderr is a terminal (nothing in logs and pipes).
+struct Progress {
+    enabled: bool,
+}
+
+impl Progress {
+    fn show(&self, text: &str) {
+        if self.enabled {
+            let mut stderr = std::io::stderr().lock();
+            let _ = write!(stderr, "\r\x1b[2K{text}");
+            let _ = stderr.flush();
+        }
+    }
+
+    fn clear(&self) {
+        self.show("");
+    }
+}

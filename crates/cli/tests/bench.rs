@@ -1,0 +1,529 @@
+//! `wsworker bench` as a user runs it: the real binary against real servers on loopback,
+//! `wsworker serve` and small servers written here that echo wrongly (or rightly, but in
+//! fragments and with pings). Every run is short and bounded; no assertion is about speed.
+
+mod common;
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::Serve;
+use serde_json::Value;
+use wsworker_proto::handshake::ServerHandshake;
+use wsworker_proto::{Config, Connection, Event, Message, Role};
+
+/// No bench run of these tests may take longer than this.
+const RUN_LIMIT: Duration = Duration::from_secs(60);
+
+/// What a bench run left: its exit status, its output, and its stdout as JSON if it is.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+    json: Option<Value>,
+}
+
+impl Run {
+    /// A figure of the JSON report, by its path of keys.
+    fn get(&self, path: &[&str]) -> &Value {
+        let mut value = self
+            .json
+            .as_ref()
+            .unwrap_or_else(|| panic!("no JSON: {}\n{}", self.stdout, self.stderr));
+        for key in path {
+            value = value
+                .get(key)
+                .unwrap_or_else(|| panic!("no {path:?} in {}", self.stdout));
+        }
+        value
+    }
+
+    fn number(&self, path: &[&str]) -> f64 {
+        self.get(path)
+            .as_f64()
+            .unwrap_or_else(|| panic!("{path:?} is not a number: {}", self.stdout))
+    }
+
+    fn errors(&self, kind: &str) -> f64 {
+        self.number(&["errors", kind])
+    }
+}
+
+/// Runs `wsworker bench ARGS`, killed and failed past [`RUN_LIMIT`].
+fn bench(args: &[&str]) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wsworker"))
+        .arg("bench")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read both pipes on their own threads so that a full pipe cannot stall the child.
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let stdout = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = out.read_to_string(&mut text);
+        text
+    });
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = err.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + RUN_LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("bench {args:?} ran over {RUN_LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = stdout.join().unwrap();
+    let stderr = stderr.join().unwrap();
+    assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    Run {
+        code: status.code().unwrap_or(-1),
+        json: serde_json::from_str(stdout.trim()).ok(),
+        stdout,
+        stderr,
+    }
+}
+
+/// The keys of the JSON report, exactly.
+fn assert_report_keys(run: &Run) {
+    let keys = |value: &Value| -> Vec<String> {
+        let mut keys: Vec<_> = value.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    };
+    let mut expected = [
+        "url",
+        "conns",
+        "size",
+        "binary",
+        "inflight",
+        "duration_s",
+        "connections_opened",
+        "connections_failed",
+        "handshakes_per_s",
+        "messages",
+        "msgs_per_s",
+        "mb_per_s",
+        "rtt_us",
+        "errors",
+        "client_cpu_s",
+        "client_cpu_ns_per_msg",
+    ];
+    expected.sort_unstable();
+    assert_eq!(keys(run.get(&[])), expected, "{}", run.stdout);
+    assert_eq!(keys(run.get(&["rtt_us"])), ["max", "p50", "p99", "p999"]);
+    assert_eq!(
+        keys(run.get(&["errors"])),
+        ["connect", "handshake", "mismatch", "protocol", "timeout"]
+    );
+}
+
+/// A clean run: exit 0, echoes, and no error of any kind.
+fn assert_clean(run: &Run) {
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    for kind in ["connect", "handshake", "protocol", "mismatch", "timeout"] {
+        assert_eq!(run.errors(kind), 0.0, "{kind}: {}", run.stdout);
+    }
+}
+
+#[test]
+fn a_short_run_against_serve_echo_is_clean() {
+    let serve = Serve::start(&["websocket://127.0.0.1:0", "--mode", "echo", "--count", "1"]);
+    let url = serve.url();
+    let run = bench(&[&url, "--conns", "20", "--duration", "1.5", "--json"]);
+    assert_clean(&run);
+    assert_report_keys(&run);
+    assert_eq!(run.get(&["url"]), &Value::from(url.as_str()));
+    assert_eq!(run.number(&["conns"]), 20.0);
+    assert_eq!(run.number(&["size"]), 20.0);
+    assert_eq!(run.get(&["binary"]), &Value::Bool(false));
+    assert_eq!(run.number(&["inflight"]), 16.0);
+    assert_eq!(run.number(&["connections_opened"]), 20.0);
+    assert_eq!(run.number(&["connections_failed"]), 0.0);
+    assert!(run.number(&["messages"]) > 0.0, "{}", run.stdout);
+    assert!(run.number(&["msgs_per_s"]) > 0.0);
+    assert!(run.number(&["handshakes_per_s"]) > 0.0);
+    let p50 = run.number(&["rtt_us", "p50"]);
+    assert!(p50 > 0.0 && p50 <= run.number(&["rtt_us", "p99"]));
+    assert!(run.number(&["rtt_us", "p999"]) <= run.number(&["rtt_us", "max"]));
+    // Payload bytes echoed per second, one way.
+    let mb = run.number(&["messages"]) * 20.0 / 1e6 / run.number(&["duration_s"]);
+    assert!(
+        (run.number(&["mb_per_s"]) - mb).abs() < 0.01,
+        "{}",
+        run.stdout
+    );
+    assert!(run.number(&["client_cpu_s"]) >= 0.0);
+    assert!(run.number(&["client_cpu_ns_per_msg"]) >= 0.0);
+}
+
+#[test]
+fn large_binary_messages_paced_runs_and_the_text_report() {
+    let serve = Serve::start(&["websocket://127.0.0.1:0", "--mode", "echo", "--count", "1"]);
+    let url = serve.url();
+    // 100,000 bytes: the 8-byte length form, several reads per echo.
+    let run = bench(&[
+        &url,
+        "--binary",
+        "--size",
+        "100000",
+        "--conns",
+        "4",
+        "--inflight",
+        "4",
+        "--duration",
+        "1",
+        "--json",
+    ]);
+    assert_clean(&run);
+    assert_eq!(run.get(&["binary"]), &Value::Bool(true));
+    assert!(run.number(&["messages"]) > 0.0, "{}", run.stdout);
+
+    // --rate paces the sends (and --threads runs them on several threads).
+    let run = bench(&[
+        &url,
+        "--rate",
+        "500",
+        "--conns",
+        "10",
+        "--duration",
+        "1",
+        "--threads",
+        "2",
+        "--size",
+        "126",
+        "--json",
+    ]);
+    assert_clean(&run);
+    let messages = run.number(&["messages"]);
+    assert!(
+        messages > 0.0 && messages <= 500.0 * 1.0 + 10.0,
+        "{}",
+        run.stdout
+    );
+
+    // Without --json: a table on stdout, nothing on stderr (not a terminal).
+    let run = bench(&[&url, "--conns", "2", "--duration", "0.5", "--text"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.json.is_none());
+    for label in [
+        "connections",
+        "echoed",
+        "msgs/s",
+        "rtt",
+        "p99.9",
+        "errors",
+        "none",
+        "client cpu",
+    ] {
+        assert!(run.stdout.contains(label), "{label}: {}", run.stdout);
+    }
+    assert_eq!(run.stderr, "");
+}
+
+#[test]
+fn idle_connections_are_held_and_counted() {
+    let serve = Serve::start(&["websocket://127.0.0.1:0", "--mode", "echo", "--count", "1"]);
+    let run = bench(&[&serve.url(), "--idle", "50", "--duration", "0.5", "--json"]);
+    assert_clean(&run);
+    assert_report_keys(&run);
+    assert_eq!(run.number(&["conns"]), 50.0);
+    assert_eq!(run.number(&["connections_opened"]), 50.0);
+    assert!(run.number(&["handshakes_per_s"]) > 0.0);
+    for path in [
+        &["messages"][..],
+        &["msgs_per_s"],
+        &["mb_per_s"],
+        &["rtt_us", "p50"],
+        &["size"],
+        &["client_cpu_ns_per_msg"],
+    ] {
+        assert!(run.get(path).is_null(), "{path:?}: {}", run.stdout);
+    }
+    // --connect-rate paces the handshakes (20 at 100/s: about 0.2 s).
+    let run = bench(&[
+        &serve.url(),
+        "--idle",
+        "20",
+        "--connect-rate",
+        "100",
+        "--duration",
+        "0.2",
+        "--json",
+    ]);
+    assert_clean(&run);
+    assert!(run.number(&["handshakes_per_s"]) < 1000.0, "{}", run.stdout);
+}
+
+/// What the servers written here do with each message.
+#[derive(Debug, Clone, Copy)]
+enum Behaviour {
+    /// Echo it with its first byte changed.
+    Flip,
+    /// Echo it in fragments of 7 bytes, with a ping before every 10th.
+    FragmentAndPing,
+    /// Never answer (but answer the closing handshake).
+    Swallow,
+}
+
+/// A WebSocket server on loopback made from `wsworker_proto` alone, a thread per connection.
+/// Returns its address and the number of pongs it received.
+fn misbehaving_server(behaviour: Behaviour) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let pongs = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&pongs);
+    // The threads end with the test process.
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let pongs = Arc::clone(&counter);
+            std::thread::spawn(move || {
+                let _ = serve_connection(stream, behaviour, &pongs);
+            });
+        }
+    });
+    (addr, pongs)
+}
+
+fn serve_connection(
+    mut stream: TcpStream,
+    behaviour: Behaviour,
+    pongs: &AtomicUsize,
+) -> io::Result<()> {
+    let invalid = |error: &dyn std::fmt::Display| io::Error::other(error.to_string());
+    stream.set_nodelay(true)?;
+    let mut buf = vec![0u8; 64 << 10];
+    let mut handshake = ServerHandshake::new();
+    let (request, rest) = loop {
+        let read = stream.read(&mut buf)?;
+        if read == 0 {
+            return Ok(());
+        }
+        if let Some(done) = handshake.receive(&buf[..read]).map_err(|e| invalid(&e))? {
+            break done;
+        }
+    };
+    let response = request.accept(None, None, &[]).map_err(|e| invalid(&e))?;
+    stream.write_all(&response)?;
+    let mut conn = Connection::new(Role::Server, Config::default());
+    conn.receive(&rest);
+    let mut messages = 0usize;
+    loop {
+        while let Some(event) = conn.poll_event().map_err(|e| invalid(&e))? {
+            match event {
+                Event::Message(message) => {
+                    messages += 1;
+                    reply(&mut conn, behaviour, message, messages).map_err(|e| invalid(&e))?;
+                }
+                Event::Pong(_) => {
+                    pongs.fetch_add(1, Ordering::Relaxed);
+                }
+                Event::Close(_) => {
+                    while let Some(bytes) = conn.poll_transmit() {
+                        stream.write_all(&bytes)?;
+                    }
+                    return Ok(());
+                }
+                _ => {}
+            }
+        }
+        while let Some(bytes) = conn.poll_transmit() {
+            stream.write_all(&bytes)?;
+        }
+        let read = stream.read(&mut buf)?;
+        if read == 0 {
+            return Ok(());
+        }
+        conn.receive(&buf[..read]);
+    }
+}
+
+fn reply(
+    conn: &mut Connection,
+    behaviour: Behaviour,
+    message: Message,
+    count: usize,
+) -> Result<(), wsworker_proto::Error> {
+    match behaviour {
+        Behaviour::Flip => match message {
+            Message::Text(text) => {
+                // ASCII letters swap case: still valid UTF-8, no longer the same.
+                let mut bytes = text.as_bytes().to_vec();
+                if let Some(first) = bytes.first_mut() {
+                    *first ^= 0x20;
+                }
+                conn.send_text(String::from_utf8(bytes).unwrap())
+            }
+            Message::Binary(data) => {
+                let mut bytes = data.to_vec();
+                if let Some(first) = bytes.first_mut() {
+                    *first ^= 0xff;
+                }
+                conn.send_binary(bytes)
+            }
+        },
+        Behaviour::FragmentAndPing => {
+            if count % 10 == 1 {
+                conn.send_ping(&b"are you there"[..])?;
+            }
+            conn.send_fragmented(message, 7)
+        }
+        Behaviour::Swallow => Ok(()),
+    }
+}
+
+#[test]
+fn a_server_that_changes_a_byte_is_caught() {
+    let (addr, _) = misbehaving_server(Behaviour::Flip);
+    let url = format!("ws://{addr}/");
+    for kind in ["--text", "--binary"] {
+        let run = bench(&[&url, kind, "--conns", "3", "--duration", "0.5", "--json"]);
+        assert_eq!(run.code, 1, "{kind}: {}\n{}", run.stdout, run.stderr);
+        assert_report_keys(&run);
+        assert!(run.errors("mismatch") > 0.0, "{}", run.stdout);
+        assert_eq!(run.errors("protocol"), 0.0, "{}", run.stderr);
+        assert_eq!(run.number(&["messages"]), 0.0, "{}", run.stdout);
+        // The first mismatch is shown.
+        assert!(run.stderr.contains("mismatch error"), "{}", run.stderr);
+        assert!(
+            run.stderr.contains("first difference at byte 0"),
+            "{}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn fragmented_echoes_and_server_pings_are_handled() {
+    let (addr, pongs) = misbehaving_server(Behaviour::FragmentAndPing);
+    let url = format!("ws://{addr}/");
+    let run = bench(&[
+        &url,
+        "--conns",
+        "3",
+        "--size",
+        "100",
+        "--duration",
+        "0.5",
+        "--json",
+    ]);
+    assert_clean(&run);
+    assert!(run.number(&["messages"]) > 0.0, "{}", run.stdout);
+    assert!(pongs.load(Ordering::Relaxed) > 0, "no pong came back");
+}
+
+#[test]
+fn missing_echoes_are_timeouts_after_a_bounded_wait() {
+    let (addr, _) = misbehaving_server(Behaviour::Swallow);
+    let url = format!("ws://{addr}/");
+    let began = Instant::now();
+    let run = bench(&[&url, "--conns", "2", "--duration", "0.2", "--json"]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.errors("timeout"), 2.0, "{}", run.stdout);
+    assert_eq!(run.number(&["messages"]), 0.0);
+    assert!(run.get(&["rtt_us", "p50"]).is_null(), "{}", run.stdout);
+    assert!(
+        run.stderr.contains("echoes still outstanding"),
+        "{}",
+        run.stderr
+    );
+    // The wait for the last echoes is bounded (2 s), not the test's limit.
+    assert!(began.elapsed() < RUN_LIMIT / 2);
+}
+
+#[test]
+fn a_server_that_closes_the_connection_is_a_protocol_error() {
+    // Messages over the server's limit make it close with 1009.
+    let serve = Serve::start(&[
+        "websocket://127.0.0.1:0",
+        "--mode",
+        "echo",
+        "--count",
+        "1",
+        "--max-message-size",
+        "10",
+    ]);
+    let run = bench(&[&serve.url(), "--conns", "2", "--duration", "0.5", "--json"]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.errors("protocol"), 2.0, "{}", run.stdout);
+    assert!(
+        run.stderr
+            .contains("the server closed the connection: 1009"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn the_hello_server_is_not_an_echo_server() {
+    let serve = Serve::start(&["websocket://127.0.0.1:0", "--count", "1"]);
+    let run = bench(&[&serve.url(), "--conns", "2", "--duration", "0.5", "--json"]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.errors("mismatch") > 0.0, "{}", run.stdout);
+    assert!(
+        run.stderr.contains("got 26 bytes \"hello "),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn bad_arguments_fail_with_a_message() {
+    for args in [
+        &["ws://127.0.0.1:1/", "--conns", "0"][..],
+        &["ws://127.0.0.1:1/", "--size", "x"],
+        &["ws://127.0.0.1:1/", "--inflight", "0"],
+        &["ws://127.0.0.1:1/", "--duration", "0"],
+        &["ws://127.0.0.1:1/", "--duration", "-1"],
+        &["ws://127.0.0.1:1/", "--rate", "nan"],
+        &["ws://127.0.0.1:1/", "--text", "--binary"],
+        &["ws://127.0.0.1:1/", "--idle", "5", "--conns", "3"],
+        &["ws://127.0.0.1:1/", "--source-ips", "300"],
+        &["ws://[::1]:1/", "--source-ips", "4"],
+        &["ws://127.0.0.1:1/", "--threads", "0"],
+        &["wss://127.0.0.1:1/"],
+        &["http://127.0.0.1:1/"],
+        &["--conns", "3"],
+    ] {
+        let run = bench(args);
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+        assert!(!run.stderr.trim().is_empty(), "{args:?}: no message");
+        assert!(run.stdout.is_empty(), "{args:?}: {}", run.stdout);
+    }
+}
+
+#[test]
+fn an_unreachable_server_is_a_clear_failure() {
+    let unused = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/", unused.local_addr().unwrap());
+    drop(unused);
+    let run = bench(&[&url, "--conns", "3", "--duration", "0.5", "--json"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.number(&["connections_opened"]), 0.0);
+    assert_eq!(run.number(&["connections_failed"]), 3.0);
+    assert_eq!(run.errors("connect"), 3.0);
+    assert!(run.get(&["msgs_per_s"]).is_null(), "{}", run.stdout);
+    assert!(
+        run.stderr
+            .contains("3 connect errors, the first: connection"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("refused"), "{}", run.stderr);
+    assert!(run.stderr.contains("no connection to"), "{}", run.stderr);
+}
