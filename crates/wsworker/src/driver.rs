@@ -329,16 +329,37 @@ where
         self.check_buffer();
     }
 
-    /// Whether a message may be queued: under [`OverflowPolicy::DropNew`] one that would go
-    /// above the hard limit is dropped (and counted) instead.
+    /// Whether a message may be queued. One that would take the send buffer over the hard
+    /// limit is dropped and counted ([`OverflowPolicy::DropNew`]) or closes the connection
+    /// with 1008 ([`OverflowPolicy::Close`]) — unless the buffer is empty: the limit is on
+    /// messages piling up unread, and a single message as large as the limit (the echo of a
+    /// message of the maximum size) must still go out.
     fn admit(&mut self, command: &Command) -> bool {
-        let over = self.config.overflow == OverflowPolicy::DropNew
-            && self.conn.buffered_amount() + command.weight() > self.config.hard_buffer_limit
-            && self.conn.ready_state() == ReadyState::Open;
-        if over && let Some(counters) = &self.counters {
-            counters.message_dropped();
+        let queued = self.conn.buffered_amount();
+        if queued == 0
+            || queued + command.weight() <= self.config.hard_buffer_limit
+            || self.conn.ready_state() != ReadyState::Open
+        {
+            return true;
         }
-        !over
+        match self.config.overflow {
+            OverflowPolicy::DropNew => {
+                if let Some(counters) = &self.counters {
+                    counters.message_dropped();
+                }
+            }
+            OverflowPolicy::Close => {
+                let _ = self
+                    .conn
+                    .close(CloseCode::POLICY_VIOLATION, "send buffer full");
+                self.close = Some(CloseInfo {
+                    code: CloseCode::POLICY_VIOLATION,
+                    reason: "send buffer full".into(),
+                    was_clean: false,
+                });
+            }
+        }
+        false
     }
 
     /// Sends the keepalive ping when the peer has been silent too long, and gives up on a
@@ -546,19 +567,6 @@ where
         } else if self.buffer_full && buffered == 0 {
             self.buffer_full = false;
             self.handler.on_buffer_drain();
-        }
-        if buffered > self.config.hard_buffer_limit
-            && self.config.overflow == OverflowPolicy::Close
-            && self.conn.ready_state() == ReadyState::Open
-        {
-            let _ = self
-                .conn
-                .close(CloseCode::POLICY_VIOLATION, "send buffer full");
-            self.close = Some(CloseInfo {
-                code: CloseCode::POLICY_VIOLATION,
-                reason: "send buffer full".into(),
-                was_clean: false,
-            });
         }
     }
 

@@ -398,3 +398,26 @@ fn metrics_count_messages_bytes_closes_and_rejections() {
     assert!(text.contains("wsworker_messages_received_total{worker=\"0\"} 3\n"));
     server.shutdown();
 }
+
+#[test]
+fn one_message_larger_than_the_hard_limit_still_goes_out() {
+    // The limit is on answers piling up unread: the echo of a message of the maximum size
+    // (16 MiB by default, as large as the default hard limit) must not close the connection.
+    let mut worker = Worker::new("websocket://127.0.0.1:0").unwrap();
+    worker.send_buffer_limits(1024, 4096);
+    worker.on_message(|conn, msg| {
+        conn.send(msg)?;
+        Ok(())
+    });
+    let server = worker.start().unwrap();
+    let mut client = RawClient::connect(server.local_addr(), "/", &[]).unwrap();
+    let big = vec![3u8; 64 * 1024];
+    client.conn.send_binary(big.clone()).unwrap();
+    client.flush();
+    assert_eq!(
+        client.next_event().unwrap().unwrap(),
+        Event::Message(Message::binary(big))
+    );
+    drop(client);
+    server.shutdown();
+}
