@@ -22,6 +22,15 @@ fuzz_target!(|data: &[u8]| {
                     let _ = request.protocols().count();
                     let _ = request.extensions();
                     let _ = request.cookies().count();
+                    // The accessors read the head directly; they agree with the `http` types
+                    // built from it.
+                    assert_eq!(request.path(), request.uri().path());
+                    assert_eq!(request.query(), request.uri().query());
+                    for name in request.headers().keys() {
+                        let first = request.headers().get(name).and_then(|v| v.to_str().ok());
+                        let first = first.map(|v| v.trim_matches([' ', '\t']));
+                        assert_eq!(request.header(name.as_str()), first);
+                    }
                     let protocol = request.protocols().next().map(str::to_owned);
                     let _ = request.is_websocket_upgrade();
                     match request.accept(protocol.as_deref(), None, &[]) {

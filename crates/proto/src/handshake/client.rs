@@ -377,17 +377,17 @@ impl ClientHandshake {
                 "101 response not in http/1.1",
             ));
         }
-        if !http_util::has_token(&headers, "upgrade", "websocket") {
+        if !http_util::has_token(http_util::map_values(&headers, "upgrade"), "websocket") {
             return Err(HandshakeError::InvalidResponse(
                 "missing upgrade: websocket",
             ));
         }
-        if !http_util::has_token(&headers, "connection", "upgrade") {
+        if !http_util::has_token(http_util::map_values(&headers, "connection"), "upgrade") {
             return Err(HandshakeError::InvalidResponse(
                 "missing connection: upgrade",
             ));
         }
-        match http_util::single(&headers, "sec-websocket-accept") {
+        match http_util::single(http_util::map_values(&headers, "sec-websocket-accept")) {
             Ok(Some(accept)) if accept == accept_key(self.key.as_bytes()) => {}
             Ok(Some(_)) => return Err(HandshakeError::AcceptMismatch),
             Ok(None) => {
@@ -401,24 +401,26 @@ impl ClientHandshake {
                 ));
             }
         }
-        let protocol = match http_util::single(&headers, "sec-websocket-protocol") {
-            Ok(None) => None,
-            Ok(Some(protocol)) if self.protocols.iter().any(|p| p == protocol) => {
-                Some(protocol.to_owned())
-            }
-            Ok(Some(_)) => return Err(HandshakeError::UnofferedProtocol),
-            Err(()) => {
-                return Err(HandshakeError::InvalidResponse(
-                    "invalid sec-websocket-protocol",
-                ));
-            }
-        };
+        let protocol =
+            match http_util::single(http_util::map_values(&headers, "sec-websocket-protocol")) {
+                Ok(None) => None,
+                Ok(Some(protocol)) if self.protocols.iter().any(|p| p == protocol) => {
+                    Some(protocol.to_owned())
+                }
+                Ok(Some(_)) => return Err(HandshakeError::UnofferedProtocol),
+                Err(()) => {
+                    return Err(HandshakeError::InvalidResponse(
+                        "invalid sec-websocket-protocol",
+                    ));
+                }
+            };
         let invalid_extensions =
             HandshakeError::InvalidResponse("invalid sec-websocket-extensions");
         let mut extensions = Vec::new();
         let mut extensions_header = String::new();
-        for value in headers.get_all("sec-websocket-extensions") {
-            let value = value.to_str().map_err(|_| invalid_extensions.clone())?;
+        for value in http_util::map_values(&headers, "sec-websocket-extensions") {
+            let value =
+                http_util::visible_ascii(value).ok_or_else(|| invalid_extensions.clone())?;
             extension::parse_into(value, &mut extensions)
                 .map_err(|_| invalid_extensions.clone())?;
             let value = value.trim_matches([' ', '\t']);
@@ -475,7 +477,7 @@ impl Response {
     /// The first `name` header (any case) as text, trimmed; `None` when absent or not visible
     /// ASCII.
     pub fn header(&self, name: &str) -> Option<&str> {
-        http_util::first(&self.headers, name)
+        http_util::first(http_util::map_values(&self.headers, name))
     }
 
     /// The subprotocol the server selected, one of those offered; `None` when it selected

@@ -36,7 +36,8 @@ pub(crate) fn parse_error(err: httparse::Error) -> HandshakeError {
     }
 }
 
-/// Copies parsed header lines into a [`HeaderMap`], keeping repeated headers.
+/// Copies parsed header lines into a [`HeaderMap`], keeping repeated headers (the client's
+/// [`Response`](super::Response), which is short-lived, keeps one).
 pub(crate) fn header_map(headers: &[httparse::Header<'_>]) -> Result<HeaderMap, HandshakeError> {
     let mut map = HeaderMap::with_capacity(headers.len());
     for header in headers {
@@ -47,6 +48,50 @@ pub(crate) fn header_map(headers: &[httparse::Header<'_>]) -> Result<HeaderMap, 
         map.append(name, value);
     }
     Ok(map)
+}
+
+/// Checks a parsed header line by the rules [`header_map`] applies, with the same errors, for
+/// a side that keeps the raw head instead of a [`HeaderMap`] (the server's
+/// [`Request`](super::Request)): the value is checked without copying it into a
+/// [`HeaderValue`].
+pub(crate) fn check_header_line(name: &[u8], value: &[u8]) -> Result<(), HandshakeError> {
+    // Copies only names that are not standard ones, and only for this check.
+    if HeaderName::from_bytes(name).is_err() {
+        return Err(HandshakeError::Malformed("invalid header name"));
+    }
+    if !value.iter().all(|&b| is_value_byte(b)) {
+        return Err(HandshakeError::Malformed("invalid header value"));
+    }
+    Ok(())
+}
+
+/// Whether [`HeaderValue::from_bytes`] accepts `b`: anything but control characters, HTAB
+/// excepted (obs-text, 0x80 to 0xFF, is accepted). A test holds this to the `http` crate.
+fn is_value_byte(b: u8) -> bool {
+    (b >= 0x20 && b != 0x7f) || b == b'\t'
+}
+
+/// The raw values of every `name` header (any case) of `headers`, in order: how a side that
+/// keeps a [`HeaderMap`] feeds the header rules below.
+pub(crate) fn map_values<'a>(
+    headers: &'a HeaderMap,
+    name: &str,
+) -> impl Iterator<Item = &'a [u8]> + use<'a> {
+    headers.get_all(name).iter().map(HeaderValue::as_bytes)
+}
+
+/// A header value as text if it is visible ASCII (printable ASCII, SP and HTAB), the rule of
+/// [`HeaderValue::to_str`], which the header rules below have always applied.
+pub(crate) fn visible_ascii(value: &[u8]) -> Option<&str> {
+    if value
+        .iter()
+        .all(|&b| (0x20..0x7f).contains(&b) || b == b'\t')
+    {
+        // ASCII is UTF-8, so this never fails.
+        std::str::from_utf8(value).ok()
+    } else {
+        None
+    }
 }
 
 /// Whether `b` may appear in an RFC 9110 §5.6.2 token.
@@ -69,53 +114,52 @@ pub(crate) fn trim_ows(s: &[u8]) -> &[u8] {
     }
 }
 
-/// The non-empty elements of every `name` header, each a comma list (RFC 9110 §5.6.1), trimmed.
-/// Values that are not visible ASCII are skipped.
+// The header rules. Each takes the raw values of one header name, in order, so the server's
+// `Request` (spans into its head) and the client's `Response` (a `HeaderMap`, through
+// `map_values`) share one definition of each.
+
+/// The non-empty elements of the comma lists (RFC 9110 §5.6.1) in `values`, trimmed. Values
+/// that are not visible ASCII are skipped.
 pub(crate) fn list_elements<'a>(
-    headers: &'a HeaderMap,
-    name: &'static str,
+    values: impl Iterator<Item = &'a [u8]>,
 ) -> impl Iterator<Item = &'a str> {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
+    values
+        .filter_map(visible_ascii)
         .flat_map(|value| value.split(','))
         .map(|element| element.trim_matches([' ', '\t']))
         .filter(|element| !element.is_empty())
 }
 
-/// Whether some `name` header lists `token`, compared without regard to case.
-pub(crate) fn has_token(headers: &HeaderMap, name: &'static str, token: &str) -> bool {
-    headers.get_all(name).iter().any(|value| {
+/// Whether some value in `values` lists `token`, compared without regard to case.
+pub(crate) fn has_token<'a>(mut values: impl Iterator<Item = &'a [u8]>, token: &str) -> bool {
+    values.any(|value| {
         value
-            .as_bytes()
             .split(|&b| b == b',')
             .any(|element| trim_ows(element).eq_ignore_ascii_case(token.as_bytes()))
     })
 }
 
-/// The value of a header that may appear at most once: `Ok(None)` when absent, `Err(())` when
-/// repeated or not visible ASCII.
+/// The value of a header that may appear at most once, trimmed: `Ok(None)` when `values` is
+/// empty, `Err(())` when it holds more than one value or the value is not visible ASCII.
 pub(crate) fn single<'a>(
-    headers: &'a HeaderMap,
-    name: &'static str,
+    mut values: impl Iterator<Item = &'a [u8]>,
 ) -> Result<Option<&'a str>, ()> {
-    let mut values = headers.get_all(name).iter();
     let Some(value) = values.next() else {
         return Ok(None);
     };
     if values.next().is_some() {
         return Err(());
     }
-    let value = value.to_str().map_err(|_| ())?;
+    let value = visible_ascii(value).ok_or(())?;
     Ok(Some(value.trim_matches([' ', '\t'])))
 }
 
-/// The first `name` header as text, trimmed, if it is visible ASCII.
-pub(crate) fn first<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get(name)
-        .and_then(|value| value.to_str().ok())
+/// The first value in `values` as text, trimmed, if it is visible ASCII (later values are not
+/// looked at).
+pub(crate) fn first<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> Option<&'a str> {
+    values
+        .next()
+        .and_then(visible_ascii)
         .map(|value| value.trim_matches([' ', '\t']))
 }
 
@@ -210,27 +254,65 @@ mod tests {
     #[test]
     fn tokens_are_found_inside_comma_lists_in_any_case() {
         let headers = map(&[("connection", "keep-alive, Upgrade")]);
-        assert!(has_token(&headers, "connection", "upgrade"));
+        assert!(has_token(map_values(&headers, "connection"), "upgrade"));
         let headers = map(&[("connection", "keep-alive"), ("connection", " UPGRADE\t")]);
-        assert!(has_token(&headers, "connection", "upgrade"));
+        assert!(has_token(map_values(&headers, "Connection"), "upgrade"));
         let headers = map(&[("connection", "keep-alive, upgrades")]);
-        assert!(!has_token(&headers, "connection", "upgrade"));
+        assert!(!has_token(map_values(&headers, "connection"), "upgrade"));
     }
 
     #[test]
     fn list_elements_span_all_headers_and_skip_empty_ones() {
         let headers = map(&[("x", "a, b,,"), ("x", " c ")]);
         assert_eq!(
-            list_elements(&headers, "x").collect::<Vec<_>>(),
+            list_elements(map_values(&headers, "x")).collect::<Vec<_>>(),
             ["a", "b", "c"]
+        );
+        let raw: [&[u8]; 3] = [b"a", b"b\x80, x", b"\tc"];
+        assert_eq!(
+            list_elements(raw.into_iter()).collect::<Vec<_>>(),
+            ["a", "c"]
         );
     }
 
     #[test]
     fn single_rejects_repeated_headers() {
-        assert_eq!(single(&map(&[("x", " 1 ")]), "x"), Ok(Some("1")));
-        assert_eq!(single(&map(&[]), "x"), Ok(None));
-        assert_eq!(single(&map(&[("x", "1"), ("x", "1")]), "x"), Err(()));
+        assert_eq!(
+            single(map_values(&map(&[("x", " 1 ")]), "x")),
+            Ok(Some("1"))
+        );
+        assert_eq!(single(map_values(&map(&[]), "x")), Ok(None));
+        let twice = map(&[("x", "1"), ("x", "1")]);
+        assert_eq!(single(map_values(&twice, "x")), Err(()));
+        assert_eq!(single([b"\x80".as_slice()].into_iter()), Err(()));
+    }
+
+    #[test]
+    fn first_looks_at_the_first_value_only() {
+        let raw: [&[u8]; 2] = [b" a\t", b"b"];
+        assert_eq!(first(raw.into_iter()), Some("a"));
+        let raw: [&[u8]; 2] = [b"\xff", b"b"];
+        assert_eq!(first(raw.into_iter()), None);
+        assert_eq!(first(map_values(&map(&[("x", "v")]), "X")), Some("v"));
+        // An invalid name finds nothing, as HeaderMap::get does.
+        assert_eq!(first(map_values(&map(&[("x", "v")]), "x y")), None);
+    }
+
+    /// The copies of the `http` crate's value rules agree with it on every byte.
+    #[test]
+    fn value_rules_match_the_http_crate() {
+        for b in 0..=u8::MAX {
+            let value = [b'a', b, b'z'];
+            assert_eq!(
+                check_header_line(b"x", &value).is_ok(),
+                HeaderValue::from_bytes(&value).is_ok(),
+                "{b:#04x}"
+            );
+            let text = HeaderValue::from_bytes(&value)
+                .ok()
+                .and_then(|v| v.to_str().ok().map(str::to_owned));
+            assert_eq!(visible_ascii(&value).map(str::to_owned), text, "{b:#04x}");
+        }
     }
 
     #[test]

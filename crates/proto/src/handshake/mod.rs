@@ -20,7 +20,9 @@
 //! and accept at most [`MAX_HEADERS`] header lines. Neither loses the bytes that follow the
 //! head in the same read: they are the first WebSocket frames and belong to the connection.
 //!
-//! Parsing uses `httparse`; headers are kept in an [`http::HeaderMap`].
+//! Parsing uses `httparse`. A [`Request`] lives as long as its connection, so it keeps only a
+//! copy of the request head and offsets into it, and builds an [`http::HeaderMap`] only when
+//! [`Request::headers`] is called; the short-lived [`Response`] keeps a `HeaderMap`.
 
 mod accept_key;
 mod client;

@@ -1,27 +1,94 @@
 //! The server's view of the opening request: [`parse_request`] reads any well-formed HTTP/1.x
 //! request head into a [`Request`], and [`Request::validate_upgrade`] decides whether it is a
 //! valid WebSocket upgrade (RFC 6455 §4.2.1), so plain HTTP requests can go elsewhere.
+//!
+//! A server keeps each connection's [`Request`] for the connection's whole life (the
+//! application reads it at any time), so it is kept small: one copy of the request head, a
+//! [`Bytes`] of exactly the head's length, and for the target and each header line the offsets
+//! of its pieces in that copy (16 bytes a line, where an [`http::HeaderMap`] costs about 80
+//! bytes a header plus an allocation per value). Every accessor reads the head through these
+//! offsets. Only [`Request::headers`] and [`Request::uri`], which hand out `http` types, build
+//! them, on first call, and they share the head's bytes instead of copying them: a server that
+//! never asks for the whole map never pays for it.
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::OnceLock;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Uri, Version};
 
 use super::extension::{self, Extension};
 use super::http_util::{self, HeaderLine};
 use super::{HandshakeError, MAX_HEADERS, server};
 
+/// The longest head [`parse_request`] reads, whatever `max_size` says: offsets into the head
+/// are `u32`, which halves the size of a header line, and no real head comes near 4 GiB.
+const MAX_HEAD: usize = u32::MAX as usize;
+
+/// Where a piece of the request head lies in [`Request`]'s copy of it: bytes `start..end`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    /// The span of `part`, a slice of `head` the parser returned (the target, a header name
+    /// or value). `None` if it is not inside `head`, which httparse never does.
+    fn of(head: &[u8], part: &[u8]) -> Option<Self> {
+        if part.is_empty() {
+            // An empty slice may point anywhere; any empty span reads the same.
+            return Some(Self::default());
+        }
+        // Comparing addresses needs no unsafe code; a `part` outside `head` wraps around
+        // to a huge offset and fails the bounds check.
+        let start = part.as_ptr().addr().wrapping_sub(head.as_ptr().addr());
+        let end = start
+            .checked_add(part.len())
+            .filter(|&end| end <= head.len())?;
+        Some(Self {
+            start: u32::try_from(start).ok()?,
+            end: u32::try_from(end).ok()?,
+        })
+    }
+
+    /// The span as an index range (`u32` always fits in `usize` on the targets we build for).
+    fn range(self) -> Range<usize> {
+        self.start as usize..self.end as usize
+    }
+}
+
+/// One header line: where its name and its value (as httparse delimits it) lie in the head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Line {
+    name: Span,
+    value: Span,
+}
+
 /// A parsed HTTP/1.x request head: the "request scope" an application sees during the
 /// handshake (path, query, headers, cookies, origin, offered subprotocols and extensions).
 ///
 /// Parsing only checks HTTP syntax; call [`validate_upgrade`](Self::validate_upgrade) (or
 /// [`accept`](Self::accept), which calls it) to apply the WebSocket rules.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Two requests are equal when their heads are the same bytes, whether or not
+/// [`headers`](Self::headers) or [`uri`](Self::uri) have been called on them.
+#[derive(Clone)]
 pub struct Request {
     method: Method,
-    target: String,
-    uri: Uri,
     version: Version,
-    headers: HeaderMap,
+    /// The request head as received: request line, header lines and the blank line.
+    head: Bytes,
+    target: Span,
+    lines: Box<[Line]>,
+    // Built on first call of `uri()` / `headers()`. Boxed so the rarely used caches take 16
+    // bytes each in every connection's request rather than 96 and 104.
+    uri: OnceLock<Box<Uri>>,
+    headers: OnceLock<Box<HeaderMap>>,
 }
 
 /// Parses a request head from the start of `buf`, looking at no more than `max_size` bytes.
@@ -30,17 +97,19 @@ pub struct Request {
 /// `max_size`), or the request and the number of bytes the head took: whatever follows in
 /// `buf` (a body, or the first WebSocket frames sent in the same read) belongs to the caller.
 /// [`ServerHandshake`](super::ServerHandshake) does the buffering for callers that read in
-/// pieces.
+/// pieces. The request keeps a copy of the head, so `buf` can be reused at once.
 ///
 /// # Errors
 ///
-/// - [`HandshakeError::TooLarge`] when the head does not end within `max_size` bytes;
+/// - [`HandshakeError::TooLarge`] when the head does not end within `max_size` bytes (nor
+///   within 4 GiB, whatever `max_size` says);
 /// - [`HandshakeError::TooManyHeaders`] beyond [`MAX_HEADERS`] header lines;
 /// - [`HandshakeError::Malformed`] when the bytes are not an HTTP/1.0 or HTTP/1.1 request head.
 pub fn parse_request(
     buf: &[u8],
     max_size: usize,
 ) -> Result<Option<(Request, usize)>, HandshakeError> {
+    let max_size = max_size.min(MAX_HEAD);
     let head = http_util::limited(buf, max_size);
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
@@ -55,21 +124,37 @@ pub fn parse_request(
     };
     let method = Method::from_bytes(method.as_bytes())
         .map_err(|_| HandshakeError::Malformed("invalid method"))?;
-    let uri = target
-        .parse::<Uri>()
-        .map_err(|_| HandshakeError::Malformed("invalid request target"))?;
+    // Checked here so that `uri()` cannot fail later. The parsed value is a copy of the
+    // target, so it is dropped: `uri()` builds one that shares the head.
+    if target.parse::<Uri>().is_err() {
+        return Err(HandshakeError::Malformed("invalid request target"));
+    }
     let version = match version {
         0 => Version::HTTP_10,
         1 => Version::HTTP_11,
         _ => return Err(HandshakeError::Malformed("invalid http version")),
     };
-    let headers = http_util::header_map(parsed.headers)?;
+    let outside = || HandshakeError::Malformed("parser output outside the head");
+    let mut lines = Vec::with_capacity(parsed.headers.len());
+    for header in parsed.headers.iter() {
+        // The checks of a HeaderMap, so the same heads fail, and `headers()` cannot.
+        http_util::check_header_line(header.name.as_bytes(), header.value)?;
+        lines.push(Line {
+            name: Span::of(head, header.name.as_bytes()).ok_or_else(outside)?,
+            value: Span::of(head, header.value).ok_or_else(outside)?,
+        });
+    }
     let request = Request {
         method,
-        target: target.to_owned(),
-        uri,
         version,
-        headers,
+        // A copy of exactly the head: a slice of `buf` would keep the whole read buffer
+        // alive, and the caller owns `buf`.
+        head: Bytes::copy_from_slice(head.get(..len).unwrap_or(head)),
+        target: Span::of(head, target.as_bytes()).ok_or_else(outside)?,
+        // `lines` has exactly the capacity it needs, so this does not reallocate.
+        lines: lines.into_boxed_slice(),
+        uri: OnceLock::new(),
+        headers: OnceLock::new(),
     };
     Ok(Some((request, len)))
 }
@@ -87,36 +172,56 @@ impl Request {
 
     /// The request target exactly as sent, such as `/chat?room=1`.
     pub fn target(&self) -> &str {
-        &self.target
+        // httparse handed the target out as `str`, so this never fails.
+        std::str::from_utf8(self.bytes(self.target)).unwrap_or_default()
     }
 
     /// The request target parsed as a URI (origin-form `/chat?room=1`, or absolute-form
     /// `http://host/chat` as sent to proxies).
+    ///
+    /// Built on first call; it shares the request's copy of the head.
     pub fn uri(&self) -> &Uri {
-        &self.uri
+        self.uri.get_or_init(|| {
+            // `parse_request` parsed the same bytes with the same function, so this succeeds.
+            Box::new(Uri::from_maybe_shared(self.shared(self.target)).unwrap_or_default())
+        })
     }
 
     /// The path of the target, without the query: `/chat` for `/chat?room=1`. Still
-    /// percent-encoded.
+    /// percent-encoded. The same as `uri().path()`, without building the URI.
     pub fn path(&self) -> &str {
-        self.uri.path()
+        split_target(self.target()).0
     }
 
     /// The query of the target, without the `?`: `Some("room=1")` for `/chat?room=1`. Still
-    /// percent-encoded.
+    /// percent-encoded. The same as `uri().query()`, without building the URI.
     pub fn query(&self) -> Option<&str> {
-        self.uri.query()
+        split_target(self.target()).1
     }
 
     /// All headers, repeated ones included, looked up without regard to case.
+    ///
+    /// Built on first call (the values share the request's copy of the head): prefer
+    /// [`header`](Self::header) and the other accessors, which read the head directly.
     pub fn headers(&self) -> &HeaderMap {
-        &self.headers
+        self.headers.get_or_init(|| {
+            let mut map = HeaderMap::with_capacity(self.lines.len());
+            for line in &self.lines {
+                let name = HeaderName::from_bytes(self.bytes(line.name));
+                let value = HeaderValue::from_maybe_shared(self.shared(line.value));
+                // `parse_request` checked both by the same rules, so neither fails.
+                if let (Ok(name), Ok(value)) = (name, value) {
+                    map.append(name, value);
+                }
+            }
+            Box::new(map)
+        })
     }
 
     /// The first `name` header (any case) as text, trimmed; `None` when absent or not visible
     /// ASCII (read [`headers`](Self::headers) for the raw bytes).
     pub fn header(&self, name: &str) -> Option<&str> {
-        http_util::first(&self.headers, name)
+        http_util::first(self.values(name))
     }
 
     /// The `Host` header.
@@ -138,7 +243,7 @@ impl Request {
     /// The subprotocols the client offers, in its order of preference: the elements of every
     /// `Sec-WebSocket-Protocol` header, trimmed.
     pub fn protocols(&self) -> impl Iterator<Item = &str> {
-        http_util::list_elements(&self.headers, "sec-websocket-protocol")
+        http_util::list_elements(self.values("sec-websocket-protocol"))
     }
 
     /// The extensions the client offers, in order, from every `Sec-WebSocket-Extensions`
@@ -149,10 +254,9 @@ impl Request {
     /// [`HandshakeError::InvalidHeader`] when a header breaks the grammar of RFC 6455 §9.1.
     pub fn extensions(&self) -> Result<Vec<Extension>, HandshakeError> {
         let mut out = Vec::new();
-        for value in self.headers.get_all("sec-websocket-extensions") {
-            let value = value
-                .to_str()
-                .map_err(|_| HandshakeError::InvalidHeader("sec-websocket-extensions"))?;
+        for value in self.values("sec-websocket-extensions") {
+            let value = http_util::visible_ascii(value)
+                .ok_or(HandshakeError::InvalidHeader("sec-websocket-extensions"))?;
             extension::parse_into(value, &mut out)?;
         }
         Ok(out)
@@ -161,10 +265,8 @@ impl Request {
     /// The cookies of every `Cookie` header as `(name, value)` pairs, trimmed, in order
     /// (RFC 6265 §5.4). Values are returned as sent (quotes and percent-encoding kept).
     pub fn cookies(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.headers
-            .get_all("cookie")
-            .iter()
-            .filter_map(|value| value.to_str().ok())
+        self.values("cookie")
+            .filter_map(http_util::visible_ascii)
             .flat_map(|value| value.split(';'))
             .filter_map(|pair| pair.split_once('='))
             .map(|(name, value)| (name.trim(), value.trim()))
@@ -180,7 +282,7 @@ impl Request {
     /// case). A server routes the other requests to plain HTTP handling; for this one,
     /// [`validate_upgrade`](Self::validate_upgrade) decides.
     pub fn is_websocket_upgrade(&self) -> bool {
-        http_util::has_token(&self.headers, "upgrade", "websocket")
+        http_util::has_token(self.values("upgrade"), "websocket")
     }
 
     /// Applies the rules of RFC 6455 §4.2.1 to this request.
@@ -209,28 +311,29 @@ impl Request {
         if self.version != Version::HTTP_11 {
             return Err(HandshakeError::UnsupportedHttpVersion);
         }
-        match http_util::single(&self.headers, "host") {
+        match http_util::single(self.values("host")) {
             Ok(Some(host)) if is_valid_host(host) => {}
             Ok(None) => return Err(HandshakeError::MissingHeader("host")),
             _ => return Err(HandshakeError::InvalidHeader("host")),
         }
-        if !http_util::has_token(&self.headers, "connection", "upgrade") {
-            return Err(if self.headers.contains_key("connection") {
+        if !http_util::has_token(self.values("connection"), "upgrade") {
+            return Err(if self.values("connection").next().is_some() {
                 HandshakeError::InvalidHeader("connection")
             } else {
                 HandshakeError::MissingHeader("connection")
             });
         }
-        if http_util::single(&self.headers, "sec-websocket-version") != Ok(Some("13")) {
+        if http_util::single(self.values("sec-websocket-version")) != Ok(Some("13")) {
             return Err(HandshakeError::UnsupportedVersion);
         }
-        match http_util::single(&self.headers, "sec-websocket-key") {
+        match http_util::single(self.values("sec-websocket-key")) {
             Ok(Some(key)) if is_valid_key(key) => {}
             Ok(None) => return Err(HandshakeError::MissingHeader("sec-websocket-key")),
             _ => return Err(HandshakeError::InvalidHeader("sec-websocket-key")),
         }
-        let protocols = self.headers.get_all("sec-websocket-protocol");
-        let protocols_ok = protocols.iter().all(|value| value.to_str().is_ok())
+        let protocols_ok = self
+            .values("sec-websocket-protocol")
+            .all(|value| http_util::visible_ascii(value).is_some())
             && self.protocols().all(http_util::is_token);
         if !protocols_ok {
             return Err(HandshakeError::InvalidHeader("sec-websocket-protocol"));
@@ -279,6 +382,104 @@ impl Request {
         let key = self.key().unwrap_or_default();
         server::accept_response(key, protocol, extensions, extra_headers)
     }
+
+    /// The raw values of every `name` header (any case), in order. Names were checked to be
+    /// valid header names, and a `HeaderName` is the name in lowercase ASCII, so comparing
+    /// without regard to ASCII case finds exactly what `HeaderMap::get_all` finds (nothing for
+    /// a `name` that is not a valid header name).
+    fn values<'s, 'n>(&'s self, name: &'n str) -> impl Iterator<Item = &'s [u8]> + use<'s, 'n> {
+        self.lines
+            .iter()
+            .filter(move |line| self.bytes(line.name).eq_ignore_ascii_case(name.as_bytes()))
+            .map(move |line| self.bytes(line.value))
+    }
+
+    /// The bytes of the head under `span`. Spans are made inside the head, so the empty
+    /// fallback is never taken; it only spares a panic path.
+    fn bytes(&self, span: Span) -> &[u8] {
+        self.head.get(span.range()).unwrap_or_default()
+    }
+
+    /// The bytes of the head under `span`, sharing its allocation.
+    fn shared(&self, span: Span) -> Bytes {
+        if span.range().end <= self.head.len() {
+            self.head.slice(span.range())
+        } else {
+            Bytes::new()
+        }
+    }
+}
+
+impl PartialEq for Request {
+    fn eq(&self, other: &Self) -> bool {
+        // Everything else is read from the head; the caches are not content.
+        self.method == other.method && self.version == other.version && self.head == other.head
+    }
+}
+
+impl Eq for Request {}
+
+impl fmt::Debug for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        /// The header lines as `name: "value"` pairs, in order.
+        struct Lines<'a>(&'a Request);
+        /// A value in quotes, bytes outside printable ASCII escaped.
+        struct Value<'a>(&'a [u8]);
+        impl fmt::Debug for Lines<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let request = self.0;
+                f.debug_map()
+                    .entries(request.lines.iter().map(|line| {
+                        let name = String::from_utf8_lossy(request.bytes(line.name));
+                        (name, Value(request.bytes(line.value)))
+                    }))
+                    .finish()
+            }
+        }
+        impl fmt::Debug for Value<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "\"{}\"", self.0.escape_ascii())
+            }
+        }
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("target", &self.target())
+            .field("version", &self.version)
+            .field("headers", &Lines(self))
+            .finish()
+    }
+}
+
+/// The path and query of a target that parses as a [`Uri`], exactly as [`Uri::path`] and
+/// [`Uri::query`] give them, without building the URI:
+/// - origin-form (`/p?q`) and absolute-form (`http://h/p?q`): the path up to the first `?`,
+///   the query after it, both ending at a `#` (`http` drops fragments); an absolute-form path
+///   is `/` when empty (`http://h`, `http://h?q`);
+/// - asterisk-form (`*`, for OPTIONS): path `*`;
+/// - authority-form (`h:443`, for CONNECT): empty path.
+fn split_target(target: &str) -> (&str, Option<&str>) {
+    let path_and_query = if target.starts_with('/') {
+        target
+    } else if target == "*" {
+        return ("*", None);
+    } else if let Some(scheme_end) = target.find("://") {
+        // A scheme holds no `/`, so this is the first `://`; the authority runs to the first
+        // `/`, `?` or `#`.
+        let authority = target.get(scheme_end + 3..).unwrap_or_default();
+        let end = authority.find(['/', '?', '#']).unwrap_or(authority.len());
+        authority.get(end..).unwrap_or_default()
+    } else {
+        // Neither `/` nor `://`: the whole target is an authority.
+        return ("", None);
+    };
+    let without_fragment = path_and_query
+        .split_once('#')
+        .map_or(path_and_query, |(before, _)| before);
+    let (path, query) = match without_fragment.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (without_fragment, None),
+    };
+    (if path.is_empty() { "/" } else { path }, query)
 }
 
 /// A `Host` value: a non-empty authority without userinfo (RFC 9112 §3.2, RFC 6455 §4.1).
@@ -642,7 +843,244 @@ mod tests {
 
     #[test]
     fn request_is_send_sync_clone_debug() {
-        fn check<T: Clone + Send + Sync + std::fmt::Debug + 'static>() {}
+        fn check<T: Clone + Send + Sync + fmt::Debug + Eq + 'static>() {}
         check::<Request>();
+    }
+
+    /// What a parsed request keeps: its inline size, and on the heap one copy of the head and
+    /// 16 bytes a header line, nothing else until `headers()` or `uri()` is called.
+    #[test]
+    fn parsed_request_keeps_the_head_and_spans_only() {
+        assert!(
+            size_of::<Request>() <= 160,
+            "size_of::<Request>() = {}",
+            size_of::<Request>()
+        );
+        assert_eq!(size_of::<Line>(), 16);
+        let request = parse(RFC_REQUEST);
+        // The head is a copy of exactly the bytes the head took...
+        assert_eq!(&request.head[..], RFC_REQUEST);
+        assert_eq!(request.lines.len(), 7);
+        let heap = request.head.len() + size_of_val(&*request.lines);
+        assert_eq!(heap, RFC_REQUEST.len() + 7 * 16);
+        // ...and not a view of the caller's buffer, which may be much larger.
+        let mut buf = RFC_REQUEST.to_vec();
+        buf.extend_from_slice(&[0u8; 4096]);
+        let (request, _) = parse_request(&buf, 8192).unwrap().unwrap();
+        assert_eq!(request.head.len(), RFC_REQUEST.len());
+        assert!(!request.head.as_ptr_range().contains(&buf.as_ptr()));
+    }
+
+    #[test]
+    fn accessors_do_not_build_the_header_map_or_the_uri() {
+        let request = parse(RFC_REQUEST);
+        let untouched =
+            |request: &Request| request.headers.get().is_none() && request.uri.get().is_none();
+        assert_eq!(request.header("Sec-WebSocket-Version"), Some("13"));
+        assert_eq!(request.protocols().count(), 2);
+        assert_eq!(request.validate_upgrade(), Ok(()));
+        assert!(request.is_websocket_upgrade());
+        let _ = (
+            request.host(),
+            request.origin(),
+            request.key(),
+            request.cookie("a"),
+        );
+        let _ = (request.extensions(), request.cookies().count());
+        let _ = (request.method(), request.version(), request.target());
+        let _ = (request.path(), request.query());
+        assert!(request.accept(Some("chat"), None, &[]).is_ok());
+        let _ = format!("{request:?}");
+        assert!(untouched(&request));
+        assert_eq!(request.headers().len(), 7);
+        assert!(request.headers.get().is_some());
+        assert!(request.uri.get().is_none());
+        assert_eq!(request.uri().path(), "/chat");
+        assert!(request.uri.get().is_some());
+    }
+
+    /// `uri()` and `headers()` point into the request's copy of the head instead of copying.
+    #[test]
+    fn uri_and_header_values_share_the_head() {
+        let request =
+            parse(b"GET http://example.com:8080/a/b?c=d HTTP/1.1\r\nX-Long: some value\r\n\r\n");
+        let head = request.head.as_ptr_range();
+        let uri = request.uri();
+        assert!(head.contains(&uri.path().as_ptr()));
+        assert!(head.contains(&uri.query().unwrap().as_ptr()));
+        assert!(head.contains(&uri.authority().unwrap().as_str().as_ptr()));
+        let value = request.headers().get("x-long").unwrap();
+        assert_eq!(value, "some value");
+        assert!(head.contains(&value.as_bytes().as_ptr()));
+        let request = parse(RFC_REQUEST);
+        let head = request.head.as_ptr_range();
+        assert!(head.contains(&request.uri().path().as_ptr()));
+    }
+
+    /// `path()` and `query()`, read from the target text, agree with the `Uri` they used to
+    /// come from, for every form of target.
+    #[test]
+    fn path_and_query_match_the_uri_for_every_target_form() {
+        let cases: &[(&str, &str, Option<&str>)] = &[
+            // origin-form
+            ("/", "/", None),
+            ("/chat", "/chat", None),
+            ("/a/b%20c?x=1&y=2", "/a/b%20c", Some("x=1&y=2")),
+            ("/?", "/", Some("")),
+            ("/a?b?c", "/a", Some("b?c")),
+            ("/a#frag", "/a", None),
+            ("/a?q#frag?x", "/a", Some("q")),
+            ("//double", "//double", None),
+            // absolute-form
+            ("http://h:1/p?q", "/p", Some("q")),
+            ("HTTP://h/p", "/p", None),
+            ("https://h", "/", None),
+            ("ws://h?q=1", "/", Some("q=1")),
+            ("http://h#f", "/", None),
+            ("foo+bar://user@h:9/x/y?z#w", "/x/y", Some("z")),
+            ("http://[::1]:9001/chat?room=1", "/chat", Some("room=1")),
+            // asterisk-form and authority-form
+            ("*", "*", None),
+            ("example.com:443", "", None),
+            ("h", "", None),
+        ];
+        for &(target, path, query) in cases {
+            let bytes = format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n");
+            let request = parse(bytes.as_bytes());
+            assert_eq!(request.target(), target);
+            assert_eq!((request.path(), request.query()), (path, query), "{target}");
+            let uri = request.uri();
+            assert_eq!((uri.path(), uri.query()), (path, query), "uri of {target}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn path_and_query_agree_with_the_uri(
+            target in "(/|\\*|[a-z+]{1,5}://|[a-zA-Z0-9.\\[\\]:@]{0,6})[a-zA-Z0-9/?#:@%.*\\[\\]=&+~-]{0,16}"
+        ) {
+            let bytes = format!("GET {target} HTTP/1.1\r\n\r\n");
+            if let Ok(Some((request, _))) = parse_request(bytes.as_bytes(), 8192) {
+                let uri = request.uri();
+                proptest::prop_assert_eq!(request.path(), uri.path());
+                proptest::prop_assert_eq!(request.query(), uri.query());
+            }
+        }
+    }
+
+    /// Looking up names in the spans finds what `HeaderMap` finds, for any name.
+    #[test]
+    fn header_lookups_agree_with_the_header_map() {
+        let request = parse(
+            b"GET / HTTP/1.1\r\nHost: h\r\nX-A:  1 \r\nx-a: 2\r\nX-Obs: caf\xc3\xa9\r\n\
+              X-Empty:\r\nX-Tab: \ta\tb\t\r\nx_under: u\r\nX-Obs: later\r\n\r\n",
+        );
+        let names = [
+            "x-a",
+            "X-A",
+            "X-a",
+            "x-obs",
+            "x-empty",
+            "X-TAB",
+            "x_under",
+            "X_UNDER",
+            "host",
+            "missing",
+            "",
+            "x a",
+            "x-a:",
+            "x-\u{e9}",
+            "X-\u{212a}",
+        ];
+        for name in names {
+            let expected = request
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.trim_matches([' ', '\t']));
+            assert_eq!(request.header(name), expected, "{name:?}");
+            let all: Vec<&[u8]> = request
+                .headers()
+                .get_all(name)
+                .iter()
+                .map(HeaderValue::as_bytes)
+                .collect();
+            assert_eq!(request.values(name).collect::<Vec<_>>(), all, "{name:?}");
+        }
+        assert_eq!(request.header("x-obs"), None);
+        assert_eq!(request.header("x-tab"), Some("a\tb"));
+        assert_eq!(request.header("x-empty"), Some(""));
+    }
+
+    /// Matching names without regard to ASCII case is what `HeaderName` does: every byte it
+    /// accepts is kept, ASCII letters in lowercase.
+    #[test]
+    fn header_names_normalise_to_ascii_lowercase() {
+        for b in 0..=u8::MAX {
+            if let Ok(name) = HeaderName::from_bytes(&[b'x', b]) {
+                assert_eq!(
+                    name.as_str().as_bytes(),
+                    [b'x', b.to_ascii_lowercase()],
+                    "{b:#04x}"
+                );
+            }
+        }
+    }
+
+    /// Lines a `HeaderMap` refuses still fail the parse, with the same errors.
+    #[test]
+    fn invalid_header_bytes_fail_as_before() {
+        for b in 0..=u8::MAX {
+            let bytes = [b"GET / HTTP/1.1\r\nX: a".as_slice(), &[b], b"b\r\n\r\n"].concat();
+            let old = old_parse(&bytes);
+            assert_eq!(
+                parse_request(&bytes, 8192).map(|r| r.map(|(_, n)| n)),
+                old,
+                "{b:#04x}"
+            );
+            let bytes = [b"GET / HTTP/1.1\r\nX".as_slice(), &[b], b"y: v\r\n\r\n"].concat();
+            let old = old_parse(&bytes);
+            assert_eq!(
+                parse_request(&bytes, 8192).map(|r| r.map(|(_, n)| n)),
+                old,
+                "{b:#04x}"
+            );
+        }
+    }
+
+    /// The checks `parse_request` made before it kept spans: httparse, then a `HeaderMap`.
+    fn old_parse(bytes: &[u8]) -> Result<Option<usize>, HandshakeError> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Request::new(&mut headers);
+        match parsed.parse(bytes).map_err(http_util::parse_error)? {
+            httparse::Status::Complete(len) => {
+                http_util::header_map(parsed.headers)?;
+                Ok(Some(len))
+            }
+            httparse::Status::Partial => Ok(None),
+        }
+    }
+
+    #[test]
+    fn equality_is_by_content_not_by_caches() {
+        let a = parse(RFC_REQUEST);
+        let b = parse(RFC_REQUEST);
+        let _ = (a.headers(), a.uri());
+        assert_eq!(a, b);
+        assert_eq!(a.clone(), b);
+        assert_eq!(a.clone().headers().len(), 7);
+        let other = parse(&with("origin", Some("Origin: http://other.example")));
+        assert_ne!(a, other);
+    }
+
+    #[test]
+    fn debug_shows_the_request_not_the_spans() {
+        let request = parse(b"GET /p?q HTTP/1.1\r\nHost: h\r\nX-Bin: a\xffb\"c\r\n\r\n");
+        let text = format!("{request:?}");
+        assert_eq!(
+            text,
+            "Request { method: GET, target: \"/p?q\", version: HTTP/1.1, \
+             headers: {\"Host\": \"h\", \"X-Bin\": \"a\\xffb\\\"c\"} }"
+        );
     }
 }
