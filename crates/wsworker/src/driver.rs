@@ -148,6 +148,8 @@ pub(crate) struct Driver<S, H> {
     counters: Option<Arc<WorkerCounters>>,
     /// `on_open` was called.
     started: bool,
+    /// The shared inbox holds this task's waker.
+    inbox_registered: bool,
 }
 
 impl<S, H> Future for Driver<S, H>
@@ -222,6 +224,7 @@ where
             keepalive,
             counters: None,
             started: false,
+            inbox_registered: false,
         }
     }
 
@@ -248,14 +251,13 @@ where
     }
 
     fn drive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        // Once per wake-up, not per round: a ping it queues goes out with the first write.
+        if let Liveness::Dead = self.poll_keepalive(cx) {
+            return Poll::Ready(());
+        }
         let mut read = 0;
         for _ in 0..BUDGET {
             let mut progressed = self.poll_commands(cx);
-            match self.poll_keepalive(cx) {
-                Liveness::Quiet => {}
-                Liveness::Pinged => progressed = true,
-                Liveness::Dead => return Poll::Ready(()),
-            }
             match self.poll_read(cx) {
                 Poll::Ready(Ok(n)) => {
                     progressed = true;
@@ -287,7 +289,9 @@ where
 
     /// Applies commands from handles on other tasks or threads.
     fn poll_commands(&mut self, cx: &mut Context<'_>) -> bool {
-        let commands = self.shared.take_commands(cx.waker());
+        let commands = self
+            .shared
+            .take_commands(cx.waker(), &mut self.inbox_registered);
         let progressed = !commands.is_empty();
         for command in commands {
             self.shared.taken(&command);

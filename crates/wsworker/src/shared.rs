@@ -73,7 +73,8 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 #[derive(Debug, Default)]
 struct Inbox {
     commands: VecDeque<Command>,
-    /// The driver's waker, left when it found the inbox empty.
+    /// The driver's waker: left on its first look and kept (a task's waker does not change),
+    /// so that looking at an empty inbox needs no lock.
     waker: Option<Waker>,
 }
 
@@ -82,6 +83,8 @@ struct Inbox {
 pub(crate) struct Shared {
     id: u64,
     inbox: Mutex<Inbox>,
+    /// Commands in the inbox: the driver looks here first, without the lock.
+    waiting: AtomicUsize,
     /// Bytes sent through the inbox and not yet taken by the driver.
     pending: AtomicUsize,
     /// Bytes in the protocol's send queue, as last published by the driver.
@@ -94,6 +97,7 @@ impl Shared {
         Arc::new(Self {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             inbox: Mutex::default(),
+            waiting: AtomicUsize::new(0),
             pending: AtomicUsize::new(0),
             queued: AtomicUsize::new(0),
             state: AtomicU8::new(ReadyState::Connecting as u8),
@@ -105,16 +109,20 @@ impl Shared {
         self.inbox.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes the commands waiting for the driver, in order; when there are none, leaves
-    /// `waker` to be woken by the next one.
-    pub(crate) fn take_commands(&self, waker: &Waker) -> VecDeque<Command> {
-        let mut inbox = self.inbox();
-        if inbox.commands.is_empty() {
-            match &inbox.waker {
-                Some(known) if known.will_wake(waker) => {}
-                _ => inbox.waker = Some(waker.clone()),
-            }
+    /// Takes the commands waiting for the driver, in order, and leaves `waker` to be woken
+    /// by the next one. `registered` is the driver's note that its waker is already there:
+    /// then an empty inbox costs one atomic load.
+    pub(crate) fn take_commands(&self, waker: &Waker, registered: &mut bool) -> VecDeque<Command> {
+        if *registered && self.waiting.load(Ordering::Acquire) == 0 {
+            return VecDeque::new();
         }
+        let mut inbox = self.inbox();
+        match &inbox.waker {
+            Some(known) if known.will_wake(waker) => {}
+            _ => inbox.waker = Some(waker.clone()),
+        }
+        *registered = true;
+        self.waiting.store(0, Ordering::Relaxed);
         std::mem::take(&mut inbox.commands)
     }
 
@@ -158,13 +166,11 @@ impl Shared {
             return Ok(());
         };
         self.pending.fetch_add(command.weight(), Ordering::Relaxed);
-        let waker = {
-            let mut inbox = self.inbox();
-            inbox.commands.push_back(command);
-            inbox.waker.take()
-        };
-        if let Some(waker) = waker {
-            waker.wake();
+        let mut inbox = self.inbox();
+        inbox.commands.push_back(command);
+        self.waiting.store(inbox.commands.len(), Ordering::Release);
+        if let Some(waker) = &inbox.waker {
+            waker.wake_by_ref();
         }
         Ok(())
     }

@@ -272,16 +272,16 @@ impl Connection {
             payload = compressed;
             rsv = RSV1;
         }
-        loop {
-            let chunk = payload.split_to(payload.len().min(fragment_size));
-            let fin = payload.is_empty();
-            self.push_frame_rsv(opcode, fin, rsv, chunk);
-            if fin {
-                return Ok(());
-            }
+        // The last (usually the only) frame takes the payload whole: splitting it would cost
+        // a reference count update per message.
+        while payload.len() > fragment_size {
+            let chunk = payload.split_to(fragment_size);
+            self.push_frame_rsv(opcode, false, rsv, chunk);
             opcode = OpCode::Continuation;
             rsv = 0;
         }
+        self.push_frame_rsv(opcode, true, rsv, payload);
+        Ok(())
     }
 
     /// Queues a ping.
