@@ -1,0 +1,294 @@
+#!/usr/bin/env python3
+"""The two halves of bench/run that are easier in Python (standard library only).
+
+    report.py cell CELLS.jsonl KEY=VALUE... < BENCH_JSON
+        appends one measured cell (the load generator's --json report on stdin, the
+        server's figures as arguments) to CELLS.jsonl and prints a one-line summary;
+    report.py table CELLS.jsonl OUT.md --date ... --reps ... (see main)
+        writes the Markdown tables: medians per scenario and server, ratios to the ceiling.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tomllib
+
+SCENARIOS = {
+    "A": "many small text messages",
+    "B": "1 KiB binary messages",
+    "C": "many connections, little in flight",
+    "D": "64 KiB binary messages",
+    "E": "one 16 MiB binary message at a time",
+    "F": "latency: one 20-byte message at a time",
+    "G": "idle connections: handshakes and memory",
+    "H": "wsworker --count 2 against --count 1, scenario A, both cores",
+}
+CEILING = "ceiling"
+H_BASE = "wsworker-count1"
+ERROR_KINDS = ("connect", "handshake", "protocol", "mismatch", "timeout")
+
+
+def cell(path, pairs):
+    """Appends one cell: KEY=VALUE pairs (integers where they parse) and the bench report."""
+    record = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        try:
+            record[key] = int(value)
+        except ValueError:
+            record[key] = {"true": True, "false": False}.get(value, value)
+    text = sys.stdin.read().strip()
+    try:
+        record["bench"] = json.loads(text) if text else None
+    except json.JSONDecodeError:
+        record["bench"] = None
+    with open(path, "a", encoding="utf-8") as out:
+        out.write(json.dumps(record) + "\n")
+    bench = record["bench"]
+    if bench is None:
+        summary = "no report"
+    elif bench["msgs_per_s"] is None:
+        summary = f"{bench['connections_opened']} open, {bench['handshakes_per_s']:,.0f} handshakes/s"
+    else:
+        summary = f"{bench['msgs_per_s']:,.0f} msgs/s, p99 {bench['rtt_us']['p99']:,.0f} µs"
+    print(f"   {record['scenario']} rep {record['rep']} {record['server']:<18} {summary}")
+
+
+def figures(record, clk_tck):
+    """The figures of one cell, or None when the load generator gave no report."""
+    bench = record.get("bench")
+    if not bench:
+        return None
+    cpu_s = record["cpu_ticks"] / clk_tck
+    msgs = bench["messages"]
+    opened = bench["connections_opened"]
+    return {
+        "msgs_per_s": bench["msgs_per_s"],
+        "mb_per_s": bench["mb_per_s"],
+        "p50": bench["rtt_us"]["p50"],
+        "p99": bench["rtt_us"]["p99"],
+        "cpu_us_msg": cpu_s * 1e6 / msgs if msgs else None,
+        "rss_mib": record["rss_after_kib"] / 1024,
+        "hwm_mib": record["hwm_kib"] / 1024,
+        "load_cpu": 100 * bench["client_cpu_s"] / bench["duration_s"],
+        "opened": opened,
+        "handshakes_per_s": bench["handshakes_per_s"],
+        # The peak is reached while every connection is open.
+        "kib_per_conn": (record["hwm_kib"] - record["rss_before_kib"]) / opened if opened else None,
+        "cpu_us_conn": cpu_s * 1e6 / opened if opened else None,
+    }
+
+
+def failure(record):
+    """Why a cell failed (empty when it did not)."""
+    bench = record.get("bench")
+    why = []
+    if not record.get("alive", False):
+        why.append("server died" if "alive" in record else "server did not start")
+    if bench:
+        why += [f"{n} {kind}" for kind in ERROR_KINDS if (n := bench["errors"][kind])]
+        if bench["connections_failed"]:
+            why.append(f"{bench['connections_failed']} connections failed")
+    elif "alive" in record:
+        why.append("no report")
+    if record.get("exit", 0) != 0 and not why:
+        why.append(f"load exit {record['exit']}")
+    said = str(record.get("load_error", "")).strip().splitlines()
+    if why and said:
+        why.append(f"`{said[0]}`")
+    return ", ".join(why)
+
+
+def summarise(records, clk_tck):
+    """Per server: medians of the cells that ran clean."""
+    by_server = {}
+    for record in records:
+        by_server.setdefault(record["server"], []).append(record)
+    out = {}
+    for server, cells in by_server.items():
+        clean = [c for c in cells if not failure(c)]
+        use = [f for c in clean if (f := figures(c, clk_tck))]
+        medians = {}
+        for key in use[0] if use else ():
+            values = [f[key] for f in use if f[key] is not None]
+            medians[key] = statistics.median(values) if values else None
+        failures = sorted({failure(c) for c in cells if failure(c)})
+        out[server] = {
+            "ok": f"{len(clean)}/{len(cells)}",
+            "failed": "; ".join(failures),
+            "medians": medians,
+        }
+    return out
+
+
+def fmt(value, digits):
+    if value is None:
+        return "–"
+    return f"{value:,.{digits}f}"
+
+
+def with_ratio(value, base, digits):
+    text = fmt(value, digits)
+    if value is None or not base:
+        return text
+    return f"{text} ({value / base:.2f}×)"
+
+
+def table(summary, columns, base_name, order):
+    """A Markdown table: one row per server, each figure with its ratio to base_name's."""
+    base = summary.get(base_name, {}).get("medians", {})
+    head = ["server", "runs ok"] + [title for title, _, _, _ in columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for server in order:
+        if server not in summary:
+            continue
+        row = summary[server]
+        m = row["medians"]
+        cells = [f"**{server}**" if server == base_name else server, row["ok"]]
+        if row["ok"].startswith("0/"):
+            cells += ["failed (below)"] + ["–"] * (len(columns) - 1)
+        else:
+            for _, key, digits, ratio in columns:
+                value = m.get(key)
+                cells.append(with_ratio(value, base.get(key), digits) if ratio else fmt(value, digits))
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = [f"- {s}: {summary[s]['failed']}" for s in order if s in summary and summary[s]["failed"]]
+    if notes:
+        lines += ["", "Failed runs (left out of the medians):", *notes]
+    return lines
+
+
+TRAFFIC = [
+    ("msgs/s", "msgs_per_s", 0, True),
+    ("MB/s", "mb_per_s", 1, True),
+    ("p50 µs", "p50", 0, True),
+    ("p99 µs", "p99", 0, True),
+    ("server CPU µs/msg", "cpu_us_msg", 2, True),
+    ("RSS after MiB", "rss_mib", 1, True),
+    ("RSS peak MiB", "hwm_mib", 1, True),
+    ("load CPU %", "load_cpu", 0, False),
+]
+IDLE = [
+    ("connections", "opened", 0, False),
+    ("handshakes/s", "handshakes_per_s", 0, True),
+    ("RSS KiB/conn", "kib_per_conn", 1, True),
+    ("server CPU µs/conn", "cpu_us_conn", 1, True),
+    ("RSS peak MiB", "hwm_mib", 1, True),
+]
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def versions(lockfile):
+    with open(lockfile, "rb") as lock:
+        packages = tomllib.load(lock)["package"]
+    wanted = ("tokio-tungstenite", "tungstenite", "fastwebsockets", "hyper", "tokio")
+    found = {p["name"]: p["version"] for p in packages if p["name"] in wanted}
+    return ", ".join(f"{name} {found[name]}" for name in wanted if name in found)
+
+
+def report(args):
+    with open(args.cells, encoding="utf-8") as cells:
+        records = [json.loads(line) for line in cells if line.strip()]
+    servers = []
+    for record in records:
+        if record["server"] not in servers and not record["server"].startswith("wsworker-count"):
+            servers.append(record["server"])
+    title = "Smoke run (not a measurement)" if args.smoke else "Results"
+    lines = [
+        f"# wsworker side by side: {title}",
+        "",
+        "Written by `bench/run` (see README.md); do not edit by hand.",
+        "",
+        f"- Date: {args.date}; {args.reps} repetition(s) of {args.duration} s per cell, "
+        f"{args.elapsed // 60} min {args.elapsed % 60} s in all.",
+        f"- Machine: {os.cpu_count()} cores ({cpu_model()}), Linux {platform.release()}; "
+        "shared with other work, so expect noise.",
+        f"- Versions: {args.wsworker}; {versions(args.lockfile)}; {args.rustc}.",
+        "- Method: for each scenario, each repetition runs every server once, in an order "
+        "rotated by one each repetition; every cell is a fresh server process pinned to core 0 "
+        "(`taskset -c 0`) and one `wsworker bench … --json` pinned to core 1. Figures are "
+        "medians over the repetitions. The ceiling is the least work any WebSocket echo can "
+        "do (a handshake, then each frame sent back unmasked: bench/servers/ceiling), "
+        "measured in the same run; `(0.50×)` is a figure divided by the ceiling's.",
+        "- Throughput is higher-better, latency, CPU and memory lower-better. msgs/s and MB/s "
+        "count echoes received in the window (MB/s one way, in millions of payload bytes); "
+        "p50/p99 are round trips; server CPU is utime+stime from /proc/PID/stat over the "
+        f"whole load run (CLK_TCK {args.clk_tck}) divided by the echoes; RSS is VmRSS after "
+        "the run and VmHWM (the peak) from /proc/PID/status. Load CPU is the load "
+        "generator's CPU time over the window: near 100 % the load generator, not the "
+        "server, sets the pace, and the ratios understate the differences between servers.",
+    ]
+    for scenario, title in SCENARIOS.items():
+        rows = [r for r in records if r["scenario"] == scenario]
+        if not rows:
+            continue
+        bench = next((r["bench"] for r in rows if r.get("bench")), None)
+        shape = ""
+        if bench and bench["size"] is not None:
+            kind = "binary" if bench["binary"] else "text"
+            shape = f": {bench['conns']:,} conns × {bench['size']:,} B {kind} × {bench['inflight']} in flight"
+        elif bench:
+            shape = f": {bench['conns']:,} idle connections held {bench['duration_s']:g} s"
+        lines += ["", f"## {scenario}. {title}{shape}", ""]
+        summary = summarise(rows, args.clk_tck)
+        if scenario == "H":
+            lines += table(summary, TRAFFIC, H_BASE, [H_BASE, "wsworker-count2"])
+            lines += [
+                "",
+                "Ratios here are to `--count 1`. The server may use both cores (`taskset -c "
+                "0,1`) and the load generator runs on core 1, so it competes with the second "
+                "worker for that core. What this shows: whether a second worker adds "
+                "throughput, or costs some, when it has to share its core; that the "
+                "connections are spread over both workers and nothing breaks. What it cannot "
+                "show: how wsworker scales with cores, which needs the load on cores of its "
+                "own (another machine or more cores than the server uses).",
+            ]
+        elif scenario == "G":
+            lines += table(summary, IDLE, CEILING, servers)
+            lines += [
+                "",
+                "RSS KiB/conn is (VmHWM after the run − VmRSS before it) / connections: the "
+                "peak is reached while all of them are open. Server CPU µs/conn is the "
+                "server's CPU time over the run per connection (handshake, then close).",
+            ]
+        else:
+            lines += table(summary, TRAFFIC, CEILING, servers)
+    with open(args.out, "w", encoding="utf-8") as out:
+        out.write("\n".join(lines) + "\n")
+
+
+def main():
+    if len(sys.argv) >= 3 and sys.argv[1] == "cell":
+        cell(sys.argv[2], sys.argv[3:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("mode", choices=["table"])
+    parser.add_argument("cells")
+    parser.add_argument("out")
+    parser.add_argument("--date", required=True)
+    parser.add_argument("--reps", type=int, required=True)
+    parser.add_argument("--duration", required=True)
+    parser.add_argument("--smoke", type=int, default=0)
+    parser.add_argument("--clk-tck", type=int, required=True)
+    parser.add_argument("--lockfile", required=True)
+    parser.add_argument("--wsworker", required=True)
+    parser.add_argument("--rustc", required=True)
+    parser.add_argument("--elapsed", type=int, default=0)
+    report(parser.parse_args())
+
+
+if __name__ == "__main__":
+    main()
