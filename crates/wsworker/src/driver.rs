@@ -45,6 +45,11 @@ pub(crate) trait Handler {
     /// The connection is open; called once, first. Sends made here go out before anything
     /// else.
     fn on_open(&mut self) {}
+    /// Whether the handler can take more events now; while it cannot, nothing is read from
+    /// the socket (the peer's sends back up in TCP instead of in memory here).
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<()> {
+        Poll::Ready(())
+    }
     /// An event from the peer. Sends made through a handle while this runs are applied as
     /// soon as it returns, before anything else is read.
     fn on_event(&mut self, event: Event);
@@ -416,6 +421,9 @@ where
             return Poll::Pending;
         }
         let discard = self.conn.is_receive_done();
+        if !discard && self.handler.poll_ready(cx).is_pending() {
+            return Poll::Pending;
+        }
         let buf = self.conn.recv_buffer_mut();
         // With nothing pending the read goes into the worker's buffer, which goes back as
         // soon as the frames in it are handed out; only a partial frame keeps a buffer here.

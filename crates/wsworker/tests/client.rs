@@ -535,3 +535,53 @@ fn handles_and_their_futures_are_send_and_sync() {
         assert_send(&WebSocket::builder("ws://127.0.0.1:1/").connect());
     });
 }
+
+#[tokio::test]
+async fn a_client_that_does_not_read_its_events_pushes_back_on_the_server() {
+    // 48 MiB sent at once to a client whose application reads nothing yet: the client stops
+    // reading at 16 MiB of unread messages, so the server's send buffer fills (on_buffer_full)
+    // instead of the client's memory; then every message arrives, in order.
+    let mut worker = Worker::new("websocket://127.0.0.1:0").unwrap();
+    let (full_tx, mut full_rx) = mpsc::unbounded_channel();
+    let drained = full_tx.clone();
+    worker
+        .permessage_deflate(None)
+        // Room for all 48 MiB: only the client's reading decides how fast the buffer drains.
+        .send_buffer_limits(1 << 20, 64 << 20)
+        .on_connect(|conn| {
+            for i in 0..48u8 {
+                let _ = conn.send(vec![i; 1 << 20]);
+            }
+        })
+        .on_buffer_full(move |_| {
+            let _ = full_tx.send("full");
+        })
+        .on_buffer_drain(move |_| {
+            let _ = drained.send("drain");
+        });
+    let server = worker.start().unwrap();
+    let ws = WebSocket::builder(format!("ws://{}/", server.local_addr()))
+        .connect()
+        .await
+        .unwrap();
+    // The server's buffer goes over its soft limit (1 MiB) at once, as it always does with
+    // 48 MiB queued; what matters is that it stays full: the client is not draining it.
+    assert_eq!(timeout(WAIT, full_rx.recv()).await.unwrap(), Some("full"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        full_rx.try_recv().is_err(),
+        "the server's buffer drained although nobody read the client's events"
+    );
+    for i in 0..48u8 {
+        let message = message(&ws).await;
+        assert_eq!(message.len(), 1 << 20);
+        assert!(
+            message.as_bytes().iter().all(|&b| b == i),
+            "message {i} out of order"
+        );
+    }
+    assert_eq!(timeout(WAIT, full_rx.recv()).await.unwrap(), Some("drain"));
+    ws.close(1000, "").unwrap();
+    closed(&ws).await;
+    stop(server).await;
+}

@@ -1,6 +1,8 @@
 //! Where a client connection's events go: to the `on_*` callback of their kind when there
 //! is one (every panic contained), to the handle's event stream otherwise.
 
+use std::task::{Context, Poll};
+
 use tokio::sync::{mpsc, oneshot};
 use wsworker_proto::{CloseCode, Event, Message};
 
@@ -72,8 +74,16 @@ impl ClientHandler {
     }
 
     fn emit(&self, event: WsEvent) {
-        // Nobody reads the stream once every handle is gone: the event has nowhere to go.
-        let _ = self.events.send(event);
+        let bytes = match &event {
+            WsEvent::Message(message) => message.len(),
+            _ => 0,
+        };
+        // Counted before it is sent: the reader may take it off at once.
+        self.ws.inner.backlog.added(bytes);
+        if self.events.send(event).is_err() {
+            // Nobody reads the stream once every handle is gone: the event has nowhere to go.
+            self.ws.inner.backlog.taken(bytes);
+        }
     }
 
     /// Calls a callback; a panic or an error is reported as an error event and closes the
@@ -103,6 +113,10 @@ impl ClientHandler {
 }
 
 impl Handler for ClientHandler {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.ws.inner.backlog.poll_room(cx)
+    }
+
     fn on_open(&mut self) {
         if let Some(cb) = &self.callbacks.on_open {
             self.call(|ws| {

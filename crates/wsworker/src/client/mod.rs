@@ -40,9 +40,9 @@ mod handler;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 
 use futures_core::Stream;
 use tokio::sync::mpsc;
@@ -106,7 +106,70 @@ struct Inner {
     /// Stops a connection that is still being established.
     cancel: CancellationToken,
     events: tokio::sync::Mutex<mpsc::UnboundedReceiver<WsEvent>>,
+    /// The messages waiting in `events`, so that the connection stops reading from the
+    /// server while the application is behind.
+    backlog: Backlog,
     owner: Weak<Owner>,
+}
+
+/// Bytes of messages queued in the event stream and not yet read by the application. Above
+/// [`BACKLOG_LIMIT`] the connection stops reading from the socket: the server's send buffer
+/// fills instead of this process's memory (TCP carries the backpressure), and reading
+/// resumes once the application has caught up.
+#[derive(Debug, Default)]
+pub(super) struct Backlog {
+    bytes: AtomicUsize,
+    /// The driver's waker, left while it waits for room.
+    waker: Mutex<Option<Waker>>,
+}
+
+/// Unread message bytes above which a client connection stops reading.
+pub(super) const BACKLOG_LIMIT: usize = 16 << 20;
+
+impl Backlog {
+    pub(super) fn added(&self, bytes: usize) {
+        self.bytes.fetch_add(bytes, Ordering::AcqRel);
+    }
+
+    pub(super) fn taken(&self, bytes: usize) {
+        let before = self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+        if before > BACKLOG_LIMIT && before - bytes <= BACKLOG_LIMIT {
+            let waker = self
+                .waker
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
+    }
+
+    /// Ready while there is room for more messages; otherwise leaves the waker for
+    /// [`Backlog::taken`].
+    pub(super) fn poll_room(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.bytes.load(Ordering::Acquire) <= BACKLOG_LIMIT {
+            return Poll::Ready(());
+        }
+        *self.waker.lock().unwrap_or_else(PoisonError::into_inner) = Some(cx.waker().clone());
+        // Taken in between: no wake-up is coming for the waker just left.
+        if self.bytes.load(Ordering::Acquire) <= BACKLOG_LIMIT {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl Inner {
+    /// The next event of the stream, its bytes taken off the backlog.
+    async fn recv(&self) -> Option<WsEvent> {
+        let event = self.events.lock().await.recv().await;
+        if let Some(WsEvent::Message(message)) = &event {
+            self.backlog.taken(message.len());
+        }
+        event
+    }
 }
 
 /// What the handshake settled.
@@ -191,6 +254,7 @@ impl WebSocket {
                 closing: AtomicBool::new(false),
                 cancel: CancellationToken::new(),
                 events: tokio::sync::Mutex::new(events),
+                backlog: Backlog::default(),
                 owner: owner.clone(),
             }),
         });
@@ -285,7 +349,7 @@ impl WebSocket {
     ///
     /// Cancel-safe. Clones share the stream: concurrent readers each get different events.
     pub async fn next(&self) -> Option<WsEvent> {
-        self.inner.events.lock().await.recv().await
+        self.inner.recv().await
     }
 
     /// Records what the handshake negotiated; called once, before the connection opens.
@@ -319,7 +383,7 @@ impl Stream for WebSocket {
         let inner = &this.inner;
         let next = slot.get_or_insert_with(|| {
             let inner = inner.clone();
-            Box::pin(async move { inner.events.lock().await.recv().await })
+            Box::pin(async move { inner.recv().await })
         });
         let event = ready!(next.as_mut().poll(cx));
         *slot = None;
