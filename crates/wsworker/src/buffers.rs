@@ -30,12 +30,8 @@ pub(crate) fn borrow_read() -> BytesMut {
 }
 
 /// Gives an emptied buffer back to the thread, to be lent again.
-pub(crate) fn give_back_read(mut buf: BytesMut) {
+pub(crate) fn give_back_read(buf: BytesMut) {
     debug_assert!(buf.is_empty());
-    buf.clear();
-    if buf.capacity() == 0 {
-        return;
-    }
     // Keep one: the one already there, or this one.
     let kept = READ.take();
     READ.set(Some(kept.unwrap_or(buf)));

@@ -187,13 +187,6 @@ struct KeepaliveState {
     ping_sent: Option<Instant>,
 }
 
-/// What the keepalive timer decided.
-enum Liveness {
-    Quiet,
-    Pinged,
-    Dead,
-}
-
 impl<S, H> Driver<S, H>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -257,7 +250,7 @@ where
 
     fn drive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         // Once per wake-up, not per round: a ping it queues goes out with the first write.
-        if let Liveness::Dead = self.poll_keepalive(cx) {
+        if self.poll_keepalive(cx) {
             return Poll::Ready(());
         }
         let mut read = 0;
@@ -371,18 +364,17 @@ where
         false
     }
 
-    /// Sends the keepalive ping when the peer has been silent too long, and gives up on a
-    /// peer that does not answer it.
-    fn poll_keepalive(&mut self, cx: &mut Context<'_>) -> Liveness {
+    /// Sends the keepalive ping when the peer has been silent too long; `true` when the
+    /// peer did not answer it in time and the connection is to be dropped.
+    fn poll_keepalive(&mut self, cx: &mut Context<'_>) -> bool {
         let (Some(config), Some(state)) = (self.config.keepalive, &mut self.keepalive) else {
-            return Liveness::Quiet;
+            return false;
         };
         if self.conn.ready_state() != ReadyState::Open {
             // The close timeout watches a closing connection.
             self.keepalive = None;
-            return Liveness::Quiet;
+            return false;
         }
-        let mut pinged = false;
         while state.timer.as_mut().poll(cx).is_ready() {
             if let Some(sent) = state.ping_sent {
                 if state.last_heard <= sent {
@@ -393,7 +385,7 @@ where
                     });
                     self.handler
                         .on_error(Error::Timeout("no answer to the keepalive ping"));
-                    return Liveness::Dead;
+                    return true;
                 }
                 state.ping_sent = None;
             }
@@ -405,14 +397,9 @@ where
                 let _ = self.conn.send_ping(Bytes::new());
                 state.ping_sent = Some(now);
                 state.timer.as_mut().reset(now + config.timeout);
-                pinged = true;
             }
         }
-        if pinged {
-            Liveness::Pinged
-        } else {
-            Liveness::Quiet
-        }
+        false
     }
 
     /// Reads what is available and hands every decoded event to the handler.
