@@ -84,6 +84,15 @@ impl Utf8Validator {
     }
 }
 
+/// Whether `bytes`, a whole message, are UTF-8.
+///
+/// `simdutf8` hands inputs under 64 bytes to `std`, whose setup costs more than the check
+/// itself for the short ASCII text most messages are; those are checked a word at a time
+/// first.
+pub fn is_utf8(bytes: &[u8]) -> bool {
+    (bytes.len() < 64 && bytes.is_ascii()) || simdutf8::basic::from_utf8(bytes).is_ok()
+}
+
 /// Immutable UTF-8 text backed by [`Bytes`]: cheap to clone, sliced out of the receive buffer
 /// without a copy, and dereferencing to `str`.
 #[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -177,7 +186,9 @@ impl TryFrom<Bytes> for Utf8Bytes {
     type Error = InvalidUtf8;
 
     fn try_from(bytes: Bytes) -> Result<Self, InvalidUtf8> {
-        simdutf8::basic::from_utf8(&bytes).map_err(|_| InvalidUtf8)?;
+        if !is_utf8(&bytes) {
+            return Err(InvalidUtf8);
+        }
         Ok(Self::from_validated(bytes))
     }
 }
@@ -282,7 +293,32 @@ mod tests {
         assert_eq!(unchecked.as_str(), checked);
     }
 
+    #[test]
+    fn whole_message_check_agrees_with_std_around_the_short_cutoff() {
+        for len in 0..=80 {
+            let ascii = vec![b'a'; len];
+            assert!(is_utf8(&ascii), "{len} ASCII bytes");
+            for at in 0..len {
+                let mut bad = ascii.clone();
+                bad[at] = 0xff;
+                assert!(!is_utf8(&bad), "0xff at {at} of {len}");
+                let mut cut = ascii.clone();
+                cut[at] = 0xc3; // a two-byte code point, cut short unless followed by 0x80..
+                assert_eq!(
+                    is_utf8(&cut),
+                    std::str::from_utf8(&cut).is_ok(),
+                    "{at} of {len}"
+                );
+            }
+        }
+    }
+
     proptest! {
+        #[test]
+        fn whole_message_check_agrees_with_std(data in proptest::collection::vec(any::<u8>(), 0..200)) {
+            prop_assert_eq!(is_utf8(&data), std::str::from_utf8(&data).is_ok());
+        }
+
         #[test]
         fn pieces_agree_with_std(data in proptest::collection::vec(any::<u8>(), 0..64), cuts in proptest::collection::vec(0usize..64, 0..4)) {
             let mut cuts = cuts;

@@ -295,9 +295,13 @@ where
             self.shared.taken(&command);
             self.apply(command);
         }
+        if progressed {
+            self.check_buffer();
+        }
         progressed
     }
 
+    /// Applies one command; the caller checks the buffer limits once after a batch.
     fn apply(&mut self, command: Command) {
         let is_message = matches!(command, Command::Send(_) | Command::Prepared(_));
         if is_message && !self.admit(&command) {
@@ -328,7 +332,6 @@ where
         {
             self.handler.on_error(error.into());
         }
-        self.check_buffer();
     }
 
     /// Whether a message may be queued. One that would take the send buffer over the hard
@@ -474,16 +477,29 @@ where
 
     /// Runs a handler method with this connection's outbox open, then applies what it sent.
     fn in_scope(&mut self, f: impl FnOnce(&mut H)) {
-        let handler = &mut self.handler;
+        let _scope = outbox::open(self.shared.id());
         let mut sent = outbox::borrow_list();
-        outbox::scope(self.shared.id(), || f(handler), &mut sent);
-        for command in sent.drain(..) {
-            self.apply(command);
-        }
+        f(&mut self.handler);
+        self.apply_sent(&mut sent);
         outbox::give_back_list(sent);
     }
 
+    /// Applies, in order, what the handler sent through the outbox, and what the callbacks
+    /// that this fires (buffer full, errors) send in turn. `sent` is an empty list to use.
+    fn apply_sent(&mut self, sent: &mut Vec<Command>) {
+        while outbox::take_sent(sent) {
+            for command in sent.drain(..) {
+                self.apply(command);
+            }
+            self.check_buffer();
+        }
+    }
+
+    /// Hands every complete event to the handler, with the outbox open for the whole batch
+    /// and each event's sends applied before the next event.
     fn process_events(&mut self) {
+        let _scope = outbox::open(self.shared.id());
+        let mut sent = outbox::borrow_list();
         loop {
             match self.conn.poll_event() {
                 Ok(Some(event)) => {
@@ -498,7 +514,8 @@ where
                             was_clean: true,
                         });
                     }
-                    self.in_scope(|handler| handler.on_event(event));
+                    self.handler.on_event(event);
+                    self.apply_sent(&mut sent);
                 }
                 Ok(None) => break,
                 Err(error) => {
@@ -508,10 +525,12 @@ where
                         was_clean: false,
                     });
                     self.handler.on_error(error.into());
+                    self.apply_sent(&mut sent);
                     break;
                 }
             }
         }
+        outbox::give_back_list(sent);
     }
 
     /// Writes everything queued, with one vectored write per batch of slices.

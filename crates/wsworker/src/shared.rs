@@ -176,19 +176,27 @@ impl Shared {
     }
 }
 
-/// The thread-local outbox of the connection whose callback is running.
+/// The thread-local outbox of the connection whose callbacks are running.
 pub(crate) mod outbox {
     use super::*;
 
+    /// Whose callbacks run on this thread, and what they sent: one thread-local, so a send
+    /// costs one access.
+    struct Outbox {
+        current: u64,
+        commands: Vec<Command>,
+    }
+
     thread_local! {
-        static CURRENT: Cell<u64> = const { Cell::new(0) };
-        static COMMANDS: RefCell<Vec<Command>> = const { RefCell::new(Vec::new()) };
+        static OUTBOX: RefCell<Outbox> = const {
+            RefCell::new(Outbox { current: 0, commands: Vec::new() })
+        };
         /// A list for the driver to move a callback's commands into, lent so that no
         /// connection keeps one of its own.
         static SPARE: Cell<Vec<Command>> = const { Cell::new(Vec::new()) };
     }
 
-    /// An empty list to pass to [`scope`].
+    /// An empty list to pass to [`take_sent`].
     pub(crate) fn borrow_list() -> Vec<Command> {
         SPARE.take()
     }
@@ -199,21 +207,48 @@ pub(crate) mod outbox {
         SPARE.set(list);
     }
 
-    /// Queues `command` if `id`'s callback is running on this thread; gives it back if not.
+    /// Queues `command` if `id`'s outbox is open on this thread; gives it back if not.
     pub(crate) fn push(id: u64, command: Command) -> Result<(), Command> {
-        if CURRENT.get() != id {
-            return Err(command);
-        }
-        COMMANDS.with_borrow_mut(|commands| commands.push(command));
-        Ok(())
+        OUTBOX.with_borrow_mut(|outbox| {
+            if outbox.current == id {
+                outbox.commands.push(command);
+                Ok(())
+            } else {
+                Err(command)
+            }
+        })
     }
 
-    /// Runs `f` with `id`'s outbox open, then moves what it queued to the end of `sent`.
-    pub(crate) fn scope<R>(id: u64, f: impl FnOnce() -> R, sent: &mut Vec<Command>) -> R {
-        let outer = CURRENT.replace(id);
-        let result = f();
-        CURRENT.set(outer);
-        COMMANDS.with_borrow_mut(|commands| sent.append(commands));
-        result
+    /// Opens `id`'s outbox on this thread until the guard is dropped: sends through its
+    /// handles queue here instead of going through the inbox.
+    pub(crate) fn open(id: u64) -> Scope {
+        let outer = OUTBOX.with_borrow_mut(|outbox| std::mem::replace(&mut outbox.current, id));
+        Scope { outer }
+    }
+
+    /// Moves what was sent since the last call to the end of `sent` (an empty list:
+    /// swapped, so neither side gives up its allocation); `false` when nothing was.
+    pub(crate) fn take_sent(sent: &mut Vec<Command>) -> bool {
+        debug_assert!(sent.is_empty());
+        OUTBOX.with_borrow_mut(|outbox| {
+            if outbox.commands.is_empty() {
+                return false;
+            }
+            std::mem::swap(&mut outbox.commands, sent);
+            true
+        })
+    }
+
+    /// An open outbox; dropping it restores the one open before (callbacks of another
+    /// connection, or none), also when a panic unwinds through it.
+    #[must_use]
+    pub(crate) struct Scope {
+        outer: u64,
+    }
+
+    impl Drop for Scope {
+        fn drop(&mut self) {
+            OUTBOX.with_borrow_mut(|outbox| outbox.current = self.outer);
+        }
     }
 }

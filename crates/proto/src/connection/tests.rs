@@ -719,3 +719,53 @@ fn connection_state_stays_small() {
     let size = size_of::<Connection>();
     assert!(size <= 320, "Connection is {size} bytes");
 }
+
+// ----- the whole-frame fast path --------------------------------------------------------
+
+#[test]
+fn whole_frames_and_the_general_path_interleave_in_order() {
+    // Whole frames take the one-step path; a fragmented message, a ping, a 64-bit length
+    // and a frame cut short take the general one. The order of events must not change.
+    let big = vec![7u8; 70_000];
+    let mut input = frame_to(Role::Server, true, 0, 1, b"one");
+    input.extend(frame_to(Role::Server, true, 0, 2, &[1u8; 300]));
+    input.extend(frame_to(Role::Server, false, 0, 1, b"fra"));
+    input.extend(frame_to(Role::Server, true, 0, 9, b"p"));
+    input.extend(frame_to(Role::Server, true, 0, 0, b"gment"));
+    input.extend(frame_to(Role::Server, true, 0, 2, &big));
+    input.extend(frame_to(Role::Server, true, 0, 1, b""));
+    let last = frame_to(Role::Server, true, 0, 1, "κόσμε".as_bytes());
+    input.extend(&last[..4]);
+    let mut conn = server();
+    conn.receive(&input);
+    let (mut got, error) = events(&mut conn);
+    assert_eq!(error, None);
+    conn.receive(&last[4..]);
+    got.extend(events(&mut conn).0);
+    assert_eq!(
+        got,
+        vec![
+            Event::Message(Message::text("one")),
+            Event::Message(Message::Binary(Bytes::from(vec![1u8; 300]))),
+            Event::Ping(Bytes::from_static(b"p")),
+            Event::Message(Message::text("fragment")),
+            Event::Message(Message::Binary(Bytes::from(big))),
+            Event::Message(Message::text("")),
+            Event::Message(Message::text("κόσμε")),
+        ]
+    );
+}
+
+#[test]
+fn a_whole_frame_over_the_message_limit_still_fails_1009() {
+    let mut conn = Connection::new(Role::Server, Config::default().max_message_size(3));
+    conn.receive(&frame_to(Role::Server, true, 0, 1, b"ok!"));
+    conn.receive(&frame_to(Role::Server, true, 0, 1, b"four"));
+    let (got, error) = events(&mut conn);
+    assert_eq!(got, vec![Event::Message(Message::text("ok!"))]);
+    assert_eq!(
+        error,
+        Some(CapacityError::FrameTooLarge { size: 4, max: 3 }.into())
+    );
+    assert_eq!(conn.ready_state(), ReadyState::Closed);
+}
