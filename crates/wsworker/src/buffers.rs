@@ -1,8 +1,10 @@
 //! Buffers each worker thread lends to the connection it is working on, so that an idle
 //! connection holds none: a connection borrows the read buffer for one read and gives it
-//! back as soon as every complete frame in it has been handed out. Only a connection with
-//! a partial frame keeps a buffer of its own. (uWebSockets shares one receive buffer per
-//! event loop in the same way.)
+//! back as soon as every complete frame in it has been handed out, and the write buffer for
+//! one poll, given back once everything in it is written. Only a connection with a partial
+//! frame, or with bytes its peer has not taken yet, keeps a buffer of its own.
+//! (uWebSockets shares one receive buffer per event loop, and corks sends into one shared
+//! buffer, in the same way.)
 //!
 //! A worker runs one connection at a time on its thread, so one buffer per thread is enough;
 //! when the buffer is out (a connection kept it for a partial frame) the next borrower gets
@@ -16,8 +18,17 @@ use bytes::BytesMut;
 /// few reads; it costs one buffer per worker thread, not one per connection.
 pub(crate) const READ_SIZE: usize = 64 * 1024;
 
+/// How much room the lent write buffer starts with: the replies of one read batch of small
+/// messages fit without growing it.
+pub(crate) const WRITE_SIZE: usize = 16 * 1024;
+
+/// A buffer that grew beyond this (a large message in pieces, a client masking a large
+/// message) is freed rather than kept for the thread.
+const KEEP_AT_MOST: usize = 1 << 20;
+
 thread_local! {
     static READ: Cell<Option<BytesMut>> = const { Cell::new(None) };
+    static WRITE: Cell<Option<BytesMut>> = const { Cell::new(None) };
 }
 
 /// The thread's read buffer, empty, with room for at least [`READ_SIZE`] bytes.
@@ -32,9 +43,28 @@ pub(crate) fn borrow_read() -> BytesMut {
 /// Gives an emptied buffer back to the thread, to be lent again.
 pub(crate) fn give_back_read(buf: BytesMut) {
     debug_assert!(buf.is_empty());
-    // Keep one: the one already there, or this one.
-    let kept = READ.take();
-    READ.set(Some(kept.unwrap_or(buf)));
+    keep(&READ, buf);
+}
+
+/// The thread's write buffer, empty, with room for at least [`WRITE_SIZE`] bytes. Frames are
+/// encoded into it, and it goes back once everything in it is written; a connection whose
+/// peer does not read fast enough keeps it, and the next borrower gets a new one.
+pub(crate) fn borrow_write() -> BytesMut {
+    let mut buf = WRITE.take().unwrap_or_default();
+    buf.reserve(WRITE_SIZE);
+    buf
+}
+
+/// Gives a written-out buffer back to the thread, to be lent again.
+pub(crate) fn give_back_write(mut buf: BytesMut) {
+    buf.clear();
+    keep(&WRITE, buf);
+}
+
+/// Keeps one buffer in `slot`: the one already there, or this one unless it grew too large.
+fn keep(slot: &'static std::thread::LocalKey<Cell<Option<BytesMut>>>, buf: BytesMut) {
+    let kept = slot.take();
+    slot.set(kept.or((buf.capacity() <= KEEP_AT_MOST).then_some(buf)));
 }
 
 #[cfg(test)]
@@ -63,5 +93,26 @@ mod tests {
         let again = borrow_read();
         assert!(again.capacity() >= READ_SIZE);
         assert_eq!(&payload[..], b"frame", "the payload is untouched");
+    }
+
+    #[test]
+    fn the_write_buffer_is_lent_again_and_a_grown_one_is_freed() {
+        let mut buf = borrow_write();
+        assert!(buf.capacity() >= WRITE_SIZE);
+        let first = buf.as_ptr();
+        buf.extend_from_slice(b"frame");
+        give_back_write(buf);
+        assert_eq!(
+            borrow_write().as_ptr(),
+            first,
+            "the same allocation, emptied"
+        );
+        let mut huge = borrow_write();
+        huge.reserve(2 * KEEP_AT_MOST);
+        give_back_write(huge);
+        assert!(
+            borrow_write().capacity() < 2 * KEEP_AT_MOST,
+            "not kept for the thread"
+        );
     }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
 use tokio_util::io::poll_read_buf;
@@ -166,13 +166,16 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
+        this.borrow_write_buffer();
         if !this.started {
             this.started = true;
             this.in_scope(H::on_open);
             // Bytes that arrived with the handshake may already hold frames.
             this.process_events();
         }
-        ready!(this.drive(cx));
+        let done = this.drive(cx);
+        this.give_back_write_buffer();
+        ready!(done);
         this.finish();
         Poll::Ready(())
     }
@@ -465,6 +468,23 @@ where
         }
         self.give_back_read_buffer();
         Poll::Ready(Ok(n))
+    }
+
+    /// Lends the worker's write buffer to a connection with nothing queued, for this poll.
+    fn borrow_write_buffer(&mut self) {
+        if !self.conn.wants_transmit() {
+            // Nothing is queued, so the swap cannot fail; what it gives back is empty.
+            let _ = self.conn.replace_send_buffer(buffers::borrow_write());
+        }
+    }
+
+    /// Returns the write buffer to the worker once everything in it is written.
+    fn give_back_write_buffer(&mut self) {
+        if let Ok(buf) = self.conn.replace_send_buffer(BytesMut::new())
+            && buf.capacity() > 0
+        {
+            buffers::give_back_write(buf);
+        }
     }
 
     /// Returns the receive buffer to the worker when no partial frame is left in it.

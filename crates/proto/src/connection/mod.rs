@@ -416,6 +416,18 @@ impl Connection {
         self.send.len() > 0
     }
 
+    /// Puts `buf` in place of the buffer outgoing frames are encoded into and returns that
+    /// one, while nothing is queued (`Err(buf)` otherwise). For a runtime that lends one
+    /// buffer in turn to the many connections of a thread, so that a connection with nothing
+    /// to send holds none: lend before sending, take back (with an empty `BytesMut`) once
+    /// everything is written.
+    ///
+    /// # Errors
+    /// Gives `buf` back while bytes are queued: they are in the current buffer.
+    pub fn replace_send_buffer(&mut self, buf: BytesMut) -> Result<BytesMut, BytesMut> {
+        self.send.replace_buffer(buf)
+    }
+
     /// Fills `dst` with the queued bytes in order, for one vectored write; returns how many
     /// slices it used. Report what was written with [`Connection::advance_transmit`].
     pub fn transmit_slices<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {

@@ -13,8 +13,12 @@ use bytes::{Buf, Bytes, BytesMut};
 use crate::frame::{FrameHeader, MAX_HEADER_LEN};
 use crate::mask::apply_mask;
 
-/// Payloads up to this size are copied next to their header rather than queued by reference.
-const COPY_THRESHOLD: usize = 512;
+/// Payloads up to this size are copied next to their header rather than queued by reference:
+/// below it a copy costs less than the reference count, the extra slice in the vectored
+/// write and the receive buffer kept from reuse until the write (a 1 KiB echo went from
+/// 0.82x to 0.96x of a plain TCP echo, with the lent write buffer, when this went up
+/// from 512 B).
+const COPY_THRESHOLD: usize = 4 * 1024;
 
 /// Encoded frames waiting to be written, in order: `chunks` first, then `tail`.
 #[derive(Debug, Default)]
@@ -54,6 +58,17 @@ impl SendQueue {
             }
             self.chunks.push_back(frame);
         }
+    }
+
+    /// Puts `buf` in place of the (empty) buffer frames are encoded into, returning that
+    /// one; `Err(buf)` while anything is queued.
+    pub(crate) fn replace_buffer(&mut self, mut buf: BytesMut) -> Result<BytesMut, BytesMut> {
+        if self.len > 0 {
+            return Err(buf);
+        }
+        buf.clear();
+        self.chunks.clear();
+        Ok(std::mem::replace(&mut self.tail, buf))
     }
 
     /// Bytes waiting to be written.

@@ -510,22 +510,22 @@ fn outgoing_messages_are_fragmented_on_request() {
 
 #[test]
 fn large_server_payload_is_queued_without_copy() {
-    let payload = Bytes::from(vec![7u8; 4096]);
+    let payload = Bytes::from(vec![7u8; 8192]);
     let mut conn = server();
     conn.send_binary(payload.clone()).unwrap();
     let mut slices = [IoSlice::new(&[]); 4];
     let n = conn.transmit_slices(&mut slices);
     assert_eq!(n, 2);
-    assert_eq!(&slices[0][..], b"\x82\x7e\x10\x00");
+    assert_eq!(&slices[0][..], b"\x82\x7e\x20\x00");
     assert_eq!(
         slices[1].as_ptr(),
         payload.as_ptr(),
         "the caller's bytes, not a copy"
     );
-    assert_eq!(conn.buffered_amount(), 4 + 4096);
+    assert_eq!(conn.buffered_amount(), 4 + 8192);
     conn.advance_transmit(3);
     conn.advance_transmit(100);
-    assert_eq!(conn.buffered_amount(), 4 + 4096 - 103);
+    assert_eq!(conn.buffered_amount(), 4 + 8192 - 103);
     conn.advance_transmit(10_000);
     assert!(!conn.wants_transmit());
 }
@@ -768,4 +768,26 @@ fn a_whole_frame_over_the_message_limit_still_fails_1009() {
         Some(CapacityError::FrameTooLarge { size: 4, max: 3 }.into())
     );
     assert_eq!(conn.ready_state(), ReadyState::Closed);
+}
+
+#[test]
+fn the_send_buffer_is_replaced_only_while_nothing_is_queued() {
+    let mut conn = server();
+    let lent = BytesMut::with_capacity(1024);
+    let lent_at = lent.as_ptr();
+    assert!(conn.replace_send_buffer(lent).is_ok());
+    conn.send_text("hi").unwrap();
+    let mut slices = [IoSlice::new(&[]); 2];
+    assert_eq!(conn.transmit_slices(&mut slices), 1);
+    assert_eq!(slices[0].as_ptr(), lent_at, "encoded into the lent buffer");
+    let refused = conn
+        .replace_send_buffer(BytesMut::new())
+        .expect_err("bytes are queued in it");
+    assert_eq!(refused.capacity(), 0, "the caller's buffer comes back");
+    conn.advance_transmit(4);
+    let back = conn.replace_send_buffer(BytesMut::new()).unwrap();
+    // The same allocation (written bytes are consumed from its front).
+    assert_eq!(back.as_ptr() as usize - lent_at as usize, 4);
+    assert!(back.is_empty());
+    assert_eq!(drain(&mut conn), b"");
 }
