@@ -42,6 +42,8 @@ const READ_BUDGET: usize = 1 << 20;
 /// What the driver tells the code that owns the connection (server callbacks or the client's
 /// event stream).
 pub(crate) trait Handler {
+    /// What the connection's handles share with the driver.
+    fn shared(&self) -> &Shared;
     /// The connection is open; called once, first. Sends made here go out before anything
     /// else.
     fn on_open(&mut self) {}
@@ -139,11 +141,11 @@ impl Default for DriverConfig {
 pub(crate) struct Driver<S, H> {
     io: S,
     conn: Proto,
-    shared: Arc<Shared>,
     handler: H,
-    config: DriverConfig,
-    /// How the connection ended, once known.
-    close: Option<CloseInfo>,
+    /// Shared by all the connections of a worker.
+    config: Arc<DriverConfig>,
+    /// How the connection ended, once known (boxed: every connection carries the field).
+    close: Option<Box<CloseInfo>>,
     read_eof: bool,
     write_shut: bool,
     buffer_full: bool,
@@ -195,14 +197,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     H: Handler,
 {
-    pub(crate) fn new(
-        io: S,
-        conn: Proto,
-        shared: Arc<Shared>,
-        handler: H,
-        config: DriverConfig,
-    ) -> Self {
-        shared.set_ready_state(ReadyState::Open);
+    pub(crate) fn new(io: S, conn: Proto, handler: H, config: Arc<DriverConfig>) -> Self {
+        handler.shared().set_ready_state(ReadyState::Open);
         let keepalive = config.keepalive.map(|k| {
             let now = Instant::now();
             KeepaliveState {
@@ -214,7 +210,6 @@ where
         Self {
             io,
             conn,
-            shared,
             handler,
             config,
             close: None,
@@ -238,13 +233,16 @@ where
 
     /// Reports the end of the connection through `on_close`.
     fn finish(&mut self) {
-        self.shared.set_ready_state(ReadyState::Closed);
-        self.shared.publish_queued(0);
-        let info = self.close.take().unwrap_or(CloseInfo {
-            code: CloseCode::ABNORMAL,
-            reason: String::new(),
-            was_clean: false,
-        });
+        self.handler.shared().set_ready_state(ReadyState::Closed);
+        self.handler.shared().publish_queued(0);
+        let info = self.close.take().map_or(
+            CloseInfo {
+                code: CloseCode::ABNORMAL,
+                reason: String::new(),
+                was_clean: false,
+            },
+            |info| *info,
+        );
         if let Some(counters) = &self.counters {
             counters.closed(info.code.as_u16());
         }
@@ -291,11 +289,12 @@ where
     /// Applies commands from handles on other tasks or threads.
     fn poll_commands(&mut self, cx: &mut Context<'_>) -> bool {
         let commands = self
-            .shared
+            .handler
+            .shared()
             .take_commands(cx.waker(), &mut self.inbox_registered);
         let progressed = !commands.is_empty();
         for command in commands {
-            self.shared.taken(&command);
+            self.handler.shared().taken(&command);
             self.apply(command);
         }
         if progressed {
@@ -317,11 +316,11 @@ where
             Command::Close(code, reason) => {
                 let result = self.conn.close(code, &reason);
                 if result.is_ok() {
-                    self.close = Some(CloseInfo {
+                    self.close = Some(Box::new(CloseInfo {
                         code,
                         reason,
                         was_clean: false,
-                    });
+                    }));
                 }
                 result
             }
@@ -360,11 +359,11 @@ where
                 let _ = self
                     .conn
                     .close(CloseCode::POLICY_VIOLATION, "send buffer full");
-                self.close = Some(CloseInfo {
+                self.close = Some(Box::new(CloseInfo {
                     code: CloseCode::POLICY_VIOLATION,
                     reason: "send buffer full".into(),
                     was_clean: false,
-                });
+                }));
             }
         }
         false
@@ -384,11 +383,11 @@ where
         while state.timer.as_mut().poll(cx).is_ready() {
             if let Some(sent) = state.ping_sent {
                 if state.last_heard <= sent {
-                    self.close = Some(CloseInfo {
+                    self.close = Some(Box::new(CloseInfo {
                         code: CloseCode::ABNORMAL,
                         reason: "keepalive timeout".into(),
                         was_clean: false,
-                    });
+                    }));
                     self.handler
                         .on_error(Error::Timeout("no answer to the keepalive ping"));
                     return true;
@@ -452,10 +451,12 @@ where
             self.read_eof = true;
             if !discard {
                 // The TCP connection ended without a closing handshake.
-                self.close.get_or_insert(CloseInfo {
-                    code: CloseCode::ABNORMAL,
-                    reason: String::new(),
-                    was_clean: false,
+                self.close.get_or_insert_with(|| {
+                    Box::new(CloseInfo {
+                        code: CloseCode::ABNORMAL,
+                        reason: String::new(),
+                        was_clean: false,
+                    })
                 });
             }
         } else if discard {
@@ -497,7 +498,7 @@ where
 
     /// Runs a handler method with this connection's outbox open, then applies what it sent.
     fn in_scope(&mut self, f: impl FnOnce(&mut H)) {
-        let _scope = outbox::open(self.shared.id());
+        let _scope = outbox::open(self.handler.shared().id());
         let mut sent = outbox::borrow_list();
         f(&mut self.handler);
         self.apply_sent(&mut sent);
@@ -518,7 +519,7 @@ where
     /// Hands every complete event to the handler, with the outbox open for the whole batch
     /// and each event's sends applied before the next event.
     fn process_events(&mut self) {
-        let _scope = outbox::open(self.shared.id());
+        let _scope = outbox::open(self.handler.shared().id());
         let mut sent = outbox::borrow_list();
         loop {
             match self.conn.poll_event() {
@@ -528,22 +529,22 @@ where
                     }
                     if let Event::Close(frame) = &event {
                         // Whoever started it, the peer's close frame is what gets reported.
-                        self.close = Some(CloseInfo {
+                        self.close = Some(Box::new(CloseInfo {
                             code: frame.as_ref().map_or(CloseCode::NO_STATUS, |f| f.code),
                             reason: frame.as_ref().map(|f| f.reason.clone()).unwrap_or_default(),
                             was_clean: true,
-                        });
+                        }));
                     }
                     self.handler.on_event(event);
                     self.apply_sent(&mut sent);
                 }
                 Ok(None) => break,
                 Err(error) => {
-                    self.close = Some(CloseInfo {
+                    self.close = Some(Box::new(CloseInfo {
                         code: error.close_code().unwrap_or(CloseCode::PROTOCOL_ERROR),
                         reason: error.to_string(),
                         was_clean: false,
-                    });
+                    }));
                     self.handler.on_error(error.into());
                     self.apply_sent(&mut sent);
                     break;
@@ -582,12 +583,14 @@ where
     /// Publishes the state to the handles and fires the buffer callbacks.
     fn sync_state(&mut self) {
         let state = self.conn.ready_state();
-        self.shared.set_ready_state(if state == ReadyState::Closed {
-            // Closed for the application once the TCP connection is gone too.
-            ReadyState::Closing
-        } else {
-            state
-        });
+        self.handler
+            .shared()
+            .set_ready_state(if state == ReadyState::Closed {
+                // Closed for the application once the TCP connection is gone too.
+                ReadyState::Closing
+            } else {
+                state
+            });
         self.check_buffer();
         if state != ReadyState::Open && self.deadline.is_none() {
             self.deadline = Some(Box::pin(tokio::time::sleep_until(
@@ -598,7 +601,7 @@ where
 
     fn check_buffer(&mut self) {
         let buffered = self.conn.buffered_amount();
-        self.shared.publish_queued(buffered);
+        self.handler.shared().publish_queued(buffered);
         if !self.buffer_full && buffered > self.config.soft_buffer_limit {
             self.buffer_full = true;
             self.handler.on_buffer_full();
@@ -644,11 +647,11 @@ where
 
     fn abort(&mut self, error: io::Error) -> Poll<()> {
         if self.conn.ready_state() != ReadyState::Closed {
-            self.close = Some(CloseInfo {
+            self.close = Some(Box::new(CloseInfo {
                 code: CloseCode::ABNORMAL,
                 reason: String::new(),
                 was_clean: false,
-            });
+            }));
             self.handler.on_error(Error::Io(error));
         }
         Poll::Ready(())

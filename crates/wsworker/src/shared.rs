@@ -10,7 +10,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::task::Waker;
 
 use bytes::Bytes;
@@ -93,15 +93,15 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Self {
+    pub(crate) fn new() -> Self {
+        Self {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             inbox: Mutex::default(),
             waiting: AtomicUsize::new(0),
             pending: AtomicUsize::new(0),
             queued: AtomicUsize::new(0),
             state: AtomicU8::new(ReadyState::Connecting as u8),
-        })
+        }
     }
 
     fn inbox(&self) -> MutexGuard<'_, Inbox> {

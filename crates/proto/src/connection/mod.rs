@@ -88,8 +88,11 @@ pub struct Connection {
     config: Config,
     recv: BytesMut,
     decoder: FrameDecoder,
-    frame: Option<FrameState>,
-    reassembly: Option<Reassembly>,
+    /// The frame whose payload is arriving, and the fragmented message being put back
+    /// together: boxed, as most messages arrive whole and every connection carries the
+    /// fields.
+    frame: Option<Box<FrameState>>,
+    reassembly: Option<Box<Reassembly>>,
     utf8: Utf8Validator,
     send: SendQueue,
     close_sent: bool,

@@ -154,7 +154,7 @@ impl Connection {
     fn start_frame(&mut self, header: FrameHeader) -> Result<(), Error> {
         // RSV1 gets past the decoder only when permessage-deflate is on.
         let rsv1 = header.rsv & RSV1 != 0;
-        let (text, size_so_far, compressed) = match (header.opcode, &self.reassembly) {
+        let (text, size_so_far, compressed) = match (header.opcode, self.reassembly.as_deref()) {
             (OpCode::Text | OpCode::Binary, Some(_)) => {
                 return Err(ProtocolError::DataFrameInsideFragmentedMessage.into());
             }
@@ -176,12 +176,12 @@ impl Connection {
         if !header.opcode.is_control() && !compressed && size > max {
             return Err(CapacityError::MessageTooLarge { size, max }.into());
         }
-        self.frame = Some(FrameState {
+        self.frame = Some(Box::new(FrameState {
             header,
             text,
             compressed,
             validated: 0,
-        });
+        }));
         Ok(())
     }
 
@@ -223,7 +223,7 @@ impl Connection {
             OpCode::Close => self.receive_close(&payload).map(Some),
             OpCode::Text | OpCode::Binary | OpCode::Continuation => {
                 if frame.compressed {
-                    return self.finish_compressed(frame, payload);
+                    return self.finish_compressed(*frame, payload);
                 }
                 if frame.text {
                     let rest = payload.get(frame.validated..).unwrap_or_default();
@@ -247,11 +247,11 @@ impl Connection {
             // The common case, one frame per message: the payload is handed out as it is.
             (None, true) => payload,
             (None, false) => {
-                self.reassembly = Some(Reassembly {
+                self.reassembly = Some(Box::new(Reassembly {
                     text,
                     compressed: false,
                     data: BytesMut::from(&payload[..]),
-                });
+                }));
                 return None;
             }
             (Some(mut r), fin) => {
@@ -359,11 +359,11 @@ impl Connection {
         }
         if !fin {
             if self.reassembly.is_none() {
-                self.reassembly = Some(Reassembly {
+                self.reassembly = Some(Box::new(Reassembly {
                     text: frame.text,
                     compressed: true,
                     data: BytesMut::new(),
-                });
+                }));
             }
             return Ok(None);
         }

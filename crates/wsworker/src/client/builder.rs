@@ -273,7 +273,7 @@ impl WebSocketBuilder {
             }),
             Err(_) => None,
         };
-        let shared = Shared::new();
+        let shared = Arc::new(Shared::new());
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let url = std::mem::take(&mut self.url);
         let ws = WebSocket::new_connecting(url, Arc::clone(&shared), events_rx);

@@ -83,25 +83,24 @@ pub(super) async fn run(attempt: Attempt, shared: Arc<Shared>, handler: ClientHa
         response.extensions_header(),
     );
     let proto = Proto::with_buffer(Role::Client, config, BytesMut::from(rest));
-    let config = DriverConfig {
+    let config = Arc::new(DriverConfig {
         keepalive: attempt.keepalive,
         ..DriverConfig::default()
-    };
+    });
     match stream {
-        Stream::Plain(stream) => drive(stream, proto, shared, handler, config).await,
+        Stream::Plain(stream) => drive(stream, proto, handler, config).await,
         #[cfg(feature = "tls")]
-        Stream::Tls(stream) => drive(*stream, proto, shared, handler, config).await,
+        Stream::Tls(stream) => drive(*stream, proto, handler, config).await,
     }
 }
 
 async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     proto: Proto,
-    shared: Arc<Shared>,
     handler: ClientHandler,
-    config: DriverConfig,
+    config: Arc<DriverConfig>,
 ) {
-    Driver::new(stream, proto, shared, handler, config).await;
+    Driver::new(stream, proto, handler, config).await;
 }
 
 /// The TCP connection, the TLS handshake when there is a connector, and the opening

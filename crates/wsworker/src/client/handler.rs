@@ -9,7 +9,7 @@ use wsworker_proto::{CloseCode, Event, Message};
 use super::{WebSocket, WsEvent};
 use crate::driver::Handler;
 use crate::error::{Error, Result};
-use crate::shared::{CloseInfo, contain};
+use crate::shared::{CloseInfo, Shared, contain};
 
 type Cb<F> = Option<Box<F>>;
 type OpenFn = dyn Fn(&WebSocket) + Send + Sync;
@@ -113,6 +113,10 @@ impl ClientHandler {
 }
 
 impl Handler for ClientHandler {
+    fn shared(&self) -> &Shared {
+        self.ws.shared()
+    }
+
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         self.ws.inner.backlog.poll_room(cx)
     }

@@ -297,6 +297,11 @@ impl WebSocket {
             .map_or("", |n| n.extensions.as_str())
     }
 
+    /// What this handle shares with the connection's driver.
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+
     /// The state: `Connecting` until the handshake succeeds, `Open`, `Closing` from the
     /// first [`close`](Self::close) or the server's close frame, `Closed` once the
     /// connection is gone.

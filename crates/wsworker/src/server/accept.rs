@@ -10,6 +10,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 use wsworker_proto::handshake::{Request, ServerHandshake, reject_response};
 use wsworker_proto::{Connection as Proto, HandshakeError, Role};
 
@@ -21,13 +22,15 @@ use crate::metrics::{Rejection, WorkerCounters};
 use crate::shared::Shared;
 use crate::shared::contain;
 
-/// Serves one TCP connection until it ends: the TLS handshake first when the server speaks
-/// TLS, then the opening handshake — both within the handshake timeout.
+/// Serves one TCP connection: the TLS handshake first when the server speaks TLS, then the
+/// opening handshake — both within the handshake timeout — and then the open connection's
+/// driver, spawned on `tasks` as a task of its own.
 pub(crate) async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     worker_id: usize,
     ctx: Arc<ServerContext>,
+    tasks: TaskTracker,
 ) {
     let _ = stream.set_nodelay(true);
     let deadline = Instant::now() + ctx.settings.handshake_timeout;
@@ -35,9 +38,9 @@ pub(crate) async fn serve(
     if ctx.tls.is_some() {
         // Boxed: the TLS stream and its handshake are large, and inline they would make the
         // task of every connection as large, plain ones included.
-        return Box::pin(serve_tls(stream, peer, worker_id, ctx, deadline)).await;
+        return Box::pin(serve_tls(stream, peer, worker_id, ctx, deadline, tasks)).await;
     }
-    serve_stream(stream, peer, worker_id, ctx, deadline).await;
+    serve_stream(stream, peer, worker_id, ctx, deadline, tasks).await;
 }
 
 /// The TLS handshake, then the WebSocket one.
@@ -48,6 +51,7 @@ async fn serve_tls(
     worker_id: usize,
     ctx: Arc<ServerContext>,
     deadline: Instant,
+    tasks: TaskTracker,
 ) {
     let Some(acceptor) = &ctx.tls else { return };
     if !starts_like_tls(&mut stream, deadline).await {
@@ -57,7 +61,7 @@ async fn serve_tls(
         return refuse(&mut stream, &response).await;
     }
     match crate::tls::accept(acceptor, stream, peer, deadline).await {
-        Some(stream) => serve_stream(stream, peer, worker_id, ctx, deadline).await,
+        Some(stream) => serve_stream(stream, peer, worker_id, ctx, deadline, tasks).await,
         None => ctx.counters[worker_id].rejected(Rejection::Tls),
     }
 }
@@ -82,16 +86,15 @@ async fn serve_stream<S>(
     worker_id: usize,
     ctx: Arc<ServerContext>,
     deadline: Instant,
+    tasks: TaskTracker,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    // Every connection's task is as large as this future for as long as the connection
-    // lives, so it holds only the driver: the handshake's state is boxed (and freed once the
-    // connection is open), and the driver is polled in place rather than moved into a
-    // second slot of the future.
-    let mut opened = Box::pin(open(stream, peer, worker_id, &ctx, deadline)).await;
-    if let Some(driver) = &mut opened {
-        driver.await;
+    // The open connection gets a task of its own rather than going on in this one: a task
+    // is as large as its future for as long as it lives, and this one's holds the
+    // handshake's state, the context and the stream's slot besides the driver.
+    if let Some(driver) = open(stream, peer, worker_id, &ctx, deadline).await {
+        tasks.spawn(driver);
     }
 }
 
@@ -204,17 +207,13 @@ where
     }
 
     let proto = Proto::with_buffer(Role::Server, config, rest);
-    let shared = Shared::new();
-    let conn = Connection::new(shared.clone(), worker_id, peer, request, protocol);
+    let conn = Connection::new(Shared::new(), worker_id, peer, request, protocol);
     let handler = ServerHandler {
         conn,
         callbacks: ctx.callbacks.clone(),
         registry: ctx.connections.clone(),
     };
-    Some(
-        Driver::new(stream, proto, shared, handler, settings.driver)
-            .with_counters(counters.clone()),
-    )
+    Some(Driver::new(stream, proto, handler, ctx.driver.clone()).with_counters(counters.clone()))
 }
 
 enum Failure {
@@ -306,30 +305,13 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
+    use super::*;
 
-    use crate::Worker;
-
-    #[tokio::test]
-    async fn a_connection_task_stays_small() {
-        // The task of every connection is as large as this future, for as long as the
+    #[test]
+    fn an_open_connection_task_stays_small() {
+        // The task of every open connection is as large as its driver, for as long as the
         // connection lives: a server holding many idle connections pays it for each.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (stream, peer) = listener.accept().await.unwrap();
-        let worker = Worker::new("websocket://127.0.0.1:0").unwrap();
-        let ctx = Arc::new(super::ServerContext {
-            callbacks: Arc::default(),
-            settings: super::super::Settings::default(),
-            connections: worker.connections(),
-            counters: vec![Arc::default()],
-            #[cfg(feature = "tls")]
-            tls: None,
-        });
-        let task = super::serve(stream, peer, 0, ctx);
-        let size = size_of_val(&task);
-        assert!(size <= 1024, "a connection's future is {size} bytes");
+        let size = size_of::<Driver<TcpStream, ServerHandler>>();
+        assert!(size <= 400, "a connection's driver is {size} bytes");
     }
 }

@@ -11,7 +11,7 @@ use super::connection::Connection;
 use super::registry::Connections;
 use crate::driver::Handler;
 use crate::error::{Error, Result};
-use crate::shared::{CloseInfo, contain};
+use crate::shared::{CloseInfo, Shared, contain};
 
 /// What `on_handshake` decides about an opening request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,6 +167,10 @@ impl ServerHandler {
 }
 
 impl Handler for ServerHandler {
+    fn shared(&self) -> &Shared {
+        self.conn.shared()
+    }
+
     fn on_open(&mut self) {
         self.registry.insert(&self.conn);
         if let Some(cb) = &self.callbacks.on_connect {

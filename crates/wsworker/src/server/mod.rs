@@ -73,6 +73,8 @@ impl Default for Settings {
 pub(crate) struct ServerContext {
     pub(crate) callbacks: Arc<Callbacks>,
     pub(crate) settings: Settings,
+    /// `settings.driver`, shared by every connection's driver.
+    pub(crate) driver: Arc<DriverConfig>,
     pub(crate) connections: Connections,
     /// Each worker's counters, by worker id.
     pub(crate) counters: Vec<Arc<WorkerCounters>>,
@@ -456,6 +458,7 @@ impl Worker {
         let counters = self.metrics.start(listeners.len());
         let ctx = Arc::new(ServerContext {
             callbacks: Arc::new(self.callbacks),
+            driver: Arc::new(self.settings.driver),
             settings: self.settings,
             connections: connections.clone(),
             counters,
@@ -619,7 +622,7 @@ fn worker_main(
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        tasks.spawn(accept::serve(stream, peer, worker_id, ctx.clone()));
+                        tasks.spawn(accept::serve(stream, peer, worker_id, ctx.clone(), tasks.clone()));
                     }
                     Err(error) => {
                         // Out of file descriptors, most likely: back off instead of spinning.
