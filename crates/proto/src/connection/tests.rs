@@ -695,6 +695,30 @@ proptest! {
     }
 
     #[test]
+    fn whole_frames_and_the_same_bytes_one_at_a_time_agree(
+        frames in proptest::collection::vec(
+            (
+                any::<bool>(),
+                prop_oneof![3 => Just(0u8), 1 => 0u8..8],
+                prop_oneof![3 => 1u8..3, 1 => 0u8..16],
+                any::<bool>(),
+                proptest::collection::vec(any::<u8>(), 0..300),
+            ),
+            1..5,
+        ),
+    ) {
+        // Whole frames take the one-step path; one byte at a time never does. Any header
+        // (reserved opcodes and bits, unmasked, invalid UTF-8) must come out the same.
+        let mut input = Vec::new();
+        for (fin, rsv, opcode, masked, payload) in &frames {
+            let mask = masked.then_some([0xa5, 0x01, 0x7f, 0x80]);
+            input.extend(raw_frame(*fin, *rsv, *opcode, mask, payload));
+        }
+        let cuts: Vec<usize> = (1..input.len()).collect();
+        prop_assert_eq!(run_chunked(&input, &[]), run_chunked(&input, &cuts));
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic(input in proptest::collection::vec(any::<u8>(), 0..512)) {
         let mut conn = server();
         conn.receive(&input);
