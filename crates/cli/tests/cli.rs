@@ -384,7 +384,7 @@ fn serve_and_connect_negotiate_permessage_deflate_unless_disabled() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(stdout, format!("hello {long}\n"));
     assert!(
-        stderr.contains("extensions \"permessage-deflate\""),
+        stderr.contains("extensions \"permessage-deflate; server_no_context_takeover\""),
         "{stderr}"
     );
     let (code, stdout, stderr) = wsworker(&["connect", &url, "--no-deflate", "--send", &long], "");
@@ -403,8 +403,9 @@ fn serve_and_connect_negotiate_permessage_deflate_unless_disabled() {
 }
 
 /// Chromium's own offer (`permessage-deflate; client_max_window_bits`) is accepted by
-/// `wsworker serve` and used: the page's `ws.extensions` says so, and a long message makes
-/// the round trip compressed both ways.
+/// `wsworker serve` and used: the page's `ws.extensions` says so (with the server's
+/// `server_no_context_takeover`, which Chromium did not ask for and accepts, RFC 7692
+/// §7.1.1.1), and a long message makes the round trip compressed both ways.
 #[cfg(feature = "deflate")]
 #[test]
 #[ignore = "needs Chromium and the interop peers: bash interop/setup.sh"]
@@ -423,7 +424,7 @@ fn chromium_negotiates_and_uses_permessage_deflate() {
     println!("{stdout}{}", String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "{stdout}");
     assert!(
-        stdout.contains("ws.extensions: \"permessage-deflate\""),
+        stdout.contains("ws.extensions: \"permessage-deflate; server_no_context_takeover\""),
         "{stdout}"
     );
     assert!(stdout.contains("PASS send-receive-long"), "{stdout}");

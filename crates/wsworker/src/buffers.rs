@@ -22,10 +22,6 @@ pub(crate) const READ_SIZE: usize = 64 * 1024;
 /// messages fit without growing it.
 pub(crate) const WRITE_SIZE: usize = 16 * 1024;
 
-/// A buffer that grew beyond this (a large message in pieces, a client masking a large
-/// message) is freed rather than kept for the thread.
-const KEEP_AT_MOST: usize = 1 << 20;
-
 thread_local! {
     static READ: Cell<Option<BytesMut>> = const { Cell::new(None) };
     static WRITE: Cell<Option<BytesMut>> = const { Cell::new(None) };
@@ -61,10 +57,12 @@ pub(crate) fn give_back_write(mut buf: BytesMut) {
     keep(&WRITE, buf);
 }
 
-/// Keeps one buffer in `slot`: the one already there, or this one unless it grew too large.
+/// Keeps one buffer in `slot`: the one already there, or this one. A buffer that grew for a
+/// large message is kept at its size (bounded by the largest message allowed, once per
+/// thread): the next large message reuses it instead of growing a new one step by step.
 fn keep(slot: &'static std::thread::LocalKey<Cell<Option<BytesMut>>>, buf: BytesMut) {
     let kept = slot.take();
-    slot.set(kept.or((buf.capacity() <= KEEP_AT_MOST).then_some(buf)));
+    slot.set(Some(kept.unwrap_or(buf)));
 }
 
 #[cfg(test)]
@@ -96,23 +94,14 @@ mod tests {
     }
 
     #[test]
-    fn the_write_buffer_is_lent_again_and_a_grown_one_is_freed() {
+    fn the_write_buffer_is_lent_again_emptied() {
         let mut buf = borrow_write();
         assert!(buf.capacity() >= WRITE_SIZE);
         let first = buf.as_ptr();
         buf.extend_from_slice(b"frame");
         give_back_write(buf);
-        assert_eq!(
-            borrow_write().as_ptr(),
-            first,
-            "the same allocation, emptied"
-        );
-        let mut huge = borrow_write();
-        huge.reserve(2 * KEEP_AT_MOST);
-        give_back_write(huge);
-        assert!(
-            borrow_write().capacity() < 2 * KEEP_AT_MOST,
-            "not kept for the thread"
-        );
+        let again = borrow_write();
+        assert_eq!(again.as_ptr(), first, "the same allocation");
+        assert!(again.is_empty());
     }
 }

@@ -70,9 +70,10 @@ async fn hello_round_trip_text_and_binary() {
         .unwrap();
     assert_eq!(ws.ready_state(), ReadyState::Open);
     assert_eq!(ws.url(), url(&server));
-    // permessage-deflate is offered and accepted by default.
+    // permessage-deflate is offered and accepted by default, the server compressing each
+    // message on its own.
     let extensions = if cfg!(feature = "deflate") {
-        "permessage-deflate"
+        "permessage-deflate; server_no_context_takeover"
     } else {
         ""
     };

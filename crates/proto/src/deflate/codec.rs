@@ -1,5 +1,8 @@
-//! The compressor and decompressor of one connection (RFC 7692 §7.2), allocated on first use
-//! and released between messages when a side has "no context takeover".
+//! The compressor and decompressor of one connection (RFC 7692 §7.2), allocated on first use;
+//! for a side with "no context takeover", borrowed from the thread for one message instead,
+//! so that such a connection holds neither between messages.
+
+use std::cell::Cell;
 
 use bytes::Bytes;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
@@ -15,6 +18,36 @@ const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 /// The first output buffer of a message holds at least this many bytes.
 const MIN_INFLATE_CHUNK: usize = 256;
 
+thread_local! {
+    /// The compressor of senders with "no context takeover", which start every message with
+    /// an empty window anyway: one per thread, reset between messages, rather than one
+    /// (about 256 KiB with a 15-bit window) allocated and freed for every message and held
+    /// by no connection in between (uWebSockets' shared compressor). Kept with its level and
+    /// window bits, which a reset keeps.
+    static SPARE_COMPRESSOR: Cell<Option<(u32, u8, Compress)>> = const { Cell::new(None) };
+    /// Likewise the decompressor for peers with "no context takeover", between messages,
+    /// with its window bits: it serves any peer whose window is no larger. (zlib-rs inflates
+    /// with a full window whatever it was given, but zlib's contract is the window asked
+    /// for, so a smaller one is never lent to a peer with a larger window.)
+    static SPARE_DECOMPRESSOR: Cell<Option<(u8, Decompress)>> = const { Cell::new(None) };
+}
+
+/// A compressor with `level` and `bits`: this thread's spare when it matches, else a new one.
+fn borrow_compressor(level: u32, bits: u8) -> Compress {
+    match SPARE_COMPRESSOR.take() {
+        Some((l, b, compressor)) if l == level && b == bits => compressor,
+        _ => Compress::new_with_window_bits(Compression::new(level), false, bits),
+    }
+}
+
+/// A decompressor for the next message of a peer without context takeover.
+fn borrow_decompressor(bits: u8) -> (u8, Decompress) {
+    match SPARE_DECOMPRESSOR.take() {
+        Some((b, decompressor)) if b >= bits => (b, decompressor),
+        _ => (bits, Decompress::new_with_window_bits(false, bits)),
+    }
+}
+
 /// permessage-deflate state of one connection.
 pub(crate) struct DeflateState {
     params: DeflateParams,
@@ -25,7 +58,8 @@ pub(crate) struct DeflateState {
     remote_no_context_takeover: bool,
     remote_window_bits: u8,
     compressor: Option<Compress>,
-    decompressor: Option<Decompress>,
+    /// With its window bits.
+    decompressor: Option<(u8, Decompress)>,
     /// The inflated bytes of the compressed message being received.
     inflated: Vec<u8>,
     /// The message being received ended its deflate stream (a block with BFINAL set): the
@@ -102,16 +136,21 @@ impl DeflateState {
     /// `00 00 ff ff` tail. `None` when the result would not be smaller than `payload`: the
     /// message then goes out uncompressed, which §6 allows for any message.
     pub(crate) fn compress(&mut self, payload: &[u8]) -> Option<Bytes> {
-        let level = Compression::new(self.params.level);
-        let bits = self.local_window_bits;
-        let compressor = self
-            .compressor
-            .get_or_insert_with(|| Compress::new_with_window_bits(level, false, bits));
-        let result = deflate_sync(compressor, payload);
+        let (level, bits) = (self.params.level, self.local_window_bits);
         if self.local_no_context_takeover {
-            // The next message starts with an empty window: free the memory until then.
-            self.compressor = None;
-        } else if result.is_none() {
+            // The next message starts with an empty window: the thread's compressor serves,
+            // and this connection holds none between messages.
+            let mut compressor = borrow_compressor(level, bits);
+            let result = deflate_sync(&mut compressor, payload);
+            compressor.reset();
+            SPARE_COMPRESSOR.set(Some((level, bits, compressor)));
+            return result;
+        }
+        let compressor = self.compressor.get_or_insert_with(|| {
+            Compress::new_with_window_bits(Compression::new(level), false, bits)
+        });
+        let result = deflate_sync(compressor, payload);
+        if result.is_none() {
             // The message goes out uncompressed, but the window now holds its bytes, which
             // the peer never saw: start over (the peer's window may keep what it has, we just
             // never refer to it again).
@@ -142,9 +181,14 @@ impl DeflateState {
             return Ok(start);
         }
         let bits = self.remote_window_bits;
-        let decompressor = self
-            .decompressor
-            .get_or_insert_with(|| Decompress::new_with_window_bits(false, bits));
+        let reuse = self.remote_no_context_takeover;
+        let (_, decompressor) = self.decompressor.get_or_insert_with(|| {
+            if reuse {
+                borrow_decompressor(bits)
+            } else {
+                (bits, Decompress::new_with_window_bits(false, bits))
+            }
+        });
         self.stream_ended = inflate_bounded(decompressor, input, &mut self.inflated, limit)?;
         if last && !self.stream_ended {
             self.stream_ended = inflate_bounded(decompressor, &TAIL, &mut self.inflated, limit)?;
@@ -159,7 +203,13 @@ impl DeflateState {
 
     /// Ends the message being received and hands out its inflated bytes.
     pub(crate) fn finish_message(&mut self) -> Bytes {
-        if self.remote_no_context_takeover || self.stream_ended {
+        if self.remote_no_context_takeover {
+            // The next message starts a new stream: the thread keeps the decompressor.
+            if let Some((bits, mut decompressor)) = self.decompressor.take() {
+                decompressor.reset(false);
+                SPARE_DECOMPRESSOR.set(Some((bits, decompressor)));
+            }
+        } else if self.stream_ended {
             self.decompressor = None;
         }
         self.stream_ended = false;
@@ -388,6 +438,50 @@ mod tests {
         assert_eq!(inflate_all(&mut server, &first, 1 << 20).unwrap(), text);
         assert!(!server.holds_state());
         assert_eq!(inflate_all(&mut server, &second, 1 << 20).unwrap(), text);
+    }
+
+    #[test]
+    fn without_context_takeover_the_thread_lends_one_compressor_and_decompressor() {
+        let params = DeflateParams {
+            server_no_context_takeover: true,
+            client_no_context_takeover: true,
+            ..DeflateParams::default()
+        };
+        let text = b"a message that repeats itself, a message that repeats itself".repeat(3);
+        // Two connections of one thread, taking turns: each message is compressed alone
+        // (the same bytes every time) by the thread's compressor, and each connection
+        // holds none in between.
+        let (mut client_a, mut server_a) = pair(params);
+        let (mut client_b, mut server_b) = pair(params);
+        let first = server_a.compress(&text).unwrap();
+        let address = SPARE_COMPRESSOR.with(|c| {
+            let spare = c.take();
+            let at = spare
+                .as_ref()
+                .map(|(_, _, c)| std::ptr::from_ref(c) as usize);
+            c.set(spare);
+            at
+        });
+        assert!(address.is_some(), "the compressor went back to the thread");
+        assert_eq!(server_b.compress(&text).unwrap(), first);
+        assert_eq!(server_a.compress(&text).unwrap(), first);
+        assert!(!server_a.holds_state() && !server_b.holds_state());
+        // The decompressor likewise, between messages.
+        for turn in 0..3 {
+            let client = if turn == 1 {
+                &mut client_b
+            } else {
+                &mut client_a
+            };
+            assert_eq!(inflate_all(client, &first, 1 << 20).unwrap(), text);
+            assert!(!client.holds_state());
+        }
+        assert!(SPARE_DECOMPRESSOR.with(|d| {
+            let spare = d.take();
+            let kept = spare.is_some();
+            d.set(spare);
+            kept
+        }));
     }
 
     #[test]

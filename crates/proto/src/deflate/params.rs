@@ -12,8 +12,8 @@ use crate::handshake::{Extension, HandshakeError};
 ///
 /// | setting | as a server | as a client |
 /// | --- | --- | --- |
-/// | [`server_no_context_takeover`](Self::server_no_context_takeover) | always answer `server_no_context_takeover`: reset our compressor after each message | offer it: ask the server to reset its compressor (a server that cannot declines the offer) |
-/// | [`client_no_context_takeover`](Self::client_no_context_takeover) | answer `client_no_context_takeover`: ask the client to reset its compressor | offer it; our compressor is reset after each message |
+/// | [`server_no_context_takeover`](Self::server_no_context_takeover) | always answer `server_no_context_takeover`: each message compressed on its own, with a compressor the thread lends (the connection keeps none) | offer it: ask the server to reset its compressor (a server that cannot declines the offer) |
+/// | [`client_no_context_takeover`](Self::client_no_context_takeover) | answer `client_no_context_takeover`: ask the client to reset its compressor | offer it; each message compressed on its own, with a compressor the thread lends |
 /// | [`server_max_window_bits`](Self::server_max_window_bits) | the largest window we compress with, answered when below 15 or asked for | below 15: offer `server_max_window_bits=N`, the largest window the server may use |
 /// | [`client_max_window_bits`](Self::client_max_window_bits) | below 15: limit the client's window when its offer allows it | the largest window we compress with: `client_max_window_bits` is offered bare at 15, `=N` below |
 /// | [`threshold`](Self::threshold), [`level`](Self::level) | not negotiated: how this side compresses | the same |

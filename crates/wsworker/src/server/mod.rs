@@ -53,6 +53,16 @@ pub(crate) struct Settings {
     pub(crate) deflate: Option<wsworker_proto::deflate::DeflateConfig>,
 }
 
+/// The server's permessage-deflate settings unless told otherwise: our side compresses
+/// without context takeover, so one compressor per worker thread serves every connection
+/// (uWebSockets' shared compressor) and a connection holds none between messages — about
+/// 256 KiB less per connection that has sent a compressed message, for somewhat less
+/// compression of small, similar messages.
+#[cfg(feature = "deflate")]
+fn default_deflate() -> wsworker_proto::deflate::DeflateConfig {
+    wsworker_proto::deflate::DeflateConfig::default().server_no_context_takeover(true)
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Self {
@@ -64,7 +74,7 @@ impl Default for Settings {
             max_connections: None,
             allowed_origins: None,
             #[cfg(feature = "deflate")]
-            deflate: Some(wsworker_proto::deflate::DeflateConfig::default()),
+            deflate: Some(default_deflate()),
         }
     }
 }
@@ -237,9 +247,12 @@ impl Worker {
     }
 
     /// permessage-deflate (RFC 7692): `Some(config)` accepts a client's offer with these
-    /// settings (the default is `Some(DeflateConfig::default())`: context takeover, 15-bit
-    /// windows, messages of 32 bytes or more compressed at level 6), `None` never compresses.
-    /// The compressor of a connection is allocated on its first compressed message; see
+    /// settings, `None` never compresses. The default is
+    /// `Some(DeflateConfig::default().server_no_context_takeover(true))`: 15-bit windows,
+    /// messages of 32 bytes or more compressed at level 6, and our side compressing each
+    /// message on its own with a compressor the worker thread lends (about 256 KiB it
+    /// would otherwise keep per connection); the client keeps its context, which costs a
+    /// decompressor (about 40 KiB) per connection that has sent a compressed message. See
     /// [`DeflateConfig`](wsworker_proto::deflate::DeflateConfig) for what each setting costs.
     /// Broadcast frames ([`Connections::broadcast`]) are encoded once and not compressed.
     ///
@@ -247,10 +260,14 @@ impl Worker {
     /// use wsworker::proto::deflate::DeflateConfig;
     ///
     /// let mut worker = wsworker::Worker::new("websocket://0.0.0.0:2346")?;
-    /// // Less memory per connection: no context takeover for our side, 12-bit windows.
+    /// // Better compression of similar messages, for 256 KiB more per connection: our side
+    /// // keeps its context too.
+    /// worker.permessage_deflate(Some(DeflateConfig::default()));
+    /// // The least memory: neither side keeps a context, 12-bit windows.
     /// worker.permessage_deflate(Some(
     ///     DeflateConfig::default()
     ///         .server_no_context_takeover(true)
+    ///         .client_no_context_takeover(true)
     ///         .server_max_window_bits(12)
     ///         .client_max_window_bits(12),
     /// ));
