@@ -22,6 +22,13 @@ pub(crate) const READ_SIZE: usize = 64 * 1024;
 /// messages fit without growing it.
 pub(crate) const WRITE_SIZE: usize = 16 * 1024;
 
+/// A write buffer that grew beyond this is freed rather than kept for the thread: a client
+/// copies (to mask) every payload it sends, whatever its size, and a server's buffer grows
+/// only while a slow peer's bytes pile up; neither is worth keeping for the next poll. (A read
+/// buffer is kept at any size: the next large message reuses it, and the largest message
+/// allowed bounds it.)
+const WRITE_KEEP_AT_MOST: usize = 1 << 20;
+
 thread_local! {
     static READ: Cell<Option<BytesMut>> = const { Cell::new(None) };
     static WRITE: Cell<Option<BytesMut>> = const { Cell::new(None) };
@@ -51,15 +58,17 @@ pub(crate) fn borrow_write() -> BytesMut {
     buf
 }
 
-/// Gives a written-out buffer back to the thread, to be lent again.
+/// Gives a written-out buffer back to the thread, to be lent again — unless it grew past
+/// [`WRITE_KEEP_AT_MOST`].
 pub(crate) fn give_back_write(mut buf: BytesMut) {
+    if buf.capacity() > WRITE_KEEP_AT_MOST {
+        return;
+    }
     buf.clear();
     keep(&WRITE, buf);
 }
 
-/// Keeps one buffer in `slot`: the one already there, or this one. A buffer that grew for a
-/// large message is kept at its size (bounded by the largest message allowed, once per
-/// thread): the next large message reuses it instead of growing a new one step by step.
+/// Keeps one buffer in `slot`: the one already there, or this one.
 fn keep(slot: &'static std::thread::LocalKey<Cell<Option<BytesMut>>>, buf: BytesMut) {
     let kept = slot.take();
     slot.set(Some(kept.unwrap_or(buf)));
@@ -91,6 +100,14 @@ mod tests {
         let again = borrow_read();
         assert!(again.capacity() >= READ_SIZE);
         assert_eq!(&payload[..], b"frame", "the payload is untouched");
+    }
+
+    #[test]
+    fn a_write_buffer_grown_past_the_limit_is_freed() {
+        let mut huge = borrow_write();
+        huge.reserve(2 * WRITE_KEEP_AT_MOST);
+        give_back_write(huge);
+        assert!(borrow_write().capacity() < 2 * WRITE_KEEP_AT_MOST);
     }
 
     #[test]

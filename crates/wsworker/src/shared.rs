@@ -248,7 +248,59 @@ pub(crate) mod outbox {
 
     impl Drop for Scope {
         fn drop(&mut self) {
-            OUTBOX.with_borrow_mut(|outbox| outbox.current = self.outer);
+            OUTBOX.with_borrow_mut(|outbox| {
+                outbox.current = self.outer;
+                if std::thread::panicking() {
+                    // Commands the unwinding driver never applied must not reach the next
+                    // connection's driver on this thread.
+                    outbox.commands.clear();
+                }
+            });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_outbox_takes_only_its_own_connections_sends_in_order() {
+        let mut sent = outbox::borrow_list();
+        {
+            let _scope = outbox::open(7);
+            assert!(outbox::push(8, Command::Ping(Bytes::from_static(b"other"))).is_err());
+            for payload in [&b"a"[..], b"b"] {
+                outbox::push(7, Command::Ping(Bytes::from_static(payload))).unwrap();
+            }
+            assert!(outbox::take_sent(&mut sent));
+        }
+        let pings: Vec<_> = sent
+            .drain(..)
+            .map(|c| match c {
+                Command::Ping(p) => p,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(pings, [&b"a"[..], b"b"]);
+        assert!(
+            outbox::push(7, Command::Ping(Bytes::new())).is_err(),
+            "closed"
+        );
+        outbox::give_back_list(sent);
+    }
+
+    #[test]
+    fn sends_left_by_a_panic_do_not_reach_the_next_connection() {
+        let unwound = catch_unwind(|| {
+            let _scope = outbox::open(7);
+            outbox::push(7, Command::Ping(Bytes::from_static(b"lost"))).unwrap();
+            panic!("a driver bug");
+        });
+        assert!(unwound.is_err());
+        let _scope = outbox::open(9);
+        let mut sent = outbox::borrow_list();
+        assert!(!outbox::take_sent(&mut sent), "nothing of connection 7's");
+        outbox::give_back_list(sent);
     }
 }

@@ -11,7 +11,13 @@ use wsworker_proto::{CloseCode, Message, encode_server_frame};
 
 use super::connection::Connection;
 
-type Shard = HashMap<u64, Connection>;
+/// One worker's connections.
+#[derive(Debug, Default)]
+struct Shard {
+    conns: HashMap<u64, Connection>,
+    /// Set when the worker stops: the close for connections whose handshake ends after that.
+    closing: Option<(CloseCode, String)>,
+}
 
 /// A handle on all open connections of a server (every worker). Cheap to clone; capture it
 /// in a callback to broadcast.
@@ -34,11 +40,17 @@ impl Connections {
     }
 
     pub(crate) fn insert(&self, conn: &Connection) {
-        self.shard(conn.worker_id()).insert(conn.id(), conn.clone());
+        let mut shard = self.shard(conn.worker_id());
+        shard.conns.insert(conn.id(), conn.clone());
+        if let Some((code, reason)) = &shard.closing {
+            // Its handshake ended after the worker began to stop: it is closed like the rest,
+            // instead of holding the shutdown until its timeout.
+            let _ = conn.close(*code, reason);
+        }
     }
 
     pub(crate) fn remove(&self, conn: &Connection) {
-        self.shard(conn.worker_id()).remove(&conn.id());
+        self.shard(conn.worker_id()).conns.remove(&conn.id());
     }
 
     /// Sends `message` to every open connection, encoding the frame once: every recipient
@@ -47,7 +59,7 @@ impl Connections {
         let frame = encode_server_frame(&message.into());
         let mut sent = 0;
         for worker in 0..self.shards.len() {
-            for conn in self.shard(worker).values() {
+            for conn in self.shard(worker).conns.values() {
                 sent += usize::from(conn.send_prepared(&frame).is_ok());
             }
         }
@@ -56,7 +68,9 @@ impl Connections {
 
     /// How many connections are open.
     pub fn len(&self) -> usize {
-        (0..self.shards.len()).map(|w| self.shard(w).len()).sum()
+        (0..self.shards.len())
+            .map(|w| self.shard(w).conns.len())
+            .sum()
     }
 
     /// Whether no connection is open.
@@ -67,27 +81,68 @@ impl Connections {
     /// How many connections each worker serves.
     pub fn per_worker(&self) -> Vec<usize> {
         (0..self.shards.len())
-            .map(|w| self.shard(w).len())
+            .map(|w| self.shard(w).conns.len())
             .collect()
     }
 
     /// The open connection with this id.
     pub fn get(&self, id: u64) -> Option<Connection> {
-        (0..self.shards.len()).find_map(|w| self.shard(w).get(&id).cloned())
+        (0..self.shards.len()).find_map(|w| self.shard(w).conns.get(&id).cloned())
     }
 
     /// A snapshot of the open connections.
     pub fn to_vec(&self) -> Vec<Connection> {
         (0..self.shards.len())
-            .flat_map(|w| self.shard(w).values().cloned().collect::<Vec<_>>())
+            .flat_map(|w| self.shard(w).conns.values().cloned().collect::<Vec<_>>())
             .collect()
     }
 
-    /// Starts the closing handshake on every connection of one worker.
+    /// Starts the closing handshake on every connection of one worker, and on those whose
+    /// handshake is still under way as they open.
     pub(crate) fn close_worker(&self, worker: usize, code: CloseCode, reason: &str) {
-        let conns: Vec<Connection> = self.shard(worker).values().cloned().collect();
+        let conns: Vec<Connection> = {
+            let mut shard = self.shard(worker);
+            shard.closing = Some((code, reason.to_owned()));
+            shard.conns.values().cloned().collect()
+        };
         for conn in conns {
             let _ = conn.close(code, reason);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use wsworker_proto::handshake::parse_request;
+
+    use super::*;
+    use crate::shared::Shared;
+
+    fn connection(worker: usize) -> Connection {
+        let head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        let (request, _) = parse_request(head, 1024).unwrap().unwrap();
+        let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let conn = Connection::new(Shared::new(), worker, peer, request, None);
+        conn.shared()
+            .set_ready_state(wsworker_proto::ReadyState::Open);
+        conn
+    }
+
+    #[test]
+    fn a_connection_opening_after_its_worker_began_to_stop_is_closed_too() {
+        let registry = Connections::new(2);
+        let before = connection(0);
+        registry.insert(&before);
+        registry.close_worker(0, CloseCode::GOING_AWAY, "server shutting down");
+        let late = connection(0);
+        let other_worker = connection(1);
+        registry.insert(&late);
+        registry.insert(&other_worker);
+        // A close queued for the driver counts in the buffered amount until it is taken.
+        assert!(before.buffered_amount() > 0);
+        assert!(late.buffered_amount() > 0, "closed as it opened");
+        assert_eq!(other_worker.buffered_amount(), 0, "another worker goes on");
     }
 }
