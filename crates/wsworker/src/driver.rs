@@ -235,14 +235,10 @@ where
     fn finish(&mut self) {
         self.handler.shared().set_ready_state(ReadyState::Closed);
         self.handler.shared().publish_queued(0);
-        let info = self.close.take().map_or(
-            CloseInfo {
-                code: CloseCode::ABNORMAL,
-                reason: String::new(),
-                was_clean: false,
-            },
-            |info| *info,
-        );
+        let info = self
+            .close
+            .take()
+            .map_or_else(CloseInfo::dropped, |info| *info);
         if let Some(counters) = &self.counters {
             counters.closed(info.code.as_u16());
         }
@@ -316,11 +312,7 @@ where
             Command::Close(code, reason) => {
                 let result = self.conn.close(code, &reason);
                 if result.is_ok() {
-                    self.close = Some(Box::new(CloseInfo {
-                        code,
-                        reason,
-                        was_clean: false,
-                    }));
+                    self.close = Some(Box::new(CloseInfo::unclean(code, reason)));
                 }
                 result
             }
@@ -359,11 +351,10 @@ where
                 let _ = self
                     .conn
                     .close(CloseCode::POLICY_VIOLATION, "send buffer full");
-                self.close = Some(Box::new(CloseInfo {
-                    code: CloseCode::POLICY_VIOLATION,
-                    reason: "send buffer full".into(),
-                    was_clean: false,
-                }));
+                self.close = Some(Box::new(CloseInfo::unclean(
+                    CloseCode::POLICY_VIOLATION,
+                    "send buffer full",
+                )));
             }
         }
         false
@@ -383,11 +374,10 @@ where
         while state.timer.as_mut().poll(cx).is_ready() {
             if let Some(sent) = state.ping_sent {
                 if state.last_heard <= sent {
-                    self.close = Some(Box::new(CloseInfo {
-                        code: CloseCode::ABNORMAL,
-                        reason: "keepalive timeout".into(),
-                        was_clean: false,
-                    }));
+                    self.close = Some(Box::new(CloseInfo::unclean(
+                        CloseCode::ABNORMAL,
+                        "keepalive timeout",
+                    )));
                     self.handler
                         .on_error(Error::Timeout("no answer to the keepalive ping"));
                     return true;
@@ -451,13 +441,8 @@ where
             self.read_eof = true;
             if !discard {
                 // The TCP connection ended without a closing handshake.
-                self.close.get_or_insert_with(|| {
-                    Box::new(CloseInfo {
-                        code: CloseCode::ABNORMAL,
-                        reason: String::new(),
-                        was_clean: false,
-                    })
-                });
+                self.close
+                    .get_or_insert_with(|| Box::new(CloseInfo::dropped()));
             }
         } else if discard {
             // After the close frame nothing more is read, but the socket is drained until
@@ -540,11 +525,10 @@ where
                 }
                 Ok(None) => break,
                 Err(error) => {
-                    self.close = Some(Box::new(CloseInfo {
-                        code: error.close_code().unwrap_or(CloseCode::PROTOCOL_ERROR),
-                        reason: error.to_string(),
-                        was_clean: false,
-                    }));
+                    self.close = Some(Box::new(CloseInfo::unclean(
+                        error.close_code().unwrap_or(CloseCode::PROTOCOL_ERROR),
+                        error.to_string(),
+                    )));
                     self.handler.on_error(error.into());
                     self.apply_sent(&mut sent);
                     break;
@@ -647,11 +631,7 @@ where
 
     fn abort(&mut self, error: io::Error) -> Poll<()> {
         if self.conn.ready_state() != ReadyState::Closed {
-            self.close = Some(Box::new(CloseInfo {
-                code: CloseCode::ABNORMAL,
-                reason: String::new(),
-                was_clean: false,
-            }));
+            self.close = Some(Box::new(CloseInfo::dropped()));
             self.handler.on_error(Error::Io(error));
         }
         Poll::Ready(())

@@ -51,6 +51,22 @@ pub struct CloseInfo {
     pub was_clean: bool,
 }
 
+impl CloseInfo {
+    /// An end without a completed closing handshake.
+    pub(crate) fn unclean(code: CloseCode, reason: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason: reason.into(),
+            was_clean: false,
+        }
+    }
+
+    /// The TCP connection ended without a closing handshake (1006).
+    pub(crate) fn dropped() -> Self {
+        Self::unclean(CloseCode::ABNORMAL, String::new())
+    }
+}
+
 /// Runs a user callback, turning a panic into its message so that it ends only the
 /// connection it happened on.
 pub(crate) fn contain<R>(f: impl FnOnce() -> R) -> Result<R, String> {

@@ -3,15 +3,13 @@
 //! pings and closes answered; with permessage-deflate, compressed messages inflated as they
 //! arrive (RFC 7692 §6.1, §7.2.2).
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 use super::{Connection, RSV1};
 use crate::close::{CloseFrame, MAX_REASON_LEN};
 use crate::error::{CapacityError, Error, ProtocolError};
 use crate::frame::{Decoded, FrameHeader, OpCode};
-use crate::mask::apply_mask;
 use crate::message::{Event, Message};
-use crate::role::Role;
 use crate::utf8::Utf8Bytes;
 
 /// The frame whose payload is arriving.
@@ -60,9 +58,6 @@ impl Connection {
     }
 
     fn next_event(&mut self) -> Result<Option<Event>, Error> {
-        if let Some(message) = self.whole_message()? {
-            return Ok(Some(Event::Message(message)));
-        }
         while !self.is_receive_done() {
             match self.decoder.decode(&mut self.recv)? {
                 None => {
@@ -76,6 +71,9 @@ impl Connection {
                     }
                 }
                 Some(Decoded::Frame(header, payload)) => {
+                    if let Some(text) = self.is_whole_message(&header) {
+                        return Self::whole_message(text, payload).map(Some);
+                    }
                     self.start_frame(header)?;
                     if let Some(event) = self.finish_frame(payload)? {
                         return Ok(Some(event));
@@ -86,61 +84,23 @@ impl Connection {
         Ok(None)
     }
 
-    /// The common case in one step: an unfragmented, uncompressed data frame that arrived
-    /// whole, with no other frame or message in progress. It is checked against the same
-    /// rules as on the general path (masking by role, reserved bits, size limits, UTF-8),
-    /// which takes every frame this does not (`Ok(None)`), so an error is only ever raised
-    /// there, or for text that is not UTF-8.
-    fn whole_message(&mut self) -> Result<Option<Message>, Error> {
-        if self.frame.is_some() || self.reassembly.is_some() || self.decoder.in_frame() {
-            return Ok(None);
-        }
-        let buf = &self.recv[..];
-        let (Some(&first), Some(&second)) = (buf.first(), buf.get(1)) else {
-            return Ok(None);
+    /// Whether a frame that arrived whole (header checked by the decoder: masking, reserved
+    /// bits, the frame limit, which is also the message limit) is a whole message, the common
+    /// case: unfragmented, uncompressed data with no fragmented message in progress. It then
+    /// needs none of the general path's state; `Some(is_text)` when it is.
+    fn is_whole_message(&self, header: &FrameHeader) -> Option<bool> {
+        let text = match header.opcode {
+            OpCode::Text => true,
+            OpCode::Binary => false,
+            _ => return None,
         };
-        // FIN set, RSV clear, opcode text (1) or binary (2); masked exactly when a client
-        // sent it.
-        let text = match first {
-            0x81 => true,
-            0x82 => false,
-            _ => return Ok(None),
-        };
-        let masked = second & 0x80 != 0;
-        if masked != (self.role == Role::Server) {
-            return Ok(None);
-        }
-        let (len, mut header_len) = match second & 0x7f {
-            126 => match buf.get(2..4) {
-                Some(&[hi, lo]) => (usize::from(u16::from_be_bytes([hi, lo])), 4),
-                _ => return Ok(None),
-            },
-            127 => return Ok(None),
-            short => (usize::from(short), 2),
-        };
-        let key = if masked {
-            let Some(&[a, b, c, d]) = buf.get(header_len..header_len + 4) else {
-                return Ok(None);
-            };
-            header_len += 4;
-            Some([a, b, c, d])
-        } else {
-            None
-        };
-        let limit = self
-            .config
-            .max_frame_size_value()
-            .min(self.config.max_message_size_value());
-        if len > limit || buf.len() - header_len < len {
-            return Ok(None);
-        }
-        self.recv.advance(header_len);
-        let mut payload = self.recv.split_to(len);
-        if let Some(key) = key {
-            apply_mask(&mut payload, key, 0);
-        }
-        let payload = payload.freeze();
-        Ok(Some(if text {
+        (header.fin && header.rsv == 0 && self.reassembly.is_none()).then_some(text)
+    }
+
+    /// The message of a frame [`Connection::is_whole_message`] accepted: its text checked at
+    /// once, as all of it is here.
+    fn whole_message(text: bool, payload: Bytes) -> Result<Event, Error> {
+        Ok(Event::Message(if text {
             if !crate::utf8::is_utf8(&payload) {
                 return Err(ProtocolError::InvalidUtf8.into());
             }

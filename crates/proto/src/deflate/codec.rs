@@ -23,7 +23,8 @@ thread_local! {
     /// an empty window anyway: one per thread, reset between messages, rather than one
     /// (about 256 KiB with a 15-bit window) allocated and freed for every message and held
     /// by no connection in between (uWebSockets' shared compressor). Kept with its level and
-    /// window bits, which a reset keeps.
+    /// window bits, which a reset keeps. A side with context takeover takes it too for its
+    /// first message, and keeps it.
     static SPARE_COMPRESSOR: Cell<Option<(u32, u8, Compress)>> = const { Cell::new(None) };
     /// Likewise the decompressor for peers with "no context takeover", between messages,
     /// with its window bits: it serves any peer whose window is no larger. (zlib-rs inflates
@@ -40,11 +41,12 @@ fn borrow_compressor(level: u32, bits: u8) -> Compress {
     }
 }
 
-/// A decompressor for the next message of a peer without context takeover.
-fn borrow_decompressor(bits: u8) -> (u8, Decompress) {
+/// A decompressor with a window of at least `bits`: this thread's spare when it has one, else
+/// a new one.
+fn borrow_decompressor(bits: u8) -> Decompress {
     match SPARE_DECOMPRESSOR.take() {
-        Some((b, decompressor)) if b >= bits => (b, decompressor),
-        _ => (bits, Decompress::new_with_window_bits(false, bits)),
+        Some((b, decompressor)) if b >= bits => decompressor,
+        _ => Decompress::new_with_window_bits(false, bits),
     }
 }
 
@@ -58,8 +60,7 @@ pub(crate) struct DeflateState {
     remote_no_context_takeover: bool,
     remote_window_bits: u8,
     compressor: Option<Compress>,
-    /// With its window bits.
-    decompressor: Option<(u8, Decompress)>,
+    decompressor: Option<Decompress>,
     /// The inflated bytes of the compressed message being received.
     inflated: Vec<u8>,
     /// The message being received ended its deflate stream (a block with BFINAL set): the
@@ -146,9 +147,9 @@ impl DeflateState {
             SPARE_COMPRESSOR.set(Some((level, bits, compressor)));
             return result;
         }
-        let compressor = self.compressor.get_or_insert_with(|| {
-            Compress::new_with_window_bits(Compression::new(level), false, bits)
-        });
+        let compressor = self
+            .compressor
+            .get_or_insert_with(|| borrow_compressor(level, bits));
         let result = deflate_sync(compressor, payload);
         if result.is_none() {
             // The message goes out uncompressed, but the window now holds its bytes, which
@@ -181,14 +182,9 @@ impl DeflateState {
             return Ok(start);
         }
         let bits = self.remote_window_bits;
-        let reuse = self.remote_no_context_takeover;
-        let (_, decompressor) = self.decompressor.get_or_insert_with(|| {
-            if reuse {
-                borrow_decompressor(bits)
-            } else {
-                (bits, Decompress::new_with_window_bits(false, bits))
-            }
-        });
+        let decompressor = self
+            .decompressor
+            .get_or_insert_with(|| borrow_decompressor(bits));
         self.stream_ended = inflate_bounded(decompressor, input, &mut self.inflated, limit)?;
         if last && !self.stream_ended {
             self.stream_ended = inflate_bounded(decompressor, &TAIL, &mut self.inflated, limit)?;
@@ -205,9 +201,11 @@ impl DeflateState {
     pub(crate) fn finish_message(&mut self) -> Bytes {
         if self.remote_no_context_takeover {
             // The next message starts a new stream: the thread keeps the decompressor.
-            if let Some((bits, mut decompressor)) = self.decompressor.take() {
+            if let Some(mut decompressor) = self.decompressor.take() {
                 decompressor.reset(false);
-                SPARE_DECOMPRESSOR.set(Some((bits, decompressor)));
+                // Labelled with the window asked for: one lent with a larger window serves
+                // no larger peer than that.
+                SPARE_DECOMPRESSOR.set(Some((self.remote_window_bits, decompressor)));
             }
         } else if self.stream_ended {
             self.decompressor = None;

@@ -124,11 +124,6 @@ impl FrameDecoder {
         Ok(Some(Decoded::Header(header)))
     }
 
-    /// Whether a frame's payload is being received (its header was handed out).
-    pub fn in_frame(&self) -> bool {
-        self.current.is_some()
-    }
-
     /// The header of the frame whose payload is being received, if any.
     pub fn current_header(&self) -> Option<&FrameHeader> {
         self.current.as_ref().map(|c| &c.header)

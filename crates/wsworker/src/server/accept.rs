@@ -213,7 +213,10 @@ where
         callbacks: ctx.callbacks.clone(),
         registry: ctx.connections.clone(),
     };
-    Some(Driver::new(stream, proto, handler, ctx.driver.clone()).with_counters(counters.clone()))
+    Some(
+        Driver::new(stream, proto, handler, settings.driver.clone())
+            .with_counters(counters.clone()),
+    )
 }
 
 enum Failure {

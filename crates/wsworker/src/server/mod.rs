@@ -40,7 +40,8 @@ use callbacks::Callbacks;
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
     pub(crate) proto: wsworker_proto::Config,
-    pub(crate) driver: DriverConfig,
+    /// Shared by every connection's driver.
+    pub(crate) driver: Arc<DriverConfig>,
     pub(crate) max_header_size: usize,
     pub(crate) handshake_timeout: Duration,
     pub(crate) shutdown_timeout: Duration,
@@ -67,7 +68,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             proto: wsworker_proto::Config::default(),
-            driver: DriverConfig::default(),
+            driver: Arc::default(),
             max_header_size: DEFAULT_MAX_HEADER_SIZE,
             handshake_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(5),
@@ -83,8 +84,6 @@ impl Default for Settings {
 pub(crate) struct ServerContext {
     pub(crate) callbacks: Arc<Callbacks>,
     pub(crate) settings: Settings,
-    /// `settings.driver`, shared by every connection's driver.
-    pub(crate) driver: Arc<DriverConfig>,
     pub(crate) connections: Connections,
     /// Each worker's counters, by worker id.
     pub(crate) counters: Vec<Arc<WorkerCounters>>,
@@ -252,8 +251,9 @@ impl Worker {
     /// messages of 32 bytes or more compressed at level 6, and our side compressing each
     /// message on its own with a compressor the worker thread lends (about 256 KiB it
     /// would otherwise keep per connection); the client keeps its context, which costs a
-    /// decompressor (about 40 KiB) per connection that has sent a compressed message. See
-    /// [`DeflateConfig`](wsworker_proto::deflate::DeflateConfig) for what each setting costs.
+    /// decompressor (about 20 KiB measured) per connection that has sent a compressed
+    /// message. See [`DeflateConfig`](wsworker_proto::deflate::DeflateConfig) for what each
+    /// setting costs.
     /// Broadcast frames ([`Connections::broadcast`]) are encoded once and not compressed.
     ///
     /// ```no_run
@@ -296,7 +296,7 @@ impl Worker {
 
     /// How long to wait for the peer's close frame after ours. Default 5 s.
     pub fn close_timeout(&mut self, timeout: Duration) -> &mut Self {
-        self.settings.driver.close_timeout = timeout;
+        Arc::make_mut(&mut self.settings.driver).close_timeout = timeout;
         self
     }
 
@@ -304,15 +304,16 @@ impl Worker {
     /// (`on_buffer_drain` once it is empty again), and at `hard` the
     /// [`OverflowPolicy`] (close 1008 by default). Defaults 1 MiB and 16 MiB.
     pub fn send_buffer_limits(&mut self, soft: usize, hard: usize) -> &mut Self {
-        self.settings.driver.soft_buffer_limit = soft;
-        self.settings.driver.hard_buffer_limit = hard.max(soft);
+        let driver = Arc::make_mut(&mut self.settings.driver);
+        driver.soft_buffer_limit = soft;
+        driver.hard_buffer_limit = hard.max(soft);
         self
     }
 
     /// What happens at the hard send-buffer limit: close the connection with 1008 (the
     /// default) or drop the message and count it.
     pub fn overflow_policy(&mut self, policy: OverflowPolicy) -> &mut Self {
-        self.settings.driver.overflow = policy;
+        Arc::make_mut(&mut self.settings.driver).overflow = policy;
         self
     }
 
@@ -328,7 +329,7 @@ impl Worker {
     /// # Ok::<(), wsworker::Error>(())
     /// ```
     pub fn keepalive(&mut self, keepalive: Option<Keepalive>) -> &mut Self {
-        self.settings.driver.keepalive = keepalive;
+        Arc::make_mut(&mut self.settings.driver).keepalive = keepalive;
         self
     }
 
@@ -475,7 +476,6 @@ impl Worker {
         let counters = self.metrics.start(listeners.len());
         let ctx = Arc::new(ServerContext {
             callbacks: Arc::new(self.callbacks),
-            driver: Arc::new(self.settings.driver),
             settings: self.settings,
             connections: connections.clone(),
             counters,
