@@ -157,6 +157,10 @@ pub(crate) struct Driver<S, H> {
     started: bool,
     /// The shared inbox holds this task's waker.
     inbox_registered: bool,
+    /// The keepalive runs on the caller's clock ([`Driver::keepalive_tick`]).
+    loop_clock: bool,
+    /// The peer did not answer the keepalive ping in time (found by the caller's clock).
+    keepalive_expired: bool,
 }
 
 impl<S, H> Future for Driver<S, H>
@@ -185,11 +189,46 @@ where
 
 /// The idle keepalive's clock.
 struct KeepaliveState {
-    timer: Pin<Box<Sleep>>,
+    /// Wakes the driver when the next step is due; made on the first poll, and never for a
+    /// connection of a server worker's event loop, whose clock is the loop's
+    /// ([`Driver::keepalive_tick`]): one timer per worker instead of one per connection.
+    timer: Option<Pin<Box<Sleep>>>,
     /// When the peer's last bytes arrived.
     last_heard: Instant,
     /// When our unanswered ping went out.
     ping_sent: Option<Instant>,
+}
+
+/// What the keepalive does next.
+enum KeepaliveStep {
+    /// Nothing until then.
+    Wait(Instant),
+    /// Time to ping.
+    Ping,
+    /// The ping went unanswered.
+    Expired,
+}
+
+impl KeepaliveState {
+    fn step(&mut self, config: Keepalive, now: Instant) -> KeepaliveStep {
+        if let Some(sent) = self.ping_sent {
+            if self.last_heard <= sent {
+                let deadline = sent + config.timeout;
+                return if now >= deadline {
+                    KeepaliveStep::Expired
+                } else {
+                    KeepaliveStep::Wait(deadline)
+                };
+            }
+            self.ping_sent = None;
+        }
+        let due = self.last_heard + config.interval;
+        if due > now {
+            KeepaliveStep::Wait(due)
+        } else {
+            KeepaliveStep::Ping
+        }
+    }
 }
 
 impl<S, H> Driver<S, H>
@@ -199,13 +238,10 @@ where
 {
     pub(crate) fn new(io: S, conn: Proto, handler: H, config: Arc<DriverConfig>) -> Self {
         handler.shared().set_ready_state(ReadyState::Open);
-        let keepalive = config.keepalive.map(|k| {
-            let now = Instant::now();
-            KeepaliveState {
-                timer: Box::pin(tokio::time::sleep_until(now + k.interval)),
-                last_heard: now,
-                ping_sent: None,
-            }
+        let keepalive = config.keepalive.map(|_| KeepaliveState {
+            timer: None,
+            last_heard: Instant::now(),
+            ping_sent: None,
         });
         Self {
             io,
@@ -221,6 +257,38 @@ where
             counters: None,
             started: false,
             inbox_registered: false,
+            loop_clock: false,
+            keepalive_expired: false,
+        }
+    }
+
+    /// Leaves the keepalive's timing to the caller, which calls
+    /// [`Driver::keepalive_tick`] now and then (a server worker's event loop).
+    pub(crate) fn with_loop_clock(mut self) -> Self {
+        self.loop_clock = true;
+        self
+    }
+
+    /// The keepalive at `now`, for a driver on the loop's clock: queues the ping or marks
+    /// the connection to be dropped when due. Returns whether the driver is to be polled.
+    pub(crate) fn keepalive_tick(&mut self, now: Instant) -> bool {
+        let (Some(config), Some(state)) = (self.config.keepalive, &mut self.keepalive) else {
+            return false;
+        };
+        if self.keepalive_expired || self.conn.ready_state() != ReadyState::Open {
+            return false;
+        }
+        match state.step(config, now) {
+            KeepaliveStep::Wait(_) => false,
+            KeepaliveStep::Ping => {
+                let _ = self.conn.send_ping(Bytes::new());
+                state.ping_sent = Some(now);
+                true
+            }
+            KeepaliveStep::Expired => {
+                self.keepalive_expired = true;
+                true
+            }
         }
     }
 
@@ -229,6 +297,18 @@ where
         counters.opened();
         self.counters = Some(counters);
         self
+    }
+
+    /// The connection's stream.
+    pub(crate) fn io_mut(&mut self) -> &mut S {
+        &mut self.io
+    }
+
+    /// Ends a connection that could not be started (it never opened for the handler): the
+    /// error and the close go to the handler all the same, so nothing is left counted open.
+    pub(crate) fn abandon(mut self, error: io::Error) {
+        let _ = self.abort(error);
+        self.finish();
     }
 
     /// Reports the end of the connection through `on_close`.
@@ -371,30 +451,34 @@ where
             self.keepalive = None;
             return false;
         }
-        while state.timer.as_mut().poll(cx).is_ready() {
-            if let Some(sent) = state.ping_sent {
-                if state.last_heard <= sent {
-                    self.close = Some(Box::new(CloseInfo::unclean(
-                        CloseCode::ABNORMAL,
-                        "keepalive timeout",
-                    )));
-                    self.handler
-                        .on_error(Error::Timeout("no answer to the keepalive ping"));
-                    return true;
+        let mut expired = self.keepalive_expired;
+        if !self.loop_clock {
+            let mut timer = state.timer.take().unwrap_or_else(|| {
+                Box::pin(tokio::time::sleep_until(state.last_heard + config.interval))
+            });
+            while !expired && timer.as_mut().poll(cx).is_ready() {
+                let now = Instant::now();
+                match state.step(config, now) {
+                    KeepaliveStep::Wait(due) => timer.as_mut().reset(due),
+                    KeepaliveStep::Ping => {
+                        let _ = self.conn.send_ping(Bytes::new());
+                        state.ping_sent = Some(now);
+                        timer.as_mut().reset(now + config.timeout);
+                    }
+                    KeepaliveStep::Expired => expired = true,
                 }
-                state.ping_sent = None;
             }
-            let now = Instant::now();
-            let due = state.last_heard + config.interval;
-            if due > now {
-                state.timer.as_mut().reset(due);
-            } else {
-                let _ = self.conn.send_ping(Bytes::new());
-                state.ping_sent = Some(now);
-                state.timer.as_mut().reset(now + config.timeout);
-            }
+            state.timer = Some(timer);
         }
-        false
+        if expired {
+            self.close = Some(Box::new(CloseInfo::unclean(
+                CloseCode::ABNORMAL,
+                "keepalive timeout",
+            )));
+            self.handler
+                .on_error(Error::Timeout("no answer to the keepalive ping"));
+        }
+        expired
     }
 
     /// Reads what is available and hands every decoded event to the handler.

@@ -17,30 +17,46 @@ use wsworker_proto::{Connection as Proto, HandshakeError, Role};
 use super::ServerContext;
 use super::callbacks::{Handshake, HttpResponse, ServerHandler};
 use super::connection::Connection;
+use super::event_loop::{LoopHandle, LoopStream};
 use crate::driver::Driver;
 use crate::metrics::{Rejection, WorkerCounters};
 use crate::shared::Shared;
 use crate::shared::contain;
 
 /// Serves one TCP connection: the TLS handshake first when the server speaks TLS, then the
-/// opening handshake — both within the handshake timeout — and then the open connection's
-/// driver, spawned on `tasks` as a task of its own.
+/// opening handshake — both within the handshake timeout — and then the open connection:
+/// a plain one goes to the worker's event loop, a TLS one gets a task of its own on `tasks`.
 pub(crate) async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     worker_id: usize,
     ctx: Arc<ServerContext>,
+    event_loop: LoopHandle,
     tasks: TaskTracker,
 ) {
     let _ = stream.set_nodelay(true);
     let deadline = Instant::now() + ctx.settings.handshake_timeout;
     #[cfg(feature = "tls")]
     if ctx.tls.is_some() {
+        drop(event_loop);
         // Boxed: the TLS stream and its handshake are large, and inline they would make the
         // task of every connection as large, plain ones included.
         return Box::pin(serve_tls(stream, peer, worker_id, ctx, deadline, tasks)).await;
     }
-    serve_stream(stream, peer, worker_id, ctx, deadline, tasks).await;
+    drop(tasks);
+    let Some(opened) = open(stream, peer, worker_id, &ctx, deadline).await else {
+        return;
+    };
+    let Opened {
+        stream,
+        proto,
+        handler,
+    } = opened;
+    match LoopStream::from_tokio(stream) {
+        Ok(stream) => event_loop
+            .open(opened_driver(stream, proto, handler, worker_id, &ctx).with_loop_clock()),
+        Err(error) => tracing::warn!(%error, "cannot take a socket out of tokio's reactor"),
+    }
 }
 
 /// The TLS handshake, then the WebSocket one.
@@ -60,9 +76,19 @@ async fn serve_tls(
             .unwrap_or_default();
         return refuse(&mut stream, &response).await;
     }
-    match crate::tls::accept(acceptor, stream, peer, deadline).await {
-        Some(stream) => serve_stream(stream, peer, worker_id, ctx, deadline, tasks).await,
-        None => ctx.counters[worker_id].rejected(Rejection::Tls),
+    let Some(stream) = crate::tls::accept(acceptor, stream, peer, deadline).await else {
+        return ctx.counters[worker_id].rejected(Rejection::Tls);
+    };
+    // The open connection gets a task of its own rather than going on in this one: a task
+    // is as large as its future for as long as it lives, and this one's holds the
+    // handshake's state, the context and the stream's slot besides the driver.
+    if let Some(Opened {
+        stream,
+        proto,
+        handler,
+    }) = open(stream, peer, worker_id, &ctx, deadline).await
+    {
+        tasks.spawn(opened_driver(stream, proto, handler, worker_id, &ctx));
     }
 }
 
@@ -79,34 +105,37 @@ async fn starts_like_tls(stream: &mut TcpStream, deadline: Instant) -> bool {
     }
 }
 
-/// The opening handshake (or plain HTTP) and then the driver, on a plain or TLS stream.
-async fn serve_stream<S>(
+/// An open connection, as its handshake leaves it.
+struct Opened<S> {
     stream: S,
-    peer: SocketAddr,
-    worker_id: usize,
-    ctx: Arc<ServerContext>,
-    deadline: Instant,
-    tasks: TaskTracker,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    // The open connection gets a task of its own rather than going on in this one: a task
-    // is as large as its future for as long as it lives, and this one's holds the
-    // handshake's state, the context and the stream's slot besides the driver.
-    if let Some(driver) = open(stream, peer, worker_id, &ctx, deadline).await {
-        tasks.spawn(driver);
-    }
+    proto: Proto,
+    handler: ServerHandler,
 }
 
-/// The opening handshake: a driver for the open connection, or `None` when the request
-/// was answered otherwise (plain HTTP, a refusal) or the client went away.
+/// The driver of an open connection, counted in its worker's metrics.
+fn opened_driver<S>(
+    stream: S,
+    proto: Proto,
+    handler: ServerHandler,
+    worker_id: usize,
+    ctx: &ServerContext,
+) -> Driver<S, ServerHandler>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    Driver::new(stream, proto, handler, ctx.settings.driver.clone())
+        .with_counters(ctx.counters[worker_id].clone())
+}
+
+/// The opening handshake: the open connection, or `None` when the request was answered
+/// otherwise (plain HTTP, a refusal) or the client went away.
 async fn open<S>(
     mut stream: S,
     peer: SocketAddr,
     worker_id: usize,
     ctx: &ServerContext,
     deadline: Instant,
-) -> Option<Driver<S, ServerHandler>>
+) -> Option<Opened<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -213,10 +242,11 @@ where
         callbacks: ctx.callbacks.clone(),
         registry: ctx.connections.clone(),
     };
-    Some(
-        Driver::new(stream, proto, handler, settings.driver.clone())
-            .with_counters(counters.clone()),
-    )
+    Some(Opened {
+        stream,
+        proto,
+        handler,
+    })
 }
 
 enum Failure {
@@ -303,18 +333,5 @@ where
             }
         };
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_open_connection_task_stays_small() {
-        // The task of every open connection is as large as its driver, for as long as the
-        // connection lives: a server holding many idle connections pays it for each.
-        let size = size_of::<Driver<TcpStream, ServerHandler>>();
-        assert!(size <= 400, "a connection's driver is {size} bytes");
     }
 }

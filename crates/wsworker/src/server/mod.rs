@@ -7,6 +7,7 @@ mod accept;
 mod address;
 mod callbacks;
 mod connection;
+mod event_loop;
 mod extensions;
 mod listener;
 mod origin;
@@ -635,11 +636,22 @@ fn worker_main(
             tracing::error!(worker_id, %panic, "on_worker_start panicked");
         }
         let tasks = TaskTracker::new();
+        let (event_loop, loop_stop) = match event_loop::EventLoop::new(ctx.settings.driver.keepalive) {
+            Ok(parts) => parts,
+            Err(error) => {
+                tracing::error!(worker_id, %error, "cannot start the worker's event loop");
+                return;
+            }
+        };
+        // Unconstrained: the loop yields by itself after a bounded number of rounds, and
+        // tokio's per-task budget would otherwise be shared by all of its connections.
+        tasks.spawn(tokio::task::unconstrained(event_loop));
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        tasks.spawn(accept::serve(stream, peer, worker_id, ctx.clone(), tasks.clone()));
+                        let handle = loop_stop.handle();
+                        tasks.spawn(accept::serve(stream, peer, worker_id, ctx.clone(), handle, tasks.clone()));
                     }
                     Err(error) => {
                         // Out of file descriptors, most likely: back off instead of spinning.
@@ -653,6 +665,7 @@ fn worker_main(
         drop(listener);
         ctx.connections
             .close_worker(worker_id, CloseCode::GOING_AWAY, "server shutting down");
+        loop_stop.stop();
         tasks.close();
         let _ = tokio::time::timeout(ctx.settings.shutdown_timeout, tasks.wait()).await;
     });

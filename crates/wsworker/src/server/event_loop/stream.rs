@@ -1,0 +1,207 @@
+//! A socket of the event loop, as the driver sees it: non-blocking reads and writes that
+//! return `Pending` when the socket is not ready and leave the wake-up to the loop's epoll.
+//!
+//! The loop registers every socket edge-triggered and marks it ready when epoll says so; a
+//! read or write that finds it drained (`WouldBlock`, or fewer bytes than asked for, as tokio
+//! does) clears the mark, so the driver's next look costs no syscall, and the next edge
+//! brings the loop back to this connection. The end of either direction (and an error) is
+//! never cleared: its edge comes once, possibly with the last bytes, and the read that
+//! returns those bytes short must not hide the end that follows them.
+
+use std::io::{self, IoSlice, Write};
+use std::net::Shutdown;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use mio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::sys;
+
+/// A connection's socket in the worker's event loop.
+#[derive(Debug)]
+pub(crate) struct LoopStream {
+    io: TcpStream,
+    readable: bool,
+    writable: bool,
+    /// The peer's end or an error was seen: reads go on until they say so.
+    read_closed: bool,
+    /// Our side cannot send any more (or an error was seen): writes say so.
+    write_closed: bool,
+}
+
+impl LoopStream {
+    /// Takes a socket out of tokio's reactor; it starts out marked ready both ways, since
+    /// bytes may already be waiting.
+    pub(crate) fn from_tokio(stream: tokio::net::TcpStream) -> io::Result<Self> {
+        Ok(Self {
+            io: TcpStream::from_std(stream.into_std()?),
+            readable: true,
+            writable: true,
+            read_closed: false,
+            write_closed: false,
+        })
+    }
+
+    /// The socket, to register with the loop's epoll.
+    pub(super) fn source(&mut self) -> &mut TcpStream {
+        &mut self.io
+    }
+
+    /// Marks what epoll reported.
+    pub(super) fn set_ready(&mut self, event: &mio::event::Event) {
+        let failed = event.is_error();
+        self.read_closed |= event.is_read_closed() || failed;
+        self.write_closed |= event.is_write_closed() || failed;
+        self.readable |= event.is_readable() || self.read_closed;
+        self.writable |= event.is_writable() || self.write_closed;
+    }
+}
+
+/// Runs a non-blocking socket call that moves up to `offered` bytes, while `ready`: a call
+/// that would block, or moves fewer bytes (the socket is drained or full), clears `ready`,
+/// unless that direction is `closed` (then every call answers at once).
+fn attempt(
+    ready: &mut bool,
+    closed: bool,
+    offered: usize,
+    mut call: impl FnMut() -> io::Result<usize>,
+) -> Poll<io::Result<usize>> {
+    if !*ready {
+        return Poll::Pending;
+    }
+    loop {
+        return match call() {
+            Ok(n) => {
+                if n < offered && !closed {
+                    *ready = false;
+                }
+                Poll::Ready(Ok(n))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                *ready = false;
+                Poll::Pending
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => Poll::Ready(Err(e)),
+        };
+    }
+}
+
+impl AsyncRead for LoopStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let offered = buf.remaining();
+        attempt(&mut this.readable, this.read_closed, offered, || {
+            sys::recv(&this.io, buf)
+        })
+        .map_ok(|_| ())
+    }
+}
+
+impl AsyncWrite for LoopStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        attempt(&mut this.writable, this.write_closed, buf.len(), || {
+            this.io.write(buf)
+        })
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let offered = bufs.iter().map(|b| b.len()).sum();
+        let this = self.get_mut();
+        attempt(&mut this.writable, this.write_closed, offered, || {
+            this.io.write_vectored(bufs)
+        })
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(match self.io.shutdown(Shutdown::Write) {
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+            other => other,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+    use std::mem::MaybeUninit;
+    use std::time::Duration;
+
+    use mio::{Events, Interest, Poll as Epoll, Token};
+
+    use super::*;
+
+    /// Polls a read into a fresh buffer: the bytes, or `None` for `Pending`.
+    fn read(stream: &mut LoopStream) -> Option<Vec<u8>> {
+        let mut storage = [MaybeUninit::<u8>::uninit(); 64];
+        let mut buf = ReadBuf::uninit(&mut storage);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match Pin::new(stream).poll_read(&mut cx, &mut buf) {
+            Poll::Ready(result) => {
+                result.unwrap();
+                Some(buf.filled().to_vec())
+            }
+            Poll::Pending => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_end_that_arrives_with_the_last_bytes_is_not_lost() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        let mut stream = LoopStream::from_tokio(accepted).unwrap();
+        let mut epoll = Epoll::new().unwrap();
+        epoll
+            .registry()
+            .register(stream.source(), Token(0), Interest::READABLE)
+            .unwrap();
+
+        assert_eq!(read(&mut stream), None, "nothing yet: the mark is cleared");
+        assert_eq!(
+            read(&mut stream),
+            None,
+            "and stays cleared without an event"
+        );
+
+        // The last bytes and the end, seen by one edge.
+        peer.write_all(b"bye").unwrap();
+        drop(peer);
+        std::thread::sleep(Duration::from_millis(50));
+        let mut events = Events::with_capacity(8);
+        epoll
+            .poll(&mut events, Some(Duration::from_secs(1)))
+            .unwrap();
+        for event in &events {
+            stream.set_ready(event);
+        }
+        assert_eq!(read(&mut stream).as_deref(), Some(&b"bye"[..]));
+        assert_eq!(
+            read(&mut stream).as_deref(),
+            Some(&b""[..]),
+            "the short read did not hide the end of the stream"
+        );
+    }
+}
