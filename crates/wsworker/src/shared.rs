@@ -7,7 +7,6 @@
 //! applies as soon as the callback returns — no channel, no lock, no task wake-up.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -88,7 +87,7 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// command comes, and the lock is only ever contended by a sender and the driver.
 #[derive(Debug, Default)]
 struct Inbox {
-    commands: VecDeque<Command>,
+    commands: Vec<Command>,
     /// The driver's waker: left on its first look and kept (a task's waker does not change),
     /// so that looking at an empty inbox needs no lock.
     waker: Option<Waker>,
@@ -128,9 +127,9 @@ impl Shared {
     /// Takes the commands waiting for the driver, in order, and leaves `waker` to be woken
     /// by the next one. `registered` is the driver's note that its waker is already there:
     /// then an empty inbox costs one atomic load.
-    pub(crate) fn take_commands(&self, waker: &Waker, registered: &mut bool) -> VecDeque<Command> {
+    pub(crate) fn take_commands(&self, waker: &Waker, registered: &mut bool) -> Vec<Command> {
         if *registered && self.waiting.load(Ordering::Acquire) == 0 {
-            return VecDeque::new();
+            return Vec::new();
         }
         let mut inbox = self.inbox();
         match &inbox.waker {
@@ -183,7 +182,7 @@ impl Shared {
         };
         self.pending.fetch_add(command.weight(), Ordering::Relaxed);
         let mut inbox = self.inbox();
-        inbox.commands.push_back(command);
+        inbox.commands.push(command);
         self.waiting.store(inbox.commands.len(), Ordering::Release);
         if let Some(waker) = &inbox.waker {
             waker.wake_by_ref();

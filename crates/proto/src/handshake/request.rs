@@ -4,12 +4,14 @@
 //!
 //! A server keeps each connection's [`Request`] for the connection's whole life (the
 //! application reads it at any time), so it is kept small: one copy of the request head, a
-//! [`Bytes`] of exactly the head's length, and for the target and each header line the offsets
-//! of its pieces in that copy (16 bytes a line, where an [`http::HeaderMap`] costs about 80
-//! bytes a header plus an allocation per value). Every accessor reads the head through these
-//! offsets. Only [`Request::headers`] and [`Request::uri`], which hand out `http` types, build
-//! them, on first call, and they share the head's bytes instead of copying them: a server that
-//! never asks for the whole map never pays for it.
+//! [`Bytes`] of exactly the head's length, and where the target lies in it — nothing per
+//! header line (an [`http::HeaderMap`] costs about 80 bytes a header plus an allocation per
+//! value; even a table of offsets costs 16 bytes a line, a tenth of an idle connection).
+//! The accessors read header lines by parsing the head again with the parser that accepted
+//! it (httparse, a few hundred nanoseconds), so they find exactly what it delimited. Only
+//! [`Request::headers`] and [`Request::uri`], which hand out `http` types, build them, on
+//! first call, and they share the head's bytes instead of copying them: a server that never
+//! asks for the whole map never pays for it.
 
 use std::fmt;
 use std::ops::Range;
@@ -62,13 +64,6 @@ impl Span {
     }
 }
 
-/// One header line: where its name and its value (as httparse delimits it) lie in the head.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Line {
-    name: Span,
-    value: Span,
-}
-
 /// A parsed HTTP/1.x request head: the "request scope" an application sees during the
 /// handshake (path, query, headers, cookies, origin, offered subprotocols and extensions).
 ///
@@ -84,11 +79,16 @@ pub struct Request {
     /// The request head as received: request line, header lines and the blank line.
     head: Bytes,
     target: Span,
-    lines: Box<[Line]>,
-    // Built on first call of `uri()` / `headers()`. Boxed so the rarely used caches take 16
-    // bytes each in every connection's request rather than 96 and 104.
-    uri: OnceLock<Box<Uri>>,
-    headers: OnceLock<Box<HeaderMap>>,
+    /// What `uri()` and `headers()` build on first call. Boxed, and one box for both, so the
+    /// rarely used caches take 16 bytes in every connection's request rather than 200.
+    built: OnceLock<Box<Built>>,
+}
+
+/// The `http` types a [`Request`] builds when asked for them.
+#[derive(Debug, Default, Clone)]
+struct Built {
+    uri: OnceLock<Uri>,
+    headers: OnceLock<HeaderMap>,
 }
 
 /// Parses a request head from the start of `buf`, looking at no more than `max_size` bytes.
@@ -135,14 +135,9 @@ pub fn parse_request(
         _ => return Err(HandshakeError::Malformed("invalid http version")),
     };
     let outside = || HandshakeError::Malformed("parser output outside the head");
-    let mut lines = Vec::with_capacity(parsed.headers.len());
     for header in parsed.headers.iter() {
         // The checks of a HeaderMap, so the same heads fail, and `headers()` cannot.
         http_util::check_header_line(header.name.as_bytes(), header.value)?;
-        lines.push(Line {
-            name: Span::of(head, header.name.as_bytes()).ok_or_else(outside)?,
-            value: Span::of(head, header.value).ok_or_else(outside)?,
-        });
     }
     let request = Request {
         method,
@@ -151,10 +146,7 @@ pub fn parse_request(
         // alive, and the caller owns `buf`.
         head: Bytes::copy_from_slice(head.get(..len).unwrap_or(head)),
         target: Span::of(head, target.as_bytes()).ok_or_else(outside)?,
-        // `lines` has exactly the capacity it needs, so this does not reallocate.
-        lines: lines.into_boxed_slice(),
-        uri: OnceLock::new(),
-        headers: OnceLock::new(),
+        built: OnceLock::new(),
     };
     Ok(Some((request, len)))
 }
@@ -181,9 +173,9 @@ impl Request {
     ///
     /// Built on first call; it shares the request's copy of the head.
     pub fn uri(&self) -> &Uri {
-        self.uri.get_or_init(|| {
+        self.built().uri.get_or_init(|| {
             // `parse_request` parsed the same bytes with the same function, so this succeeds.
-            Box::new(Uri::from_maybe_shared(self.shared(self.target)).unwrap_or_default())
+            Uri::from_maybe_shared(self.shared_slice(self.target().as_bytes())).unwrap_or_default()
         })
     }
 
@@ -204,17 +196,17 @@ impl Request {
     /// Built on first call (the values share the request's copy of the head): prefer
     /// [`header`](Self::header) and the other accessors, which read the head directly.
     pub fn headers(&self) -> &HeaderMap {
-        self.headers.get_or_init(|| {
-            let mut map = HeaderMap::with_capacity(self.lines.len());
-            for line in &self.lines {
-                let name = HeaderName::from_bytes(self.bytes(line.name));
-                let value = HeaderValue::from_maybe_shared(self.shared(line.value));
+        self.built().headers.get_or_init(|| {
+            let mut map = HeaderMap::new();
+            self.each_line(|name, value| {
+                let name = HeaderName::from_bytes(name);
+                let value = HeaderValue::from_maybe_shared(self.shared_slice(value));
                 // `parse_request` checked both by the same rules, so neither fails.
                 if let (Ok(name), Ok(value)) = (name, value) {
                     map.append(name, value);
                 }
-            }
-            Box::new(map)
+            });
+            map
         })
     }
 
@@ -387,11 +379,32 @@ impl Request {
     /// valid header names, and a `HeaderName` is the name in lowercase ASCII, so comparing
     /// without regard to ASCII case finds exactly what `HeaderMap::get_all` finds (nothing for
     /// a `name` that is not a valid header name).
-    fn values<'s, 'n>(&'s self, name: &'n str) -> impl Iterator<Item = &'s [u8]> + use<'s, 'n> {
-        self.lines
-            .iter()
-            .filter(move |line| self.bytes(line.name).eq_ignore_ascii_case(name.as_bytes()))
-            .map(move |line| self.bytes(line.value))
+    fn values<'s>(&'s self, name: &str) -> impl Iterator<Item = &'s [u8]> + use<'s> {
+        // No allocation unless the header is there.
+        let mut found = Vec::new();
+        self.each_line(|line_name, value| {
+            if line_name.eq_ignore_ascii_case(name.as_bytes()) {
+                found.push(value);
+            }
+        });
+        found.into_iter()
+    }
+
+    /// Calls `f` with the name and value of every header line, in order, as httparse
+    /// delimits them: the head is parsed again by the parser that accepted it.
+    fn each_line<'s>(&'s self, mut f: impl FnMut(&'s [u8], &'s [u8])) {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Request::new(&mut headers);
+        // It parsed before, byte for byte the same, so it parses again.
+        if parsed.parse(&self.head).is_ok() {
+            for header in parsed.headers.iter() {
+                f(header.name.as_bytes(), header.value);
+            }
+        }
+    }
+
+    fn built(&self) -> &Built {
+        self.built.get_or_init(Box::default)
     }
 
     /// The bytes of the head under `span`. Spans are made inside the head, so the empty
@@ -400,12 +413,12 @@ impl Request {
         self.head.get(span.range()).unwrap_or_default()
     }
 
-    /// The bytes of the head under `span`, sharing its allocation.
-    fn shared(&self, span: Span) -> Bytes {
-        if span.range().end <= self.head.len() {
-            self.head.slice(span.range())
-        } else {
-            Bytes::new()
+    /// `part`, a slice of the head, as a `Bytes` sharing the head's allocation (a copy if it
+    /// were not in the head, which the callers never pass).
+    fn shared_slice(&self, part: &[u8]) -> Bytes {
+        match Span::of(&self.head, part) {
+            Some(span) => self.head.slice(span.range()),
+            None => Bytes::copy_from_slice(part),
         }
     }
 }
@@ -427,13 +440,11 @@ impl fmt::Debug for Request {
         struct Value<'a>(&'a [u8]);
         impl fmt::Debug for Lines<'_> {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                let request = self.0;
-                f.debug_map()
-                    .entries(request.lines.iter().map(|line| {
-                        let name = String::from_utf8_lossy(request.bytes(line.name));
-                        (name, Value(request.bytes(line.value)))
-                    }))
-                    .finish()
+                let mut map = f.debug_map();
+                self.0.each_line(|name, value| {
+                    map.entry(&String::from_utf8_lossy(name), &Value(value));
+                });
+                map.finish()
             }
         }
         impl fmt::Debug for Value<'_> {
@@ -847,22 +858,18 @@ mod tests {
         check::<Request>();
     }
 
-    /// What a parsed request keeps: its inline size, and on the heap one copy of the head and
-    /// 16 bytes a header line, nothing else until `headers()` or `uri()` is called.
+    /// What a parsed request keeps: its inline size, and on the heap one copy of the head,
+    /// nothing else until `headers()` or `uri()` is called.
     #[test]
-    fn parsed_request_keeps_the_head_and_spans_only() {
+    fn parsed_request_keeps_the_head_only() {
         assert!(
-            size_of::<Request>() <= 160,
+            size_of::<Request>() <= 104,
             "size_of::<Request>() = {}",
             size_of::<Request>()
         );
-        assert_eq!(size_of::<Line>(), 16);
         let request = parse(RFC_REQUEST);
         // The head is a copy of exactly the bytes the head took...
         assert_eq!(&request.head[..], RFC_REQUEST);
-        assert_eq!(request.lines.len(), 7);
-        let heap = request.head.len() + size_of_val(&*request.lines);
-        assert_eq!(heap, RFC_REQUEST.len() + 7 * 16);
         // ...and not a view of the caller's buffer, which may be much larger.
         let mut buf = RFC_REQUEST.to_vec();
         buf.extend_from_slice(&[0u8; 4096]);
@@ -874,8 +881,7 @@ mod tests {
     #[test]
     fn accessors_do_not_build_the_header_map_or_the_uri() {
         let request = parse(RFC_REQUEST);
-        let untouched =
-            |request: &Request| request.headers.get().is_none() && request.uri.get().is_none();
+        let untouched = |request: &Request| request.built.get().is_none();
         assert_eq!(request.header("Sec-WebSocket-Version"), Some("13"));
         assert_eq!(request.protocols().count(), 2);
         assert_eq!(request.validate_upgrade(), Ok(()));
@@ -893,10 +899,10 @@ mod tests {
         let _ = format!("{request:?}");
         assert!(untouched(&request));
         assert_eq!(request.headers().len(), 7);
-        assert!(request.headers.get().is_some());
-        assert!(request.uri.get().is_none());
+        assert!(request.built().headers.get().is_some());
+        assert!(request.built().uri.get().is_none());
         assert_eq!(request.uri().path(), "/chat");
-        assert!(request.uri.get().is_some());
+        assert!(request.built().uri.get().is_some());
     }
 
     /// `uri()` and `headers()` point into the request's copy of the head instead of copying.

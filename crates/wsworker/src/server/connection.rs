@@ -31,7 +31,7 @@ struct Inner {
     worker_id: usize,
     remote_addr: SocketAddr,
     request: Request,
-    protocol: Option<String>,
+    protocol: Option<Box<str>>,
     data: Mutex<Option<Data>>,
 }
 
@@ -49,7 +49,7 @@ impl Connection {
                 worker_id,
                 remote_addr,
                 request,
-                protocol,
+                protocol: protocol.map(String::into_boxed_str),
                 data: Mutex::new(None),
             }),
         }
