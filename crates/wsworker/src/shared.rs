@@ -184,7 +184,11 @@ impl Shared {
         let mut inbox = self.inbox();
         inbox.commands.push(command);
         self.waiting.store(inbox.commands.len(), Ordering::Release);
-        if let Some(waker) = &inbox.waker {
+        // The driver takes the whole inbox at once, so the first command wakes it and the
+        // ones after it are taken with that one.
+        if inbox.commands.len() == 1
+            && let Some(waker) = &inbox.waker
+        {
             waker.wake_by_ref();
         }
         Ok(())
