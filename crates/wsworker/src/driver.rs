@@ -1,4 +1,6 @@
-//! The task that owns one socket and its `wsworker_proto::Connection`, for either role.
+//! The future that owns one socket and its `wsworker_proto::Connection`, for either role:
+//! a task of its own (the client, a TLS server connection) or an entry of a server
+//! worker's event loop (a plain server connection).
 //!
 //! One `poll` does everything that is ready, in an order that keeps replies in order and
 //! syscalls few: commands from handles, then reads (each read is decoded at once and every

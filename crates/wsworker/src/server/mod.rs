@@ -1,7 +1,9 @@
 //! The server: a [`Worker`] listens on `websocket://HOST:PORT` with `count` worker threads,
 //! each running its own single-threaded tokio runtime and its own `SO_REUSEPORT` listener —
 //! the threads play the part of Workerman's processes, and nothing on the per-message path
-//! is shared between them.
+//! is shared between them. Each accepted connection's handshake runs in a task; an open
+//! plain connection then lives in its worker's event loop (`event_loop`), a TLS one in a
+//! task of its own.
 
 mod accept;
 mod address;
