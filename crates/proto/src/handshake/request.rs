@@ -3,23 +3,23 @@
 //! valid WebSocket upgrade (RFC 6455 §4.2.1), so plain HTTP requests can go elsewhere.
 //!
 //! A server keeps each connection's [`Request`] for the connection's whole life (the
-//! application reads it at any time), so it is kept small: one copy of the request head, a
-//! [`Bytes`] of exactly the head's length, and where the target lies in it — nothing per
-//! header line (an [`http::HeaderMap`] costs about 80 bytes a header plus an allocation per
-//! value; even a table of offsets costs 16 bytes a line, a tenth of an idle connection).
-//! The accessors read header lines by parsing the head again with the parser that accepted
-//! it (httparse, a few hundred nanoseconds), so they find exactly what it delimited. Only
-//! [`Request::headers`] and [`Request::uri`], which hand out `http` types, build them, on
-//! first call, and they share the head's bytes instead of copying them: a server that never
-//! asks for the whole map never pays for it.
+//! application reads it at any time), so it is kept small: one copy of the request head,
+//! exactly the head's length, where the target lies in it, and for each header line the
+//! offsets of its name and value (16 bytes a line, where an [`http::HeaderMap`] costs about
+//! 80 bytes a header plus an allocation per value). A request kept long can drop even the
+//! offsets ([`Request::shrink_to_head`], as the server does once a connection is open):
+//! its accessors then parse the head again with the parser that accepted it, so they find
+//! exactly what it delimited. Only [`Request::headers`] and [`Request::uri`], which hand
+//! out `http` types, build them, on first call: a server that never asks for the whole map
+//! never pays for it.
 
 use std::fmt;
+use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::sync::OnceLock;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Uri, Version};
 
@@ -30,6 +30,13 @@ use super::{HandshakeError, MAX_HEADERS, server};
 /// The longest head [`parse_request`] reads, whatever `max_size` says: offsets into the head
 /// are `u32`, which halves the size of a header line, and no real head comes near 4 GiB.
 const MAX_HEAD: usize = u32::MAX as usize;
+
+/// One header line: where its name and its value (as httparse delimits it) lie in the head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Line {
+    name: Span,
+    value: Span,
+}
 
 /// Where a piece of the request head lies in [`Request`]'s copy of it: bytes `start..end`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -77,8 +84,10 @@ pub struct Request {
     method: Method,
     version: Version,
     /// The request head as received: request line, header lines and the blank line.
-    head: Bytes,
+    head: Box<[u8]>,
     target: Span,
+    /// The header lines, until [`Request::shrink_to_head`].
+    lines: Option<Box<[Line]>>,
     /// What `uri()` and `headers()` build on first call. Boxed, and one box for both, so the
     /// rarely used caches take 16 bytes in every connection's request rather than 200.
     built: OnceLock<Box<Built>>,
@@ -111,9 +120,12 @@ pub fn parse_request(
 ) -> Result<Option<(Request, usize)>, HandshakeError> {
     let max_size = max_size.min(MAX_HEAD);
     let head = http_util::limited(buf, max_size);
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut headers);
-    let len = match parsed.parse(head).map_err(http_util::parse_error)? {
+    let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut []);
+    let len = match parsed
+        .parse_with_uninit_headers(head, &mut headers)
+        .map_err(http_util::parse_error)?
+    {
         httparse::Status::Complete(len) => len,
         httparse::Status::Partial => return http_util::partial(buf, max_size),
     };
@@ -125,7 +137,7 @@ pub fn parse_request(
     let method = Method::from_bytes(method.as_bytes())
         .map_err(|_| HandshakeError::Malformed("invalid method"))?;
     // Checked here so that `uri()` cannot fail later. The parsed value is a copy of the
-    // target, so it is dropped: `uri()` builds one that shares the head.
+    // target, so it is dropped: `uri()` builds one when asked.
     if target.parse::<Uri>().is_err() {
         return Err(HandshakeError::Malformed("invalid request target"));
     }
@@ -135,17 +147,24 @@ pub fn parse_request(
         _ => return Err(HandshakeError::Malformed("invalid http version")),
     };
     let outside = || HandshakeError::Malformed("parser output outside the head");
+    let mut lines = Vec::with_capacity(parsed.headers.len());
     for header in parsed.headers.iter() {
         // The checks of a HeaderMap, so the same heads fail, and `headers()` cannot.
         http_util::check_header_line(header.name.as_bytes(), header.value)?;
+        lines.push(Line {
+            name: Span::of(head, header.name.as_bytes()).ok_or_else(outside)?,
+            value: Span::of(head, header.value).ok_or_else(outside)?,
+        });
     }
     let request = Request {
         method,
         version,
         // A copy of exactly the head: a slice of `buf` would keep the whole read buffer
         // alive, and the caller owns `buf`.
-        head: Bytes::copy_from_slice(head.get(..len).unwrap_or(head)),
+        head: head.get(..len).unwrap_or(head).into(),
         target: Span::of(head, target.as_bytes()).ok_or_else(outside)?,
+        // `lines` has exactly the capacity it needs, so this does not reallocate.
+        lines: Some(lines.into_boxed_slice()),
         built: OnceLock::new(),
     };
     Ok(Some((request, len)))
@@ -171,11 +190,11 @@ impl Request {
     /// The request target parsed as a URI (origin-form `/chat?room=1`, or absolute-form
     /// `http://host/chat` as sent to proxies).
     ///
-    /// Built on first call; it shares the request's copy of the head.
+    /// Built on first call.
     pub fn uri(&self) -> &Uri {
         self.built().uri.get_or_init(|| {
             // `parse_request` parsed the same bytes with the same function, so this succeeds.
-            Uri::from_maybe_shared(self.shared_slice(self.target().as_bytes())).unwrap_or_default()
+            Uri::try_from(self.target()).unwrap_or_default()
         })
     }
 
@@ -193,14 +212,14 @@ impl Request {
 
     /// All headers, repeated ones included, looked up without regard to case.
     ///
-    /// Built on first call (the values share the request's copy of the head): prefer
-    /// [`header`](Self::header) and the other accessors, which read the head directly.
+    /// Built on first call: prefer [`header`](Self::header) and the other accessors, which
+    /// read the head directly.
     pub fn headers(&self) -> &HeaderMap {
         self.built().headers.get_or_init(|| {
             let mut map = HeaderMap::new();
             self.each_line(|name, value| {
                 let name = HeaderName::from_bytes(name);
-                let value = HeaderValue::from_maybe_shared(self.shared_slice(value));
+                let value = HeaderValue::from_bytes(value);
                 // `parse_request` checked both by the same rules, so neither fails.
                 if let (Ok(name), Ok(value)) = (name, value) {
                     map.append(name, value);
@@ -390,13 +409,32 @@ impl Request {
         found.into_iter()
     }
 
+    /// Drops the offsets of the header lines (16 bytes a line), keeping only the head: the
+    /// header accessors then parse the head again (with the parser that accepted it: the
+    /// same lines, for a few hundred nanoseconds a lookup). For a request kept long, as a
+    /// server keeps each open connection's.
+    pub fn shrink_to_head(&mut self) {
+        self.lines = None;
+    }
+
     /// Calls `f` with the name and value of every header line, in order, as httparse
-    /// delimits them: the head is parsed again by the parser that accepted it.
+    /// delimits them: from the offsets, or by parsing the head again without them.
     fn each_line<'s>(&'s self, mut f: impl FnMut(&'s [u8], &'s [u8])) {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut parsed = httparse::Request::new(&mut headers);
+        if let Some(lines) = &self.lines {
+            for line in lines {
+                f(self.bytes(line.name), self.bytes(line.value));
+            }
+            return;
+        }
+        // Uninitialized slots: the parser writes those it fills, so no 2 KiB of empty
+        // headers is written first on every lookup.
+        let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut parsed = httparse::Request::new(&mut []);
         // It parsed before, byte for byte the same, so it parses again.
-        if parsed.parse(&self.head).is_ok() {
+        if parsed
+            .parse_with_uninit_headers(&self.head, &mut headers)
+            .is_ok()
+        {
             for header in parsed.headers.iter() {
                 f(header.name.as_bytes(), header.value);
             }
@@ -411,15 +449,6 @@ impl Request {
     /// fallback is never taken; it only spares a panic path.
     fn bytes(&self, span: Span) -> &[u8] {
         self.head.get(span.range()).unwrap_or_default()
-    }
-
-    /// `part`, a slice of the head, as a `Bytes` sharing the head's allocation (a copy if it
-    /// were not in the head, which the callers never pass).
-    fn shared_slice(&self, part: &[u8]) -> Bytes {
-        match Span::of(&self.head, part) {
-            Some(span) => self.head.slice(span.range()),
-            None => Bytes::copy_from_slice(part),
-        }
     }
 }
 
@@ -858,24 +887,61 @@ mod tests {
         check::<Request>();
     }
 
-    /// What a parsed request keeps: its inline size, and on the heap one copy of the head,
-    /// nothing else until `headers()` or `uri()` is called.
+    /// What a parsed request keeps: its inline size, and on the heap one copy of the head and
+    /// 16 bytes a header line (none after `shrink_to_head`), nothing else until `headers()`
+    /// or `uri()` is called.
     #[test]
-    fn parsed_request_keeps_the_head_only() {
+    fn parsed_request_keeps_the_head_and_spans_only() {
         assert!(
-            size_of::<Request>() <= 104,
+            size_of::<Request>() <= 88,
             "size_of::<Request>() = {}",
             size_of::<Request>()
         );
-        let request = parse(RFC_REQUEST);
+        assert_eq!(size_of::<Line>(), 16);
+        let mut request = parse(RFC_REQUEST);
         // The head is a copy of exactly the bytes the head took...
         assert_eq!(&request.head[..], RFC_REQUEST);
+        assert_eq!(request.lines.as_ref().map(|lines| lines.len()), Some(7));
+        request.shrink_to_head();
+        assert!(request.lines.is_none());
         // ...and not a view of the caller's buffer, which may be much larger.
         let mut buf = RFC_REQUEST.to_vec();
         buf.extend_from_slice(&[0u8; 4096]);
         let (request, _) = parse_request(&buf, 8192).unwrap().unwrap();
         assert_eq!(request.head.len(), RFC_REQUEST.len());
         assert!(!request.head.as_ptr_range().contains(&buf.as_ptr()));
+    }
+
+    /// Without its offsets a request answers every accessor exactly as with them: the head
+    /// is parsed again by the same parser.
+    #[test]
+    fn a_request_shrunk_to_its_head_reads_the_same() {
+        let heads: [&[u8]; 3] = [
+            RFC_REQUEST,
+            b"GET /a?b=c HTTP/1.1\r\nHost: x\r\nCookie: a=1; b=2\r\ncookie:  c=3 \r\n\
+              Sec-WebSocket-Protocol: p1\r\nsec-websocket-protocol:p2 ,  p3\r\n\
+              X-Empty:\r\nX-Tab:\tv\t\r\n\r\n",
+            b"GET / HTTP/1.0\nHost: y\nOrigin: http://o\n\n",
+        ];
+        for head in heads {
+            let full = parse(head);
+            let mut shrunk = full.clone();
+            shrunk.shrink_to_head();
+            assert!(shrunk.lines.is_none());
+            for name in ["host", "cookie", "origin", "x-empty", "x-tab", "absent"] {
+                assert_eq!(full.header(name), shrunk.header(name), "{name}");
+                assert_eq!(
+                    full.values(name).collect::<Vec<_>>(),
+                    shrunk.values(name).collect::<Vec<_>>(),
+                    "{name}"
+                );
+            }
+            assert!(full.protocols().eq(shrunk.protocols()));
+            assert!(full.cookies().eq(shrunk.cookies()));
+            assert_eq!(full.headers(), shrunk.headers());
+            assert_eq!(format!("{full:?}"), format!("{shrunk:?}"));
+            assert_eq!(full, shrunk);
+        }
     }
 
     #[test]
@@ -905,22 +971,16 @@ mod tests {
         assert!(request.built().uri.get().is_some());
     }
 
-    /// `uri()` and `headers()` point into the request's copy of the head instead of copying.
+    /// `uri()` and `headers()` give the parts of the head, absolute-form targets included.
     #[test]
-    fn uri_and_header_values_share_the_head() {
+    fn uri_and_header_values_are_the_heads() {
         let request =
             parse(b"GET http://example.com:8080/a/b?c=d HTTP/1.1\r\nX-Long: some value\r\n\r\n");
-        let head = request.head.as_ptr_range();
         let uri = request.uri();
-        assert!(head.contains(&uri.path().as_ptr()));
-        assert!(head.contains(&uri.query().unwrap().as_ptr()));
-        assert!(head.contains(&uri.authority().unwrap().as_str().as_ptr()));
-        let value = request.headers().get("x-long").unwrap();
-        assert_eq!(value, "some value");
-        assert!(head.contains(&value.as_bytes().as_ptr()));
-        let request = parse(RFC_REQUEST);
-        let head = request.head.as_ptr_range();
-        assert!(head.contains(&request.uri().path().as_ptr()));
+        assert_eq!(uri.path(), "/a/b");
+        assert_eq!(uri.query(), Some("c=d"));
+        assert_eq!(uri.authority().unwrap().as_str(), "example.com:8080");
+        assert_eq!(request.headers().get("x-long").unwrap(), "some value");
     }
 
     /// `path()` and `query()`, read from the target text, agree with the `Uri` they used to

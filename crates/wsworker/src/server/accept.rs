@@ -236,6 +236,11 @@ where
     }
 
     let proto = Proto::with_buffer(Role::Server, config, rest);
+    // The connection keeps its request for its whole life: the head alone, its header
+    // lines parsed again on the application's rare lookups (the handshake's own lookups,
+    // above, used the offsets).
+    let mut request = request;
+    request.shrink_to_head();
     let conn = Connection::new(Shared::new(), worker_id, peer, request, protocol);
     let handler = ServerHandler {
         conn,
