@@ -205,14 +205,15 @@ struct KeepaliveState {
 enum KeepaliveStep {
     /// Nothing until then.
     Wait(Instant),
-    /// Time to ping.
+    /// The ping was queued.
     Ping,
     /// The ping went unanswered.
     Expired,
 }
 
 impl KeepaliveState {
-    fn step(&mut self, config: Keepalive, now: Instant) -> KeepaliveStep {
+    /// Advances the keepalive to `now`, queuing the ping on `conn` when it is due.
+    fn step(&mut self, config: Keepalive, now: Instant, conn: &mut Proto) -> KeepaliveStep {
         if let Some(sent) = self.ping_sent {
             if self.last_heard <= sent {
                 let deadline = sent + config.timeout;
@@ -226,10 +227,11 @@ impl KeepaliveState {
         }
         let due = self.last_heard + config.interval;
         if due > now {
-            KeepaliveStep::Wait(due)
-        } else {
-            KeepaliveStep::Ping
+            return KeepaliveStep::Wait(due);
         }
+        let _ = conn.send_ping(Bytes::new());
+        self.ping_sent = Some(now);
+        KeepaliveStep::Ping
     }
 }
 
@@ -280,13 +282,9 @@ where
         if self.keepalive_expired || self.conn.ready_state() != ReadyState::Open {
             return false;
         }
-        match state.step(config, now) {
+        match state.step(config, now, &mut self.conn) {
             KeepaliveStep::Wait(_) => false,
-            KeepaliveStep::Ping => {
-                let _ = self.conn.send_ping(Bytes::new());
-                state.ping_sent = Some(now);
-                true
-            }
+            KeepaliveStep::Ping => true,
             KeepaliveStep::Expired => {
                 self.keepalive_expired = true;
                 true
@@ -460,13 +458,9 @@ where
             });
             while !expired && timer.as_mut().poll(cx).is_ready() {
                 let now = Instant::now();
-                match state.step(config, now) {
+                match state.step(config, now, &mut self.conn) {
                     KeepaliveStep::Wait(due) => timer.as_mut().reset(due),
-                    KeepaliveStep::Ping => {
-                        let _ = self.conn.send_ping(Bytes::new());
-                        state.ping_sent = Some(now);
-                        timer.as_mut().reset(now + config.timeout);
-                    }
+                    KeepaliveStep::Ping => timer.as_mut().reset(now + config.timeout),
                     KeepaliveStep::Expired => expired = true,
                 }
             }

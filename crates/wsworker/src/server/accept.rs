@@ -146,7 +146,7 @@ where
         read_request(&mut stream, settings.max_header_size),
     )
     .await;
-    let (request, rest) = match read {
+    let (mut request, rest) = match read {
         Ok(Ok(Some(parts))) => parts,
         // The client went away before finishing its request.
         Ok(Ok(None)) | Ok(Err(Failure::Io)) => return None,
@@ -239,7 +239,6 @@ where
     // The connection keeps its request for its whole life: the head alone, its header
     // lines parsed again on the application's rare lookups (the handshake's own lookups,
     // above, used the offsets).
-    let mut request = request;
     request.shrink_to_head();
     let conn = Connection::new(Shared::new(), worker_id, peer, request, protocol);
     let handler = ServerHandler {

@@ -135,9 +135,16 @@ impl Wake for ConnWaker {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        if !self.queued.swap(true, Ordering::AcqRel) {
+        if self.claim() {
             self.shared.update(|state| state.woken.push(self.slot));
         }
+    }
+}
+
+impl ConnWaker {
+    /// Marks the connection as on its way to the run list: `true` if it was not already.
+    fn claim(&self) -> bool {
+        !self.queued.swap(true, Ordering::AcqRel)
     }
 }
 
@@ -278,7 +285,7 @@ impl EventLoop {
                 };
                 // An error or a hang-up shows in the next read or write.
                 entry.driver.io_mut().set_ready(event);
-                if !entry.wake.queued.swap(true, Ordering::AcqRel) {
+                if entry.wake.claim() {
                     self.run.push(slot);
                 }
             }
@@ -302,9 +309,7 @@ impl EventLoop {
         while clock.timer.as_mut().poll(cx).is_ready() {
             let now = Instant::now();
             for (slot, entry) in &mut self.conns {
-                if entry.driver.keepalive_tick(now)
-                    && !entry.wake.queued.swap(true, Ordering::AcqRel)
-                {
+                if entry.driver.keepalive_tick(now) && entry.wake.claim() {
                     self.run.push(slot);
                 }
             }
