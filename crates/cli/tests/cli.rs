@@ -34,6 +34,79 @@ fn serve_answers_the_demo_page_and_stops_cleanly_on_sigterm() {
     assert_eq!(serve.stop(), 0);
 }
 
+/// A client that sent its opening handshake and waits for the answer.
+struct Opening {
+    stream: TcpStream,
+    answer: Vec<u8>,
+}
+
+impl Opening {
+    fn start(addr: SocketAddr) -> Self {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        write!(
+            stream,
+            "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .unwrap();
+        stream.set_nonblocking(true).unwrap();
+        Self {
+            stream,
+            answer: Vec::new(),
+        }
+    }
+
+    /// Whether the server answered 101 yet (reads what has arrived, without waiting).
+    fn opened(&mut self) -> bool {
+        let mut buf = [0u8; 512];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => self.answer.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let text = String::from_utf8_lossy(&self.answer);
+        assert!(
+            self.answer.is_empty() || text.starts_with("HTTP/1.1 101 "),
+            "{text}"
+        );
+        text.contains("\r\n\r\n")
+    }
+}
+
+#[test]
+fn a_server_out_of_file_descriptors_serves_the_waiting_clients_once_others_leave() {
+    // Room for a few dozen connections: the rest wait in the listen queue while accepting
+    // fails (EMFILE), and must be served, not dropped, as the first ones close.
+    let serve = Serve::start_with_file_limit(64, &["websocket://127.0.0.1:0", "--count", "1"]);
+    let mut waiting: Vec<Opening> = (0..120).map(|_| Opening::start(serve.addr)).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut rounds = 0;
+    while !waiting.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{} clients never got their 101",
+            waiting.len()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let before = waiting.len();
+        // The connections that opened leave (the server closes its side and frees the
+        // descriptor), making room for those still queued.
+        waiting.retain_mut(|client| !client.opened());
+        if waiting.len() < before {
+            rounds += 1;
+        }
+    }
+    assert!(
+        rounds >= 2,
+        "the file limit never held anyone back: the test proves nothing"
+    );
+    assert!(http_get(serve.addr, "/").starts_with("HTTP/1.1 200 OK"));
+    assert_eq!(serve.stop(), 0);
+}
+
 #[test]
 fn bad_arguments_fail_with_a_message() {
     for args in [

@@ -304,13 +304,6 @@ where
         &mut self.io
     }
 
-    /// Ends a connection that could not be started (it never opened for the handler): the
-    /// error and the close go to the handler all the same, so nothing is left counted open.
-    pub(crate) fn abandon(mut self, error: io::Error) {
-        let _ = self.abort(error);
-        self.finish();
-    }
-
     /// Reports the end of the connection through `on_close`.
     fn finish(&mut self) {
         self.handler.shared().set_ready_state(ReadyState::Closed);

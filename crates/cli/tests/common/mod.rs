@@ -16,7 +16,25 @@ pub struct Serve {
 
 impl Serve {
     pub fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wsworker"))
+        Self::spawn(Command::new(env!("CARGO_BIN_EXE_wsworker")), args)
+    }
+
+    /// `wsworker serve` with its open-file limit lowered to `files`, by the shell's `ulimit`
+    /// (the server does not raise it).
+    pub fn start_with_file_limit(files: u32, args: &[&str]) -> Self {
+        let mut command = Command::new("sh");
+        command.args([
+            "-c",
+            r#"ulimit -n "$1" && shift && exec "$@""#,
+            "sh",
+            &files.to_string(),
+            env!("CARGO_BIN_EXE_wsworker"),
+        ]);
+        Self::spawn(command, args)
+    }
+
+    fn spawn(mut command: Command, args: &[&str]) -> Self {
+        let mut child = command
             .arg("serve")
             .args(args)
             .args(["--log-level", "warn"])

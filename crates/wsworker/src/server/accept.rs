@@ -3,6 +3,7 @@
 //! application's decision, plain HTTP for requests that do not ask for an upgrade, and a
 //! status for everything refused (counted by reason in the metrics).
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -17,58 +18,44 @@ use wsworker_proto::{Connection as Proto, HandshakeError, Role};
 use super::ServerContext;
 use super::callbacks::{Handshake, HttpResponse, ServerHandler};
 use super::connection::Connection;
-use super::event_loop::{LoopHandle, LoopStream};
+use super::event_loop::{LoopDriver, LoopStream};
 use crate::driver::Driver;
 use crate::metrics::{Rejection, WorkerCounters};
 use crate::shared::Shared;
 use crate::shared::contain;
 
-/// Serves one TCP connection: the TLS handshake first when the server speaks TLS, then the
-/// opening handshake — both within the handshake timeout — and then the open connection:
-/// a plain one goes to the worker's event loop, a TLS one gets a task of its own on `tasks`.
-pub(crate) async fn serve(
-    stream: TcpStream,
+/// The opening handshake of a plain connection, run by the worker's event loop on the
+/// socket it accepted: the open connection's driver, or `None` when the request was
+/// answered otherwise or the client went away.
+pub(crate) fn open_plain(
+    stream: LoopStream,
     peer: SocketAddr,
     worker_id: usize,
     ctx: Arc<ServerContext>,
-    event_loop: LoopHandle,
-    tasks: TaskTracker,
-) {
-    let _ = stream.set_nodelay(true);
+) -> impl Future<Output = Option<LoopDriver>> + Send + 'static {
     let deadline = Instant::now() + ctx.settings.handshake_timeout;
-    #[cfg(feature = "tls")]
-    if ctx.tls.is_some() {
-        drop(event_loop);
-        // Boxed: the TLS stream and its handshake are large, and inline they would make the
-        // task of every connection as large, plain ones included.
-        return Box::pin(serve_tls(stream, peer, worker_id, ctx, deadline, tasks)).await;
-    }
-    drop(tasks);
-    let Some(opened) = open(stream, peer, worker_id, &ctx, deadline).await else {
-        return;
-    };
-    let Opened {
-        stream,
-        proto,
-        handler,
-    } = opened;
-    match LoopStream::from_tokio(stream) {
-        Ok(stream) => event_loop
-            .open(opened_driver(stream, proto, handler, worker_id, &ctx).with_loop_clock()),
-        Err(error) => tracing::warn!(%error, "cannot take a socket out of tokio's reactor"),
+    async move {
+        let Opened {
+            mut stream,
+            proto,
+            handler,
+        } = open(stream, peer, worker_id, &ctx, deadline).await?;
+        stream.keep_marks();
+        Some(opened_driver(stream, proto, handler, worker_id, &ctx).with_loop_clock())
     }
 }
 
-/// The TLS handshake, then the WebSocket one.
+/// The TLS handshake, then the WebSocket one — both within the handshake timeout — in a
+/// task of its own; the open connection then gets a task on `tasks`.
 #[cfg(feature = "tls")]
-async fn serve_tls(
+pub(crate) async fn serve_tls(
     mut stream: TcpStream,
     peer: SocketAddr,
     worker_id: usize,
     ctx: Arc<ServerContext>,
-    deadline: Instant,
     tasks: TaskTracker,
 ) {
+    let deadline = Instant::now() + ctx.settings.handshake_timeout;
     let Some(acceptor) = &ctx.tls else { return };
     if !starts_like_tls(&mut stream, deadline).await {
         ctx.counters[worker_id].rejected(Rejection::Tls);

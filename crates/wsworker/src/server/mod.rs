@@ -1,9 +1,8 @@
 //! The server: a [`Worker`] listens on `websocket://HOST:PORT` with `count` worker threads,
 //! each running its own single-threaded tokio runtime and its own `SO_REUSEPORT` listener —
 //! the threads play the part of Workerman's processes, and nothing on the per-message path
-//! is shared between them. Each accepted connection's handshake runs in a task; an open
-//! plain connection then lives in its worker's event loop (`event_loop`), a TLS one in a
-//! task of its own.
+//! is shared between them. The worker's event loop (`event_loop`) accepts: a plain
+//! connection lives in it from its handshake to its end, a TLS one gets a task of its own.
 
 mod accept;
 mod address;
@@ -20,7 +19,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 use wsworker_proto::handshake::{DEFAULT_MAX_HEADER_SIZE, Request};
@@ -625,51 +623,32 @@ fn worker_main(
         }
     };
     runtime.block_on(async move {
-        let listener = match TcpListener::from_std(listener) {
-            Ok(listener) => listener,
-            Err(error) => {
-                tracing::error!(worker_id, %error, "cannot register the listener");
-                return;
-            }
-        };
         if let Some(cb) = &ctx.callbacks.on_worker_start
             && let Err(panic) = crate::shared::contain(|| cb(worker_id))
         {
             tracing::error!(worker_id, %panic, "on_worker_start panicked");
         }
         let tasks = TaskTracker::new();
-        let (event_loop, loop_stop) = match event_loop::EventLoop::new(ctx.settings.driver.keepalive) {
-            Ok(parts) => parts,
-            Err(error) => {
-                tracing::error!(worker_id, %error, "cannot start the worker's event loop");
-                return;
-            }
-        };
+        let shutdown_timeout = ctx.settings.shutdown_timeout;
+        let (event_loop, loop_stop) =
+            match event_loop::EventLoop::new(listener, worker_id, ctx.clone(), tasks.clone()) {
+                Ok(parts) => parts,
+                Err(error) => {
+                    tracing::error!(worker_id, %error, "cannot start the worker's event loop");
+                    return;
+                }
+            };
         // Unconstrained: the loop yields by itself after a bounded number of rounds, and
         // tokio's per-task budget would otherwise be shared by all of its connections.
         tasks.spawn(tokio::task::unconstrained(event_loop));
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        let handle = loop_stop.handle();
-                        tasks.spawn(accept::serve(stream, peer, worker_id, ctx.clone(), handle, tasks.clone()));
-                    }
-                    Err(error) => {
-                        // Out of file descriptors, most likely: back off instead of spinning.
-                        tracing::warn!(worker_id, %error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
-                _ = stopped.wait_for(|stop| *stop) => break,
-            }
-        }
-        drop(listener);
+        let _ = stopped.wait_for(|stop| *stop).await;
+        // The listener closes first, then every connection is asked to close (one whose
+        // handshake ends later is closed as it opens).
+        loop_stop.stop();
         ctx.connections
             .close_worker(worker_id, CloseCode::GOING_AWAY, "server shutting down");
-        loop_stop.stop();
         tasks.close();
-        let _ = tokio::time::timeout(ctx.settings.shutdown_timeout, tasks.wait()).await;
+        let _ = tokio::time::timeout(shutdown_timeout, tasks.wait()).await;
     });
 }
 

@@ -1,6 +1,7 @@
-//! A worker's event loop for its open plain-TCP connections: the worker's own epoll (mio),
-//! registered once in the worker's tokio runtime, and a slab of drivers it polls as their
-//! sockets become ready — uWebSockets' model, inside tokio.
+//! A worker's event loop: the worker's own epoll (mio), registered once in the worker's
+//! tokio runtime, its listening socket, and a slab of connections — each a plain socket's
+//! opening handshake, then its driver — polled as their sockets become ready:
+//! uWebSockets' model, inside tokio.
 //!
 //! Why not a tokio task per connection: an idle connection costs what it holds, and a task
 //! holds a header and its future rounded up to a cache line (~512 bytes here), and tokio's
@@ -9,9 +10,10 @@
 //! The per-message path is the driver's, unchanged: the loop only says which sockets are
 //! ready, and runs the connections that were woken (a send from another thread, a timer).
 //!
-//! The handshake still runs in a task of its own (on tokio's socket, with its timeout), and
-//! hands the open connection over; TLS connections stay in tasks (their state is tens of
-//! KiB anyway).
+//! The loop accepts, so a plain connection's socket is registered once, in the loop's
+//! epoll, for its whole life: its handshake (a future, with its timeout on tokio's timer)
+//! runs in the same slab entry that then holds its driver. A TLS connection goes to a
+//! tokio task as it is accepted (its state is tens of KiB anyway).
 
 mod stream;
 mod sys;
@@ -24,13 +26,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
+use mio::net::TcpListener;
 use mio::{Events, Interest, Token};
 use slab::Slab;
 use tokio::io::unix::AsyncFd;
 use tokio::time::{Instant, Sleep};
+use tokio_util::task::TaskTracker;
 
 pub(crate) use stream::LoopStream;
 
+use super::ServerContext;
+use super::accept;
 use super::callbacks::ServerHandler;
 use crate::driver::{Driver, Keepalive};
 use crate::shared::contain;
@@ -43,9 +49,17 @@ const EVENTS: usize = 256;
 /// Rounds (readiness, then every connection ready or woken) one poll of the loop runs before
 /// it yields to the worker's other tasks.
 const ROUNDS: usize = 8;
+/// Connections accepted per round at most: a burst of them is taken in turns with the
+/// connections already open.
+const ACCEPTS: usize = 64;
+/// The listener's token: slab keys never reach it.
+const LISTENER: Token = Token(usize::MAX);
+/// How long accepting pauses after it failed for want of resources (file descriptors,
+/// memory), rather than retrying at once.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-/// One worker's event loop: a future that runs until the worker stops and its last
-/// connection is over.
+/// One worker's event loop: a future that accepts until the worker stops and runs until
+/// its last connection is over.
 pub(crate) struct EventLoop {
     epoll: AsyncFd<mio::Poll>,
     events: Events,
@@ -55,6 +69,23 @@ pub(crate) struct EventLoop {
     run: Vec<usize>,
     /// The keepalive's clock for every connection of the loop, when keepalive is on.
     clock: Option<Clock>,
+    accept: Acceptor,
+}
+
+/// The loop's listening socket and what its connections start with.
+struct Acceptor {
+    /// Until the worker stops.
+    listener: Option<TcpListener>,
+    /// Connections may be waiting: accept until `WouldBlock`.
+    ready: bool,
+    /// Accepting failed for want of resources: wait before trying again.
+    backoff: Option<Pin<Box<Sleep>>>,
+    /// Accepting has failed since it last succeeded (the failure was logged).
+    failing: bool,
+    worker_id: usize,
+    ctx: Arc<ServerContext>,
+    /// Where TLS connections get their tasks.
+    tasks: TaskTracker,
 }
 
 /// One timer for the keepalive of all the loop's connections: each tick asks every
@@ -77,15 +108,47 @@ impl Clock {
     }
 }
 
-/// A connection in the slab: its driver and what puts it back on the run list.
+/// A connection in the slab and what puts it back on the run list.
 struct Entry {
-    driver: LoopDriver,
-    /// Made into the driver's `Waker` for each poll (one reference count up and down)
+    conn: Conn,
+    /// Made into the connection's `Waker` for each poll (one reference count up and down)
     /// rather than kept as one: 16 bytes less for every connection.
     wake: Arc<ConnWaker>,
 }
 
-/// What the loop shares with the handshake tasks and the connections' wakers.
+/// A connection of the loop, first opening, then open.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "the entry is boxed already; boxing the driver again would cost an allocation \
+              and a pointer chase per open connection to save bytes during its handshake only"
+)]
+enum Conn {
+    /// Its opening handshake: the driver when it opens, `None` when it was answered
+    /// otherwise (plain HTTP, a refusal) or the client went away.
+    Opening(Pin<Box<dyn Future<Output = Option<LoopDriver>> + Send>>),
+    Open(LoopDriver),
+}
+
+impl Conn {
+    /// Polls the handshake or the driver (the driver at once when the handshake opens it):
+    /// whether the connection is over.
+    fn poll(&mut self, cx: &mut Context<'_>) -> bool {
+        if let Self::Opening(handshake) = self {
+            match handshake.as_mut().poll(cx) {
+                Poll::Pending => return false,
+                Poll::Ready(None) => return true,
+                // Its first poll calls `on_open` and handles bytes that came with the request.
+                Poll::Ready(Some(driver)) => *self = Self::Open(driver),
+            }
+        }
+        match self {
+            Self::Open(driver) => Pin::new(driver).poll(cx).is_ready(),
+            Self::Opening(_) => false,
+        }
+    }
+}
+
+/// What the loop shares with the worker and the connections' wakers.
 #[derive(Default)]
 struct LoopShared {
     state: Mutex<LoopState>,
@@ -95,10 +158,6 @@ struct LoopShared {
 struct LoopState {
     /// Connections whose waker was called (slots).
     woken: Vec<usize>,
-    /// Connections handed over by their handshake, to be registered.
-    opened: Vec<LoopDriver>,
-    /// Handshakes under way that may still hand a connection over.
-    handshakes: usize,
     stopping: bool,
     waker: Option<Waker>,
 }
@@ -148,26 +207,8 @@ impl ConnWaker {
     }
 }
 
-/// Lets a handshake task hand its connection to the loop; while it exists, the loop does not
-/// end (a stopping worker still closes the connections whose handshake ends late).
-pub(crate) struct LoopHandle {
-    shared: Arc<LoopShared>,
-}
-
-impl LoopHandle {
-    /// Hands an open connection over to the loop.
-    pub(crate) fn open(self, driver: LoopDriver) {
-        self.shared.update(|state| state.opened.push(driver));
-    }
-}
-
-impl Drop for LoopHandle {
-    fn drop(&mut self) {
-        self.shared.update(|state| state.handshakes -= 1);
-    }
-}
-
-/// Tells the loop its worker stops: it ends once its connections are over.
+/// Tells the loop its worker stops: it closes its listener, and ends once its connections
+/// are over.
 pub(crate) struct LoopStop {
     shared: Arc<LoopShared>,
 }
@@ -176,46 +217,56 @@ impl LoopStop {
     pub(crate) fn stop(&self) {
         self.shared.update(|state| state.stopping = true);
     }
-
-    /// A handle for one more handshake.
-    pub(crate) fn handle(&self) -> LoopHandle {
-        self.shared.state().handshakes += 1;
-        LoopHandle {
-            shared: self.shared.clone(),
-        }
-    }
 }
 
 impl EventLoop {
-    /// A loop registered in the current tokio runtime, and what starts handshakes and stops
-    /// it. `keepalive` is that of the connections it will run.
-    pub(crate) fn new(keepalive: Option<Keepalive>) -> io::Result<(Self, LoopStop)> {
+    /// The loop of worker `worker_id`, accepting on `listener` (non-blocking), registered in
+    /// the current tokio runtime; and what stops it. TLS connections get their tasks on
+    /// `tasks`.
+    pub(crate) fn new(
+        listener: std::net::TcpListener,
+        worker_id: usize,
+        ctx: Arc<ServerContext>,
+        tasks: TaskTracker,
+    ) -> io::Result<(Self, LoopStop)> {
         let shared = Arc::new(LoopShared::default());
+        let epoll = sys::register_epoll(mio::Poll::new()?)?;
+        let mut listener = TcpListener::from_std(listener);
+        epoll
+            .get_ref()
+            .registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
         let event_loop = Self {
-            epoll: sys::register_epoll(mio::Poll::new()?)?,
+            epoll,
             events: Events::with_capacity(EVENTS),
             conns: Slab::new(),
             shared: shared.clone(),
             run: Vec::new(),
-            clock: keepalive.map(Clock::new),
+            clock: ctx.settings.driver.keepalive.map(Clock::new),
+            accept: Acceptor {
+                listener: Some(listener),
+                // Connections may have queued before the registration.
+                ready: true,
+                backoff: None,
+                failing: false,
+                worker_id,
+                ctx,
+                tasks,
+            },
         };
         Ok((event_loop, LoopStop { shared }))
     }
 
-    /// Takes in what arrived from other tasks and threads: opened connections, wakers called.
-    /// Returns whether the loop may end once it has no connection.
+    /// Takes in what arrived from other tasks and threads: wakers called, the stop.
+    /// Returns whether the worker stops.
     fn take_shared(&mut self, cx: &mut Context<'_>) -> bool {
-        let (opened, woken, may_end) = {
+        let (woken, stopping) = {
             let mut state = self.shared.state();
             match &state.waker {
                 Some(waker) if waker.will_wake(cx.waker()) => {}
                 _ => state.waker = Some(cx.waker().clone()),
             }
-            (
-                std::mem::take(&mut state.opened),
-                std::mem::take(&mut state.woken),
-                state.stopping && state.handshakes == 0,
-            )
+            (std::mem::take(&mut state.woken), state.stopping)
         };
         for slot in woken {
             // A waker may outlive its connection (a timer, a handle): then the slot is gone
@@ -224,34 +275,118 @@ impl EventLoop {
                 self.run.push(slot);
             }
         }
-        for driver in opened {
-            self.insert(driver);
+        if stopping && let Some(mut listener) = self.accept.listener.take() {
+            let _ = self.epoll.get_ref().registry().deregister(&mut listener);
+            self.accept.ready = false;
+            self.accept.backoff = None;
         }
-        may_end
+        stopping
     }
 
-    fn insert(&mut self, driver: LoopDriver) {
+    /// Accepts the connections waiting (up to a round's share): a plain one goes into the
+    /// slab with its handshake, a TLS one to a task.
+    fn accept(&mut self, cx: &mut Context<'_>) {
+        if let Some(timer) = &mut self.accept.backoff {
+            if timer.as_mut().poll(cx).is_pending() {
+                return;
+            }
+            self.accept.backoff = None;
+            self.accept.ready = true;
+        }
+        for _ in 0..ACCEPTS {
+            let (true, Some(listener)) = (self.accept.ready, &self.accept.listener) else {
+                return;
+            };
+            let accepted = listener.accept();
+            match accepted {
+                Ok((stream, peer)) => {
+                    self.accept.failing = false;
+                    self.start(stream, peer);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.accept.ready = false,
+                // This connection's trouble (reset while queued), not the listener's.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted
+                            | io::ErrorKind::ConnectionAborted
+                            | io::ErrorKind::ConnectionReset
+                    ) => {}
+                Err(error) => {
+                    // Out of file descriptors, most likely: the connections stay queued;
+                    // back off instead of spinning on them, and say so once until one is
+                    // accepted again.
+                    if !self.accept.failing {
+                        self.accept.failing = true;
+                        tracing::warn!(
+                            worker_id = self.accept.worker_id,
+                            %error,
+                            "accept failed; retrying every {ACCEPT_BACKOFF:?}"
+                        );
+                    }
+                    self.accept.ready = false;
+                    let mut timer = Box::pin(tokio::time::sleep(ACCEPT_BACKOFF));
+                    // Registers this task with the timer.
+                    let _ = timer.as_mut().poll(cx);
+                    self.accept.backoff = Some(timer);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Starts a connection just accepted.
+    fn start(&mut self, stream: mio::net::TcpStream, peer: std::net::SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        let Acceptor {
+            worker_id,
+            ctx,
+            tasks,
+            ..
+        } = &self.accept;
+        #[cfg(feature = "tls")]
+        if ctx.tls.is_some() {
+            match tokio::net::TcpStream::from_std(stream.into()) {
+                Ok(stream) => {
+                    tasks.spawn(accept::serve_tls(
+                        stream,
+                        peer,
+                        *worker_id,
+                        ctx.clone(),
+                        tasks.clone(),
+                    ));
+                }
+                Err(error) => tracing::warn!(%error, "cannot register a TLS connection"),
+            }
+            return;
+        }
+        #[cfg(not(feature = "tls"))]
+        let _ = tasks;
+        let mut stream = stream;
         let entry = self.conns.vacant_entry();
         let slot = entry.key();
-        let wake = Arc::new(ConnWaker {
-            slot,
-            queued: AtomicBool::new(true),
-            shared: self.shared.clone(),
-        });
-        let entry = entry.insert(Box::new(Entry { driver, wake }));
+        // Registered once, for the connection's whole life: edge-triggered, both ways.
         let registered = self.epoll.get_ref().registry().register(
-            entry.driver.io_mut().source(),
+            &mut stream,
             Token(slot),
             Interest::READABLE | Interest::WRITABLE,
         );
-        match registered {
-            // Its first poll calls `on_open` and handles bytes that came with the handshake.
-            Ok(()) => self.run.push(slot),
-            Err(error) => {
-                tracing::warn!(%error, "cannot register a connection with the event loop");
-                self.conns.remove(slot).driver.abandon(error);
-            }
+        if let Err(error) = registered {
+            tracing::warn!(%error, "cannot register a connection with the event loop");
+            return;
         }
+        let handshake =
+            accept::open_plain(LoopStream::accepted(stream), peer, *worker_id, ctx.clone());
+        entry.insert(Box::new(Entry {
+            conn: Conn::Opening(Box::pin(handshake)),
+            wake: Arc::new(ConnWaker {
+                slot,
+                queued: AtomicBool::new(true),
+                shared: self.shared.clone(),
+            }),
+        }));
+        // Its request may be waiting already.
+        self.run.push(slot);
     }
 
     /// Puts the connections whose sockets epoll reports ready on the run list.
@@ -279,12 +414,19 @@ impl EventLoop {
             let mut count = 0;
             for event in &self.events {
                 count += 1;
+                if event.token() == LISTENER {
+                    self.accept.ready = true;
+                    continue;
+                }
                 let slot = event.token().0;
                 let Some(entry) = self.conns.get_mut(slot) else {
                     continue;
                 };
-                // An error or a hang-up shows in the next read or write.
-                entry.driver.io_mut().set_ready(event);
+                // An error or a hang-up shows in the next read or write. (A handshake's
+                // stream keeps no marks: it tries its reads and writes.)
+                if let Conn::Open(driver) = &mut entry.conn {
+                    driver.io_mut().set_ready(event);
+                }
                 if entry.wake.claim() {
                     self.run.push(slot);
                 }
@@ -309,7 +451,10 @@ impl EventLoop {
         while clock.timer.as_mut().poll(cx).is_ready() {
             let now = Instant::now();
             for (slot, entry) in &mut self.conns {
-                if entry.driver.keepalive_tick(now) && entry.wake.claim() {
+                let Conn::Open(driver) = &mut entry.conn else {
+                    continue;
+                };
+                if driver.keepalive_tick(now) && entry.wake.claim() {
                     self.run.push(slot);
                 }
             }
@@ -330,18 +475,14 @@ impl EventLoop {
             let mut cx = Context::from_waker(&waker);
             // Callbacks' panics are contained in the driver; one that escapes (a bug of
             // ours) ends its connection, not the worker's others, as it would in a task.
-            let done = contain(|| Pin::new(&mut entry.driver).poll(&mut cx).is_ready())
-                .unwrap_or_else(|panic| {
-                    tracing::error!(%panic, "a connection's driver panicked");
-                    true
-                });
+            let done = contain(|| entry.conn.poll(&mut cx)).unwrap_or_else(|panic| {
+                tracing::error!(%panic, "a connection panicked");
+                true
+            });
             if done {
-                let mut entry = self.conns.remove(slot);
-                let _ = self
-                    .epoll
-                    .get_ref()
-                    .registry()
-                    .deregister(entry.driver.io_mut().source());
+                // Closing the socket takes it out of the epoll (no one else holds it): no
+                // `epoll_ctl` to deregister it first.
+                drop(self.conns.remove(slot));
             }
         }
         // Keeps the list's room for the next round.
@@ -355,18 +496,21 @@ impl Future for EventLoop {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         for _ in 0..ROUNDS {
-            let may_end = this.take_shared(cx);
+            let stopping = this.take_shared(cx);
             this.take_readiness(cx);
             this.tick(cx);
+            this.accept(cx);
             if this.run.is_empty() {
-                if may_end && this.conns.is_empty() {
+                if stopping && this.conns.is_empty() {
                     return Poll::Ready(());
                 }
-                return Poll::Pending;
+                if !this.accept.ready {
+                    return Poll::Pending;
+                }
             }
             this.run_ready();
         }
-        // Work left: let the worker's other tasks (handshakes, the application's) run.
+        // Work left: let the worker's other tasks (TLS connections, the application's) run.
         cx.waker().wake_by_ref();
         Poll::Pending
     }

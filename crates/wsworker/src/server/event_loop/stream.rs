@@ -7,6 +7,11 @@
 //! brings the loop back to this connection. The end of either direction (and an error) is
 //! never cleared: its edge comes once, possibly with the last bytes, and the read that
 //! returns those bytes short must not hide the end that follows them.
+//!
+//! During the opening handshake the stream belongs to the handshake's future, where the
+//! loop cannot mark it: it then keeps no marks and tries every call (the loop polls the
+//! handshake on each of its socket's edges, so this costs at most one `WouldBlock` per
+//! edge, as a fresh tokio socket does), and starts keeping them when it opens.
 
 use std::io::{self, IoSlice, Write};
 use std::net::Shutdown;
@@ -28,24 +33,29 @@ pub(crate) struct LoopStream {
     read_closed: bool,
     /// Our side cannot send any more (or an error was seen): writes say so.
     write_closed: bool,
+    /// The loop marks this stream's readiness (see the module's docs).
+    marked: bool,
 }
 
 impl LoopStream {
-    /// Takes a socket out of tokio's reactor; it starts out marked ready both ways, since
-    /// bytes may already be waiting.
-    pub(crate) fn from_tokio(stream: tokio::net::TcpStream) -> io::Result<Self> {
-        Ok(Self {
-            io: TcpStream::from_std(stream.into_std()?),
+    /// A socket just accepted, for its handshake: no marks kept yet.
+    pub(crate) fn accepted(io: TcpStream) -> Self {
+        Self {
+            io,
             readable: true,
             writable: true,
             read_closed: false,
             write_closed: false,
-        })
+            marked: false,
+        }
     }
 
-    /// The socket, to register with the loop's epoll.
-    pub(super) fn source(&mut self) -> &mut TcpStream {
-        &mut self.io
+    /// From now on the loop marks this stream's readiness: for an open connection. It
+    /// starts out marked ready both ways, since bytes may already be waiting.
+    pub(crate) fn keep_marks(&mut self) {
+        self.marked = true;
+        self.readable = true;
+        self.writable = true;
     }
 
     /// Marks what epoll reported.
@@ -96,6 +106,7 @@ impl AsyncRead for LoopStream {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let offered = buf.remaining();
+        this.readable |= !this.marked;
         attempt(&mut this.readable, this.read_closed, offered, || {
             sys::recv(&this.io, buf)
         })
@@ -110,6 +121,7 @@ impl AsyncWrite for LoopStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        this.writable |= !this.marked;
         attempt(&mut this.writable, this.write_closed, buf.len(), || {
             this.io.write(buf)
         })
@@ -122,6 +134,7 @@ impl AsyncWrite for LoopStream {
     ) -> Poll<io::Result<usize>> {
         let offered = bufs.iter().map(|b| b.len()).sum();
         let this = self.get_mut();
+        this.writable |= !this.marked;
         attempt(&mut this.writable, this.write_closed, offered, || {
             this.io.write_vectored(bufs)
         })
@@ -167,17 +180,54 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn the_end_that_arrives_with_the_last_bytes_is_not_lost() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (accepted, _) = listener.accept().await.unwrap();
-        let mut stream = LoopStream::from_tokio(accepted).unwrap();
+    /// A connected pair on loopback: the peer, and the accepted socket as the loop has it.
+    fn accepted_pair() -> (std::net::TcpStream, TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        accepted.set_nonblocking(true).unwrap();
+        (peer, TcpStream::from_std(accepted))
+    }
+
+    #[test]
+    fn a_handshake_stream_tries_every_read_and_an_open_one_waits_for_its_mark() {
+        let (mut peer, accepted) = accepted_pair();
+        let mut stream = LoopStream::accepted(accepted);
+
+        assert_eq!(read(&mut stream), None, "nothing yet");
+        peer.write_all(b"GET").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            read(&mut stream).as_deref(),
+            Some(&b"GET"[..]),
+            "no mark kept: the read after `WouldBlock` tries again"
+        );
+
+        stream.keep_marks();
+        assert_eq!(
+            read(&mut stream),
+            None,
+            "marked ready, drained: the mark clears"
+        );
+        peer.write_all(b" /").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            read(&mut stream),
+            None,
+            "open: no syscall until the loop marks it again"
+        );
+    }
+
+    #[test]
+    fn the_end_that_arrives_with_the_last_bytes_is_not_lost() {
+        let (mut peer, mut accepted) = accepted_pair();
         let mut epoll = Epoll::new().unwrap();
         epoll
             .registry()
-            .register(stream.source(), Token(0), Interest::READABLE)
+            .register(&mut accepted, Token(0), Interest::READABLE)
             .unwrap();
+        let mut stream = LoopStream::accepted(accepted);
+        stream.keep_marks();
 
         assert_eq!(read(&mut stream), None, "nothing yet: the mark is cleared");
         assert_eq!(
