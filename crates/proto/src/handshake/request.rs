@@ -91,6 +91,9 @@ pub struct Request {
     /// What `uri()` and `headers()` build on first call. Boxed, and one box for both, so the
     /// rarely used caches take 16 bytes in every connection's request rather than 200.
     built: OnceLock<Box<Built>>,
+    /// Set once [`Request::validate_upgrade`] passed: the request never changes, so
+    /// [`Request::accept`] after it need not check it again (a server does both).
+    validated: OnceLock<()>,
 }
 
 /// The `http` types a [`Request`] builds when asked for them.
@@ -166,6 +169,7 @@ pub fn parse_request(
         // `lines` has exactly the capacity it needs, so this does not reallocate.
         lines: Some(lines.into_boxed_slice()),
         built: OnceLock::new(),
+        validated: OnceLock::new(),
     };
     Ok(Some((request, len)))
 }
@@ -313,6 +317,15 @@ impl Request {
     ///   16 bytes), `sec-websocket-protocol` (tokens), `sec-websocket-extensions` (RFC 6455 §9.1
     ///   syntax).
     pub fn validate_upgrade(&self) -> Result<(), HandshakeError> {
+        if self.validated.get().is_some() {
+            return Ok(());
+        }
+        self.check_upgrade()?;
+        let _ = self.validated.set(());
+        Ok(())
+    }
+
+    fn check_upgrade(&self) -> Result<(), HandshakeError> {
         if !self.is_websocket_upgrade() {
             return Err(HandshakeError::NotUpgrade);
         }
@@ -398,15 +411,25 @@ impl Request {
     /// valid header names, and a `HeaderName` is the name in lowercase ASCII, so comparing
     /// without regard to ASCII case finds exactly what `HeaderMap::get_all` finds (nothing for
     /// a `name` that is not a valid header name).
-    fn values<'s>(&'s self, name: &str) -> impl Iterator<Item = &'s [u8]> + use<'s> {
-        // No allocation unless the header is there.
-        let mut found = Vec::new();
-        self.each_line(|line_name, value| {
-            if line_name.eq_ignore_ascii_case(name.as_bytes()) {
-                found.push(value);
-            }
+    fn values<'s, 'n>(&'s self, name: &'n str) -> impl Iterator<Item = &'s [u8]> + use<'s, 'n> {
+        let named = move |line_name: &[u8]| line_name.eq_ignore_ascii_case(name.as_bytes());
+        // With the offsets (the handshake's own dozen lookups), straight from them; without,
+        // what one parse finds (no allocation unless the header is there).
+        let from_lines = self.lines.as_deref().map(|lines| {
+            lines
+                .iter()
+                .filter(move |line| named(self.bytes(line.name)))
+                .map(|line| self.bytes(line.value))
         });
-        found.into_iter()
+        let mut reparsed = Vec::new();
+        if from_lines.is_none() {
+            self.each_line(|line_name, value| {
+                if named(line_name) {
+                    reparsed.push(value);
+                }
+            });
+        }
+        from_lines.into_iter().flatten().chain(reparsed)
     }
 
     /// Drops the offsets of the header lines (16 bytes a line), keeping only the head: the
@@ -596,6 +619,34 @@ mod tests {
         assert_eq!(request.header("SEC-WEBSOCKET-VERSION"), Some("13"));
         assert!(request.is_websocket_upgrade());
         assert_eq!(request.validate_upgrade(), Ok(()));
+    }
+
+    #[test]
+    fn a_validation_is_remembered_only_when_it_passes() {
+        let valid = parse(RFC_REQUEST);
+        assert_eq!(valid.validate_upgrade(), Ok(()));
+        assert_eq!(valid.clone().validate_upgrade(), Ok(()), "clones keep it");
+        let response = valid.accept(None, None, &[]).unwrap();
+        assert_eq!(
+            response,
+            parse(RFC_REQUEST).accept(None, None, &[]).unwrap()
+        );
+
+        let invalid = parse(&with(
+            "sec-websocket-version",
+            Some("Sec-WebSocket-Version: 8"),
+        ));
+        for _ in 0..2 {
+            assert_eq!(
+                invalid.validate_upgrade(),
+                Err(HandshakeError::UnsupportedVersion)
+            );
+        }
+        assert_eq!(
+            invalid.accept(None, None, &[]),
+            Err(HandshakeError::UnsupportedVersion),
+            "accept checks what failed"
+        );
     }
 
     #[test]
