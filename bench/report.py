@@ -262,7 +262,9 @@ def report(args):
                 "",
                 "RSS KiB/conn is (VmHWM after the run − VmRSS before it) / connections: the "
                 "peak is reached while all of them are open. Server CPU µs/conn is the "
-                "server's CPU time over the run per connection (handshake, then close).",
+                "server's CPU time over the run per connection (handshake, then close). "
+                "Handshake rates swing most between runs on a shared machine, so a full run "
+                "takes at least 5 repetitions of this scenario (runs ok).",
             ]
         else:
             lines += table(summary, TRAFFIC, CEILING, servers)
