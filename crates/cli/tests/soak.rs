@@ -20,6 +20,8 @@
 //!
 //! Every wait is bounded: the test fails rather than hangs, within `SOAK_SECONDS` + 80 s.
 
+mod common;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, BufRead, BufReader, IoSlice};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -27,6 +29,8 @@ use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
+
+use common::cpu_seconds;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -169,24 +173,6 @@ struct Memory {
     rss: u64,
     /// VmHWM (peak RSS), KiB.
     hwm: u64,
-}
-
-/// CPU time (user + system) of a process so far, from `/proc/<pid>/stat`, seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // After the command name in parentheses: state is field 3, utime 14, stime 15.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // Clock ticks: 100 per second on Linux (USER_HZ).
-    (ticks(11) + ticks(12)) as f64 / 100.0
 }
 
 impl Memory {

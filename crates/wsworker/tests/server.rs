@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -60,6 +61,58 @@ fn frames_sent_with_the_handshake_are_not_lost() {
     let reply = raw_exchange_until(addr, &bytes, b"hello early");
     assert!(reply.contains("101 Switching Protocols"), "{reply}");
     let _ = &mut handshake;
+    server.shutdown();
+}
+
+#[test]
+fn the_end_of_a_client_that_arrives_while_its_handshake_waits_is_seen() {
+    // The worker is held in a callback while another client's request, two messages and its
+    // FIN arrive in one burst: the edges that reported all of it came while that client's
+    // handshake was still under way, and its open connection must still see the end.
+    let (closed_tx, closed_rx) = mpsc::channel();
+    let mut worker = Worker::new("websocket://127.0.0.1:0").unwrap();
+    worker.keepalive(None);
+    worker.on_message(|_, message| {
+        if message == Message::text("block") {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        Ok(())
+    });
+    worker.on_close(move |conn, _| {
+        let _ = closed_tx.send(conn.id());
+    });
+    let server = worker.start().unwrap();
+    let addr = server.local_addr();
+    let mut blocker = RawClient::connect(addr, "/", &[]).unwrap();
+    let mut late = std::net::TcpStream::connect(addr).unwrap();
+    // Its handshake has looked for the request and waits.
+    std::thread::sleep(Duration::from_millis(100));
+    blocker.conn.send_text("block").unwrap();
+    blocker.flush();
+    std::thread::sleep(Duration::from_millis(100));
+
+    let handshake =
+        wsworker_proto::handshake::ClientHandshake::new(&format!("ws://{addr}/")).unwrap();
+    let mut client = wsworker_proto::Connection::new(
+        wsworker_proto::Role::Client,
+        wsworker_proto::Config::default(),
+    );
+    // More than the handshake reads at once, then a little more.
+    client.send_binary(vec![7u8; 4096]).unwrap();
+    client.send_binary(vec![7u8; 10]).unwrap();
+    let mut bytes = handshake.request_bytes();
+    while let Some(chunk) = client.poll_transmit() {
+        bytes.extend_from_slice(&chunk);
+    }
+    late.write_all(&bytes).unwrap();
+    late.shutdown(std::net::Shutdown::Write).unwrap();
+
+    let closed = closed_rx.recv_timeout(Duration::from_secs(5));
+    assert!(
+        closed.is_ok(),
+        "the server never saw the end of the connection whose handshake it came during"
+    );
+    drop(blocker);
     server.shutdown();
 }
 

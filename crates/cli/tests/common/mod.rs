@@ -101,3 +101,21 @@ impl Serve {
         format!("ws://{}/", self.addr)
     }
 }
+
+/// CPU time (user + system) of a process so far, from `/proc/<pid>/stat`, seconds.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the command name in parentheses: state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // Clock ticks: 100 per second on Linux (USER_HZ).
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}

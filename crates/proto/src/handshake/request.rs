@@ -624,8 +624,10 @@ mod tests {
     #[test]
     fn a_validation_is_remembered_only_when_it_passes() {
         let valid = parse(RFC_REQUEST);
+        assert!(valid.validated.get().is_none());
         assert_eq!(valid.validate_upgrade(), Ok(()));
-        assert_eq!(valid.clone().validate_upgrade(), Ok(()), "clones keep it");
+        assert!(valid.validated.get().is_some(), "remembered");
+        assert!(valid.clone().validated.get().is_some(), "clones keep it");
         let response = valid.accept(None, None, &[]).unwrap();
         assert_eq!(
             response,
@@ -640,6 +642,10 @@ mod tests {
             assert_eq!(
                 invalid.validate_upgrade(),
                 Err(HandshakeError::UnsupportedVersion)
+            );
+            assert!(
+                invalid.validated.get().is_none(),
+                "a failure is not remembered"
             );
         }
         assert_eq!(

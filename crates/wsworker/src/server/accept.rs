@@ -305,12 +305,17 @@ async fn serve_http<S>(
     refuse(stream, &response).await;
 }
 
+/// How long a final response may take to write: a client that sends a request and never
+/// reads must not hold its connection (and a stopping worker) longer.
+const RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Writes a final response and closes the connection gracefully.
 async fn refuse<S>(stream: &mut S, response: &[u8])
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    if stream.write_all(response).await.is_ok() {
+    let written = tokio::time::timeout(RESPONSE_TIMEOUT, stream.write_all(response)).await;
+    if matches!(written, Ok(Ok(()))) {
         let _ = stream.shutdown().await;
         // Drain what the client still sends (briefly) so closing does not reset the
         // connection before it has read the response. On the heap: a buffer here would

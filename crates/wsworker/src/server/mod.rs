@@ -642,8 +642,9 @@ fn worker_main(
         // tokio's per-task budget would otherwise be shared by all of its connections.
         tasks.spawn(tokio::task::unconstrained(event_loop));
         let _ = stopped.wait_for(|stop| *stop).await;
-        // The listener closes first, then every connection is asked to close (one whose
-        // handshake ends later is closed as it opens).
+        // The loop closes its listener when it next runs, before it would accept again;
+        // every connection is asked to close (one whose handshake ends later is closed as
+        // it opens).
         loop_stop.stop();
         ctx.connections
             .close_worker(worker_id, CloseCode::GOING_AWAY, "server shutting down");

@@ -33,6 +33,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::time::{Instant, Sleep};
 use tokio_util::task::TaskTracker;
 
+use stream::Ends;
 pub(crate) use stream::LoopStream;
 
 use super::ServerContext;
@@ -123,9 +124,14 @@ struct Entry {
               and a pointer chase per open connection to save bytes during its handshake only"
 )]
 enum Conn {
-    /// Its opening handshake: the driver when it opens, `None` when it was answered
-    /// otherwise (plain HTTP, a refusal) or the client went away.
-    Opening(Pin<Box<dyn Future<Output = Option<LoopDriver>> + Send>>),
+    Opening {
+        /// The driver when it opens, `None` when the request was answered otherwise (plain
+        /// HTTP, a refusal) or the client went away.
+        handshake: Pin<Box<dyn Future<Output = Option<LoopDriver>> + Send>>,
+        /// The ends its socket's edges reported meanwhile (say, the request, a message
+        /// and the client's FIN in one burst), for the open connection's stream.
+        ends: Ends,
+    },
     Open(LoopDriver),
 }
 
@@ -133,17 +139,20 @@ impl Conn {
     /// Polls the handshake or the driver (the driver at once when the handshake opens it):
     /// whether the connection is over.
     fn poll(&mut self, cx: &mut Context<'_>) -> bool {
-        if let Self::Opening(handshake) = self {
+        if let Self::Opening { handshake, ends } = self {
             match handshake.as_mut().poll(cx) {
                 Poll::Pending => return false,
                 Poll::Ready(None) => return true,
                 // Its first poll calls `on_open` and handles bytes that came with the request.
-                Poll::Ready(Some(driver)) => *self = Self::Open(driver),
+                Poll::Ready(Some(mut driver)) => {
+                    driver.io_mut().set_ends(*ends);
+                    *self = Self::Open(driver);
+                }
             }
         }
         match self {
             Self::Open(driver) => Pin::new(driver).poll(cx).is_ready(),
-            Self::Opening(_) => false,
+            Self::Opening { .. } => false,
         }
     }
 }
@@ -378,7 +387,10 @@ impl EventLoop {
         let handshake =
             accept::open_plain(LoopStream::accepted(stream), peer, *worker_id, ctx.clone());
         entry.insert(Box::new(Entry {
-            conn: Conn::Opening(Box::pin(handshake)),
+            conn: Conn::Opening {
+                handshake: Box::pin(handshake),
+                ends: Ends::default(),
+            },
             wake: Arc::new(ConnWaker {
                 slot,
                 queued: AtomicBool::new(true),
@@ -415,7 +427,8 @@ impl EventLoop {
             for event in &self.events {
                 count += 1;
                 if event.token() == LISTENER {
-                    self.accept.ready = true;
+                    // During a backoff its timer says when to try again.
+                    self.accept.ready |= self.accept.backoff.is_none();
                     continue;
                 }
                 let slot = event.token().0;
@@ -424,8 +437,9 @@ impl EventLoop {
                 };
                 // An error or a hang-up shows in the next read or write. (A handshake's
                 // stream keeps no marks: it tries its reads and writes.)
-                if let Conn::Open(driver) = &mut entry.conn {
-                    driver.io_mut().set_ready(event);
+                match &mut entry.conn {
+                    Conn::Open(driver) => driver.io_mut().set_ready(event),
+                    Conn::Opening { ends, .. } => *ends = ends.and(Ends::of(event)),
                 }
                 if entry.wake.claim() {
                     self.run.push(slot);

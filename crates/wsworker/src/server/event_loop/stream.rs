@@ -60,11 +60,45 @@ impl LoopStream {
 
     /// Marks what epoll reported.
     pub(super) fn set_ready(&mut self, event: &mio::event::Event) {
+        self.set_ends(Ends::of(event));
+        self.readable |= event.is_readable();
+        self.writable |= event.is_writable();
+    }
+
+    /// Marks the ends epoll reported (for an open connection: while it was opening, see
+    /// [`Ends`]).
+    pub(super) fn set_ends(&mut self, ends: Ends) {
+        self.read_closed |= ends.read;
+        self.write_closed |= ends.write;
+        self.readable |= self.read_closed;
+        self.writable |= self.write_closed;
+    }
+}
+
+/// The ends of a socket's directions (or an error, which ends both) as epoll reports them.
+/// Edges report them once: what a handshake's edges reported is kept for the open
+/// connection, whose stream starts keeping marks only then.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Ends {
+    read: bool,
+    write: bool,
+}
+
+impl Ends {
+    pub(super) fn of(event: &mio::event::Event) -> Self {
         let failed = event.is_error();
-        self.read_closed |= event.is_read_closed() || failed;
-        self.write_closed |= event.is_write_closed() || failed;
-        self.readable |= event.is_readable() || self.read_closed;
-        self.writable |= event.is_writable() || self.write_closed;
+        Self {
+            read: event.is_read_closed() || failed,
+            write: event.is_write_closed() || failed,
+        }
+    }
+
+    /// Both what `self` and `other` reported.
+    pub(super) fn and(self, other: Self) -> Self {
+        Self {
+            read: self.read || other.read,
+            write: self.write || other.write,
+        }
     }
 }
 
