@@ -313,13 +313,18 @@ impl EventLoop {
                     self.start(stream, peer);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.accept.ready = false,
-                // This connection's trouble (reset while queued), not the listener's.
+                // This connection's trouble, not the listener's: reset while queued, or a
+                // network error accept(2) passes on from it (to be retried like EAGAIN, its
+                // manual says).
                 Err(e)
                     if matches!(
                         e.kind(),
                         io::ErrorKind::Interrupted
                             | io::ErrorKind::ConnectionAborted
                             | io::ErrorKind::ConnectionReset
+                            | io::ErrorKind::NetworkDown
+                            | io::ErrorKind::NetworkUnreachable
+                            | io::ErrorKind::HostUnreachable
                     ) => {}
                 Err(error) => {
                     // Out of file descriptors, most likely: the connections stay queued;

@@ -192,7 +192,7 @@ impl AsyncWrite for LoopStream {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write as _;
+    use std::io::{Read as _, Write as _};
     use std::mem::MaybeUninit;
     use std::time::Duration;
 
@@ -247,6 +247,50 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(
             read(&mut stream),
+            None,
+            "open: no syscall until the loop marks it again"
+        );
+    }
+
+    /// Polls a write: how much was written, or `None` for `Pending`.
+    fn write(stream: &mut LoopStream, bytes: &[u8]) -> Option<usize> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match Pin::new(stream).poll_write(&mut cx, bytes) {
+            Poll::Ready(result) => Some(result.unwrap()),
+            Poll::Pending => None,
+        }
+    }
+
+    /// Writes until the socket's buffers are full (`Pending`), then lets the peer read
+    /// everything, so that there is room again.
+    fn fill_then_drain(stream: &mut LoopStream, peer: &mut std::net::TcpStream) {
+        let chunk = vec![0u8; 64 * 1024];
+        while write(stream, &chunk).is_some() {}
+        peer.set_nonblocking(true).unwrap();
+        let mut sink = vec![0u8; 1 << 20];
+        for _ in 0..5 {
+            while let Ok(n) = peer.read(&mut sink) {
+                assert_ne!(n, 0);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn a_handshake_stream_tries_every_write_and_an_open_one_waits_for_its_mark() {
+        let (mut peer, accepted) = accepted_pair();
+        let mut stream = LoopStream::accepted(accepted);
+        fill_then_drain(&mut stream, &mut peer);
+        assert_eq!(
+            write(&mut stream, b"x"),
+            Some(1),
+            "no mark kept: the write after `WouldBlock` tries again"
+        );
+
+        stream.keep_marks();
+        fill_then_drain(&mut stream, &mut peer);
+        assert_eq!(
+            write(&mut stream, b"x"),
             None,
             "open: no syscall until the loop marks it again"
         );
