@@ -173,7 +173,7 @@ struct LoopState {
 
 impl LoopShared {
     fn state(&self) -> MutexGuard<'_, LoopState> {
-        // Every change under the lock is a push or a counter: consistent whatever panicked.
+        // Every change under the lock is a push or a flag: consistent whatever panicked.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -350,7 +350,7 @@ impl EventLoop {
     }
 
     /// Starts a connection just accepted.
-    fn start(&mut self, stream: mio::net::TcpStream, peer: std::net::SocketAddr) {
+    fn start(&mut self, mut stream: mio::net::TcpStream, peer: std::net::SocketAddr) {
         let _ = stream.set_nodelay(true);
         let Acceptor {
             worker_id,
@@ -376,7 +376,6 @@ impl EventLoop {
         }
         #[cfg(not(feature = "tls"))]
         let _ = tasks;
-        let mut stream = stream;
         let entry = self.conns.vacant_entry();
         let slot = entry.key();
         // Registered once, for the connection's whole life: edge-triggered, both ways.
@@ -459,7 +458,8 @@ impl EventLoop {
     }
 
     /// Ticks the keepalive clock when due: the connections whose ping or drop is due go on
-    /// the run list. An empty loop lets its clock stop.
+    /// the run list. An empty loop lets its clock stop. Once per poll of the loop: the timer
+    /// wakes the loop's task when it is due.
     fn tick(&mut self, cx: &mut Context<'_>) {
         let Some(clock) = &mut self.clock else {
             return;
@@ -514,10 +514,10 @@ impl Future for EventLoop {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
+        this.tick(cx);
         for _ in 0..ROUNDS {
             let stopping = this.take_shared(cx);
             this.take_readiness(cx);
-            this.tick(cx);
             this.accept(cx);
             if this.run.is_empty() {
                 if stopping && this.conns.is_empty() {

@@ -102,16 +102,18 @@ impl Ends {
     }
 }
 
-/// Runs a non-blocking socket call that moves up to `offered` bytes, while `ready`: a call
-/// that would block, or moves fewer bytes (the socket is drained or full), clears `ready`,
-/// unless that direction is `closed` (then every call answers at once).
+/// Runs a non-blocking socket call that moves up to `offered` bytes, while `ready` (always,
+/// when the stream is not `marked`): a call that would block, or moves fewer bytes (the
+/// socket is drained or full), clears `ready`, unless that direction is `closed` (then
+/// every call answers at once).
 fn attempt(
     ready: &mut bool,
+    marked: bool,
     closed: bool,
     offered: usize,
     mut call: impl FnMut() -> io::Result<usize>,
 ) -> Poll<io::Result<usize>> {
-    if !*ready {
+    if marked && !*ready {
         return Poll::Pending;
     }
     loop {
@@ -140,10 +142,13 @@ impl AsyncRead for LoopStream {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let offered = buf.remaining();
-        this.readable |= !this.marked;
-        attempt(&mut this.readable, this.read_closed, offered, || {
-            sys::recv(&this.io, buf)
-        })
+        attempt(
+            &mut this.readable,
+            this.marked,
+            this.read_closed,
+            offered,
+            || sys::recv(&this.io, buf),
+        )
         .map_ok(|_| ())
     }
 }
@@ -155,10 +160,13 @@ impl AsyncWrite for LoopStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        this.writable |= !this.marked;
-        attempt(&mut this.writable, this.write_closed, buf.len(), || {
-            this.io.write(buf)
-        })
+        attempt(
+            &mut this.writable,
+            this.marked,
+            this.write_closed,
+            buf.len(),
+            || this.io.write(buf),
+        )
     }
 
     fn poll_write_vectored(
@@ -168,10 +176,13 @@ impl AsyncWrite for LoopStream {
     ) -> Poll<io::Result<usize>> {
         let offered = bufs.iter().map(|b| b.len()).sum();
         let this = self.get_mut();
-        this.writable |= !this.marked;
-        attempt(&mut this.writable, this.write_closed, offered, || {
-            this.io.write_vectored(bufs)
-        })
+        attempt(
+            &mut this.writable,
+            this.marked,
+            this.write_closed,
+            offered,
+            || this.io.write_vectored(bufs),
+        )
     }
 
     fn is_write_vectored(&self) -> bool {
