@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use wsworker::server::{Keepalive, OverflowPolicy};
-use wsworker::{Handshake, HttpResponse, Message, Metrics, Worker};
+use wsworker::{Handshake, HttpResponse, Message, MessageRef, Metrics, Worker};
 
 /// The demo page, written with the browser API as the tutorial shows it.
 const DEMO_PAGE: &str = include_str!("../../../web/index.html");
@@ -122,13 +122,13 @@ pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, wsworker::Error> {
     let metrics = worker.metrics();
     match args.mode {
         Mode::Hello => {
-            worker.on_message(|conn, msg| {
+            worker.on_message_ref(|conn, msg| {
                 conn.send(hello(msg))?;
                 Ok(())
             });
         }
         Mode::Echo => {
-            worker.on_message(|conn, msg| {
+            worker.on_message_ref(|conn, msg| {
                 conn.send(msg)?;
                 Ok(())
             });
@@ -227,9 +227,9 @@ fn metrics_endpoint(
 }
 
 /// `hello <data>`: text for text, the bytes of `hello ` and the data for binary.
-fn hello(msg: Message) -> Message {
+fn hello(msg: MessageRef<'_>) -> Message {
     match msg {
-        Message::Text(text) => Message::from(format!("hello {text}")),
-        Message::Binary(data) => Message::from([&b"hello "[..], &data].concat()),
+        MessageRef::Text(text) => Message::from(format!("hello {text}")),
+        MessageRef::Binary(data) => Message::from([&b"hello "[..], data].concat()),
     }
 }

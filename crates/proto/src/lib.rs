@@ -61,9 +61,9 @@ pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
 pub use config::Config;
-pub use connection::{Connection, PreparedFrame, ReadyState, encode_server_frame};
+pub use connection::{Connection, FrameBuffer, PreparedFrame, ReadyState, encode_server_frame};
 pub use error::{ApiMisuse, CapacityError, Error, ProtocolError};
 pub use handshake::HandshakeError;
-pub use message::{Event, Message, WrongType};
+pub use message::{Event, EventRef, Message, MessageRef, Outgoing, WrongType};
 pub use role::Role;
 pub use utf8::Utf8Bytes;

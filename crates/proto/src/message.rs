@@ -32,6 +32,68 @@ impl Message {
 
     /// The payload length in bytes.
     pub fn len(&self) -> usize {
+        self.view().len()
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.view().is_empty()
+    }
+
+    /// The payload bytes, whatever the type.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.view().as_bytes()
+    }
+
+    /// The text of a text message, `None` for a binary one.
+    pub fn as_text(&self) -> Option<&str> {
+        self.view().as_text()
+    }
+
+    /// The text of a text message, or an error that `?` can pass on.
+    ///
+    /// # Errors
+    /// [`WrongType`] for a binary message.
+    pub fn to_text(&self) -> Result<&str, WrongType> {
+        self.view().to_text()
+    }
+
+    /// The payload as `Bytes`, sharing its storage.
+    pub fn into_bytes(self) -> Bytes {
+        match self {
+            Self::Text(text) => text.into_bytes(),
+            Self::Binary(data) => data,
+        }
+    }
+
+    /// The message borrowed.
+    pub fn view(&self) -> MessageRef<'_> {
+        match self {
+            Self::Text(text) => MessageRef::Text(text),
+            Self::Binary(data) => MessageRef::Binary(data),
+        }
+    }
+}
+
+/// A complete data message borrowed for a moment: from the receive buffer it arrived in
+/// ([`Connection::poll_event_ref`](crate::Connection::poll_event_ref)), or from an owned
+/// [`Message`] ([`Message::view`]). [`MessageRef::to_owned`] keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageRef<'a> {
+    /// A text message: valid UTF-8.
+    Text(&'a str),
+    /// A binary message.
+    Binary(&'a [u8]),
+}
+
+impl<'a> MessageRef<'a> {
+    /// Whether this is a text message.
+    pub fn is_text(&self) -> bool {
+        matches!(self, Self::Text(_))
+    }
+
+    /// The payload length in bytes.
+    pub fn len(&self) -> usize {
         self.as_bytes().len()
     }
 
@@ -41,16 +103,16 @@ impl Message {
     }
 
     /// The payload bytes, whatever the type.
-    pub fn as_bytes(&self) -> &[u8] {
-        match self {
-            Self::Text(text) => text.as_str().as_bytes(),
+    pub fn as_bytes(&self) -> &'a [u8] {
+        match *self {
+            Self::Text(text) => text.as_bytes(),
             Self::Binary(data) => data,
         }
     }
 
     /// The text of a text message, `None` for a binary one.
-    pub fn as_text(&self) -> Option<&str> {
-        match self {
+    pub fn as_text(&self) -> Option<&'a str> {
+        match *self {
             Self::Text(text) => Some(text),
             Self::Binary(_) => None,
         }
@@ -60,16 +122,111 @@ impl Message {
     ///
     /// # Errors
     /// [`WrongType`] for a binary message.
-    pub fn to_text(&self) -> Result<&str, WrongType> {
+    pub fn to_text(&self) -> Result<&'a str, WrongType> {
         self.as_text().ok_or(WrongType { expected: "text" })
     }
 
-    /// The payload as `Bytes`, sharing its storage.
-    pub fn into_bytes(self) -> Bytes {
-        match self {
-            Self::Text(text) => text.into_bytes(),
-            Self::Binary(data) => data,
+    /// An owned copy, to keep after the borrow ends.
+    pub fn to_owned(&self) -> Message {
+        match *self {
+            Self::Text(text) => Message::Text(text.into()),
+            Self::Binary(data) => Message::Binary(Bytes::copy_from_slice(data)),
         }
+    }
+}
+
+impl<'a> From<&'a Message> for MessageRef<'a> {
+    fn from(message: &'a Message) -> Self {
+        message.view()
+    }
+}
+
+impl From<MessageRef<'_>> for Message {
+    fn from(message: MessageRef<'_>) -> Self {
+        message.to_owned()
+    }
+}
+
+impl PartialEq<Message> for MessageRef<'_> {
+    fn eq(&self, other: &Message) -> bool {
+        *self == other.view()
+    }
+}
+
+/// What a send takes: a message that can be looked at without taking it (to encode it at
+/// once, with no copy of its own) or turned into an owned [`Message`] (to queue it).
+/// Implemented for messages owned and borrowed, strings (text) and byte buffers (binary).
+pub trait Outgoing {
+    /// The message, borrowed.
+    fn view(&self) -> MessageRef<'_>;
+    /// The message, owned (a copy only for the borrowed forms).
+    fn into_message(self) -> Message;
+}
+
+impl Outgoing for Message {
+    fn view(&self) -> MessageRef<'_> {
+        Self::view(self)
+    }
+    fn into_message(self) -> Message {
+        self
+    }
+}
+
+impl Outgoing for MessageRef<'_> {
+    fn view(&self) -> MessageRef<'_> {
+        *self
+    }
+    fn into_message(self) -> Message {
+        self.to_owned()
+    }
+}
+
+impl Outgoing for &Message {
+    fn view(&self) -> MessageRef<'_> {
+        Message::view(self)
+    }
+    fn into_message(self) -> Message {
+        self.clone()
+    }
+}
+
+/// Text: `&str`, `String`, `Utf8Bytes`.
+macro_rules! outgoing_text {
+    ($($ty:ty),*) => {$(
+        impl Outgoing for $ty {
+            fn view(&self) -> MessageRef<'_> {
+                MessageRef::Text(self.as_ref())
+            }
+            fn into_message(self) -> Message {
+                Message::Text(self.into())
+            }
+        }
+    )*};
+}
+
+/// Binary: `Vec<u8>`, `Bytes`.
+macro_rules! outgoing_binary {
+    ($($ty:ty),*) => {$(
+        impl Outgoing for $ty {
+            fn view(&self) -> MessageRef<'_> {
+                MessageRef::Binary(self.as_ref())
+            }
+            fn into_message(self) -> Message {
+                Message::Binary(Bytes::from(self))
+            }
+        }
+    )*};
+}
+
+outgoing_text!(&str, String, Utf8Bytes);
+outgoing_binary!(Vec<u8>, Bytes);
+
+impl Outgoing for &[u8] {
+    fn view(&self) -> MessageRef<'_> {
+        MessageRef::Binary(self)
+    }
+    fn into_message(self) -> Message {
+        Message::Binary(Bytes::copy_from_slice(self))
     }
 }
 
@@ -115,6 +272,18 @@ impl From<&[u8]> for Message {
     fn from(data: &[u8]) -> Self {
         Self::Binary(Bytes::copy_from_slice(data))
     }
+}
+
+/// Something the peer sent, as [`Connection::poll_event_ref`](crate::Connection::poll_event_ref)
+/// reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventRef<'a> {
+    /// A message that arrived in one frame, lent from the receive buffer until the next
+    /// `poll_event` call.
+    Message(MessageRef<'a>),
+    /// Any other event: pings, pongs, the close frame, and messages that arrived fragmented
+    /// or compressed (put back together, owned).
+    Owned(Event),
 }
 
 /// Something the peer sent, as [`Connection::poll_event`](crate::Connection::poll_event)

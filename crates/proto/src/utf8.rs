@@ -4,8 +4,9 @@
 //!
 //! Validation uses `simdutf8`, several times faster than `std::str::from_utf8` on non-ASCII
 //! text (see `benches/utf8.rs`). Because the bytes are validated once on arrival, turning
-//! them into a string must not validate them again: that is the one `unsafe` call of this
-//! crate, kept in this module.
+//! them into a string must not validate them again: those are the `unsafe` calls of this
+//! crate (validated bytes into `Utf8Bytes`, or into a `&str` lent from the receive buffer),
+//! kept in this module.
 #![allow(unsafe_code)]
 
 use std::fmt;
@@ -91,6 +92,17 @@ impl Utf8Validator {
 /// first.
 pub fn is_utf8(bytes: &[u8]) -> bool {
     (bytes.len() < 64 && bytes.is_ascii()) || simdutf8::basic::from_utf8(bytes).is_ok()
+}
+
+/// Bytes of a whole message that [`is_utf8`] accepted, as text, without checking them again.
+///
+/// Only for this crate: the caller promises the bytes were validated, and the debug build
+/// checks the promise.
+pub(crate) fn validated_str(bytes: &[u8]) -> &str {
+    debug_assert!(std::str::from_utf8(bytes).is_ok());
+    // SAFETY: every caller passes bytes that `is_utf8` accepted just before, and holds them
+    // borrowed since, so they are unchanged.
+    unsafe { std::str::from_utf8_unchecked(bytes) }
 }
 
 /// Immutable UTF-8 text backed by [`Bytes`]: cheap to clone, sliced out of the receive buffer
@@ -291,6 +303,7 @@ mod tests {
         let unchecked = Utf8Bytes::from_validated(text.clone());
         let checked = std::str::from_utf8(&text).unwrap();
         assert_eq!(unchecked.as_str(), checked);
+        assert_eq!(validated_str(&text), checked);
     }
 
     #[test]

@@ -21,13 +21,14 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
 use tokio_util::io::poll_read_buf;
 use wsworker_proto::{
-    CloseCode, Connection as Proto, Error as ProtoError, Event, ReadyState, Role,
+    CloseCode, Connection as Proto, Error as ProtoError, Event, EventRef, MessageRef, ReadyState,
+    Role,
 };
 
 use crate::buffers;
 use crate::error::Error;
 use crate::metrics::WorkerCounters;
-use crate::shared::{CloseInfo, Command, Shared, outbox};
+use crate::shared::{CloseInfo, Command, Direct, Shared, outbox};
 
 /// How much room a read gets at least in a connection's own buffer (one holding a partial
 /// frame).
@@ -36,6 +37,9 @@ const READ_RESERVE: usize = 8 * 1024;
 const MAX_IOV: usize = 64;
 /// Reads, commands and writes one poll may do before it yields to other connections.
 const BUDGET: usize = 32;
+/// The largest message a send from a callback encodes at once (see [`Direct`]): a larger
+/// one goes through the command path, which queues an owned payload without copying it.
+const DIRECT_MAX: usize = 4 * 1024;
 /// Bytes one poll may read before it yields: a read fills what the frame decoder reserved,
 /// up to a whole large frame, so the count of reads alone would let one connection
 /// sending big messages hold the worker for megabytes.
@@ -57,6 +61,15 @@ pub(crate) trait Handler {
     /// An event from the peer. Sends made through a handle while this runs are applied as
     /// soon as it returns, before anything else is read.
     fn on_event(&mut self, event: Event);
+    /// Whether messages are to be lent ([`Handler::on_message_ref`]) rather than given.
+    fn borrows(&self) -> bool {
+        false
+    }
+    /// A message lent from the receive buffer, when [`Handler::borrows`]; sends as in
+    /// [`Handler::on_event`].
+    fn on_message_ref(&mut self, message: MessageRef<'_>) {
+        self.on_event(Event::Message(message.to_owned()));
+    }
     /// An error: a protocol violation by the peer (the close frame is already queued), or
     /// an I/O error.
     fn on_error(&mut self, error: Error);
@@ -556,17 +569,53 @@ where
 
     /// Runs a handler method with this connection's outbox open, then applies what it sent.
     fn in_scope(&mut self, f: impl FnOnce(&mut H)) {
-        let _scope = outbox::open(self.handler.shared().id());
+        let _scope = outbox::open(self.handler.shared().id(), self.direct());
         let mut sent = outbox::borrow_list();
         f(&mut self.handler);
         self.apply_sent(&mut sent);
         outbox::give_back_list(sent);
     }
 
-    /// Applies, in order, what the handler sent through the outbox, and what the callbacks
-    /// that this fires (buffer full, errors) send in turn. `sent` is an empty list to use.
+    /// What sends from this connection's callbacks may encode at once: messages it sends as
+    /// one plain frame, up to the lower buffer limit (a send past it takes the command path,
+    /// where the limits are enforced).
+    fn direct(&self) -> Direct {
+        match self.conn.plain_frame_limit() {
+            Some(limit) => Direct {
+                max_payload: limit.min(DIRECT_MAX),
+                room: self
+                    .config
+                    .soft_buffer_limit
+                    .min(self.config.hard_buffer_limit)
+                    .saturating_sub(self.conn.buffered_amount()),
+            },
+            None => Direct::NONE,
+        }
+    }
+
+    /// Applies, in order, what the handler sent through the outbox (the frames encoded at
+    /// once, then the commands), and what the callbacks that this fires (buffer full,
+    /// errors) send in turn. `sent` is an empty list to use.
     fn apply_sent(&mut self, sent: &mut Vec<Command>) {
-        while outbox::take_sent(sent) {
+        loop {
+            let mut flushed = 0;
+            let commands = outbox::take_sent(sent, |frames| {
+                flushed = frames.frames();
+                // Frames are only encoded while the connection sends such frames (`direct`).
+                let _ = self.conn.send_frames(frames);
+                self.direct()
+            });
+            if flushed > 0 {
+                if let Some(counters) = &self.counters {
+                    counters.messages_sent(flushed);
+                }
+                if !commands {
+                    self.check_buffer();
+                }
+            }
+            if !commands {
+                break;
+            }
             for command in sent.drain(..) {
                 self.apply(command);
             }
@@ -577,11 +626,36 @@ where
     /// Hands every complete event to the handler, with the outbox open for the whole batch
     /// and each event's sends applied before the next event.
     fn process_events(&mut self) {
-        let _scope = outbox::open(self.handler.shared().id());
+        let _scope = outbox::open(self.handler.shared().id(), self.direct());
         let mut sent = outbox::borrow_list();
+        let borrows = self.handler.borrows();
         loop {
-            match self.conn.poll_event() {
-                Ok(Some(event)) => {
+            if borrows {
+                // A run of plain messages: their replies pile up in the outbox and are
+                // queued together below, before anything that may queue frames of its own.
+                let mut received = 0;
+                while let Some(message) = self.conn.poll_message_ref() {
+                    received += 1;
+                    self.handler.on_message_ref(message);
+                }
+                if let Some(counters) = &self.counters {
+                    counters.messages_received(received);
+                }
+                self.apply_sent(&mut sent);
+            }
+            let polled = if borrows {
+                self.conn.poll_event_ref()
+            } else {
+                self.conn.poll_event().map(|e| e.map(EventRef::Owned))
+            };
+            match polled {
+                Ok(Some(EventRef::Message(message))) => {
+                    if let Some(counters) = &self.counters {
+                        counters.message_received();
+                    }
+                    self.handler.on_message_ref(message);
+                }
+                Ok(Some(EventRef::Owned(event))) => {
                     if let (Event::Message(_), Some(counters)) = (&event, &self.counters) {
                         counters.message_received();
                     }
@@ -594,7 +668,6 @@ where
                         }));
                     }
                     self.handler.on_event(event);
-                    self.apply_sent(&mut sent);
                 }
                 Ok(None) => break,
                 Err(error) => {
@@ -606,6 +679,9 @@ where
                     self.apply_sent(&mut sent);
                     break;
                 }
+            }
+            if !borrows {
+                self.apply_sent(&mut sent);
             }
         }
         outbox::give_back_list(sent);

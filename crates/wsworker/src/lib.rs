@@ -74,7 +74,7 @@ pub use server::{
 pub use shared::CloseInfo;
 pub use wsworker_proto as proto;
 pub use wsworker_proto::handshake::Request;
-pub use wsworker_proto::{CloseCode, Message, ReadyState, Utf8Bytes};
+pub use wsworker_proto::{CloseCode, Message, MessageRef, Outgoing, ReadyState, Utf8Bytes};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

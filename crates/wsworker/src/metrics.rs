@@ -126,8 +126,18 @@ impl WorkerCounters {
         add(&self.messages_received, 1);
     }
 
+    pub(crate) fn messages_received(&self, n: usize) {
+        if n > 0 {
+            add(&self.messages_received, n as u64);
+        }
+    }
+
     pub(crate) fn message_sent(&self) {
         add(&self.messages_sent, 1);
+    }
+
+    pub(crate) fn messages_sent(&self, n: usize) {
+        add(&self.messages_sent, n as u64);
     }
 
     pub(crate) fn message_dropped(&self) {

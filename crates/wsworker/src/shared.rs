@@ -4,7 +4,9 @@
 //! A handle used from inside one of its own connection's callbacks (the usual
 //! `conn.send(..)` in `on_message`) does not go through the channel: the driver is already
 //! running on this thread, so the command goes into a thread-local outbox that the driver
-//! applies as soon as the callback returns — no channel, no lock, no task wake-up.
+//! applies as soon as the callback returns — no channel, no lock, no task wake-up. A small
+//! message sent so is not even queued as a command: it is encoded into the outbox's frame
+//! buffer at once, and the driver copies the frames into the connection's send queue.
 
 use std::cell::{Cell, RefCell};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -13,7 +15,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::task::Waker;
 
 use bytes::Bytes;
-use wsworker_proto::{CloseCode, Message, PreparedFrame, ReadyState};
+use wsworker_proto::{CloseCode, FrameBuffer, Message, Outgoing, PreparedFrame, ReadyState};
 
 use crate::error::{Error, Result};
 
@@ -171,15 +173,34 @@ impl Shared {
         self.pending.fetch_sub(command.weight(), Ordering::Relaxed);
     }
 
+    /// Sends a message: encoded at once or queued in the outbox when the driver is running
+    /// this connection's callback on this thread, through the inbox otherwise.
+    pub(crate) fn send(&self, message: impl Outgoing) -> Result<()> {
+        if self.ready_state() >= ReadyState::Closing {
+            return Err(Error::Closed);
+        }
+        match outbox::send(self.id, message) {
+            Ok(()) => Ok(()),
+            Err(message) => {
+                self.enqueue(Command::Send(message.into_message()));
+                Ok(())
+            }
+        }
+    }
+
     /// Hands a command to the driver: through the outbox when the driver is running this
     /// connection's callback on this thread, through the inbox otherwise.
     pub(crate) fn submit(&self, command: Command) -> Result<()> {
         if self.ready_state() >= ReadyState::Closing {
             return Err(Error::Closed);
         }
-        let Err(command) = outbox::push(self.id, command) else {
-            return Ok(());
-        };
+        if let Err(command) = outbox::push(self.id, command) {
+            self.enqueue(command);
+        }
+        Ok(())
+    }
+
+    fn enqueue(&self, command: Command) {
         self.pending.fetch_add(command.weight(), Ordering::Relaxed);
         let mut inbox = self.inbox();
         inbox.commands.push(command);
@@ -191,8 +212,27 @@ impl Shared {
         {
             waker.wake_by_ref();
         }
-        Ok(())
     }
+}
+
+/// What sends from a connection's callbacks may encode at once, into the outbox's frames,
+/// instead of queuing a command: messages of at most `max_payload` bytes while the frames
+/// take at most `room` bytes more. The driver sets it from the connection's state (see
+/// [`wsworker_proto::Connection::plain_frame_limit`]) and its buffer limits, so a send
+/// that needs more (compression, fragments, a check against the limits) takes the command
+/// path.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Direct {
+    pub(crate) max_payload: usize,
+    pub(crate) room: usize,
+}
+
+impl Direct {
+    /// Nothing is encoded at once.
+    pub(crate) const NONE: Self = Self {
+        max_payload: 0,
+        room: 0,
+    };
 }
 
 /// The thread-local outbox of the connection whose callbacks are running.
@@ -204,11 +244,20 @@ pub(crate) mod outbox {
     struct Outbox {
         current: u64,
         commands: Vec<Command>,
+        /// Messages encoded at once, ahead of `commands` (a message is only encoded here
+        /// while no command waits, so the order holds).
+        frames: FrameBuffer,
+        direct: Direct,
     }
 
     thread_local! {
         static OUTBOX: RefCell<Outbox> = const {
-            RefCell::new(Outbox { current: 0, commands: Vec::new() })
+            RefCell::new(Outbox {
+                current: 0,
+                commands: Vec::new(),
+                frames: FrameBuffer::new(),
+                direct: Direct::NONE,
+            })
         };
         /// A list for the driver to move a callback's commands into, lent so that no
         /// connection keeps one of its own.
@@ -238,18 +287,62 @@ pub(crate) mod outbox {
         })
     }
 
-    /// Opens `id`'s outbox on this thread until the guard is dropped: sends through its
-    /// handles queue here instead of going through the inbox.
-    pub(crate) fn open(id: u64) -> Scope {
-        let outer = OUTBOX.with_borrow_mut(|outbox| std::mem::replace(&mut outbox.current, id));
-        Scope { outer }
+    /// Encodes `message` into the frames, or queues it as a command, if `id`'s outbox is
+    /// open on this thread; gives it back if not.
+    pub(crate) fn send<M: Outgoing>(id: u64, message: M) -> Result<(), M> {
+        OUTBOX.with_borrow_mut(|outbox| {
+            if outbox.current != id {
+                return Err(message);
+            }
+            let len = message.view().len();
+            let frame_len = FrameBuffer::frame_len(len);
+            if outbox.commands.is_empty()
+                && len <= outbox.direct.max_payload
+                && frame_len <= outbox.direct.room
+            {
+                outbox.frames.push(message.view());
+                outbox.direct.room -= frame_len;
+            } else {
+                outbox.commands.push(Command::Send(message.into_message()));
+            }
+            Ok(())
+        })
     }
 
-    /// Moves what was sent since the last call to the end of `sent` (an empty list:
-    /// swapped, so neither side gives up its allocation); `false` when nothing was.
-    pub(crate) fn take_sent(sent: &mut Vec<Command>) -> bool {
+    /// Opens `id`'s outbox on this thread until the guard is dropped: sends through its
+    /// handles are encoded or queued here instead of going through the inbox.
+    pub(crate) fn open(id: u64, direct: Direct) -> Scope {
+        OUTBOX.with_borrow_mut(|outbox| {
+            // A driver run from inside another connection's callback (never by this crate)
+            // must not take that callback's sends as its own.
+            let unsent = (!outbox.commands.is_empty() || !outbox.frames.is_empty()).then(|| {
+                Box::new((
+                    std::mem::take(&mut outbox.commands),
+                    std::mem::take(&mut outbox.frames),
+                ))
+            });
+            Scope {
+                outer: std::mem::replace(&mut outbox.current, id),
+                direct: std::mem::replace(&mut outbox.direct, direct),
+                unsent,
+            }
+        })
+    }
+
+    /// Hands what was sent since the last call to the driver: the encoded frames to `flush`
+    /// (which queues them and returns what may be encoded at once from now on), then the
+    /// commands, moved to the end of `sent` (an empty list: swapped, so neither side gives
+    /// up its allocation). `false` when no command was sent.
+    pub(crate) fn take_sent(
+        sent: &mut Vec<Command>,
+        flush: impl FnOnce(&mut FrameBuffer) -> Direct,
+    ) -> bool {
         debug_assert!(sent.is_empty());
         OUTBOX.with_borrow_mut(|outbox| {
+            if !outbox.frames.is_empty() {
+                outbox.direct = flush(&mut outbox.frames);
+                outbox.frames.clear();
+            }
             if outbox.commands.is_empty() {
                 return false;
             }
@@ -263,16 +356,24 @@ pub(crate) mod outbox {
     #[must_use]
     pub(crate) struct Scope {
         outer: u64,
+        direct: Direct,
+        /// What the outer scope's callback had sent when this one opened.
+        unsent: Option<Box<(Vec<Command>, FrameBuffer)>>,
     }
 
     impl Drop for Scope {
         fn drop(&mut self) {
             OUTBOX.with_borrow_mut(|outbox| {
                 outbox.current = self.outer;
+                outbox.direct = self.direct;
                 if std::thread::panicking() {
-                    // Commands the unwinding driver never applied must not reach the next
+                    // What the unwinding driver never applied must not reach the next
                     // connection's driver on this thread.
                     outbox.commands.clear();
+                    outbox.frames.clear();
+                }
+                if let Some(unsent) = self.unsent.take() {
+                    (outbox.commands, outbox.frames) = *unsent;
                 }
             });
         }
@@ -282,17 +383,57 @@ pub(crate) mod outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wsworker_proto::{Config, Connection as Proto, Event, MessageRef, Role};
+
+    /// Room for anything small.
+    const OPEN: Direct = Direct {
+        max_payload: 100,
+        room: 1000,
+    };
+
+    /// What the outbox holds, taken: the frames as the messages a client decodes from them,
+    /// and the commands.
+    fn take() -> (Vec<Message>, Vec<Command>) {
+        let mut server = Proto::new(Role::Server, Config::default());
+        let mut sent = outbox::borrow_list();
+        let mut frames = 0;
+        outbox::take_sent(&mut sent, |encoded| {
+            frames = encoded.frames();
+            server.send_frames(encoded).unwrap();
+            OPEN
+        });
+        let mut client = Proto::new(Role::Client, Config::default());
+        while let Some(chunk) = server.poll_transmit() {
+            client.receive(&chunk);
+        }
+        let mut messages = Vec::new();
+        while let Some(Event::Message(m)) = client.poll_event().unwrap() {
+            messages.push(m);
+        }
+        assert_eq!(messages.len(), frames);
+        let commands = sent.split_off(0);
+        outbox::give_back_list(sent);
+        (messages, commands)
+    }
+
+    fn sent_message(command: &Command) -> &Message {
+        match command {
+            Command::Send(m) => m,
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn the_outbox_takes_only_its_own_connections_sends_in_order() {
         let mut sent = outbox::borrow_list();
         {
-            let _scope = outbox::open(7);
+            let _scope = outbox::open(7, Direct::NONE);
             assert!(outbox::push(8, Command::Ping(Bytes::from_static(b"other"))).is_err());
+            assert!(outbox::send(8, "other").is_err());
             for payload in [&b"a"[..], b"b"] {
                 outbox::push(7, Command::Ping(Bytes::from_static(payload))).unwrap();
             }
-            assert!(outbox::take_sent(&mut sent));
+            assert!(outbox::take_sent(&mut sent, |_| unreachable!("no frames")));
         }
         let pings: Vec<_> = sent
             .drain(..)
@@ -310,16 +451,80 @@ mod tests {
     }
 
     #[test]
+    fn small_sends_are_encoded_at_once_and_the_rest_keep_their_order_as_commands() {
+        let _scope = outbox::open(7, OPEN);
+        outbox::send(7, "a").unwrap();
+        outbox::send(7, MessageRef::Binary(b"b")).unwrap();
+        outbox::send(7, "x".repeat(101)).unwrap(); // over max_payload: a command
+        outbox::send(7, "c").unwrap(); // after a command: a command too
+        let (frames, commands) = take();
+        assert_eq!(frames, [Message::text("a"), Message::binary(&b"b"[..])]);
+        let commands: Vec<_> = commands.iter().map(sent_message).collect();
+        assert_eq!(
+            commands,
+            [&Message::text("x".repeat(101)), &Message::text("c")]
+        );
+
+        // Once taken, small sends are encoded at once again.
+        outbox::send(7, "d").unwrap();
+        let (frames, commands) = take();
+        assert_eq!((frames, commands.len()), (vec![Message::text("d")], 0));
+    }
+
+    #[test]
+    fn sends_past_the_room_are_commands() {
+        let _scope = outbox::open(
+            7,
+            Direct {
+                max_payload: 100,
+                room: 2 + 5 + 2 + 5 + 3,
+            },
+        );
+        for text in ["12345", "67890", "more"] {
+            outbox::send(7, text).unwrap();
+        }
+        let (frames, commands) = take();
+        assert_eq!(frames, [Message::text("12345"), Message::text("67890")]);
+        assert_eq!(sent_message(&commands[0]), &Message::text("more"));
+        drop(_scope);
+
+        let _scope = outbox::open(7, Direct::NONE);
+        outbox::send(7, "").unwrap();
+        let (frames, commands) = take();
+        assert!(
+            frames.is_empty(),
+            "no room at all: not even an empty message"
+        );
+        assert_eq!(commands.len(), 1);
+    }
+
+    #[test]
+    fn an_inner_scope_does_not_take_the_outer_ones_sends() {
+        let _outer = outbox::open(7, OPEN);
+        outbox::send(7, "outer frame").unwrap();
+        outbox::push(7, Command::Ping(Bytes::new())).unwrap();
+        {
+            let _inner = outbox::open(9, OPEN);
+            outbox::send(9, "inner").unwrap();
+            let (frames, commands) = take();
+            assert_eq!((frames, commands.len()), (vec![Message::text("inner")], 0));
+        }
+        let (frames, commands) = take();
+        assert_eq!(frames, [Message::text("outer frame")]);
+        assert!(matches!(commands[..], [Command::Ping(_)]));
+    }
+
+    #[test]
     fn sends_left_by_a_panic_do_not_reach_the_next_connection() {
         let unwound = catch_unwind(|| {
-            let _scope = outbox::open(7);
+            let _scope = outbox::open(7, OPEN);
             outbox::push(7, Command::Ping(Bytes::from_static(b"lost"))).unwrap();
+            outbox::send(7, "lost").unwrap();
             panic!("a driver bug");
         });
         assert!(unwound.is_err());
-        let _scope = outbox::open(9);
-        let mut sent = outbox::borrow_list();
-        assert!(!outbox::take_sent(&mut sent), "nothing of connection 7's");
-        outbox::give_back_list(sent);
+        let _scope = outbox::open(9, OPEN);
+        let (frames, commands) = take();
+        assert_eq!((frames.len(), commands.len()), (0, 0), "nothing of 7's");
     }
 }

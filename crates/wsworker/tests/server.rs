@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::{RawClient, hello_worker, raw_exchange};
-use wsworker::{CloseCode, Handshake, HttpResponse, Message, Worker};
+use wsworker::{CloseCode, Handshake, HttpResponse, Message, MessageRef, Worker};
 use wsworker_proto::Event;
 
 #[test]
@@ -350,4 +350,116 @@ fn shutdown_closes_every_client_with_1001() {
     // finish without waiting out its close timeout.
     drop(client);
     stopper.join().unwrap();
+}
+
+// ----- messages lent or given, replies encoded at once or queued -------------------------
+
+/// An echo server whose callback gets the message lent (`on_message_ref`) or given
+/// (`on_message`). A message `close` closes with 4000 after its echo and sends once more.
+fn echo_worker(lend: bool) -> Worker {
+    fn answer(conn: &wsworker::Connection, msg: MessageRef<'_>) -> wsworker::Result<()> {
+        conn.send(msg)?;
+        if msg == MessageRef::Text("close") {
+            conn.close(4000u16, "asked")?;
+            // Dropped, as a browser drops a send after close(): the close frame is last.
+            let _ = conn.send("after the close");
+        }
+        Ok(())
+    }
+    let mut worker = Worker::new("websocket://127.0.0.1:0").unwrap();
+    if lend {
+        worker.on_message_ref(answer);
+    } else {
+        worker.on_message(|conn, msg| answer(conn, msg.view()));
+    }
+    worker
+}
+
+/// Everything the server sends until it closes, as events.
+fn all_events(client: &mut RawClient) -> Vec<Event> {
+    let mut events = Vec::new();
+    while let Some(Ok(event)) = client.next_event() {
+        let last = matches!(event, Event::Close(_));
+        events.push(event);
+        if last {
+            break;
+        }
+    }
+    events
+}
+
+#[test]
+fn every_kind_of_message_in_one_read_is_answered_in_order() {
+    for lend in [true, false] {
+        let server = echo_worker(lend).start().unwrap();
+        let mut client = RawClient::connect(server.local_addr(), "/", &[]).unwrap();
+        let big = vec![7u8; 70_000]; // a 64-bit length: not a plain frame
+        let over_direct = vec![9u8; 5_000]; // queued, not encoded at once
+        client.conn.send_text("a").unwrap();
+        client.conn.send_ping(&b"p"[..]).unwrap();
+        client.conn.send_fragmented("bc", 1).unwrap();
+        client.conn.send_binary(over_direct.clone()).unwrap();
+        client.conn.send_text("d").unwrap();
+        client.conn.send_binary(big.clone()).unwrap();
+        client.conn.send_text("κόσμε").unwrap();
+        client.conn.send_text("close").unwrap();
+        client.conn.send_text("not read").unwrap();
+        // All in one write, so the server finds them in one read.
+        let mut bytes = Vec::new();
+        while let Some(chunk) = client.conn.poll_transmit() {
+            bytes.extend_from_slice(&chunk);
+        }
+        client.stream.write_all(&bytes).unwrap();
+        let events = all_events(&mut client);
+        let Some(Event::Close(Some(close))) = events.last() else {
+            panic!("lend {lend}: {events:?}")
+        };
+        assert_eq!(close.code, CloseCode::from(4000), "lend {lend}");
+        let expected = [
+            Event::Message(Message::text("a")),
+            Event::Pong(bytes::Bytes::from_static(b"p")),
+            Event::Message(Message::text("bc")),
+            Event::Message(Message::binary(over_direct.clone())),
+            Event::Message(Message::text("d")),
+            Event::Message(Message::binary(big.clone())),
+            Event::Message(Message::text("κόσμε")),
+            Event::Message(Message::text("close")),
+        ];
+        assert_eq!(events[..events.len() - 1], expected, "lend {lend}");
+        drop(client);
+        server.shutdown();
+    }
+}
+
+#[test]
+fn a_violation_after_lent_messages_closes_after_their_replies() {
+    for (bad, code) in [
+        (&b"\x81\x02hi"[..], CloseCode::PROTOCOL_ERROR), // unmasked
+        (&b"\x81\x82\0\0\0\0\xff\xfe"[..], CloseCode::INVALID_PAYLOAD), // not UTF-8
+    ] {
+        let server = echo_worker(true).start().unwrap();
+        let mut client = RawClient::connect(server.local_addr(), "/", &[]).unwrap();
+        client.conn.send_text("one").unwrap();
+        client.conn.send_binary(&b"two"[..]).unwrap();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = client.conn.poll_transmit() {
+            bytes.extend_from_slice(&chunk);
+        }
+        bytes.extend_from_slice(bad);
+        client.stream.write_all(&bytes).unwrap();
+        let events = all_events(&mut client);
+        assert_eq!(
+            events[..2],
+            [
+                Event::Message(Message::text("one")),
+                Event::Message(Message::binary(&b"two"[..]))
+            ]
+        );
+        let [Event::Close(Some(close))] = &events[2..] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(close.code, code);
+        drop(client);
+        server.shutdown();
+    }
 }

@@ -20,7 +20,7 @@ use crate::close::{CloseCode, CloseFrame};
 use crate::config::Config;
 use crate::error::{ApiMisuse, Error};
 use crate::frame::{FrameDecoder, FrameHeader, OpCode};
-use crate::message::Message;
+use crate::message::{Message, MessageRef};
 use crate::role::Role;
 use crate::utf8::{Utf8Bytes, Utf8Validator};
 use recv::{FrameState, Reassembly};
@@ -87,6 +87,9 @@ pub struct Connection {
     role: Role,
     config: Config,
     recv: BytesMut,
+    /// Bytes at the front of `recv` lent out since the last `poll_event` call, consumed by
+    /// the next (32 bits, to fit where the flags leave room: a larger message is never lent).
+    lent: u32,
     decoder: FrameDecoder,
     /// The frame whose payload is arriving, and the fragmented message being put back
     /// together: boxed, as most messages arrive whole and every connection carries the
@@ -149,6 +152,7 @@ impl Connection {
             decoder,
             config,
             recv,
+            lent: 0,
             frame: None,
             reassembly: None,
             utf8: Utf8Validator::new(),
@@ -203,12 +207,14 @@ impl Connection {
     /// The receive buffer, for reading from the socket straight into it
     /// (`read_buf(conn.recv_buffer_mut())`). Only append to it.
     pub fn recv_buffer_mut(&mut self) -> &mut BytesMut {
+        self.consume_lent();
         &mut self.recv
     }
 
     /// Appends received bytes (a copy; prefer [`Connection::recv_buffer_mut`]).
     pub fn receive(&mut self, data: &[u8]) {
         if !self.is_receive_done() {
+            self.consume_lent();
             self.recv.extend_from_slice(data);
         }
     }
@@ -334,6 +340,40 @@ impl Connection {
         }
         self.send.push_encoded(frame.0.clone());
         Ok(())
+    }
+
+    /// The largest message this connection sends as one plain frame (final, unmasked,
+    /// uncompressed), which is how a [`FrameBuffer`] encodes it; `None` when it sends no such
+    /// frames: a client (it masks every frame), or once its close frame was sent.
+    pub fn plain_frame_limit(&self) -> Option<usize> {
+        if self.role == Role::Client || self.close_sent {
+            return None;
+        }
+        #[allow(unused_mut)]
+        let mut limit = self.config.fragment_size_value().unwrap_or(usize::MAX);
+        #[cfg(feature = "deflate")]
+        if let Some(deflate) = &self.deflate {
+            limit = limit.min(deflate.plain_limit());
+        }
+        Some(limit)
+    }
+
+    /// Queues the frames encoded in `frames`, after everything queued before, and empties
+    /// it.
+    ///
+    /// # Errors
+    /// [`ApiMisuse::SendAfterClose`] once a close frame was sent;
+    /// [`ApiMisuse::PreparedFrameFromClient`] on a client. `frames` is emptied either way.
+    pub fn send_frames(&mut self, frames: &mut FrameBuffer) -> Result<(), Error> {
+        let result = self.check_can_send().and_then(|()| {
+            if self.role == Role::Client {
+                return Err(ApiMisuse::PreparedFrameFromClient.into());
+            }
+            self.send.push_bytes(&frames.buf);
+            Ok(())
+        });
+        frames.clear();
+        result
     }
 
     fn check_can_send(&self) -> Result<(), Error> {
@@ -465,6 +505,101 @@ impl PreparedFrame {
     }
 }
 
+/// Server frames encoded into a buffer of the caller's, ahead of the connection they go to:
+/// for a runtime whose application sends from inside a callback, while the connection is out
+/// of the runtime's reach. They join the connection's queue, in order, with
+/// [`Connection::send_frames`]: per message a header and a copy of its bytes, with no owned
+/// message and no queue entry.
+///
+/// ```
+/// use wsworker_proto::{Config, Connection, Event, FrameBuffer, Message, MessageRef, Role};
+///
+/// let mut server = Connection::new(Role::Server, Config::default());
+/// let mut frames = FrameBuffer::new();
+/// let limit = server.plain_frame_limit().unwrap();
+/// let message = MessageRef::Text("hello tom");
+/// assert!(message.len() <= limit);
+/// frames.push(message);
+/// server.send_frames(&mut frames).unwrap();
+///
+/// let mut client = Connection::new(Role::Client, Config::default());
+/// while let Some(chunk) = server.poll_transmit() {
+///     client.receive(&chunk);
+/// }
+/// assert_eq!(
+///     client.poll_event().unwrap(),
+///     Some(Event::Message(Message::text("hello tom")))
+/// );
+/// ```
+#[derive(Debug, Default)]
+pub struct FrameBuffer {
+    buf: Vec<u8>,
+    frames: usize,
+}
+
+impl FrameBuffer {
+    /// An empty buffer.
+    pub const fn new() -> Self {
+        Self {
+            buf: Vec::new(),
+            frames: 0,
+        }
+    }
+
+    /// Encodes `message` as one final, unmasked, uncompressed frame. For messages the
+    /// connection would send so: at most its [`Connection::plain_frame_limit`].
+    pub fn push(&mut self, message: MessageRef<'_>) {
+        let payload = message.as_bytes();
+        let header = FrameHeader {
+            fin: true,
+            rsv: 0,
+            opcode: if message.is_text() {
+                OpCode::Text
+            } else {
+                OpCode::Binary
+            },
+            mask: None,
+            payload_len: payload.len() as u64,
+        };
+        let mut head = [0u8; crate::frame::MAX_HEADER_LEN];
+        let len = header.encode(&mut head);
+        self.buf.extend_from_slice(&head[..len]);
+        self.buf.extend_from_slice(payload);
+        self.frames += 1;
+    }
+
+    /// How many bytes [`FrameBuffer::push`] adds for a message of `payload_len` bytes.
+    pub const fn frame_len(payload_len: usize) -> usize {
+        let head = match payload_len {
+            0..=125 => 2,
+            126..=0xffff => 4,
+            _ => 10,
+        };
+        head + payload_len
+    }
+
+    /// The bytes encoded.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether nothing is encoded.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// How many frames are encoded.
+    pub fn frames(&self) -> usize {
+        self.frames
+    }
+
+    /// Drops what is encoded, keeping the memory.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.frames = 0;
+    }
+}
+
 /// The opcode of the first frame of `message`.
 fn data_opcode(message: &Message) -> OpCode {
     if message.is_text() {
@@ -476,20 +611,12 @@ fn data_opcode(message: &Message) -> OpCode {
 
 /// Encodes `message` as one unmasked frame, as a server sends it.
 pub fn encode_server_frame(message: &Message) -> PreparedFrame {
-    let payload = message.as_bytes();
-    let header = FrameHeader {
-        fin: true,
-        rsv: 0,
-        opcode: data_opcode(message),
-        mask: None,
-        payload_len: payload.len() as u64,
+    let mut frame = FrameBuffer {
+        buf: Vec::with_capacity(crate::frame::MAX_HEADER_LEN + message.len()),
+        frames: 0,
     };
-    let mut out = BytesMut::with_capacity(header.encoded_len() + payload.len());
-    let mut head = [0u8; crate::frame::MAX_HEADER_LEN];
-    let len = header.encode(&mut head);
-    out.extend_from_slice(&head[..len]);
-    out.extend_from_slice(payload);
-    PreparedFrame(out.freeze())
+    frame.push(message.view());
+    PreparedFrame(frame.buf.into())
 }
 
 #[cfg(test)]

@@ -3,14 +3,27 @@
 //! pings and closes answered; with permessage-deflate, compressed messages inflated as they
 //! arrive (RFC 7692 §6.1, §7.2.2).
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::{Connection, RSV1};
 use crate::close::{CloseFrame, MAX_REASON_LEN};
 use crate::error::{CapacityError, Error, ProtocolError};
 use crate::frame::{Decoded, FrameHeader, OpCode};
-use crate::message::{Event, Message};
-use crate::utf8::Utf8Bytes;
+use crate::mask::apply_mask;
+use crate::message::{Event, EventRef, Message, MessageRef};
+use crate::role::Role;
+use crate::utf8::{Utf8Bytes, validated_str};
+
+/// What [`Connection::next_event`] found.
+enum Next {
+    Event(Event),
+    /// A whole message left at the front of the receive buffer (its text checked): `len`
+    /// bytes.
+    Lent {
+        text: bool,
+        len: usize,
+    },
+}
 
 /// The frame whose payload is arriving.
 #[derive(Debug, Clone, Copy)]
@@ -49,36 +62,198 @@ impl Connection {
     /// the connection is [`Closed`](super::ReadyState::Closed) and later calls return
     /// `Ok(None)`.
     pub fn poll_event(&mut self) -> Result<Option<Event>, Error> {
+        self.consume_lent();
         if self.is_receive_done() {
             // Whatever a caller still read into the buffer will never be looked at.
             self.recv.clear();
             return Ok(None);
         }
-        self.next_event().map_err(|error| self.fail(error))
+        match self.next_event(false) {
+            Ok(Some(Next::Event(event))) => Ok(Some(event)),
+            // Only the in-place decoding lends; were it to, the message is split off as here.
+            Ok(Some(Next::Lent { text, len })) => {
+                let payload = self.recv.split_to(len).freeze();
+                Self::whole_message(text, payload).map(Some)
+            }
+            Ok(None) => Ok(None),
+            Err(error) => Err(self.fail(error)),
+        }
     }
 
-    fn next_event(&mut self) -> Result<Option<Event>, Error> {
+    /// As [`Connection::poll_event`], with a message that arrived in one frame (the common
+    /// case) lent from the receive buffer, unmasked and checked there, instead of split off it
+    /// as `Bytes`: no reference count, no second handle on the buffer. The message's bytes are
+    /// consumed by the next call of a `poll_event` method (or of
+    /// [`Connection::recv_buffer_mut`]); anything else (control frames, messages that arrived
+    /// fragmented or compressed) comes [`EventRef::Owned`], as from `poll_event`.
+    ///
+    /// ```
+    /// use wsworker_proto::{Config, Connection, EventRef, MessageRef, Role};
+    ///
+    /// let mut client = Connection::new(Role::Client, Config::default());
+    /// let mut server = Connection::new(Role::Server, Config::default());
+    /// client.send_text("tom").unwrap();
+    /// while let Some(chunk) = client.poll_transmit() {
+    ///     server.receive(&chunk);
+    /// }
+    /// let Some(EventRef::Message(MessageRef::Text(name))) = server.poll_event_ref().unwrap()
+    /// else {
+    ///     panic!("expected a text message");
+    /// };
+    /// assert_eq!(name, "tom");
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Connection::poll_event`].
+    pub fn poll_event_ref(&mut self) -> Result<Option<EventRef<'_>>, Error> {
+        self.consume_lent();
+        if self.is_receive_done() {
+            self.recv.clear();
+            return Ok(None);
+        }
+        match self.next_event(true) {
+            Ok(Some(Next::Lent { text, len })) => {
+                let Ok(lent) = u32::try_from(len) else {
+                    let payload = self.recv.split_to(len).freeze();
+                    return Self::whole_message(text, payload).map(|e| Some(EventRef::Owned(e)));
+                };
+                self.lent = lent;
+                let payload = &self.recv[..len];
+                Ok(Some(EventRef::Message(if text {
+                    MessageRef::Text(validated_str(payload))
+                } else {
+                    MessageRef::Binary(payload)
+                })))
+            }
+            Ok(Some(Next::Event(event))) => Ok(Some(EventRef::Owned(event))),
+            Ok(None) => Ok(None),
+            Err(error) => Err(self.fail(error)),
+        }
+    }
+
+    /// The next message when it arrived as one plain frame (final, uncompressed, with no
+    /// fragmented message in progress, up to 64 KiB: the common case), lent from the
+    /// receive buffer as [`Connection::poll_event_ref`] lends it; `None` when the next event is
+    /// anything else or has not fully arrived. Then call `poll_event_ref` (or `poll_event`),
+    /// which handles everything.
+    ///
+    /// It never queues anything to send (no pong, no close frame, no error: a frame it does
+    /// not take, bad text included, is left to `poll_event_ref`), so a caller may encode the
+    /// replies to a run of messages elsewhere (a [`FrameBuffer`](super::FrameBuffer)) and queue
+    /// them all before its next `poll_event_ref`, in order. The messages lent by a run of calls
+    /// are consumed together by the next `poll_event_ref`, `poll_event` or
+    /// [`Connection::recv_buffer_mut`].
+    pub fn poll_message_ref(&mut self) -> Option<MessageRef<'_>> {
+        if self.frame.is_some()
+            || self.reassembly.is_some()
+            || self.is_receive_done()
+            || self.decoder.current_header().is_some()
+        {
+            return None;
+        }
+        let start = self.lent as usize;
+        let buf = self.recv.get_mut(start..)?;
+        let &[b0, b1, ..] = &*buf else {
+            return None;
+        };
+        // FIN, no reserved bits, text or binary.
+        let text = match b0 {
+            0x81 => true,
+            0x82 => false,
+            _ => return None,
+        };
+        let masked = b1 & 0x80 != 0;
+        if masked != (self.role == Role::Server) {
+            return None;
+        }
+        let (len, len_bytes) = match b1 & 0x7f {
+            126 => (
+                usize::from(u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?])),
+                2,
+            ),
+            127 => return None,
+            short => (usize::from(short), 0),
+        };
+        if len as u64 > self.decoder.max_frame_size() {
+            return None;
+        }
+        let head = 2 + len_bytes + if masked { 4 } else { 0 };
+        let end = u32::try_from(start + head + len).ok()?;
+        let (header, payload) = buf.get_mut(..head + len)?.split_at_mut(head);
+        let key = header.last_chunk::<4>().copied().filter(|_| masked);
+        if let Some(key) = key {
+            apply_mask(payload, key, 0);
+        }
+        if text && !crate::utf8::is_utf8(payload) {
+            // Masked again, as it arrived: poll_event_ref finds the error and fails the
+            // connection, queuing the close frame after whatever the caller queues first.
+            if let Some(key) = key {
+                apply_mask(payload, key, 0);
+            }
+            return None;
+        }
+        self.lent = end;
+        let payload = &self.recv[start + head..end as usize];
+        Some(if text {
+            MessageRef::Text(validated_str(payload))
+        } else {
+            MessageRef::Binary(payload)
+        })
+    }
+
+    /// Consumes the messages lent since the last call.
+    pub(super) fn consume_lent(&mut self) {
+        if self.lent > 0 {
+            let lent = (std::mem::take(&mut self.lent) as usize).min(self.recv.len());
+            self.recv.advance(lent);
+        }
+    }
+
+    /// The next event; with `in_place`, a whole message is left in the receive buffer and
+    /// reported as [`Next::Lent`].
+    fn next_event(&mut self, in_place: bool) -> Result<Option<Next>, Error> {
         while !self.is_receive_done() {
-            match self.decoder.decode(&mut self.recv)? {
+            let decoded = if in_place {
+                self.decoder.decode_in_place(&mut self.recv)?
+            } else {
+                self.decoder.decode(&mut self.recv)?
+            };
+            let (header, payload) = match decoded {
                 None => {
                     self.validate_partial()?;
                     return Ok(None);
                 }
-                Some(Decoded::Header(header)) => self.start_frame(header)?,
+                Some(Decoded::Header(header)) => {
+                    self.start_frame(header)?;
+                    continue;
+                }
                 Some(Decoded::Payload(payload)) => {
                     if let Some(event) = self.finish_frame(payload)? {
-                        return Ok(Some(event));
+                        return Ok(Some(Next::Event(event)));
                     }
+                    continue;
                 }
                 Some(Decoded::Frame(header, payload)) => {
                     if let Some(text) = self.is_whole_message(&header) {
-                        return Self::whole_message(text, payload).map(Some);
+                        return Self::whole_message(text, payload).map(|e| Some(Next::Event(e)));
                     }
-                    self.start_frame(header)?;
-                    if let Some(event) = self.finish_frame(payload)? {
-                        return Ok(Some(event));
-                    }
+                    (header, payload)
                 }
+                Some(Decoded::InPlace(header)) => {
+                    // The decoder left only a payload that is in the buffer, so it fits usize.
+                    let len = usize::try_from(header.payload_len).unwrap_or(usize::MAX);
+                    if let Some(text) = self.is_whole_message(&header) {
+                        if text && !crate::utf8::is_utf8(&self.recv[..len]) {
+                            return Err(ProtocolError::InvalidUtf8.into());
+                        }
+                        return Ok(Some(Next::Lent { text, len }));
+                    }
+                    (header, self.recv.split_to(len).freeze())
+                }
+            };
+            self.start_frame(header)?;
+            if let Some(event) = self.finish_frame(payload)? {
+                return Ok(Some(Next::Event(event)));
             }
         }
         Ok(None)
@@ -260,6 +435,7 @@ impl Connection {
         }
         self.failed = true;
         self.recv.clear();
+        self.lent = 0;
         self.frame = None;
         self.reassembly = None;
         #[cfg(feature = "deflate")]

@@ -60,6 +60,12 @@ impl SendQueue {
         }
     }
 
+    /// Queues encoded frames by copying them (the caller keeps its buffer).
+    pub(crate) fn push_bytes(&mut self, frames: &[u8]) {
+        self.len += frames.len();
+        self.tail.extend_from_slice(frames);
+    }
+
     /// Puts `buf` in place of the (empty) buffer frames are encoded into, returning that
     /// one; `Err(buf)` while anything is queued.
     pub(crate) fn replace_buffer(&mut self, mut buf: BytesMut) -> Result<BytesMut, BytesMut> {

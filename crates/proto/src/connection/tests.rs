@@ -6,7 +6,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::error::{CapacityError, ProtocolError};
-use crate::message::Event;
+use crate::message::{Event, EventRef};
 
 // ----- helpers -----------------------------------------------------------------------------
 
@@ -814,4 +814,192 @@ fn the_send_buffer_is_replaced_only_while_nothing_is_queued() {
     assert_eq!(back.as_ptr() as usize - lent_at as usize, 4);
     assert!(back.is_empty());
     assert_eq!(drain(&mut conn), b"");
+}
+
+// ----- lent messages ---------------------------------------------------------------------
+
+/// Any frame a client might send, well-formed or not: every opcode, fragments, reserved
+/// bits, bad text, the three length encodings.
+fn arb_any_frame() -> impl Strategy<Value = Vec<u8>> {
+    let payload = prop_oneof![
+        ".{0,20}".prop_map(String::into_bytes),
+        proptest::collection::vec(any::<u8>(), 0..40),
+        proptest::collection::vec(any::<u8>(), 120..300),
+        Just(vec![0xce, 0xba, 0xe1]), // text cut inside a code point
+    ];
+    let opcode = prop_oneof![
+        4 => Just(1u8),
+        4 => Just(2u8),
+        2 => Just(0u8),
+        1 => Just(9u8),
+        1 => Just(10u8),
+        1 => Just(8u8),
+        1 => Just(3u8),
+    ];
+    (
+        any::<bool>(),
+        prop_oneof![8 => Just(0u8), 1 => Just(4u8)],
+        opcode,
+        payload,
+    )
+        .prop_map(|(fin, rsv, opcode, mut payload)| {
+            if opcode == 8 {
+                payload = [&1000u16.to_be_bytes()[..], b"bye"].concat();
+            }
+            if opcode >= 8 {
+                payload.truncate(125);
+            }
+            let fin = fin || opcode >= 8;
+            frame_to(Role::Server, fin, rsv, opcode, &payload)
+        })
+}
+
+/// What a server fed `input` in the cut pieces reports and sends, answering each message with
+/// its echo: as the reference (`poll_event`, each echo sent at once), or as a runtime lending
+/// messages does (`poll_message_ref` runs whose echoes wait in a `FrameBuffer` until the next
+/// `poll_event_ref`).
+fn echo_server(
+    config: Config,
+    input: &[u8],
+    cuts: &[usize],
+    lent: bool,
+) -> (Vec<Event>, Option<Error>, Vec<u8>) {
+    let mut conn = Connection::new(Role::Server, config);
+    let mut frames = FrameBuffer::new();
+    let mut seen = Vec::new();
+    let mut error = None;
+    let mut start = 0;
+    'input: for &cut in cuts.iter().chain(std::iter::once(&input.len())) {
+        let cut = cut.clamp(start, input.len());
+        conn.receive(&input[start..cut]);
+        start = cut;
+        loop {
+            if lent {
+                let limit = conn.plain_frame_limit().unwrap_or(0);
+                while let Some(message) = conn.poll_message_ref() {
+                    assert!(message.len() <= limit);
+                    frames.push(message);
+                    seen.push(Event::Message(message.to_owned()));
+                }
+                if !frames.is_empty() {
+                    conn.send_frames(&mut frames).unwrap();
+                }
+            }
+            let polled = if lent {
+                conn.poll_event_ref().map(|e| {
+                    e.map(|e| match e {
+                        EventRef::Message(m) => Event::Message(m.to_owned()),
+                        EventRef::Owned(e) => e,
+                    })
+                })
+            } else {
+                conn.poll_event()
+            };
+            match polled {
+                Ok(Some(event)) => {
+                    if let Event::Message(m) = &event {
+                        conn.send_message(m.clone()).unwrap();
+                    }
+                    seen.push(event);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    error = Some(e);
+                    break 'input;
+                }
+            }
+        }
+    }
+    (seen, error, drain(&mut conn))
+}
+
+#[test]
+fn a_lent_text_message_is_checked_and_bad_text_is_left_masked_for_the_full_decoder() {
+    let mut conn = server();
+    conn.receive(&frame_to(Role::Server, true, 0, 1, "fine".as_bytes()));
+    conn.receive(&frame_to(Role::Server, true, 0, 1, &[0xff, 0x41]));
+    assert_eq!(conn.poll_message_ref(), Some(MessageRef::Text("fine")));
+    assert_eq!(conn.poll_message_ref(), None, "bad text is not lent");
+    assert_eq!(
+        conn.poll_event_ref().unwrap_err(),
+        Error::Protocol(ProtocolError::InvalidUtf8)
+    );
+    assert_eq!(conn.ready_state(), ReadyState::Closed);
+}
+
+#[test]
+fn only_plain_frames_are_lent_by_poll_message_ref() {
+    let cases: [(&str, Vec<u8>); 5] = [
+        ("ping", frame_to(Role::Server, true, 0, 9, b"p")),
+        ("first fragment", frame_to(Role::Server, false, 0, 1, b"a")),
+        ("reserved bit", frame_to(Role::Server, true, 4, 2, b"a")),
+        ("unmasked", raw_frame(true, 0, 2, None, b"a")),
+        (
+            "64-bit length",
+            frame_to(Role::Server, true, 0, 2, &[7; 70000]),
+        ),
+    ];
+    for (what, frame) in cases {
+        let mut conn = server();
+        conn.receive(&frame);
+        assert_eq!(conn.poll_message_ref(), None, "{what}");
+        assert!(drain(&mut conn).is_empty(), "{what}: nothing queued");
+    }
+    let mut conn = Connection::new(Role::Server, Config::default().max_message_size(10));
+    conn.receive(&frame_to(Role::Server, true, 0, 2, &[1; 11]));
+    assert_eq!(conn.poll_message_ref(), None, "over the size limit");
+}
+
+#[test]
+fn frame_buffer_frames_are_what_encode_server_frame_makes() {
+    for len in [0, 1, 125, 126, 0xffff, 0x10000] {
+        let message = Message::binary(vec![0x5a; len]);
+        let mut frames = FrameBuffer::new();
+        frames.push(message.view());
+        assert_eq!(frames.len(), FrameBuffer::frame_len(len), "{len}");
+        let mut server = server();
+        server.send_frames(&mut frames).unwrap();
+        assert!(frames.is_empty());
+        assert_eq!(
+            drain(&mut server),
+            &encode_server_frame(&message).as_bytes()[..]
+        );
+    }
+    let mut client = Connection::new(Role::Client, Config::default());
+    assert_eq!(
+        client.plain_frame_limit(),
+        None,
+        "a client masks its frames"
+    );
+    let mut frames = FrameBuffer::new();
+    frames.push(MessageRef::Text("x"));
+    assert!(client.send_frames(&mut frames).is_err());
+    let mut server = server();
+    server.close(CloseCode::NORMAL, "").unwrap();
+    assert_eq!(
+        server.plain_frame_limit(),
+        None,
+        "nothing after the close frame"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn lending_messages_changes_nothing_the_peer_sees(
+        frames in proptest::collection::vec(arb_any_frame(), 1..8),
+        garbage in proptest::collection::vec(any::<u8>(), 0..6),
+        cuts in proptest::collection::vec(0usize..1000, 0..6),
+        max in prop_oneof![Just(usize::MAX), 0usize..200],
+    ) {
+        let mut input: Vec<u8> = frames.concat();
+        input.extend(garbage);
+        let mut cuts = cuts;
+        cuts.sort_unstable();
+        let config = Config::default().max_message_size(max.min(64 << 20));
+        let reference = echo_server(config.clone(), &input, &cuts, false);
+        let lent = echo_server(config, &input, &cuts, true);
+        prop_assert_eq!(reference, lent);
+    }
 }

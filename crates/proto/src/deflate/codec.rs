@@ -125,6 +125,16 @@ impl DeflateState {
         len >= self.params.threshold && self.params.level > 0
     }
 
+    /// The largest message sent as it is, uncompressed (the largest one [`Self::wants`]
+    /// passes over).
+    pub(crate) fn plain_limit(&self) -> usize {
+        if self.params.level > 0 {
+            self.params.threshold.saturating_sub(1)
+        } else {
+            usize::MAX
+        }
+    }
+
     /// Whether a compressor or decompressor is allocated (what an idle connection costs).
     #[cfg(test)]
     pub(crate) fn holds_state(&self) -> bool {

@@ -23,6 +23,9 @@ pub enum Decoded {
     /// A frame whose payload had fully arrived with its header: header and unmasked payload
     /// in one step, the common case for small frames.
     Frame(FrameHeader, Bytes),
+    /// As `Frame`, from [`FrameDecoder::decode_in_place`]: the unmasked payload is left at the
+    /// front of the buffer, and the caller consumes its `payload_len` bytes.
+    InPlace(FrameHeader),
 }
 
 /// Splits a byte stream into frame headers and payloads.
@@ -68,8 +71,23 @@ impl FrameDecoder {
     /// A broken framing rule, or a data frame over the size limit. The decoder must not be
     /// used after an error.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Decoded>, Error> {
+        self.decode_with(buf, true)
+    }
+
+    /// As [`FrameDecoder::decode`], except that a frame whose payload arrived with its header
+    /// is not split off the buffer: it is [`Decoded::InPlace`], its payload unmasked at the
+    /// front of `buf`, to be read there and then consumed by the caller (`buf.advance(len)`)
+    /// before the next call. No reference count, no second handle on the buffer.
+    ///
+    /// # Errors
+    /// As [`FrameDecoder::decode`].
+    pub fn decode_in_place(&mut self, buf: &mut BytesMut) -> Result<Option<Decoded>, Error> {
+        self.decode_with(buf, false)
+    }
+
+    fn decode_with(&mut self, buf: &mut BytesMut, split: bool) -> Result<Option<Decoded>, Error> {
         let Some(current) = &mut self.current else {
-            return self.decode_header(buf);
+            return self.decode_header(buf, split);
         };
         // The limit check on the header bounds this length to usize on every target that
         // could buffer it; a larger one never gets here.
@@ -87,7 +105,7 @@ impl FrameDecoder {
         Ok(Some(Decoded::Payload(buf.split_to(len).freeze())))
     }
 
-    fn decode_header(&mut self, buf: &mut BytesMut) -> Result<Option<Decoded>, Error> {
+    fn decode_header(&mut self, buf: &mut BytesMut, split: bool) -> Result<Option<Decoded>, Error> {
         let Some((header, header_len)) = FrameHeader::parse(buf)? else {
             buf.reserve(MAX_HEADER_LEN);
             return Ok(None);
@@ -111,6 +129,12 @@ impl FrameDecoder {
         if let Ok(len) = usize::try_from(header.payload_len)
             && len <= buf.len()
         {
+            if !split {
+                if let Some(key) = header.mask {
+                    apply_mask(&mut buf[..len], key, 0);
+                }
+                return Ok(Some(Decoded::InPlace(header)));
+            }
             let mut payload = buf.split_to(len);
             if let Some(key) = header.mask {
                 apply_mask(&mut payload, key, 0);
@@ -122,6 +146,11 @@ impl FrameDecoder {
             unmasked: 0,
         });
         Ok(Some(Decoded::Header(header)))
+    }
+
+    /// The largest data frame accepted.
+    pub fn max_frame_size(&self) -> u64 {
+        self.max_frame_size
     }
 
     /// The header of the frame whose payload is being received, if any.

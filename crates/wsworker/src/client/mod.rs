@@ -48,7 +48,7 @@ use futures_core::Stream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use wsworker_proto::close::MAX_REASON_LEN;
-use wsworker_proto::{CloseCode, Message, ReadyState};
+use wsworker_proto::{CloseCode, Message, Outgoing, ReadyState};
 
 pub use builder::WebSocketBuilder;
 
@@ -315,7 +315,7 @@ impl WebSocket {
     }
 
     /// Queues a message: a `String` or `&str` goes as text, `Vec<u8>`, `&[u8]` or `Bytes` as
-    /// binary. It never waits; watch [`buffered_amount`](Self::buffered_amount) to pace
+    /// binary, a `Message` or `MessageRef` as what it is. It never waits; watch [`buffered_amount`](Self::buffered_amount) to pace
     /// large sends. Unlike the browser, which throws while connecting, a message sent before
     /// the connection is open is queued and goes out right after the handshake (it is
     /// dropped if the connection fails).
@@ -323,11 +323,11 @@ impl WebSocket {
     /// # Errors
     /// [`Error::Closed`] once [`close`](Self::close) was called or the connection is closing
     /// or closed.
-    pub fn send(&self, message: impl Into<Message>) -> Result<()> {
+    pub fn send(&self, message: impl Outgoing) -> Result<()> {
         if self.inner.closing.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
-        self.inner.shared.submit(Command::Send(message.into()))
+        self.inner.shared.send(message)
     }
 
     /// Starts the closing handshake, with the browser's rules: `code` is 1000 or 3000–4999

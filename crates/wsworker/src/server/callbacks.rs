@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use wsworker_proto::handshake::Request;
-use wsworker_proto::{CloseCode, Event, Message, ReadyState};
+use wsworker_proto::{CloseCode, Event, Message, MessageRef, ReadyState};
 
 use super::connection::Connection;
 use super::registry::Connections;
@@ -117,6 +117,7 @@ impl HttpResponse {
 
 type Cb<F> = Option<Box<F>>;
 type MessageFn = dyn Fn(&Connection, Message) -> Result<()> + Send + Sync;
+type MessageRefFn = dyn Fn(&Connection, MessageRef<'_>) -> Result<()> + Send + Sync;
 type CloseFn = dyn Fn(&Connection, &CloseInfo) + Send + Sync;
 type ErrorFn = dyn Fn(&Connection, &Error) + Send + Sync;
 
@@ -126,12 +127,18 @@ pub(crate) struct Callbacks {
     pub(crate) on_worker_start: Cb<dyn Fn(usize) + Send + Sync>,
     pub(crate) on_handshake: Cb<dyn Fn(&Request) -> Handshake + Send + Sync>,
     pub(crate) on_connect: Cb<dyn Fn(&Connection) + Send + Sync>,
-    pub(crate) on_message: Cb<MessageFn>,
+    pub(crate) on_message: Option<OnMessage>,
     pub(crate) on_close: Cb<CloseFn>,
     pub(crate) on_error: Cb<ErrorFn>,
     pub(crate) on_buffer_full: Cb<dyn Fn(&Connection) + Send + Sync>,
     pub(crate) on_buffer_drain: Cb<dyn Fn(&Connection) + Send + Sync>,
     pub(crate) on_http: Cb<dyn Fn(&Request) -> HttpResponse + Send + Sync>,
+}
+
+/// The message callback, in the form the application chose.
+pub(crate) enum OnMessage {
+    Owned(Box<MessageFn>),
+    Borrowed(Box<MessageRefFn>),
 }
 
 /// Connects one connection's driver to the application's callbacks.
@@ -181,9 +188,27 @@ impl Handler for ServerHandler {
         }
     }
 
+    fn borrows(&self) -> bool {
+        matches!(self.callbacks.on_message, Some(OnMessage::Borrowed(_)))
+    }
+
+    fn on_message_ref(&mut self, message: MessageRef<'_>) {
+        match &self.callbacks.on_message {
+            Some(OnMessage::Borrowed(cb)) => self.call(|| cb(&self.conn, message)),
+            Some(OnMessage::Owned(cb)) => self.call(|| cb(&self.conn, message.to_owned())),
+            None => {}
+        }
+    }
+
     fn on_event(&mut self, event: Event) {
-        if let (Event::Message(message), Some(cb)) = (event, &self.callbacks.on_message) {
-            self.call(|| cb(&self.conn, message));
+        let Event::Message(message) = event else {
+            return;
+        };
+        match &self.callbacks.on_message {
+            Some(OnMessage::Owned(cb)) => self.call(|| cb(&self.conn, message)),
+            // A message that arrived fragmented or compressed, put back together.
+            Some(OnMessage::Borrowed(cb)) => self.call(|| cb(&self.conn, message.view())),
+            None => {}
         }
     }
 

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use wsworker_proto::handshake::Request;
-use wsworker_proto::{CloseCode, CloseFrame, Message, PreparedFrame, ReadyState};
+use wsworker_proto::{CloseCode, CloseFrame, Outgoing, PreparedFrame, ReadyState};
+#[cfg(doc)]
+use wsworker_proto::{Message, MessageRef};
 
 use crate::error::{Error, Result};
 use crate::shared::{Command, Shared};
@@ -97,13 +99,15 @@ impl Connection {
         self.inner.shared.buffered_amount()
     }
 
-    /// Queues a message: a `String` or `&str` is sent as text, `Vec<u8>` or `Bytes` as
-    /// binary.
+    /// Queues a message: a `String` or `&str` is sent as text, `Vec<u8>`, `&[u8]` or `Bytes`
+    /// as binary, a [`Message`] or [`MessageRef`] as what it is. From inside this
+    /// connection's own callback a small message is encoded at once, with no copy of its
+    /// own: sending a borrowed message back (an echo) allocates nothing.
     ///
     /// # Errors
     /// [`Error::Closed`] once the connection is closing or closed.
-    pub fn send(&self, message: impl Into<Message>) -> Result<()> {
-        self.inner.shared.submit(Command::Send(message.into()))
+    pub fn send(&self, message: impl Outgoing) -> Result<()> {
+        self.inner.shared.send(message)
     }
 
     /// Queues a frame encoded once for many connections (see

@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 use wsworker_proto::handshake::{DEFAULT_MAX_HEADER_SIZE, Request};
-use wsworker_proto::{CloseCode, Message};
+use wsworker_proto::{CloseCode, Message, MessageRef};
 
 pub use callbacks::{Handshake, HttpResponse};
 pub use connection::Connection;
@@ -35,7 +35,7 @@ use crate::driver::DriverConfig;
 use crate::error::{Error, Result};
 use crate::metrics::WorkerCounters;
 use crate::shared::CloseInfo;
-use callbacks::Callbacks;
+use callbacks::{Callbacks, OnMessage};
 
 /// Settings of a server's connections. `Default` gives the documented defaults.
 #[derive(Debug, Clone)]
@@ -391,12 +391,42 @@ impl Worker {
     }
 
     /// Called for each complete message. An error returned (or a panic) is reported to
-    /// `on_error` and closes this connection with 1011.
+    /// `on_error` and closes this connection with 1011. Replaces an
+    /// [`on_message_ref`](Self::on_message_ref).
     pub fn on_message(
         &mut self,
         f: impl Fn(&Connection, Message) -> Result<()> + Send + Sync + 'static,
     ) -> &mut Self {
-        self.callbacks.on_message = Some(Box::new(f));
+        self.callbacks.on_message = Some(OnMessage::Owned(Box::new(f)));
+        self
+    }
+
+    /// As [`on_message`](Self::on_message), with the message lent for the call instead of
+    /// given: a message that arrived in one frame (most do) is read where it arrived, in the
+    /// worker's receive buffer, with no allocation and no reference count. The fastest way
+    /// to answer or inspect messages; [`MessageRef::to_owned`] keeps one. Replaces an
+    /// `on_message`.
+    ///
+    /// ```no_run
+    /// use wsworker::{MessageRef, Worker};
+    ///
+    /// let mut worker = Worker::new("websocket://127.0.0.1:2346")?;
+    /// worker.on_message_ref(|conn, msg| {
+    ///     match msg {
+    ///         // An echo: the reply is encoded straight from the receive buffer.
+    ///         MessageRef::Binary(_) => conn.send(msg)?,
+    ///         MessageRef::Text(name) => conn.send(format!("hello {name}"))?,
+    ///     }
+    ///     Ok(())
+    /// });
+    /// worker.run()?;
+    /// # Ok::<(), wsworker::Error>(())
+    /// ```
+    pub fn on_message_ref(
+        &mut self,
+        f: impl Fn(&Connection, MessageRef<'_>) -> Result<()> + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.callbacks.on_message = Some(OnMessage::Borrowed(Box::new(f)));
         self
     }
 
