@@ -239,6 +239,9 @@ impl Direct {
 pub(crate) mod outbox {
     use super::*;
 
+    /// The frame buffer is dropped rather than kept above this capacity.
+    const FRAMES_KEEP_AT_MOST: usize = 1 << 20;
+
     /// Whose callbacks run on this thread, and what they sent: one thread-local, so a send
     /// costs one access.
     struct Outbox {
@@ -251,14 +254,12 @@ pub(crate) mod outbox {
     }
 
     thread_local! {
-        static OUTBOX: RefCell<Outbox> = const {
-            RefCell::new(Outbox {
-                current: 0,
-                commands: Vec::new(),
-                frames: FrameBuffer::new(),
-                direct: Direct::NONE,
-            })
-        };
+        static OUTBOX: RefCell<Outbox> = RefCell::new(Outbox {
+            current: 0,
+            commands: Vec::new(),
+            frames: FrameBuffer::new(),
+            direct: Direct::NONE,
+        });
         /// A list for the driver to move a callback's commands into, lent so that no
         /// connection keeps one of its own.
         static SPARE: Cell<Vec<Command>> = const { Cell::new(Vec::new()) };
@@ -342,6 +343,10 @@ pub(crate) mod outbox {
             if !outbox.frames.is_empty() {
                 outbox.direct = flush(&mut outbox.frames);
                 outbox.frames.clear();
+                if outbox.frames.capacity() > FRAMES_KEEP_AT_MOST {
+                    // A connection's buffer, swapped in, that grew for a slow peer.
+                    outbox.frames = FrameBuffer::new();
+                }
             }
             if outbox.commands.is_empty() {
                 return false;

@@ -359,7 +359,7 @@ impl Connection {
     }
 
     /// Queues the frames encoded in `frames`, after everything queued before, and empties
-    /// it.
+    /// it. With nothing queued before, the two swap buffers instead of copying the frames.
     ///
     /// # Errors
     /// [`ApiMisuse::SendAfterClose`] once a close frame was sent;
@@ -369,7 +369,7 @@ impl Connection {
             if self.role == Role::Client {
                 return Err(ApiMisuse::PreparedFrameFromClient.into());
             }
-            self.send.push_bytes(&frames.buf);
+            self.send.push_frames(&mut frames.buf);
             Ok(())
         });
         frames.clear();
@@ -533,37 +533,33 @@ impl PreparedFrame {
 /// ```
 #[derive(Debug, Default)]
 pub struct FrameBuffer {
-    buf: Vec<u8>,
+    buf: BytesMut,
     frames: usize,
 }
 
 impl FrameBuffer {
     /// An empty buffer.
-    pub const fn new() -> Self {
-        Self {
-            buf: Vec::new(),
-            frames: 0,
-        }
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// Encodes `message` as one final, unmasked, uncompressed frame. For messages the
     /// connection would send so: at most its [`Connection::plain_frame_limit`].
     pub fn push(&mut self, message: MessageRef<'_>) {
         let payload = message.as_bytes();
-        let header = FrameHeader {
-            fin: true,
-            rsv: 0,
-            opcode: if message.is_text() {
-                OpCode::Text
-            } else {
-                OpCode::Binary
-            },
-            mask: None,
-            payload_len: payload.len() as u64,
-        };
-        let mut head = [0u8; crate::frame::MAX_HEADER_LEN];
-        let len = header.encode(&mut head);
-        self.buf.extend_from_slice(&head[..len]);
+        let first = 0x80 | if message.is_text() { 0x1 } else { 0x2 };
+        let len = payload.len();
+        self.buf.reserve(Self::frame_len(len));
+        // Headers of a known size: a store each, not a copy of a slice of unknown length.
+        if let Ok(short @ 0..=125) = u8::try_from(len) {
+            self.buf.extend_from_slice(&[first, short]);
+        } else if let Ok(medium) = u16::try_from(len) {
+            let [a, b] = medium.to_be_bytes();
+            self.buf.extend_from_slice(&[first, 126, a, b]);
+        } else {
+            self.buf.extend_from_slice(&[first, 127]);
+            self.buf.extend_from_slice(&(len as u64).to_be_bytes());
+        }
         self.buf.extend_from_slice(payload);
         self.frames += 1;
     }
@@ -593,6 +589,11 @@ impl FrameBuffer {
         self.frames
     }
 
+    /// How many bytes it can hold without allocating.
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// Drops what is encoded, keeping the memory.
     pub fn clear(&mut self) {
         self.buf.clear();
@@ -612,11 +613,11 @@ fn data_opcode(message: &Message) -> OpCode {
 /// Encodes `message` as one unmasked frame, as a server sends it.
 pub fn encode_server_frame(message: &Message) -> PreparedFrame {
     let mut frame = FrameBuffer {
-        buf: Vec::with_capacity(crate::frame::MAX_HEADER_LEN + message.len()),
+        buf: BytesMut::with_capacity(crate::frame::MAX_HEADER_LEN + message.len()),
         frames: 0,
     };
     frame.push(message.view());
-    PreparedFrame(frame.buf.into())
+    PreparedFrame(frame.buf.freeze())
 }
 
 #[cfg(test)]

@@ -60,10 +60,17 @@ impl SendQueue {
         }
     }
 
-    /// Queues encoded frames by copying them (the caller keeps its buffer).
-    pub(crate) fn push_bytes(&mut self, frames: &[u8]) {
+    /// Queues the encoded frames in `frames` and leaves it empty: when nothing is queued,
+    /// by swapping it with the (empty) buffer frames are encoded into, otherwise by copying.
+    pub(crate) fn push_frames(&mut self, frames: &mut BytesMut) {
         self.len += frames.len();
-        self.tail.extend_from_slice(frames);
+        if self.len == frames.len() {
+            self.chunks.clear();
+            std::mem::swap(&mut self.tail, frames);
+        } else {
+            self.tail.extend_from_slice(frames);
+        }
+        frames.clear();
     }
 
     /// Puts `buf` in place of the (empty) buffer frames are encoded into, returning that

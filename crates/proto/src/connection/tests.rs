@@ -951,19 +951,32 @@ fn only_plain_frames_are_lent_by_poll_message_ref() {
 }
 
 #[test]
-fn frame_buffer_frames_are_what_encode_server_frame_makes() {
+fn frame_buffer_frames_are_what_send_message_queues() {
     for len in [0, 1, 125, 126, 0xffff, 0x10000] {
-        let message = Message::binary(vec![0x5a; len]);
-        let mut frames = FrameBuffer::new();
-        frames.push(message.view());
-        assert_eq!(frames.len(), FrameBuffer::frame_len(len), "{len}");
-        let mut server = server();
-        server.send_frames(&mut frames).unwrap();
-        assert!(frames.is_empty());
-        assert_eq!(
-            drain(&mut server),
-            &encode_server_frame(&message).as_bytes()[..]
-        );
+        for message in [
+            Message::binary(vec![0x5a; len]),
+            Message::text("é".repeat(len / 2)),
+        ] {
+            // Behind a queued frame the frames are copied; with nothing queued, swapped in.
+            for lead in [None, Some("first")] {
+                let mut frames = FrameBuffer::new();
+                frames.push(message.view());
+                assert_eq!(frames.len(), FrameBuffer::frame_len(message.len()), "{len}");
+                let (mut server, mut reference) = (server(), server());
+                if let Some(lead) = lead {
+                    server.send_text(lead).unwrap();
+                    reference.send_text(lead).unwrap();
+                }
+                server.send_frames(&mut frames).unwrap();
+                assert!(frames.is_empty());
+                reference.send_message(message.clone()).unwrap();
+                let expected = drain(&mut reference);
+                assert_eq!(drain(&mut server), expected, "{len} {lead:?}");
+                let lead = lead.map_or(0, |l| FrameBuffer::frame_len(l.len()));
+                let prepared = encode_server_frame(&message);
+                assert_eq!(prepared.as_bytes()[..], expected[lead..]);
+            }
+        }
     }
     let mut client = Connection::new(Role::Client, Config::default());
     assert_eq!(
