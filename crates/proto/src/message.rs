@@ -281,8 +281,8 @@ pub enum EventRef<'a> {
     /// A message that arrived in one frame, lent from the receive buffer until the next
     /// `poll_event` call.
     Message(MessageRef<'a>),
-    /// Any other event: pings, pongs, the close frame, and messages that arrived fragmented
-    /// or compressed (put back together, owned).
+    /// Any other event: pings, pongs, the close frame, and messages that arrived fragmented,
+    /// compressed or larger than [`MAX_LENT`](crate::connection::MAX_LENT) (owned).
     Owned(Event),
 }
 

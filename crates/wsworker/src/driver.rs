@@ -65,8 +65,9 @@ pub(crate) trait Handler {
     fn borrows(&self) -> bool {
         false
     }
-    /// A message lent from the receive buffer, when [`Handler::borrows`]; sends as in
-    /// [`Handler::on_event`].
+    /// A message lent from the receive buffer, when [`Handler::borrows`]. Sends made while
+    /// it runs are applied with those of the run of plain messages it belongs to, as soon as
+    /// the run ends, before anything else is read.
     fn on_message_ref(&mut self, message: MessageRef<'_>) {
         self.on_event(Event::Message(message.to_owned()));
     }
@@ -595,26 +596,25 @@ where
 
     /// Applies, in order, what the handler sent through the outbox (the frames encoded at
     /// once, then the commands), and what the callbacks that this fires (buffer full,
-    /// errors) send in turn. `sent` is an empty list to use.
+    /// errors) send in turn, until nothing is left; then tells the outbox what may be
+    /// encoded at once from the buffer as it now is. `sent` is an empty list to use.
     fn apply_sent(&mut self, sent: &mut Vec<Command>) {
         loop {
-            let mut flushed = 0;
+            let mut flushed = None;
             let commands = outbox::take_sent(sent, |frames| {
-                flushed = frames.frames();
-                // Frames are only encoded while the connection sends such frames (`direct`).
-                let _ = self.conn.send_frames(frames);
+                if !frames.is_empty() {
+                    let count = frames.frames();
+                    // Frames are only encoded while the connection can send them (`direct`);
+                    // were one dropped, it is not counted, as `apply` does not count it.
+                    flushed = Some(self.conn.send_frames(frames).map(|()| count));
+                }
                 self.direct()
             });
-            if flushed > 0 {
-                if let Some(counters) = &self.counters {
-                    counters.messages_sent(flushed);
-                }
-                if !commands {
-                    self.check_buffer();
-                }
+            if let (Some(Ok(count)), Some(counters)) = (&flushed, &self.counters) {
+                counters.messages_sent(*count);
             }
-            if !commands {
-                break;
+            if flushed.is_none() && !commands {
+                return;
             }
             for command in sent.drain(..) {
                 self.apply(command);
@@ -680,9 +680,9 @@ where
                     break;
                 }
             }
-            if !borrows {
-                self.apply_sent(&mut sent);
-            }
+            // Also after a lent run's flush: what this event queued (a pong, a close) counts
+            // against the room of the next run.
+            self.apply_sent(&mut sent);
         }
         outbox::give_back_list(sent);
     }

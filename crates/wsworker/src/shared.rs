@@ -251,6 +251,9 @@ pub(crate) mod outbox {
         /// while no command waits, so the order holds).
         frames: FrameBuffer,
         direct: Direct,
+        /// A message given to the driver (not lent) that a callback is seeing borrowed: a
+        /// send of it back shares its bytes instead of copying them.
+        viewed: Option<Message>,
     }
 
     thread_local! {
@@ -259,6 +262,7 @@ pub(crate) mod outbox {
             commands: Vec::new(),
             frames: FrameBuffer::new(),
             direct: Direct::NONE,
+            viewed: None,
         });
         /// A list for the driver to move a callback's commands into, lent so that no
         /// connection keeps one of its own.
@@ -304,10 +308,36 @@ pub(crate) mod outbox {
                 outbox.frames.push(message.view());
                 outbox.direct.room -= frame_len;
             } else {
-                outbox.commands.push(Command::Send(message.into_message()));
+                let view = message.view();
+                let shared = outbox.viewed.as_ref().filter(|viewed| {
+                    viewed.is_text() == view.is_text()
+                        && std::ptr::eq(viewed.as_bytes(), view.as_bytes())
+                });
+                let message = match shared {
+                    Some(viewed) => viewed.clone(),
+                    None => message.into_message(),
+                };
+                outbox.commands.push(Command::Send(message));
             }
             Ok(())
         })
+    }
+
+    /// While the guard lives, a callback sees `message` borrowed: sending it back (the same
+    /// bytes) shares them, with no copy.
+    pub(crate) fn viewing(message: &Message) -> Viewing {
+        OUTBOX.with_borrow_mut(|outbox| outbox.viewed = Some(message.clone()));
+        Viewing(())
+    }
+
+    /// See [`viewing`].
+    #[must_use]
+    pub(crate) struct Viewing(());
+
+    impl Drop for Viewing {
+        fn drop(&mut self) {
+            OUTBOX.with_borrow_mut(|outbox| outbox.viewed = None);
+        }
     }
 
     /// Opens `id`'s outbox on this thread until the guard is dropped: sends through its
@@ -330,23 +360,23 @@ pub(crate) mod outbox {
         })
     }
 
-    /// Hands what was sent since the last call to the driver: the encoded frames to `flush`
-    /// (which queues them and returns what may be encoded at once from now on), then the
-    /// commands, moved to the end of `sent` (an empty list: swapped, so neither side gives
-    /// up its allocation). `false` when no command was sent.
+    /// Hands what was sent since the last call to the driver: the frames to `flush` (which
+    /// queues those there are and returns what may be encoded at once from now on), then
+    /// the commands, moved to the end of `sent` (an empty list: swapped, so neither side
+    /// gives up its allocation). `false` when no command was sent.
     pub(crate) fn take_sent(
         sent: &mut Vec<Command>,
         flush: impl FnOnce(&mut FrameBuffer) -> Direct,
     ) -> bool {
         debug_assert!(sent.is_empty());
         OUTBOX.with_borrow_mut(|outbox| {
+            outbox.direct = flush(&mut outbox.frames);
             if !outbox.frames.is_empty() {
-                outbox.direct = flush(&mut outbox.frames);
                 outbox.frames.clear();
-                if outbox.frames.capacity() > FRAMES_KEEP_AT_MOST {
-                    // A connection's buffer, swapped in, that grew for a slow peer.
-                    outbox.frames = FrameBuffer::new();
-                }
+            }
+            if outbox.frames.capacity() > FRAMES_KEEP_AT_MOST {
+                // A connection's buffer, swapped in, that grew for a slow peer.
+                outbox.frames = FrameBuffer::new();
             }
             if outbox.commands.is_empty() {
                 return false;
@@ -438,7 +468,7 @@ mod tests {
             for payload in [&b"a"[..], b"b"] {
                 outbox::push(7, Command::Ping(Bytes::from_static(payload))).unwrap();
             }
-            assert!(outbox::take_sent(&mut sent, |_| unreachable!("no frames")));
+            assert!(outbox::take_sent(&mut sent, |_| Direct::NONE));
         }
         let pings: Vec<_> = sent
             .drain(..)
@@ -501,6 +531,34 @@ mod tests {
             "no room at all: not even an empty message"
         );
         assert_eq!(commands.len(), 1);
+    }
+
+    #[test]
+    fn a_given_message_seen_borrowed_is_shared_when_sent_back() {
+        let _scope = outbox::open(7, OPEN);
+        let given = Message::binary(vec![3u8; 10_000]);
+        {
+            let _viewing = outbox::viewing(&given);
+            outbox::send(7, given.view()).unwrap();
+            outbox::send(7, MessageRef::Binary(&given.as_bytes()[1..])).unwrap();
+            outbox::send(7, MessageRef::Text("not it")).unwrap();
+        }
+        outbox::send(7, given.view()).unwrap(); // no longer viewed
+        let (frames, commands) = take();
+        assert!(frames.is_empty(), "behind a command: all commands");
+        let sent: Vec<_> = commands.iter().map(sent_message).collect();
+        assert!(std::ptr::eq(sent[0].as_bytes(), given.as_bytes()), "shared");
+        assert_eq!(sent[1].as_bytes(), &given.as_bytes()[1..]);
+        assert!(
+            !std::ptr::eq(sent[1].as_bytes(), &given.as_bytes()[1..]),
+            "a copy"
+        );
+        assert_eq!(sent[2], &Message::text("not it"));
+        assert_eq!(sent[3], &given);
+        assert!(
+            !std::ptr::eq(sent[3].as_bytes(), given.as_bytes()),
+            "a copy"
+        );
     }
 
     #[test]

@@ -421,3 +421,138 @@ fn one_message_larger_than_the_hard_limit_still_goes_out() {
     drop(client);
     server.shutdown();
 }
+
+// ----- the limits with replies encoded at once -------------------------------------------
+
+/// Replies from a callback, lent the message (`on_message_ref`) or given it: "big" is
+/// answered with 9,000 bytes (queued as a command: too large to encode at once), "many" with
+/// `n` replies of 50 bytes (encoded at once), "close" with its echo and a close 4000,
+/// anything else with its echo.
+fn replying_worker(lend: bool, n: usize) -> Worker {
+    fn answer(
+        conn: &wsworker::Connection,
+        msg: wsworker::MessageRef<'_>,
+        n: usize,
+    ) -> wsworker::Result<()> {
+        match msg.as_text() {
+            Some("big") => conn.send(vec![1u8; 9000])?,
+            Some("many") => {
+                for _ in 0..n {
+                    conn.send("x".repeat(50))?;
+                }
+            }
+            Some("close") => {
+                conn.send(msg)?;
+                conn.close(4000u16, "asked")?;
+            }
+            _ => conn.send(msg)?,
+        }
+        Ok(())
+    }
+    let mut worker = Worker::new("websocket://127.0.0.1:0").unwrap();
+    if lend {
+        worker.on_message_ref(move |conn, msg| answer(conn, msg, n));
+    } else {
+        worker.on_message(move |conn, msg| answer(conn, msg.view(), n));
+    }
+    worker
+}
+
+/// Sends `texts` in one write, with a ping before the one at `ping_before`.
+fn send_at_once(client: &mut RawClient, texts: &[&str], ping_before: Option<usize>) {
+    for (i, text) in texts.iter().enumerate() {
+        if ping_before == Some(i) {
+            client.conn.send_ping(&b"p"[..]).unwrap();
+        }
+        client.conn.send_text(*text).unwrap();
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = client.conn.poll_transmit() {
+        bytes.extend_from_slice(&chunk);
+    }
+    client.stream.write_all(&bytes).unwrap();
+}
+
+/// The messages the server sends until its close frame (or 2 s of silence), and the code
+/// of that close frame.
+fn replies(client: &mut RawClient) -> (usize, Option<CloseCode>) {
+    client
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut messages = 0;
+    while let Some(Ok(event)) = client.next_event() {
+        match event {
+            Event::Message(_) => messages += 1,
+            Event::Close(frame) => return (messages, frame.map(|f| f.code)),
+            _ => {}
+        }
+    }
+    (messages, None)
+}
+
+#[test]
+fn replies_encoded_at_once_count_against_the_hard_limit() {
+    for lend in [false, true] {
+        // 9,000 bytes queued, then 190 × 52: the hard limit of 10,000 is crossed after 19.
+        let mut worker = replying_worker(lend, 190);
+        worker.send_buffer_limits(10_000, 10_000);
+        let server = worker.start().unwrap();
+        let mut client = RawClient::connect(server.local_addr(), "/", &[]).unwrap();
+        send_at_once(&mut client, &["big", "many"], None);
+        let (messages, close) = replies(&mut client);
+        assert_eq!(close, Some(CloseCode::POLICY_VIOLATION), "lend {lend}");
+        assert!(messages < 1 + 190, "lend {lend}: {messages} messages");
+        drop(client);
+        server.shutdown();
+    }
+}
+
+#[test]
+fn what_on_buffer_full_sends_after_replies_encoded_at_once_is_applied() {
+    for lend in [false, true] {
+        let mut worker = replying_worker(lend, 100);
+        worker.send_buffer_limits(10_000, 1_000_000);
+        worker.on_buffer_full(|conn| {
+            let _ = conn.close(4001u16, "full");
+        });
+        let server = worker.start().unwrap();
+        let mut client = RawClient::connect(server.local_addr(), "/", &[]).unwrap();
+        send_at_once(&mut client, &["big", "many"], None);
+        let (messages, close) = replies(&mut client);
+        assert_eq!(
+            close,
+            Some(CloseCode::from(4001)),
+            "lend {lend}: {messages}"
+        );
+        drop(client);
+        server.shutdown();
+    }
+}
+
+#[test]
+fn a_reply_dropped_after_the_close_is_not_counted_as_sent() {
+    for lend in [false, true] {
+        let worker = replying_worker(lend, 0);
+        let metrics = worker.metrics();
+        let server = worker.start().unwrap();
+        let mut client = RawClient::connect(server.local_addr(), "/", &[]).unwrap();
+        // A ping between: "after" comes in a second run of plain messages.
+        send_at_once(&mut client, &["close", "after"], Some(1));
+        let (messages, close) = replies(&mut client);
+        assert_eq!(
+            (messages, close),
+            (1, Some(CloseCode::from(4000))),
+            "lend {lend}"
+        );
+        drop(client);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while metrics.snapshot().total().connections_open > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let total = metrics.snapshot().total();
+        assert_eq!(total.messages_received, 2, "lend {lend}");
+        assert_eq!(total.messages_sent, 1, "lend {lend}");
+        server.shutdown();
+    }
+}

@@ -590,3 +590,40 @@ proptest! {
         let _ = drain(&mut conn);
     }
 }
+
+#[test]
+fn only_messages_below_the_compression_threshold_are_plain_frames() {
+    for (threshold, level, limit) in [
+        (0, 1, None),
+        (1, 1, Some(0)),
+        (64, 6, Some(63)),
+        (0, 0, Some(usize::MAX)),
+    ] {
+        let server = deflate_server(DeflateParams {
+            threshold,
+            level,
+            ..params()
+        });
+        assert_eq!(
+            server.plain_frame_limit(),
+            limit,
+            "threshold {threshold}, level {level}"
+        );
+    }
+    let mut capped = Connection::new(
+        Role::Server,
+        Config::default()
+            .fragment_size(Some(10))
+            .deflate(Some(DeflateParams {
+                threshold: 64,
+                ..params()
+            })),
+    );
+    assert_eq!(
+        capped.plain_frame_limit(),
+        Some(10),
+        "one frame: no fragments"
+    );
+    capped.close(CloseCode::NORMAL, "").unwrap();
+    assert_eq!(capped.plain_frame_limit(), None);
+}

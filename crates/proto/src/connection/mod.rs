@@ -23,6 +23,7 @@ use crate::frame::{FrameDecoder, FrameHeader, OpCode};
 use crate::message::{Message, MessageRef};
 use crate::role::Role;
 use crate::utf8::{Utf8Bytes, Utf8Validator};
+pub use recv::MAX_LENT;
 use recv::{FrameState, Reassembly};
 use send::SendQueue;
 
@@ -353,7 +354,7 @@ impl Connection {
         let mut limit = self.config.fragment_size_value().unwrap_or(usize::MAX);
         #[cfg(feature = "deflate")]
         if let Some(deflate) = &self.deflate {
-            limit = limit.min(deflate.plain_limit());
+            limit = limit.min(deflate.plain_limit()?);
         }
         Some(limit)
     }

@@ -14,6 +14,12 @@ use crate::message::{Event, EventRef, Message, MessageRef};
 use crate::role::Role;
 use crate::utf8::{Utf8Bytes, validated_str};
 
+/// The largest message lent ([`Connection::poll_event_ref`], [`Connection::poll_message_ref`]):
+/// a larger one is handed out as `Bytes` split off the receive buffer, so that a caller who
+/// keeps it or sends it back (queued by reference) does not copy it. Below it a copy costs
+/// less than the reference count (the send queue copies such payloads anyway).
+pub const MAX_LENT: usize = 4 * 1024;
+
 /// What [`Connection::next_event`] found.
 enum Next {
     Event(Event),
@@ -80,9 +86,10 @@ impl Connection {
         }
     }
 
-    /// As [`Connection::poll_event`], with a message that arrived in one frame (the common
-    /// case) lent from the receive buffer, unmasked and checked there, instead of split off it
-    /// as `Bytes`: no reference count, no second handle on the buffer. The message's bytes are
+    /// As [`Connection::poll_event`], with a message of up to [`MAX_LENT`] bytes that arrived
+    /// in one frame (the common case) lent from the receive buffer, unmasked and checked
+    /// there, instead of split off it as `Bytes`: no reference count, no second handle on the
+    /// buffer. The message's bytes are
     /// consumed by the next call of a `poll_event` method (or of
     /// [`Connection::recv_buffer_mut`]); anything else (control frames, messages that arrived
     /// fragmented or compressed) comes [`EventRef::Owned`], as from `poll_event`.
@@ -132,7 +139,7 @@ impl Connection {
     }
 
     /// The next message when it arrived as one plain frame (final, uncompressed, with no
-    /// fragmented message in progress, up to 64 KiB: the common case), lent from the
+    /// fragmented message in progress, up to [`MAX_LENT`] bytes: the common case), lent from the
     /// receive buffer as [`Connection::poll_event_ref`] lends it; `None` when the next event is
     /// anything else or has not fully arrived. Then call `poll_event_ref` (or `poll_event`),
     /// which handles everything.
@@ -174,7 +181,7 @@ impl Connection {
             127 => return None,
             short => (usize::from(short), 0),
         };
-        if len as u64 > self.decoder.max_frame_size() {
+        if len > MAX_LENT || len as u64 > self.decoder.max_frame_size() {
             return None;
         }
         let head = 2 + len_bytes + if masked { 4 } else { 0 };
@@ -242,13 +249,21 @@ impl Connection {
                 Some(Decoded::InPlace(header)) => {
                     // The decoder left only a payload that is in the buffer, so it fits usize.
                     let len = usize::try_from(header.payload_len).unwrap_or(usize::MAX);
-                    if let Some(text) = self.is_whole_message(&header) {
-                        if text && !crate::utf8::is_utf8(&self.recv[..len]) {
-                            return Err(ProtocolError::InvalidUtf8.into());
+                    let whole = self.is_whole_message(&header);
+                    match whole {
+                        Some(text) if len <= MAX_LENT => {
+                            if text && !crate::utf8::is_utf8(&self.recv[..len]) {
+                                return Err(ProtocolError::InvalidUtf8.into());
+                            }
+                            return Ok(Some(Next::Lent { text, len }));
                         }
-                        return Ok(Some(Next::Lent { text, len }));
+                        Some(text) => {
+                            let payload = self.recv.split_to(len).freeze();
+                            return Self::whole_message(text, payload)
+                                .map(|e| Some(Next::Event(e)));
+                        }
+                        None => (header, self.recv.split_to(len).freeze()),
                     }
-                    (header, self.recv.split_to(len).freeze())
                 }
             };
             self.start_frame(header)?;

@@ -929,7 +929,7 @@ fn a_lent_text_message_is_checked_and_bad_text_is_left_masked_for_the_full_decod
 
 #[test]
 fn only_plain_frames_are_lent_by_poll_message_ref() {
-    let cases: [(&str, Vec<u8>); 5] = [
+    let cases: [(&str, Vec<u8>); 6] = [
         ("ping", frame_to(Role::Server, true, 0, 9, b"p")),
         ("first fragment", frame_to(Role::Server, false, 0, 1, b"a")),
         ("reserved bit", frame_to(Role::Server, true, 4, 2, b"a")),
@@ -937,6 +937,10 @@ fn only_plain_frames_are_lent_by_poll_message_ref() {
         (
             "64-bit length",
             frame_to(Role::Server, true, 0, 2, &[7; 70000]),
+        ),
+        (
+            "over MAX_LENT",
+            frame_to(Role::Server, true, 0, 2, &[7; MAX_LENT + 1]),
         ),
     ];
     for (what, frame) in cases {
@@ -948,6 +952,17 @@ fn only_plain_frames_are_lent_by_poll_message_ref() {
     let mut conn = Connection::new(Role::Server, Config::default().max_message_size(10));
     conn.receive(&frame_to(Role::Server, true, 0, 2, &[1; 11]));
     assert_eq!(conn.poll_message_ref(), None, "over the size limit");
+
+    // Whole messages up to MAX_LENT are lent by poll_event_ref; larger ones are given.
+    let mut conn = server();
+    for len in [MAX_LENT, MAX_LENT + 1] {
+        conn.receive(&frame_to(Role::Server, true, 0, 2, &vec![7; len]));
+    }
+    assert!(matches!(conn.poll_event_ref(), Ok(Some(EventRef::Message(m))) if m.len() == MAX_LENT));
+    assert!(matches!(
+        conn.poll_event_ref(),
+        Ok(Some(EventRef::Owned(Event::Message(m)))) if m.len() == MAX_LENT + 1
+    ));
 }
 
 #[test]

@@ -126,12 +126,12 @@ impl DeflateState {
     }
 
     /// The largest message sent as it is, uncompressed (the largest one [`Self::wants`]
-    /// passes over).
-    pub(crate) fn plain_limit(&self) -> usize {
+    /// passes over); `None` when every message is compressed (a threshold of 0).
+    pub(crate) fn plain_limit(&self) -> Option<usize> {
         if self.params.level > 0 {
-            self.params.threshold.saturating_sub(1)
+            self.params.threshold.checked_sub(1)
         } else {
-            usize::MAX
+            Some(usize::MAX)
         }
     }
 

@@ -11,7 +11,7 @@ use super::connection::Connection;
 use super::registry::Connections;
 use crate::driver::Handler;
 use crate::error::{Error, Result};
-use crate::shared::{CloseInfo, Shared, contain};
+use crate::shared::{CloseInfo, Shared, contain, outbox};
 
 /// What `on_handshake` decides about an opening request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,8 +206,12 @@ impl Handler for ServerHandler {
         };
         match &self.callbacks.on_message {
             Some(OnMessage::Owned(cb)) => self.call(|| cb(&self.conn, message)),
-            // A message that arrived fragmented or compressed, put back together.
-            Some(OnMessage::Borrowed(cb)) => self.call(|| cb(&self.conn, message.view())),
+            // A message that arrived fragmented, compressed or large: given, not lent. Sent
+            // back, it is shared rather than copied.
+            Some(OnMessage::Borrowed(cb)) => {
+                let _viewing = outbox::viewing(&message);
+                self.call(|| cb(&self.conn, message.view()));
+            }
             None => {}
         }
     }

@@ -407,6 +407,10 @@ impl Worker {
     /// to answer or inspect messages; [`MessageRef::to_owned`] keeps one. Replaces an
     /// `on_message`.
     ///
+    /// The replies to a run of messages read together are queued together when the run
+    /// ends (in order, before anything else that connection sends):
+    /// [`Connection::buffered_amount`] and `on_buffer_full` see them then.
+    ///
     /// ```no_run
     /// use wsworker::{MessageRef, Worker};
     ///
