@@ -1,7 +1,7 @@
 //! A whole server-role connection fed arbitrary bytes in arbitrary pieces, echoing every
 //! message as an application would: no panic, and once it fails it stays closed. The top bit
 //! of the first byte turns permessage-deflate on (RSV1 accepted, compressed messages
-//! inflated under the 4 KiB limit, echoes compressed), with the parameters picked by the
+//! inflated under the 8 KiB limit, echoes compressed), with the parameters picked by the
 //! second byte.
 //!
 //! Two connections take the same pieces: one the way `poll_event` hands messages out, one the
@@ -103,7 +103,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let piece = usize::from(control & 0x3f) + 1;
     let mut config = Config::default()
-        .max_message_size(4096)
+        .max_message_size(8192)
         .fragment_size((control & 0x40 != 0).then_some(7));
     let mut data = data;
     if control & 0x80 != 0 {

@@ -155,13 +155,30 @@ impl PartialEq<Message> for MessageRef<'_> {
 
 /// What a send takes: a message that can be looked at without taking it (to encode it at
 /// once, with no copy of its own) or turned into an owned [`Message`] (to queue it).
-/// Implemented for messages owned and borrowed, strings (text) and byte buffers (binary).
-pub trait Outgoing {
+/// Implemented for messages owned and borrowed, strings (text) and byte buffers (binary);
+/// sealed (a runtime calls these where its own state is borrowed): convert other types
+/// into a [`Message`].
+pub trait Outgoing: sealed::Sealed {
     /// The message, borrowed.
     fn view(&self) -> MessageRef<'_>;
     /// The message, owned (a copy only for the borrowed forms).
     fn into_message(self) -> Message;
 }
+
+mod sealed {
+    /// Only this crate implements [`Outgoing`](super::Outgoing).
+    pub trait Sealed {}
+}
+
+impl sealed::Sealed for Message {}
+impl sealed::Sealed for MessageRef<'_> {}
+impl sealed::Sealed for &Message {}
+impl sealed::Sealed for &str {}
+impl sealed::Sealed for String {}
+impl sealed::Sealed for Utf8Bytes {}
+impl sealed::Sealed for Vec<u8> {}
+impl sealed::Sealed for Bytes {}
+impl sealed::Sealed for &[u8] {}
 
 impl Outgoing for Message {
     fn view(&self) -> MessageRef<'_> {

@@ -8,7 +8,9 @@ fn main() -> wsworker::Result<()> {
         .nth(1)
         .unwrap_or_else(|| "websocket://127.0.0.1:9001".to_owned());
     let mut worker = Worker::new(&address)?;
-    worker.on_message(|conn, msg| {
+    // The message lent, not given: a small one is read where it arrived and its echo
+    // encoded straight into the write buffer.
+    worker.on_message_ref(|conn, msg| {
         conn.send(msg)?;
         Ok(())
     });

@@ -616,9 +616,12 @@ where
             if flushed.is_none() && !commands {
                 return;
             }
+            // Nothing is encoded at once while the commands change the buffer (`take_sent`
+            // closed the outbox's budget); the callbacks that follow get the one left after.
             for command in sent.drain(..) {
                 self.apply(command);
             }
+            outbox::set_direct(self.direct());
             self.check_buffer();
         }
     }

@@ -299,26 +299,27 @@ pub(crate) mod outbox {
             if outbox.current != id {
                 return Err(message);
             }
-            let len = message.view().len();
+            let view = message.view();
+            let len = view.len();
             let frame_len = FrameBuffer::frame_len(len);
             if outbox.commands.is_empty()
                 && len <= outbox.direct.max_payload
                 && frame_len <= outbox.direct.room
             {
-                outbox.frames.push(message.view());
+                outbox.frames.push(view);
                 outbox.direct.room -= frame_len;
-            } else {
-                let view = message.view();
-                let shared = outbox.viewed.as_ref().filter(|viewed| {
+                return Ok(());
+            }
+            let shared = outbox
+                .viewed
+                .as_ref()
+                .filter(|viewed| {
                     viewed.is_text() == view.is_text()
                         && std::ptr::eq(viewed.as_bytes(), view.as_bytes())
-                });
-                let message = match shared {
-                    Some(viewed) => viewed.clone(),
-                    None => message.into_message(),
-                };
-                outbox.commands.push(Command::Send(message));
-            }
+                })
+                .cloned();
+            let message = shared.unwrap_or_else(|| message.into_message());
+            outbox.commands.push(Command::Send(message));
             Ok(())
         })
     }
@@ -382,8 +383,16 @@ pub(crate) mod outbox {
                 return false;
             }
             std::mem::swap(&mut outbox.commands, sent);
+            // The commands change the buffer: until the driver says what is left (see
+            // `set_direct`), what callbacks send meanwhile (errors) takes the command path.
+            outbox.direct = Direct::NONE;
             true
         })
+    }
+
+    /// Sets what may be encoded at once from now on.
+    pub(crate) fn set_direct(direct: Direct) {
+        OUTBOX.with_borrow_mut(|outbox| outbox.direct = direct);
     }
 
     /// An open outbox; dropping it restores the one open before (callbacks of another
@@ -448,6 +457,8 @@ mod tests {
         assert_eq!(messages.len(), frames);
         let commands = sent.split_off(0);
         outbox::give_back_list(sent);
+        // As the driver does once it has applied them.
+        outbox::set_direct(OPEN);
         (messages, commands)
     }
 
@@ -500,7 +511,7 @@ mod tests {
             [&Message::text("x".repeat(101)), &Message::text("c")]
         );
 
-        // Once taken, small sends are encoded at once again.
+        // Once the commands are applied, small sends are encoded at once again.
         outbox::send(7, "d").unwrap();
         let (frames, commands) = take();
         assert_eq!((frames, commands.len()), (vec![Message::text("d")], 0));

@@ -495,14 +495,16 @@ fn replies(client: &mut RawClient) -> (usize, Option<CloseCode>) {
 fn replies_encoded_at_once_count_against_the_hard_limit() {
     for lend in [false, true] {
         // 9,000 bytes queued, then 190 × 52: the hard limit of 10,000 is crossed after 19.
+        // (The ping puts "many" in a run of its own, after "big"'s reply is queued.)
         let mut worker = replying_worker(lend, 190);
         worker.send_buffer_limits(10_000, 10_000);
         let server = worker.start().unwrap();
         let mut client = RawClient::connect(server.local_addr(), "/", &[]).unwrap();
-        send_at_once(&mut client, &["big", "many"], None);
+        send_at_once(&mut client, &["big", "many"], Some(1));
         let (messages, close) = replies(&mut client);
         assert_eq!(close, Some(CloseCode::POLICY_VIOLATION), "lend {lend}");
-        assert!(messages < 1 + 190, "lend {lend}: {messages} messages");
+        // 9,004 bytes queued leave room for 19 replies of 52 (all written together).
+        assert_eq!(messages, 1 + 19, "lend {lend}");
         drop(client);
         server.shutdown();
     }
@@ -525,6 +527,31 @@ fn what_on_buffer_full_sends_after_replies_encoded_at_once_is_applied() {
             Some(CloseCode::from(4001)),
             "lend {lend}: {messages}"
         );
+        drop(client);
+        server.shutdown();
+    }
+}
+
+#[test]
+fn what_on_buffer_full_sends_counts_against_the_hard_limit() {
+    for lend in [false, true] {
+        // "big" alone (9,000 bytes, admitted into the empty buffer) is over the soft limit
+        // of 5,000; on_buffer_full then sends 150 × 52 bytes: the hard limit of 10,000 is
+        // crossed after 19 of them.
+        let mut worker = replying_worker(lend, 0);
+        worker.send_buffer_limits(5_000, 10_000);
+        worker.on_buffer_full(|conn| {
+            for _ in 0..150 {
+                let _ = conn.send("y".repeat(50));
+            }
+        });
+        let server = worker.start().unwrap();
+        let mut client = RawClient::connect(server.local_addr(), "/", &[]).unwrap();
+        send_at_once(&mut client, &["big"], None);
+        let (messages, close) = replies(&mut client);
+        assert_eq!(close, Some(CloseCode::POLICY_VIOLATION), "lend {lend}");
+        // 9,004 bytes queued leave room for 19 of 52 (all written together).
+        assert_eq!(messages, 1 + 19, "lend {lend}");
         drop(client);
         server.shutdown();
     }
