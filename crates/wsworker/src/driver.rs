@@ -22,7 +22,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::io::poll_read_buf;
 use wsworker_proto::{
     CloseCode, Connection as Proto, Error as ProtoError, Event, EventRef, MessageRef, ReadyState,
-    Role,
+    Role, connection::MAX_LENT,
 };
 
 use crate::buffers;
@@ -37,9 +37,6 @@ const READ_RESERVE: usize = 8 * 1024;
 const MAX_IOV: usize = 64;
 /// Reads, commands and writes one poll may do before it yields to other connections.
 const BUDGET: usize = 32;
-/// The largest message a send from a callback encodes at once (see [`Direct`]): a larger
-/// one goes through the command path, which queues an owned payload without copying it.
-const DIRECT_MAX: usize = 4 * 1024;
 /// Bytes one poll may read before it yields: a read fills what the frame decoder reserved,
 /// up to a whole large frame, so the count of reads alone would let one connection
 /// sending big messages hold the worker for megabytes.
@@ -405,7 +402,7 @@ where
             }
         };
         if let (true, Ok(()), Some(counters)) = (is_message, &result, &self.counters) {
-            counters.message_sent();
+            counters.messages_sent(1);
         }
         // A send that raced with the close is dropped, as the browser drops it.
         if let Err(error) = result
@@ -582,8 +579,10 @@ where
     /// where the limits are enforced).
     fn direct(&self) -> Direct {
         match self.conn.plain_frame_limit() {
+            // A larger message goes through the command path, which queues it without a copy
+            // (the size below which the protocol core lends and copies messages).
             Some(limit) => Direct {
-                max_payload: limit.min(DIRECT_MAX),
+                max_payload: limit.min(MAX_LENT),
                 room: self
                     .config
                     .soft_buffer_limit
@@ -613,16 +612,21 @@ where
             if let (Some(Ok(count)), Some(counters)) = (&flushed, &self.counters) {
                 counters.messages_sent(*count);
             }
-            if flushed.is_none() && !commands {
+            if commands {
+                // Nothing is encoded at once while the commands change the buffer
+                // (`take_sent` closed the outbox's budget); the callbacks that follow get the
+                // one left after.
+                for command in sent.drain(..) {
+                    self.apply(command);
+                }
+                outbox::set_direct(self.direct());
+            } else if flushed.is_none() {
                 return;
             }
-            // Nothing is encoded at once while the commands change the buffer (`take_sent`
-            // closed the outbox's budget); the callbacks that follow get the one left after.
-            for command in sent.drain(..) {
-                self.apply(command);
+            // Only a callback (or a command, whose errors call one) can have sent more.
+            if !self.check_buffer() && !commands {
+                return;
             }
-            outbox::set_direct(self.direct());
-            self.check_buffer();
         }
     }
 
@@ -654,13 +658,13 @@ where
             match polled {
                 Ok(Some(EventRef::Message(message))) => {
                     if let Some(counters) = &self.counters {
-                        counters.message_received();
+                        counters.messages_received(1);
                     }
                     self.handler.on_message_ref(message);
                 }
                 Ok(Some(EventRef::Owned(event))) => {
                     if let (Event::Message(_), Some(counters)) = (&event, &self.counters) {
-                        counters.message_received();
+                        counters.messages_received(1);
                     }
                     if let Event::Close(frame) = &event {
                         // Whoever started it, the peer's close frame is what gets reported.
@@ -735,7 +739,9 @@ where
         }
     }
 
-    fn check_buffer(&mut self) {
+    /// Publishes the buffered amount and fires the buffer callbacks; `true` when one was
+    /// called.
+    fn check_buffer(&mut self) -> bool {
         let buffered = self.conn.buffered_amount();
         self.handler.shared().publish_queued(buffered);
         if !self.buffer_full && buffered > self.config.soft_buffer_limit {
@@ -744,7 +750,10 @@ where
         } else if self.buffer_full && buffered == 0 {
             self.buffer_full = false;
             self.handler.on_buffer_drain();
+        } else {
+            return false;
         }
+        true
     }
 
     /// Ends the connection once the closing handshake is done and flushed, or the peer

@@ -122,18 +122,8 @@ impl WorkerCounters {
         add(&self.bytes_sent, bytes as u64);
     }
 
-    pub(crate) fn message_received(&self) {
-        add(&self.messages_received, 1);
-    }
-
     pub(crate) fn messages_received(&self, n: usize) {
-        if n > 0 {
-            add(&self.messages_received, n as u64);
-        }
-    }
-
-    pub(crate) fn message_sent(&self) {
-        add(&self.messages_sent, 1);
+        add(&self.messages_received, n as u64);
     }
 
     pub(crate) fn messages_sent(&self, n: usize) {
@@ -367,7 +357,7 @@ mod tests {
         workers[0].opened();
         workers[1].opened();
         workers[1].opened();
-        workers[1].message_received();
+        workers[1].messages_received(1);
         workers[1].received(26);
         workers[0].closed(1000);
         workers[1].closed(1000);

@@ -221,7 +221,7 @@ impl Shared {
 /// [`wsworker_proto::Connection::plain_frame_limit`]) and its buffer limits, so a send
 /// that needs more (compression, fragments, a check against the limits) takes the command
 /// path.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Direct {
     pub(crate) max_payload: usize,
     pub(crate) room: usize,
@@ -372,9 +372,7 @@ pub(crate) mod outbox {
         debug_assert!(sent.is_empty());
         OUTBOX.with_borrow_mut(|outbox| {
             outbox.direct = flush(&mut outbox.frames);
-            if !outbox.frames.is_empty() {
-                outbox.frames.clear();
-            }
+            outbox.frames.clear();
             if outbox.frames.capacity() > FRAMES_KEEP_AT_MOST {
                 // A connection's buffer, swapped in, that grew for a slow peer.
                 outbox.frames = FrameBuffer::new();

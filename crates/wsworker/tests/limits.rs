@@ -458,37 +458,35 @@ fn replying_worker(lend: bool, n: usize) -> Worker {
     worker
 }
 
-/// Sends `texts` in one write, with a ping before the one at `ping_before`.
-fn send_at_once(client: &mut RawClient, texts: &[&str], ping_before: Option<usize>) {
+/// Starts `worker`, sends `texts` in one write (with a ping before the one at
+/// `ping_before`), and returns how many messages the server sent before its close frame and
+/// that frame's code; then stops the server.
+fn exchange(
+    worker: Worker,
+    texts: &[&str],
+    ping_before: Option<usize>,
+) -> (usize, Option<CloseCode>) {
+    let server = worker.start().unwrap();
+    let mut client = RawClient::connect(server.local_addr(), "/", &[]).unwrap();
     for (i, text) in texts.iter().enumerate() {
         if ping_before == Some(i) {
             client.conn.send_ping(&b"p"[..]).unwrap();
         }
         client.conn.send_text(*text).unwrap();
     }
-    let mut bytes = Vec::new();
-    while let Some(chunk) = client.conn.poll_transmit() {
-        bytes.extend_from_slice(&chunk);
-    }
-    client.stream.write_all(&bytes).unwrap();
-}
-
-/// The messages the server sends until its close frame (or 2 s of silence), and the code
-/// of that close frame.
-fn replies(client: &mut RawClient) -> (usize, Option<CloseCode>) {
-    client
-        .stream
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
-    let mut messages = 0;
-    while let Some(Ok(event)) = client.next_event() {
-        match event {
-            Event::Message(_) => messages += 1,
-            Event::Close(frame) => return (messages, frame.map(|f| f.code)),
-            _ => {}
-        }
-    }
-    (messages, None)
+    client.flush_in_one_write(&[]);
+    let events = client.events_until_close();
+    let messages = events
+        .iter()
+        .filter(|e| matches!(e, Event::Message(_)))
+        .count();
+    let close = match events.last() {
+        Some(Event::Close(frame)) => frame.as_ref().map(|f| f.code),
+        _ => None,
+    };
+    drop(client);
+    server.shutdown();
+    (messages, close)
 }
 
 #[test]
@@ -498,15 +496,10 @@ fn replies_encoded_at_once_count_against_the_hard_limit() {
         // (The ping puts "many" in a run of its own, after "big"'s reply is queued.)
         let mut worker = replying_worker(lend, 190);
         worker.send_buffer_limits(10_000, 10_000);
-        let server = worker.start().unwrap();
-        let mut client = RawClient::connect(server.local_addr(), "/", &[]).unwrap();
-        send_at_once(&mut client, &["big", "many"], Some(1));
-        let (messages, close) = replies(&mut client);
+        let (messages, close) = exchange(worker, &["big", "many"], Some(1));
         assert_eq!(close, Some(CloseCode::POLICY_VIOLATION), "lend {lend}");
         // 9,004 bytes queued leave room for 19 replies of 52 (all written together).
         assert_eq!(messages, 1 + 19, "lend {lend}");
-        drop(client);
-        server.shutdown();
     }
 }
 
@@ -518,17 +511,12 @@ fn what_on_buffer_full_sends_after_replies_encoded_at_once_is_applied() {
         worker.on_buffer_full(|conn| {
             let _ = conn.close(4001u16, "full");
         });
-        let server = worker.start().unwrap();
-        let mut client = RawClient::connect(server.local_addr(), "/", &[]).unwrap();
-        send_at_once(&mut client, &["big", "many"], None);
-        let (messages, close) = replies(&mut client);
+        let (messages, close) = exchange(worker, &["big", "many"], None);
         assert_eq!(
             close,
             Some(CloseCode::from(4001)),
             "lend {lend}: {messages}"
         );
-        drop(client);
-        server.shutdown();
     }
 }
 
@@ -545,15 +533,10 @@ fn what_on_buffer_full_sends_counts_against_the_hard_limit() {
                 let _ = conn.send("y".repeat(50));
             }
         });
-        let server = worker.start().unwrap();
-        let mut client = RawClient::connect(server.local_addr(), "/", &[]).unwrap();
-        send_at_once(&mut client, &["big"], None);
-        let (messages, close) = replies(&mut client);
+        let (messages, close) = exchange(worker, &["big"], None);
         assert_eq!(close, Some(CloseCode::POLICY_VIOLATION), "lend {lend}");
         // 9,004 bytes queued leave room for 19 of 52 (all written together).
         assert_eq!(messages, 1 + 19, "lend {lend}");
-        drop(client);
-        server.shutdown();
     }
 }
 
@@ -562,24 +545,16 @@ fn a_reply_dropped_after_the_close_is_not_counted_as_sent() {
     for lend in [false, true] {
         let worker = replying_worker(lend, 0);
         let metrics = worker.metrics();
-        let server = worker.start().unwrap();
-        let mut client = RawClient::connect(server.local_addr(), "/", &[]).unwrap();
         // A ping between: "after" comes in a second run of plain messages.
-        send_at_once(&mut client, &["close", "after"], Some(1));
-        let (messages, close) = replies(&mut client);
+        let (messages, close) = exchange(worker, &["close", "after"], Some(1));
         assert_eq!(
             (messages, close),
             (1, Some(CloseCode::from(4000))),
             "lend {lend}"
         );
-        drop(client);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while metrics.snapshot().total().connections_open > 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        // The server has stopped: every count is in.
         let total = metrics.snapshot().total();
         assert_eq!(total.messages_received, 2, "lend {lend}");
         assert_eq!(total.messages_sent, 1, "lend {lend}");
-        server.shutdown();
     }
 }

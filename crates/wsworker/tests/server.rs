@@ -375,19 +375,6 @@ fn echo_worker(lend: bool) -> Worker {
     worker
 }
 
-/// Everything the server sends until it closes, as events.
-fn all_events(client: &mut RawClient) -> Vec<Event> {
-    let mut events = Vec::new();
-    while let Some(Ok(event)) = client.next_event() {
-        let last = matches!(event, Event::Close(_));
-        events.push(event);
-        if last {
-            break;
-        }
-    }
-    events
-}
-
 #[test]
 fn every_kind_of_message_in_one_write_is_answered_in_order() {
     for lend in [true, false] {
@@ -406,12 +393,8 @@ fn every_kind_of_message_in_one_write_is_answered_in_order() {
         client.conn.send_text("not read").unwrap();
         // All in one write, so the server finds them in as few reads as its buffer allows
         // (two: the batch is larger than a read).
-        let mut bytes = Vec::new();
-        while let Some(chunk) = client.conn.poll_transmit() {
-            bytes.extend_from_slice(&chunk);
-        }
-        client.stream.write_all(&bytes).unwrap();
-        let events = all_events(&mut client);
+        client.flush_in_one_write(&[]);
+        let events = client.events_until_close();
         let Some(Event::Close(Some(close))) = events.last() else {
             panic!("lend {lend}: {events:?}")
         };
@@ -442,13 +425,8 @@ fn a_violation_after_lent_messages_closes_after_their_replies() {
         let mut client = RawClient::connect(server.local_addr(), "/", &[]).unwrap();
         client.conn.send_text("one").unwrap();
         client.conn.send_binary(&b"two"[..]).unwrap();
-        let mut bytes = Vec::new();
-        while let Some(chunk) = client.conn.poll_transmit() {
-            bytes.extend_from_slice(&chunk);
-        }
-        bytes.extend_from_slice(bad);
-        client.stream.write_all(&bytes).unwrap();
-        let events = all_events(&mut client);
+        client.flush_in_one_write(bad);
+        let events = client.events_until_close();
         assert_eq!(
             events[..2],
             [

@@ -548,31 +548,18 @@ impl FrameBuffer {
     /// connection would send so: at most its [`Connection::plain_frame_limit`].
     pub fn push(&mut self, message: MessageRef<'_>) {
         let payload = message.as_bytes();
-        let first = 0x80 | if message.is_text() { 0x1 } else { 0x2 };
-        let len = payload.len();
-        self.buf.reserve(Self::frame_len(len));
-        // Headers of a known size: a store each, not a copy of a slice of unknown length.
-        if let Ok(short @ 0..=125) = u8::try_from(len) {
-            self.buf.extend_from_slice(&[first, short]);
-        } else if let Ok(medium) = u16::try_from(len) {
-            let [a, b] = medium.to_be_bytes();
-            self.buf.extend_from_slice(&[first, 126, a, b]);
-        } else {
-            self.buf.extend_from_slice(&[first, 127]);
-            self.buf.extend_from_slice(&(len as u64).to_be_bytes());
-        }
+        let header = plain_header(message.is_text(), payload.len());
+        let mut head = [0u8; crate::frame::MAX_HEADER_LEN];
+        let head_len = header.encode(&mut head);
+        self.buf.reserve(head_len + payload.len());
+        self.buf.extend_from_slice(&head[..head_len]);
         self.buf.extend_from_slice(payload);
         self.frames += 1;
     }
 
     /// How many bytes [`FrameBuffer::push`] adds for a message of `payload_len` bytes.
     pub const fn frame_len(payload_len: usize) -> usize {
-        let head = match payload_len {
-            0..=125 => 2,
-            126..=0xffff => 4,
-            _ => 10,
-        };
-        head + payload_len
+        plain_header(false, payload_len).encoded_len() + payload_len
     }
 
     /// The bytes encoded.
@@ -599,6 +586,17 @@ impl FrameBuffer {
     pub fn clear(&mut self) {
         self.buf.clear();
         self.frames = 0;
+    }
+}
+
+/// The header of a final, unmasked, uncompressed data frame.
+const fn plain_header(text: bool, payload_len: usize) -> FrameHeader {
+    FrameHeader {
+        fin: true,
+        rsv: 0,
+        opcode: if text { OpCode::Text } else { OpCode::Binary },
+        mask: None,
+        payload_len: payload_len as u64,
     }
 }
 

@@ -16,19 +16,37 @@ use crate::utf8::{Utf8Bytes, validated_str};
 
 /// The largest message lent ([`Connection::poll_event_ref`], [`Connection::poll_message_ref`]):
 /// a larger one is handed out as `Bytes` split off the receive buffer, so that a caller who
-/// keeps it or sends it back (queued by reference) does not copy it. Below it a copy costs
-/// less than the reference count (the send queue copies such payloads anyway).
-pub const MAX_LENT: usize = 4 * 1024;
+/// keeps it or sends it back (queued by reference) does not copy it. It is the size below
+/// which the send queue copies a payload rather than share it: a copy costs less there.
+pub const MAX_LENT: usize = super::send::COPY_THRESHOLD;
 
 /// What [`Connection::next_event`] found.
 enum Next {
     Event(Event),
-    /// A whole message left at the front of the receive buffer (its text checked): `len`
+    /// A whole message left at the front of the receive buffer, its text checked: `len`
     /// bytes.
-    Lent {
+    Whole {
         text: bool,
         len: usize,
     },
+}
+
+/// A whole message's checked bytes, lent.
+fn lend(text: bool, payload: &[u8]) -> MessageRef<'_> {
+    if text {
+        MessageRef::Text(validated_str(payload))
+    } else {
+        MessageRef::Binary(payload)
+    }
+}
+
+/// A whole message's checked bytes, given.
+fn given(text: bool, payload: Bytes) -> Message {
+    if text {
+        Message::Text(Utf8Bytes::from_validated(payload))
+    } else {
+        Message::Binary(payload)
+    }
 }
 
 /// The frame whose payload is arriving.
@@ -74,12 +92,11 @@ impl Connection {
             self.recv.clear();
             return Ok(None);
         }
-        match self.next_event(false) {
+        match self.next_event() {
             Ok(Some(Next::Event(event))) => Ok(Some(event)),
-            // Only the in-place decoding lends; were it to, the message is split off as here.
-            Ok(Some(Next::Lent { text, len })) => {
+            Ok(Some(Next::Whole { text, len })) => {
                 let payload = self.recv.split_to(len).freeze();
-                Self::whole_message(text, payload).map(Some)
+                Ok(Some(Event::Message(given(text, payload))))
             }
             Ok(None) => Ok(None),
             Err(error) => Err(self.fail(error)),
@@ -118,19 +135,15 @@ impl Connection {
             self.recv.clear();
             return Ok(None);
         }
-        match self.next_event(true) {
-            Ok(Some(Next::Lent { text, len })) => {
-                let Ok(lent) = u32::try_from(len) else {
-                    let payload = self.recv.split_to(len).freeze();
-                    return Self::whole_message(text, payload).map(|e| Some(EventRef::Owned(e)));
-                };
-                self.lent = lent;
-                let payload = &self.recv[..len];
-                Ok(Some(EventRef::Message(if text {
-                    MessageRef::Text(validated_str(payload))
-                } else {
-                    MessageRef::Binary(payload)
-                })))
+        match self.next_event() {
+            Ok(Some(Next::Whole { text, len })) if len <= MAX_LENT => {
+                // MAX_LENT fits the 32 bits `lent` has.
+                self.lent = len as u32;
+                Ok(Some(EventRef::Message(lend(text, &self.recv[..len]))))
+            }
+            Ok(Some(Next::Whole { text, len })) => {
+                let payload = self.recv.split_to(len).freeze();
+                Ok(Some(EventRef::Owned(Event::Message(given(text, payload)))))
             }
             Ok(Some(Next::Event(event))) => Ok(Some(EventRef::Owned(event))),
             Ok(None) => Ok(None),
@@ -200,12 +213,7 @@ impl Connection {
             return None;
         }
         self.lent = end;
-        let payload = &self.recv[start + head..end as usize];
-        Some(if text {
-            MessageRef::Text(validated_str(payload))
-        } else {
-            MessageRef::Binary(payload)
-        })
+        Some(lend(text, &self.recv[start + head..end as usize]))
     }
 
     /// Consumes the messages lent since the last call.
@@ -216,16 +224,11 @@ impl Connection {
         }
     }
 
-    /// The next event; with `in_place`, a whole message is left in the receive buffer and
-    /// reported as [`Next::Lent`].
-    fn next_event(&mut self, in_place: bool) -> Result<Option<Next>, Error> {
+    /// The next event. A whole message (see [`Connection::is_whole_message`]) is left in
+    /// the receive buffer, its text checked, for the caller to lend or split off.
+    fn next_event(&mut self) -> Result<Option<Next>, Error> {
         while !self.is_receive_done() {
-            let decoded = if in_place {
-                self.decoder.decode_in_place(&mut self.recv)?
-            } else {
-                self.decoder.decode(&mut self.recv)?
-            };
-            let (header, payload) = match decoded {
+            let (header, payload) = match self.decoder.decode_in_place(&mut self.recv)? {
                 None => {
                     self.validate_partial()?;
                     return Ok(None);
@@ -240,31 +243,19 @@ impl Connection {
                     }
                     continue;
                 }
-                Some(Decoded::Frame(header, payload)) => {
-                    if let Some(text) = self.is_whole_message(&header) {
-                        return Self::whole_message(text, payload).map(|e| Some(Next::Event(e)));
-                    }
-                    (header, payload)
-                }
                 Some(Decoded::InPlace(header)) => {
                     // The decoder left only a payload that is in the buffer, so it fits usize.
                     let len = usize::try_from(header.payload_len).unwrap_or(usize::MAX);
-                    let whole = self.is_whole_message(&header);
-                    match whole {
-                        Some(text) if len <= MAX_LENT => {
-                            if text && !crate::utf8::is_utf8(&self.recv[..len]) {
-                                return Err(ProtocolError::InvalidUtf8.into());
-                            }
-                            return Ok(Some(Next::Lent { text, len }));
+                    if let Some(text) = self.is_whole_message(&header) {
+                        if text && !crate::utf8::is_utf8(&self.recv[..len]) {
+                            return Err(ProtocolError::InvalidUtf8.into());
                         }
-                        Some(text) => {
-                            let payload = self.recv.split_to(len).freeze();
-                            return Self::whole_message(text, payload)
-                                .map(|e| Some(Next::Event(e)));
-                        }
-                        None => (header, self.recv.split_to(len).freeze()),
+                        return Ok(Some(Next::Whole { text, len }));
                     }
+                    (header, self.recv.split_to(len).freeze())
                 }
+                // What `decode` reports for a whole frame: the general path takes it.
+                Some(Decoded::Frame(header, payload)) => (header, payload),
             };
             self.start_frame(header)?;
             if let Some(event) = self.finish_frame(payload)? {
@@ -285,19 +276,6 @@ impl Connection {
             _ => return None,
         };
         (header.fin && header.rsv == 0 && self.reassembly.is_none()).then_some(text)
-    }
-
-    /// The message of a frame [`Connection::is_whole_message`] accepted: its text checked at
-    /// once, as all of it is here.
-    fn whole_message(text: bool, payload: Bytes) -> Result<Event, Error> {
-        Ok(Event::Message(if text {
-            if !crate::utf8::is_utf8(&payload) {
-                return Err(ProtocolError::InvalidUtf8.into());
-            }
-            Message::Text(Utf8Bytes::from_validated(payload))
-        } else {
-            Message::Binary(payload)
-        }))
     }
 
     /// Checks a header against the message in progress before its payload is kept.

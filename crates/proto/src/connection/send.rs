@@ -18,7 +18,7 @@ use crate::mask::apply_mask;
 /// write and the receive buffer kept from reuse until the write (a 1 KiB echo went from
 /// 0.82x to 0.96x of a plain TCP echo, with the lent write buffer, when this went up
 /// from 512 B).
-const COPY_THRESHOLD: usize = 4 * 1024;
+pub(super) const COPY_THRESHOLD: usize = 4 * 1024;
 
 /// Encoded frames waiting to be written, in order: `chunks` first, then `tail`.
 #[derive(Debug, Default)]

@@ -63,6 +63,31 @@ impl RawClient {
         }
     }
 
+    /// Writes what the connection queued, and then `extra`, with one write, so that the
+    /// server finds it all together.
+    pub fn flush_in_one_write(&mut self, extra: &[u8]) {
+        let mut bytes = Vec::new();
+        while let Some(chunk) = self.conn.poll_transmit() {
+            bytes.extend_from_slice(&chunk);
+        }
+        bytes.extend_from_slice(extra);
+        self.stream.write_all(&bytes).unwrap();
+    }
+
+    /// Every event until the server's close frame (included), the end of the socket or an
+    /// error.
+    pub fn events_until_close(&mut self) -> Vec<Event> {
+        let mut events = Vec::new();
+        while let Some(Ok(event)) = self.next_event() {
+            let last = matches!(event, Event::Close(_));
+            events.push(event);
+            if last {
+                break;
+            }
+        }
+        events
+    }
+
     /// The next event, reading as needed; `None` when the socket closed.
     pub fn next_event(&mut self) -> Option<Result<Event, wsworker_proto::Error>> {
         loop {
