@@ -17,18 +17,25 @@
 /// assert_eq!(data, [0x7f, 0x9f, 0x4d, 0x51, 0x58]); // RFC 6455 §5.7
 /// ```
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
-    let key = rotate(key, offset);
-    let key_word = u64::from_ne_bytes([
-        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
-    ]);
-    let mut chunks = buf.chunks_exact_mut(8);
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        chunk.copy_from_slice(&(u64::from_ne_bytes(word) ^ key_word).to_ne_bytes());
+    // The key as seen from `offset` bytes in: its bytes rotated left by `offset % 4`, which
+    // for the little-endian number is a rotation right. Done on the number, because building
+    // the rotated key byte by byte cost more than masking a small payload.
+    let key = u32::from_le_bytes(key).rotate_right(8 * (offset % 4) as u32);
+    let key_word = u64::from(key) | (u64::from(key) << 32);
+    let mut words = buf.chunks_exact_mut(8);
+    for word in &mut words {
+        let masked = u64::from_le_bytes([
+            word[0], word[1], word[2], word[3], word[4], word[5], word[6], word[7],
+        ]) ^ key_word;
+        word.copy_from_slice(&masked.to_le_bytes());
     }
     // Whole 8-byte words keep the key phase, so the tail starts at phase 0 again.
-    for (byte, k) in chunks.into_remainder().iter_mut().zip(key.iter().cycle()) {
+    let mut tail = words.into_remainder().chunks_exact_mut(4);
+    for quad in &mut tail {
+        let masked = u32::from_le_bytes([quad[0], quad[1], quad[2], quad[3]]) ^ key;
+        quad.copy_from_slice(&masked.to_le_bytes());
+    }
+    for (byte, k) in tail.into_remainder().iter_mut().zip(key.to_le_bytes()) {
         *byte ^= k;
     }
 }
@@ -38,12 +45,6 @@ pub fn apply_mask_bytewise(buf: &mut [u8], key: [u8; 4], offset: usize) {
     for (i, byte) in buf.iter_mut().enumerate() {
         *byte ^= key[(offset % 4 + i) % 4];
     }
-}
-
-/// The key as seen from `offset` bytes into the payload.
-fn rotate(key: [u8; 4], offset: usize) -> [u8; 4] {
-    let o = offset % 4;
-    [key[o], key[(o + 1) % 4], key[(o + 2) % 4], key[(o + 3) % 4]]
 }
 
 #[cfg(test)]

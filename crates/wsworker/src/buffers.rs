@@ -69,9 +69,13 @@ pub(crate) fn give_back_write(mut buf: BytesMut) {
 }
 
 /// Keeps one buffer in `slot`: the one already there, or this one.
+#[inline]
 fn keep(slot: &'static std::thread::LocalKey<Cell<Option<BytesMut>>>, buf: BytesMut) {
-    let kept = slot.take();
-    slot.set(Some(kept.unwrap_or(buf)));
+    // One access to the thread-local, not two: this runs twice per wake-up.
+    slot.with(|cell| {
+        let kept = cell.take();
+        cell.set(Some(kept.unwrap_or(buf)));
+    });
 }
 
 #[cfg(test)]

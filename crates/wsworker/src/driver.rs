@@ -35,6 +35,10 @@ use crate::shared::{CloseInfo, Command, Direct, Shared, outbox};
 const READ_RESERVE: usize = 8 * 1024;
 /// How many slices one vectored write takes at most.
 const MAX_IOV: usize = 64;
+/// The slices a write usually needs (the queue is mostly one buffer of encoded frames):
+/// an array this size is cleared for it instead of one of `MAX_IOV`, which cost more than
+/// the rest of a small write's user-space work.
+const FEW_IOV: usize = 4;
 /// Reads, commands and writes one poll may do before it yields to other connections.
 const BUDGET: usize = 32;
 /// Bytes one poll may read before it yields: a read fills what the frame decoder reserved,
@@ -698,9 +702,12 @@ where
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
         let mut wrote = false;
         while self.conn.wants_transmit() {
-            let mut slices = [IoSlice::new(&[]); MAX_IOV];
-            let count = self.conn.transmit_slices(&mut slices);
-            let n = match Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count]) {
+            let written = if self.conn.transmit_slice_count() <= FEW_IOV {
+                self.write_vectored::<FEW_IOV>(cx)
+            } else {
+                self.write_vectored::<MAX_IOV>(cx)
+            };
+            let n = match written {
                 Poll::Ready(result) => result?,
                 Poll::Pending if wrote => break,
                 Poll::Pending => return Poll::Pending,
@@ -718,6 +725,13 @@ where
             ready!(Pin::new(&mut self.io).poll_flush(cx))?;
         }
         Poll::Ready(Ok(wrote))
+    }
+
+    /// One vectored write of up to `N` slices of what is queued.
+    fn write_vectored<const N: usize>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let mut slices = [IoSlice::new(&[]); N];
+        let count = self.conn.transmit_slices(&mut slices);
+        Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count])
     }
 
     /// Publishes the state to the handles and fires the buffer callbacks.

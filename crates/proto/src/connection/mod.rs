@@ -478,6 +478,13 @@ impl Connection {
         self.send.io_slices(dst)
     }
 
+    /// How many slices [`Connection::transmit_slices`] would fill with room for all: a
+    /// caller may size its slice array to it (usually one or two), rather than clear a large
+    /// one for every write.
+    pub fn transmit_slice_count(&self) -> usize {
+        self.send.slice_count()
+    }
+
     /// Drops the first `written` queued bytes.
     pub fn advance_transmit(&mut self, written: usize) {
         self.send.advance(written);

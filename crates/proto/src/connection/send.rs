@@ -100,6 +100,11 @@ impl SendQueue {
         Some(chunk)
     }
 
+    /// How many slices [`SendQueue::io_slices`] would fill, given room.
+    pub(crate) fn slice_count(&self) -> usize {
+        self.chunks.len() + usize::from(!self.tail.is_empty())
+    }
+
     /// Fills `dst` with the queued chunks, in order; returns how many slices it filled.
     pub(crate) fn io_slices<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
         let queued = self.chunks.iter().map(|c| &c[..]);

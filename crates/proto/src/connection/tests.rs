@@ -795,6 +795,30 @@ fn a_whole_frame_over_the_message_limit_still_fails_1009() {
 }
 
 #[test]
+fn the_slice_count_is_what_transmit_slices_fills() {
+    let mut conn = server();
+    assert_eq!(conn.transmit_slice_count(), 0);
+    conn.send_text("small").unwrap();
+    assert_eq!(conn.transmit_slice_count(), 1, "one encoded buffer");
+    for _ in 0..3 {
+        conn.send_binary(Bytes::from(vec![7u8; 8192])).unwrap();
+        conn.send_text("between").unwrap();
+    }
+    let mut slices = [IoSlice::new(&[]); 64];
+    let filled = conn.transmit_slices(&mut slices);
+    assert_eq!(
+        filled, 7,
+        "three headers with what came before, three payloads, a tail"
+    );
+    assert_eq!(conn.transmit_slice_count(), filled);
+    let first = slices[0].len();
+    conn.advance_transmit(first);
+    assert_eq!(conn.transmit_slice_count(), filled - 1);
+    conn.advance_transmit(usize::MAX);
+    assert_eq!(conn.transmit_slice_count(), 0);
+}
+
+#[test]
 fn the_send_buffer_is_replaced_only_while_nothing_is_queued() {
     let mut conn = server();
     let lent = BytesMut::with_capacity(1024);
