@@ -12,6 +12,11 @@ use crate::role::Role;
 /// How much room to make ahead of a large payload at a time: the buffer grows as the payload
 /// arrives, so a peer that announces a big frame and sends nothing costs little memory.
 const RESERVE_STEP: usize = 64 * 1024;
+/// Room made beyond the rest of a payload: the read that completes the frame can take the
+/// start of the next one too. Without it, a caller that keeps some room free for its reads
+/// grows the buffer a second time, and every growth of a buffer that a payload handed out
+/// still shares copies what is in it.
+const RESERVE_AHEAD: usize = 8 * 1024;
 
 /// What [`FrameDecoder::decode`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,7 +103,7 @@ impl FrameDecoder {
         }
         current.unmasked = available;
         if available < len {
-            buf.reserve((len - available).min(RESERVE_STEP));
+            buf.reserve((len - available).min(RESERVE_STEP) + RESERVE_AHEAD);
             return Ok(None);
         }
         self.current = None;
@@ -255,5 +260,28 @@ mod tests {
             d.decode(&mut buf),
             Ok(Some(Decoded::Payload(Bytes::from_static(b"Hello"))))
         );
+    }
+
+    #[test]
+    fn a_partial_payload_gets_room_for_its_rest_and_the_next_header() {
+        let mut d = decoder(Role::Client);
+        // A 30,000-byte binary frame of which 1,000 bytes arrived, in a buffer shared with a
+        // payload handed out before it (as the read buffer is): growing it copies.
+        let mut buf = BytesMut::from(&[0x82, 0x7e, 0x75, 0x30][..]);
+        buf.extend_from_slice(&[0u8; 1000]);
+        let _shared = buf.split_to(0).freeze();
+        assert!(matches!(d.decode(&mut buf), Ok(Some(Decoded::Header(_)))));
+        assert_eq!(d.decode(&mut buf), Ok(None));
+        let room = buf.capacity() - buf.len();
+        assert!(
+            room >= 29_000 + 4096,
+            "room for the rest and the next frame's start, grown once: {room}"
+        );
+        // A frame that announces more than a step gets a step at a time.
+        let mut d = decoder(Role::Client);
+        let mut buf = BytesMut::from(&[0x82, 0x7f, 0, 0, 0, 0, 0, 0x0f, 0, 0][..]);
+        assert!(matches!(d.decode(&mut buf), Ok(Some(Decoded::Header(_)))));
+        assert_eq!(d.decode(&mut buf), Ok(None));
+        assert!(buf.capacity() < 4 * RESERVE_STEP, "{}", buf.capacity());
     }
 }
