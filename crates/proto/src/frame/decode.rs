@@ -9,8 +9,9 @@ use crate::error::{CapacityError, Error, ProtocolError};
 use crate::mask::apply_mask;
 use crate::role::Role;
 
-/// How much room to make ahead of a large payload at a time: the buffer grows as the payload
-/// arrives, so a peer that announces a big frame and sends nothing costs little memory.
+/// How much room to make ahead of a large payload at a time (plus [`RESERVE_AHEAD`]): the
+/// buffer grows as the payload arrives, so a peer that announces a big frame and sends
+/// nothing costs little memory.
 const RESERVE_STEP: usize = 64 * 1024;
 /// Room made beyond the rest of a payload: the read that completes the frame can take the
 /// start of the next one too. Without it, a caller that keeps some room free for its reads
