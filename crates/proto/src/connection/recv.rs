@@ -40,7 +40,7 @@ fn lend(text: bool, payload: &[u8]) -> MessageRef<'_> {
     }
 }
 
-/// A whole message's checked bytes, given.
+/// A whole message's checked bytes (text validated as it arrived), given.
 fn given(text: bool, payload: Bytes) -> Message {
     if text {
         Message::Text(Utf8Bytes::from_validated(payload))
@@ -391,11 +391,7 @@ impl Connection {
                 r.data.freeze()
             }
         };
-        Some(if text {
-            Message::Text(Utf8Bytes::from_validated(data))
-        } else {
-            Message::Binary(data)
-        })
+        Some(given(text, data))
     }
 
     fn receive_close(&mut self, payload: &[u8]) -> Result<Event, Error> {
@@ -497,12 +493,10 @@ impl Connection {
             return Ok(None);
         }
         self.reassembly = None;
-        let data = deflate.finish_message();
-        Ok(Some(Event::Message(if frame.text {
-            Message::Text(Utf8Bytes::from_validated(data))
-        } else {
-            Message::Binary(data)
-        })))
+        Ok(Some(Event::Message(given(
+            frame.text,
+            deflate.finish_message(),
+        ))))
     }
 
     /// Without the `deflate` feature RSV1 never gets past the decoder.
