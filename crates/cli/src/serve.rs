@@ -58,6 +58,11 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..))]
     keepalive_timeout: u64,
+    /// On SIGINT/SIGTERM, wait this many seconds at most for the clients to complete their
+    /// closing handshakes (default: 7, the close timeout plus 2); those left are dropped
+    /// (1006).
+    #[arg(long, value_name = "SECONDS")]
+    shutdown_timeout: Option<u64>,
     /// What to do with a message that would take a client's send buffer over 16 MiB:
     /// close the connection with 1008, or drop the message (and count it).
     #[arg(long, value_enum, default_value_t = Overflow::Close)]
@@ -115,6 +120,9 @@ pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, wsworker::Error> {
             Duration::from_secs(args.keepalive_timeout),
         )
     }));
+    if let Some(seconds) = args.shutdown_timeout {
+        worker.shutdown_timeout(Duration::from_secs(seconds));
+    }
     worker.overflow_policy(match args.overflow {
         Overflow::Close => OverflowPolicy::Close,
         Overflow::Drop => OverflowPolicy::DropNew,

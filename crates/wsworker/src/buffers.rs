@@ -68,6 +68,17 @@ pub(crate) fn give_back_write(mut buf: BytesMut) {
     keep(&WRITE, buf);
 }
 
+/// The capacity of the read buffer the thread holds, if it holds one (not lent out).
+#[cfg(test)]
+pub(crate) fn read_buffer_at_home() -> Option<usize> {
+    READ.with(|cell| {
+        let buf = cell.take();
+        let capacity = buf.as_ref().map(BytesMut::capacity);
+        cell.set(buf);
+        capacity
+    })
+}
+
 /// Keeps one buffer in `slot`: the one already there, or this one.
 #[inline]
 fn keep(slot: &'static std::thread::LocalKey<Cell<Option<BytesMut>>>, buf: BytesMut) {

@@ -33,6 +33,10 @@ use crate::shared::{CloseInfo, Command, Direct, Shared, outbox};
 /// How much room a read gets at least in a connection's own buffer (one holding a partial
 /// frame).
 const READ_RESERVE: usize = 8 * 1024;
+/// The largest leftover of a read (the start of a frame) parked in an allocation of its own
+/// rather than kept in the worker's read buffer: copying it out and back in costs at most an
+/// eighth of a full read.
+const PARK_AT_MOST: usize = buffers::READ_SIZE / 8;
 /// How many slices one vectored write takes at most.
 const MAX_IOV: usize = 64;
 /// The slices a write usually needs (the queue is mostly one buffer of encoded frames):
@@ -155,7 +159,12 @@ impl Default for DriverConfig {
 ///
 /// A hand-written future rather than an `async fn`: the task of every connection is as
 /// large as its future, and an `async fn` taking the driver by value keeps two copies of it.
-pub(crate) struct Driver<S, H> {
+///
+/// The end of a connection's bookkeeping cannot be skipped: a driver dropped before its
+/// connection ended (its worker's runtime shut down at the deadline, or a bug of ours
+/// panicked out of `poll` and the event loop dropped it) still reports the end, as a
+/// connection dropped without a close (1006), and balances the counters.
+pub(crate) struct Driver<S, H: Handler> {
     io: S,
     conn: Proto,
     handler: H,
@@ -172,6 +181,8 @@ pub(crate) struct Driver<S, H> {
     counters: Option<Arc<WorkerCounters>>,
     /// `on_open` was called.
     started: bool,
+    /// The end was reported (`on_close`, the counters).
+    finished: bool,
     /// The shared inbox holds this task's waker.
     inbox_registered: bool,
     /// The keepalive runs on the caller's clock ([`Driver::keepalive_tick`]).
@@ -201,6 +212,39 @@ where
         ready!(done);
         this.finish();
         Poll::Ready(())
+    }
+}
+
+impl<S, H: Handler> Driver<S, H> {
+    /// Reports the end of the connection through `on_close`, once.
+    fn finish(&mut self) {
+        if std::mem::replace(&mut self.finished, true) {
+            return;
+        }
+        self.handler.shared().set_ready_state(ReadyState::Closed);
+        self.handler.shared().publish_queued(0);
+        let info = self
+            .close
+            .take()
+            .map_or_else(CloseInfo::dropped, |info| *info);
+        if let Some(counters) = &self.counters {
+            counters.closed(info.code.as_u16());
+        }
+        if self.started {
+            // `on_close` answers `on_open`: a connection dropped before its first poll was
+            // never reported open.
+            self.handler.on_close(info);
+        }
+    }
+}
+
+impl<S, H: Handler> Drop for Driver<S, H> {
+    fn drop(&mut self) {
+        if !self.finished && self.conn.ready_state() != ReadyState::Closed {
+            // Whatever the closing handshake had reached, the connection ends here, unclean.
+            self.close = Some(Box::new(CloseInfo::dropped()));
+        }
+        self.finish();
     }
 }
 
@@ -275,6 +319,7 @@ where
             keepalive,
             counters: None,
             started: false,
+            finished: false,
             inbox_registered: false,
             loop_clock: false,
             keepalive_expired: false,
@@ -317,20 +362,6 @@ where
     /// The connection's stream.
     pub(crate) fn io_mut(&mut self) -> &mut S {
         &mut self.io
-    }
-
-    /// Reports the end of the connection through `on_close`.
-    fn finish(&mut self) {
-        self.handler.shared().set_ready_state(ReadyState::Closed);
-        self.handler.shared().publish_queued(0);
-        let info = self
-            .close
-            .take()
-            .map_or_else(CloseInfo::dropped, |info| *info);
-        if let Some(counters) = &self.counters {
-            counters.closed(info.code.as_u16());
-        }
-        self.handler.on_close(info);
     }
 
     fn drive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
@@ -495,25 +526,26 @@ where
             return Poll::Pending;
         }
         let buf = self.conn.recv_buffer_mut();
-        // With nothing pending the read goes into the worker's buffer, which goes back as
-        // soon as the frames in it are handed out; only a partial frame keeps a buffer here.
-        let borrowed = buf.is_empty();
-        if borrowed {
-            *buf = buffers::borrow_read();
-        } else if buf.capacity() - buf.len() < READ_RESERVE / 8 {
+        // Between reads a connection holds no buffer, or the start of a frame parked in an
+        // allocation of its own size: the read goes into the worker's buffer, the parked
+        // bytes copied in front. Only a large partial frame keeps a buffer of its own.
+        let parked = (buf.len() <= PARK_AT_MOST).then(|| {
+            let mut lent = buffers::borrow_read();
+            lent.extend_from_slice(buf);
+            std::mem::replace(buf, lent)
+        });
+        if parked.is_none() && buf.capacity() - buf.len() < READ_RESERVE / 8 {
             buf.reserve(READ_RESERVE);
         }
         let read = poll_read_buf(Pin::new(&mut self.io), cx, buf);
         let n = match read {
             Poll::Ready(Ok(n)) => n,
             Poll::Ready(Err(e)) => {
-                self.give_back_read_buffer();
+                self.give_back_read_buffer(parked);
                 return Poll::Ready(Err(e));
             }
             Poll::Pending => {
-                if borrowed {
-                    self.give_back_read_buffer();
-                }
+                self.give_back_read_buffer(parked);
                 return Poll::Pending;
             }
         };
@@ -540,7 +572,7 @@ where
         } else {
             self.process_events();
         }
-        self.give_back_read_buffer();
+        self.give_back_read_buffer(None);
         Poll::Ready(Ok(n))
     }
 
@@ -561,11 +593,28 @@ where
         }
     }
 
-    /// Returns the receive buffer to the worker when no partial frame is left in it.
-    fn give_back_read_buffer(&mut self) {
+    /// Returns the receive buffer to the worker after a read, unless a large partial frame
+    /// is left in it: a small leftover (the start of a frame) is parked in an allocation of
+    /// its own size, so that a peer that sends a frame's first byte and then waits holds a
+    /// few bytes, not the worker's whole buffer. `parked` is what the read started from,
+    /// reused when nothing was read.
+    fn give_back_read_buffer(&mut self, parked: Option<BytesMut>) {
         let buf = self.conn.recv_buffer_mut();
-        if buf.is_empty() && buf.capacity() > 0 {
-            buffers::give_back_read(std::mem::take(buf));
+        let left = buf.len();
+        if left > PARK_AT_MOST.max(buf.capacity() / 8) {
+            // The decoder made room for the rest of a large frame; copying its start out
+            // and back in at every read would cost more than the room.
+            return;
+        }
+        let leftover = match parked {
+            Some(parked) if parked.len() == left && parked.capacity() == left => parked,
+            _ if left == 0 => BytesMut::new(),
+            _ => BytesMut::from(&buf[..]),
+        };
+        let mut lent = std::mem::replace(buf, leftover);
+        if lent.capacity() > 0 {
+            lent.clear();
+            buffers::give_back_read(lent);
         }
     }
 
@@ -810,5 +859,247 @@ where
             self.handler.on_error(Error::Io(error));
         }
         Poll::Ready(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use std::task::Waker;
+
+    use tokio::io::{AsyncWriteExt, DuplexStream};
+    use wsworker_proto::{Config, Message};
+
+    use super::*;
+    use crate::shared::contain;
+
+    /// What the test handler saw.
+    #[derive(Default)]
+    struct Seen {
+        messages: Vec<Message>,
+        closes: Vec<CloseInfo>,
+    }
+
+    /// Records events; panics on a message when told to, as a bug of ours would (nothing
+    /// contains it, unlike the server's callbacks).
+    struct Recorder {
+        shared: Shared,
+        seen: Rc<RefCell<Seen>>,
+        panic_on_message: bool,
+    }
+
+    impl Handler for Recorder {
+        fn shared(&self) -> &Shared {
+            &self.shared
+        }
+
+        fn on_event(&mut self, event: Event) {
+            if let Event::Message(message) = event {
+                assert!(!self.panic_on_message, "a bug in the library");
+                self.seen.borrow_mut().messages.push(message);
+            }
+        }
+
+        fn on_error(&mut self, _: Error) {}
+
+        fn on_close(&mut self, info: CloseInfo) {
+            self.seen.borrow_mut().closes.push(info);
+        }
+    }
+
+    struct Setup {
+        driver: Driver<DuplexStream, Recorder>,
+        peer: DuplexStream,
+        seen: Rc<RefCell<Seen>>,
+        counters: Arc<WorkerCounters>,
+    }
+
+    fn server(panic_on_message: bool) -> Setup {
+        let (io, peer) = tokio::io::duplex(1 << 20);
+        let seen = Rc::new(RefCell::new(Seen::default()));
+        let handler = Recorder {
+            shared: Shared::new(),
+            seen: seen.clone(),
+            panic_on_message,
+        };
+        let counters = Arc::new(WorkerCounters::default());
+        let driver = Driver::new(
+            io,
+            Proto::new(Role::Server, Config::default()),
+            handler,
+            Arc::default(),
+        )
+        .with_counters(counters.clone());
+        Setup {
+            driver,
+            peer,
+            seen,
+            counters,
+        }
+    }
+
+    /// A client's (masked) frame of a text message.
+    fn client_frame(text: &str) -> Vec<u8> {
+        let mut client = Proto::new(Role::Client, Config::default());
+        client.send_text(text.to_owned()).unwrap();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = client.poll_transmit() {
+            bytes.extend_from_slice(&chunk);
+        }
+        bytes
+    }
+
+    fn poll(driver: &mut Driver<DuplexStream, Recorder>) -> Poll<()> {
+        Pin::new(driver).poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    #[tokio::test]
+    async fn a_driver_dropped_before_the_end_reports_1006_and_balances_the_counters() {
+        let Setup {
+            mut driver,
+            seen,
+            counters,
+            peer: _peer,
+        } = server(false);
+        assert!(poll(&mut driver).is_pending());
+        assert_eq!(counters.open(), 1);
+        // As the worker's runtime does with the connections left at the shutdown deadline.
+        drop(driver);
+        let closes = &seen.borrow().closes;
+        assert_eq!(closes.len(), 1, "on_close ran once");
+        assert_eq!(closes[0].code, CloseCode::ABNORMAL);
+        assert!(!closes[0].was_clean);
+        assert_eq!(counters.open(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_panic_out_of_the_driver_still_ends_the_connection_properly() {
+        let Setup {
+            mut driver,
+            mut peer,
+            seen,
+            counters,
+        } = server(true);
+        peer.write_all(&client_frame("boom")).await.unwrap();
+        // The event loop contains a panic that escapes a connection, then drops it.
+        assert!(contain(|| poll(&mut driver)).is_err());
+        drop(driver);
+        let closes = &seen.borrow().closes;
+        assert_eq!(closes.len(), 1, "on_close ran once");
+        assert_eq!(closes[0].code, CloseCode::ABNORMAL);
+        assert_eq!(counters.open(), 0, "the max_connections slot is free again");
+    }
+
+    #[tokio::test]
+    async fn a_driver_dropped_unopened_balances_the_counters_without_on_close() {
+        let Setup {
+            driver,
+            seen,
+            counters,
+            ..
+        } = server(false);
+        assert_eq!(counters.open(), 1);
+        drop(driver);
+        assert!(seen.borrow().closes.is_empty(), "never reported open");
+        assert_eq!(counters.open(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_connection_ended_normally_reports_once() {
+        let Setup {
+            mut driver,
+            peer,
+            seen,
+            counters,
+        } = server(false);
+        assert!(poll(&mut driver).is_pending());
+        drop(peer);
+        assert!(poll(&mut driver).is_ready());
+        drop(driver);
+        assert_eq!(seen.borrow().closes.len(), 1);
+        assert_eq!(counters.open(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_start_of_a_frame_is_parked_small_and_the_read_buffer_goes_back() {
+        let Setup {
+            mut driver,
+            mut peer,
+            seen,
+            ..
+        } = server(false);
+        let frame = client_frame("hello");
+        // A frame's first byte, then its next few, each read on its own.
+        for (at, end) in [(0, 1), (1, 3), (3, 9)] {
+            peer.write_all(&frame[at..end]).await.unwrap();
+            assert!(poll(&mut driver).is_pending());
+            let held = driver.conn.recv_buffer_mut();
+            // Once the header (2 bytes and the 4 of the mask) is whole, the payload's start
+            // is what is left.
+            let left = if end < 6 { end } else { end - 6 };
+            assert_eq!(held.len(), left, "the leftover is kept");
+            assert!(
+                held.capacity() < 64,
+                "the leftover of {end} bytes holds {} bytes",
+                held.capacity()
+            );
+            assert!(
+                buffers::read_buffer_at_home().is_some_and(|c| c >= buffers::READ_SIZE),
+                "the worker's read buffer is back"
+            );
+        }
+        peer.write_all(&frame[9..]).await.unwrap();
+        assert!(poll(&mut driver).is_pending());
+        assert_eq!(seen.borrow().messages, [Message::from("hello")]);
+        assert_eq!(driver.conn.recv_buffer_mut().capacity(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_large_partial_frame_keeps_its_buffer_and_arrives_whole() {
+        let Setup {
+            mut driver,
+            mut peer,
+            seen,
+            ..
+        } = server(false);
+        let text = "x".repeat(300_000);
+        let frame = client_frame(&text);
+        let mut sent = 0;
+        for piece in frame.chunks(50_000) {
+            peer.write_all(piece).await.unwrap();
+            sent += piece.len();
+            assert!(poll(&mut driver).is_pending());
+            if sent < frame.len() {
+                // Far more than a leftover worth parking: the decoder's room stays.
+                assert!(driver.conn.recv_buffer_mut().capacity() >= 50_000);
+            }
+        }
+        assert_eq!(seen.borrow().messages, [Message::from(text)]);
+    }
+
+    #[tokio::test]
+    async fn frames_split_anywhere_across_reads_arrive_whole() {
+        let Setup {
+            mut driver,
+            mut peer,
+            seen,
+            ..
+        } = server(false);
+        let messages: Vec<String> = (0..40).map(|i| "m".repeat(i * 37)).collect();
+        let stream: Vec<u8> = messages.iter().flat_map(|m| client_frame(m)).collect();
+        // Reads of every size from 1 byte up, so each read ends at another point of a frame.
+        let mut at = 0;
+        let mut size = 1;
+        while at < stream.len() {
+            let end = (at + size).min(stream.len());
+            peer.write_all(&stream[at..end]).await.unwrap();
+            assert!(poll(&mut driver).is_pending());
+            at = end;
+            size += 7;
+        }
+        let seen = seen.borrow();
+        let got: Vec<&str> = seen.messages.iter().map(|m| m.to_text().unwrap()).collect();
+        assert_eq!(got, messages);
     }
 }

@@ -45,7 +45,8 @@ pub(crate) struct Settings {
     pub(crate) driver: Arc<DriverConfig>,
     pub(crate) max_header_size: usize,
     pub(crate) handshake_timeout: Duration,
-    pub(crate) shutdown_timeout: Duration,
+    /// Set by the application; otherwise [`Settings::shutdown_timeout`] derives it.
+    pub(crate) shutdown_timeout: Option<Duration>,
     /// Open connections per worker above which new ones get 503.
     pub(crate) max_connections: Option<usize>,
     /// The origins allowed (normalized), when the allow-list is on.
@@ -72,12 +73,27 @@ impl Default for Settings {
             driver: Arc::default(),
             max_header_size: DEFAULT_MAX_HEADER_SIZE,
             handshake_timeout: Duration::from_secs(10),
-            shutdown_timeout: Duration::from_secs(5),
+            shutdown_timeout: None,
             max_connections: None,
             allowed_origins: None,
             #[cfg(feature = "deflate")]
             deflate: Some(default_deflate()),
         }
+    }
+}
+
+/// How much longer than the close timeout a graceful stop waits by default: the drivers
+/// apply the 1001 a moment after the stop begins, and each connection's close timeout starts
+/// only then.
+const SHUTDOWN_MARGIN: Duration = Duration::from_secs(2);
+
+impl Settings {
+    /// How long a graceful stop waits for the connections to end: as set, or the close
+    /// timeout plus [`SHUTDOWN_MARGIN`], so that a connection still closing is not cut off
+    /// sooner than its own close timeout would cut it.
+    pub(crate) fn shutdown_timeout(&self) -> Duration {
+        self.shutdown_timeout
+            .unwrap_or(self.driver.close_timeout + SHUTDOWN_MARGIN)
     }
 }
 
@@ -298,6 +314,15 @@ impl Worker {
     /// How long to wait for the peer's close frame after ours. Default 5 s.
     pub fn close_timeout(&mut self, timeout: Duration) -> &mut Self {
         Arc::make_mut(&mut self.settings.driver).close_timeout = timeout;
+        self
+    }
+
+    /// How long a graceful stop (SIGINT/SIGTERM, [`RunningServer::shutdown`]) waits for the
+    /// closing handshakes before it ends the connections left. Those still end properly:
+    /// `on_close` runs for each (1006, not clean) and the metrics count them closed. Default
+    /// the close timeout plus 2 s (7 s with the default close timeout).
+    pub fn shutdown_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.settings.shutdown_timeout = Some(timeout);
         self
     }
 
@@ -538,7 +563,7 @@ impl Worker {
     }
 
     /// Starts the server and blocks until SIGINT or SIGTERM, then stops gracefully: no new
-    /// connections, close 1001 to every client, up to 5 s for the closing handshakes.
+    /// connections, close 1001 to every client, up to [`Worker::shutdown_timeout`] for the closing handshakes.
     ///
     /// # Errors
     /// As [`Worker::start`].
@@ -663,7 +688,7 @@ fn worker_main(
             tracing::error!(worker_id, %panic, "on_worker_start panicked");
         }
         let tasks = TaskTracker::new();
-        let shutdown_timeout = ctx.settings.shutdown_timeout;
+        let shutdown_timeout = ctx.settings.shutdown_timeout();
         let (event_loop, loop_stop) =
             match event_loop::EventLoop::new(listener, worker_id, ctx.clone(), tasks.clone()) {
                 Ok(parts) => parts,
@@ -684,6 +709,8 @@ fn worker_main(
             .close_worker(worker_id, CloseCode::GOING_AWAY, "server shutting down");
         tasks.close();
         let _ = tokio::time::timeout(shutdown_timeout, tasks.wait()).await;
+        // Dropping the runtime drops the connections left, and each driver's drop reports
+        // its connection's end.
     });
 }
 
@@ -750,5 +777,20 @@ impl StopSignal {
             self.runtime.block_on(tokio::signal::ctrl_c())?;
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shutdown_waits_longer_than_a_connection_may_take_to_close() {
+        let mut worker = Worker::new("websocket://127.0.0.1:0").unwrap();
+        assert_eq!(worker.settings.shutdown_timeout(), Duration::from_secs(7));
+        worker.close_timeout(Duration::from_secs(30));
+        assert_eq!(worker.settings.shutdown_timeout(), Duration::from_secs(32));
+        worker.shutdown_timeout(Duration::from_secs(1));
+        assert_eq!(worker.settings.shutdown_timeout(), Duration::from_secs(1));
     }
 }
