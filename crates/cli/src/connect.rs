@@ -1,7 +1,13 @@
 //! `wsworker connect`: a client on the terminal. Interactive by default (each stdin line
 //! is sent as a text message, each message received is printed); with `--send`, a
 //! scripted exchange for shell scripts.
+//!
+//! What the server sends reaches the user's terminal, so its control characters are shown,
+//! never obeyed (see [`terminal_safe`]): a server must not be able to move the cursor, set
+//! the window title or answer back through the terminal.
 
+use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::io::BufRead;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -120,7 +126,15 @@ async fn interactive(ws: &WebSocket, args: &ConnectArgs) -> Result<CloseInfo, ws
     loop {
         tokio::select! {
             line = lines.recv(), if stdin_open => match line {
-                Some(line) => ws.send(line)?,
+                Some(line) => match ws.send(line) {
+                    Ok(()) => {}
+                    // The server closed, or started to, before the line went out: its close
+                    // event, which follows, says how; that is the session's outcome.
+                    Err(wsworker::Error::Closed) => {
+                        eprintln!("not sent: the connection is closing");
+                    }
+                    Err(error) => return Err(error),
+                },
                 None => {
                     stdin_open = false;
                     ws.close(args.close_code, &args.close_reason)?;
@@ -128,7 +142,7 @@ async fn interactive(ws: &WebSocket, args: &ConnectArgs) -> Result<CloseInfo, ws
             },
             event = ws.next() => match event {
                 Some(WsEvent::Message(msg)) => print_message(&msg),
-                Some(WsEvent::Error(error)) => eprintln!("error: {}", crate::error_chain(&error)),
+                Some(WsEvent::Error(error)) => print_error(&error),
                 Some(WsEvent::Close(info)) => return Ok(info),
                 Some(_) => {}
                 None => return Err(wsworker::Error::Closed),
@@ -152,7 +166,7 @@ async fn scripted(ws: &WebSocket, args: &ConnectArgs) -> Result<CloseInfo, wswor
                 print_message(&msg);
                 received += 1;
             }
-            Ok(Some(WsEvent::Error(error))) => eprintln!("error: {}", crate::error_chain(&error)),
+            Ok(Some(WsEvent::Error(error))) => print_error(&error),
             Ok(Some(WsEvent::Close(info))) => {
                 eprintln!("the server closed after {received} of {expect} replies");
                 return Ok(CloseInfo {
@@ -188,13 +202,61 @@ async fn wait_close(ws: &WebSocket) -> Result<CloseInfo, wsworker::Error> {
     Err(wsworker::Error::Closed)
 }
 
+/// An error the connection reported, on stderr (its text may quote the server).
+fn print_error(error: &wsworker::Error) {
+    eprintln!("error: {}", terminal_safe(&crate::error_chain(error)));
+}
+
 fn print_message(msg: &Message) {
     match msg {
-        Message::Text(text) => println!("{text}"),
+        Message::Text(text) => println!("{}", terminal_safe(text)),
         Message::Binary(data) => {
             let hex: String = data.iter().take(32).map(|b| format!("{b:02x}")).collect();
             let more = if data.len() > 32 { "…" } else { "" };
             println!("[binary, {} bytes] {hex}{more}", data.len());
         }
+    }
+}
+
+/// `text` with its control characters made visible, as `cat -v` shows them, so that text
+/// from the network cannot drive the terminal it is printed on: a C0 control as `^@`…`^_`
+/// (ESC is `^[`), DEL as `^?`, a C1 control (U+0080–U+009F, which terminals may obey as
+/// ESC sequences: U+009B is CSI) as `M-` and the C0 form of its low bits. Line feed and tab
+/// are kept: they only lay the text out. Borrowed when there is nothing to escape.
+pub(crate) fn terminal_safe(text: &str) -> Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !text.chars().any(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if !unsafe_char(c) {
+            out.push(c);
+            continue;
+        }
+        let code = u32::from(c);
+        if code >= 0x80 {
+            out.push_str("M-");
+        }
+        // `^` and the character 64 places up: ^@ for NUL, ^[ for ESC, ^? for DEL (127).
+        let _ = write!(out, "^{}", char::from(((code & 0x7f) ^ 0x40) as u8));
+    }
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::terminal_safe;
+
+    #[test]
+    fn control_characters_are_shown_as_cat_v_shows_them() {
+        assert_eq!(
+            terminal_safe("hello κόσμε\tand\nmore"),
+            "hello κόσμε\tand\nmore"
+        );
+        assert_eq!(
+            terminal_safe("\u{1b}]0;title\u{7}\u{1b}[2J\r\0\u{7f}\u{9b}1m\u{85}\u{9f}"),
+            "^[]0;title^G^[[2J^M^@^?M-^[1mM-^EM-^_"
+        );
     }
 }

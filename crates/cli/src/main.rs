@@ -37,7 +37,8 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("wsworker: {}", error_chain(&error));
+            // The chain may quote what a server sent (a TLS alert, a certificate's names).
+            eprintln!("wsworker: {}", connect::terminal_safe(&error_chain(&error)));
             ExitCode::FAILURE
         }
     }

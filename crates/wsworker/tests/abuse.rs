@@ -486,31 +486,31 @@ fn a_client_that_never_answers_the_close_is_dropped_after_close_timeout() {
     );
     let conns = server.connections().to_vec();
     assert_eq!(conns.len(), 1);
+    // The server's close timer starts after this call, so the drop cannot come sooner than
+    // the timeout after it, however loaded the machine.
+    let asked = Instant::now();
     conns[0].close(CloseCode::NORMAL, "bye").unwrap();
     // The close frame is read but never answered, and the socket stays open.
     let Some(Event::Close(Some(frame))) = next_event_silently(&mut client) else {
         panic!("expected the server's close frame")
     };
-    let got_close = Instant::now();
     assert_eq!(
         (frame.code, frame.reason.as_str()),
         (CloseCode::NORMAL, "bye")
     );
+    // Nothing else ends it within the read timeout (10 s, against a 0.5 s close timeout;
+    // keepalive would take 30 s).
     assert!(
         connection_ends(&mut client.stream),
         "the server kept the connection open for {:?} after its close timeout of \
          {CLOSE_TIMEOUT:?}",
-        got_close.elapsed()
+        asked.elapsed()
     );
-    let waited = got_close.elapsed();
+    let waited = asked.elapsed();
     println!("unanswered close dropped after {waited:?}");
     assert!(
-        waited >= CLOSE_TIMEOUT.mul_f32(0.6),
+        waited >= CLOSE_TIMEOUT,
         "dropped after {waited:?}, before the close timeout"
-    );
-    assert!(
-        waited <= CLOSE_TIMEOUT + Duration::from_secs(2),
-        "dropped only after {waited:?}"
     );
     let info = close_of(&closes, "/mute");
     println!("on_close: {info:?}");
@@ -654,7 +654,9 @@ fn exchange(addr: SocketAddr, bytes: &[u8]) -> (String, Duration) {
 
 #[test]
 fn other_protocols_on_the_port_get_400_at_once() {
-    const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+    // Far beyond the client's read timeout (`WAIT`): an answer can only come from reading
+    // the bytes, never from the timeout.
+    const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
     let mut worker = hello_worker();
     worker.handshake_timeout(HANDSHAKE_TIMEOUT);
     let server = worker.start().unwrap();
@@ -747,7 +749,9 @@ fn a_client_that_stops_reading_is_closed_with_1008_and_does_not_stall_the_worker
         thread::sleep(Duration::from_millis(5));
     }
 
-    // Meanwhile the other client of the same worker is answered promptly.
+    // Meanwhile the other client of the same worker is answered: each answer within the
+    // client's read timeout (10 s; a worker stuck on the slow socket never answers). How
+    // promptly is a figure for a benchmark, not for a test on a shared machine: printed.
     let mut worst = Duration::ZERO;
     for i in 0..20 {
         let text = format!("tom {i}");
@@ -766,10 +770,6 @@ fn a_client_that_stops_reading_is_closed_with_1008_and_does_not_stall_the_worker
     println!(
         "good client's worst latency {worst:?}; slow client sent {} messages of 256 KiB",
         sent.load(Ordering::SeqCst)
-    );
-    assert!(
-        worst < Duration::from_secs(2),
-        "the slow reader stalled the worker: {worst:?}"
     );
 
     let info = close_of(&closes, "/slow");

@@ -5,10 +5,10 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use common::{PeerServer, closed, message, python, repo_root};
+use common::{PeerServer, closed, message, python, repo_root, run_to_end};
 use wsworker::{Handshake, Message, RunningServer, WebSocket, Worker};
 
 /// The server every peer's checklist expects: subprotocol `chat` or `superchat` when
@@ -37,25 +37,8 @@ fn interop_server() -> RunningServer {
 
 /// Runs a checklist script to completion (bounded), printing its report; panics unless it
 /// passed every check.
-fn run_checklist(mut command: Command, what: &str) {
-    let started = Instant::now();
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{what}: cannot start ({e}); run `bash interop/setup.sh`"));
-    let deadline = started + Duration::from_secs(90);
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{what}: timed out");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let output = child.wait_with_output().unwrap();
+fn run_checklist(command: Command, what: &str) {
+    let output = run_to_end(command, what, Duration::from_secs(90));
     let stdout = String::from_utf8_lossy(&output.stdout);
     println!(
         "{what}:\n{stdout}{}",
@@ -63,6 +46,24 @@ fn run_checklist(mut command: Command, what: &str) {
     );
     assert!(output.status.success(), "{what} failed:\n{stdout}");
     assert!(stdout.contains(" passed, 0 failed"), "{what}: {stdout}");
+}
+
+/// A peer that writes more than a pipe holds, on both streams, before it exits: its output
+/// is read while it runs, so it ends at once (read only after its exit, it would block on
+/// the full pipe until the limit).
+#[test]
+fn a_chatty_peer_does_not_block_on_a_full_pipe() {
+    let mut command = Command::new("sh");
+    command.args([
+        "-c",
+        "head -c 1048576 /dev/zero && head -c 1048576 /dev/zero >&2",
+    ]);
+    let output = run_to_end(command, "a chatty peer", Duration::from_secs(20));
+    assert!(output.status.success(), "{:?}", output.status);
+    assert_eq!(
+        (output.stdout.len(), output.stderr.len()),
+        (1 << 20, 1 << 20)
+    );
 }
 
 #[test]
@@ -187,6 +188,62 @@ mod deflate {
             .arg(&url);
         run_checklist(command, "python client_check --deflate");
         server.shutdown();
+    }
+
+    /// What our server compresses for a client that asked for `server_max_window_bits=8`
+    /// inflates with zlib's raw inflate and a 256-byte window, a decoder we did not write
+    /// that refuses any back-reference its window does not reach
+    /// (`interop/python/deflate_window_check.py`): with our side's context reset after each
+    /// message (the default) and kept, and after a connection with a 15-bit window left its
+    /// compressor to the worker thread.
+    #[test]
+    #[ignore = "needs the interop peers: bash interop/setup.sh"]
+    fn an_8_bit_window_client_inflates_what_our_server_compresses() {
+        use wsworker::proto::deflate::DeflateConfig;
+
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        for (takeover, config) in [
+            (
+                false,
+                DeflateConfig::default().server_no_context_takeover(true),
+            ),
+            (true, DeflateConfig::default()),
+        ] {
+            let mut worker = Worker::new("websocket://127.0.0.1:0").unwrap();
+            worker.count(1);
+            worker.permessage_deflate(Some(config));
+            worker.on_message(|conn, msg| {
+                conn.send(msg)?;
+                Ok(())
+            });
+            let server = worker.start().unwrap();
+            let url = format!("ws://{}/", server.local_addr());
+            runtime.block_on(async {
+                let ws = WebSocket::builder(url.as_str()).connect().await.unwrap();
+                assert!(
+                    ws.extensions().starts_with("permessage-deflate"),
+                    "{}",
+                    ws.extensions()
+                );
+                let text = "a message that compresses well ".repeat(100);
+                ws.send(text.as_str()).unwrap();
+                assert_eq!(message(&ws).await, Message::text(text));
+                ws.close(1000, "").unwrap();
+                closed(&ws).await;
+            });
+            let mut command = Command::new(python());
+            command
+                .arg(repo_root().join("interop/python/deflate_window_check.py"))
+                .arg(&url);
+            run_checklist(
+                command,
+                &format!("deflate_window_check (context takeover: {takeover})"),
+            );
+            server.shutdown();
+        }
     }
 
     #[test]

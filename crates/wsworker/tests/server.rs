@@ -64,17 +64,73 @@ fn frames_sent_with_the_handshake_are_not_lost() {
     server.shutdown();
 }
 
+/// A TCP socket of this machine as `/proc/net/tcp` lists it (IPv4).
+struct TcpEntry {
+    local: std::net::SocketAddr,
+    remote: std::net::SocketAddr,
+    /// The kernel's state number: 1 ESTABLISHED, 8 CLOSE_WAIT, 10 LISTEN, ...
+    state: u8,
+    /// For a listening socket: the connections waiting in its accept queue.
+    rx_queue: u32,
+}
+
+/// Every IPv4 TCP socket of this machine (those of other network namespaces aside).
+fn tcp_sockets() -> Vec<TcpEntry> {
+    // "0100007F:1F90": the address's bytes (in network order in memory) printed as one
+    // native u32 in hex, then the port in hex.
+    fn address(hex: &str) -> Option<std::net::SocketAddr> {
+        let (ip, port) = hex.split_once(':')?;
+        let ip = u32::from_str_radix(ip, 16).ok()?;
+        let port = u16::from_str_radix(port, 16).ok()?;
+        Some(std::net::SocketAddr::from((
+            std::net::Ipv4Addr::from(ip.to_ne_bytes()),
+            port,
+        )))
+    }
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (_, rx_queue) = fields.get(4)?.split_once(':')?;
+            Some(TcpEntry {
+                local: address(fields.get(1)?)?,
+                remote: address(fields.get(2)?)?,
+                state: u8::from_str_radix(fields.get(3)?, 16).ok()?,
+                rx_queue: u32::from_str_radix(rx_queue, 16).ok()?,
+            })
+        })
+        .collect()
+}
+
+/// Waits (bounded) until `ready` holds for the machine's TCP sockets.
+fn wait_for_sockets(what: &str, ready: impl Fn(&[TcpEntry]) -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !ready(&tcp_sockets()) {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 #[test]
 fn the_end_of_a_client_that_arrives_while_its_handshake_waits_is_seen() {
     // The worker is held in a callback while another client's request, two messages and its
     // FIN arrive in one burst: the edges that reported all of it came while that client's
     // handshake was still under way, and its open connection must still see the end.
     let (closed_tx, closed_rx) = mpsc::channel();
+    let (entered_tx, entered_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let release_rx = std::sync::Mutex::new(release_rx);
     let mut worker = Worker::new("websocket://127.0.0.1:0").unwrap();
     worker.keepalive(None);
-    worker.on_message(|_, message| {
+    worker.on_message(move |_, message| {
         if message == Message::text("block") {
-            std::thread::sleep(Duration::from_millis(300));
+            let _ = entered_tx.send(());
+            let _ = release_rx
+                .lock()
+                .unwrap()
+                .recv_timeout(Duration::from_secs(10));
         }
         Ok(())
     });
@@ -85,11 +141,26 @@ fn the_end_of_a_client_that_arrives_while_its_handshake_waits_is_seen() {
     let addr = server.local_addr();
     let mut blocker = RawClient::connect(addr, "/", &[]).unwrap();
     let mut late = std::net::TcpStream::connect(addr).unwrap();
-    // Its handshake has looked for the request and waits.
-    std::thread::sleep(Duration::from_millis(100));
+    let late_addr = late.local_addr().unwrap();
+    // Accepted: the server's end of it is there and the listener's queue is empty. The loop
+    // polls a handshake in the round that accepted it, so it has looked for the request
+    // (none yet) and waits for an edge.
+    wait_for_sockets("the late connection accepted", |sockets| {
+        let established = sockets
+            .iter()
+            .any(|s| s.local == addr && s.remote == late_addr && s.state == 1);
+        let queued: u32 = sockets
+            .iter()
+            .filter(|s| s.local == addr && s.state == 10)
+            .map(|s| s.rx_queue)
+            .sum();
+        established && queued == 0
+    });
     blocker.conn.send_text("block").unwrap();
     blocker.flush();
-    std::thread::sleep(Duration::from_millis(100));
+    entered_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the worker never ran the blocking callback");
 
     let handshake =
         wsworker_proto::handshake::ClientHandshake::new(&format!("ws://{addr}/")).unwrap();
@@ -106,6 +177,14 @@ fn the_end_of_a_client_that_arrives_while_its_handshake_waits_is_seen() {
     }
     late.write_all(&bytes).unwrap();
     late.shutdown(std::net::Shutdown::Write).unwrap();
+    // The server's kernel has all of it, the FIN too (its end is in CLOSE_WAIT), while the
+    // worker is still held.
+    wait_for_sockets("the late connection's FIN received", |sockets| {
+        sockets
+            .iter()
+            .any(|s| s.local == addr && s.remote == late_addr && s.state == 8)
+    });
+    release_tx.send(()).unwrap();
 
     let closed = closed_rx.recv_timeout(Duration::from_secs(5));
     assert!(

@@ -9,12 +9,12 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{PeerServer, WAIT, closed, message, python, repo_root, stop};
+use common::{PeerServer, WAIT, closed, message, python, repo_root, run_to_end, stop};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
@@ -569,24 +569,13 @@ fn python_websockets_client_against_our_tls_server() {
     let pki = Pki::loopback();
     let server = interop_tls_server(&pki);
     let url = format!("wss://localhost:{}/", server.local_addr().port());
-    let mut child = Command::new(python())
+    let mut command = Command::new(python());
+    command
         .arg(repo_root().join("interop/python/client_check.py"))
         .arg("--ca")
         .arg(pki.ca_file())
-        .arg(&url)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot start python; run `bash interop/setup.sh`");
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("python client_check timed out");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let output = child.wait_with_output().unwrap();
+        .arg(&url);
+    let output = run_to_end(command, "python client_check", Duration::from_secs(90));
     let stdout = String::from_utf8_lossy(&output.stdout);
     println!("{stdout}{}", String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "{stdout}");

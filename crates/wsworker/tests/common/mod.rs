@@ -5,8 +5,8 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use tokio::time::timeout;
 
@@ -164,6 +164,50 @@ pub fn python() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join(".interop-venv"));
     venv.join("bin/python")
+}
+
+/// Runs `command` to its end, for at most `limit` (then kills it and panics, with what it
+/// said), with its stdout and stderr read while it runs: a peer that writes more than a pipe
+/// holds (64 KiB) would otherwise block on its write and never exit.
+pub fn run_to_end(mut command: Command, what: &str, limit: Duration) -> Output {
+    fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let _ = pipe.read_to_end(&mut out);
+            out
+        })
+    }
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: cannot start ({e}); run `bash interop/setup.sh`"));
+    let stdout = drain(child.stdout.take().unwrap());
+    let stderr = drain(child.stderr.take().unwrap());
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let said = |pipe: std::thread::JoinHandle<Vec<u8>>| {
+                String::from_utf8_lossy(&pipe.join().unwrap_or_default()).into_owned()
+            };
+            panic!(
+                "{what}: still running after {limit:?}; it said:\n{}{}",
+                said(stdout),
+                said(stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
 }
 
 /// A peer's echo server (`interop/`), killed (by its PID) when dropped. The peers exit when

@@ -205,11 +205,14 @@ impl AsyncWrite for LoopStream {
 mod tests {
     use std::io::{Read as _, Write as _};
     use std::mem::MaybeUninit;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     use mio::{Events, Interest, Poll as Epoll, Token};
 
     use super::*;
+
+    /// The bound on every wait for the kernel.
+    const WAIT: Duration = Duration::from_secs(10);
 
     /// Polls a read into a fresh buffer: the bytes, or `None` for `Pending`.
     fn read(stream: &mut LoopStream) -> Option<Vec<u8>> {
@@ -229,9 +232,36 @@ mod tests {
     fn accepted_pair() -> (std::net::TcpStream, TcpStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        peer.set_read_timeout(Some(WAIT)).unwrap();
         let (accepted, _) = listener.accept().unwrap();
         accepted.set_nonblocking(true).unwrap();
         (peer, TcpStream::from_std(accepted))
+    }
+
+    /// Waits until the kernel has the stream's socket ready for `interest`, without touching
+    /// the stream's marks: a fresh epoll reports the readiness the socket has when it is
+    /// registered (or the next edge), as `poll(2)` would.
+    fn wait_until(stream: &mut LoopStream, interest: Interest) {
+        let mut epoll = Epoll::new().unwrap();
+        epoll
+            .registry()
+            .register(&mut stream.io, Token(0), interest)
+            .unwrap();
+        let mut events = Events::with_capacity(8);
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "the socket never became {interest:?}");
+            epoll.poll(&mut events, Some(left)).unwrap();
+            let ready = events.iter().any(|event| {
+                (interest.is_readable() && event.is_readable())
+                    || (interest.is_writable() && event.is_writable())
+            });
+            if ready {
+                break;
+            }
+        }
+        epoll.registry().deregister(&mut stream.io).unwrap();
     }
 
     #[test]
@@ -241,7 +271,7 @@ mod tests {
 
         assert_eq!(read(&mut stream), None, "nothing yet");
         peer.write_all(b"GET").unwrap();
-        std::thread::sleep(Duration::from_millis(50));
+        wait_until(&mut stream, Interest::READABLE);
         assert_eq!(
             read(&mut stream).as_deref(),
             Some(&b"GET"[..]),
@@ -255,7 +285,7 @@ mod tests {
             "marked ready, drained: the mark clears"
         );
         peer.write_all(b" /").unwrap();
-        std::thread::sleep(Duration::from_millis(50));
+        wait_until(&mut stream, Interest::READABLE);
         assert_eq!(
             read(&mut stream),
             None,
@@ -272,19 +302,22 @@ mod tests {
         }
     }
 
-    /// Writes until the socket's buffers are full (`Pending`), then lets the peer read
-    /// everything, so that there is room again.
+    /// Writes until the socket's buffers are full (`Pending`), then lets the peer read as
+    /// many bytes as that wrote (all but what was left unread before), and waits until the
+    /// kernel has room again.
     fn fill_then_drain(stream: &mut LoopStream, peer: &mut std::net::TcpStream) {
         let chunk = vec![0u8; 64 * 1024];
-        while write(stream, &chunk).is_some() {}
-        peer.set_nonblocking(true).unwrap();
-        let mut sink = vec![0u8; 1 << 20];
-        for _ in 0..5 {
-            while let Ok(n) = peer.read(&mut sink) {
-                assert_ne!(n, 0);
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let mut written = 0;
+        while let Some(n) = write(stream, &chunk) {
+            written += n;
         }
+        let mut sink = vec![0u8; 1 << 20];
+        while written > 0 {
+            let n = peer.read(&mut sink[..written.min(1 << 20)]).unwrap();
+            assert_ne!(n, 0);
+            written -= n;
+        }
+        wait_until(stream, Interest::WRITABLE);
     }
 
     #[test]
@@ -325,16 +358,18 @@ mod tests {
             "and stays cleared without an event"
         );
 
-        // The last bytes and the end, seen by one edge.
+        // The last bytes and the end, reported before the read (by one edge or two).
         peer.write_all(b"bye").unwrap();
         drop(peer);
-        std::thread::sleep(Duration::from_millis(50));
         let mut events = Events::with_capacity(8);
-        epoll
-            .poll(&mut events, Some(Duration::from_secs(1)))
-            .unwrap();
-        for event in &events {
-            stream.set_ready(event);
+        let deadline = Instant::now() + WAIT;
+        while !stream.read_closed {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "epoll never reported the end");
+            epoll.poll(&mut events, Some(left)).unwrap();
+            for event in &events {
+                stream.set_ready(event);
+            }
         }
         assert_eq!(read(&mut stream).as_deref(), Some(&b"bye"[..]));
         assert_eq!(
