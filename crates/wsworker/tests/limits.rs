@@ -79,7 +79,6 @@ fn a_silent_client_that_does_not_answer_the_ping_is_dropped() {
     assert_eq!(info.code, CloseCode::ABNORMAL);
     assert!(!info.was_clean);
     assert!(elapsed >= Duration::from_millis(400), "{elapsed:?}");
-    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
     assert_eq!(metrics.snapshot().closes.get(&1006), Some(&1));
     server.shutdown();
 }
