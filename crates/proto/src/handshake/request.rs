@@ -29,7 +29,7 @@ use super::{HandshakeError, MAX_HEADERS, server};
 
 /// The longest head [`parse_request`] reads, whatever `max_size` says: offsets into the head
 /// are `u32`, which halves the size of a header line, and no real head comes near 4 GiB.
-const MAX_HEAD: usize = u32::MAX as usize;
+pub(crate) const MAX_HEAD: usize = u32::MAX as usize;
 
 /// One header line: where its name and its value (as httparse delimits it) lie in the head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
