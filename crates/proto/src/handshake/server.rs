@@ -302,6 +302,31 @@ pub fn reject_response(
     ))
 }
 
+/// The head of the response [`reject_response`] builds for the same arguments, without the
+/// body: the answer to a `HEAD` request, whose `Content-Length` is the length of the body a
+/// `GET` would get (RFC 9110 §9.3.2 and §8.6), not 0.
+///
+/// ```
+/// use wsworker_proto::handshake::reject_response_head;
+///
+/// let head = reject_response_head(200, &[], b"hello\n").unwrap();
+/// assert!(head.ends_with(b"Content-Length: 6\r\nConnection: close\r\n\r\n"));
+/// ```
+///
+/// # Errors
+///
+/// As [`reject_response`].
+pub fn reject_response_head(
+    status: u16,
+    extra_headers: &[HeaderLine<'_>],
+    body: &[u8],
+) -> Result<Vec<u8>, HandshakeError> {
+    let mut response = reject_response(status, extra_headers, body)?;
+    // The body is the response's last bytes.
+    response.truncate(response.len().saturating_sub(body.len()));
+    Ok(response)
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -568,6 +593,18 @@ mod tests {
             "HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\nContent-Length: 0\r\n\
              Connection: close\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn the_head_of_a_response_announces_the_body_it_leaves_out() {
+        let body = b"<h1>hello</h1>\n";
+        let extra = [("Content-Type", "text/html")];
+        let full = reject_response(200, &extra, body).unwrap();
+        let head = reject_response_head(200, &extra, body).unwrap();
+        assert_eq!([&head[..], body].concat(), full);
+        assert!(text(&head).contains("\r\nContent-Length: 15\r\n"));
+        assert!(head.ends_with(b"\r\n\r\n"));
+        assert!(reject_response_head(600, &[], body).is_err());
     }
 
     #[test]

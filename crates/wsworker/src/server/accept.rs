@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
-use wsworker_proto::handshake::{Request, ServerHandshake, reject_response};
+use wsworker_proto::handshake::{Request, ServerHandshake, reject_response, reject_response_head};
 use wsworker_proto::{Connection as Proto, HandshakeError, Role};
 
 use super::ServerContext;
@@ -276,20 +276,25 @@ async fn serve_http<S>(
     let method = request.method().as_str();
     let response = match &ctx.callbacks.on_http {
         Some(cb) if method == "GET" || method == "HEAD" => {
-            let mut response = contain(|| cb(request)).unwrap_or_else(|panic| {
+            let response = contain(|| cb(request)).unwrap_or_else(|panic| {
                 tracing::warn!(%panic, "on_http panicked");
                 HttpResponse::new(500, "internal error\n")
             });
-            if method == "HEAD" {
-                response.body = bytes::Bytes::new();
-            }
+            // A HEAD gets the GET's head: its Content-Length is the body's (RFC 9110 §8.6).
+            let respond = |status, headers: &[(&str, &str)], body: &[u8]| {
+                if method == "HEAD" {
+                    reject_response_head(status, headers, body)
+                } else {
+                    reject_response(status, headers, body)
+                }
+            };
             let headers: Vec<(&str, &str)> = response
                 .headers
                 .iter()
                 .map(|(n, v)| (n.as_str(), v.as_str()))
                 .collect();
-            reject_response(response.status, &headers, &response.body)
-                .or_else(|_| reject_response(500, &[], b"invalid response\n"))
+            respond(response.status, &headers, &response.body)
+                .or_else(|_| respond(500, &[], b"invalid response\n"))
                 .unwrap_or_default()
         }
         Some(_) => {
