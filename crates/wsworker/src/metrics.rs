@@ -7,9 +7,9 @@
 //! no locked instruction and no sharing on the per-message path.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use wsworker_proto::HandshakeError;
 
@@ -77,6 +77,82 @@ impl Rejection {
     }
 }
 
+/// A close code as the metrics count it: each code RFC 6455 §7.4.1 and the IANA registry
+/// define (1000–1015) by itself, and the codes clients choose by range, so that no client can
+/// add series of its own to every scrape (up to 2,000 with codes 3000–4999).
+///
+/// ```
+/// use wsworker::server::CloseCodeGroup;
+///
+/// assert_eq!(CloseCodeGroup::of(1000), CloseCodeGroup::Registered(1000));
+/// assert_eq!(CloseCodeGroup::of(4001), CloseCodeGroup::Range4xxx);
+/// assert_eq!(CloseCodeGroup::of(4001).to_string(), "4xxx");
+/// assert_eq!(CloseCodeGroup::of(1006).to_string(), "1006");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum CloseCodeGroup {
+    /// A code of RFC 6455 §7.4.1 or the IANA registry, 1000–1015 (1006: the connection
+    /// dropped without a closing handshake).
+    Registered(u16),
+    /// 3000–3999: codes registered for libraries, frameworks and applications.
+    Range3xxx,
+    /// 4000–4999: codes for private use.
+    Range4xxx,
+    /// Any other code.
+    Other,
+}
+
+impl CloseCodeGroup {
+    /// The registered codes, 1000 and the 15 after it.
+    const REGISTERED: std::ops::RangeInclusive<u16> = 1000..=1015;
+    /// How many groups there are: the registered codes and the three others.
+    const COUNT: usize = 16 + 3;
+
+    /// The group of `code`.
+    pub fn of(code: u16) -> Self {
+        match code {
+            _ if Self::REGISTERED.contains(&code) => Self::Registered(code),
+            3000..=3999 => Self::Range3xxx,
+            4000..=4999 => Self::Range4xxx,
+            _ => Self::Other,
+        }
+    }
+
+    /// Where the group is counted among a worker's counters.
+    fn index(self) -> usize {
+        match self {
+            Self::Registered(code) => usize::from(code.saturating_sub(1000)).min(15),
+            Self::Range3xxx => 16,
+            Self::Range4xxx => 17,
+            Self::Other => 18,
+        }
+    }
+
+    /// The group counted at `index`.
+    fn at(index: usize) -> Self {
+        match index {
+            16 => Self::Range3xxx,
+            17 => Self::Range4xxx,
+            18 => Self::Other,
+            // Below 16: a registered code.
+            _ => Self::Registered(1000 + index as u16),
+        }
+    }
+}
+
+/// The `code` label: the code itself, `3xxx`, `4xxx` or `other`.
+impl fmt::Display for CloseCodeGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Registered(code) => write!(f, "{code}"),
+            Self::Range3xxx => f.write_str("3xxx"),
+            Self::Range4xxx => f.write_str("4xxx"),
+            Self::Other => f.write_str("other"),
+        }
+    }
+}
+
 /// One worker's counters. Only the worker's own thread writes them (see [`add`]).
 #[derive(Debug, Default)]
 #[repr(align(128))]
@@ -89,8 +165,8 @@ pub(crate) struct WorkerCounters {
     bytes_sent: AtomicU64,
     dropped_messages: AtomicU64,
     rejections: [AtomicU64; Rejection::ALL.len()],
-    /// Closes are rare next to messages; a map keeps every code an application may use.
-    closes: Mutex<BTreeMap<u16, u64>>,
+    /// By [`CloseCodeGroup::index`].
+    closes: [AtomicU64; CloseCodeGroup::COUNT],
 }
 
 /// Adds to a counter that only the calling worker thread writes: a load and a store, no
@@ -110,8 +186,7 @@ impl WorkerCounters {
 
     pub(crate) fn closed(&self, code: u16) {
         add(&self.connections_open, u64::MAX);
-        let mut closes = self.closes.lock().unwrap_or_else(|e| e.into_inner());
-        *closes.entry(code).or_default() += 1;
+        add(&self.closes[CloseCodeGroup::of(code).index()], 1);
     }
 
     pub(crate) fn received(&self, bytes: usize) {
@@ -196,9 +271,11 @@ impl Metrics {
                     *snapshot.rejections.entry(*reason).or_default() += n;
                 }
             }
-            let closes = worker.closes.lock().unwrap_or_else(|e| e.into_inner());
-            for (code, n) in closes.iter() {
-                *snapshot.closes.entry(*code).or_default() += n;
+            for (i, closes) in worker.closes.iter().enumerate() {
+                let n = closes.load(Ordering::Relaxed);
+                if n > 0 {
+                    *snapshot.closes.entry(CloseCodeGroup::at(i)).or_default() += n;
+                }
             }
         }
         snapshot
@@ -246,8 +323,9 @@ pub struct MetricsSnapshot {
     /// Per worker, in worker id order.
     pub workers: Vec<WorkerSnapshot>,
     /// Connections ended, by close code (1006 when the connection dropped without a closing
-    /// handshake).
-    pub closes: BTreeMap<u16, u64>,
+    /// handshake), the codes clients choose grouped by range: look one up with
+    /// [`CloseCodeGroup::of`]. Only groups that occurred are present.
+    pub closes: BTreeMap<CloseCodeGroup, u64>,
     /// Connections refused before they opened, by reason.
     pub rejections: BTreeMap<Rejection, u64>,
 }
@@ -326,8 +404,8 @@ impl MetricsSnapshot {
             "# HELP wsworker_closes_total Connections ended, by close code.\n\
              # TYPE wsworker_closes_total counter"
         );
-        for (code, n) in &self.closes {
-            let _ = writeln!(out, "wsworker_closes_total{{code=\"{code}\"}} {n}");
+        for (group, n) in &self.closes {
+            let _ = writeln!(out, "wsworker_closes_total{{code=\"{group}\"}} {n}");
         }
         let _ = writeln!(
             out,
@@ -371,7 +449,13 @@ mod tests {
         assert_eq!(total.connections_open, 0);
         assert_eq!(total.connections_accepted, 3);
         assert_eq!(snapshot.workers[1].connections_open, 0);
-        assert_eq!(snapshot.closes, BTreeMap::from([(1000, 2), (4001, 1)]));
+        assert_eq!(
+            snapshot.closes,
+            BTreeMap::from([
+                (CloseCodeGroup::Registered(1000), 2),
+                (CloseCodeGroup::Range4xxx, 1)
+            ])
+        );
         assert_eq!(
             snapshot.rejections,
             BTreeMap::from([(Rejection::Origin, 2)])
@@ -383,7 +467,7 @@ mod tests {
             "wsworker_messages_received_total{worker=\"1\"} 1",
             "wsworker_bytes_received_total{worker=\"1\"} 26",
             "wsworker_dropped_messages_total{worker=\"1\"} 1",
-            "wsworker_closes_total{code=\"4001\"} 1",
+            "wsworker_closes_total{code=\"4xxx\"} 1",
             "wsworker_handshake_rejections_total{reason=\"origin\"} 2",
             "wsworker_handshake_rejections_total{reason=\"full\"} 0",
             "# TYPE wsworker_connections_open gauge",
@@ -392,6 +476,38 @@ mod tests {
                 text.lines().any(|l| l == line),
                 "missing {line:?} in\n{text}"
             );
+        }
+    }
+
+    #[test]
+    fn codes_clients_choose_are_grouped_by_range() {
+        let metrics = Metrics::default();
+        let workers = metrics.start(1);
+        for code in [
+            1000, 1006, 1015, 3000, 3999, 4000, 4999, 5000, 2999, 999, 1016,
+        ] {
+            workers[0].opened();
+            workers[0].closed(code);
+        }
+        let snapshot = metrics.snapshot();
+        let labels: Vec<(String, u64)> = snapshot
+            .closes
+            .iter()
+            .map(|(group, n)| (group.to_string(), *n))
+            .collect();
+        let expected = [
+            ("1000", 1),
+            ("1006", 1),
+            ("1015", 1),
+            ("3xxx", 2),
+            ("4xxx", 2),
+        ];
+        let mut expected: Vec<(String, u64)> =
+            expected.iter().map(|(l, n)| (l.to_string(), *n)).collect();
+        expected.push(("other".to_owned(), 4));
+        assert_eq!(labels, expected);
+        for index in 0..CloseCodeGroup::COUNT {
+            assert_eq!(CloseCodeGroup::at(index).index(), index);
         }
     }
 

@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{RawClient, hello_worker, raw_exchange};
-use wsworker::server::{Keepalive, OverflowPolicy, Rejection};
+use wsworker::server::{CloseCodeGroup, Keepalive, OverflowPolicy, Rejection};
 use wsworker::{CloseCode, CloseInfo, Message, Worker};
 use wsworker_proto::Event;
 
@@ -80,7 +80,13 @@ fn a_silent_client_that_does_not_answer_the_ping_is_dropped() {
     assert!(!info.was_clean);
     assert!(elapsed >= Duration::from_millis(400), "{elapsed:?}");
     assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
-    assert_eq!(metrics.snapshot().closes.get(&1006), Some(&1));
+    assert_eq!(
+        metrics
+            .snapshot()
+            .closes
+            .get(&CloseCodeGroup::Registered(1006)),
+        Some(&1)
+    );
     server.shutdown();
 }
 
@@ -346,7 +352,10 @@ fn close_policy_cuts_off_a_client_that_does_not_read_with_1008() {
     drop(client);
     assert_eq!(info.code, CloseCode::POLICY_VIOLATION);
     assert_eq!(metrics.snapshot().total().dropped_messages, 0);
-    assert_eq!(metrics.snapshot().closes.get(&1008), Some(&1));
+    assert_eq!(
+        metrics.snapshot().closes.get(&CloseCodeGroup::of(1008)),
+        Some(&1)
+    );
     server.shutdown();
 }
 
@@ -371,7 +380,11 @@ fn metrics_count_messages_bytes_closes_and_rejections() {
     assert!(raw_exchange(addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").starts_with("HTTP/1.1 426"));
 
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !metrics.snapshot().closes.contains_key(&4001) {
+    while !metrics
+        .snapshot()
+        .closes
+        .contains_key(&CloseCodeGroup::of(4001))
+    {
         assert!(Instant::now() < deadline, "the close was not counted");
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -392,7 +405,7 @@ fn metrics_count_messages_bytes_closes_and_rejections() {
     );
     let text = metrics.to_prometheus();
     assert!(
-        text.contains("wsworker_closes_total{code=\"4001\"} 1\n"),
+        text.contains("wsworker_closes_total{code=\"4xxx\"} 1\n"),
         "{text}"
     );
     assert!(text.contains("wsworker_messages_received_total{worker=\"0\"} 3\n"));
@@ -557,4 +570,47 @@ fn a_reply_dropped_after_the_close_is_not_counted_as_sent() {
         assert_eq!(total.messages_received, 2, "lend {lend}");
         assert_eq!(total.messages_sent, 1, "lend {lend}");
     }
+}
+
+#[test]
+fn close_codes_clients_choose_are_counted_by_range() {
+    let worker = hello_worker();
+    let metrics = worker.metrics();
+    let server = worker.start().unwrap();
+    let addr = server.local_addr();
+    for code in [3001, 3999, 4000, 4999, 1000] {
+        let mut client = RawClient::connect(addr, "/", &[]).unwrap();
+        client.conn.close(CloseCode::new(code), "").unwrap();
+        client.flush();
+        assert!(matches!(client.next_event(), Some(Ok(Event::Close(_)))));
+        assert!(client.reads_eof());
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metrics.snapshot().closes.values().sum::<u64>() < 5 {
+        assert!(Instant::now() < deadline, "the closes were not counted");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let snapshot = metrics.snapshot();
+    assert_eq!(
+        snapshot.closes.into_iter().collect::<Vec<_>>(),
+        [
+            (CloseCodeGroup::Registered(1000), 1),
+            (CloseCodeGroup::Range3xxx, 2),
+            (CloseCodeGroup::Range4xxx, 2),
+        ]
+    );
+    let text = metrics.to_prometheus();
+    let series: Vec<&str> = text
+        .lines()
+        .filter(|line| line.starts_with("wsworker_closes_total{"))
+        .collect();
+    assert_eq!(
+        series,
+        [
+            "wsworker_closes_total{code=\"1000\"} 1",
+            "wsworker_closes_total{code=\"3xxx\"} 2",
+            "wsworker_closes_total{code=\"4xxx\"} 2",
+        ]
+    );
+    server.shutdown();
 }

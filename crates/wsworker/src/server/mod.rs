@@ -29,7 +29,7 @@ pub use connection::Connection;
 pub use registry::Connections;
 
 pub use crate::driver::{Keepalive, OverflowPolicy};
-pub use crate::metrics::{Metrics, MetricsSnapshot, Rejection, WorkerSnapshot};
+pub use crate::metrics::{CloseCodeGroup, Metrics, MetricsSnapshot, Rejection, WorkerSnapshot};
 
 use crate::driver::DriverConfig;
 use crate::error::{Error, Result};
