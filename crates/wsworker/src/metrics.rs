@@ -36,10 +36,14 @@ pub enum Rejection {
     Application,
     /// The TLS handshake failed, or plain HTTP arrived on the TLS port.
     Tls,
+    /// The worker had as many handshakes in progress as it may have
+    /// ([`Worker::max_pending_handshakes`](crate::Worker::max_pending_handshakes)): the
+    /// socket was closed as it was accepted, without an answer.
+    Pending,
 }
 
 impl Rejection {
-    const ALL: [Self; 9] = [
+    const ALL: [Self; 10] = [
         Self::BadRequest,
         Self::HeaderTooLarge,
         Self::Timeout,
@@ -49,6 +53,7 @@ impl Rejection {
         Self::Full,
         Self::Application,
         Self::Tls,
+        Self::Pending,
     ];
 
     /// The label used in the Prometheus output.
@@ -63,6 +68,7 @@ impl Rejection {
             Self::Full => "full",
             Self::Application => "application",
             Self::Tls => "tls",
+            Self::Pending => "pending",
         }
     }
 
@@ -164,6 +170,9 @@ pub(crate) struct WorkerCounters {
     bytes_received: AtomicU64,
     bytes_sent: AtomicU64,
     dropped_messages: AtomicU64,
+    /// Written by [`PendingHandshake`]s with locked instructions: one may end (be dropped)
+    /// on another thread than the worker's, and handshakes are rare next to messages.
+    handshakes_pending: AtomicU64,
     rejections: [AtomicU64; Rejection::ALL.len()],
     /// By [`CloseCodeGroup::index`].
     closes: [AtomicU64; CloseCodeGroup::COUNT],
@@ -220,6 +229,21 @@ impl WorkerCounters {
         self.connections_open.load(Ordering::Relaxed)
     }
 
+    /// Counts a handshake in progress, unless this worker has `max` of them already: then
+    /// `None`, and the caller refuses the connection (counted as [`Rejection::Pending`]).
+    /// Only the worker's thread begins handshakes, so the check and the count cannot race
+    /// with another beginning.
+    pub(crate) fn begin_handshake(self: &Arc<Self>, max: usize) -> Option<PendingHandshake> {
+        if self.handshakes_pending.load(Ordering::Relaxed) >= max as u64 {
+            self.rejected(Rejection::Pending);
+            return None;
+        }
+        self.handshakes_pending.fetch_add(1, Ordering::Relaxed);
+        Some(PendingHandshake {
+            counters: self.clone(),
+        })
+    }
+
     fn snapshot(&self) -> WorkerSnapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         WorkerSnapshot {
@@ -230,7 +254,25 @@ impl WorkerCounters {
             bytes_received: get(&self.bytes_received),
             bytes_sent: get(&self.bytes_sent),
             dropped_messages: get(&self.dropped_messages),
+            handshakes_pending: get(&self.handshakes_pending),
         }
+    }
+}
+
+/// One handshake in progress, counted against
+/// [`Worker::max_pending_handshakes`](crate::Worker::max_pending_handshakes) until it is
+/// dropped: held by the handshake's future, it is dropped on every way a handshake ends
+/// (open, refused, timed out, failed, or the future dropped after a panic or at shutdown).
+#[derive(Debug)]
+pub(crate) struct PendingHandshake {
+    counters: Arc<WorkerCounters>,
+}
+
+impl Drop for PendingHandshake {
+    fn drop(&mut self) {
+        self.counters
+            .handshakes_pending
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -306,6 +348,9 @@ pub struct WorkerSnapshot {
     /// Messages dropped at the hard send-buffer limit under
     /// [`OverflowPolicy::DropNew`](crate::server::OverflowPolicy::DropNew).
     pub dropped_messages: u64,
+    /// Connections accepted whose opening handshake (TLS and WebSocket, or a plain HTTP
+    /// answer) is in progress now.
+    pub handshakes_pending: u64,
 }
 
 /// One per-worker metric: name, type, help text and how to read it.
@@ -343,13 +388,14 @@ impl MetricsSnapshot {
                 bytes_received: sum.bytes_received + w.bytes_received,
                 bytes_sent: sum.bytes_sent + w.bytes_sent,
                 dropped_messages: sum.dropped_messages + w.dropped_messages,
+                handshakes_pending: sum.handshakes_pending + w.handshakes_pending,
             })
     }
 
     /// These counters in the Prometheus text exposition format (version 0.0.4).
     pub fn to_prometheus(&self) -> String {
         let mut out = String::new();
-        let per_worker: [Family; 7] = [
+        let per_worker: [Family; 8] = [
             (
                 "wsworker_connections_open",
                 "gauge",
@@ -391,6 +437,12 @@ impl MetricsSnapshot {
                 "counter",
                 "Messages dropped at the hard send-buffer limit.",
                 |w| w.dropped_messages,
+            ),
+            (
+                "wsworker_handshakes_pending",
+                "gauge",
+                "Connections whose opening handshake is in progress.",
+                |w| w.handshakes_pending,
             ),
         ];
         for (name, kind, help, get) in per_worker {
@@ -508,6 +560,31 @@ mod tests {
         assert_eq!(labels, expected);
         for index in 0..CloseCodeGroup::COUNT {
             assert_eq!(CloseCodeGroup::at(index).index(), index);
+        }
+    }
+
+    #[test]
+    fn pending_handshakes_are_bounded_and_end_when_dropped() {
+        let metrics = Metrics::default();
+        let workers = metrics.start(1);
+        let first = workers[0].begin_handshake(2).unwrap();
+        let second = workers[0].begin_handshake(2).unwrap();
+        assert!(workers[0].begin_handshake(2).is_none());
+        let snapshot = metrics.snapshot();
+        assert_eq!(snapshot.total().handshakes_pending, 2);
+        assert_eq!(
+            snapshot.rejections,
+            BTreeMap::from([(Rejection::Pending, 1)])
+        );
+        drop(first);
+        let third = workers[0].begin_handshake(2).unwrap();
+        drop((second, third));
+        let text = metrics.to_prometheus();
+        for line in [
+            "wsworker_handshakes_pending{worker=\"0\"} 0",
+            "wsworker_handshake_rejections_total{reason=\"pending\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} in\n{text}");
         }
     }
 
