@@ -48,7 +48,8 @@ pub(crate) struct ServeArgs {
     max_connections: Option<usize>,
     /// At most this many connections per worker in their opening handshake at once; more
     /// are closed as they are accepted.
-    #[arg(long, value_name = "N", default_value_t = wsworker::server::DEFAULT_MAX_PENDING_HANDSHAKES)]
+    #[arg(long, value_name = "N",
+          default_value_t = wsworker::server::DEFAULT_MAX_PENDING_HANDSHAKES)]
     max_pending_handshakes: usize,
     /// Accept WebSocket handshakes only from this page origin (as `https://example.com`);
     /// repeat for several. Others get 403; requests without Origin (not from a browser)
