@@ -623,6 +623,47 @@ mod tests {
     }
 
     proptest! {
+        /// Parsing only when the scan says so agrees with parsing everything at once: the
+        /// same request and rest when either completes, the same error when the pieces fail
+        /// (an error in a head that never ends may go unseen until the limit or the timeout).
+        #[test]
+        fn scanning_agrees_with_parsing_the_whole_input(
+            parts in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "GET", "OPTIONS", " ", "/", "*", "a", "h:1", ":", "\r\n", "\n", "\r",
+                    "HTTP/1.1", "Host: h", "\x16", "\t",
+                ]),
+                0..12,
+            ),
+            line in proptest::sample::select(vec![
+                "", "GET / HTTP/1.1\r\n", "\r\nGET /a HTTP/1.1\n", "OPTIONS * HTTP/1.1\r\n",
+            ]),
+            end in proptest::sample::select(vec!["", "\r\n\r\n", "\n\n", "\r\n\r\nrest"]),
+            piece in 1usize..8,
+        ) {
+            let input = [line, &parts.concat(), end].concat().into_bytes();
+            let whole = parse_request(&input, DEFAULT_MAX_HEADER_SIZE);
+            let mut handshake = ServerHandshake::new();
+            let mut fed = 0;
+            let mut got = Ok(None);
+            for chunk in input.chunks(piece) {
+                fed += chunk.len();
+                got = handshake.receive(chunk);
+                if !matches!(got, Ok(None)) {
+                    break;
+                }
+            }
+            match (got, whole) {
+                (Ok(Some((request, rest))), Ok(Some((expected, len)))) => {
+                    prop_assert_eq!(request, expected);
+                    prop_assert_eq!([&rest[..], &input[fed..]].concat(), &input[len..]);
+                }
+                (Ok(None), Ok(None) | Err(_)) => {}
+                (Err(error), Err(expected)) => prop_assert_eq!(error, expected),
+                (got, whole) => prop_assert!(false, "{got:?} but at once {whole:?}"),
+            }
+        }
+
         #[test]
         fn any_split_of_a_request_gives_the_same_result(
             splits in proptest::collection::vec(0..RFC_REQUEST.len() + 11, 0..6),
