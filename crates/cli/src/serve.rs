@@ -46,6 +46,11 @@ pub(crate) struct ServeArgs {
     /// At most this many open connections per worker; more get 503 (default: no limit).
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
+    /// At most this many connections per worker in their opening handshake at once; more
+    /// are closed as they are accepted.
+    #[arg(long, value_name = "N",
+          default_value_t = wsworker::server::DEFAULT_MAX_PENDING_HANDSHAKES)]
+    max_pending_handshakes: usize,
     /// Accept WebSocket handshakes only from this page origin (as `https://example.com`);
     /// repeat for several. Others get 403; requests without Origin (not from a browser)
     /// are accepted.
@@ -111,6 +116,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, wsworker::Error> {
     if let Some(max) = args.max_connections {
         worker.max_connections(max);
     }
+    worker.max_pending_handshakes(args.max_pending_handshakes);
     if !args.allow_origins.is_empty() {
         worker.allowed_origins(&args.allow_origins);
     }

@@ -182,6 +182,7 @@ fn bad_arguments_fail_with_a_message() {
         &["serve", "--metrics", "localhost"],
         &["serve", "--overflow", "ignore"],
         &["serve", "--max-connections", "-1"],
+        &["serve", "--max-pending-handshakes", "x"],
         &["serve", "websocket://127.0.0.1"],
         &["serve", "--count", "0"],
         &["serve", "--mode", "shout"],
@@ -253,6 +254,48 @@ fn serve_exposes_its_counters_in_the_prometheus_format() {
         "one gauge per worker: {page}"
     );
     assert!(http_get(metrics, "/").starts_with("HTTP/1.1 404 "));
+    assert_eq!(serve.stop(), 0);
+}
+
+#[test]
+fn serve_closes_connections_beyond_its_pending_handshakes() {
+    let serve = Serve::start(&[
+        "websocket://127.0.0.1:0",
+        "--count",
+        "1",
+        "--max-pending-handshakes",
+        "1",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let metrics = serve.metrics.expect("the metrics address is announced");
+    let silent = TcpStream::connect(serve.addr).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !http_get(metrics, "/metrics").contains("wsworker_handshakes_pending{worker=\"0\"} 1\n") {
+        assert!(
+            Instant::now() < deadline,
+            "the silent socket is not counted"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut over = TcpStream::connect(serve.addr).unwrap();
+    over.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let read = over.read(&mut buf);
+    assert!(
+        matches!(&read, Ok(0))
+            || read
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the connection beyond the limit is not closed at once: {read:?}"
+    );
+    let page = http_get(metrics, "/metrics");
+    assert!(
+        page.contains("wsworker_handshake_rejections_total{reason=\"pending\"} 1\n"),
+        "{page}"
+    );
+    drop(silent);
     assert_eq!(serve.stop(), 0);
 }
 

@@ -7,9 +7,9 @@
 //! no locked instruction and no sharing on the per-message path.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use wsworker_proto::HandshakeError;
 
@@ -36,10 +36,14 @@ pub enum Rejection {
     Application,
     /// The TLS handshake failed, or plain HTTP arrived on the TLS port.
     Tls,
+    /// The worker had as many handshakes in progress as it may have
+    /// ([`Worker::max_pending_handshakes`](crate::Worker::max_pending_handshakes)): the
+    /// socket was closed as it was accepted, without an answer.
+    Pending,
 }
 
 impl Rejection {
-    const ALL: [Self; 9] = [
+    const ALL: [Self; 10] = [
         Self::BadRequest,
         Self::HeaderTooLarge,
         Self::Timeout,
@@ -49,6 +53,7 @@ impl Rejection {
         Self::Full,
         Self::Application,
         Self::Tls,
+        Self::Pending,
     ];
 
     /// The label used in the Prometheus output.
@@ -63,6 +68,7 @@ impl Rejection {
             Self::Full => "full",
             Self::Application => "application",
             Self::Tls => "tls",
+            Self::Pending => "pending",
         }
     }
 
@@ -73,6 +79,82 @@ impl Rejection {
             405 => Self::MethodNotAllowed,
             426 => Self::UpgradeRequired,
             _ => Self::BadRequest,
+        }
+    }
+}
+
+/// A close code as the metrics count it: each code RFC 6455 §7.4.1 and the IANA registry
+/// define (1000–1015) by itself, and the codes clients choose by range, so that no client can
+/// add series of its own to every scrape (up to 2,000 with codes 3000–4999).
+///
+/// ```
+/// use wsworker::server::CloseCodeGroup;
+///
+/// assert_eq!(CloseCodeGroup::of(1000), CloseCodeGroup::Registered(1000));
+/// assert_eq!(CloseCodeGroup::of(4001), CloseCodeGroup::Range4xxx);
+/// assert_eq!(CloseCodeGroup::of(4001).to_string(), "4xxx");
+/// assert_eq!(CloseCodeGroup::of(1006).to_string(), "1006");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum CloseCodeGroup {
+    /// A code of RFC 6455 §7.4.1 or the IANA registry, 1000–1015 (1006: the connection
+    /// dropped without a closing handshake).
+    Registered(u16),
+    /// 3000–3999: codes registered for libraries, frameworks and applications.
+    Range3xxx,
+    /// 4000–4999: codes for private use.
+    Range4xxx,
+    /// Any other code.
+    Other,
+}
+
+impl CloseCodeGroup {
+    /// The registered codes, 1000 and the 15 after it.
+    const REGISTERED: std::ops::RangeInclusive<u16> = 1000..=1015;
+    /// How many groups there are: the registered codes and the three others.
+    const COUNT: usize = 16 + 3;
+
+    /// The group of `code`.
+    pub fn of(code: u16) -> Self {
+        match code {
+            _ if Self::REGISTERED.contains(&code) => Self::Registered(code),
+            3000..=3999 => Self::Range3xxx,
+            4000..=4999 => Self::Range4xxx,
+            _ => Self::Other,
+        }
+    }
+
+    /// Where the group is counted among a worker's counters.
+    fn index(self) -> usize {
+        match self {
+            Self::Registered(code) => usize::from(code.saturating_sub(1000)).min(15),
+            Self::Range3xxx => 16,
+            Self::Range4xxx => 17,
+            Self::Other => 18,
+        }
+    }
+
+    /// The group counted at `index`.
+    fn at(index: usize) -> Self {
+        match index {
+            16 => Self::Range3xxx,
+            17 => Self::Range4xxx,
+            18 => Self::Other,
+            // Below 16: a registered code.
+            _ => Self::Registered(1000 + index as u16),
+        }
+    }
+}
+
+/// The `code` label: the code itself, `3xxx`, `4xxx` or `other`.
+impl fmt::Display for CloseCodeGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Registered(code) => write!(f, "{code}"),
+            Self::Range3xxx => f.write_str("3xxx"),
+            Self::Range4xxx => f.write_str("4xxx"),
+            Self::Other => f.write_str("other"),
         }
     }
 }
@@ -88,9 +170,12 @@ pub(crate) struct WorkerCounters {
     bytes_received: AtomicU64,
     bytes_sent: AtomicU64,
     dropped_messages: AtomicU64,
+    /// Written by [`PendingHandshake`]s with locked instructions: one may end (be dropped)
+    /// on another thread than the worker's, and handshakes are rare next to messages.
+    handshakes_pending: AtomicU64,
     rejections: [AtomicU64; Rejection::ALL.len()],
-    /// Closes are rare next to messages; a map keeps every code an application may use.
-    closes: Mutex<BTreeMap<u16, u64>>,
+    /// By [`CloseCodeGroup::index`].
+    closes: [AtomicU64; CloseCodeGroup::COUNT],
 }
 
 /// Adds to a counter that only the calling worker thread writes: a load and a store, no
@@ -110,8 +195,7 @@ impl WorkerCounters {
 
     pub(crate) fn closed(&self, code: u16) {
         add(&self.connections_open, u64::MAX);
-        let mut closes = self.closes.lock().unwrap_or_else(|e| e.into_inner());
-        *closes.entry(code).or_default() += 1;
+        add(&self.closes[CloseCodeGroup::of(code).index()], 1);
     }
 
     pub(crate) fn received(&self, bytes: usize) {
@@ -145,6 +229,21 @@ impl WorkerCounters {
         self.connections_open.load(Ordering::Relaxed)
     }
 
+    /// Counts a handshake in progress, unless this worker has `max` of them already: then
+    /// `None`, and the caller refuses the connection (counted as [`Rejection::Pending`]).
+    /// Only the worker's thread begins handshakes, so the check and the count cannot race
+    /// with another beginning.
+    pub(crate) fn begin_handshake(self: &Arc<Self>, max: usize) -> Option<PendingHandshake> {
+        if self.handshakes_pending.load(Ordering::Relaxed) >= max as u64 {
+            self.rejected(Rejection::Pending);
+            return None;
+        }
+        self.handshakes_pending.fetch_add(1, Ordering::Relaxed);
+        Some(PendingHandshake {
+            counters: self.clone(),
+        })
+    }
+
     fn snapshot(&self) -> WorkerSnapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         WorkerSnapshot {
@@ -155,7 +254,25 @@ impl WorkerCounters {
             bytes_received: get(&self.bytes_received),
             bytes_sent: get(&self.bytes_sent),
             dropped_messages: get(&self.dropped_messages),
+            handshakes_pending: get(&self.handshakes_pending),
         }
+    }
+}
+
+/// One handshake in progress, counted against
+/// [`Worker::max_pending_handshakes`](crate::Worker::max_pending_handshakes) until it is
+/// dropped: held by the handshake's future, it is dropped on every way a handshake ends
+/// (open, refused, timed out, failed, or the future dropped after a panic or at shutdown).
+#[derive(Debug)]
+pub(crate) struct PendingHandshake {
+    counters: Arc<WorkerCounters>,
+}
+
+impl Drop for PendingHandshake {
+    fn drop(&mut self) {
+        self.counters
+            .handshakes_pending
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -196,9 +313,11 @@ impl Metrics {
                     *snapshot.rejections.entry(*reason).or_default() += n;
                 }
             }
-            let closes = worker.closes.lock().unwrap_or_else(|e| e.into_inner());
-            for (code, n) in closes.iter() {
-                *snapshot.closes.entry(*code).or_default() += n;
+            for (i, closes) in worker.closes.iter().enumerate() {
+                let n = closes.load(Ordering::Relaxed);
+                if n > 0 {
+                    *snapshot.closes.entry(CloseCodeGroup::at(i)).or_default() += n;
+                }
             }
         }
         snapshot
@@ -229,6 +348,9 @@ pub struct WorkerSnapshot {
     /// Messages dropped at the hard send-buffer limit under
     /// [`OverflowPolicy::DropNew`](crate::server::OverflowPolicy::DropNew).
     pub dropped_messages: u64,
+    /// Connections accepted whose opening handshake (TLS and WebSocket, or a plain HTTP
+    /// answer) is in progress now.
+    pub handshakes_pending: u64,
 }
 
 /// One per-worker metric: name, type, help text and how to read it.
@@ -246,8 +368,9 @@ pub struct MetricsSnapshot {
     /// Per worker, in worker id order.
     pub workers: Vec<WorkerSnapshot>,
     /// Connections ended, by close code (1006 when the connection dropped without a closing
-    /// handshake).
-    pub closes: BTreeMap<u16, u64>,
+    /// handshake), the codes clients choose grouped by range: look one up with
+    /// [`CloseCodeGroup::of`]. Only groups that occurred are present.
+    pub closes: BTreeMap<CloseCodeGroup, u64>,
     /// Connections refused before they opened, by reason.
     pub rejections: BTreeMap<Rejection, u64>,
 }
@@ -265,13 +388,14 @@ impl MetricsSnapshot {
                 bytes_received: sum.bytes_received + w.bytes_received,
                 bytes_sent: sum.bytes_sent + w.bytes_sent,
                 dropped_messages: sum.dropped_messages + w.dropped_messages,
+                handshakes_pending: sum.handshakes_pending + w.handshakes_pending,
             })
     }
 
     /// These counters in the Prometheus text exposition format (version 0.0.4).
     pub fn to_prometheus(&self) -> String {
         let mut out = String::new();
-        let per_worker: [Family; 7] = [
+        let per_worker: [Family; 8] = [
             (
                 "wsworker_connections_open",
                 "gauge",
@@ -314,6 +438,12 @@ impl MetricsSnapshot {
                 "Messages dropped at the hard send-buffer limit.",
                 |w| w.dropped_messages,
             ),
+            (
+                "wsworker_handshakes_pending",
+                "gauge",
+                "Connections whose opening handshake is in progress.",
+                |w| w.handshakes_pending,
+            ),
         ];
         for (name, kind, help, get) in per_worker {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -326,8 +456,8 @@ impl MetricsSnapshot {
             "# HELP wsworker_closes_total Connections ended, by close code.\n\
              # TYPE wsworker_closes_total counter"
         );
-        for (code, n) in &self.closes {
-            let _ = writeln!(out, "wsworker_closes_total{{code=\"{code}\"}} {n}");
+        for (group, n) in &self.closes {
+            let _ = writeln!(out, "wsworker_closes_total{{code=\"{group}\"}} {n}");
         }
         let _ = writeln!(
             out,
@@ -371,7 +501,13 @@ mod tests {
         assert_eq!(total.connections_open, 0);
         assert_eq!(total.connections_accepted, 3);
         assert_eq!(snapshot.workers[1].connections_open, 0);
-        assert_eq!(snapshot.closes, BTreeMap::from([(1000, 2), (4001, 1)]));
+        assert_eq!(
+            snapshot.closes,
+            BTreeMap::from([
+                (CloseCodeGroup::Registered(1000), 2),
+                (CloseCodeGroup::Range4xxx, 1)
+            ])
+        );
         assert_eq!(
             snapshot.rejections,
             BTreeMap::from([(Rejection::Origin, 2)])
@@ -383,7 +519,7 @@ mod tests {
             "wsworker_messages_received_total{worker=\"1\"} 1",
             "wsworker_bytes_received_total{worker=\"1\"} 26",
             "wsworker_dropped_messages_total{worker=\"1\"} 1",
-            "wsworker_closes_total{code=\"4001\"} 1",
+            "wsworker_closes_total{code=\"4xxx\"} 1",
             "wsworker_handshake_rejections_total{reason=\"origin\"} 2",
             "wsworker_handshake_rejections_total{reason=\"full\"} 0",
             "# TYPE wsworker_connections_open gauge",
@@ -392,6 +528,63 @@ mod tests {
                 text.lines().any(|l| l == line),
                 "missing {line:?} in\n{text}"
             );
+        }
+    }
+
+    #[test]
+    fn codes_clients_choose_are_grouped_by_range() {
+        let metrics = Metrics::default();
+        let workers = metrics.start(1);
+        for code in [
+            1000, 1006, 1015, 3000, 3999, 4000, 4999, 5000, 2999, 999, 1016,
+        ] {
+            workers[0].opened();
+            workers[0].closed(code);
+        }
+        let snapshot = metrics.snapshot();
+        let labels: Vec<(String, u64)> = snapshot
+            .closes
+            .iter()
+            .map(|(group, n)| (group.to_string(), *n))
+            .collect();
+        let expected = [
+            ("1000", 1),
+            ("1006", 1),
+            ("1015", 1),
+            ("3xxx", 2),
+            ("4xxx", 2),
+        ];
+        let mut expected: Vec<(String, u64)> =
+            expected.iter().map(|(l, n)| (l.to_string(), *n)).collect();
+        expected.push(("other".to_owned(), 4));
+        assert_eq!(labels, expected);
+        for index in 0..CloseCodeGroup::COUNT {
+            assert_eq!(CloseCodeGroup::at(index).index(), index);
+        }
+    }
+
+    #[test]
+    fn pending_handshakes_are_bounded_and_end_when_dropped() {
+        let metrics = Metrics::default();
+        let workers = metrics.start(1);
+        let first = workers[0].begin_handshake(2).unwrap();
+        let second = workers[0].begin_handshake(2).unwrap();
+        assert!(workers[0].begin_handshake(2).is_none());
+        let snapshot = metrics.snapshot();
+        assert_eq!(snapshot.total().handshakes_pending, 2);
+        assert_eq!(
+            snapshot.rejections,
+            BTreeMap::from([(Rejection::Pending, 1)])
+        );
+        drop(first);
+        let third = workers[0].begin_handshake(2).unwrap();
+        drop((second, third));
+        let text = metrics.to_prometheus();
+        for line in [
+            "wsworker_handshakes_pending{worker=\"0\"} 0",
+            "wsworker_handshake_rejections_total{reason=\"pending\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} in\n{text}");
         }
     }
 

@@ -10,9 +10,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{RawClient, hello_worker, raw_exchange};
-use wsworker::server::{Keepalive, OverflowPolicy, Rejection};
-use wsworker::{CloseCode, CloseInfo, Message, Worker};
+use common::{
+    RawClient, closed_without_a_word, hello_worker, raw_exchange, rejected_as_pending,
+    wait_pending_handshakes,
+};
+use wsworker::server::{CloseCodeGroup, Keepalive, OverflowPolicy, Rejection};
+use wsworker::{CloseCode, CloseInfo, Handshake, Message, Worker};
 use wsworker_proto::Event;
 
 fn upgrade_request(origin: Option<&str>) -> Vec<u8> {
@@ -79,7 +82,13 @@ fn a_silent_client_that_does_not_answer_the_ping_is_dropped() {
     assert_eq!(info.code, CloseCode::ABNORMAL);
     assert!(!info.was_clean);
     assert!(elapsed >= Duration::from_millis(400), "{elapsed:?}");
-    assert_eq!(metrics.snapshot().closes.get(&1006), Some(&1));
+    assert_eq!(
+        metrics
+            .snapshot()
+            .closes
+            .get(&CloseCodeGroup::Registered(1006)),
+        Some(&1)
+    );
     server.shutdown();
 }
 
@@ -345,7 +354,10 @@ fn close_policy_cuts_off_a_client_that_does_not_read_with_1008() {
     drop(client);
     assert_eq!(info.code, CloseCode::POLICY_VIOLATION);
     assert_eq!(metrics.snapshot().total().dropped_messages, 0);
-    assert_eq!(metrics.snapshot().closes.get(&1008), Some(&1));
+    assert_eq!(
+        metrics.snapshot().closes.get(&CloseCodeGroup::of(1008)),
+        Some(&1)
+    );
     server.shutdown();
 }
 
@@ -370,7 +382,11 @@ fn metrics_count_messages_bytes_closes_and_rejections() {
     assert!(raw_exchange(addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").starts_with("HTTP/1.1 426"));
 
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !metrics.snapshot().closes.contains_key(&4001) {
+    while !metrics
+        .snapshot()
+        .closes
+        .contains_key(&CloseCodeGroup::of(4001))
+    {
         assert!(Instant::now() < deadline, "the close was not counted");
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -391,7 +407,7 @@ fn metrics_count_messages_bytes_closes_and_rejections() {
     );
     let text = metrics.to_prometheus();
     assert!(
-        text.contains("wsworker_closes_total{code=\"4001\"} 1\n"),
+        text.contains("wsworker_closes_total{code=\"4xxx\"} 1\n"),
         "{text}"
     );
     assert!(text.contains("wsworker_messages_received_total{worker=\"0\"} 3\n"));
@@ -556,4 +572,146 @@ fn a_reply_dropped_after_the_close_is_not_counted_as_sent() {
         assert_eq!(total.messages_received, 2, "lend {lend}");
         assert_eq!(total.messages_sent, 1, "lend {lend}");
     }
+}
+
+#[test]
+fn close_codes_clients_choose_are_counted_by_range() {
+    let worker = hello_worker();
+    let metrics = worker.metrics();
+    let server = worker.start().unwrap();
+    let addr = server.local_addr();
+    for code in [3001, 3999, 4000, 4999, 1000] {
+        let mut client = RawClient::connect(addr, "/", &[]).unwrap();
+        client.conn.close(CloseCode::new(code), "").unwrap();
+        client.flush();
+        assert!(matches!(client.next_event(), Some(Ok(Event::Close(_)))));
+        assert!(client.reads_eof());
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metrics.snapshot().closes.values().sum::<u64>() < 5 {
+        assert!(Instant::now() < deadline, "the closes were not counted");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let snapshot = metrics.snapshot();
+    assert_eq!(
+        snapshot.closes.into_iter().collect::<Vec<_>>(),
+        [
+            (CloseCodeGroup::Registered(1000), 1),
+            (CloseCodeGroup::Range3xxx, 2),
+            (CloseCodeGroup::Range4xxx, 2),
+        ]
+    );
+    let text = metrics.to_prometheus();
+    let series: Vec<&str> = text
+        .lines()
+        .filter(|line| line.starts_with("wsworker_closes_total{"))
+        .collect();
+    assert_eq!(
+        series,
+        [
+            "wsworker_closes_total{code=\"1000\"} 1",
+            "wsworker_closes_total{code=\"3xxx\"} 2",
+            "wsworker_closes_total{code=\"4xxx\"} 2",
+        ]
+    );
+    server.shutdown();
+}
+
+/// A WebSocket request for `path`.
+fn upgrade_request_to(path: &str) -> Vec<u8> {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+#[test]
+fn handshakes_in_progress_are_bounded_and_each_end_frees_its_place() {
+    let mut worker = hello_worker();
+    worker.count(1).max_pending_handshakes(4);
+    worker.on_handshake(|request| match request.path() {
+        "/panic" => panic!("on_handshake panics"),
+        "/reject" => Handshake::reject(403, "no"),
+        _ => Handshake::accept(),
+    });
+    let metrics = worker.metrics();
+    let server = worker.start().unwrap();
+    let addr = server.local_addr();
+
+    // Four sockets that connect and send nothing take every place.
+    let mut silent: Vec<std::net::TcpStream> = (0..4)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    wait_pending_handshakes(&metrics, 4);
+    let mut fifth = std::net::TcpStream::connect(addr).unwrap();
+    assert!(closed_without_a_word(&mut fifth));
+    assert_eq!(rejected_as_pending(&metrics), Some(1));
+
+    // A client that leaves frees its place; so does every other way a handshake ends: a
+    // refusal, a panic in on_handshake, a plain HTTP answer, a connection that opens.
+    drop(silent.pop());
+    wait_pending_handshakes(&metrics, 3);
+    for (request, status) in [
+        (upgrade_request_to("/reject"), "403"),
+        (upgrade_request_to("/panic"), "500"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), "426"),
+    ] {
+        let reply = raw_exchange(addr, &request);
+        assert!(reply.starts_with(&format!("HTTP/1.1 {status} ")), "{reply}");
+        wait_pending_handshakes(&metrics, 3);
+    }
+    let mut open = RawClient::connect(addr, "/", &[]).unwrap();
+    wait_pending_handshakes(&metrics, 3);
+
+    // So one more silent socket fits, and the one after it does not.
+    silent.push(std::net::TcpStream::connect(addr).unwrap());
+    wait_pending_handshakes(&metrics, 4);
+    let mut over = std::net::TcpStream::connect(addr).unwrap();
+    assert!(closed_without_a_word(&mut over));
+    assert_eq!(rejected_as_pending(&metrics), Some(2));
+    let text = metrics.to_prometheus();
+    assert!(
+        text.contains("wsworker_handshake_rejections_total{reason=\"pending\"} 2\n"),
+        "{text}"
+    );
+    assert!(text.contains("wsworker_handshakes_pending{worker=\"0\"} 4\n"));
+
+    // The open connection never counted, and is served.
+    open.conn.send_text("tom").unwrap();
+    open.flush();
+    assert_eq!(
+        open.next_event().unwrap().unwrap(),
+        Event::Message(Message::text("hello tom"))
+    );
+    drop(silent);
+    wait_pending_handshakes(&metrics, 0);
+    drop(open);
+    server.shutdown();
+}
+
+#[test]
+fn a_handshake_that_times_out_frees_its_place() {
+    let mut worker = hello_worker();
+    worker
+        .count(1)
+        .max_pending_handshakes(1)
+        .handshake_timeout(Duration::from_millis(200));
+    let metrics = worker.metrics();
+    let server = worker.start().unwrap();
+    let addr = server.local_addr();
+    let mut silent = std::net::TcpStream::connect(addr).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reply = String::new();
+    let _ = silent.read_to_string(&mut reply);
+    assert!(reply.starts_with("HTTP/1.1 408 "), "{reply}");
+    drop(silent);
+    wait_pending_handshakes(&metrics, 0);
+    let client = RawClient::connect(addr, "/", &[]).unwrap();
+    assert_eq!(metrics.snapshot().rejections.get(&Rejection::Pending), None);
+    drop(client);
+    server.shutdown();
 }

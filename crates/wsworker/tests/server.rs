@@ -282,6 +282,47 @@ fn malformed_and_invalid_requests_get_a_status() {
 }
 
 #[test]
+fn requests_that_must_not_be_upgraded_get_400() {
+    let server = hello_worker().start().unwrap();
+    let addr = server.local_addr();
+    let upgrade = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    for request in [
+        format!("GET * HTTP/1.1\r\nHost: x\r\n{upgrade}\r\n"),
+        format!("GET example.com:80 HTTP/1.1\r\nHost: example.com\r\n{upgrade}\r\n"),
+        // A body would be read as the first frames.
+        format!("GET / HTTP/1.1\r\nHost: x\r\n{upgrade}Content-Length: 6\r\n\r\nabcdef"),
+        format!(
+            "GET / HTTP/1.1\r\nHost: x\r\n{upgrade}Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        ),
+    ] {
+        let reply = raw_exchange(addr, request.as_bytes());
+        assert!(
+            reply.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "{request:?} -> {reply}"
+        );
+    }
+    server.shutdown();
+}
+
+#[test]
+fn head_gets_the_content_length_of_the_get_and_no_body() {
+    let mut worker = hello_worker();
+    worker.on_http(|_| HttpResponse::html("<h1>demo</h1>"));
+    let server = worker.start().unwrap();
+    let addr = server.local_addr();
+    let get = raw_exchange(addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (get_head, get_body) = get.split_once("\r\n\r\n").unwrap();
+    assert_eq!(get_body, "<h1>demo</h1>");
+    let head = raw_exchange(addr, b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n");
+    // Everything up to the end of the head, and nothing after it.
+    assert_eq!(head, format!("{get_head}\r\n\r\n"));
+    let length = format!("\r\nContent-Length: {}\r\n", get_body.len());
+    assert!(head.contains(&length), "{head}");
+    server.shutdown();
+}
+
+#[test]
 fn on_handshake_sees_the_request_and_decides() {
     let mut worker = hello_worker();
     worker.on_handshake(|req| {

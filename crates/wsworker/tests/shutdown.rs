@@ -7,6 +7,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::{RawClient, WAIT, hello_worker};
+use wsworker::server::CloseCodeGroup;
 use wsworker::{CloseCode, CloseInfo, Worker};
 use wsworker_proto::Event;
 
@@ -47,7 +48,10 @@ fn a_connection_still_closing_at_the_shutdown_deadline_gets_on_close_and_is_coun
     assert!(!info.was_clean);
     let snapshot = metrics.snapshot();
     assert_eq!(snapshot.total().connections_open, 0);
-    assert_eq!(snapshot.closes.get(&1006), Some(&1));
+    assert_eq!(
+        snapshot.closes.get(&CloseCodeGroup::Registered(1006)),
+        Some(&1)
+    );
     assert!(connections.is_empty(), "the registry let it go");
     // It had been asked to close, with 1001, before the deadline.
     match client.next_event() {

@@ -14,7 +14,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{PeerServer, WAIT, closed, message, python, repo_root, run_to_end, stop};
+use common::{
+    PeerServer, WAIT, closed, closed_without_a_word, message, python, rejected_as_pending,
+    repo_root, run_to_end, stop, wait_pending_handshakes,
+};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
@@ -502,6 +505,46 @@ async fn plain_http_and_broken_hellos_cost_one_connection_each() {
 }
 
 // ----- https for the HTTP handler, ALPN -------------------------------------------------
+
+#[tokio::test]
+async fn tls_handshakes_in_progress_are_bounded() {
+    let pki = Pki::loopback();
+    let mut worker = hello_tls_worker(&pki);
+    worker.count(1).max_pending_handshakes(4);
+    let metrics = worker.metrics();
+    let server = worker.start().unwrap();
+    let addr = server.local_addr();
+
+    // Three sockets that send nothing and one that starts a ClientHello (a record header
+    // announcing 512 bytes, and 4 of them) take every place.
+    let mut silent: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    silent[3]
+        .write_all(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc")
+        .unwrap();
+    wait_pending_handshakes(&metrics, 4);
+    let mut fifth = TcpStream::connect(addr).unwrap();
+    assert!(closed_without_a_word(&mut fifth));
+    assert_eq!(rejected_as_pending(&metrics), Some(1));
+
+    // One leaves: a wss client gets its place, and gives it back once open.
+    drop(silent.remove(0));
+    wait_pending_handshakes(&metrics, 3);
+    let ws = WebSocket::builder(wss_url(&server))
+        .tls_ca_pem(&pki.ca_pem)
+        .connect()
+        .await
+        .unwrap();
+    wait_pending_handshakes(&metrics, 3);
+    silent.push(TcpStream::connect(addr).unwrap());
+    wait_pending_handshakes(&metrics, 4);
+    let mut over = TcpStream::connect(addr).unwrap();
+    assert!(closed_without_a_word(&mut over));
+    assert_eq!(rejected_as_pending(&metrics), Some(2));
+    hello_and_close(&ws).await;
+    drop(silent);
+    wait_pending_handshakes(&metrics, 0);
+    stop(server).await;
+}
 
 #[tokio::test]
 async fn the_http_handler_answers_over_https_with_alpn_http11() {

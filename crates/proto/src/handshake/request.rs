@@ -29,7 +29,7 @@ use super::{HandshakeError, MAX_HEADERS, server};
 
 /// The longest head [`parse_request`] reads, whatever `max_size` says: offsets into the head
 /// are `u32`, which halves the size of a header line, and no real head comes near 4 GiB.
-const MAX_HEAD: usize = u32::MAX as usize;
+pub(crate) const MAX_HEAD: usize = u32::MAX as usize;
 
 /// One header line: where its name and its value (as httparse delimits it) lie in the head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,7 +116,9 @@ struct Built {
 /// - [`HandshakeError::TooLarge`] when the head does not end within `max_size` bytes (nor
 ///   within 4 GiB, whatever `max_size` says);
 /// - [`HandshakeError::TooManyHeaders`] beyond [`MAX_HEADERS`] header lines;
-/// - [`HandshakeError::Malformed`] when the bytes are not an HTTP/1.0 or HTTP/1.1 request head.
+/// - [`HandshakeError::Malformed`] when the bytes are not an HTTP/1.0 or HTTP/1.1 request head,
+///   or its target's form does not fit its method (`GET *`, `GET example.com:80`: RFC 9112
+///   §3.2 keeps the asterisk-form for OPTIONS and the authority-form for CONNECT).
 pub fn parse_request(
     buf: &[u8],
     max_size: usize,
@@ -143,6 +145,11 @@ pub fn parse_request(
     // target, so it is dropped: `uri()` builds one when asked.
     if target.parse::<Uri>().is_err() {
         return Err(HandshakeError::Malformed("invalid request target"));
+    }
+    if !target_fits(&method, target) {
+        return Err(HandshakeError::Malformed(
+            "request target form does not fit the method",
+        ));
     }
     let version = match version {
         0 => Version::HTTP_10,
@@ -308,6 +315,8 @@ impl Request {
     /// - [`NotUpgrade`](HandshakeError::NotUpgrade) (426): no `Upgrade: websocket`;
     /// - [`MethodNotAllowed`](HandshakeError::MethodNotAllowed) (405): method other than GET;
     /// - [`UnsupportedHttpVersion`](HandshakeError::UnsupportedHttpVersion) (400): HTTP/1.0;
+    /// - [`InvalidHeader`](HandshakeError::InvalidHeader) (400) for `transfer-encoding` (any)
+    ///   or `content-length` (other than `0`): a body would be read as frames;
     /// - [`MissingHeader`](HandshakeError::MissingHeader) or
     ///   [`InvalidHeader`](HandshakeError::InvalidHeader) (400) for `host` (exactly one,
     ///   non-empty, no userinfo), then `connection` (must list `upgrade`);
@@ -334,6 +343,18 @@ impl Request {
         }
         if self.version != Version::HTTP_11 {
             return Err(HandshakeError::UnsupportedHttpVersion);
+        }
+        // A body would be read as the client's first frames (RFC 9112 §6.3 frames a request
+        // body by these headers): a request that announces one is not a handshake.
+        // `Content-Length: 0` announces none.
+        if self.values("transfer-encoding").next().is_some() {
+            return Err(HandshakeError::InvalidHeader("transfer-encoding"));
+        }
+        if self
+            .values("content-length")
+            .any(|value| http_util::trim_ows(value) != b"0")
+        {
+            return Err(HandshakeError::InvalidHeader("content-length"));
         }
         match http_util::single(self.values("host")) {
             Ok(Some(host)) if is_valid_host(host) => {}
@@ -543,6 +564,21 @@ fn split_target(target: &str) -> (&str, Option<&str>) {
         None => (without_fragment, None),
     };
     (if path.is_empty() { "/" } else { path }, query)
+}
+
+/// Whether the form of `target` (a valid URI) is one `method` may use (RFC 9112 §3.2):
+/// origin-form (`/p?q`) and absolute-form (`http://h/p`) for any method, the asterisk-form
+/// (`*`) for OPTIONS only, the authority-form (`h:443`) for CONNECT only. Anything else is an
+/// invalid request line, such as `GET * HTTP/1.1`, which has no resource to upgrade.
+fn target_fits(method: &Method, target: &str) -> bool {
+    // As `split_target` tells the forms apart.
+    if target.starts_with('/') || target.contains("://") {
+        true
+    } else if target == "*" {
+        method == Method::OPTIONS
+    } else {
+        method == Method::CONNECT
+    }
 }
 
 /// A `Host` value: a non-empty authority without userinfo (RFC 9112 §3.2, RFC 6455 §4.1).
@@ -1040,6 +1076,64 @@ mod tests {
         assert_eq!(request.headers().get("x-long").unwrap(), "some value");
     }
 
+    #[test]
+    fn a_target_form_that_does_not_fit_the_method_is_malformed() {
+        let malformed = HandshakeError::Malformed("request target form does not fit the method");
+        for request in [
+            "GET * HTTP/1.1\r\nHost: h\r\n\r\n",
+            "HEAD * HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET example.com:80 HTTP/1.1\r\nHost: example.com\r\n\r\n",
+            "GET example.com HTTP/1.1\r\nHost: example.com\r\n\r\n",
+            "OPTIONS example.com:80 HTTP/1.1\r\n\r\n",
+            "CONNECT * HTTP/1.1\r\n\r\n",
+        ] {
+            let err = parse_request(request.as_bytes(), 8192).unwrap_err();
+            assert_eq!(err, malformed, "{request:?}");
+            assert!(
+                err.to_response()
+                    .starts_with(b"HTTP/1.1 400 Bad Request\r\n")
+            );
+        }
+        for request in [
+            "OPTIONS * HTTP/1.1\r\n\r\n",
+            "CONNECT example.com:443 HTTP/1.1\r\n\r\n",
+            "GET http://example.com:80/chat HTTP/1.1\r\n\r\n",
+            "GET /chat HTTP/1.1\r\n\r\n",
+        ] {
+            assert!(parse_request(request.as_bytes(), 8192).is_ok_and(|r| r.is_some()));
+        }
+    }
+
+    #[test]
+    fn an_upgrade_that_announces_a_body_is_refused() {
+        for (line, header) in [
+            ("Content-Length: 5", "content-length"),
+            ("Content-Length: 00", "content-length"),
+            ("Transfer-Encoding: chunked", "transfer-encoding"),
+            ("Transfer-Encoding: identity", "transfer-encoding"),
+        ] {
+            let bytes = with(line.split(':').next().unwrap(), Some(line));
+            assert_eq!(
+                validate(&bytes),
+                Err(HandshakeError::InvalidHeader(header)),
+                "{line}"
+            );
+            let response = HandshakeError::InvalidHeader(header).to_response();
+            assert!(response.starts_with(b"HTTP/1.1 400 Bad Request\r\n"));
+        }
+        // Two lengths, one of them not 0.
+        let two = with("X-None", Some("Content-Length: 0\r\nContent-Length: 1"));
+        assert_eq!(
+            validate(&two),
+            Err(HandshakeError::InvalidHeader("content-length"))
+        );
+        // No body announced: still a handshake.
+        assert_eq!(
+            validate(&with("Content-Length", Some("Content-Length: 0"))),
+            Ok(())
+        );
+    }
+
     /// `path()` and `query()`, read from the target text, agree with the `Uri` they used to
     /// come from, for every form of target.
     #[test]
@@ -1068,7 +1162,12 @@ mod tests {
             ("h", "", None),
         ];
         for &(target, path, query) in cases {
-            let bytes = format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n");
+            let method = match target {
+                "*" => "OPTIONS",
+                _ if path.is_empty() => "CONNECT",
+                _ => "GET",
+            };
+            let bytes = format!("{method} {target} HTTP/1.1\r\nHost: h\r\n\r\n");
             let request = parse(bytes.as_bytes());
             assert_eq!(request.target(), target);
             assert_eq!((request.path(), request.query()), (path, query), "{target}");
@@ -1082,11 +1181,14 @@ mod tests {
         fn path_and_query_agree_with_the_uri(
             target in "(/|\\*|[a-z+]{1,5}://|[a-zA-Z0-9.\\[\\]:@]{0,6})[a-zA-Z0-9/?#:@%.*\\[\\]=&+~-]{0,16}"
         ) {
-            let bytes = format!("GET {target} HTTP/1.1\r\n\r\n");
-            if let Ok(Some((request, _))) = parse_request(bytes.as_bytes(), 8192) {
-                let uri = request.uri();
-                proptest::prop_assert_eq!(request.path(), uri.path());
-                proptest::prop_assert_eq!(request.query(), uri.query());
+            // Each form with a method it fits.
+            for method in ["GET", "OPTIONS", "CONNECT"] {
+                let bytes = format!("{method} {target} HTTP/1.1\r\n\r\n");
+                if let Ok(Some((request, _))) = parse_request(bytes.as_bytes(), 8192) {
+                    let uri = request.uri();
+                    proptest::prop_assert_eq!(request.path(), uri.path());
+                    proptest::prop_assert_eq!(request.query(), uri.query());
+                }
             }
         }
     }

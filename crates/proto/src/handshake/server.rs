@@ -6,7 +6,7 @@ use bytes::{Bytes, BytesMut};
 use super::accept_key::accept_key;
 use super::extension::Extension;
 use super::http_util::{self, HeaderLine};
-use super::request::{Request, parse_request};
+use super::request::{MAX_HEAD, Request, parse_request};
 use super::{DEFAULT_MAX_HEADER_SIZE, HandshakeError};
 
 /// Headers [`accept_response`] writes itself, so `extra_headers` may not set them.
@@ -32,6 +32,12 @@ const REJECT_OWNED: &[&str] = &["content-length", "transfer-encoding", "connecti
 /// part of the stream. The buffer is then empty and the next request can be read, for plain
 /// HTTP keep-alive.
 ///
+/// Each byte is looked at once however the head arrives: the parser runs when the new bytes
+/// may end the head (a line feed followed by an empty line), not on every read, so a head
+/// sent a byte per segment costs one parse rather than one per byte. (It also runs at once
+/// when the method holds a byte no method may hold, so that a TLS hello or another protocol
+/// is refused on its first bytes.)
+///
 /// ```
 /// use wsworker_proto::handshake::ServerHandshake;
 ///
@@ -52,6 +58,73 @@ const REJECT_OWNED: &[&str] = &["content-length", "transfer-encoding", "connecti
 pub struct ServerHandshake {
     buf: BytesMut,
     max_size: usize,
+    scan: HeadScan,
+    /// How many times the parser ran: the tests' evidence that a head is parsed once.
+    #[cfg(test)]
+    parses: usize,
+}
+
+/// How far the search for the end of the head has come in the buffer.
+#[derive(Debug, Clone, Copy, Default)]
+struct HeadScan {
+    /// Bytes of the buffer searched already.
+    scanned: usize,
+    /// Where the request line starts, once a byte other than CR or LF has arrived: empty
+    /// lines before a request are ignored (RFC 9112 §2.2, as the parser does), so they
+    /// cannot end the head.
+    start: Option<usize>,
+    /// The method has ended (a byte other than a token's came after it).
+    past_method: bool,
+}
+
+impl HeadScan {
+    /// Looks at the bytes of `head` after those scanned already: whether the parser should
+    /// run now, because the head may end in them or the method holds a byte no method may
+    /// hold (the parser then refuses the request at once rather than after a timeout).
+    fn advance(&mut self, head: &[u8]) -> bool {
+        let from = self.scanned.min(head.len());
+        self.scanned = head.len();
+        let start = match self.start {
+            Some(start) => start,
+            None => {
+                let new = head.get(from..).unwrap_or_default();
+                let Some(i) = new.iter().position(|b| !matches!(b, b'\r' | b'\n')) else {
+                    return false;
+                };
+                self.start = Some(from + i);
+                from + i
+            }
+        };
+        if !self.past_method {
+            let method = head.get(from.max(start)..).unwrap_or_default();
+            let Some(i) = method.iter().position(|b| !http_util::is_tchar(*b)) else {
+                return false;
+            };
+            self.past_method = true;
+            if method.get(i) != Some(&b' ') {
+                return true;
+            }
+        }
+        // The head ends with `\n\n` or `\n\r\n` (the parser takes bare line feeds too): the
+        // two bytes before the new ones may hold the start of one that ends in them.
+        let window = head
+            .get(from.saturating_sub(2).max(start)..)
+            .unwrap_or_default();
+        ends_head(window)
+    }
+}
+
+/// Whether `bytes` hold the end of a head: a line feed, then an empty line.
+fn ends_head(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .any(|(i, _)| match i.checked_sub(1).and_then(|j| bytes.get(j)) {
+            Some(b'\n') => true,
+            Some(b'\r') => i.checked_sub(2).and_then(|j| bytes.get(j)) == Some(&b'\n'),
+            _ => false,
+        })
 }
 
 impl Default for ServerHandshake {
@@ -71,6 +144,9 @@ impl ServerHandshake {
         Self {
             buf: BytesMut::new(),
             max_size,
+            scan: HeadScan::default(),
+            #[cfg(test)]
+            parses: 0,
         }
     }
 
@@ -80,7 +156,7 @@ impl ServerHandshake {
     }
 
     /// The buffer to read socket bytes into directly; call [`poll_request`](Self::poll_request)
-    /// after each read.
+    /// after each read. Only append to it: the bytes in it were searched already.
     pub fn recv_buffer_mut(&mut self) -> &mut BytesMut {
         &mut self.buf
     }
@@ -106,11 +182,25 @@ impl ServerHandshake {
     /// here: see [`Request::validate_upgrade`]. After an error the handshake is over; answer it
     /// with [`HandshakeError::to_response`] and close.
     pub fn poll_request(&mut self) -> Result<Option<(Request, Bytes)>, HandshakeError> {
-        let Some((request, len)) = parse_request(&self.buf, self.max_size)? else {
+        let max_size = self.max_size.min(MAX_HEAD);
+        if self.scan.scanned > self.buf.len() {
+            // The caller took bytes out after all: search it again.
+            self.scan = HeadScan::default();
+        }
+        if !self.scan.advance(http_util::limited(&self.buf, max_size)) {
+            return http_util::partial(&self.buf, max_size);
+        }
+        #[cfg(test)]
+        {
+            self.parses += 1;
+        }
+        let Some((request, len)) = parse_request(&self.buf, max_size)? else {
             return Ok(None);
         };
         // `len` <= `self.buf.len()`: it counts bytes of a prefix the parser read.
         let _head = self.buf.split_to(len);
+        // The next request (plain HTTP keep-alive) starts in an empty buffer.
+        self.scan = HeadScan::default();
         Ok(Some((request, self.buf.split().freeze())))
     }
 }
@@ -212,6 +302,31 @@ pub fn reject_response(
     ))
 }
 
+/// The head of the response [`reject_response`] builds for the same arguments, without the
+/// body: the answer to a `HEAD` request, whose `Content-Length` is the length of the body a
+/// `GET` would get (RFC 9110 §9.3.2 and §8.6), not 0.
+///
+/// ```
+/// use wsworker_proto::handshake::reject_response_head;
+///
+/// let head = reject_response_head(200, &[], b"hello\n").unwrap();
+/// assert!(head.ends_with(b"Content-Length: 6\r\nConnection: close\r\n\r\n"));
+/// ```
+///
+/// # Errors
+///
+/// As [`reject_response`].
+pub fn reject_response_head(
+    status: u16,
+    extra_headers: &[HeaderLine<'_>],
+    body: &[u8],
+) -> Result<Vec<u8>, HandshakeError> {
+    let mut response = reject_response(status, extra_headers, body)?;
+    // The body is the response's last bytes.
+    response.truncate(response.len().saturating_sub(body.len()));
+    Ok(response)
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -251,6 +366,83 @@ mod tests {
         let (request, rest) = handshake.receive(&[*last]).unwrap().unwrap();
         assert_eq!(request.key(), Some("dGhlIHNhbXBsZSBub25jZQ=="));
         assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn a_head_fed_byte_by_byte_is_parsed_once_as_if_fed_at_once() {
+        let frame = [0x81u8, 0x80, 1, 2, 3, 4];
+        let input = [RFC_REQUEST, &frame[..]].concat();
+        let (whole, whole_rest) = ServerHandshake::new().receive(&input).unwrap().unwrap();
+        let mut handshake = ServerHandshake::new();
+        let mut got = None;
+        for (i, byte) in input.iter().enumerate() {
+            if let Some((request, rest)) = handshake.receive(&[*byte]).unwrap() {
+                got = Some((request, [&rest[..], &input[i + 1..]].concat()));
+                break;
+            }
+        }
+        let (request, rest) = got.unwrap();
+        assert_eq!(handshake.parses, 1);
+        assert_eq!(request, whole);
+        assert_eq!(rest, whole_rest);
+        assert_eq!(rest, frame);
+    }
+
+    #[test]
+    fn the_end_of_the_head_split_at_every_offset_is_found() {
+        // The end of the head in every position of a two-read split, for each line ending
+        // the parser takes.
+        for input in [
+            RFC_REQUEST,
+            b"GET / HTTP/1.1\nHost: h\n\n".as_slice(),
+            b"GET / HTTP/1.1\r\nHost: h\n\r\n".as_slice(),
+            b"\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n".as_slice(),
+        ] {
+            let (expected, _) = parse_request(input, DEFAULT_MAX_HEADER_SIZE)
+                .unwrap()
+                .unwrap();
+            for split in 0..=input.len() {
+                let mut handshake = ServerHandshake::new();
+                let first = handshake.receive(&input[..split]).unwrap();
+                let (request, rest) = match first {
+                    Some(done) => {
+                        assert_eq!(split, input.len());
+                        done
+                    }
+                    None => handshake.receive(&input[split..]).unwrap().unwrap(),
+                };
+                assert_eq!(request, expected, "split at {split}");
+                assert!(rest.is_empty());
+                assert_eq!(handshake.parses, 1, "split at {split}");
+            }
+        }
+    }
+
+    #[test]
+    fn empty_lines_before_the_request_do_not_end_it() {
+        let mut handshake = ServerHandshake::new();
+        for _ in 0..100 {
+            assert_eq!(handshake.receive(b"\r\n"), Ok(None));
+        }
+        assert_eq!(handshake.receive(b"\n\n"), Ok(None));
+        assert_eq!(handshake.parses, 0);
+        let (request, _) = handshake.receive(RFC_REQUEST).unwrap().unwrap();
+        assert_eq!(request.path(), "/chat");
+    }
+
+    #[test]
+    fn a_head_that_never_ends_is_too_large_without_a_parse() {
+        let mut handshake = ServerHandshake::with_max_size(1024);
+        assert_eq!(handshake.receive(b"GET / HTTP/1.1\r\n"), Ok(None));
+        let mut result = Ok(None);
+        for _ in 0..1024 {
+            result = handshake.receive(b"a");
+            if result.is_err() {
+                break;
+            }
+        }
+        assert_eq!(result, Err(HandshakeError::TooLarge { max: 1024 }));
+        assert_eq!(handshake.parses, 0);
     }
 
     #[test]
@@ -404,6 +596,18 @@ mod tests {
     }
 
     #[test]
+    fn the_head_of_a_response_announces_the_body_it_leaves_out() {
+        let body = b"<h1>hello</h1>\n";
+        let extra = [("Content-Type", "text/html")];
+        let full = reject_response(200, &extra, body).unwrap();
+        let head = reject_response_head(200, &extra, body).unwrap();
+        assert_eq!([&head[..], body].concat(), full);
+        assert!(text(&head).contains("\r\nContent-Length: 15\r\n"));
+        assert!(head.ends_with(b"\r\n\r\n"));
+        assert!(reject_response_head(600, &[], body).is_err());
+    }
+
+    #[test]
     fn reject_response_refuses_bad_input() {
         for (status, extra) in [
             (101, &[][..]),
@@ -419,6 +623,47 @@ mod tests {
     }
 
     proptest! {
+        /// Parsing only when the scan says so agrees with parsing everything at once: the
+        /// same request and rest when either completes, the same error when the pieces fail
+        /// (an error in a head that never ends may go unseen until the limit or the timeout).
+        #[test]
+        fn scanning_agrees_with_parsing_the_whole_input(
+            parts in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "GET", "OPTIONS", " ", "/", "*", "a", "h:1", ":", "\r\n", "\n", "\r",
+                    "HTTP/1.1", "Host: h", "\x16", "\t",
+                ]),
+                0..12,
+            ),
+            line in proptest::sample::select(vec![
+                "", "GET / HTTP/1.1\r\n", "\r\nGET /a HTTP/1.1\n", "OPTIONS * HTTP/1.1\r\n",
+            ]),
+            end in proptest::sample::select(vec!["", "\r\n\r\n", "\n\n", "\r\n\r\nrest"]),
+            piece in 1usize..8,
+        ) {
+            let input = [line, &parts.concat(), end].concat().into_bytes();
+            let whole = parse_request(&input, DEFAULT_MAX_HEADER_SIZE);
+            let mut handshake = ServerHandshake::new();
+            let mut fed = 0;
+            let mut got = Ok(None);
+            for chunk in input.chunks(piece) {
+                fed += chunk.len();
+                got = handshake.receive(chunk);
+                if !matches!(got, Ok(None)) {
+                    break;
+                }
+            }
+            match (got, whole) {
+                (Ok(Some((request, rest))), Ok(Some((expected, len)))) => {
+                    prop_assert_eq!(request, expected);
+                    prop_assert_eq!([&rest[..], &input[fed..]].concat(), &input[len..]);
+                }
+                (Ok(None), Ok(None) | Err(_)) => {}
+                (Err(error), Err(expected)) => prop_assert_eq!(error, expected),
+                (got, whole) => prop_assert!(false, "{got:?} but at once {whole:?}"),
+            }
+        }
+
         #[test]
         fn any_split_of_a_request_gives_the_same_result(
             splits in proptest::collection::vec(0..RFC_REQUEST.len() + 11, 0..6),

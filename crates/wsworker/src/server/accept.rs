@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
-use wsworker_proto::handshake::{Request, ServerHandshake, reject_response};
+use wsworker_proto::handshake::{Request, ServerHandshake, reject_response, reject_response_head};
 use wsworker_proto::{Connection as Proto, HandshakeError, Role};
 
 use super::ServerContext;
@@ -20,33 +20,38 @@ use super::callbacks::{Handshake, HttpResponse, ServerHandler};
 use super::connection::Connection;
 use super::event_loop::{LoopDriver, LoopStream};
 use crate::driver::Driver;
-use crate::metrics::{Rejection, WorkerCounters};
+use crate::metrics::{PendingHandshake, Rejection, WorkerCounters};
 use crate::shared::Shared;
 use crate::shared::contain;
 
 /// The opening handshake of a plain connection, run by the worker's event loop on the
 /// socket it accepted: the open connection's driver, or `None` when the request was
-/// answered otherwise or the client went away.
+/// answered otherwise or the client went away. The handshake counts as `pending` until it
+/// ends, or its future is dropped.
 pub(crate) fn open_plain(
     stream: LoopStream,
     peer: SocketAddr,
     worker_id: usize,
     ctx: Arc<ServerContext>,
+    pending: PendingHandshake,
 ) -> impl Future<Output = Option<LoopDriver>> + Send + 'static {
     let deadline = Instant::now() + ctx.settings.handshake_timeout;
     async move {
+        let opened = open(stream, peer, worker_id, &ctx, deadline).await;
+        drop(pending);
         let Opened {
             mut stream,
             proto,
             handler,
-        } = open(stream, peer, worker_id, &ctx, deadline).await?;
+        } = opened?;
         stream.keep_marks();
         Some(opened_driver(stream, proto, handler, worker_id, &ctx).with_loop_clock())
     }
 }
 
 /// The TLS handshake, then the WebSocket one — both within the handshake timeout — in a
-/// task of its own; the open connection then gets a task on `tasks`.
+/// task of its own; the open connection then gets a task on `tasks`. Both handshakes count
+/// as `pending`, which this task holds until they end (or it is dropped).
 #[cfg(feature = "tls")]
 pub(crate) async fn serve_tls(
     mut stream: TcpStream,
@@ -54,6 +59,7 @@ pub(crate) async fn serve_tls(
     worker_id: usize,
     ctx: Arc<ServerContext>,
     tasks: TaskTracker,
+    pending: PendingHandshake,
 ) {
     let deadline = Instant::now() + ctx.settings.handshake_timeout;
     let Some(acceptor) = &ctx.tls else { return };
@@ -69,11 +75,13 @@ pub(crate) async fn serve_tls(
     // The open connection gets a task of its own rather than going on in this one: a task
     // is as large as its future for as long as it lives, and this one's holds the
     // handshake's state, the context and the stream's slot besides the driver.
+    let opened = open(stream, peer, worker_id, &ctx, deadline).await;
+    drop(pending);
     if let Some(Opened {
         stream,
         proto,
         handler,
-    }) = open(stream, peer, worker_id, &ctx, deadline).await
+    }) = opened
     {
         tasks.spawn(opened_driver(stream, proto, handler, worker_id, &ctx));
     }
@@ -276,20 +284,25 @@ async fn serve_http<S>(
     let method = request.method().as_str();
     let response = match &ctx.callbacks.on_http {
         Some(cb) if method == "GET" || method == "HEAD" => {
-            let mut response = contain(|| cb(request)).unwrap_or_else(|panic| {
+            let response = contain(|| cb(request)).unwrap_or_else(|panic| {
                 tracing::warn!(%panic, "on_http panicked");
                 HttpResponse::new(500, "internal error\n")
             });
-            if method == "HEAD" {
-                response.body = bytes::Bytes::new();
-            }
+            // A HEAD gets the GET's head: its Content-Length is the body's (RFC 9110 §8.6).
+            let respond = |status, headers: &[(&str, &str)], body: &[u8]| {
+                if method == "HEAD" {
+                    reject_response_head(status, headers, body)
+                } else {
+                    reject_response(status, headers, body)
+                }
+            };
             let headers: Vec<(&str, &str)> = response
                 .headers
                 .iter()
                 .map(|(n, v)| (n.as_str(), v.as_str()))
                 .collect();
-            reject_response(response.status, &headers, &response.body)
-                .or_else(|_| reject_response(500, &[], b"invalid response\n"))
+            respond(response.status, &headers, &response.body)
+                .or_else(|_| respond(500, &[], b"invalid response\n"))
                 .unwrap_or_default()
         }
         Some(_) => {

@@ -29,13 +29,16 @@ pub use connection::Connection;
 pub use registry::Connections;
 
 pub use crate::driver::{Keepalive, OverflowPolicy};
-pub use crate::metrics::{Metrics, MetricsSnapshot, Rejection, WorkerSnapshot};
+pub use crate::metrics::{CloseCodeGroup, Metrics, MetricsSnapshot, Rejection, WorkerSnapshot};
 
 use crate::driver::DriverConfig;
 use crate::error::{Error, Result};
 use crate::metrics::WorkerCounters;
 use crate::shared::CloseInfo;
 use callbacks::{Callbacks, OnMessage};
+
+/// The default of [`Worker::max_pending_handshakes`].
+pub const DEFAULT_MAX_PENDING_HANDSHAKES: usize = 1024;
 
 /// Settings of a server's connections. `Default` gives the documented defaults.
 #[derive(Debug, Clone)]
@@ -49,6 +52,8 @@ pub(crate) struct Settings {
     pub(crate) shutdown_timeout: Option<Duration>,
     /// Open connections per worker above which new ones get 503.
     pub(crate) max_connections: Option<usize>,
+    /// Handshakes in progress per worker above which new connections are closed at once.
+    pub(crate) max_pending_handshakes: usize,
     /// The origins allowed (normalized), when the allow-list is on.
     pub(crate) allowed_origins: Option<Vec<String>>,
     /// permessage-deflate: accept offers with these settings, or refuse compression.
@@ -75,6 +80,7 @@ impl Default for Settings {
             handshake_timeout: Duration::from_secs(10),
             shutdown_timeout: None,
             max_connections: None,
+            max_pending_handshakes: DEFAULT_MAX_PENDING_HANDSHAKES,
             allowed_origins: None,
             #[cfg(feature = "deflate")]
             deflate: Some(default_deflate()),
@@ -364,6 +370,18 @@ impl Worker {
     /// descriptors.
     pub fn max_connections(&mut self, per_worker: usize) -> &mut Self {
         self.settings.max_connections = Some(per_worker);
+        self
+    }
+
+    /// At most this many connections per worker in their opening handshake at once (TLS and
+    /// WebSocket, or a plain HTTP answer): a connection accepted beyond it is closed at once,
+    /// without an answer, and counted as a [`Rejection::Pending`]. Each handshake holds its
+    /// state until it ends or the [handshake timeout](Self::handshake_timeout) fires, so this
+    /// bounds what sockets that connect and send nothing (or a TLS hello and nothing) can
+    /// take. Open connections are bounded by [`max_connections`](Self::max_connections)
+    /// instead. Default [`DEFAULT_MAX_PENDING_HANDSHAKES`] (1,024).
+    pub fn max_pending_handshakes(&mut self, per_worker: usize) -> &mut Self {
+        self.settings.max_pending_handshakes = per_worker;
         self
     }
 

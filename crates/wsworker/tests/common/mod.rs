@@ -136,6 +136,48 @@ pub fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Waits (up to 10 s) until the server's workers count `n` handshakes in progress.
+pub fn wait_pending_handshakes(metrics: &wsworker::Metrics, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let pending = metrics.snapshot().total().handshakes_pending;
+        if pending == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{pending} handshakes in progress, not {n}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// How many connections the server closed as it accepted them, for want of a place among
+/// the handshakes in progress.
+pub fn rejected_as_pending(metrics: &wsworker::Metrics) -> Option<u64> {
+    metrics
+        .snapshot()
+        .rejections
+        .get(&wsworker::server::Rejection::Pending)
+        .copied()
+}
+
+/// Whether the server closed `stream` without answering (EOF or reset), within 10 s.
+pub fn closed_without_a_word(stream: &mut TcpStream) -> bool {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    match stream.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+        ),
+    }
+}
+
 /// The hello server on a free loopback port: `hello <text>` for text, the bytes of
 /// `hello ` and the data for binary.
 pub fn hello_worker() -> Worker {

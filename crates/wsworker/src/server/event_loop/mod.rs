@@ -349,15 +349,22 @@ impl EventLoop {
         }
     }
 
-    /// Starts a connection just accepted.
+    /// Starts a connection just accepted, or closes it at once when the worker has as many
+    /// handshakes in progress as it may have (counted as a rejection).
     fn start(&mut self, mut stream: mio::net::TcpStream, peer: std::net::SocketAddr) {
-        let _ = stream.set_nodelay(true);
         let Acceptor {
             worker_id,
             ctx,
             tasks,
             ..
         } = &self.accept;
+        // Dropping the stream closes it.
+        let Some(pending) =
+            ctx.counters[*worker_id].begin_handshake(ctx.settings.max_pending_handshakes)
+        else {
+            return;
+        };
+        let _ = stream.set_nodelay(true);
         #[cfg(feature = "tls")]
         if ctx.tls.is_some() {
             match tokio::net::TcpStream::from_std(stream.into()) {
@@ -368,6 +375,7 @@ impl EventLoop {
                         *worker_id,
                         ctx.clone(),
                         tasks.clone(),
+                        pending,
                     ));
                 }
                 Err(error) => tracing::warn!(%error, "cannot register a TLS connection"),
@@ -388,8 +396,13 @@ impl EventLoop {
             tracing::warn!(%error, "cannot register a connection with the event loop");
             return;
         }
-        let handshake =
-            accept::open_plain(LoopStream::accepted(stream), peer, *worker_id, ctx.clone());
+        let handshake = accept::open_plain(
+            LoopStream::accepted(stream),
+            peer,
+            *worker_id,
+            ctx.clone(),
+            pending,
+        );
         entry.insert(Box::new(Entry {
             conn: Conn::Opening {
                 handshake: Box::pin(handshake),
