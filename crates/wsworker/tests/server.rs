@@ -323,6 +323,31 @@ fn head_gets_the_content_length_of_the_get_and_no_body() {
 }
 
 #[test]
+fn a_refused_head_gets_the_head_of_the_refusal_and_no_body() {
+    // No on_http: a plain HEAD gets the head of the 426 a GET gets.
+    let server = hello_worker().start().unwrap();
+    let addr = server.local_addr();
+    let get = raw_exchange(addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (get_head, get_body) = get.split_once("\r\n\r\n").unwrap();
+    assert!(get_head.starts_with("HTTP/1.1 426 "), "{get}");
+    assert!(!get_body.is_empty(), "a GET's refusal says why");
+    let head = raw_exchange(addr, b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(head, format!("{get_head}\r\n\r\n"));
+    // A HEAD that asks for an upgrade gets a 405, also without a body.
+    let head = raw_exchange(
+        addr,
+        b"HEAD / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    );
+    assert!(head.starts_with("HTTP/1.1 405 "), "{head}");
+    assert!(
+        head.ends_with("\r\n\r\n"),
+        "nothing after the head: {head:?}"
+    );
+    server.shutdown();
+}
+
+#[test]
 fn on_handshake_sees_the_request_and_decides() {
     let mut worker = hello_worker();
     worker.on_handshake(|req| {

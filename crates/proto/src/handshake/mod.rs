@@ -37,7 +37,7 @@ pub use client::{ClientHandshake, Response};
 pub use error::HandshakeError;
 pub use extension::Extension;
 pub use request::{Request, parse_request};
-pub use server::{ServerHandshake, accept_response, reject_response, reject_response_head};
+pub use server::{ServerHandshake, accept_response, reject_response, response_head};
 
 /// The default limit on the size of a request or response head (request or status line and
 /// headers), in bytes: 8 KiB. A longer head fails with [`HandshakeError::TooLarge`] (431).

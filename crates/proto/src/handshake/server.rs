@@ -302,29 +302,23 @@ pub fn reject_response(
     ))
 }
 
-/// The head of the response [`reject_response`] builds for the same arguments, without the
-/// body: the answer to a `HEAD` request, whose `Content-Length` is the length of the body a
-/// `GET` would get (RFC 9110 §9.3.2 and §8.6), not 0.
+/// The head of a response built here ([`reject_response`], [`HandshakeError::to_response`]),
+/// without its body: the answer to a `HEAD` request, whatever the status, whose
+/// `Content-Length` is still the length of the body a `GET` would get (RFC 9110 §9.3.2 and
+/// §8.6).
 ///
 /// ```
-/// use wsworker_proto::handshake::reject_response_head;
+/// use wsworker_proto::handshake::{reject_response, response_head};
 ///
-/// let head = reject_response_head(200, &[], b"hello\n").unwrap();
-/// assert!(head.ends_with(b"Content-Length: 6\r\nConnection: close\r\n\r\n"));
+/// let response = reject_response(200, &[], b"hello\n").unwrap();
+/// assert!(response_head(&response).ends_with(b"Content-Length: 6\r\nConnection: close\r\n\r\n"));
 /// ```
-///
-/// # Errors
-///
-/// As [`reject_response`].
-pub fn reject_response_head(
-    status: u16,
-    extra_headers: &[HeaderLine<'_>],
-    body: &[u8],
-) -> Result<Vec<u8>, HandshakeError> {
-    let mut response = reject_response(status, extra_headers, body)?;
-    // The body is the response's last bytes.
-    response.truncate(response.len().saturating_sub(body.len()));
-    Ok(response)
+pub fn response_head(response: &[u8]) -> &[u8] {
+    // A head built here ends at its first empty line (header values never hold a line end).
+    response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(response, |at| &response[..at + 4])
 }
 
 #[cfg(test)]
@@ -600,11 +594,13 @@ mod tests {
         let body = b"<h1>hello</h1>\n";
         let extra = [("Content-Type", "text/html")];
         let full = reject_response(200, &extra, body).unwrap();
-        let head = reject_response_head(200, &extra, body).unwrap();
-        assert_eq!([&head[..], body].concat(), full);
-        assert!(text(&head).contains("\r\nContent-Length: 15\r\n"));
+        let head = response_head(&full);
+        assert_eq!([head, body].concat(), full);
+        assert!(text(head).contains("\r\nContent-Length: 15\r\n"));
         assert!(head.ends_with(b"\r\n\r\n"));
-        assert!(reject_response_head(600, &[], body).is_err());
+        let refusal = HandshakeError::NotUpgrade.to_response();
+        assert!(response_head(&refusal).len() < refusal.len());
+        assert!(response_head(&refusal).ends_with(b"\r\n\r\n"));
     }
 
     #[test]

@@ -9,10 +9,12 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+#[cfg(feature = "tls")]
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+#[cfg(feature = "tls")]
 use tokio_util::task::TaskTracker;
-use wsworker_proto::handshake::{Request, ServerHandshake, reject_response, reject_response_head};
+use wsworker_proto::handshake::{Request, ServerHandshake, reject_response, response_head};
 use wsworker_proto::{Connection as Proto, HandshakeError, Role};
 
 use super::ServerContext;
@@ -164,7 +166,7 @@ where
     }
     if let Err(error) = request.validate_upgrade() {
         counters.rejected(Rejection::of(&error));
-        refuse(&mut stream, &error.to_response()).await;
+        answer(&mut stream, &request, &error.to_response()).await;
         return None;
     }
     if let Some(allow_list) = &settings.allowed_origins
@@ -288,21 +290,13 @@ async fn serve_http<S>(
                 tracing::warn!(%panic, "on_http panicked");
                 HttpResponse::new(500, "internal error\n")
             });
-            // A HEAD gets the GET's head: its Content-Length is the body's (RFC 9110 §8.6).
-            let respond = |status, headers: &[(&str, &str)], body: &[u8]| {
-                if method == "HEAD" {
-                    reject_response_head(status, headers, body)
-                } else {
-                    reject_response(status, headers, body)
-                }
-            };
             let headers: Vec<(&str, &str)> = response
                 .headers
                 .iter()
                 .map(|(n, v)| (n.as_str(), v.as_str()))
                 .collect();
-            respond(response.status, &headers, &response.body)
-                .or_else(|_| respond(500, &[], b"invalid response\n"))
+            reject_response(response.status, &headers, &response.body)
+                .or_else(|_| reject_response(500, &[], b"invalid response\n"))
                 .unwrap_or_default()
         }
         Some(_) => {
@@ -315,7 +309,21 @@ async fn serve_http<S>(
             HandshakeError::NotUpgrade.to_response()
         }
     };
-    refuse(stream, &response).await;
+    answer(stream, request, &response).await;
+}
+
+/// Writes the final response to `request`: only its head to a `HEAD`, whose answer never
+/// has a body (RFC 9110 §9.3.2), whatever its status.
+async fn answer<S>(stream: &mut S, request: &Request, response: &[u8])
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let response = if request.method() == "HEAD" {
+        response_head(response)
+    } else {
+        response
+    };
+    refuse(stream, response).await;
 }
 
 /// How long a final response may take to write: a client that sends a request and never
