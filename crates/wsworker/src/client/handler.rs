@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 use tokio::sync::{mpsc, oneshot};
 use wsworker_proto::{CloseCode, Event, Message};
 
-use super::{WebSocket, WsEvent};
+use super::{WebSocket, WsEvent, weight};
 use crate::driver::Handler;
 use crate::error::{Error, Result};
 use crate::shared::{CloseInfo, Shared, contain};
@@ -74,15 +74,12 @@ impl ClientHandler {
     }
 
     fn emit(&self, event: WsEvent) {
-        let bytes = match &event {
-            WsEvent::Message(message) => message.len(),
-            _ => 0,
-        };
+        let weight = weight(&event);
         // Counted before it is sent: the reader may take it off at once.
-        self.ws.inner.backlog.added(bytes);
+        self.ws.inner.backlog.added(weight);
         if self.events.send(event).is_err() {
             // Nobody reads the stream once every handle is gone: the event has nowhere to go.
-            self.ws.inner.backlog.taken(bytes);
+            self.ws.inner.backlog.taken(weight);
         }
     }
 
