@@ -17,13 +17,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout};
 use wsworker::{
-    CloseCode, CloseInfo, Error, Handshake, Message, ReadyState, RunningServer, WebSocket, Worker,
-    WsEvent,
+    CloseCode, CloseInfo, Error, Handshake, Keepalive, Message, ReadyState, RunningServer,
+    WebSocket, Worker, WsEvent,
 };
 use wsworker_proto::handshake::ServerHandshake;
-use wsworker_proto::{Config, Connection, Role};
+use wsworker_proto::{Config, Connection, Event, Role};
 
 const NO_PROTOCOLS: [&str; 0] = [];
 
@@ -619,14 +619,35 @@ where
     (url, task)
 }
 
-/// Serves `conn` on `socket` as a live server does until the client leaves: pongs for pings,
-/// the closing handshake, then the end of the TCP connection (the server's to close first).
-async fn serve(mut conn: Connection, mut socket: TcpStream) {
+/// When the server of [`behind`] sends what it was given.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum When {
+    /// Right after the handshake.
+    AtOnce,
+    /// On the client's first (keepalive) ping, ahead of the pong that answers it.
+    OnPing,
+}
+
+/// What the server of [`behind`] does once it has written what it was given.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Then {
+    /// Answers as a live server does until the client leaves: pongs for pings, the closing
+    /// handshake, then the end of the TCP connection (the server's to close first).
+    Answer,
+    /// Reads and answers nothing until the client leaves.
+    KeepSilent,
+}
+
+/// Serves `conn` on `socket` as [`Then`] says.
+async fn serve(mut conn: Connection, mut socket: TcpStream, then: Then) {
     let mut buf = vec![0; 16 * 1024];
     loop {
         let n = socket.read(&mut buf).await.unwrap_or(0);
         if n == 0 {
             return;
+        }
+        if then == Then::KeepSilent {
+            continue;
         }
         conn.receive(&buf[..n]);
         while let Ok(Some(_)) = conn.poll_event() {}
@@ -651,23 +672,49 @@ async fn write_counted(conn: &mut Connection, socket: &mut TcpStream, written: &
     }
 }
 
-/// A client whose application has read nothing, and a raw server ([`raw_server`]) that sent it
-/// what `queue` queues on a server's protocol core, then [`serve`]s; returned once neither can
-/// go further ([`settle`]), with how many bytes the server could write by then.
+/// Reads until `conn` has seen a ping (whose pong it queues).
+async fn await_ping(conn: &mut Connection, socket: &mut TcpStream) {
+    let mut buf = vec![0; 1024];
+    loop {
+        let n = socket.read(&mut buf).await.unwrap();
+        assert_ne!(n, 0, "the client left before pinging");
+        conn.receive(&buf[..n]);
+        while let Some(event) = conn.poll_event().unwrap() {
+            if matches!(event, Event::Ping(_)) {
+                return;
+            }
+        }
+    }
+}
+
+/// A client whose application has read nothing, and a raw server ([`raw_server`]) that sent it,
+/// as `when` says, what `queue` queues on a server's protocol core, then does as `then` says;
+/// returned once neither can go further ([`settle`]), with how many bytes the server could
+/// write by then.
 async fn behind(
     queue: impl FnOnce(&mut Connection) + Send + 'static,
+    keepalive: Option<Keepalive>,
+    when: When,
+    then: Then,
 ) -> (WebSocket, JoinHandle<()>, usize) {
     let written = Arc::new(AtomicUsize::new(0));
     let progress = written.clone();
     let (url, server) = raw_server(move |mut socket| async move {
         let mut conn = Connection::new(Role::Server, Config::default());
-        queue(&mut conn);
+        if when == When::OnPing {
+            await_ping(&mut conn, &mut socket).await;
+        }
+        // Frames of whole, uncompressed messages owe nothing to the connection's state: a
+        // second core encodes them, so that they go ahead of what `conn` queued (the pong).
+        let mut given = Connection::new(Role::Server, Config::default());
+        queue(&mut given);
+        write_counted(&mut given, &mut socket, &progress).await;
         write_counted(&mut conn, &mut socket, &progress).await;
-        serve(conn, socket).await;
+        serve(conn, socket, then).await;
     })
     .await;
     let ws = WebSocket::builder(url)
-        .keepalive(None)
+        .keepalive(keepalive)
         .connect()
         .await
         .unwrap();
@@ -737,7 +784,7 @@ async fn a_client_that_does_not_read_its_events_pushes_back_on_the_server() {
     // 48 messages of 1 MiB to a client whose application reads nothing yet: the client stops
     // reading once more than 16 MiB of messages wait, so the rest stays with the server
     // instead of going to the client's memory; then every message arrives, in order.
-    let (ws, server, written) = behind(mebibytes(48)).await;
+    let (ws, server, written) = behind(mebibytes(48), None, When::AtOnce, Then::Answer).await;
     let queued = queued_events(&ws);
     // The read that took the backlog over the limit may have completed one more message or
     // two.
@@ -766,7 +813,7 @@ async fn a_flood_of_empty_messages_stops_the_client_reading_too() {
             conn.send_text("").unwrap();
         }
     };
-    let (ws, server, _) = behind(flood).await;
+    let (ws, server, _) = behind(flood, None, When::AtOnce, Then::Answer).await;
     let queued = queued_events(&ws);
     // Reading stops at the first room check above the limit: one read (64 KiB, 32,768
     // frames; twice that allowed) after the limit was reached.
@@ -793,5 +840,61 @@ async fn a_flood_of_empty_messages_stops_the_client_reading_too() {
     };
     timeout(WAIT, rest).await.expect("timed out");
     close_normally(&ws).await;
+    timeout(WAIT, server).await.unwrap().unwrap();
+}
+
+const KEEPALIVE: Keepalive = Keepalive {
+    interval: Duration::from_secs(30),
+    timeout: Duration::from_secs(30),
+};
+
+#[tokio::test]
+async fn keepalive_spares_a_live_server_while_the_application_is_behind() {
+    // The server answers the keepalive ping behind 17 MiB of messages, more than the backlog
+    // holds: the application reads nothing for an hour (on the paused clock: many keepalive
+    // intervals and timeouts), so the client stops reading and the pong waits unread in the
+    // socket. The server is alive, though: the connection must still be open when the
+    // application catches up.
+    let (ws, server, _) = behind(mebibytes(17), Some(KEEPALIVE), When::OnPing, Then::Answer).await;
+    take_mebibytes(&ws, Vec::new(), 17).await;
+    assert_eq!(ws.ready_state(), ReadyState::Open);
+    close_normally(&ws).await;
+    timeout(WAIT, server).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn keepalive_drops_a_silent_server_once_the_application_catches_up() {
+    // The keepalive waits while the application is behind, and starts again when it has
+    // caught up: a server silent from then on is dropped after interval + timeout.
+    let (ws, server, _) = behind(
+        mebibytes(17),
+        Some(KEEPALIVE),
+        When::AtOnce,
+        Then::KeepSilent,
+    )
+    .await;
+    take_mebibytes(&ws, Vec::new(), 17).await;
+    let caught_up = Instant::now();
+    // Time is the subject: the paused clock runs to the keepalive's steps.
+    tokio::time::pause();
+    let next = timeout(Duration::from_secs(3600), ws.next()).await.unwrap();
+    assert!(
+        matches!(next, Some(WsEvent::Error(Error::Timeout(_)))),
+        "{next:?}"
+    );
+    // Counted from when the application caught up (give or take the real time the catching
+    // up took, and the timer's millisecond ticks).
+    let silence = KEEPALIVE.interval + KEEPALIVE.timeout;
+    let elapsed = caught_up.elapsed();
+    assert!(
+        elapsed > silence - Duration::from_secs(1) && elapsed < silence + Duration::from_secs(1),
+        "{elapsed:?}"
+    );
+    let next = timeout(Duration::from_secs(3600), ws.next()).await.unwrap();
+    assert!(
+        matches!(&next, Some(WsEvent::Close(info)) if info.code == CloseCode::ABNORMAL && !info.was_clean),
+        "{next:?}"
+    );
+    tokio::time::resume();
     timeout(WAIT, server).await.unwrap().unwrap();
 }
