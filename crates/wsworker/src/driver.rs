@@ -233,7 +233,10 @@ impl KeepaliveState {
     /// Advances the keepalive to `now`, queuing the ping on `conn` when it is due.
     fn step(&mut self, config: Keepalive, now: Instant, conn: &mut Proto) -> KeepaliveStep {
         if let Some(sent) = self.ping_sent {
-            if self.last_heard <= sent {
+            // Bytes heard at the very instant the ping went out came after it (the ping is
+            // due only `interval` after the last bytes): they answer it. Only a clock that
+            // stands still while the driver works (tokio's paused clock) shows such a tie.
+            if self.last_heard < sent {
                 let deadline = sent + config.timeout;
                 return if now >= deadline {
                     KeepaliveStep::Expired

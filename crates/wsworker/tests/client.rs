@@ -863,6 +863,18 @@ async fn keepalive_spares_a_live_server_while_the_application_is_behind() {
 }
 
 #[tokio::test]
+async fn keepalive_keeps_a_server_that_answers_on_a_paused_clock() {
+    // On the paused clock the ping and its pong are often seen at the same instant (the clock
+    // stands still while the client and the server work): that pong answers the ping too.
+    let (ws, server, _) = behind(|_| {}, Some(KEEPALIVE), When::AtOnce, Then::Answer).await;
+    // The hour that `behind` waited: 60 pings, each answered.
+    assert_eq!(ws.ready_state(), ReadyState::Open);
+    assert!(queued_events(&ws).is_empty());
+    close_normally(&ws).await;
+    timeout(WAIT, server).await.unwrap().unwrap();
+}
+
+#[tokio::test]
 async fn keepalive_drops_a_silent_server_once_the_application_catches_up() {
     // The keepalive waits while the application is behind, and starts again when it has
     // caught up: a server silent from then on is dropped after interval + timeout.
