@@ -843,6 +843,36 @@ async fn a_flood_of_empty_messages_stops_the_client_reading_too() {
     timeout(WAIT, server).await.unwrap().unwrap();
 }
 
+#[tokio::test]
+async fn queued_messages_do_not_keep_the_read_buffer_alive() {
+    // A message handed out as a slice of the buffer it was read into (64 KiB) keeps all of
+    // it alive while it waits in the queue: a server trickling one tiny message per read would
+    // make each cost 64 KiB, whatever the backlog counts. A queued message smaller than that
+    // owns its bytes, lent (up to 4 KiB) or handed out whole (above), whether it came with
+    // the handshake's response or later.
+    for when in [When::AtOnce, When::OnPing] {
+        let messages = |conn: &mut Connection| {
+            conn.send_binary(vec![1u8; 10]).unwrap();
+            conn.send_binary(vec![2u8; 10 << 10]).unwrap();
+        };
+        let (ws, server, _) = behind(messages, Some(KEEPALIVE), when, Then::Answer).await;
+        let queued = queued_events(&ws);
+        assert_eq!(queued.len(), 2);
+        for event in queued {
+            let WsEvent::Message(Message::Binary(data)) = event else {
+                panic!("expected a binary message, got {event:?}");
+            };
+            let len = data.len();
+            let data = data
+                .try_into_mut()
+                .unwrap_or_else(|_| panic!("a message of {len} bytes shares its allocation"));
+            assert_eq!(data.capacity(), len, "a message of {len} bytes");
+        }
+        close_normally(&ws).await;
+        timeout(WAIT, server).await.unwrap().unwrap();
+    }
+}
+
 const KEEPALIVE: Keepalive = Keepalive {
     interval: Duration::from_secs(30),
     timeout: Duration::from_secs(30),
