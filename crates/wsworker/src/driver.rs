@@ -189,6 +189,9 @@ pub(crate) struct Driver<S, H: Handler> {
     loop_clock: bool,
     /// The peer did not answer the keepalive ping in time (found by the caller's clock).
     keepalive_expired: bool,
+    /// The keepalive found reading paused because the handler could not take more events
+    /// (kept here rather than in the keepalive's state, where it would cost a word).
+    keepalive_paused: bool,
 }
 
 impl<S, H> Future for Driver<S, H>
@@ -274,7 +277,10 @@ impl KeepaliveState {
     /// Advances the keepalive to `now`, queuing the ping on `conn` when it is due.
     fn step(&mut self, config: Keepalive, now: Instant, conn: &mut Proto) -> KeepaliveStep {
         if let Some(sent) = self.ping_sent {
-            if self.last_heard <= sent {
+            // Bytes heard at the very instant the ping went out came after it (the ping is
+            // due only `interval` after the last bytes): they answer it. Only a clock that
+            // stands still while the driver works (tokio's paused clock) shows such a tie.
+            if self.last_heard < sent {
                 let deadline = sent + config.timeout;
                 return if now >= deadline {
                     KeepaliveStep::Expired
@@ -323,6 +329,7 @@ where
             inbox_registered: false,
             loop_clock: false,
             keepalive_expired: false,
+            keepalive_paused: false,
         }
     }
 
@@ -339,7 +346,10 @@ where
         let (Some(config), Some(state)) = (self.config.keepalive, &mut self.keepalive) else {
             return false;
         };
-        if self.keepalive_expired || self.conn.ready_state() != ReadyState::Open {
+        if self.keepalive_expired
+            || self.keepalive_paused
+            || self.conn.ready_state() != ReadyState::Open
+        {
             return false;
         }
         match state.step(config, now, &mut self.conn) {
@@ -480,7 +490,8 @@ where
     }
 
     /// Sends the keepalive ping when the peer has been silent too long; `true` when the
-    /// peer did not answer it in time and the connection is to be dropped.
+    /// peer did not answer it in time and the connection is to be dropped. Paused while
+    /// reading is (the handler's backpressure).
     fn poll_keepalive(&mut self, cx: &mut Context<'_>) -> bool {
         let (Some(config), Some(state)) = (self.config.keepalive, &mut self.keepalive) else {
             return false;
@@ -489,6 +500,17 @@ where
             // The close timeout watches a closing connection.
             self.keepalive = None;
             return false;
+        }
+        // While the handler cannot take more events nothing is read (`poll_read`), so the
+        // peer's answer may be waiting unread in the socket: its silence proves nothing. The
+        // keepalive waits, and counts the silence afresh from when reading resumes (the
+        // handler's waker brings the driver back here then, and the timer is re-armed below).
+        if self.handler.poll_ready(cx).is_pending() {
+            self.keepalive_paused = true;
+            return false;
+        }
+        if std::mem::take(&mut self.keepalive_paused) {
+            state.last_heard = Instant::now();
         }
         let mut expired = self.keepalive_expired;
         if !self.loop_clock {

@@ -303,8 +303,8 @@ impl ClientHandshake {
     /// - [`HandshakeError::TooLarge`], [`TooManyHeaders`](HandshakeError::TooManyHeaders),
     ///   [`Malformed`](HandshakeError::Malformed): as for requests;
     /// - [`UnexpectedStatus`](HandshakeError::UnexpectedStatus): the status is not 101;
-    /// - [`InvalidResponse`](HandshakeError::InvalidResponse): not HTTP/1.1, `Upgrade` does not
-    ///   list `websocket`, `Connection` does not list `upgrade`, `Sec-WebSocket-Accept` is
+    /// - [`InvalidResponse`](HandshakeError::InvalidResponse): not HTTP/1.1, `Upgrade` is not
+    ///   exactly `websocket` (any case), `Connection` does not list `upgrade`, `Sec-WebSocket-Accept` is
     ///   missing or repeated, `Sec-WebSocket-Protocol` is repeated, or
     ///   `Sec-WebSocket-Extensions` is not valid syntax;
     /// - [`AcceptMismatch`](HandshakeError::AcceptMismatch): the accept value is not the hash
@@ -377,10 +377,15 @@ impl ClientHandshake {
                 "101 response not in http/1.1",
             ));
         }
-        if !http_util::has_token(http_util::map_values(&headers, "upgrade"), "websocket") {
-            return Err(HandshakeError::InvalidResponse(
-                "missing upgrade: websocket",
-            ));
+        // The answer names the one protocol switched to (RFC 6455 §4.1, step 2 of the
+        // checks): a list such as `h2c, websocket` is a server that switched to something
+        // else or did not understand the request. Unlike the request's header, which may
+        // offer several protocols (§4.2.1), it is `websocket` and nothing else.
+        match http_util::single(http_util::map_values(&headers, "upgrade")) {
+            Ok(Some(upgrade)) if upgrade.eq_ignore_ascii_case("websocket") => {}
+            _ => {
+                return Err(HandshakeError::InvalidResponse("upgrade is not websocket"));
+            }
         }
         if !http_util::has_token(http_util::map_values(&headers, "connection"), "upgrade") {
             return Err(HandshakeError::InvalidResponse(
@@ -760,6 +765,37 @@ mod tests {
             .replace("Upgrade: websocket", "upgrade: WebSocket")
             .replace("Connection: Upgrade", "connection: keep-alive, UPGRADE");
         assert!(verify(&rfc_client(), &response).is_ok());
+    }
+
+    #[test]
+    fn upgrade_must_be_websocket_and_nothing_else() {
+        // RFC 6455 §4.1: the value is `websocket`, compared without regard to case; a list
+        // that includes it is a server switching to something else.
+        for upgrade in [
+            "Upgrade: h2c, websocket\r\n",
+            "Upgrade: websocket, h2c\r\n",
+            "Upgrade: websocket,\r\n",
+            "Upgrade: websocket/13\r\n",
+            "Upgrade: websockets\r\n",
+            "Upgrade: websocket\r\nUpgrade: websocket\r\n",
+            "Upgrade: h2c\r\nUpgrade: websocket\r\n",
+            "Upgrade: \r\n",
+        ] {
+            let response = RFC_RESPONSE.replace("Upgrade: websocket\r\n", upgrade);
+            assert_eq!(
+                verify(&rfc_client(), &response),
+                Err(HandshakeError::InvalidResponse("upgrade is not websocket")),
+                "{upgrade:?}"
+            );
+        }
+        for upgrade in [
+            "Upgrade: WEBSOCKET\r\n",
+            "Upgrade:websocket\r\n",
+            "Upgrade: \t websocket \t\r\n",
+        ] {
+            let response = RFC_RESPONSE.replace("Upgrade: websocket\r\n", upgrade);
+            assert!(verify(&rfc_client(), &response).is_ok(), "{upgrade:?}");
+        }
     }
 
     #[test]

@@ -115,7 +115,9 @@ impl WebSocketBuilder {
 
     /// Idle keepalive: ping a server silent for `interval`, and end the connection (1006,
     /// with an [`Error::Timeout`] event) when nothing arrives within `timeout` more; `None`
-    /// turns it off. Default 30 s and 30 s.
+    /// turns it off. Default 30 s and 30 s. While the application is behind on its events
+    /// (more than 16 MiB of them unread) nothing is read from the server, and the keepalive
+    /// waits too: the silence counts from when reading resumes.
     #[must_use]
     pub fn keepalive(mut self, keepalive: Option<Keepalive>) -> Self {
         self.keepalive = keepalive;

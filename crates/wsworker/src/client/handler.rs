@@ -4,9 +4,10 @@
 use std::task::{Context, Poll};
 
 use tokio::sync::{mpsc, oneshot};
-use wsworker_proto::{CloseCode, Event, Message};
+use wsworker_proto::{CloseCode, Event, Message, MessageRef};
 
-use super::{WebSocket, WsEvent};
+use super::{WebSocket, WsEvent, weight};
+use crate::buffers;
 use crate::driver::Handler;
 use crate::error::{Error, Result};
 use crate::shared::{CloseInfo, Shared, contain};
@@ -74,15 +75,20 @@ impl ClientHandler {
     }
 
     fn emit(&self, event: WsEvent) {
-        let bytes = match &event {
-            WsEvent::Message(message) => message.len(),
-            _ => 0,
-        };
+        let weight = weight(&event);
         // Counted before it is sent: the reader may take it off at once.
-        self.ws.inner.backlog.added(bytes);
+        self.ws.inner.backlog.added(weight);
         if self.events.send(event).is_err() {
             // Nobody reads the stream once every handle is gone: the event has nowhere to go.
-            self.ws.inner.backlog.taken(bytes);
+            self.ws.inner.backlog.taken(weight);
+        }
+    }
+
+    /// A message from the server, to its callback or to the stream.
+    fn message(&self, message: Message) {
+        match &self.callbacks.on_message {
+            Some(cb) => self.call(|ws| cb(ws, message)),
+            None => self.emit(WsEvent::Message(message)),
         }
     }
 
@@ -141,10 +147,26 @@ impl Handler for ClientHandler {
         let Event::Message(message) = event else {
             return;
         };
-        match &self.callbacks.on_message {
-            Some(cb) => self.call(|ws| cb(ws, message)),
-            None => self.emit(WsEvent::Message(message)),
-        }
+        // A message handed out whole may be a slice of the buffer it was read into: waiting
+        // in the stream, it would keep all of that buffer (64 KiB) alive, and a server
+        // trickling one small message per read would cost 64 KiB a message, far beyond what
+        // the backlog counts. It is copied out; a larger one takes most of its buffer anyway.
+        let message = if self.callbacks.on_message.is_none() && message.len() < buffers::READ_SIZE {
+            message.view().to_owned()
+        } else {
+            message
+        };
+        self.message(message);
+    }
+
+    /// Messages up to 4 KiB arrive lent, and the copy `on_message_ref` makes is right-sized,
+    /// where taking them whole would slice the read buffer (and `on_event` copy them).
+    fn borrows(&self) -> bool {
+        true
+    }
+
+    fn on_message_ref(&mut self, message: MessageRef<'_>) {
+        self.message(message.to_owned());
     }
 
     fn on_error(&mut self, error: Error) {

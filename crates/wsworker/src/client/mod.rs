@@ -106,34 +106,55 @@ struct Inner {
     /// Stops a connection that is still being established.
     cancel: CancellationToken,
     events: tokio::sync::Mutex<mpsc::UnboundedReceiver<WsEvent>>,
-    /// The messages waiting in `events`, so that the connection stops reading from the
-    /// server while the application is behind.
+    /// What the events waiting in `events` weigh, so that the connection stops reading from
+    /// the server while the application is behind.
     backlog: Backlog,
     owner: Weak<Owner>,
 }
 
-/// Bytes of messages queued in the event stream and not yet read by the application. Above
-/// [`BACKLOG_LIMIT`] the connection stops reading from the socket: the server's send buffer
-/// fills instead of this process's memory (TCP carries the backpressure), and reading
-/// resumes once the application has caught up.
+/// What the events queued in the event stream and not yet read by the application weigh
+/// ([`weight`]). Above [`BACKLOG_LIMIT`] the connection stops reading from the socket: the
+/// server's send buffer fills instead of this process's memory (TCP carries the
+/// backpressure), and reading resumes once the application has caught up.
 #[derive(Debug, Default)]
 pub(super) struct Backlog {
-    bytes: AtomicUsize,
+    /// The sum of the queued events' weights.
+    weight: AtomicUsize,
     /// The driver's waker, left while it waits for room.
     waker: Mutex<Option<Waker>>,
 }
 
-/// Unread message bytes above which a client connection stops reading.
+/// The weight of unread events above which a client connection stops reading.
 pub(super) const BACKLOG_LIMIT: usize = 16 << 20;
 
+/// What an event weighs besides its payload: its slot in the channel and the bookkeeping of
+/// its payload. Without it a server streaming empty messages (two bytes each on the wire)
+/// would queue events without limit, none of them adding a byte to the backlog; with it,
+/// at most `BACKLOG_LIMIT / EVENT_OVERHEAD` (262,144) events wait, whatever their size.
+pub(super) const EVENT_OVERHEAD: usize = 64;
+
+// The event's own slot is part of the overhead.
+const _: () = assert!(size_of::<WsEvent>() <= EVENT_OVERHEAD);
+
+/// What `event` weighs in the backlog: its payload and [`EVENT_OVERHEAD`].
+pub(super) fn weight(event: &WsEvent) -> usize {
+    let payload = match event {
+        WsEvent::Message(message) => message.len(),
+        _ => 0,
+    };
+    EVENT_OVERHEAD + payload
+}
+
 impl Backlog {
-    pub(super) fn added(&self, bytes: usize) {
-        self.bytes.fetch_add(bytes, Ordering::AcqRel);
+    /// An event of this weight was queued.
+    pub(super) fn added(&self, weight: usize) {
+        self.weight.fetch_add(weight, Ordering::AcqRel);
     }
 
-    pub(super) fn taken(&self, bytes: usize) {
-        let before = self.bytes.fetch_sub(bytes, Ordering::AcqRel);
-        if before > BACKLOG_LIMIT && before - bytes <= BACKLOG_LIMIT {
+    /// An event of this weight was taken; wakes the driver when that made room.
+    pub(super) fn taken(&self, weight: usize) {
+        let before = self.weight.fetch_sub(weight, Ordering::AcqRel);
+        if before > BACKLOG_LIMIT && before - weight <= BACKLOG_LIMIT {
             let waker = self
                 .waker
                 .lock()
@@ -145,15 +166,15 @@ impl Backlog {
         }
     }
 
-    /// Ready while there is room for more messages; otherwise leaves the waker for
+    /// Ready while there is room for more events; otherwise leaves the waker for
     /// [`Backlog::taken`].
     pub(super) fn poll_room(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.bytes.load(Ordering::Acquire) <= BACKLOG_LIMIT {
+        if self.weight.load(Ordering::Acquire) <= BACKLOG_LIMIT {
             return Poll::Ready(());
         }
         *self.waker.lock().unwrap_or_else(PoisonError::into_inner) = Some(cx.waker().clone());
         // Taken in between: no wake-up is coming for the waker just left.
-        if self.bytes.load(Ordering::Acquire) <= BACKLOG_LIMIT {
+        if self.weight.load(Ordering::Acquire) <= BACKLOG_LIMIT {
             Poll::Ready(())
         } else {
             Poll::Pending
@@ -162,11 +183,11 @@ impl Backlog {
 }
 
 impl Inner {
-    /// The next event of the stream, its bytes taken off the backlog.
+    /// The next event of the stream, its weight taken off the backlog.
     async fn recv(&self) -> Option<WsEvent> {
         let event = self.events.lock().await.recv().await;
-        if let Some(WsEvent::Message(message)) = &event {
-            self.backlog.taken(message.len());
+        if let Some(event) = &event {
+            self.backlog.taken(weight(event));
         }
         event
     }
@@ -353,6 +374,10 @@ impl WebSocket {
     /// The next event not handled by a callback; `None` after [`WsEvent::Close`].
     ///
     /// Cancel-safe. Clones share the stream: concurrent readers each get different events.
+    ///
+    /// Events wait here until taken, within a bound: while they weigh more than 16 MiB (a
+    /// message its payload plus 64 bytes, any other event 64 bytes), nothing more is read
+    /// from the server, whose sends wait in TCP until the application catches up.
     pub async fn next(&self) -> Option<WsEvent> {
         self.inner.recv().await
     }
