@@ -179,10 +179,8 @@ pub(crate) struct Driver<S, H: Handler> {
     keepalive: Option<KeepaliveState>,
     /// The server's counters for this worker; `None` for a client.
     counters: Option<Arc<WorkerCounters>>,
-    /// `on_open` was called.
-    started: bool,
-    /// The end was reported (`on_close`, the counters).
-    finished: bool,
+    /// Where the connection is in the handler's eyes.
+    phase: Phase,
     /// The shared inbox holds this task's waker.
     inbox_registered: bool,
     /// The keepalive runs on the caller's clock ([`Driver::keepalive_tick`]).
@@ -204,8 +202,8 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         this.borrow_write_buffer();
-        if !this.started {
-            this.started = true;
+        if this.phase == Phase::New {
+            this.phase = Phase::Open;
             this.in_scope(H::on_open);
             // Bytes that arrived with the handshake may already hold frames.
             this.process_events();
@@ -221,7 +219,8 @@ where
 impl<S, H: Handler> Driver<S, H> {
     /// Reports the end of the connection through `on_close`, once.
     fn finish(&mut self) {
-        if std::mem::replace(&mut self.finished, true) {
+        let phase = std::mem::replace(&mut self.phase, Phase::Finished);
+        if phase == Phase::Finished {
             return;
         }
         self.handler.shared().set_ready_state(ReadyState::Closed);
@@ -233,7 +232,7 @@ impl<S, H: Handler> Driver<S, H> {
         if let Some(counters) = &self.counters {
             counters.closed(info.code.as_u16());
         }
-        if self.started {
+        if phase == Phase::Open {
             // `on_close` answers `on_open`: a connection dropped before its first poll was
             // never reported open.
             self.handler.on_close(info);
@@ -243,12 +242,23 @@ impl<S, H: Handler> Driver<S, H> {
 
 impl<S, H: Handler> Drop for Driver<S, H> {
     fn drop(&mut self) {
-        if !self.finished && self.conn.ready_state() != ReadyState::Closed {
+        if self.phase != Phase::Finished && self.conn.ready_state() != ReadyState::Closed {
             // Whatever the closing handshake had reached, the connection ends here, unclean.
             self.close = Some(Box::new(CloseInfo::dropped()));
         }
         self.finish();
     }
+}
+
+/// A connection's life as its handler sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Not polled yet: `on_open` has not run.
+    New,
+    /// `on_open` ran; `on_close` is owed.
+    Open,
+    /// The end was reported (`on_close`, the counters).
+    Finished,
 }
 
 /// The idle keepalive's clock.
@@ -324,8 +334,7 @@ where
             deadline: None,
             keepalive,
             counters: None,
-            started: false,
-            finished: false,
+            phase: Phase::New,
             inbox_registered: false,
             loop_clock: false,
             keepalive_expired: false,
