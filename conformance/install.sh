@@ -11,9 +11,9 @@
 # file changed, the two ported packages are reinstalled pristine from PyPI and ported again.
 #
 # Environment:
-#   PYTHON=python3.11   the interpreter that makes the venv (3.9 to 3.12: the port needs
-#                       lib2to3, which Python 3.13 removed). Default: python3.11 when on PATH,
-#                       else python3.
+#   PYTHON=python3.11   the interpreter that makes the venv: Python 3.11 or 3.12, where the pins
+#                       are tested (the port needs lib2to3, which Python 3.13 removed).
+#                       Default: python3.11 if it runs, else python3.12, else python3.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -21,8 +21,13 @@ ROOT="$(cd "$HERE/.." && pwd)"
 VENV="${1:-${AUTOBAHN_VENV:-$ROOT/.autobahn-venv}}"
 SUITE_PIN="autobahntestsuite==25.10.1"
 LIB_PIN="autobahn==0.10.9"
+# Does $1 run, and is it a Python 3.11 or 3.12 (with lib2to3)?
+can_port() { "$1" -W ignore -c 'import sys, lib2to3.refactor; sys.exit(sys.version_info[:2] not in ((3, 11), (3, 12)))' >/dev/null 2>&1; }
 if [ -z "${PYTHON:-}" ]; then
-    if command -v python3.11 >/dev/null 2>&1; then PYTHON=python3.11; else PYTHON=python3; fi
+    PYTHON=python3
+    for candidate in python3.11 python3.12; do
+        if can_port "$candidate"; then PYTHON=$candidate; break; fi
+    done
 fi
 
 say() { printf '[conformance/install] %s\n' "$*"; }
@@ -40,9 +45,7 @@ if [ -x "$VENV/bin/wstest" ] && [ "$(head -n 1 "$stamp" 2>/dev/null)" = "$inputs
     exit 0
 fi
 
-command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found (set PYTHON=python3.11 or 3.12)"
-"$PYTHON" -W ignore -c 'import sys, lib2to3.refactor; sys.exit(sys.version_info < (3, 9))' 2>/dev/null \
-    || die "$PYTHON is not Python 3.9 to 3.12 with lib2to3 (3.13 removed it); set PYTHON=python3.11"
+can_port "$PYTHON" || die "$PYTHON does not run, or is not Python 3.11 or 3.12 with lib2to3 (3.13 removed it): set PYTHON"
 
 if [ ! -x "$VENV/bin/python" ]; then
     say "creating venv $VENV with $("$PYTHON" --version 2>&1)"
