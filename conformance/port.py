@@ -165,7 +165,7 @@ class Package:
         if found == 0 or (times is not None and found != times):
             raise PortError(
                 "%s/%s: expected %s of %r, found %d"
-                % (self.name, rel, "%d occurrence(s)" % times if times else "some", old, found)
+                % (self.name, rel, "%d occurrence(s)" % times if times else "at least one", old, found)
             )
         self.files[rel] = self.files[rel].replace(old, new)
         self.edits += 1
@@ -380,15 +380,23 @@ PKG_RESOURCES_IMPORTS = [
     ("broadcast.py", "import pkg_resources\n", ""),
     ("case/case12_x_x.py", "import copy, os, pkg_resources, hashlib, binascii\n", "import copy, os, hashlib, binascii\n"),
 ]
+# ... and where they call it: (file, how many calls).
+PACKAGE_FILE_CALLS = [
+    ("fuzzing.py", 1),
+    ("testee.py", 1),
+    ("broadcast.py", 1),
+    ("wsperfmaster.py", 1),
+    ("case/case12_x_x.py", 3),
+]
 
 
 def port_suite(suite):
     run_lib2to3(suite)
     suite.files[SHIM_NAME + ".py"] = SHIM  # written by save() with the rest
 
-    # The shim's import first, so that the table's edits may use it.
+    # The shim's import first, so that the edits may use it.
     needs_shim = {rel for (rel, _, new, _) in SUITE_EDITS if "py3." in new}
-    needs_shim |= {"testee.py", "broadcast.py", "wsperfmaster.py", "case/case12_x_x.py", "fuzzing.py"}
+    needs_shim |= {rel for (rel, _) in PACKAGE_FILE_CALLS}
     for rel in sorted(needs_shim):
         suite.import_shim(rel)
 
@@ -412,7 +420,7 @@ def port_suite(suite):
 
     for rel, old, new in PKG_RESOURCES_IMPORTS:
         suite.replace(rel, old, new, 1)
-    for rel, times in (("fuzzing.py", 1), ("testee.py", 1), ("broadcast.py", 1), ("wsperfmaster.py", 1), ("case/case12_x_x.py", 3)):
+    for rel, times in PACKAGE_FILE_CALLS:
         suite.replace(rel, "pkg_resources.resource_filename(", "py3.package_file(", times)
 
     # Nothing may still use what we took out.
@@ -420,7 +428,6 @@ def port_suite(suite):
         # util.py: optional, inside try/except; the shim: in its docstring
         if "pkg_resources" in text and rel not in ("util.py", SHIM_NAME + ".py"):
             raise PortError("%s/%s still uses pkg_resources" % (suite.name, rel))
-
 
 
 # --------------------------------------------------------------------------------------------
