@@ -1,30 +1,33 @@
 #!/usr/bin/env bash
 # The Autobahn|Testsuite against wsworker as a server (`wsworker serve --mode echo`) and as a
-# client (`examples/autobahn_client`). Fails unless every case is OK or INFORMATIONAL:
-# NON-STRICT counts as a failure here.
+# client (`examples/autobahn_client`), with the harness in conformance/ (nothing outside the
+# repository: the suite is installed from PyPI into a venv and ported to Python 3 there).
+# Fails unless every case is OK or INFORMATIONAL: NON-STRICT counts as a failure here.
 #
 # The two suites run side by side: each is bound by its own single-threaded Python wstest,
 # so on two cores this halves the wall time.
 #
-# env: AUTOBAHN_DIR   the suite's scripts (default ../shared/autobahn)
+# env: AUTOBAHN_VENV  the suite's venv (default .autobahn-venv at the repository root)
 #      AUTOBAHN_CASES case patterns (default: 1.* to 10.*, and 12.* and 13.*, permessage-deflate,
 #                     which both testees negotiate with their documented defaults)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SUITE="${AUTOBAHN_DIR:-../shared/autobahn}"
 CASES="${AUTOBAHN_CASES:-1.*,2.*,3.*,4.*,5.*,6.*,7.*,9.*,10.*,12.*,13.*}"
-export AUTOBAHN_VENV="$PWD/.autobahn-venv"
+export AUTOBAHN_VENV="${AUTOBAHN_VENV:-$PWD/.autobahn-venv}"
 OUT="$PWD/target/autobahn"
 mkdir -p "$OUT"
 
-bash "$SUITE/install.sh" "$AUTOBAHN_VENV" >"$OUT/install.log" 2>&1 || {
+bash conformance/install.sh "$AUTOBAHN_VENV" >"$OUT/install.log" 2>&1 || {
     tail -20 "$OUT/install.log"
     exit 1
 }
+tail -n 1 "$OUT/install.log"
 cargo build --release --locked -p wsworker-cli -p wsworker --bin wsworker --example autobahn_client
 
-# Every case OK or INFORMATIONAL: the script's last line must show zeros elsewhere.
+run() { "$AUTOBAHN_VENV/bin/python" conformance/run.py "$@"; }
+
+# Every case OK or INFORMATIONAL: the last line must show zeros elsewhere.
 check() {
     local last
     last=$(tail -n 1 "$1")
@@ -48,13 +51,13 @@ done
 rm -f "$OUT/times.txt"
 started=$(date +%s)
 (
-    bash "$SUITE/server-suite.sh" "ws://127.0.0.1:$port" wsworker "$OUT/server" "$CASES" >"$OUT/server.txt" 2>&1
+    run server "ws://127.0.0.1:$port" "$OUT/server" --cases "$CASES" --strict >"$OUT/server.txt" 2>&1 || true
     echo "server suite: $(( $(date +%s) - started )) s" >>"$OUT/times.txt"
 ) &
 server_suite=$!
 (
-    AUTOBAHN_CLIENT_TIMEOUT=2400 bash "$SUITE/client-suite.sh" \
-        "$PWD/target/release/examples/autobahn_client" "$OUT/client" "$CASES" >"$OUT/client.txt" 2>&1
+    run client "$OUT/client" --cases "$CASES" --strict --timeout 2400 \
+        -- "$PWD/target/release/examples/autobahn_client" >"$OUT/client.txt" 2>&1 || true
     echo "client suite: $(( $(date +%s) - started )) s" >>"$OUT/times.txt"
 ) &
 client_suite=$!
