@@ -32,7 +32,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     count: Option<u16>,
     /// What to answer: hello (`hello <message>`), echo (each message back as it came), chat
-    /// (every message to everyone).
+    /// (rooms: `?room=NAME` joins one, `?user=NAME` names the user; a message goes to the
+    /// sender's room, or to everyone without one; `@NAME text` only to user NAME).
     #[arg(long, value_enum, default_value_t = Mode::Hello)]
     mode: Mode,
     /// The largest message accepted, in bytes (close 1009 above it).
@@ -147,13 +148,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, wsworker::Error> {
                 Ok(())
             });
         }
-        Mode::Chat => {
-            let everyone = worker.connections();
-            worker.on_message(move |_, msg| {
-                everyone.broadcast(msg);
-                Ok(())
-            });
-        }
+        Mode::Chat => chat(&mut worker),
     }
     worker.on_http(|request| match request.path() {
         "/" | "/index.html" => HttpResponse::html(DEMO_PAGE),
@@ -246,4 +241,41 @@ fn hello(msg: MessageRef<'_>) -> Message {
         MessageRef::Text(text) => Message::from(format!("hello {text}")),
         MessageRef::Binary(data) => Message::from([&b"hello "[..], data].concat()),
     }
+}
+
+/// `--mode chat`: rooms and private messages, on the server's Hub. A client picks its room
+/// with `?room=NAME` (none: the room of everyone) and its name with `?user=NAME`. A text goes
+/// to everyone in the sender's room, the sender included; a text that starts with `@NAME `
+/// only to user NAME's connections. Messages go out as they came, so load tools can check
+/// them.
+fn chat(worker: &mut Worker) {
+    worker.on_connect(|conn| {
+        // Fails only if the connection is already gone.
+        if let Some(user) = conn.request().query_param("user") {
+            let _ = conn.bind_uid(&user);
+        }
+        if let Some(room) = conn.request().query_param("room") {
+            let _ = conn.join_group(&room);
+        }
+    });
+    let hub = worker.hub();
+    worker.on_message(move |conn, msg| {
+        if let Some(user) = addressee(&msg) {
+            hub.send_to_uid(&user, msg);
+        } else if let Some(room) = conn.groups().first() {
+            hub.send_to_group(room, msg);
+        } else {
+            hub.send_to_all(msg);
+        }
+        Ok(())
+    });
+}
+
+/// The user a private chat message is for: `NAME` in `@NAME text`.
+fn addressee(msg: &Message) -> Option<String> {
+    let Message::Text(text) = msg else {
+        return None;
+    };
+    let (user, _) = text.strip_prefix('@')?.split_once(' ')?;
+    (!user.is_empty()).then(|| user.to_owned())
 }

@@ -742,3 +742,57 @@ fn chromium_negotiates_and_uses_permessage_deflate() {
     assert!(stdout.contains("PASS send-receive-long"), "{stdout}");
     assert_eq!(serve.stop(), 0);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn chat_mode_rooms_private_messages_and_everyone() {
+    use wsworker::{Message, WebSocket, WsEvent};
+
+    // One worker: a client's room is joined before the next client's messages are read.
+    let serve = Serve::start(&["websocket://127.0.0.1:0", "--mode", "chat", "--count", "1"]);
+    let url = |query: &str| format!("ws://{}/{query}", serve.addr);
+    let alice = WebSocket::connect(&url("?user=alice&room=a"), [""; 0])
+        .await
+        .unwrap();
+    let bob = WebSocket::connect(&url("?user=bob&room=a"), [""; 0])
+        .await
+        .unwrap();
+    let carol = WebSocket::connect(&url("?user=carol&room=b"), [""; 0])
+        .await
+        .unwrap();
+    let dave = WebSocket::connect(&url(""), [""; 0]).await.unwrap();
+    async fn text(ws: &WebSocket) -> String {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(Some(WsEvent::Message(Message::Text(text)))) => text.to_string(),
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+
+    alice.send("hi room a").unwrap();
+    assert_eq!(text(&bob).await, "hi room a");
+    alice.send("@carol psst").unwrap();
+    assert_eq!(text(&carol).await, "@carol psst");
+    dave.send("to everyone").unwrap();
+    // Each client's messages, in order, up to the last one sent to all.
+    assert_eq!(
+        text(&alice).await,
+        "hi room a",
+        "the sender's room includes it"
+    );
+    assert_eq!(text(&alice).await, "to everyone");
+    assert_eq!(text(&bob).await, "to everyone");
+    assert_eq!(
+        text(&carol).await,
+        "to everyone",
+        "a private message reached only carol"
+    );
+    assert_eq!(text(&dave).await, "to everyone");
+    for ws in [alice, bob, carol, dave] {
+        ws.close(1000, "").unwrap();
+        while let Some(event) = ws.next().await {
+            if let WsEvent::Close(info) = event {
+                assert!(info.was_clean, "{info:?}");
+            }
+        }
+    }
+    assert_eq!(serve.stop(), 0);
+}

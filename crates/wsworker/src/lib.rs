@@ -54,6 +54,7 @@ mod buffers;
 pub mod client;
 mod driver;
 mod error;
+pub mod hub;
 mod metrics;
 pub mod server;
 mod shared;
@@ -67,6 +68,7 @@ pub use rustls;
 
 pub use client::{WebSocket, WebSocketBuilder, WsEvent};
 pub use error::{Error, Result};
+pub use hub::{Hub, Target};
 pub use server::{
     Connection, Connections, Handshake, HttpResponse, Keepalive, Metrics, OverflowPolicy,
     RunningServer, StopSignal, Worker,

@@ -13,6 +13,7 @@
 //! out `http` types, build them, on first call: a server that never asks for the whole map
 //! never pays for it.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::mem::MaybeUninit;
 use std::ops::Range;
@@ -219,6 +220,26 @@ impl Request {
     /// percent-encoded. The same as `uri().query()`, without building the URI.
     pub fn query(&self) -> Option<&str> {
         split_target(self.target()).1
+    }
+
+    /// The first value of the query parameter `name`, decoded as browsers encode forms
+    /// (`+` and `%20` are spaces): `Some("green room")` for `room` in
+    /// `/chat?room=green+room&user=tom`. A parameter without `=` has the empty value.
+    ///
+    /// ```
+    /// use wsworker_proto::handshake::parse_request;
+    ///
+    /// let head = b"GET /chat?room=green+room&user=t%C3%B3m&flag HTTP/1.1\r\nHost: x\r\n\r\n";
+    /// let (request, _) = parse_request(head, 1024).unwrap().unwrap();
+    /// assert_eq!(request.query_param("room").as_deref(), Some("green room"));
+    /// assert_eq!(request.query_param("user").as_deref(), Some("tóm"));
+    /// assert_eq!(request.query_param("flag").as_deref(), Some(""));
+    /// assert_eq!(request.query_param("nope"), None);
+    /// ```
+    pub fn query_param(&self, name: &str) -> Option<Cow<'_, str>> {
+        form_urlencoded::parse(self.query()?.as_bytes())
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value)
     }
 
     /// All headers, repeated ones included, looked up without regard to case.

@@ -237,11 +237,18 @@ where
     // lines parsed again on the application's rare lookups (the handshake's own lookups,
     // above, used the offsets).
     request.shrink_to_head();
-    let conn = Connection::new(Shared::new(), worker_id, peer, request, protocol);
+    let conn = Connection::new(
+        Shared::new(),
+        worker_id,
+        peer,
+        request,
+        protocol,
+        ctx.hub.downgrade(),
+    );
     let handler = ServerHandler {
         conn,
         callbacks: ctx.callbacks.clone(),
-        registry: ctx.connections.clone(),
+        hub: ctx.hub.clone(),
     };
     Some(Opened {
         stream,

@@ -8,9 +8,9 @@ use wsworker_proto::handshake::Request;
 use wsworker_proto::{CloseCode, Event, Message, MessageRef, ReadyState};
 
 use super::connection::Connection;
-use super::registry::Connections;
 use crate::driver::Handler;
 use crate::error::{Error, Result};
+use crate::hub::Hub;
 use crate::shared::{CloseInfo, Shared, contain, outbox};
 
 /// What `on_handshake` decides about an opening request.
@@ -145,7 +145,7 @@ pub(crate) enum OnMessage {
 pub(crate) struct ServerHandler {
     pub(crate) conn: Connection,
     pub(crate) callbacks: Arc<Callbacks>,
-    pub(crate) registry: Connections,
+    pub(crate) hub: Hub,
 }
 
 impl ServerHandler {
@@ -179,7 +179,7 @@ impl Handler for ServerHandler {
     }
 
     fn on_open(&mut self) {
-        self.registry.insert(&self.conn);
+        self.hub.connections().insert(&self.conn);
         if let Some(cb) = &self.callbacks.on_connect {
             self.call(|| {
                 cb(&self.conn);
@@ -240,7 +240,8 @@ impl Handler for ServerHandler {
     }
 
     fn on_close(&mut self, info: CloseInfo) {
-        self.registry.remove(&self.conn);
+        self.hub.connections().remove(&self.conn);
+        self.hub.forget(self.conn.id());
         if let Some(cb) = &self.callbacks.on_close {
             let _ = contain(|| cb(&self.conn, &info));
         }

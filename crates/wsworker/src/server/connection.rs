@@ -13,6 +13,7 @@ use wsworker_proto::{CloseCode, CloseFrame, Outgoing, PreparedFrame, ReadyState}
 use wsworker_proto::{Message, MessageRef};
 
 use crate::error::{Error, Result};
+use crate::hub::WeakHub;
 use crate::shared::{Command, Shared};
 
 type Data = Arc<dyn Any + Send + Sync>;
@@ -35,6 +36,8 @@ struct Inner {
     request: Request,
     protocol: Option<Box<str>>,
     data: Mutex<Option<Data>>,
+    /// For the Hub's calls on this connection (users, groups).
+    hub: WeakHub,
 }
 
 impl Connection {
@@ -44,6 +47,7 @@ impl Connection {
         remote_addr: SocketAddr,
         request: Request,
         protocol: Option<String>,
+        hub: WeakHub,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -53,6 +57,7 @@ impl Connection {
                 request,
                 protocol: protocol.map(String::into_boxed_str),
                 data: Mutex::new(None),
+                hub,
             }),
         }
     }
@@ -161,6 +166,51 @@ impl Connection {
     /// The value attached with [`Connection::set_data`], if it is a `T`.
     pub fn data<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
         self.lock_data().clone()?.downcast::<T>().ok()
+    }
+
+    /// Binds this connection to user `uid` (see [`Hub::bind_uid`](crate::hub::Hub::bind_uid)):
+    /// `hub.send_to_uid(uid, ..)` reaches it, on whatever thread it runs.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] once the connection is gone.
+    pub fn bind_uid(&self, uid: &str) -> Result<()> {
+        self.inner.hub.get()?.bind_uid(self.id(), uid)
+    }
+
+    /// Unbinds this connection from its user, if it has one.
+    pub fn unbind_uid(&self) {
+        if let Ok(hub) = self.inner.hub.get() {
+            hub.unbind_uid(self.id());
+        }
+    }
+
+    /// The user this connection is bound to.
+    pub fn uid(&self) -> Option<String> {
+        self.inner.hub.get().ok()?.uid_of(self.id())
+    }
+
+    /// Puts this connection in `group` (see [`Hub::join_group`](crate::hub::Hub::join_group)).
+    ///
+    /// # Errors
+    /// [`Error::Closed`] once the connection is gone.
+    pub fn join_group(&self, group: &str) -> Result<()> {
+        self.inner.hub.get()?.join_group(self.id(), group)
+    }
+
+    /// Takes this connection out of `group`.
+    pub fn leave_group(&self, group: &str) {
+        if let Ok(hub) = self.inner.hub.get() {
+            hub.leave_group(self.id(), group);
+        }
+    }
+
+    /// The groups this connection is in, in the order it joined them.
+    pub fn groups(&self) -> Vec<String> {
+        self.inner
+            .hub
+            .get()
+            .map(|hub| hub.groups_of(self.id()))
+            .unwrap_or_default()
     }
 
     fn lock_data(&self) -> std::sync::MutexGuard<'_, Option<Data>> {

@@ -33,6 +33,7 @@ pub use crate::metrics::{CloseCodeGroup, Metrics, MetricsSnapshot, Rejection, Wo
 
 use crate::driver::DriverConfig;
 use crate::error::{Error, Result};
+use crate::hub::Hub;
 use crate::metrics::WorkerCounters;
 use crate::shared::CloseInfo;
 use callbacks::{Callbacks, OnMessage};
@@ -107,7 +108,7 @@ impl Settings {
 pub(crate) struct ServerContext {
     pub(crate) callbacks: Arc<Callbacks>,
     pub(crate) settings: Settings,
-    pub(crate) connections: Connections,
+    pub(crate) hub: Hub,
     /// Each worker's counters, by worker id.
     pub(crate) counters: Vec<Arc<WorkerCounters>>,
     /// The TLS handshake for every accepted connection, when the server speaks TLS.
@@ -140,7 +141,7 @@ pub struct Worker {
     count: usize,
     callbacks: Callbacks,
     settings: Settings,
-    connections: Connections,
+    hub: Hub,
     metrics: Metrics,
 }
 
@@ -179,7 +180,7 @@ impl Worker {
             count: 1,
             callbacks: Callbacks::default(),
             settings: Settings::default(),
-            connections: Connections::new(REGISTRY_SHARDS),
+            hub: Hub::new(Connections::new(REGISTRY_SHARDS)),
             metrics: Metrics::default(),
         })
     }
@@ -241,7 +242,26 @@ impl Worker {
     /// # Ok::<(), wsworker::Error>(())
     /// ```
     pub fn connections(&self) -> Connections {
-        self.connections.clone()
+        self.hub.connections().clone()
+    }
+
+    /// The server's [`Hub`]: messages to a connection, a user, a group or all, from any
+    /// callback, thread or task; users bound and groups joined.
+    ///
+    /// ```no_run
+    /// let mut worker = wsworker::Worker::new("websocket://0.0.0.0:2346")?;
+    /// let hub = worker.hub();
+    /// worker.on_connect(|conn| {
+    ///     let _ = conn.join_group("lobby");
+    /// });
+    /// worker.on_message(move |_, msg| {
+    ///     hub.send_to_group("lobby", msg);
+    ///     Ok(())
+    /// });
+    /// # Ok::<(), wsworker::Error>(())
+    /// ```
+    pub fn hub(&self) -> Hub {
+        self.hub.clone()
     }
 
     /// The server's counters (connections, messages, bytes, closes by code, refused
@@ -550,12 +570,12 @@ impl Worker {
             .map(|l| l.local_addr())
             .transpose()?
             .unwrap_or(self.addr);
-        let connections = self.connections;
+        let hub = self.hub;
         let counters = self.metrics.start(listeners.len());
         let ctx = Arc::new(ServerContext {
             callbacks: Arc::new(self.callbacks),
             settings: self.settings,
-            connections: connections.clone(),
+            hub: hub.clone(),
             counters,
             #[cfg(feature = "tls")]
             tls,
@@ -574,7 +594,7 @@ impl Worker {
         Ok(RunningServer {
             local_addr,
             tls: is_tls,
-            connections,
+            hub,
             stop,
             threads,
         })
@@ -625,7 +645,7 @@ impl Worker {
 pub struct RunningServer {
     local_addr: SocketAddr,
     tls: bool,
-    connections: Connections,
+    hub: Hub,
     stop: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -643,7 +663,12 @@ impl RunningServer {
 
     /// All open connections, for broadcast.
     pub fn connections(&self) -> &Connections {
-        &self.connections
+        self.hub.connections()
+    }
+
+    /// The server's [`Hub`] (see [`Worker::hub`]).
+    pub fn hub(&self) -> &Hub {
+        &self.hub
     }
 
     fn request_stop(&self) {
@@ -723,8 +748,11 @@ fn worker_main(
         // every connection is asked to close (one whose handshake ends later is closed as
         // it opens).
         loop_stop.stop();
-        ctx.connections
-            .close_worker(worker_id, CloseCode::GOING_AWAY, "server shutting down");
+        ctx.hub.connections().close_worker(
+            worker_id,
+            CloseCode::GOING_AWAY,
+            "server shutting down",
+        );
         tasks.close();
         let _ = tokio::time::timeout(shutdown_timeout, tasks.wait()).await;
         // Dropping the runtime drops the connections left, and each driver's drop reports

@@ -57,13 +57,15 @@ impl Connections {
     /// shares the same bytes. Returns how many connections it was queued for.
     pub fn broadcast(&self, message: impl Into<Message>) -> usize {
         let frame = encode_server_frame(&message.into());
-        let mut sent = 0;
-        for worker in 0..self.shards.len() {
-            for conn in self.shard(worker).conns.values() {
-                sent += usize::from(conn.send_prepared(&frame).is_ok());
-            }
-        }
-        sent
+        self.for_each(|conn| usize::from(conn.send_prepared(&frame).is_ok()))
+    }
+
+    /// Calls `f` on every open connection, one shard locked at a time; the sum of what it
+    /// returned.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&Connection) -> usize) -> usize {
+        (0..self.shards.len())
+            .map(|w| self.shard(w).conns.values().map(&mut f).sum::<usize>())
+            .sum()
     }
 
     /// How many connections are open.
@@ -118,13 +120,21 @@ mod tests {
     use wsworker_proto::handshake::parse_request;
 
     use super::*;
+    use crate::hub::WeakHub;
     use crate::shared::Shared;
 
     fn connection(worker: usize) -> Connection {
         let head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
         let (request, _) = parse_request(head, 1024).unwrap().unwrap();
         let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        let conn = Connection::new(Shared::new(), worker, peer, request, None);
+        let conn = Connection::new(
+            Shared::new(),
+            worker,
+            peer,
+            request,
+            None,
+            WeakHub::default(),
+        );
         conn.shared()
             .set_ready_state(wsworker_proto::ReadyState::Open);
         conn
