@@ -63,7 +63,7 @@ server_suite=$!
 client_suite=$!
 wait "$server_suite" || true
 wait "$client_suite" || true
-kill -TERM "$server_pid"
+kill -TERM "$server_pid" 2>/dev/null || true
 wait "$server_pid" || true
 trap - EXIT
 

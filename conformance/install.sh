@@ -11,7 +11,7 @@
 # file changed, the two ported packages are reinstalled pristine from PyPI and ported again.
 #
 # Environment:
-#   PYTHON=python3.11   the interpreter that makes the venv: Python 3.11 or 3.12, where the pins
+#   AUTOBAHN_PYTHON=python3.11   the interpreter that makes the venv: Python 3.11 or 3.12, where the pins
 #                       are tested (the port needs lib2to3, which Python 3.13 removed).
 #                       Default: python3.11 if it runs, else python3.12, else python3.
 set -euo pipefail
@@ -23,10 +23,10 @@ SUITE_PIN="autobahntestsuite==25.10.1"
 LIB_PIN="autobahn==0.10.9"
 # Does $1 run, and is it a Python 3.11 or 3.12 (with lib2to3)?
 can_port() { "$1" -W ignore -c 'import sys, lib2to3.refactor; sys.exit(sys.version_info[:2] not in ((3, 11), (3, 12)))' >/dev/null 2>&1; }
-if [ -z "${PYTHON:-}" ]; then
-    PYTHON=python3
+if [ -z "${AUTOBAHN_PYTHON:-}" ]; then
+    AUTOBAHN_PYTHON=python3
     for candidate in python3.11 python3.12; do
-        if can_port "$candidate"; then PYTHON=$candidate; break; fi
+        if can_port "$candidate"; then AUTOBAHN_PYTHON=$candidate; break; fi
     done
 fi
 
@@ -45,11 +45,11 @@ if [ -x "$VENV/bin/wstest" ] && [ "$(head -n 1 "$stamp" 2>/dev/null)" = "$inputs
     exit 0
 fi
 
-can_port "$PYTHON" || die "$PYTHON does not run, or is not Python 3.11 or 3.12 with lib2to3 (3.13 removed it): set PYTHON"
+can_port "$AUTOBAHN_PYTHON" || die "$AUTOBAHN_PYTHON does not run, or is not Python 3.11 or 3.12 with lib2to3 (3.13 removed it): set AUTOBAHN_PYTHON"
 
 if [ ! -x "$VENV/bin/python" ]; then
-    say "creating venv $VENV with $("$PYTHON" --version 2>&1)"
-    "$PYTHON" -m venv "$VENV"
+    say "creating venv $VENV with $("$AUTOBAHN_PYTHON" --version 2>&1)"
+    "$AUTOBAHN_PYTHON" -m venv "$VENV"
 fi
 py="$VENV/bin/python"
 pip=("$py" -m pip install --quiet --disable-pip-version-check --no-input)

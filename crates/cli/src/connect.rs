@@ -221,10 +221,11 @@ fn print_message(msg: &Message) {
 /// `text` with its control characters made visible, as `cat -v` shows them, so that text
 /// from the network cannot drive the terminal it is printed on: a C0 control as `^@`…`^_`
 /// (ESC is `^[`), DEL as `^?`, a C1 control (U+0080–U+009F, which terminals may obey as
-/// ESC sequences: U+009B is CSI) as `M-` and the C0 form of its low bits. Line feed and tab
-/// are kept: they only lay the text out. Borrowed when there is nothing to escape.
+/// ESC sequences: U+009B is CSI) as `M-` and the C0 form of its low bits, and a character
+/// that reorders or hides the text around it (see [`reorders`]) as `<U+202E>`. Line feed and
+/// tab are kept: they only lay the text out. Borrowed when there is nothing to escape.
 pub(crate) fn terminal_safe(text: &str) -> Cow<'_, str> {
-    let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
+    let unsafe_char = |c: char| (c.is_control() && c != '\n' && c != '\t') || reorders(c);
     if !text.chars().any(unsafe_char) {
         return Cow::Borrowed(text);
     }
@@ -232,6 +233,10 @@ pub(crate) fn terminal_safe(text: &str) -> Cow<'_, str> {
     for c in text.chars() {
         if !unsafe_char(c) {
             out.push(c);
+            continue;
+        }
+        if reorders(c) {
+            let _ = write!(out, "<U+{:04X}>", u32::from(c));
             continue;
         }
         let code = u32::from(c);
@@ -242,6 +247,13 @@ pub(crate) fn terminal_safe(text: &str) -> Cow<'_, str> {
         let _ = write!(out, "^{}", char::from(((code & 0x7f) ^ 0x40) as u8));
     }
     Cow::Owned(out)
+}
+
+/// Whether `c` changes how the text around it is shown without being a control character:
+/// the bidirectional overrides and isolates (which can make a line read backwards), the
+/// zero-width characters (which hide text) and the line and paragraph separators.
+fn reorders(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
 }
 
 #[cfg(test)]
@@ -257,6 +269,10 @@ mod tests {
         assert_eq!(
             terminal_safe("\u{1b}]0;title\u{7}\u{1b}[2J\r\0\u{7f}\u{9b}1m\u{85}\u{9f}"),
             "^[]0;title^G^[[2J^M^@^?M-^[1mM-^EM-^_"
+        );
+        assert_eq!(
+            terminal_safe("abc\u{202e}fed\u{200b}\u{2066}x\u{2069}"),
+            "abc<U+202E>fed<U+200B><U+2066>x<U+2069>"
         );
     }
 }

@@ -389,15 +389,20 @@ where
             return Poll::Ready(());
         }
         let mut read = 0;
+        // A read that was pending has registered this task for the next bytes: trying again
+        // in the same wake-up finds none, and would copy a parked leftover in and out again.
+        let mut may_read = true;
         for _ in 0..BUDGET {
             let mut progressed = self.poll_commands(cx);
-            match self.poll_read(cx) {
-                Poll::Ready(Ok(n)) => {
-                    progressed = true;
-                    read += n;
+            if may_read {
+                match self.poll_read(cx) {
+                    Poll::Ready(Ok(n)) => {
+                        progressed = true;
+                        read += n;
+                    }
+                    Poll::Ready(Err(e)) => return self.abort(e),
+                    Poll::Pending => may_read = false,
                 }
-                Poll::Ready(Err(e)) => return self.abort(e),
-                Poll::Pending => {}
             }
             match self.poll_write(cx) {
                 Poll::Ready(Ok(wrote)) => progressed |= wrote,

@@ -345,7 +345,8 @@ impl Worker {
 
     /// How long a graceful stop (SIGINT/SIGTERM, [`RunningServer::shutdown`]) waits for the
     /// closing handshakes before it ends the connections left. Those still end properly:
-    /// `on_close` runs for each (1006, not clean) and the metrics count them closed. Default
+    /// `on_close` runs for each (1006, not clean, unless its closing handshake was done and
+    /// only the client's end of TCP was awaited) and the metrics count them closed. Default
     /// the close timeout plus 2 s (7 s with the default close timeout).
     pub fn shutdown_timeout(&mut self, timeout: Duration) -> &mut Self {
         self.settings.shutdown_timeout = Some(timeout);
