@@ -684,7 +684,8 @@ fn serve_and_connect_over_tls() {
 
 /// Headless Chromium loads the demo page over https from `serve --tls-cert --tls-key` and
 /// talks to the server over wss (the test certificate accepted with
-/// `--ignore-certificate-errors`, for this test only).
+/// `--ignore-certificate-errors`, for this test only); then its chat view, against
+/// `serve --mode chat`, chats over wss.
 #[test]
 #[cfg(feature = "tls")]
 #[ignore = "needs Chromium and the interop peers: bash interop/setup.sh"]
@@ -713,6 +714,25 @@ fn chromium_uses_the_demo_page_over_https_and_wss() {
     assert!(stdout.contains("PASS send-receive"), "{stdout}");
     assert!(
         stdout.contains(&format!("ws.url: \"wss://{}/\"", serve.addr)),
+        "{stdout}"
+    );
+    assert_eq!(serve.stop(), 0);
+
+    // The chat view connects back to the page's own origin: wss:// here.
+    let serve = Serve::start(&[
+        "websocket://127.0.0.1:0",
+        "--mode",
+        "chat",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let url = format!("https://{}/", serve.addr);
+    let stdout = chromium_check("chat_check.mjs", &["--ignore-certificate-errors", &url]);
+    assert!(stdout.contains("PASS exact-lists"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("(e.g. wss://{}/?room=", serve.addr)),
         "{stdout}"
     );
     assert_eq!(serve.stop(), 0);
