@@ -22,24 +22,10 @@
 // bounded by 30 s. Uses Debian's /usr/bin/chromium (CHROMIUM overrides the path);
 // playwright never downloads a browser here.
 
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { Checklist } from './checklist.mjs';
 
 const TOTAL_TIMEOUT_MS = 30_000;
 const STEP_TIMEOUT_MS = 10_000;
-const EXECUTABLE = process.env.CHROMIUM || '/usr/bin/chromium';
-const ARGS = [
-  '--headless',
-  '--no-sandbox', // we run as root
-  '--disable-gpu',
-  '--disable-quic',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-first-run',
-];
 
 const IGNORE_CERT_FLAG = '--ignore-certificate-errors';
 const ignoreCertificateErrors = process.argv.includes(IGNORE_CERT_FLAG);
@@ -52,83 +38,20 @@ if (!pageUrl || !screenshotPath || positional.length !== 2) {
     `usage: node browser_check.mjs [${IGNORE_CERT_FLAG}] [${EXPECT_DEFLATE_FLAG}] http(s)://HOST:PORT/ screenshot.png\n`);
   process.exit(2);
 }
-if (ignoreCertificateErrors) ARGS.push(IGNORE_CERT_FLAG);
 
 const STEPS = ['launch', 'page-load', 'open', 'send-receive', 'screenshot', 'close'];
 if (expectDeflate) STEPS.splice(4, 0, 'send-receive-long');
-let passed = 0;
-let failed = 0;
-const pageLog = []; // console messages and errors from the page, shown on failure
-let context = null;
-const userDataDir = mkdtempSync(join(tmpdir(), 'wsworker-chromium-'));
-
-function cleanup() {
-  try {
-    rmSync(userDataDir, { recursive: true, force: true });
-  } catch {
-    // best effort
-  }
-}
-
-function finish() {
-  if (failed > 0 && pageLog.length) {
-    console.log('page log:');
-    for (const line of pageLog.slice(-30)) console.log(`  ${line}`);
-  }
-  console.log(`${passed} passed, ${failed} failed`);
-}
-
-// The whole run is bounded: on overrun, fail what is left, kill the browser, exit 1.
-const watchdog = setTimeout(() => {
-  const left = STEPS.length - passed - failed;
-  console.log(`FAIL timeout: the run took more than ${TOTAL_TIMEOUT_MS / 1000} s`);
-  failed += Math.max(left, 1);
-  finish();
-  cleanup();
-  process.exit(1); // playwright kills the browser it launched on exit
-}, TOTAL_TIMEOUT_MS);
+const checklist = new Checklist(STEPS.length, TOTAL_TIMEOUT_MS);
 
 async function main() {
-  let earlierFailed = null;
-  async function step(name, fn) {
-    if (earlierFailed) {
-      failed++;
-      console.log(`FAIL ${name}: not run, ${earlierFailed} failed`);
-      return;
-    }
-    try {
-      const note = await fn();
-      passed++;
-      console.log(`PASS ${name}${note ? ` (${note})` : ''}`);
-    } catch (err) {
-      failed++;
-      earlierFailed = name;
-      console.log(`FAIL ${name}: ${String(err.message || err).split('\n')[0]}`);
-    }
-  }
+  const step = checklist.step.bind(checklist);
 
   let page;
   await step('launch', async () => {
-    // launchPersistentContext gives Chromium our fresh --user-data-dir (plain launch()
-    // refuses that flag); chromiumSandbox stays off so it works as root.
-    context = await chromium.launchPersistentContext(userDataDir, {
-      executablePath: EXECUTABLE,
-      headless: true,
-      chromiumSandbox: false,
-      args: ARGS,
-      ignoreHTTPSErrors: ignoreCertificateErrors,
-      viewport: { width: 760, height: 600 },
-      timeout: 15_000,
-    });
+    const context = await checklist.launch({ ignoreCertificateErrors, viewport: { width: 760, height: 600 } });
     page = context.pages()[0] || (await context.newPage());
     page.setDefaultTimeout(STEP_TIMEOUT_MS);
-    page.on('console', (msg) => pageLog.push(`console.${msg.type()}: ${msg.text()}`));
-    page.on('pageerror', (err) => pageLog.push(`page error: ${err.message}`));
-    page.on('websocket', (ws) => {
-      pageLog.push(`websocket ${ws.url()}`);
-      ws.on('socketerror', (e) => pageLog.push(`websocket error: ${e}`));
-      ws.on('close', () => pageLog.push('websocket closed'));
-    });
+    checklist.watch(page);
     const agent = await page.evaluate(() => navigator.userAgent);
     return (agent.match(/(?:Headless)?Chrome\/[\d.]+/) || [agent])[0];
   });
@@ -213,16 +136,4 @@ async function logText(page) {
   }
 }
 
-try {
-  await main();
-} catch (err) {
-  failed++;
-  console.log(`FAIL internal: ${err.stack || err}`);
-}
-if (context) {
-  await Promise.race([context.close().catch(() => {}), new Promise((r) => setTimeout(r, 5_000))]);
-}
-clearTimeout(watchdog);
-cleanup();
-finish();
-process.exit(failed === 0 ? 0 : 1);
+await checklist.run(main);

@@ -529,23 +529,61 @@ fn connect_failures_are_one_line_and_a_non_zero_exit() {
     }
 }
 
+/// The workspace's root directory.
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Where a Chromium check puts screenshot `name`: the workspace's `target` directory.
+fn screenshot(name: &str) -> String {
+    workspace_root()
+        .join("target")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// Runs the Chromium check `script` of `interop/node/` with `args`, prints its output and
+/// checks that it passed; returns its stdout.
+fn chromium_check(script: &str, args: &[&str]) -> String {
+    let output = Command::new("node")
+        .arg(workspace_root().join("interop/node").join(script))
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    println!("{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{stdout}");
+    stdout
+}
+
 /// Headless Chromium opens the demo page, says `tom`, reads `hello tom`, closes.
 #[test]
 #[ignore = "needs Chromium and the interop peers: bash interop/setup.sh"]
 fn chromium_uses_the_demo_page() {
     let serve = Serve::start(&["websocket://127.0.0.1:0", "--count", "2"]);
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let screenshot = root.join("target/demo.png");
-    let output = Command::new("node")
-        .arg(root.join("interop/node/browser_check.mjs"))
-        .arg(format!("http://{}/", serve.addr))
-        .arg(&screenshot)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    println!("{stdout}{}", String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "{stdout}");
+    let url = format!("http://{}/", serve.addr);
+    let stdout = chromium_check("browser_check.mjs", &[&url, &screenshot("demo.png")]);
     assert!(stdout.contains("PASS send-receive"), "{stdout}");
+    assert_eq!(serve.stop(), 0);
+}
+
+/// Headless Chromium chats through the demo page's chat view against `serve --mode chat`:
+/// four pages (two in one room, one in another, one in none) join with their user names,
+/// a room message reaches only the room, `@alice …` only alice, a message from the page
+/// with no room everyone; each page's list of received messages is checked exactly. One
+/// server with two worker threads (the kernel spreads the pages' connections over them);
+/// the script takes several nodes' URLs once nodes can share a chat.
+#[test]
+#[ignore = "needs Chromium and the interop peers: bash interop/setup.sh"]
+fn chromium_chats_in_rooms_and_privately_through_the_demo_page() {
+    let serve = Serve::start(&["websocket://127.0.0.1:0", "--mode", "chat", "--count", "2"]);
+    let url = format!("http://{}/", serve.addr);
+    let stdout = chromium_check(
+        "chat_check.mjs",
+        &["--screenshot", &screenshot("demo-chat.png"), &url],
+    );
+    assert!(stdout.contains("PASS exact-lists"), "{stdout}");
     assert_eq!(serve.stop(), 0);
 }
 
@@ -646,7 +684,8 @@ fn serve_and_connect_over_tls() {
 
 /// Headless Chromium loads the demo page over https from `serve --tls-cert --tls-key` and
 /// talks to the server over wss (the test certificate accepted with
-/// `--ignore-certificate-errors`, for this test only).
+/// `--ignore-certificate-errors`, for this test only); then its chat view, against
+/// `serve --mode chat`, chats over wss.
 #[test]
 #[cfg(feature = "tls")]
 #[ignore = "needs Chromium and the interop peers: bash interop/setup.sh"]
@@ -663,21 +702,37 @@ fn chromium_uses_the_demo_page_over_https_and_wss() {
         "--tls-key",
         key.to_str().unwrap(),
     ]);
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let screenshot = root.join("target/demo-tls.png");
-    let output = Command::new("node")
-        .arg(root.join("interop/node/browser_check.mjs"))
-        .arg("--ignore-certificate-errors")
-        .arg(format!("https://{}/", serve.addr))
-        .arg(&screenshot)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    println!("{stdout}{}", String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "{stdout}");
+    let url = format!("https://{}/", serve.addr);
+    let stdout = chromium_check(
+        "browser_check.mjs",
+        &[
+            "--ignore-certificate-errors",
+            &url,
+            &screenshot("demo-tls.png"),
+        ],
+    );
     assert!(stdout.contains("PASS send-receive"), "{stdout}");
     assert!(
         stdout.contains(&format!("ws.url: \"wss://{}/\"", serve.addr)),
+        "{stdout}"
+    );
+    assert_eq!(serve.stop(), 0);
+
+    // The chat view connects back to the page's own origin: wss:// here.
+    let serve = Serve::start(&[
+        "websocket://127.0.0.1:0",
+        "--mode",
+        "chat",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let url = format!("https://{}/", serve.addr);
+    let stdout = chromium_check("chat_check.mjs", &["--ignore-certificate-errors", &url]);
+    assert!(stdout.contains("PASS exact-lists"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("(e.g. wss://{}/?room=", serve.addr)),
         "{stdout}"
     );
     assert_eq!(serve.stop(), 0);
@@ -723,18 +778,11 @@ fn serve_and_connect_negotiate_permessage_deflate_unless_disabled() {
 #[ignore = "needs Chromium and the interop peers: bash interop/setup.sh"]
 fn chromium_negotiates_and_uses_permessage_deflate() {
     let serve = Serve::start(&["websocket://127.0.0.1:0", "--count", "2"]);
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let screenshot = root.join("target/demo-deflate.png");
-    let output = Command::new("node")
-        .arg(root.join("interop/node/browser_check.mjs"))
-        .arg("--expect-deflate")
-        .arg(format!("http://{}/", serve.addr))
-        .arg(&screenshot)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    println!("{stdout}{}", String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "{stdout}");
+    let url = format!("http://{}/", serve.addr);
+    let stdout = chromium_check(
+        "browser_check.mjs",
+        &["--expect-deflate", &url, &screenshot("demo-deflate.png")],
+    );
     assert!(
         stdout.contains("ws.extensions: \"permessage-deflate; server_no_context_takeover\""),
         "{stdout}"
