@@ -149,6 +149,9 @@ pub enum ApiMisuse {
     /// The fragment size must be at least 1 byte.
     #[error("fragment size must be at least 1")]
     ZeroFragmentSize,
+    /// The handshake's response goes first, on a server connection with nothing queued.
+    #[error("the handshake response must be queued first, by a server")]
+    HandshakeResponseNotFirst,
 }
 
 #[cfg(test)]

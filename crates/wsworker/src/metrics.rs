@@ -341,9 +341,11 @@ pub struct WorkerSnapshot {
     pub messages_received: u64,
     /// Messages queued for sending (broadcast frames included).
     pub messages_sent: u64,
-    /// WebSocket bytes read, frame headers included (after TLS decryption).
+    /// Bytes read on WebSocket connections, the opening handshake's request and frame
+    /// headers included (after TLS decryption).
     pub bytes_received: u64,
-    /// WebSocket bytes written, frame headers included (before TLS encryption).
+    /// Bytes written on WebSocket connections, the opening handshake's response and frame
+    /// headers included (before TLS encryption).
     pub bytes_sent: u64,
     /// Messages dropped at the hard send-buffer limit under
     /// [`OverflowPolicy::DropNew`](crate::server::OverflowPolicy::DropNew).
@@ -423,13 +425,13 @@ impl MetricsSnapshot {
             (
                 "wsworker_bytes_received_total",
                 "counter",
-                "WebSocket bytes read, frame headers included.",
+                "Bytes read on WebSocket connections, the handshake's request and frame headers included.",
                 |w| w.bytes_received,
             ),
             (
                 "wsworker_bytes_sent_total",
                 "counter",
-                "WebSocket bytes written, frame headers included.",
+                "Bytes written on WebSocket connections, the handshake's response and frame headers included.",
                 |w| w.bytes_sent,
             ),
             (

@@ -205,3 +205,24 @@ fn messages_to_all_arrive_whole_and_in_order_on_every_worker() {
     }
     server.shutdown();
 }
+
+#[test]
+fn a_client_sees_its_connection_open_only_once_on_connect_has_joined_its_room() {
+    let mut worker = Worker::new("websocket://127.0.0.1:0").unwrap();
+    worker.on_connect(|conn| {
+        // A slow on_connect (a lookup, say): the 101 waits for it.
+        thread::sleep(std::time::Duration::from_millis(200));
+        conn.join_group("room").unwrap();
+        conn.send("welcome").unwrap();
+    });
+    let hub = worker.hub();
+    let server = worker.start().unwrap();
+    let mut client = RawClient::connect(server.local_addr(), "/", &[]).unwrap();
+    // Open for the client: in the room already, so a message to the room reaches it.
+    assert_eq!(hub.group_len("room"), 1);
+    hub.send_to_group("room", "to the room");
+    hub.send_to_all(END);
+    assert_eq!(texts_until_end(&mut client), ["welcome", "to the room"]);
+    drop(client);
+    server.shutdown();
+}

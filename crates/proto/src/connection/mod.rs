@@ -325,6 +325,25 @@ impl Connection {
         Ok(())
     }
 
+    /// Queues the opening handshake's response (the `101` of [`accept_response`] or
+    /// [`Request::accept`]) as it is, ahead of every frame: the runtime then writes it with
+    /// the frames the application sends as the connection opens, in order, so that the
+    /// application has set the connection up (joined its rooms, say) before the client can
+    /// see it open. A new server connection only, before anything else is queued.
+    ///
+    /// [`accept_response`]: crate::handshake::accept_response
+    /// [`Request::accept`]: crate::handshake::Request::accept
+    ///
+    /// # Errors
+    /// [`ApiMisuse::HandshakeResponseNotFirst`] on a client, or once anything was queued.
+    pub fn queue_handshake_response(&mut self, response: Bytes) -> Result<(), Error> {
+        if self.role == Role::Client || self.wants_transmit() || self.close_sent {
+            return Err(ApiMisuse::HandshakeResponseNotFirst.into());
+        }
+        self.send.push_encoded(response);
+        Ok(())
+    }
+
     /// Queues a frame encoded beforehand with [`encode_server_frame`], for sending the same
     /// message to many connections with one encoding. Server role only: a client must mask
     /// each frame with its own key. The frame is never compressed, even with

@@ -1055,3 +1055,22 @@ proptest! {
         prop_assert_eq!(reference, lent);
     }
 }
+
+#[test]
+fn the_handshake_response_goes_out_first_and_only_first() {
+    let response = Bytes::from_static(b"HTTP/1.1 101 Switching Protocols\r\n\r\n");
+    let mut conn = server();
+    conn.queue_handshake_response(response.clone()).unwrap();
+    conn.send_text("hi").unwrap();
+    assert_eq!(drain(&mut conn), [&response[..], b"\x81\x02hi"].concat());
+
+    // Never behind a frame, never twice, never from a client.
+    let mut conn = server();
+    conn.send_text("hi").unwrap();
+    assert!(matches!(
+        conn.queue_handshake_response(response.clone()),
+        Err(Error::ApiMisuse(ApiMisuse::HandshakeResponseNotFirst))
+    ));
+    let mut client = Connection::new(Role::Client, Config::default());
+    assert!(client.queue_handshake_response(response).is_err());
+}

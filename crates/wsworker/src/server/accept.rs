@@ -143,7 +143,7 @@ where
         read_request(&mut stream, settings.max_header_size),
     )
     .await;
-    let (mut request, rest) = match read {
+    let (mut request, rest, read) = match read {
         Ok(Ok(Some(parts))) => parts,
         // The client went away before finishing its request.
         Ok(Ok(None)) | Ok(Err(Failure::Io)) => return None,
@@ -212,8 +212,8 @@ where
             return None;
         }
     };
-    // Checked last, right before the 101 is written (which completes at once on a fresh
-    // socket), so that connections opening together on this worker cannot overshoot it.
+    // Checked last, with nothing awaited between it and the driver counting the connection
+    // open, so that connections opening together on this worker cannot overshoot it.
     if let Some(max) = settings.max_connections
         && counters.open() >= max as u64
     {
@@ -227,12 +227,16 @@ where
         refuse(&mut stream, &response).await;
         return None;
     }
-    // Flushed: TLS buffers what it encrypts.
-    if stream.write_all(&response).await.is_err() || stream.flush().await.is_err() {
+    // The 101 goes out with the driver's first write, after `on_connect` has run: whatever
+    // the application does as the connection opens (join its rooms, bind its user) is done
+    // before the client can see it open, and what it sends follows the 101 in one write.
+    let mut proto = Proto::with_buffer(Role::Server, config, rest);
+    if proto.queue_handshake_response(response.into()).is_err() {
         return None;
     }
-
-    let proto = Proto::with_buffer(Role::Server, config, rest);
+    // The connection's bytes both ways, from the handshake on (the driver counts the 101
+    // and the frames it writes, and the frames it reads after these).
+    counters.received(read);
     // The connection keeps its request for its whole life: the head alone, its header
     // lines parsed again on the application's rare lookups (the handshake's own lookups,
     // above, used the offsets).
@@ -262,13 +266,17 @@ enum Failure {
     Handshake(HandshakeError),
 }
 
-/// Reads until the request head is complete: the request and the bytes after it, or
-/// `None` when the client closed first.
+/// What [`read_request`] read: the request, the bytes after it, and how many bytes that was
+/// in all.
+type RequestRead = (Request, BytesMut, usize);
+
+/// Reads until the request head is complete, or `None` when the client closed first.
 async fn read_request<S: AsyncRead + Unpin>(
     stream: &mut S,
     max_size: usize,
-) -> Result<Option<(Request, BytesMut)>, Failure> {
+) -> Result<Option<RequestRead>, Failure> {
     let mut handshake = ServerHandshake::with_max_size(max_size);
+    let mut read = 0;
     loop {
         let buf = handshake.recv_buffer_mut();
         buf.reserve(1024);
@@ -276,8 +284,9 @@ async fn read_request<S: AsyncRead + Unpin>(
         if n == 0 {
             return Ok(None);
         }
+        read += n;
         if let Some((request, rest)) = handshake.poll_request().map_err(Failure::Handshake)? {
-            return Ok(Some((request, BytesMut::from(rest))));
+            return Ok(Some((request, BytesMut::from(rest), read)));
         }
     }
 }
