@@ -9,7 +9,8 @@
 //! its own messages back: it checks them the same way, but they are not deliveries. After
 //! publishing, connections wait at most [`DRAIN_TIMEOUT`] for what is still missing (each
 //! missing message is an error), then close. The report: messages published, deliveries
-//! (expected: published × subscribers), deliveries per second of the publishing window,
+//! (expected: published × subscribers), deliveries per second (from the window's start to
+//! the last delivery, or the window if that is longer),
 //! latency percentiles, errors by kind, and this process's CPU time per delivery.
 //!
 //! - [`peer`]: the subscribers' and the publisher's connections;
@@ -19,7 +20,7 @@ mod peer;
 mod report;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, watch};
@@ -114,6 +115,7 @@ pub(super) async fn drive(
         stats: Arc::clone(&stats),
         order: Order::default(),
         synced: AtomicU64::new(0),
+        last_delivery_ns: AtomicU64::new(0),
     });
     let mut report = FanoutReport::new(plan, subscribers, connect_s);
     let (published_tx, published_rx) = watch::channel(None);
@@ -139,6 +141,10 @@ pub(super) async fn drive(
                 let window = join_bounded(&mut tasks, publisher, &stats).await;
                 report.published = window.sent;
                 report.window_s = window.duration.as_secs_f64();
+                let last = shared.last_delivery_ns.load(Ordering::Relaxed);
+                report.span_s = (Duration::from_nanos(last.saturating_sub(window.at_ns)))
+                    .as_secs_f64()
+                    .max(report.window_s);
                 report.cpu_ns = window
                     .cpu_before
                     .zip(cpu::process_cpu_ns())

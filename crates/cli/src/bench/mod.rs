@@ -120,7 +120,8 @@ pub(crate) struct BenchArgs {
     /// (in millions), rtt_us round trips in microseconds, client_cpu_s this process's CPU
     /// time in the window; null where a figure does not apply.
     /// With --fanout: published, deliveries (received by the subscribers, expected_deliveries
-    /// = published × subscribers), deliveries_per_s over the publishing window, latency_us
+    /// = published × subscribers), deliveries_per_s over delivery_span_s (the window's
+    /// start to the last delivery, at least duration_s), latency_us
     /// (send to receive), errors by kind (gap, duplicate, reorder, missing too) and
     /// client_cpu_ns_per_delivery.
     #[arg(long)]

@@ -60,6 +60,8 @@ pub(super) struct Shared {
     pub(super) order: Order,
     /// Connections (the publisher too) that have received a sync message.
     pub(super) synced: AtomicU64,
+    /// When the last delivery came, in nanoseconds since the epoch (0: none yet).
+    pub(super) last_delivery_ns: AtomicU64,
 }
 
 /// What the publisher did.
@@ -69,6 +71,8 @@ pub(super) struct Window {
     pub(super) sent: u64,
     /// The publishing window (zero when it did not start).
     pub(super) duration: Duration,
+    /// When it opened, in nanoseconds since the epoch.
+    pub(super) at_ns: u64,
     /// This process's CPU time when the window opened, if `/proc` told.
     pub(super) cpu_before: Option<u64>,
 }
@@ -317,6 +321,7 @@ impl Peer {
         if result.is_ok() {
             window.cpu_before = cpu::process_cpu_ns();
             let at = Instant::now();
+            window.at_ns = self.since_epoch(at);
             let stop = at + duration;
             window.duration = duration;
             result = self.send_all(rate, at, stop, limit, &mut sent).await;
@@ -394,11 +399,10 @@ impl Peer {
                 () = &mut timer => {}
             }
             let now = Instant::now();
-            if now >= stop || *sent >= limit {
-                return Ok(());
-            }
             let time_ns = self.since_epoch(now);
-            while *sent < limit && due_at(*sent) <= now {
+            // Every message due before `stop` is sent, even by a late wake-up: the count of a
+            // run is rate × duration, however busy the machine.
+            while *sent < limit && due_at(*sent) <= now && due_at(*sent) < stop {
                 // `limit` fits a u32 (checked with the arguments).
                 let payload = message(&self.shared.template, *sent as u32, time_ns);
                 self.out
@@ -406,7 +410,10 @@ impl Peer {
                 *sent += 1;
             }
             self.flush()?;
-            timer.as_mut().reset(due_at(*sent).min(stop));
+            if *sent >= limit || due_at(*sent) >= stop {
+                return Ok(());
+            }
+            timer.as_mut().reset(due_at(*sent));
         }
     }
 
@@ -463,6 +470,7 @@ impl Peer {
         let since_epoch = u64::try_from(now.duration_since(shared.epoch).as_nanos())
             .unwrap_or(u64::MAX)
             & TIME_MASK;
+        let mut delivered = false;
         let used = parser
             .feed(&inbuf[..*end], |reply| match reply {
                 // After our close frame, what still comes is not checked.
@@ -486,6 +494,7 @@ impl Peer {
                     if !publisher {
                         let latency = since_epoch.wrapping_sub(sent_ns) & TIME_MASK;
                         local.echo(Duration::from_nanos(latency), true);
+                        delivered = true;
                     }
                 }
                 Reply::Ping(data) => {
@@ -495,6 +504,10 @@ impl Peer {
                 Reply::Close { code, reason } => *close = Some((code, reason)),
             })
             .map_err(invalid_frame)?;
+        if delivered {
+            let now_ns = u64::try_from(now.duration_since(shared.epoch).as_nanos()).unwrap_or(0);
+            shared.last_delivery_ns.fetch_max(now_ns, Ordering::Relaxed);
+        }
         // What is left is a partial header or control frame: move it to the front.
         inbuf.copy_within(used..*end, 0);
         *end -= used;

@@ -21,6 +21,9 @@ pub(in crate::bench) struct FanoutReport {
     pub(super) published: u64,
     /// The publishing window, in seconds (0 when it did not run).
     pub(super) window_s: f64,
+    /// From the window's start to the last delivery, or the window if that is longer, in
+    /// seconds: deliveries that lag behind the publisher stretch it.
+    pub(super) span_s: f64,
     /// Deliveries, latencies and the errors of the echo mode's kinds.
     pub(super) counts: Counts,
     /// Order errors by kind (as [`OrderError::ALL`]), with the first one in words.
@@ -38,6 +41,7 @@ impl FanoutReport {
             connect_s,
             published: 0,
             window_s: 0.0,
+            span_s: 0.0,
             counts: Counts::new(),
             order: Default::default(),
             cpu_ns: None,
@@ -63,9 +67,9 @@ impl FanoutReport {
         self.published * self.subscribers
     }
 
-    /// Deliveries per second of the publishing window.
+    /// Deliveries per second, over [`Self::span_s`].
     fn deliveries_per_s(&self) -> Option<f64> {
-        (self.window_s > 0.0).then(|| self.counts.messages as f64 / self.window_s)
+        (self.span_s > 0.0).then(|| self.counts.messages as f64 / self.span_s)
     }
 
     /// The client's CPU nanoseconds per delivery.
@@ -112,7 +116,8 @@ impl FanoutReport {
              \"size\":{size},\"rate\":{rate},\"duration_s\":{duration},\
              \"connections_opened\":{opened},\"handshakes_per_s\":{handshakes},\
              \"published\":{published},\"deliveries\":{deliveries},\
-             \"expected_deliveries\":{expected},\"deliveries_per_s\":{per_s},\
+             \"expected_deliveries\":{expected},\"delivery_span_s\":{span},\
+             \"deliveries_per_s\":{per_s},\
              \"latency_us\":{{\"p50\":{p50},\"p99\":{p99},\"p999\":{p999},\"max\":{max}}},\
              \"errors\":{{{errors}}},\"client_cpu_s\":{cpu},\
              \"client_cpu_ns_per_delivery\":{cpu_delivery}}}",
@@ -127,6 +132,7 @@ impl FanoutReport {
             published = self.published,
             deliveries = self.counts.messages,
             expected = self.expected(),
+            span = number(Some(self.span_s), 3),
             per_s = number(self.deliveries_per_s(), 1),
             p50 = pick(|r| r.p50),
             p99 = pick(|r| r.p99),
@@ -166,9 +172,11 @@ impl FanoutReport {
         lines.push(line(
             "delivered",
             format!(
-                "{} of {} expected, {per_s} deliveries/s",
+                "{} of {} expected, {per_s} deliveries/s (the last {:.2} s after the first \
+                 message)",
                 self.counts.messages,
-                self.expected()
+                self.expected(),
+                self.span_s
             ),
         ));
         lines.push(line(
