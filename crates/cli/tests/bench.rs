@@ -686,6 +686,11 @@ enum Fault {
     Drop,
     /// Message 5 goes to everyone after message 6.
     Swap,
+    /// Messages from 190 on go to no one.
+    Stop,
+    /// None: every message goes to everyone, but a connection joins the room only 300 ms
+    /// after its handshake (as a server whose rooms live elsewhere might).
+    LateJoin,
 }
 
 /// One connection of a [`relay_server`]: its protocol state and where it writes.
@@ -728,7 +733,7 @@ fn relay_server(fault: Fault) -> SocketAddr {
 fn relay_connection(
     mut stream: TcpStream,
     fault: Fault,
-    room: &Mutex<Vec<Arc<Mutex<Member>>>>,
+    room: &Arc<Mutex<Vec<Arc<Mutex<Member>>>>>,
     held: &Mutex<Option<Message>>,
 ) -> io::Result<()> {
     let Some((conn, response)) = accept(&mut stream)? else {
@@ -738,9 +743,20 @@ fn relay_connection(
         conn,
         stream: stream.try_clone()?,
     }));
-    // In the room before the client knows it is open: a message sent after cannot miss it.
-    room.lock().unwrap().push(Arc::clone(&member));
-    member.lock().unwrap().stream.write_all(&response)?;
+    if let Fault::LateJoin = fault {
+        member.lock().unwrap().stream.write_all(&response)?;
+        // The connection's messages are relayed at once; it only receives them later.
+        let (room, member) = (Arc::clone(room), Arc::clone(&member));
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            room.lock().unwrap().push(member);
+        });
+    } else {
+        // In the room before the client knows it is open: a message sent after cannot miss
+        // it.
+        room.lock().unwrap().push(Arc::clone(&member));
+        member.lock().unwrap().stream.write_all(&response)?;
+    }
     let mut buf = vec![0u8; 64 << 10];
     // Bytes that came with the handshake are parsed before the first read.
     let mut read = 0;
@@ -772,6 +788,7 @@ fn relay_connection(
                     *held.lock().unwrap() = Some(message);
                     vec![]
                 }
+                (Fault::Stop, seq) if ("000000be".."ffffffff").contains(&seq) => vec![],
                 (Fault::Swap, "00000006") => [Some(message), held.lock().unwrap().take()]
                     .into_iter()
                     .flatten()
@@ -855,4 +872,35 @@ fn fanout_counts_swapped_messages_as_gap_and_reorder() {
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn fanout_counts_messages_that_never_come_as_missing_after_a_bounded_wait() {
+    let began = Instant::now();
+    let run = fanout_through(Fault::Stop);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    // 200 published, 190 relayed: 10 missing on each of 21 connections.
+    assert_eq!(run.errors("missing"), 210.0, "{}", run.stdout);
+    for kind in ["gap", "duplicate", "reorder", "timeout"] {
+        assert_eq!(run.errors(kind), 0.0, "{kind}: {}", run.stdout);
+    }
+    assert_eq!(run.number(&["deliveries"]), 190.0 * 20.0, "{}", run.stdout);
+    assert!(
+        run.stderr
+            .contains("10 of 200 messages had not come 2 s after the last was sent"),
+        "{}",
+        run.stderr
+    );
+    // The wait for them is bounded (2 s), not the test's limit.
+    assert!(began.elapsed() < RUN_LIMIT / 2);
+}
+
+#[test]
+fn fanout_waits_until_every_connection_is_in_the_room() {
+    let run = fanout_through(Fault::LateJoin);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    for kind in FANOUT_ERRORS {
+        assert_eq!(run.errors(kind), 0.0, "{kind}: {}", run.stdout);
+    }
+    assert_eq!(run.number(&["deliveries"]), 200.0 * 20.0, "{}", run.stdout);
 }
