@@ -1,17 +1,18 @@
 //! `wsworker bench URL --fanout`: broadcast through a chat server (`wsworker serve --mode
 //! chat`, or any server that relays a room's text messages unchanged to everyone in it).
 //!
-//! `--conns` subscribers open `URL?room=NAME`, then one publisher joins the same room, waits
-//! until every connection is in it (see [`peer`]) and sends `--rate` text messages per second of `--size` bytes for `--duration` seconds. Each
-//! message carries a sequence number and its send time (see [`peer`]); every subscriber
-//! checks that each message is the next one (gaps, duplicates, reorders are errors) and
-//! records its latency, receive time − send time. The publisher, being in the room, gets
-//! its own messages back: it checks them the same way, but they are not deliveries. After
-//! publishing, connections wait at most [`DRAIN_TIMEOUT`] for what is still missing (each
-//! missing message is an error), then close. The report: messages published, deliveries
-//! (expected: published × subscribers), deliveries per second (from the window's start to
-//! the last delivery, or the window if that is longer),
-//! latency percentiles, errors by kind, and this process's CPU time per delivery.
+//! `--conns` subscribers open `URL?room=NAME`, then one publisher joins the same room,
+//! waits until every connection is in it, and sends `--rate` text messages per second of
+//! `--size` bytes for `--duration` seconds. Each message carries a sequence number and its
+//! send time (see [`peer`]); every subscriber checks that each message is the next one
+//! (gaps, duplicates, reorders are errors) and records its latency, receive time − send
+//! time. The publisher, being in the room, gets its own messages back: it checks them the
+//! same way, but they are not deliveries. After publishing, connections wait at most
+//! [`DRAIN_TIMEOUT`] for what is still missing (each missing message is an error), then
+//! close. The report: messages published, deliveries (expected: published × subscribers),
+//! deliveries per second (from the window's start to the last delivery, or over the window
+//! if that is longer), latency percentiles, errors by kind, and this process's CPU time per
+//! delivery.
 //!
 //! - [`peer`]: the subscribers' and the publisher's connections;
 //! - [`report`]: the figures, as JSON or text.

@@ -272,12 +272,17 @@ impl Peer {
             tokio::select! {
                 ready = self.stream.ready(self.interest()) => self.on_ready(ready)?,
                 () = &mut deadline => {
-                    let missing = end.count - self.next;
-                    self.shared.order.add(self.index, OrderError::Missing, missing, format_args!(
-                        "{missing} of {} messages had not come {} s after the last was sent",
-                        end.count,
-                        super::DRAIN_TIMEOUT.as_secs()
-                    ));
+                    let (missing, count) = (end.count - self.next, end.count);
+                    let secs = super::DRAIN_TIMEOUT.as_secs();
+                    self.shared.order.add(
+                        self.index,
+                        OrderError::Missing,
+                        missing,
+                        format_args!(
+                            "{missing} of {count} messages had not come {secs} s after the \
+                             last was sent"
+                        ),
+                    );
                     break;
                 }
             }
@@ -294,10 +299,13 @@ impl Peer {
         while self.close.is_none() {
             tokio::select! {
                 ready = self.stream.ready(self.interest()) => self.on_ready(ready)?,
-                () = &mut deadline => return Err(fail(
-                    ErrorKind::Timeout,
-                    format!("no close frame from the server within {} s of ours", CLOSE_TIMEOUT.as_secs()),
-                )),
+                () = &mut deadline => {
+                    let secs = CLOSE_TIMEOUT.as_secs();
+                    return Err(fail(
+                        ErrorKind::Timeout,
+                        format!("no close frame from the server within {secs} s of ours"),
+                    ));
+                }
             }
         }
         Ok(())
