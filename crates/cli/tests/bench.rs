@@ -7,8 +7,8 @@ mod common;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::Serve;
@@ -99,13 +99,15 @@ fn bench(args: &[&str]) -> Run {
     }
 }
 
+/// The keys of a JSON object, sorted.
+fn keys(value: &Value) -> Vec<String> {
+    let mut keys: Vec<_> = value.as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    keys
+}
+
 /// The keys of the JSON report, exactly.
 fn assert_report_keys(run: &Run) {
-    let keys = |value: &Value| -> Vec<String> {
-        let mut keys: Vec<_> = value.as_object().unwrap().keys().cloned().collect();
-        keys.sort();
-        keys
-    };
     let mut expected = [
         "url",
         "conns",
@@ -305,23 +307,11 @@ fn serve_connection(
     behaviour: Behaviour,
     pongs: &AtomicUsize,
 ) -> io::Result<()> {
-    let invalid = |error: &dyn std::fmt::Display| io::Error::other(error.to_string());
-    stream.set_nodelay(true)?;
-    let mut buf = vec![0u8; 64 << 10];
-    let mut handshake = ServerHandshake::new();
-    let (request, rest) = loop {
-        let read = stream.read(&mut buf)?;
-        if read == 0 {
-            return Ok(());
-        }
-        if let Some(done) = handshake.receive(&buf[..read]).map_err(|e| invalid(&e))? {
-            break done;
-        }
+    let Some((mut conn, response)) = accept(&mut stream)? else {
+        return Ok(());
     };
-    let response = request.accept(None, None, &[]).map_err(|e| invalid(&e))?;
     stream.write_all(&response)?;
-    let mut conn = Connection::new(Role::Server, Config::default());
-    conn.receive(&rest);
+    let mut buf = vec![0u8; 64 << 10];
     let mut messages = 0usize;
     loop {
         while let Some(event) = conn.poll_event().map_err(|e| invalid(&e))? {
@@ -351,6 +341,33 @@ fn serve_connection(
         }
         conn.receive(&buf[..read]);
     }
+}
+
+/// An `io::Error` for what `wsworker_proto` rejected.
+fn invalid(error: &dyn std::fmt::Display) -> io::Error {
+    io::Error::other(error.to_string())
+}
+
+/// The server's side of the opening handshake on `stream`: the connection, with what came
+/// after the request already received, and the response still to write; `None` if the
+/// client left first.
+fn accept(stream: &mut TcpStream) -> io::Result<Option<(Connection, Vec<u8>)>> {
+    stream.set_nodelay(true)?;
+    let mut buf = vec![0u8; 16 << 10];
+    let mut handshake = ServerHandshake::new();
+    let (request, rest) = loop {
+        let read = stream.read(&mut buf)?;
+        if read == 0 {
+            return Ok(None);
+        }
+        if let Some(done) = handshake.receive(&buf[..read]).map_err(|e| invalid(&e))? {
+            break done;
+        }
+    };
+    let response = request.accept(None, None, &[]).map_err(|e| invalid(&e))?;
+    let mut conn = Connection::new(Role::Server, Config::default());
+    conn.receive(&rest);
+    Ok(Some((conn, response.to_vec())))
 }
 
 fn reply(
@@ -499,6 +516,20 @@ fn bad_arguments_fail_with_a_message() {
         &["wss://127.0.0.1:1/"],
         &["http://127.0.0.1:1/"],
         &["--conns", "3"],
+        &["ws://127.0.0.1:1/", "--room", "a"],
+        &["ws://127.0.0.1:1/", "--fanout", "--size", "19"],
+        &["ws://127.0.0.1:1/", "--fanout", "--binary"],
+        &["ws://127.0.0.1:1/", "--fanout", "--idle", "3"],
+        &["ws://127.0.0.1:1/", "--fanout", "--rate", "2000000"],
+        &["ws://127.0.0.1:1/", "--fanout", "--room", ""],
+        &[
+            "ws://127.0.0.1:1/",
+            "--fanout",
+            "--rate",
+            "1000000",
+            "--duration",
+            "5000",
+        ],
     ] {
         let run = bench(args);
         assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
@@ -526,4 +557,350 @@ fn an_unreachable_server_is_a_clear_failure() {
     );
     assert!(run.stderr.contains("refused"), "{}", run.stderr);
     assert!(run.stderr.contains("no connection to"), "{}", run.stderr);
+}
+
+/// The keys of the fan-out JSON report, exactly.
+fn assert_fanout_keys(run: &Run) {
+    let mut expected = [
+        "mode",
+        "url",
+        "room",
+        "conns",
+        "size",
+        "rate",
+        "duration_s",
+        "connections_opened",
+        "handshakes_per_s",
+        "published",
+        "deliveries",
+        "expected_deliveries",
+        "delivery_span_s",
+        "deliveries_per_s",
+        "latency_us",
+        "errors",
+        "client_cpu_s",
+        "client_cpu_ns_per_delivery",
+    ];
+    expected.sort_unstable();
+    assert_eq!(keys(run.get(&[])), expected, "{}", run.stdout);
+    assert_eq!(
+        keys(run.get(&["latency_us"])),
+        ["max", "p50", "p99", "p999"]
+    );
+    let mut kinds = FANOUT_ERRORS.to_vec();
+    kinds.sort_unstable();
+    assert_eq!(keys(run.get(&["errors"])), kinds);
+}
+
+/// The error kinds of a fan-out report.
+const FANOUT_ERRORS: [&str; 9] = [
+    "connect",
+    "handshake",
+    "protocol",
+    "mismatch",
+    "timeout",
+    "gap",
+    "duplicate",
+    "reorder",
+    "missing",
+];
+
+#[test]
+fn fanout_through_serve_chat_delivers_every_message_in_order() {
+    let serve = Serve::start(&["websocket://127.0.0.1:0", "--mode", "chat", "--count", "2"]);
+    // A URL with a query already: the room is added to it, percent-encoded.
+    let url = format!("{}?user=bench", serve.url());
+    let run = bench(&[
+        &url,
+        "--fanout",
+        "--conns",
+        "20",
+        "--size",
+        "32",
+        "--rate",
+        "400",
+        "--duration",
+        "0.5",
+        "--room",
+        "a room/1",
+        "--json",
+    ]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_fanout_keys(&run);
+    for kind in FANOUT_ERRORS {
+        assert_eq!(run.errors(kind), 0.0, "{kind}: {}", run.stdout);
+    }
+    assert_eq!(run.get(&["mode"]), &Value::from("fanout"));
+    assert_eq!(run.get(&["room"]), &Value::from("a room/1"));
+    assert_eq!(run.number(&["connections_opened"]), 20.0);
+    // 400 messages per second for 0.5 s, however late the publisher wakes up.
+    assert_eq!(run.number(&["published"]), 200.0, "{}", run.stdout);
+    assert_eq!(run.number(&["deliveries"]), 200.0 * 20.0, "{}", run.stdout);
+    assert_eq!(run.number(&["expected_deliveries"]), 200.0 * 20.0);
+    // Deliveries per second over the time to the last one (at least the window).
+    let span = run.number(&["delivery_span_s"]);
+    assert!(span >= run.number(&["duration_s"]), "{}", run.stdout);
+    // (span is rounded to the millisecond).
+    let per_s = run.number(&["deliveries_per_s"]);
+    assert!(
+        (per_s - 4000.0 / span).abs() < per_s * 0.01,
+        "{}",
+        run.stdout
+    );
+    let p50 = run.number(&["latency_us", "p50"]);
+    assert!(p50 > 0.0 && p50 <= run.number(&["latency_us", "max"]));
+    assert!(run.number(&["client_cpu_ns_per_delivery"]) >= 0.0);
+
+    // Without --json: the table; a room of its own for each run, so runs do not mix.
+    let run = bench(&[
+        &serve.url(),
+        "--fanout",
+        "--conns",
+        "3",
+        "--rate",
+        "100",
+        "--duration",
+        "0.2",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    for label in [
+        "subscribers",
+        "3 of 3 opened in room \"bench\"",
+        "published",
+        "delivered",
+        "deliveries/s",
+        "latency",
+        "p99.9",
+        "errors       none",
+        "ns per delivery",
+    ] {
+        assert!(run.stdout.contains(label), "{label}: {}", run.stdout);
+    }
+    assert_eq!(run.stderr, "");
+}
+
+/// What [`relay_server`] does wrong.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// Message 5 (sequence number 5, not counting sync messages) goes to no one.
+    Drop,
+    /// Message 5 goes to everyone after message 6.
+    Swap,
+    /// Messages from 190 on go to no one.
+    Stop,
+    /// None: every message goes to everyone, but a connection joins the room only 300 ms
+    /// after its handshake (as a server whose rooms live elsewhere might).
+    LateJoin,
+}
+
+/// One connection of a [`relay_server`]: its protocol state and where it writes.
+struct Member {
+    conn: Connection,
+    stream: TcpStream,
+}
+
+impl Member {
+    /// Writes what the protocol state has queued; errors are the member's own business
+    /// (it may be gone).
+    fn transmit(&mut self) {
+        while let Some(bytes) = self.conn.poll_transmit() {
+            if self.stream.write_all(&bytes).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// A chat room on loopback made from `wsworker_proto` alone, a thread per connection: every
+/// text message goes to every connection (the sender too), but one of them wrongly.
+fn relay_server(fault: Fault) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let room: Arc<Mutex<Vec<Arc<Mutex<Member>>>>> = Arc::default();
+    let held = Arc::new(Mutex::new(None));
+    // The threads end with the test process.
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let (room, held) = (Arc::clone(&room), Arc::clone(&held));
+            std::thread::spawn(move || {
+                let _ = relay_connection(stream, fault, &room, &held);
+            });
+        }
+    });
+    addr
+}
+
+fn relay_connection(
+    mut stream: TcpStream,
+    fault: Fault,
+    room: &Arc<Mutex<Vec<Arc<Mutex<Member>>>>>,
+    held: &Mutex<Option<Message>>,
+) -> io::Result<()> {
+    let Some((conn, response)) = accept(&mut stream)? else {
+        return Ok(());
+    };
+    let member = Arc::new(Mutex::new(Member {
+        conn,
+        stream: stream.try_clone()?,
+    }));
+    if let Fault::LateJoin = fault {
+        member.lock().unwrap().stream.write_all(&response)?;
+        // The connection's messages are relayed at once; it only receives them later.
+        let (room, member) = (Arc::clone(room), Arc::clone(&member));
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            room.lock().unwrap().push(member);
+        });
+    } else {
+        // In the room before the client knows it is open: a message sent after cannot miss
+        // it.
+        room.lock().unwrap().push(Arc::clone(&member));
+        member.lock().unwrap().stream.write_all(&response)?;
+    }
+    let mut buf = vec![0u8; 64 << 10];
+    // Bytes that came with the handshake are parsed before the first read.
+    let mut read = 0;
+    loop {
+        let mut messages = Vec::new();
+        let mut closed = false;
+        {
+            let mut member = member.lock().unwrap();
+            member.conn.receive(&buf[..read]);
+            while let Some(event) = member.conn.poll_event().map_err(|e| invalid(&e))? {
+                match event {
+                    Event::Message(message) => messages.push(message),
+                    Event::Close(_) => closed = true,
+                    _ => {}
+                }
+            }
+            member.transmit();
+        }
+        for message in messages {
+            let everyone: Vec<_> = room.lock().unwrap().clone();
+            // The bench's messages start with their sequence number in 8 hex digits.
+            let seq = match &message {
+                Message::Text(text) => text.get(..8).unwrap_or_default().to_owned(),
+                Message::Binary(_) => String::new(),
+            };
+            let batch = match (fault, seq.as_str()) {
+                (Fault::Drop, "00000005") => vec![],
+                (Fault::Swap, "00000005") => {
+                    *held.lock().unwrap() = Some(message);
+                    vec![]
+                }
+                (Fault::Stop, seq) if ("000000be".."ffffffff").contains(&seq) => vec![],
+                (Fault::Swap, "00000006") => [Some(message), held.lock().unwrap().take()]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
+                _ => vec![message],
+            };
+            for message in batch {
+                for other in &everyone {
+                    let mut other = other.lock().unwrap();
+                    if other.conn.send_message(message.clone()).is_ok() {
+                        other.transmit();
+                    }
+                }
+            }
+        }
+        if closed {
+            room.lock()
+                .unwrap()
+                .retain(|other| !Arc::ptr_eq(other, &member));
+            return Ok(());
+        }
+        read = stream.read(&mut buf)?;
+        if read == 0 {
+            room.lock()
+                .unwrap()
+                .retain(|other| !Arc::ptr_eq(other, &member));
+            return Ok(());
+        }
+    }
+}
+
+/// A fan-out run of 20 subscribers through a [`relay_server`] with `fault`.
+fn fanout_through(fault: Fault) -> Run {
+    let url = format!("ws://{}/", relay_server(fault));
+    bench(&[
+        &url,
+        "--fanout",
+        "--conns",
+        "20",
+        "--rate",
+        "400",
+        "--duration",
+        "0.5",
+        "--json",
+    ])
+}
+
+#[test]
+fn fanout_counts_a_dropped_message_as_a_gap_everywhere() {
+    let run = fanout_through(Fault::Drop);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert_fanout_keys(&run);
+    // The 20 subscribers and the publisher miss message 5.
+    assert_eq!(run.errors("gap"), 21.0, "{}", run.stdout);
+    for kind in ["duplicate", "reorder", "missing", "mismatch", "protocol"] {
+        assert_eq!(run.errors(kind), 0.0, "{kind}: {}", run.stdout);
+    }
+    assert_eq!(run.number(&["published"]), 200.0, "{}", run.stdout);
+    assert_eq!(run.number(&["deliveries"]), 199.0 * 20.0, "{}", run.stdout);
+    assert!(
+        run.stderr.contains("21 gap errors, the first: connection"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("message 6 came while 5 was expected"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn fanout_counts_swapped_messages_as_gap_and_reorder() {
+    let run = fanout_through(Fault::Swap);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.errors("gap"), 21.0, "{}", run.stdout);
+    assert_eq!(run.errors("reorder"), 21.0, "{}", run.stdout);
+    assert_eq!(run.errors("missing"), 0.0, "{}", run.stdout);
+    assert!(
+        run.stderr.contains("message 5 came after message 6"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn fanout_counts_messages_that_never_come_as_missing_after_a_bounded_wait() {
+    let began = Instant::now();
+    let run = fanout_through(Fault::Stop);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    // 200 published, 190 relayed: 10 missing on each of 21 connections.
+    assert_eq!(run.errors("missing"), 210.0, "{}", run.stdout);
+    for kind in ["gap", "duplicate", "reorder", "timeout"] {
+        assert_eq!(run.errors(kind), 0.0, "{kind}: {}", run.stdout);
+    }
+    assert_eq!(run.number(&["deliveries"]), 190.0 * 20.0, "{}", run.stdout);
+    assert!(
+        run.stderr
+            .contains("10 of 200 messages had not come 2 s after the last was sent"),
+        "{}",
+        run.stderr
+    );
+    // The wait for them is bounded (2 s), not the test's limit.
+    assert!(began.elapsed() < RUN_LIMIT / 2);
+}
+
+#[test]
+fn fanout_waits_until_every_connection_is_in_the_room() {
+    let run = fanout_through(Fault::LateJoin);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    for kind in FANOUT_ERRORS {
+        assert_eq!(run.errors(kind), 0.0, "{kind}: {}", run.stdout);
+    }
+    assert_eq!(run.number(&["deliveries"]), 200.0 * 20.0, "{}", run.stdout);
 }

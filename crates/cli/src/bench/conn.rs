@@ -82,20 +82,41 @@ pub(super) struct Start {
 
 /// Why a connection stopped early, counted under its kind.
 #[derive(Debug)]
-struct Failure {
-    kind: ErrorKind,
-    detail: String,
+pub(super) struct Failure {
+    pub(super) kind: ErrorKind,
+    pub(super) detail: String,
 }
 
-fn fail(kind: ErrorKind, detail: impl Into<String>) -> Failure {
+/// A [`Failure`] of `kind`.
+pub(super) fn fail(kind: ErrorKind, detail: impl Into<String>) -> Failure {
     Failure {
         kind,
         detail: detail.into(),
     }
 }
 
-fn io_fail(what: &str) -> impl FnOnce(io::Error) -> Failure + '_ {
+/// A socket error while doing `what`, as a protocol failure.
+pub(super) fn io_fail(what: &str) -> impl FnOnce(io::Error) -> Failure + '_ {
     move |error| fail(ErrorKind::Protocol, format!("{what}: {error}"))
+}
+
+/// A frame from the server that the parser rejected.
+pub(super) fn invalid_frame(error: wsworker_proto::error::ProtocolError) -> Failure {
+    fail(
+        ErrorKind::Protocol,
+        format!("invalid frame from the server: {error}"),
+    )
+}
+
+/// The server's close frame, with `code` and `reason`, before the client's.
+pub(super) fn server_closed(code: Option<u16>, reason: &str) -> Failure {
+    fail(
+        ErrorKind::Protocol,
+        match code {
+            Some(code) => format!("the server closed the connection: {code} {reason:?}"),
+            None => "the server closed the connection without a code".to_owned(),
+        },
+    )
 }
 
 /// One connection from start to end: connects (holding `permit` until the handshake is
@@ -131,7 +152,7 @@ pub(super) async fn run(
 
 /// The TCP connection and the opening handshake, bounded by [`CONNECT_TIMEOUT`]. Returns the
 /// stream and whatever the server sent after its 101 response.
-async fn dial(index: usize, plan: &Plan) -> Result<(TcpStream, Vec<u8>), Failure> {
+pub(super) async fn dial(index: usize, plan: &Plan) -> Result<(TcpStream, Vec<u8>), Failure> {
     match timeout(CONNECT_TIMEOUT, handshake(index, plan)).await {
         Ok(result) => result,
         Err(_) => Err(fail(
@@ -551,9 +572,7 @@ impl Conn {
                     };
                     completed += 1;
                     match result {
-                        Ok(()) => {
-                            local.echo(now.saturating_duration_since(sent), now < *window_end)
-                        }
+                        Ok(_) => local.echo(now.saturating_duration_since(sent), now < *window_end),
                         Err(mismatch) => local.mismatch(index, || mismatch),
                     }
                 }
@@ -563,12 +582,7 @@ impl Conn {
                 Reply::Ping(_) | Reply::Pong => {}
                 Reply::Close { code, reason } => *close = Some((code, reason)),
             })
-            .map_err(|error| {
-                fail(
-                    ErrorKind::Protocol,
-                    format!("invalid frame from the server: {error}"),
-                )
-            })?;
+            .map_err(invalid_frame)?;
         *start += used;
         // What is left is a partial header or control frame (at most 135 bytes): move it to
         // the front so that the next read has the room.
@@ -578,12 +592,9 @@ impl Conn {
         if phase != Phase::Closing
             && let Some((code, reason)) = &self.close
         {
-            let what = match code {
-                Some(code) => format!("the server closed the connection: {code} {reason:?}"),
-                None => "the server closed the connection without a code".to_owned(),
-            };
+            let failure = server_closed(*code, reason);
             self.close_quietly();
-            return Err(fail(ErrorKind::Protocol, what));
+            return Err(failure);
         }
         Ok(completed)
     }

@@ -57,8 +57,10 @@ pub(super) fn payload(size: usize, binary: bool) -> Vec<u8> {
 /// What the server sent, as the connection needs to know it.
 #[derive(Debug)]
 pub(super) enum Reply<'a> {
-    /// A whole data message (all its fragments): equal to the payload sent, or how it differs.
-    Message(Result<(), Box<Mismatch>>),
+    /// A whole data message (all its fragments): equal to the payload sent, with the bytes
+    /// of its variable head (empty unless the parser has one, see
+    /// [`ReplyParser::with_head`]), or how it differs.
+    Message(Result<&'a [u8], Box<Mismatch>>),
     /// A ping, with its payload: to be answered with a pong carrying the same payload.
     Ping(&'a [u8]),
     /// A pong (unsolicited: this client sends no pings); ignored.
@@ -153,6 +155,9 @@ struct Incoming {
 #[derive(Debug)]
 pub(super) struct ReplyParser {
     expected: Vec<u8>,
+    /// The first bytes of a message that vary from one to the next: taken as they come
+    /// (into `expected`, so that the rest of the comparison is unchanged), not compared.
+    head: usize,
     binary: bool,
     state: State,
     message: Incoming,
@@ -164,10 +169,21 @@ impl ReplyParser {
     pub(super) fn new(expected: Vec<u8>, binary: bool) -> Self {
         Self {
             expected,
+            head: 0,
             binary,
             state: State::Header,
             message: Incoming::default(),
             closed: false,
+        }
+    }
+
+    /// A parser for text messages of `expected`'s length whose first `head` bytes vary (a
+    /// fan-out message's sequence number and time stamp): those are handed over with each
+    /// message, the rest is compared with `expected`.
+    pub(super) fn with_head(expected: Vec<u8>, head: usize) -> Self {
+        Self {
+            head: head.min(expected.len()),
+            ..Self::new(expected, false)
         }
     }
 
@@ -207,7 +223,8 @@ impl ReplyParser {
                     }
                     self.state = State::Header;
                     if fin {
-                        on_reply(Reply::Message(self.finish()));
+                        let result = self.finish();
+                        on_reply(Reply::Message(result.map(|()| &self.expected[..self.head])));
                     }
                 }
                 State::Header => {
@@ -272,6 +289,10 @@ impl ReplyParser {
             None => {
                 // No difference so far, so `len` <= the expected length.
                 let offset = message.len as usize;
+                if offset < self.head {
+                    let take = (self.head - offset).min(piece.len());
+                    self.expected[offset..offset + take].copy_from_slice(&piece[..take]);
+                }
                 let expected = &self.expected[offset..];
                 let same = piece.len() <= expected.len() && piece == &expected[..piece.len()];
                 if !same {
@@ -372,7 +393,10 @@ mod tests {
             let used = parser
                 .feed(&pending, |reply| {
                     out.push(match reply {
-                        Reply::Message(Ok(())) => "ok".to_owned(),
+                        Reply::Message(Ok([])) => "ok".to_owned(),
+                        Reply::Message(Ok(head)) => {
+                            format!("ok {}", String::from_utf8_lossy(head))
+                        }
                         Reply::Message(Err(m)) => format!("mismatch: {m}"),
                         Reply::Ping(p) => format!("ping {p:?}"),
                         Reply::Pong => "pong".to_owned(),
@@ -384,6 +408,28 @@ mod tests {
         }
         assert!(pending.is_empty() || out.last().is_some_and(|r| r.starts_with("close")));
         out
+    }
+
+    #[test]
+    fn a_variable_head_is_handed_over_and_the_rest_compared() {
+        let mut parser = ReplyParser::with_head(b"....abcdef".to_vec(), 4);
+        let stream = [
+            server_frame(true, OpCode::Text, b"1234abcdef"),
+            server_frame(false, OpCode::Text, b"56"),
+            server_frame(true, OpCode::Continuation, b"78abcdeX"),
+        ]
+        .concat();
+        for step in [1, 3, stream.len()] {
+            assert_eq!(
+                replies(&mut parser, &stream, step),
+                [
+                    "ok 1234",
+                    "mismatch: sent 10 bytes of text \"5678abcdef\", got 10 bytes \"5678abcdeX\", \
+                     first difference at byte 9"
+                ],
+                "step {step}"
+            );
+        }
     }
 
     #[test]

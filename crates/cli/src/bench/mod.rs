@@ -1,4 +1,5 @@
-//! `wsworker bench URL`: a load generator for WebSocket echo servers.
+//! `wsworker bench URL`: a load generator for WebSocket echo servers (and, with `--fanout`,
+//! for a chat server's broadcast: see [`fanout`]).
 //!
 //! It opens `--conns` connections (at most [`MAX_CONCURRENT_HANDSHAKES`] handshakes at a
 //! time, or `--connect-rate` per second), then, once every one has been tried, runs the
@@ -18,10 +19,13 @@
 //! - [`frames`]: the frames sent and the parser of the replies;
 //! - [`stats`]: the shared counts and histograms;
 //! - [`report`]: the figures, as JSON or text;
-//! - [`cpu`]: the process's CPU time.
+//! - [`cpu`]: the process's CPU time;
+//! - [`fanout`]: `--fanout`, broadcast through a chat server's room, every delivery checked
+//!   for order.
 
 mod conn;
 mod cpu;
+mod fanout;
 mod frames;
 mod report;
 mod stats;
@@ -55,11 +59,11 @@ const USAGE_ERROR: u8 = 2;
 /// Arguments of `wsworker bench`.
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
-    /// The echo server: ws://HOST:PORT/PATH (wss:// is not supported: the bench measures
-    /// the server, not TLS).
+    /// The echo server (with --fanout, the chat server): ws://HOST:PORT/PATH (wss:// is not
+    /// supported: the bench measures the server, not TLS).
     #[arg(value_parser = parse_url)]
     url: ClientHandshake,
-    /// Connections to open.
+    /// Connections to open (with --fanout: subscribers, besides the publisher).
     #[arg(long, default_value_t = 100, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     conns: u32,
@@ -77,11 +81,12 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 16, value_name = "K",
           value_parser = clap::value_parser!(u32).range(1..=65_536))]
     inflight: u32,
-    /// Seconds of measured traffic (fractions allowed).
+    /// Seconds of measured traffic (with --fanout: of publishing; fractions allowed).
     #[arg(long, default_value_t = 10.0, value_name = "SECS", value_parser = positive)]
     duration: f64,
     /// Messages per second over all connections, evenly paced (latency under a given load);
-    /// without it each connection keeps --inflight messages outstanding (closed loop).
+    /// without it each connection keeps --inflight messages outstanding (closed loop). With
+    /// --fanout: the publisher's messages per second (default 100, at most 1,000,000).
     #[arg(long, value_name = "MSGS_PER_S", value_parser = positive)]
     rate: Option<f64>,
     /// Handshakes per second at most while connecting (default: as fast as the server
@@ -101,10 +106,24 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 1, value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     threads: u16,
+    /// Fan-out through a chat server (`wsworker serve --mode chat`): --conns subscribers and
+    /// one publisher in --room; the publisher sends --rate text messages per second (default
+    /// 100) of --size bytes (at least 20) carrying a sequence number and a send time; every
+    /// subscriber checks each delivery's order and records its latency.
+    #[arg(long, conflicts_with_all = ["idle", "binary", "inflight", "connect_rate"])]
+    fanout: bool,
+    /// With --fanout: the room, sent as `?room=NAME` (default: bench).
+    #[arg(long, value_name = "NAME", requires = "fanout")]
+    room: Option<String>,
     /// Print the report as one JSON object on stdout: messages are the echoes received in
     /// the measured window (duration_s), mb_per_s their payload bytes per second one way
     /// (in millions), rtt_us round trips in microseconds, client_cpu_s this process's CPU
     /// time in the window; null where a figure does not apply.
+    /// With --fanout: published, deliveries (received by the subscribers, expected_deliveries
+    /// = published × subscribers), deliveries_per_s over delivery_span_s (the window's
+    /// start to the last delivery, at least duration_s), latency_us
+    /// (send to receive), errors by kind (gap, duplicate, reorder, missing too) and
+    /// client_cpu_ns_per_delivery.
     #[arg(long)]
     json: bool,
 }
@@ -154,6 +173,9 @@ pub(crate) fn run(args: BenchArgs) -> Result<ExitCode, wsworker::Error> {
         None if loopback_v4 => DEFAULT_SOURCE_IPS,
         None => 1,
     };
+    if args.fanout {
+        return run_fanout(args, target, source_ips);
+    }
     let idle = args.idle.is_some();
     let conns = args.idle.unwrap_or(args.conns) as usize;
     raise_open_file_limit(conns);
@@ -166,16 +188,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<ExitCode, wsworker::Error> {
         inflight: if idle { 0 } else { args.inflight as usize },
         conns,
     });
-    let runtime = if args.threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(usize::from(args.threads))
-            .enable_all()
-            .build()?
-    };
+    let runtime = runtime(args.threads)?;
     let settings = Settings {
         duration: Duration::from_secs_f64(args.duration),
         rate: args.rate,
@@ -199,17 +212,12 @@ pub(crate) fn run(args: BenchArgs) -> Result<ExitCode, wsworker::Error> {
         counts: measured.stats.merged(),
         cpu_ns: measured.cpu_ns,
     };
-    let mut stdout = std::io::stdout().lock();
-    // A reader that went away must not turn into a panic: the status still tells.
-    let _ = if args.json {
-        writeln!(stdout, "{}", report.to_json())
-    } else {
-        write!(stdout, "{}", report.to_text())
-    };
-    let _ = stdout.flush();
-    for line in report.error_lines() {
-        eprintln!("wsworker bench: {line}");
-    }
+    print_report(
+        args.json,
+        || report.to_json(),
+        || report.to_text(),
+        &report.error_lines(),
+    );
     if report.opened == 0 {
         eprintln!(
             "wsworker bench: no connection to {} could be opened",
@@ -221,6 +229,116 @@ pub(crate) fn run(args: BenchArgs) -> Result<ExitCode, wsworker::Error> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The `--fanout` run: 0 when every delivery came, in order, without any error; 1
+/// otherwise; 2 for arguments that cannot be used.
+fn run_fanout(
+    args: BenchArgs,
+    target: std::net::SocketAddr,
+    source_ips: u8,
+) -> Result<ExitCode, wsworker::Error> {
+    let usage = |message: &str| {
+        eprintln!("wsworker bench: {message}");
+        Ok(ExitCode::from(USAGE_ERROR))
+    };
+    let room = args.room.unwrap_or_else(|| fanout::DEFAULT_ROOM.to_owned());
+    let rate = args.rate.unwrap_or(fanout::DEFAULT_RATE);
+    let plan = fanout::FanoutPlan {
+        url: args.url.url().to_owned(),
+        room,
+        conns: args.conns as usize,
+        size: args.size as usize,
+        rate,
+        duration: Duration::from_secs_f64(args.duration),
+    };
+    if plan.size < fanout::MIN_SIZE {
+        return usage(&format!(
+            "--fanout needs --size {} or more (a message carries a sequence number and a time)",
+            fanout::MIN_SIZE
+        ));
+    }
+    if plan.room.is_empty() {
+        return usage("--room must not be empty");
+    }
+    if rate > fanout::MAX_RATE {
+        return usage(&format!(
+            "--fanout takes --rate {} at most",
+            fanout::MAX_RATE
+        ));
+    }
+    if plan.limit().is_none() {
+        return usage("--rate × --duration is more messages than a run can number (2^32)");
+    }
+    let handshake = match ClientHandshake::new(&fanout::room_url(&plan.url, &plan.room)) {
+        Ok(handshake) => handshake,
+        Err(error) => return usage(&format!("the room's URL: {error}")),
+    };
+    // The subscribers and the publisher.
+    raise_open_file_limit(plan.conns + 1);
+    let base = Plan {
+        handshake: args.url.clone(),
+        target,
+        source_ips,
+        size: plan.size,
+        binary: false,
+        inflight: 0,
+        conns: plan.conns + 1,
+    };
+    let runtime = runtime(args.threads)?;
+    let report = runtime.block_on(fanout::drive(
+        plan,
+        handshake,
+        &base,
+        usize::from(args.threads),
+    ));
+    drop(runtime);
+    print_report(
+        args.json,
+        || report.to_json(),
+        || report.to_text(),
+        &report.error_lines(),
+    );
+    Ok(if report.succeeded() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The runtime the connections run on: `threads` worker threads, or the current thread.
+fn runtime(threads: u16) -> std::io::Result<tokio::runtime::Runtime> {
+    if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(usize::from(threads))
+            .enable_all()
+            .build()
+    }
+}
+
+/// Prints the report on stdout (JSON or text) and its error lines on stderr. A reader that
+/// went away must not turn into a panic: the exit status still tells.
+fn print_report(
+    json: bool,
+    to_json: impl FnOnce() -> String,
+    to_text: impl FnOnce() -> String,
+    errors: &[String],
+) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = if json {
+        writeln!(stdout, "{}", to_json())
+    } else {
+        write!(stdout, "{}", to_text())
+    };
+    let _ = stdout.flush();
+    drop(stdout);
+    for line in errors {
+        eprintln!("wsworker bench: {line}");
+    }
 }
 
 /// Prints `message` as the one line of a run that could not start; exit status 1.

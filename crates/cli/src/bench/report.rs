@@ -3,6 +3,8 @@
 
 use std::fmt::Write as _;
 
+use hdrhistogram::Histogram;
+
 use super::stats::{Counts, ErrorKind};
 
 /// Everything a run measured, and what it was asked to do.
@@ -75,17 +77,10 @@ impl Report {
 
     /// Round-trip times of the correct echoes, when there were some.
     pub(super) fn rtt(&self) -> Option<Rtt> {
-        let histogram = &self.counts.rtt_ns;
-        if self.idle || histogram.is_empty() {
+        if self.idle {
             return None;
         }
-        let us = |ns: u64| ns as f64 / 1e3;
-        Some(Rtt {
-            p50: us(histogram.value_at_quantile(0.5)),
-            p99: us(histogram.value_at_quantile(0.99)),
-            p999: us(histogram.value_at_quantile(0.999)),
-            max: us(histogram.max()),
-        })
+        percentiles(&self.counts.rtt_ns)
     }
 
     /// The client's CPU seconds during the window.
@@ -188,19 +183,7 @@ impl Report {
                     self.counts.messages
                 ),
             ));
-            lines.push(line(
-                "rtt",
-                match self.rtt() {
-                    Some(rtt) => format!(
-                        "p50 {}  p99 {}  p99.9 {}  max {}",
-                        duration(rtt.p50),
-                        duration(rtt.p99),
-                        duration(rtt.p999),
-                        duration(rtt.max)
-                    ),
-                    None => "-".to_owned(),
-                },
-            ));
+            lines.push(line("rtt", percentiles_text(self.rtt())));
         }
         lines.push(line(
             "errors",
@@ -246,13 +229,41 @@ impl Report {
     }
 }
 
+/// The percentiles of a histogram of nanoseconds, in microseconds; `None` when it is empty.
+pub(super) fn percentiles(histogram: &Histogram<u64>) -> Option<Rtt> {
+    if histogram.is_empty() {
+        return None;
+    }
+    let us = |ns: u64| ns as f64 / 1e3;
+    Some(Rtt {
+        p50: us(histogram.value_at_quantile(0.5)),
+        p99: us(histogram.value_at_quantile(0.99)),
+        p999: us(histogram.value_at_quantile(0.999)),
+        max: us(histogram.max()),
+    })
+}
+
+/// The four percentiles in the units that suit them, for the text report.
+pub(super) fn percentiles_text(rtt: Option<Rtt>) -> String {
+    match rtt {
+        Some(rtt) => format!(
+            "p50 {}  p99 {}  p99.9 {}  max {}",
+            duration(rtt.p50),
+            duration(rtt.p99),
+            duration(rtt.p999),
+            duration(rtt.max)
+        ),
+        None => "-".to_owned(),
+    }
+}
+
 /// A labelled row of the table.
-fn line(label: &str, text: String) -> String {
+pub(super) fn line(label: &str, text: String) -> String {
     format!("  {label:<13}{text}")
 }
 
 /// Microseconds in the unit that suits them.
-fn duration(us: f64) -> String {
+pub(super) fn duration(us: f64) -> String {
     if us < 1e3 {
         format!("{us:.0} µs")
     } else if us < 1e6 {
@@ -263,7 +274,7 @@ fn duration(us: f64) -> String {
 }
 
 /// A JSON number with `decimals` decimals, or `null` (also for what JSON cannot write).
-fn number(value: Option<f64>, decimals: usize) -> String {
+pub(super) fn number(value: Option<f64>, decimals: usize) -> String {
     match value {
         Some(value) if value.is_finite() => format!("{value:.decimals$}"),
         _ => "null".to_owned(),
@@ -271,7 +282,7 @@ fn number(value: Option<f64>, decimals: usize) -> String {
 }
 
 /// A JSON string literal.
-fn json_string(text: &str) -> String {
+pub(super) fn json_string(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('"');
     for c in text.chars() {

@@ -83,7 +83,8 @@ pub(super) struct Counts {
 }
 
 impl Counts {
-    fn new() -> Self {
+    /// Empty counts.
+    pub(super) fn new() -> Self {
         Self {
             messages: 0,
             drained: 0,

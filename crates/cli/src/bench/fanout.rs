@@ -1,0 +1,237 @@
+//! `wsworker bench URL --fanout`: broadcast through a chat server (`wsworker serve --mode
+//! chat`, or any server that relays a room's text messages unchanged to everyone in it).
+//!
+//! `--conns` subscribers open `URL?room=NAME`, then one publisher joins the same room,
+//! waits until every connection is in it, and sends `--rate` text messages per second of
+//! `--size` bytes for `--duration` seconds. Each message carries a sequence number and its
+//! send time (see [`peer`]); every subscriber checks that each message is the next one
+//! (gaps, duplicates, reorders are errors) and records its latency, receive time − send
+//! time. The publisher, being in the room, gets its own messages back: it checks them the
+//! same way, but they are not deliveries. After publishing, connections wait at most
+//! [`DRAIN_TIMEOUT`] for what is still missing (each missing message is an error), then
+//! close. The report: messages published, deliveries (expected: published × subscribers),
+//! deliveries per second (from the window's start to the last delivery, or over the window
+//! if that is longer), latency percentiles, errors by kind, and this process's CPU time per
+//! delivery.
+//!
+//! - [`peer`]: the subscribers' and the publisher's connections;
+//! - [`report`]: the figures, as JSON or text.
+
+mod peer;
+mod report;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, timeout};
+use wsworker_proto::handshake::ClientHandshake;
+
+use super::conn::{self, CLOSE_TIMEOUT, Plan};
+use super::frames::payload;
+use super::stats::Stats;
+use super::{MAX_CONCURRENT_HANDSHAKES, cpu};
+use peer::{HEAD_LEN, Order, OrderError, Peer, Published, Shared, Window};
+pub(super) use report::FanoutReport;
+
+/// After publishing, how long connections wait for the messages still missing.
+pub(super) const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// The publisher's rate when `--rate` is not given, in messages per second.
+pub(super) const DEFAULT_RATE: f64 = 100.0;
+/// The highest `--rate` accepted (a bound on the run, not what a server can take).
+pub(super) const MAX_RATE: f64 = 1e6;
+/// The room when `--room` is not given.
+pub(super) const DEFAULT_ROOM: &str = "bench";
+/// The smallest message: its head (sequence number and send time).
+pub(super) const MIN_SIZE: usize = HEAD_LEN;
+
+/// What a fan-out run is asked to do.
+#[derive(Debug)]
+pub(super) struct FanoutPlan {
+    /// The URL given.
+    pub(super) url: String,
+    /// The room the subscribers and the publisher join.
+    pub(super) room: String,
+    /// Subscribers.
+    pub(super) conns: usize,
+    /// Bytes per message.
+    pub(super) size: usize,
+    /// Messages per second from the publisher.
+    pub(super) rate: f64,
+    /// The publishing window.
+    pub(super) duration: Duration,
+}
+
+impl FanoutPlan {
+    /// The most messages the window can hold, or `None` past what sequence numbers hold.
+    pub(super) fn limit(&self) -> Option<u64> {
+        let limit = (self.rate * self.duration.as_secs_f64()).ceil();
+        (limit <= f64::from(u32::MAX)).then_some(limit as u64)
+    }
+}
+
+/// `url` with `room=NAME` added to its query (percent-encoded).
+pub(super) fn room_url(url: &str, room: &str) -> String {
+    let mut out = url.to_owned();
+    out.push(if url.contains('?') { '&' } else { '?' });
+    out.push_str("room=");
+    for byte in room.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Runs the fan-out measurement: `handshake` is the room's URL, `base` the rest of the
+/// connection settings (target, source addresses). Returns the report.
+pub(super) async fn drive(
+    plan: FanoutPlan,
+    handshake: ClientHandshake,
+    base: &Plan,
+    shards: usize,
+) -> FanoutReport {
+    let stats = Arc::new(Stats::new(shards));
+    let dial_plan = Arc::new(Plan {
+        handshake,
+        target: base.target,
+        source_ips: base.source_ips,
+        size: plan.size,
+        binary: false,
+        inflight: 0,
+        // The publisher is one more connection.
+        conns: plan.conns + 1,
+    });
+    let connect_began = Instant::now();
+    let opened = dial_subscribers(&dial_plan, plan.conns, &stats).await;
+    let connect_s = connect_began.elapsed().as_secs_f64();
+    let subscribers = opened.len() as u64;
+    let shared = Arc::new(Shared {
+        template: payload(plan.size, false),
+        epoch: Instant::now(),
+        stats: Arc::clone(&stats),
+        order: Order::default(),
+        synced: AtomicU64::new(0),
+        last_delivery_ns: AtomicU64::new(0),
+    });
+    let mut report = FanoutReport::new(plan, subscribers, connect_s);
+    let (published_tx, published_rx) = watch::channel(None);
+    let mut tasks = JoinSet::new();
+    for (index, stream, leftover) in opened {
+        let peer = Peer::new(index, stream, &leftover, Arc::clone(&shared), false);
+        tasks.spawn(peer.subscribe(published_rx.clone()));
+    }
+    drop(published_rx);
+    if subscribers > 0 {
+        let index = report.plan.conns;
+        match conn::dial(index, &dial_plan).await {
+            Ok((stream, leftover)) => {
+                let peer = Peer::new(index, stream, &leftover, Arc::clone(&shared), true);
+                let publisher = tokio::spawn(peer.publish(
+                    report.plan.rate,
+                    report.plan.duration,
+                    report.plan.limit().unwrap_or(0),
+                    // Every subscriber and the publisher itself.
+                    subscribers + 1,
+                    published_tx,
+                ));
+                let window = join_bounded(&mut tasks, publisher, &stats).await;
+                report.published = window.sent;
+                report.window_s = window.duration.as_secs_f64();
+                let last = shared.last_delivery_ns.load(Ordering::Relaxed);
+                report.span_s = (Duration::from_nanos(last.saturating_sub(window.at_ns)))
+                    .as_secs_f64()
+                    .max(report.window_s);
+                report.cpu_ns = window
+                    .cpu_before
+                    .zip(cpu::process_cpu_ns())
+                    .map(|(before, after)| after.saturating_sub(before));
+            }
+            Err(failure) => {
+                stats.error(
+                    index,
+                    failure.kind,
+                    format!("(the publisher) {}", failure.detail),
+                );
+                // Nothing was published: the subscribers close at once.
+                published_tx.send_replace(Some(Published {
+                    count: 0,
+                    deadline: Instant::now(),
+                }));
+                join_bounded(
+                    &mut tasks,
+                    tokio::spawn(async { Window::default() }),
+                    &stats,
+                )
+                .await;
+            }
+        }
+    }
+    report.counts = stats.merged();
+    report.order =
+        OrderError::ALL.map(|kind| (shared.order.count(kind), shared.order.sample(kind)));
+    report
+}
+
+/// Opens `conns` subscribers, at most [`MAX_CONCURRENT_HANDSHAKES`] handshakes at a time;
+/// failures are counted. Returns the open ones: index, stream, bytes after the handshake.
+async fn dial_subscribers(
+    plan: &Arc<Plan>,
+    conns: usize,
+    stats: &Stats,
+) -> Vec<(usize, tokio::net::TcpStream, Vec<u8>)> {
+    let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
+    let mut dials = JoinSet::new();
+    for index in 0..conns {
+        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+            break;
+        };
+        let plan = Arc::clone(plan);
+        dials.spawn(async move {
+            let result = conn::dial(index, &plan).await;
+            drop(permit);
+            (index, result)
+        });
+    }
+    let mut opened = Vec::with_capacity(conns);
+    while let Some(joined) = dials.join_next().await {
+        // A dial does not panic; a join error would only be a bug, and counts as nothing.
+        let Ok((index, result)) = joined else {
+            continue;
+        };
+        match result {
+            Ok((stream, leftover)) => opened.push((index, stream, leftover)),
+            Err(failure) => stats.error(index, failure.kind, failure.detail),
+        }
+    }
+    opened
+}
+
+/// Waits for the publisher and every subscriber. Each bounds its own drain and close; the
+/// limit here only guards against a bug. Returns what the publisher did.
+async fn join_bounded(
+    tasks: &mut JoinSet<()>,
+    publisher: tokio::task::JoinHandle<Window>,
+    stats: &Stats,
+) -> Window {
+    let limit = DRAIN_TIMEOUT + CLOSE_TIMEOUT + Duration::from_secs(5);
+    let published = publisher.await.unwrap_or_default();
+    if timeout(limit, async { while tasks.join_next().await.is_some() {} })
+        .await
+        .is_err()
+    {
+        for _ in 0..tasks.len() {
+            stats.error(
+                0,
+                super::stats::ErrorKind::Timeout,
+                "a connection did not finish closing",
+            );
+        }
+        tasks.abort_all();
+    }
+    published
+}
