@@ -368,8 +368,16 @@ fn metrics_count_messages_bytes_closes_and_rejections() {
     let server = worker.start().unwrap();
     let addr = server.local_addr();
     let mut client = RawClient::connect(addr, "/", &[]).unwrap();
-    // The handshake is counted as the client sees the 101: its request and the response.
-    let opened = metrics.snapshot().total();
+    // The handshake is counted too: its request, and the response once the write that
+    // carried it has returned (which the client may see first).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let opened = loop {
+        let total = metrics.snapshot().total();
+        if total.bytes_sent > 0 || Instant::now() > deadline {
+            break total;
+        }
+        std::thread::yield_now();
+    };
     assert!(opened.bytes_received > b"GET / HTTP/1.1\r\n\r\n".len() as u64);
     assert!(opened.bytes_sent > b"HTTP/1.1 101 Switching Protocols\r\n\r\n".len() as u64);
     for _ in 0..3 {
