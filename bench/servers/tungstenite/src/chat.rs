@@ -32,12 +32,12 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_tungstenite::accept_hdr_async;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, frame::coding::CloseCode};
-use tokio_tungstenite::tungstenite::{Message, Result};
+use tokio_tungstenite::tungstenite::{Error, Message, Result};
 
 /// Messages a room's channel holds for its slowest connection before that one lags (and is
 /// closed): at `wsworker bench --fanout`'s rates a second of backlog or more.
 const CAPACITY: usize = 1024;
-/// How long a connection closed for lagging waits for the client's close.
+/// How long a closing connection waits for the end of the close handshake.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The rooms by name: each one's sender (receivers are made from it with `subscribe`).
@@ -133,6 +133,11 @@ async fn relay(
                     if msg.is_text() || msg.is_binary() {
                         // Fails only when no receiver is left, and this connection has one.
                         let _ = room.send(msg);
+                    } else if msg.is_close() {
+                        // The client closes: no more sends (they would fail, and the task
+                        // would drop the socket before the library's close reply went out),
+                        // only the end of the close handshake.
+                        return finish_close(stream).await;
                     }
                 }
                 None => return Ok(()),
@@ -149,21 +154,33 @@ async fn relay(
                         reason: "lagged behind the room".into(),
                     };
                     sink.send(Message::Close(Some(close))).await?;
-                    // Reads on until the client's close (the library answers it, then the
-                    // stream ends), for a few seconds at most.
-                    let drain = async {
-                        while let Some(msg) = stream.next().await {
-                            msg?;
-                        }
-                        Ok(())
-                    };
-                    return tokio::time::timeout(CLOSE_TIMEOUT, drain).await.unwrap_or(Ok(()));
+                    return finish_close(stream).await;
                 }
                 // This connection holds a sender, so the channel cannot close.
                 Err(RecvError::Closed) => return Ok(()),
             },
         }
     }
+}
+
+/// Reads on after a close frame (the client's, or ours) until the close handshake is done:
+/// reading writes the library's reply to the client's close, then the stream ends. A few
+/// seconds at most.
+async fn finish_close(mut stream: impl StreamExt<Item = Result<Message>> + Unpin) -> Result<()> {
+    let drain = async {
+        while let Some(msg) = stream.next().await {
+            match msg {
+                Ok(_) => {}
+                // The normal end of a close handshake.
+                Err(Error::ConnectionClosed | Error::AlreadyClosed) => break,
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(CLOSE_TIMEOUT, drain)
+        .await
+        .unwrap_or(Ok(()))
 }
 
 /// The `room` parameter of a query string, percent-decoded (`+` as a space); `None` without
