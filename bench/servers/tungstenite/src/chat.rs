@@ -153,7 +153,12 @@ async fn relay(
                         code: CloseCode::Again,
                         reason: "lagged behind the room".into(),
                     };
-                    sink.send(Message::Close(Some(close))).await?;
+                    // Bounded: a lagging client may be one that does not read at all.
+                    let send = sink.send(Message::Close(Some(close)));
+                    match tokio::time::timeout(CLOSE_TIMEOUT, send).await {
+                        Ok(sent) => sent?,
+                        Err(_) => return Ok(()),
+                    }
                     return finish_close(stream).await;
                 }
                 // This connection holds a sender, so the channel cannot close.
