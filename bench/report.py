@@ -25,10 +25,13 @@ SCENARIOS = {
     "F": "latency: one 20-byte message at a time",
     "G": "idle connections: handshakes and memory",
     "H": "wsworker --count 2 against --count 1, scenario A, both cores",
+    "I": "fan-out: one publisher to every connection in a chat room",
+    "J": "fan-out, five times the rate",
 }
+FANOUT = ("I", "J")
+FANOUT_BASE = "wsworker-chat"
 CEILING = "ceiling"
 H_BASE = "wsworker-count1"
-ERROR_KINDS = ("connect", "handshake", "protocol", "mismatch", "timeout")
 
 
 def cell(path, pairs):
@@ -50,11 +53,14 @@ def cell(path, pairs):
     bench = record["bench"]
     if bench is None:
         summary = "no report"
+    elif bench.get("mode") == "fanout":
+        per_s, p99 = bench["deliveries_per_s"], bench["latency_us"]["p99"]
+        summary = f"{fmt(per_s, 0)} deliveries/s, p99 {fmt(p99, 0)} µs"
     elif bench["msgs_per_s"] is None:
         summary = f"{bench['connections_opened']} open, {bench['handshakes_per_s']:,.0f} handshakes/s"
     else:
         summary = f"{bench['msgs_per_s']:,.0f} msgs/s, p99 {bench['rtt_us']['p99']:,.0f} µs"
-    print(f"   {record['scenario']} rep {record['rep']} {record['server']:<18} {summary}")
+    print(f"   {record['scenario']} rep {record['rep']} {record['server']:<22} {summary}")
 
 
 def figures(record, clk_tck):
@@ -63,6 +69,20 @@ def figures(record, clk_tck):
     if not bench:
         return None
     cpu_s = record["cpu_ticks"] / clk_tck
+    if bench.get("mode") == "fanout":
+        deliveries = bench["deliveries"]
+        return {
+            "deliveries_per_s": bench["deliveries_per_s"],
+            "delivered_pct": 100 * deliveries / bench["expected_deliveries"]
+            if bench["expected_deliveries"]
+            else None,
+            "p50": bench["latency_us"]["p50"],
+            "p99": bench["latency_us"]["p99"],
+            "cpu_ns_delivery": cpu_s * 1e9 / deliveries if deliveries else None,
+            "rss_mib": record["rss_after_kib"] / 1024,
+            "hwm_mib": record["hwm_kib"] / 1024,
+            "load_cpu": 100 * bench["client_cpu_s"] / bench["delivery_span_s"],
+        }
     msgs = bench["messages"]
     opened = bench["connections_opened"]
     return {
@@ -85,16 +105,22 @@ def figures(record, clk_tck):
 def failure(record):
     """Why a cell failed (empty when it did not)."""
     bench = record.get("bench")
+    # In a fan-out run, messages that had not come 2 s after the last was sent ("missing")
+    # are the server falling behind: a result (the delivered % column), not a failed run.
+    behind = ("missing",) if bench and bench.get("mode") == "fanout" else ()
     why = []
     if not record.get("alive", False):
         why.append("server died" if "alive" in record else "server did not start")
     if bench:
-        why += [f"{n} {kind}" for kind in ERROR_KINDS if (n := bench["errors"][kind])]
-        if bench["connections_failed"]:
+        # The echo mode's kinds, and with --fanout the order errors (gap, missing, ...) too.
+        why += [f"{n} {kind}" for kind, n in bench["errors"].items() if n and kind not in behind]
+        if bench.get("connections_failed"):
             why.append(f"{bench['connections_failed']} connections failed")
     elif "alive" in record:
         why.append("no report")
-    if record.get("exit", 0) != 0 and not why:
+    # wsworker bench exits 1 on any error, the tolerated ones included.
+    fell_behind = any(bench["errors"].get(kind) for kind in behind)
+    if record.get("exit", 0) != 0 and not why and not (record["exit"] == 1 and fell_behind):
         why.append(f"load exit {record['exit']}")
     said = str(record.get("load_error", "")).strip().splitlines()
     if why and said:
@@ -171,6 +197,16 @@ TRAFFIC = [
     ("RSS peak MiB", "hwm_mib", 1, True),
     ("load CPU %", "load_cpu", 0, False),
 ]
+FANOUT_COLUMNS = [
+    ("deliveries/s", "deliveries_per_s", 0, True),
+    ("delivered %", "delivered_pct", 1, False),
+    ("p50 µs", "p50", 0, True),
+    ("p99 µs", "p99", 0, True),
+    ("server CPU ns/delivery", "cpu_ns_delivery", 0, True),
+    ("RSS after MiB", "rss_mib", 1, True),
+    ("RSS peak MiB", "hwm_mib", 1, True),
+    ("load CPU %", "load_cpu", 0, False),
+]
 IDLE = [
     ("connections", "opened", 0, False),
     ("handshakes/s", "handshakes_per_s", 0, True),
@@ -204,7 +240,7 @@ def report(args):
         records = [json.loads(line) for line in cells if line.strip()]
     servers = []
     for record in records:
-        if record["server"] not in servers and not record["server"].startswith("wsworker-count"):
+        if record["server"] not in servers and record["scenario"] not in ("H", *FANOUT):
             servers.append(record["server"])
     title = "Smoke run (not a measurement)" if args.smoke else "Results"
     lines = [
@@ -231,20 +267,49 @@ def report(args):
         "generator's CPU time over the window: near 100 % the load generator, not the "
         "server, sets the pace, and the ratios understate the differences between servers.",
     ]
+    fanout_told = False  # the fan-out tables' note, under the first of them
     for scenario, title in SCENARIOS.items():
         rows = [r for r in records if r["scenario"] == scenario]
         if not rows:
             continue
         bench = next((r["bench"] for r in rows if r.get("bench")), None)
         shape = ""
-        if bench and bench["size"] is not None:
+        if bench and bench.get("mode") == "fanout":
+            shape = (
+                f": {bench['conns']:,} subscribers + 1 publisher in one room × {bench['size']:,} B "
+                f"text × {bench['rate']:,.0f} msgs/s"
+            )
+        elif bench and bench["size"] is not None:
             kind = "binary" if bench["binary"] else "text"
             shape = f": {bench['conns']:,} conns × {bench['size']:,} B {kind} × {bench['inflight']} in flight"
         elif bench:
             shape = f": {bench['conns']:,} idle connections held {bench['duration_s']:g} s"
         lines += ["", f"## {scenario}. {title}{shape}", ""]
         summary = summarise(rows, args.clk_tck)
-        if scenario == "H":
+        if scenario in FANOUT:
+            lines += table(summary, FANOUT_COLUMNS, FANOUT_BASE, [FANOUT_BASE, "tokio-tungstenite-chat"])
+            if fanout_told:
+                continue
+            fanout_told = True
+            lines += [
+                "",
+                "Ratios here are to wsworker's. `wsworker bench --fanout`: the subscribers join "
+                "the room (`?room=bench`), then one publisher sends paced text messages; every "
+                "delivery (a message received by a subscriber; the publisher's own copies are "
+                "not counted) is checked for order, and a gap, duplicate, reorder or missing "
+                "message is an error. A message that has not come 2 s after the last was sent "
+                "is missing: the server fell behind, and delivered % (deliveries / published × "
+                "subscribers) shows it rather than the run counting as failed; gaps, "
+                "duplicates, reorders and closed connections do fail it. deliveries/s runs "
+                "from the first message to the last delivery; p50/p99 are send-to-receive "
+                "latencies (of the messages that came). Server CPU is measured over "
+                "the whole load run (the subscribers' handshakes included) and divided by the "
+                "deliveries. Servers: `wsworker serve --mode chat --count 1` (the Hub's groups) "
+                "and bench/servers/tungstenite's chat-tungstenite (a `tokio::sync::broadcast` "
+                "channel of 1,024 messages per room, one task per connection; a connection "
+                "that lags behind is closed with 1013).",
+            ]
+        elif scenario == "H":
             lines += table(summary, TRAFFIC, H_BASE, [H_BASE, "wsworker-count2"])
             lines += [
                 "",
