@@ -252,7 +252,6 @@ where
     let handler = ServerHandler {
         conn,
         callbacks: ctx.callbacks.clone(),
-        hub: ctx.hub.clone(),
     };
     Some(Opened {
         stream,

@@ -168,25 +168,30 @@ impl Connection {
         self.lock_data().clone()?.downcast::<T>().ok()
     }
 
+    /// The server's Hub, while the server runs.
+    pub(crate) fn hub(&self) -> Result<crate::hub::Hub> {
+        self.inner.hub.get()
+    }
+
     /// Binds this connection to user `uid` (see [`Hub::bind_uid`](crate::hub::Hub::bind_uid)):
     /// `hub.send_to_uid(uid, ..)` reaches it, on whatever thread it runs.
     ///
     /// # Errors
     /// [`Error::Closed`] once the connection is gone.
     pub fn bind_uid(&self, uid: &str) -> Result<()> {
-        self.inner.hub.get()?.bind_uid(self.id(), uid)
+        self.hub()?.bind_uid(self.id(), uid)
     }
 
     /// Unbinds this connection from its user, if it has one.
     pub fn unbind_uid(&self) {
-        if let Ok(hub) = self.inner.hub.get() {
+        if let Ok(hub) = self.hub() {
             hub.unbind_uid(self.id());
         }
     }
 
     /// The user this connection is bound to.
     pub fn uid(&self) -> Option<String> {
-        self.inner.hub.get().ok()?.uid_of(self.id())
+        self.hub().ok()?.uid_of(self.id())
     }
 
     /// Puts this connection in `group` (see [`Hub::join_group`](crate::hub::Hub::join_group)).
@@ -194,12 +199,12 @@ impl Connection {
     /// # Errors
     /// [`Error::Closed`] once the connection is gone.
     pub fn join_group(&self, group: &str) -> Result<()> {
-        self.inner.hub.get()?.join_group(self.id(), group)
+        self.hub()?.join_group(self.id(), group)
     }
 
     /// Takes this connection out of `group`.
     pub fn leave_group(&self, group: &str) {
-        if let Ok(hub) = self.inner.hub.get() {
+        if let Ok(hub) = self.hub() {
             hub.leave_group(self.id(), group);
         }
     }
