@@ -73,6 +73,9 @@ pub enum Error {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    /// The Hub's engine could not carry a message or answer a query.
+    #[error("hub engine: {0}")]
+    Engine(#[from] crate::hub::EngineError),
     /// Something this build does not support yet.
     #[error("unsupported: {0}")]
     Unsupported(&'static str),

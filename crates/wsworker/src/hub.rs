@@ -34,12 +34,18 @@
 //! # Ok::<(), wsworker::Error>(())
 //! ```
 
+pub mod engine;
+
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
+use tokio::sync::oneshot;
 use wsworker_proto::{Message, encode_server_frame};
+
+pub use engine::{Engine, EngineError, Envelope, HubLink, Position, Resync, Topic};
+use engine::{NODE_SHIFT, Query, node_of};
 
 use crate::error::{Error, Result};
 use crate::server::{Connection, Connections};
@@ -51,11 +57,17 @@ pub struct Hub {
     inner: Arc<Inner>,
 }
 
+/// The application's answer to lost messages ([`Hub::on_resync`]).
+type ResyncCallback = Arc<dyn Fn(&Resync) + Send + Sync>;
+
 struct Inner {
     connections: Connections,
     /// Who is bound to which user and in which groups. Locked by membership changes and by
     /// sends to a user or a group, never on a connection's own message path.
     index: Mutex<Index>,
+    /// Set once, before connections come ([`Hub::install`]).
+    engine: OnceLock<Arc<dyn Engine>>,
+    on_resync: Mutex<Option<ResyncCallback>>,
 }
 
 /// Memberships, both ways: a connection's user and groups, and each user's and group's
@@ -76,40 +88,34 @@ struct Member {
 }
 
 /// Where a message goes: all connections, a user's, a group's or one connection; optionally
-/// except some connections (the sender, usually).
+/// except some connections (the sender, usually), optionally volatile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
-    to: To,
+    topic: Topic,
+    conn: Option<u64>,
     except: Vec<u64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum To {
-    All,
-    Uid(String),
-    Group(String),
-    Conn(u64),
+    volatile: bool,
 }
 
 impl Target {
-    /// Every open connection.
+    /// Every open connection (of every node, with an engine).
     pub fn all() -> Self {
-        Self::to(To::All)
+        Self::to(Topic::All, None)
     }
 
     /// Every connection bound to user `uid` ([`Hub::bind_uid`]).
     pub fn uid(uid: impl Into<String>) -> Self {
-        Self::to(To::Uid(uid.into()))
+        Self::to(Topic::Uid(uid.into().into_boxed_str()), None)
     }
 
     /// Every connection in `group` ([`Hub::join_group`]).
     pub fn group(group: impl Into<String>) -> Self {
-        Self::to(To::Group(group.into()))
+        Self::to(Topic::Group(group.into().into_boxed_str()), None)
     }
 
-    /// The connection with id `conn_id` ([`Connection::id`]).
+    /// The connection with id `conn_id` ([`Connection::id`]), on whichever node it is.
     pub fn conn(conn_id: u64) -> Self {
-        Self::to(To::Conn(conn_id))
+        Self::to(Topic::Node(node_of(conn_id)), Some(conn_id))
     }
 
     /// Leaves out the connection `conn_id` (the sender of a message to its room, say); may
@@ -120,10 +126,31 @@ impl Target {
         self
     }
 
-    fn to(to: To) -> Self {
+    /// Skips the order across nodes, for messages whose loss or reordering nobody minds
+    /// (cursors, typing indicators): delivered on this node at once, and to the other
+    /// nodes without a position or history. Without an engine every send is immediate.
+    #[must_use]
+    pub fn volatile(mut self) -> Self {
+        self.volatile = true;
+        self
+    }
+
+    fn to(topic: Topic, conn: Option<u64>) -> Self {
         Self {
-            to,
+            topic,
+            conn,
             except: Vec::new(),
+            volatile: false,
+        }
+    }
+
+    fn into_envelope(self, message: Message) -> Envelope {
+        Envelope {
+            topic: self.topic,
+            conn: self.conn,
+            except: self.except,
+            message,
+            volatile: self.volatile,
         }
     }
 }
@@ -134,6 +161,8 @@ impl Hub {
             inner: Arc::new(Inner {
                 connections,
                 index: Mutex::default(),
+                engine: OnceLock::new(),
+                on_resync: Mutex::default(),
             }),
         }
     }
@@ -143,29 +172,107 @@ impl Hub {
         &self.inner.connections
     }
 
-    /// Queues `message` for every connection `target` names, the frame encoded once.
-    /// Returns how many connections it was queued for (those closing are skipped).
+    /// Installs `engine`: from now on sends, memberships and [`Hub::cluster`] queries span
+    /// every node sharing it. Install it before the first connection opens
+    /// ([`Worker::engine`](crate::Worker::engine) does): connection ids take the engine's
+    /// node id from then on.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] when an engine is installed already.
+    pub fn install(&self, engine: Arc<dyn Engine>) -> Result<()> {
+        let link = HubLink(self.downgrade());
+        if self.inner.engine.set(engine.clone()).is_err() {
+            return Err(Error::Unsupported("a Hub takes one engine"));
+        }
+        engine.attach(link);
+        // Memberships made before the engine came (none, when installed before the start).
+        for (topic, ids) in self.memberships() {
+            engine.interest(&topic, true);
+            for id in ids {
+                engine.presence(&topic, id, true);
+            }
+        }
+        Ok(())
+    }
+
+    /// The engine's node id, 0 without an engine: the high bits of new connections' ids.
+    pub fn node_id(&self) -> u16 {
+        self.engine().map_or(0, |engine| engine.node_id())
+    }
+
+    /// The first id of a connection serial `serial` on this node.
+    pub(crate) fn connection_id(&self, serial: u64) -> u64 {
+        u64::from(self.node_id()) << NODE_SHIFT | (serial & ((1 << NODE_SHIFT) - 1))
+    }
+
+    /// Calls `callback` whenever the engine could not deliver a topic's messages in order
+    /// (see [`Resync`]); without one, a warning is logged.
+    pub fn on_resync(&self, callback: impl Fn(&Resync) + Send + Sync + 'static) {
+        *self
+            .inner
+            .on_resync
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(callback));
+    }
+
+    /// Sends `message` to every connection `target` names, the frame encoded once per node;
+    /// only queues, as [`Connection::send`] does.
+    ///
+    /// Returns how many connections of this node it was queued for now: every recipient
+    /// without an engine (those closing are skipped). With an engine a message reaches
+    /// every node's recipients, this node's included, once the engine has given it its
+    /// place in the topic's order: then this returns 0, except for volatile messages and
+    /// messages to a connection of this node, queued at once. A message the engine cannot
+    /// take (its queue is full while its backend is away) is counted in its metrics; use
+    /// [`Hub::send_confirmed`] to learn of it.
     pub fn send(&self, target: Target, message: impl Into<Message>) -> usize {
-        let frame = encode_server_frame(&message.into());
-        let skip = |conn: &Connection| target.except.contains(&conn.id());
-        let deliver =
-            |conn: &Connection| usize::from(!skip(conn) && conn.send_prepared(&frame).is_ok());
-        match &target.to {
-            To::All => self.inner.connections.for_each(deliver),
-            To::Conn(id) => self.inner.connections.get(*id).map_or(0, |c| deliver(&c)),
-            // Queued under the lock: a send only pushes to each connection's inbox, and the
-            // lock keeps a membership change from landing in the middle of a fan-out.
-            To::Uid(uid) => {
-                let index = self.index();
-                index.each(index.users.get(uid.as_str()).into_iter().flatten(), deliver)
+        let envelope = target.into_envelope(message.into());
+        match self.engine() {
+            Some(engine) if !self.is_local(&envelope) => {
+                let local = if envelope.volatile {
+                    self.deliver_local(&envelope)
+                } else {
+                    0
+                };
+                engine.publish(envelope, None);
+                local
             }
-            To::Group(group) => {
-                let index = self.index();
-                index.each(
-                    index.groups.get(group.as_str()).into_iter().flatten(),
-                    deliver,
-                )
+            _ => self.deliver_local(&envelope),
+        }
+    }
+
+    /// [`Hub::send`], and waits until the engine has published the message: its position in
+    /// its topic, or `None` when it needed no engine (no engine installed, a volatile
+    /// message, a message to a connection of this node).
+    ///
+    /// # Errors
+    /// [`Error::Engine`] when the engine could not publish it.
+    pub async fn send_confirmed(
+        &self,
+        target: Target,
+        message: impl Into<Message>,
+    ) -> Result<Option<Position>> {
+        let envelope = target.into_envelope(message.into());
+        let engine = match self.engine() {
+            Some(engine) if !self.is_local(&envelope) && !envelope.volatile => engine,
+            _ => {
+                self.send_envelope_now(envelope);
+                return Ok(None);
             }
+        };
+        let (confirm, confirmed) = oneshot::channel();
+        engine.publish(envelope, Some(confirm));
+        match confirmed.await {
+            Ok(result) => result.map_err(Error::Engine),
+            Err(_) => Err(Error::Engine(EngineError::Stopped)),
+        }
+    }
+
+    fn send_envelope_now(&self, envelope: Envelope) {
+        let volatile_elsewhere = envelope.volatile && !self.is_local(&envelope);
+        self.deliver_local(&envelope);
+        if let (Some(engine), true) = (self.engine(), volatile_elsewhere) {
+            engine.publish(envelope, None);
         }
     }
 
@@ -184,27 +291,32 @@ impl Hub {
         self.send(Target::group(group), message)
     }
 
-    /// Queues `message` for the connection `conn_id`: 1 if it is open, else 0.
+    /// Queues `message` for the connection `conn_id`, on whichever node it is. See
+    /// [`Hub::send`].
     pub fn send_to_conn(&self, conn_id: u64, message: impl Into<Message>) -> usize {
         self.send(Target::conn(conn_id), message)
     }
 
-    /// Binds connection `conn_id` to user `uid`, replacing the user it was bound to: a
-    /// connection has at most one user, a user any number of connections.
+    /// Binds connection `conn_id` (of this node) to user `uid`, replacing the user it was
+    /// bound to: a connection has at most one user, a user any number of connections.
     ///
     /// # Errors
-    /// [`Error::Closed`] when no open connection has this id.
+    /// [`Error::Closed`] when no open connection of this node has this id.
     pub fn bind_uid(&self, conn_id: u64, uid: &str) -> Result<()> {
         let mut index = self.index();
         let member = self.member(&mut index, conn_id)?;
+        if member.uid.as_deref() == Some(uid) {
+            return Ok(());
+        }
         let old = member.uid.replace(uid.into());
         if let Some(old) = old {
-            index.leave_user(&old, conn_id);
+            let last = index.leave_user(&old, conn_id);
+            self.left(Topic::Uid(old), conn_id, last);
         }
         let ids = index.users.entry(uid.into()).or_default();
-        if !ids.contains(&conn_id) {
-            ids.push(conn_id);
-        }
+        let first = ids.is_empty();
+        ids.push(conn_id);
+        self.joined(Topic::Uid(uid.into()), conn_id, first);
         Ok(())
     }
 
@@ -215,26 +327,28 @@ impl Hub {
             return;
         };
         if let Some(uid) = member.uid.take() {
-            index.leave_user(&uid, conn_id);
+            let last = index.leave_user(&uid, conn_id);
+            self.left(Topic::Uid(uid), conn_id, last);
         }
         index.drop_if_bare(conn_id);
     }
 
-    /// Puts connection `conn_id` in `group` (no change if it is in it already).
+    /// Puts connection `conn_id` (of this node) in `group` (no change if it is in it
+    /// already).
     ///
     /// # Errors
-    /// [`Error::Closed`] when no open connection has this id.
+    /// [`Error::Closed`] when no open connection of this node has this id.
     pub fn join_group(&self, conn_id: u64, group: &str) -> Result<()> {
         let mut index = self.index();
         let member = self.member(&mut index, conn_id)?;
-        if !member.groups.iter().any(|g| &**g == group) {
-            member.groups.push(group.into());
+        if member.groups.iter().any(|g| &**g == group) {
+            return Ok(());
         }
-        index
-            .groups
-            .entry(group.into())
-            .or_default()
-            .insert(conn_id);
+        member.groups.push(group.into());
+        let ids = index.groups.entry(group.into()).or_default();
+        let first = ids.is_empty();
+        ids.insert(conn_id);
+        self.joined(Topic::Group(group.into()), conn_id, first);
         Ok(())
     }
 
@@ -244,41 +358,57 @@ impl Hub {
         let Some(member) = index.members.get_mut(&conn_id) else {
             return;
         };
+        let before = member.groups.len();
         member.groups.retain(|g| &**g != group);
-        index.leave_group(group, conn_id);
+        if member.groups.len() != before {
+            let last = index.leave_group(group, conn_id);
+            self.left(Topic::Group(group.into()), conn_id, last);
+        }
         index.drop_if_bare(conn_id);
     }
 
-    /// Empties `group`: every connection leaves it.
+    /// Empties `group`: every connection leaves it, on every node with an engine.
     pub fn ungroup(&self, group: &str) {
+        self.ungroup_local(group);
+        if let Some(engine) = self.engine() {
+            engine.ungroup(group);
+        }
+    }
+
+    /// Empties `group` on this node.
+    fn ungroup_local(&self, group: &str) {
         let mut index = self.index();
         let Some(ids) = index.groups.remove(group) else {
             return;
         };
+        let topic = Topic::Group(group.into());
         for id in ids {
             if let Some(member) = index.members.get_mut(&id) {
                 member.groups.retain(|g| &**g != group);
             }
             index.drop_if_bare(id);
+            self.left(topic.clone(), id, false);
         }
+        self.left(topic, 0, true);
     }
 
-    /// Whether user `uid` has an open connection.
+    /// Whether user `uid` has an open connection on this node. See [`Hub::cluster`] for
+    /// every node's.
     pub fn is_uid_online(&self, uid: &str) -> bool {
         self.index().users.contains_key(uid)
     }
 
-    /// The ids of user `uid`'s connections, in the order they were bound.
+    /// The ids of user `uid`'s connections on this node, in the order they were bound.
     pub fn uid_connections(&self, uid: &str) -> Vec<u64> {
         self.index().users.get(uid).cloned().unwrap_or_default()
     }
 
-    /// How many connections are in `group`.
+    /// How many connections of this node are in `group`.
     pub fn group_len(&self, group: &str) -> usize {
         self.index().groups.get(group).map_or(0, HashSet::len)
     }
 
-    /// The ids of the connections in `group`, smallest first.
+    /// The ids of this node's connections in `group`, smallest first.
     pub fn group_members(&self, group: &str) -> Vec<u64> {
         let mut ids: Vec<u64> = self
             .index()
@@ -290,7 +420,14 @@ impl Hub {
         ids
     }
 
-    /// The user connection `conn_id` is bound to.
+    /// Queries that answer for every node sharing the engine (for this node alone without
+    /// one). A round trip to the engine's backend: await them outside a connection's
+    /// callbacks (in a task), or use the local queries above there.
+    pub fn cluster(&self) -> Cluster<'_> {
+        Cluster { hub: self }
+    }
+
+    /// The user connection `conn_id` (of this node) is bound to.
     pub fn uid_of(&self, conn_id: u64) -> Option<String> {
         let index = self.index();
         index
@@ -301,13 +438,23 @@ impl Hub {
             .map(str::to_owned)
     }
 
-    /// The groups connection `conn_id` is in, in the order it joined them.
+    /// The groups connection `conn_id` (of this node) is in, in the order it joined them.
     pub fn groups_of(&self, conn_id: u64) -> Vec<String> {
         self.index()
             .members
             .get(&conn_id)
             .map(|m| m.groups.iter().map(|g| g.to_string()).collect())
             .unwrap_or_default()
+    }
+
+    /// The engine's counters as Prometheus text (empty without an engine), to serve beside
+    /// [`Metrics::to_prometheus`](crate::Metrics::to_prometheus).
+    pub fn engine_prometheus(&self) -> String {
+        let mut out = String::new();
+        if let Some(engine) = self.engine() {
+            engine.prometheus(&mut out);
+        }
+        out
     }
 
     /// Takes a connection that ended out of its user and its groups (after it left the
@@ -317,12 +464,104 @@ impl Hub {
         let Some(member) = index.members.remove(&conn_id) else {
             return;
         };
-        if let Some(uid) = &member.uid {
-            index.leave_user(uid, conn_id);
+        if let Some(uid) = member.uid {
+            let last = index.leave_user(&uid, conn_id);
+            self.left(Topic::Uid(uid), conn_id, last);
         }
-        for group in &member.groups {
-            index.leave_group(group, conn_id);
+        for group in member.groups {
+            let last = index.leave_group(&group, conn_id);
+            self.left(Topic::Group(group), conn_id, last);
         }
+    }
+
+    /// Queues `envelope`'s message for this node's connections of its topic.
+    fn deliver_local(&self, envelope: &Envelope) -> usize {
+        let frame = encode_server_frame(&envelope.message);
+        let except = &envelope.except;
+        let deliver = |conn: &Connection| -> usize {
+            usize::from(!except.contains(&conn.id()) && conn.send_prepared(&frame).is_ok())
+        };
+        match &envelope.topic {
+            Topic::All => self.inner.connections.for_each(deliver),
+            Topic::Node(_) => envelope
+                .conn
+                .and_then(|id| self.inner.connections.get(id))
+                .map_or(0, |c| deliver(&c)),
+            // Queued under the lock: a send only pushes to each connection's inbox, and the
+            // lock keeps a membership change from landing in the middle of a fan-out.
+            Topic::Uid(uid) => {
+                let index = self.index();
+                index.each(index.users.get(uid).into_iter().flatten(), deliver)
+            }
+            Topic::Group(group) => {
+                let index = self.index();
+                index.each(index.groups.get(group).into_iter().flatten(), deliver)
+            }
+        }
+    }
+
+    /// Whether `envelope` is for a connection of this node (no engine needed).
+    fn is_local(&self, envelope: &Envelope) -> bool {
+        matches!(envelope.topic, Topic::Node(node) if node == self.node_id())
+    }
+
+    fn resynced(&self, resync: &Resync) {
+        let callback = self
+            .inner
+            .on_resync
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match callback {
+            Some(callback) => callback(resync),
+            None => tracing::warn!(
+                topic = %resync.topic,
+                lost = ?resync.lost,
+                epoch = resync.epoch,
+                "messages lost; no on_resync callback to tell"
+            ),
+        }
+    }
+
+    /// Every user and group of this node with its connections.
+    fn memberships(&self) -> Vec<(Topic, Vec<u64>)> {
+        let index = self.index();
+        let users = index
+            .users
+            .iter()
+            .map(|(uid, ids)| (Topic::Uid(uid.clone()), ids.clone()));
+        let groups = index
+            .groups
+            .iter()
+            .map(|(group, ids)| (Topic::Group(group.clone()), ids.iter().copied().collect()));
+        users.chain(groups).collect()
+    }
+
+    /// Tells the engine of a new membership (called under the index lock, so that the
+    /// engine sees memberships change in the order they did).
+    fn joined(&self, topic: Topic, conn_id: u64, first: bool) {
+        if let Some(engine) = self.engine() {
+            if first {
+                engine.interest(&topic, true);
+            }
+            engine.presence(&topic, conn_id, true);
+        }
+    }
+
+    /// Tells the engine of a membership that ended (`conn_id` 0: none, only the interest).
+    fn left(&self, topic: Topic, conn_id: u64, last: bool) {
+        if let Some(engine) = self.engine() {
+            if conn_id != 0 {
+                engine.presence(&topic, conn_id, false);
+            }
+            if last {
+                engine.interest(&topic, false);
+            }
+        }
+    }
+
+    fn engine(&self) -> Option<&Arc<dyn Engine>> {
+        self.inner.engine.get()
     }
 
     /// A weak handle, for the connections (which the Hub holds) to reach it.
@@ -355,6 +594,63 @@ impl Hub {
     }
 }
 
+/// Queries over every node sharing the Hub's engine: [`Hub::cluster`].
+#[derive(Debug, Clone, Copy)]
+pub struct Cluster<'a> {
+    hub: &'a Hub,
+}
+
+impl Cluster<'_> {
+    /// Whether user `uid` has an open connection on any node.
+    ///
+    /// # Errors
+    /// [`Error::Engine`] when the engine cannot answer.
+    pub async fn is_uid_online(&self, uid: &str) -> Result<bool> {
+        Ok(!self.uid_connections(uid).await?.is_empty())
+    }
+
+    /// The ids of user `uid`'s connections on every node, smallest first.
+    ///
+    /// # Errors
+    /// [`Error::Engine`] when the engine cannot answer.
+    pub async fn uid_connections(&self, uid: &str) -> Result<Vec<u64>> {
+        match self.hub.engine() {
+            None => {
+                let mut ids = self.hub.uid_connections(uid);
+                ids.sort_unstable();
+                Ok(ids)
+            }
+            Some(engine) => sorted(engine.query(Query::UidConnections(uid.into())).await),
+        }
+    }
+
+    /// How many connections are in `group` on every node.
+    ///
+    /// # Errors
+    /// [`Error::Engine`] when the engine cannot answer.
+    pub async fn group_len(&self, group: &str) -> Result<usize> {
+        Ok(self.group_members(group).await?.len())
+    }
+
+    /// The ids of the connections in `group` on every node, smallest first.
+    ///
+    /// # Errors
+    /// [`Error::Engine`] when the engine cannot answer.
+    pub async fn group_members(&self, group: &str) -> Result<Vec<u64>> {
+        match self.hub.engine() {
+            None => Ok(self.hub.group_members(group)),
+            Some(engine) => sorted(engine.query(Query::GroupMembers(group.into())).await),
+        }
+    }
+}
+
+fn sorted(answer: std::result::Result<Vec<u64>, EngineError>) -> Result<Vec<u64>> {
+    let mut ids = answer.map_err(Error::Engine)?;
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
+}
+
 impl Index {
     /// Calls `f` on the members `ids` names; the sum of what it returned.
     fn each<'a>(
@@ -366,22 +662,30 @@ impl Index {
             .sum()
     }
 
-    fn leave_user(&mut self, uid: &str, conn_id: u64) {
-        if let Some(ids) = self.users.get_mut(uid) {
-            ids.retain(|id| *id != conn_id);
-            if ids.is_empty() {
-                self.users.remove(uid);
-            }
+    /// Takes `conn_id` out of user `uid`; whether it was the user's last connection.
+    fn leave_user(&mut self, uid: &str, conn_id: u64) -> bool {
+        let Some(ids) = self.users.get_mut(uid) else {
+            return false;
+        };
+        ids.retain(|id| *id != conn_id);
+        let last = ids.is_empty();
+        if last {
+            self.users.remove(uid);
         }
+        last
     }
 
-    fn leave_group(&mut self, group: &str, conn_id: u64) {
-        if let Some(ids) = self.groups.get_mut(group) {
-            ids.remove(&conn_id);
-            if ids.is_empty() {
-                self.groups.remove(group);
-            }
+    /// Takes `conn_id` out of `group`; whether it was the group's last connection.
+    fn leave_group(&mut self, group: &str, conn_id: u64) -> bool {
+        let Some(ids) = self.groups.get_mut(group) else {
+            return false;
+        };
+        ids.remove(&conn_id);
+        let last = ids.is_empty();
+        if last {
+            self.groups.remove(group);
         }
+        last
     }
 
     /// Drops the entry of a connection left with no user and no group.

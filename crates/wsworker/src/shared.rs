@@ -82,6 +82,12 @@ pub(crate) fn contain<R>(f: impl FnOnce() -> R) -> Result<R, String> {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// The next connection serial of this process (from 1): a connection's id, or its low bits
+/// when a Hub engine puts the node's id above them.
+pub(crate) fn next_serial() -> u64 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
 /// Commands from other tasks or threads, waiting for the driver.
 ///
 /// A mutex and a queue rather than a channel: a channel allocates its first block of slots
@@ -111,8 +117,12 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new() -> Self {
+        Self::with_id(next_serial())
+    }
+
+    pub(crate) fn with_id(id: u64) -> Self {
         Self {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            id,
             inbox: Mutex::default(),
             waiting: AtomicUsize::new(0),
             pending: AtomicUsize::new(0),

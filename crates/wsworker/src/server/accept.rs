@@ -23,8 +23,8 @@ use super::connection::Connection;
 use super::event_loop::{LoopDriver, LoopStream};
 use crate::driver::Driver;
 use crate::metrics::{PendingHandshake, Rejection, WorkerCounters};
-use crate::shared::Shared;
 use crate::shared::contain;
+use crate::shared::{Shared, next_serial};
 
 /// The opening handshake of a plain connection, run by the worker's event loop on the
 /// socket it accepted: the open connection's driver, or `None` when the request was
@@ -242,7 +242,7 @@ where
     // above, used the offsets).
     request.shrink_to_head();
     let conn = Connection::new(
-        Shared::new(),
+        Shared::with_id(ctx.hub.connection_id(next_serial())),
         worker_id,
         peer,
         request,

@@ -264,6 +264,17 @@ impl Worker {
         self.hub.clone()
     }
 
+    /// Carries the Hub's sends, memberships and queries to every node sharing `engine`
+    /// (the `wsworker-redis` crate's Redis engine, say): see [`crate::hub::engine`].
+    /// Connection ids carry the engine's node id from then on.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] when an engine is installed already.
+    pub fn engine(&mut self, engine: impl crate::hub::Engine) -> Result<&mut Self> {
+        self.hub.install(Arc::new(engine))?;
+        Ok(self)
+    }
+
     /// The server's counters (connections, messages, bytes, closes by code, refused
     /// handshakes by reason, dropped messages), readable from any thread while it runs.
     pub fn metrics(&self) -> Metrics {

@@ -1,0 +1,1364 @@
+//! The engine itself: a thread of its own running a small tokio runtime, so that it works
+//! beside a [`Worker`](wsworker::Worker)'s event loops and outside any runtime of the
+//! application's.
+//!
+//! One task (the actor) owns all state: the queue of Redis operations (publishes,
+//! memberships, queries, topic reads, heartbeats), sent in order, one pipelined batch at a
+//! time, over one multiplexed connection; each topic's [`Order`]; the node's memberships as
+//! last written. A second task owns the pub/sub connection: it keeps the subscriptions the
+//! actor asks for, resubscribes after a reconnect, and hands the actor what arrives.
+//!
+//! A topic's life on a node: interest → read its state (the baseline: its epoch and last
+//! offset, read in order with this node's publishes, so that a message sent after a join
+//! is after the baseline) → subscribe → read its state again (a check: what was published
+//! while subscribing is filled from the stream) → messages in order, gaps filled → no
+//! interest → unsubscribe.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, RedisError, RedisResult, Value};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{sleep, timeout};
+use wsworker::hub::engine::{Confirm, Query, QueryFuture};
+use wsworker::hub::{Engine, EngineError, Envelope, HubLink, Position, Resync, Topic};
+
+use crate::RedisConfig;
+use crate::order::{Order, Step};
+use crate::scripts;
+use crate::wire::{self, Body, Live};
+
+/// Operations sent in one pipelined batch at most.
+const MAX_BATCH: usize = 1_024;
+/// The longest wait between two connection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// How long a topic's offset counter outlives its last message, at least: a counter that
+/// expires starts a new epoch, which nodes report as a resync.
+const MIN_OFFSET_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How long Redis remembers an instance's last published serial (for retried batches).
+const SERIAL_TTL: Duration = Duration::from_secs(3600);
+/// How long a stopping engine may take to take its memberships out of Redis.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Serials delivered here while Redis was away and not yet seen coming back, at most.
+const MAX_DELIVERED_EARLY: usize = 100_000;
+
+/// The Redis engine: install it with [`Worker::engine`](wsworker::Worker::engine) or
+/// [`Hub::install`](wsworker::Hub::install). See the crate docs for what it guarantees.
+///
+/// Dropping it (with the last handle of its Hub) takes this node's memberships out of
+/// Redis and stops its thread.
+pub struct RedisEngine {
+    shared: Arc<Shared>,
+    commands: mpsc::UnboundedSender<Cmd>,
+    thread: Mutex<Option<thread::JoinHandle<()>>>,
+}
+
+/// Why [`RedisEngine::start`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The URL is not a Redis URL.
+    #[error("invalid Redis URL: {0}")]
+    Url(#[source] RedisError),
+    /// Redis did not answer.
+    #[error("cannot reach Redis: {0}")]
+    Connect(#[source] RedisError),
+    /// Another live node has this node id.
+    #[error(
+        "node id {0} is taken by a live node (another node, or one that stopped less than the node TTL ago)"
+    )]
+    NodeIdTaken(u16),
+    /// Redis took connections but did not let the node subscribe in time.
+    #[error("Redis did not complete the node's subscriptions within {0:?}")]
+    Timeout(Duration),
+    /// The engine's thread or runtime could not start.
+    #[error("cannot start the engine's thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+/// What the engine's handle and its thread share.
+struct Shared {
+    node: u16,
+    /// Sends accepted and not yet answered by Redis.
+    queued: AtomicUsize,
+    queue_len: usize,
+    link: OnceLock<HubLink>,
+    connected: AtomicBool,
+    counters: Counters,
+}
+
+#[derive(Default)]
+struct Counters {
+    published: AtomicU64,
+    volatile: AtomicU64,
+    received: AtomicU64,
+    fills: AtomicU64,
+    filled: AtomicU64,
+    resyncs: AtomicU64,
+    queue_drops: AtomicU64,
+    errors: AtomicU64,
+    reconnects: AtomicU64,
+    purged_nodes: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+/// What the handle asks of the actor.
+enum Cmd {
+    Publish(Envelope, Option<Confirm>),
+    Interest(Topic, bool),
+    Presence(Topic, u64, bool),
+    Ungroup(String),
+    Query(Query, oneshot::Sender<Result<Vec<u64>, EngineError>>),
+    Stop,
+}
+
+/// What the actor's helpers tell it.
+enum Event {
+    Batch(Vec<Op>, RedisResult<Vec<RedisResult<Value>>>),
+    Connected(RedisResult<MultiplexedConnection>),
+    Subscribed(Vec<String>),
+    Live(String, Vec<u8>),
+    PubsubDown,
+}
+
+/// What the pub/sub task is asked to do.
+enum SubRequest {
+    Subscribe(String),
+    Unsubscribe(String),
+}
+
+/// One Redis operation in the actor's queue.
+enum Op {
+    Publish(Publish),
+    Volatile {
+        channel: String,
+        data: Vec<u8>,
+    },
+    Presence {
+        topic: String,
+        conn: u64,
+        present: bool,
+    },
+    Query {
+        key: String,
+        reply: oneshot::Sender<Result<Vec<u64>, EngineError>>,
+    },
+    Ungroup {
+        channel: String,
+    },
+    State {
+        topic: Topic,
+        purpose: Purpose,
+        from: u64,
+        to: u64,
+    },
+    Heartbeat,
+}
+
+struct Publish {
+    envelope: Envelope,
+    serial: u64,
+    confirm: Option<Confirm>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Baseline,
+    Check,
+    Fill,
+}
+
+impl Op {
+    /// Redis commands this operation takes in a pipeline.
+    fn commands(&self) -> usize {
+        match self {
+            Self::Presence { .. } => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// The scripts' hashes, for EVALSHA (loaded on every connection).
+struct Scripts {
+    publish: redis::Script,
+    state: redis::Script,
+    heartbeat: redis::Script,
+    leave: redis::Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Self {
+            publish: redis::Script::new(scripts::PUBLISH),
+            state: redis::Script::new(scripts::STATE),
+            heartbeat: redis::Script::new(scripts::HEARTBEAT),
+            leave: redis::Script::new(scripts::LEAVE),
+        }
+    }
+
+    fn all() -> [&'static str; 4] {
+        [
+            scripts::PUBLISH,
+            scripts::STATE,
+            scripts::HEARTBEAT,
+            scripts::LEAVE,
+        ]
+    }
+}
+
+impl RedisEngine {
+    /// Connects to Redis, registers this node and starts the engine's thread. Fails when
+    /// Redis does not answer within [`RedisConfig::connect_timeout`] or the node id is taken;
+    /// later outages are ridden out (see the crate docs).
+    ///
+    /// # Errors
+    /// See [`StartError`].
+    pub fn start(config: RedisConfig) -> Result<Self, StartError> {
+        let client = redis::Client::open(config.url.as_str()).map_err(StartError::Url)?;
+        let node = config
+            .node_id
+            .unwrap_or_else(|| rand::random_range(1..=u16::MAX));
+        let instance: u64 = rand::random();
+        let shared = Arc::new(Shared {
+            node,
+            queued: AtomicUsize::new(0),
+            queue_len: config.queue_len,
+            link: OnceLock::new(),
+            connected: AtomicBool::new(false),
+            counters: Counters::default(),
+        });
+        let (commands, requests) = mpsc::unbounded_channel();
+        let shared_config = config.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread_shared = shared.clone();
+        let thread = thread::Builder::new()
+            .name(format!("wsworker-redis-{node}"))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        let _ = ready_tx.send(Err(StartError::Thread(error)));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let mut actor =
+                        match Actor::start(client, config, thread_shared, instance).await {
+                            Ok(actor) => actor,
+                            Err(error) => {
+                                let _ = ready_tx.send(Err(error));
+                                return;
+                            }
+                        };
+                    actor.ready = Some(ready_tx);
+                    actor.run(requests).await;
+                });
+            })
+            .map_err(StartError::Thread)?;
+        let bound = start_bound(&shared_config);
+        let started = match ready_rx.recv_timeout(bound) {
+            Ok(result) => result,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(StartError::Timeout(bound)),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(StartError::Thread(
+                std::io::Error::other("the engine's thread ended before it started"),
+            )),
+        };
+        if let Err(error) = started {
+            drop(commands); // the actor stops
+            let _ = thread.join();
+            return Err(error);
+        }
+        Ok(Self {
+            shared,
+            commands,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Whether the engine's connection to Redis is up now.
+    pub fn is_connected(&self) -> bool {
+        self.shared.connected.load(Ordering::Relaxed)
+    }
+
+    fn command(&self, cmd: Cmd) {
+        // The actor lives as long as this handle; a send fails only while it stops.
+        let _ = self.commands.send(cmd);
+    }
+}
+
+impl Drop for RedisEngine {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Cmd::Stop);
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(thread) = thread {
+            // Not from the engine's own thread (a Hub dropped by a delivery): it ends alone.
+            if thread.thread().id() != thread::current().id() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisEngine")
+            .field("node", &self.shared.node)
+            .field("connected", &self.is_connected())
+            .finish()
+    }
+}
+
+impl Engine for RedisEngine {
+    fn node_id(&self) -> u16 {
+        self.shared.node
+    }
+
+    fn attach(&self, hub: HubLink) {
+        let _ = self.shared.link.set(hub);
+    }
+
+    fn publish(&self, envelope: Envelope, confirm: Option<Confirm>) {
+        let shared = &self.shared;
+        if shared.queued.fetch_add(1, Ordering::AcqRel) >= shared.queue_len {
+            shared.queued.fetch_sub(1, Ordering::AcqRel);
+            bump(&shared.counters.queue_drops, 1);
+            if let Some(confirm) = confirm {
+                let _ = confirm.send(Err(EngineError::QueueFull));
+            }
+            return;
+        }
+        self.command(Cmd::Publish(envelope, confirm));
+    }
+
+    fn interest(&self, topic: &Topic, interested: bool) {
+        self.command(Cmd::Interest(topic.clone(), interested));
+    }
+
+    fn presence(&self, topic: &Topic, conn_id: u64, present: bool) {
+        self.command(Cmd::Presence(topic.clone(), conn_id, present));
+    }
+
+    fn ungroup(&self, group: &str) {
+        self.command(Cmd::Ungroup(group.to_owned()));
+    }
+
+    fn query(&self, query: Query) -> QueryFuture {
+        let (reply, answer) = oneshot::channel();
+        self.command(Cmd::Query(query, reply));
+        Box::pin(async move { answer.await.unwrap_or(Err(EngineError::Stopped)) })
+    }
+
+    fn prometheus(&self, out: &mut String) {
+        let c = &self.shared.counters;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let counters = [
+            (
+                "published",
+                "Ordered messages published to Redis by this node.",
+                get(&c.published),
+            ),
+            (
+                "volatile_published",
+                "Volatile messages published to Redis by this node.",
+                get(&c.volatile),
+            ),
+            (
+                "received",
+                "Messages received from Redis pub/sub.",
+                get(&c.received),
+            ),
+            (
+                "gap_fills",
+                "Reads of a topic's stream to fill a gap.",
+                get(&c.fills),
+            ),
+            (
+                "filled",
+                "Messages delivered from a topic's stream (not pub/sub).",
+                get(&c.filled),
+            ),
+            (
+                "resyncs",
+                "Gaps that could not be filled, reported to on_resync.",
+                get(&c.resyncs),
+            ),
+            (
+                "queue_drops",
+                "Sends refused because the queue for Redis was full.",
+                get(&c.queue_drops),
+            ),
+            ("errors", "Operations Redis refused.", get(&c.errors)),
+            (
+                "reconnects",
+                "Connections to Redis made again after losing one.",
+                get(&c.reconnects),
+            ),
+            (
+                "purged_nodes",
+                "Dead nodes whose memberships this node purged.",
+                get(&c.purged_nodes),
+            ),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(out, "# HELP wsworker_engine_{name}_total {help}");
+            let _ = writeln!(out, "# TYPE wsworker_engine_{name}_total counter");
+            let _ = writeln!(out, "wsworker_engine_{name}_total {value}");
+        }
+        let gauges = [
+            (
+                "queued",
+                "Sends waiting for Redis.",
+                self.shared.queued.load(Ordering::Relaxed) as u64,
+            ),
+            (
+                "connected",
+                "1 while the connection to Redis is up.",
+                u64::from(self.is_connected()),
+            ),
+            ("node_id", "This node's id.", u64::from(self.shared.node)),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(out, "# HELP wsworker_engine_{name} {help}");
+            let _ = writeln!(out, "# TYPE wsworker_engine_{name} gauge");
+            let _ = writeln!(out, "wsworker_engine_{name} {value}");
+        }
+    }
+}
+
+/// A topic this node is interested in.
+struct TopicState {
+    /// `None` until the baseline is read.
+    order: Option<Order<Body>>,
+}
+
+/// The engine's state, owned by its one task.
+struct Actor {
+    config: RedisConfig,
+    client: redis::Client,
+    shared: Arc<Shared>,
+    node: u16,
+    instance: u64,
+    scripts: Scripts,
+    conn: Option<MultiplexedConnection>,
+    connecting: bool,
+    backoff: Duration,
+    outbox: VecDeque<Op>,
+    in_flight: bool,
+    /// The serial of this node's last publish.
+    serial: u64,
+    /// The highest serial of this node's own messages seen coming back.
+    seen_serial: u64,
+    /// Serials delivered here while Redis was away: not delivered again when they come back.
+    delivered_early: BTreeSet<u64>,
+    topics: HashMap<Topic, TopicState>,
+    /// This node's memberships as written to Redis: written again if Redis lost them.
+    presence: HashMap<Topic, HashSet<u64>>,
+    registered: bool,
+    heartbeat_queued: bool,
+    /// Told once the node hears its base channels (all, its node's): [`RedisEngine::start`]
+    /// returns then, so that nothing sent after it is missed.
+    ready: Option<std::sync::mpsc::Sender<Result<(), StartError>>>,
+    /// Base channels not yet subscribed.
+    unready: HashSet<String>,
+    subs: mpsc::UnboundedSender<SubRequest>,
+    events_tx: mpsc::UnboundedSender<Event>,
+    events: mpsc::UnboundedReceiver<Event>,
+}
+
+impl Actor {
+    /// Connects, registers the node (its first heartbeat) and starts the pub/sub task.
+    async fn start(
+        client: redis::Client,
+        config: RedisConfig,
+        shared: Arc<Shared>,
+        instance: u64,
+    ) -> Result<Self, StartError> {
+        let mut conn = connect(&client, &config)
+            .await
+            .map_err(StartError::Connect)?;
+        let node = shared.node;
+        let scripts = Scripts::new();
+        let beat: RedisResult<Value> = heartbeat_invocation(&scripts, &config, node, instance)
+            .invoke_async(&mut conn)
+            .await;
+        if let Err(error) = beat {
+            return Err(match error.code() {
+                Some("WSWORKER") => StartError::NodeIdTaken(node),
+                _ => StartError::Connect(error),
+            });
+        }
+        shared.connected.store(true, Ordering::Relaxed);
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (subs, sub_requests) = mpsc::unbounded_channel();
+        tokio::spawn(pubsub_task(
+            client.clone(),
+            config.clone(),
+            sub_requests,
+            events_tx.clone(),
+        ));
+        let mut actor = Self {
+            config,
+            client,
+            shared,
+            node,
+            instance,
+            scripts,
+            conn: Some(conn),
+            connecting: false,
+            backoff: Duration::from_millis(50),
+            outbox: VecDeque::new(),
+            in_flight: false,
+            serial: 0,
+            seen_serial: 0,
+            delivered_early: BTreeSet::new(),
+            topics: HashMap::new(),
+            presence: HashMap::new(),
+            registered: true,
+            heartbeat_queued: false,
+            ready: None,
+            unready: HashSet::new(),
+            subs,
+            events_tx,
+            events,
+        };
+        for topic in [Topic::All, Topic::Node(node)] {
+            actor.unready.insert(actor.channel(&topic));
+            actor.interest(topic, true);
+        }
+        Ok(actor)
+    }
+
+    async fn run(&mut self, mut commands: mpsc::UnboundedReceiver<Cmd>) {
+        let mut beat = tokio::time::interval(self.config.heartbeat);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                cmd = commands.recv() => match cmd {
+                    Some(Cmd::Stop) | None => break,
+                    Some(cmd) => {
+                        self.command(cmd);
+                        // Take whatever else is waiting before sending: one batch for all.
+                        while let Ok(cmd) = commands.try_recv() {
+                            if matches!(cmd, Cmd::Stop) {
+                                self.stop().await;
+                                return;
+                            }
+                            self.command(cmd);
+                        }
+                    }
+                },
+                Some(event) = self.events.recv() => self.event(event),
+                _ = beat.tick() => {
+                    if !self.heartbeat_queued {
+                        self.heartbeat_queued = true;
+                        self.outbox.push_back(Op::Heartbeat);
+                    }
+                }
+            }
+            self.pump();
+        }
+        self.stop().await;
+    }
+
+    fn command(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Publish(envelope, confirm) => self.publish(envelope, confirm),
+            Cmd::Interest(topic, interested) => self.interest(topic, interested),
+            Cmd::Presence(topic, conn, present) => {
+                let entry = self.presence.entry(topic.clone()).or_default();
+                if present {
+                    entry.insert(conn);
+                } else {
+                    entry.remove(&conn);
+                    if entry.is_empty() {
+                        self.presence.remove(&topic);
+                    }
+                }
+                self.outbox.push_back(Op::Presence {
+                    topic: topic.key(),
+                    conn,
+                    present,
+                });
+            }
+            Cmd::Ungroup(group) => {
+                let channel = self.channel(&Topic::Group(group.into()));
+                self.outbox.push_back(Op::Ungroup { channel });
+            }
+            Cmd::Query(query, reply) => {
+                let topic = match query {
+                    Query::UidConnections(uid) => Topic::Uid(uid),
+                    Query::GroupMembers(group) => Topic::Group(group),
+                };
+                let key = self.key("p", &topic);
+                self.outbox.push_back(Op::Query { key, reply });
+            }
+            Cmd::Stop => {}
+        }
+    }
+
+    fn publish(&mut self, envelope: Envelope, confirm: Option<Confirm>) {
+        if envelope.volatile {
+            let channel = self.channel(&envelope.topic);
+            let data = wire::volatile(&wire::encode(&envelope, self.node, 0, false));
+            self.outbox.push_back(Op::Volatile { channel, data });
+            if let Some(confirm) = confirm {
+                let _ = confirm.send(Ok(None));
+            }
+            return;
+        }
+        self.serial += 1;
+        let publish = Publish {
+            envelope,
+            serial: self.serial,
+            confirm,
+        };
+        if self.conn.is_none() {
+            self.deliver_early(&publish);
+        }
+        self.outbox.push_back(Op::Publish(publish));
+    }
+
+    fn interest(&mut self, topic: Topic, interested: bool) {
+        if interested {
+            if self.topics.contains_key(&topic) {
+                return;
+            }
+            self.topics
+                .insert(topic.clone(), TopicState { order: None });
+            self.outbox.push_back(Op::State {
+                topic,
+                purpose: Purpose::Baseline,
+                from: 0,
+                to: 0,
+            });
+        } else if self.topics.remove(&topic).is_some() {
+            let _ = self
+                .subs
+                .send(SubRequest::Unsubscribe(self.channel(&topic)));
+        }
+    }
+
+    fn event(&mut self, event: Event) {
+        match event {
+            Event::Batch(ops, result) => self.batch_done(ops, result),
+            Event::Connected(result) => {
+                self.connecting = false;
+                match result {
+                    Ok(conn) => {
+                        tracing::info!(node = self.node, "connected to Redis again");
+                        self.conn = Some(conn);
+                        self.backoff = Duration::from_millis(50);
+                        self.shared.connected.store(true, Ordering::Relaxed);
+                        bump(&self.shared.counters.reconnects, 1);
+                    }
+                    Err(error) => {
+                        tracing::debug!(%error, "connecting to Redis failed");
+                        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                        self.reconnect();
+                    }
+                }
+            }
+            Event::Subscribed(channels) => {
+                for channel in &channels {
+                    self.unready.remove(channel);
+                }
+                if self.unready.is_empty()
+                    && let Some(ready) = self.ready.take()
+                {
+                    let _ = ready.send(Ok(()));
+                }
+                for channel in channels {
+                    let Some(topic) = self.topic_of(&channel) else {
+                        continue;
+                    };
+                    if self
+                        .topics
+                        .get(&topic)
+                        .is_some_and(|state| state.order.is_some())
+                    {
+                        self.outbox.push_back(Op::State {
+                            topic,
+                            purpose: Purpose::Check,
+                            from: 0,
+                            to: 0,
+                        });
+                    }
+                }
+            }
+            Event::Live(channel, payload) => self.live(&channel, &payload),
+            Event::PubsubDown => {
+                tracing::warn!(node = self.node, "lost the Redis pub/sub connection");
+                bump(&self.shared.counters.reconnects, 1);
+            }
+        }
+    }
+
+    /// Sends the next batch, unless one is in flight or the connection is down.
+    fn pump(&mut self) {
+        if self.in_flight || self.outbox.is_empty() {
+            return;
+        }
+        let Some(mut conn) = self.conn.clone() else {
+            return;
+        };
+        let n = self.outbox.len().min(MAX_BATCH);
+        let ops: Vec<Op> = self.outbox.drain(..n).collect();
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for op in &ops {
+            self.add(op, &mut pipe);
+        }
+        self.in_flight = true;
+        let events = self.events_tx.clone();
+        tokio::spawn(async move {
+            let result = pipe.query_async(&mut conn).await;
+            let _ = events.send(Event::Batch(ops, result));
+        });
+    }
+
+    fn add(&self, op: &Op, pipe: &mut redis::Pipeline) {
+        let config = &self.config;
+        match op {
+            Op::Publish(publish) => {
+                let topic = &publish.envelope.topic;
+                let body = wire::encode(&publish.envelope, self.node, publish.serial, false);
+                pipe.cmd("EVALSHA")
+                    .arg(self.scripts.publish.get_hash())
+                    .arg(3)
+                    .arg(self.key("t", topic))
+                    .arg(self.key("s", topic))
+                    .arg(format!(
+                        "{}:serial:{}:{}",
+                        config.prefix, self.node, self.instance
+                    ))
+                    .arg(self.channel(topic))
+                    .arg(&body[..])
+                    .arg(config.history_len)
+                    .arg(millis(config.history_ttl))
+                    .arg(millis(config.history_ttl.max(MIN_OFFSET_TTL)))
+                    .arg(publish.serial)
+                    .arg(millis(SERIAL_TTL));
+            }
+            Op::Volatile { channel, data } => {
+                pipe.cmd("PUBLISH").arg(channel).arg(&data[..]);
+            }
+            Op::Presence {
+                topic,
+                conn,
+                present,
+            } => {
+                let verb = if *present { "SADD" } else { "SREM" };
+                pipe.cmd(verb)
+                    .arg(format!("{}:p:{topic}", config.prefix))
+                    .arg(conn);
+                pipe.cmd(verb)
+                    .arg(format!("{}:n:{}", config.prefix, self.node))
+                    .arg(format!("{conn}|{topic}"));
+            }
+            Op::Query { key, .. } => {
+                pipe.cmd("SMEMBERS").arg(key);
+            }
+            Op::Ungroup { channel } => {
+                pipe.cmd("PUBLISH")
+                    .arg(channel)
+                    .arg(format!("xungroup,{}", self.node));
+            }
+            Op::State {
+                topic, from, to, ..
+            } => {
+                pipe.cmd("EVALSHA")
+                    .arg(self.scripts.state.get_hash())
+                    .arg(2)
+                    .arg(self.key("t", topic))
+                    .arg(self.key("s", topic))
+                    .arg(*from)
+                    .arg(*to);
+            }
+            Op::Heartbeat => {
+                pipe.cmd("EVALSHA")
+                    .arg(self.scripts.heartbeat.get_hash())
+                    .arg(2)
+                    .arg(format!("{}:nodes", config.prefix))
+                    .arg(format!("{}:node:{}", config.prefix, self.node))
+                    .arg(self.node)
+                    .arg(self.instance.to_string())
+                    .arg(millis(config.node_ttl))
+                    .arg(&config.prefix);
+            }
+        }
+    }
+
+    fn batch_done(&mut self, ops: Vec<Op>, result: RedisResult<Vec<RedisResult<Value>>>) {
+        self.in_flight = false;
+        let results = match result {
+            Ok(results) => results,
+            Err(error) => {
+                tracing::warn!(%error, node = self.node, "a batch to Redis failed; sent again once reconnected");
+                self.requeue(ops);
+                self.lost_connection();
+                return;
+            }
+        };
+        let mut results = results.into_iter();
+        let mut retry = Vec::new();
+        for op in ops {
+            let replies: Vec<RedisResult<Value>> = results.by_ref().take(op.commands()).collect();
+            let first = replies
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| Err(RedisError::from(std::io::Error::other("no reply"))));
+            if matches!(&first, Err(e) if e.code() == Some("NOSCRIPT")) {
+                retry.push(op);
+                continue;
+            }
+            self.reply(op, first);
+        }
+        if !retry.is_empty() {
+            // Redis forgot the scripts (restarted between two batches): load them again.
+            self.requeue(retry);
+            self.lost_connection();
+        }
+    }
+
+    fn requeue(&mut self, ops: Vec<Op>) {
+        for op in ops.into_iter().rev() {
+            self.outbox.push_front(op);
+        }
+    }
+
+    fn reply(&mut self, op: Op, reply: RedisResult<Value>) {
+        let counters = &self.shared.counters;
+        match op {
+            Op::Publish(publish) => {
+                self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+                let answer = match reply {
+                    Ok(value) => {
+                        bump(&counters.published, 1);
+                        Ok(position(&value))
+                    }
+                    Err(error) => {
+                        bump(&counters.errors, 1);
+                        tracing::warn!(%error, "Redis refused a publish");
+                        Err(EngineError::Backend(error.to_string()))
+                    }
+                };
+                if let Some(confirm) = publish.confirm {
+                    let _ = confirm.send(answer);
+                }
+            }
+            Op::Volatile { .. } => {
+                self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+                match reply {
+                    Ok(_) => bump(&counters.volatile, 1),
+                    Err(_) => bump(&counters.errors, 1),
+                }
+            }
+            Op::Presence { .. } | Op::Ungroup { .. } => {
+                if let Err(error) = reply {
+                    bump(&counters.errors, 1);
+                    tracing::warn!(%error, "Redis refused a membership change");
+                }
+            }
+            Op::Query { reply: answer, .. } => {
+                let _ = answer.send(
+                    reply
+                        .map(|value| ids(&value))
+                        .map_err(|error| EngineError::Backend(error.to_string())),
+                );
+            }
+            Op::State {
+                topic,
+                purpose,
+                from,
+                to,
+            } => match reply {
+                Ok(value) => self.state(topic, purpose, to, &value),
+                Err(error) => {
+                    bump(&counters.errors, 1);
+                    tracing::warn!(%error, %topic, "reading a topic's state failed; again");
+                    self.outbox.push_back(Op::State {
+                        topic,
+                        purpose,
+                        from,
+                        to,
+                    });
+                }
+            },
+            Op::Heartbeat => {
+                self.heartbeat_queued = false;
+                match reply {
+                    Ok(value) => self.heartbeat(&value),
+                    Err(error) => {
+                        bump(&counters.errors, 1);
+                        tracing::error!(%error, node = self.node, "heartbeat refused");
+                    }
+                }
+            }
+        }
+    }
+
+    /// A topic's state (and stream range) read back.
+    fn state(&mut self, topic: Topic, purpose: Purpose, to: u64, value: &Value) {
+        let Some((top, epoch, entries)) = parse_state(value) else {
+            tracing::warn!(%topic, "a topic's state in Redis is not the engine's");
+            return;
+        };
+        let Some(state) = self.topics.get_mut(&topic) else {
+            return; // no interest any more
+        };
+        let mut steps = Vec::new();
+        match (purpose, &mut state.order) {
+            (Purpose::Baseline, order @ None) => {
+                *order = Some(Order::new(epoch, top));
+                let _ = self.subs.send(SubRequest::Subscribe(self.channel(&topic)));
+            }
+            (Purpose::Check, Some(order)) => order.on_check(epoch, top, &mut steps),
+            (Purpose::Fill, Some(order)) => {
+                bump(&self.shared.counters.fills, 1);
+                let entries = entries
+                    .into_iter()
+                    .filter_map(|(offset, body)| Some((offset, wire::decode(&body)?)))
+                    .collect::<Vec<_>>();
+                bump(&self.shared.counters.filled, entries.len() as u64);
+                order.on_fill(epoch, top, entries, to, &mut steps);
+            }
+            _ => {}
+        }
+        self.steps(&topic, steps);
+    }
+
+    fn heartbeat(&mut self, value: &Value) {
+        let (new, purged) = match value {
+            Value::Array(items) if items.len() == 2 => (
+                matches!(items[0], Value::Int(1)),
+                match &items[1] {
+                    Value::Array(ids) => ids.len(),
+                    _ => 0,
+                },
+            ),
+            _ => (false, 0),
+        };
+        if purged > 0 {
+            tracing::info!(purged, "purged the memberships of dead nodes");
+            bump(&self.shared.counters.purged_nodes, purged as u64);
+        }
+        if new && self.registered {
+            // Redis lost this node (restarted, or purged it while it stalled): write its
+            // memberships again.
+            tracing::warn!(
+                node = self.node,
+                "Redis had lost this node; writing its memberships again"
+            );
+            let entries: Vec<(String, u64)> = self
+                .presence
+                .iter()
+                .flat_map(|(topic, ids)| ids.iter().map(move |id| (topic.key(), *id)))
+                .collect();
+            for (topic, conn) in entries {
+                self.outbox.push_back(Op::Presence {
+                    topic,
+                    conn,
+                    present: true,
+                });
+            }
+        }
+        self.registered = true;
+    }
+
+    /// A message from pub/sub.
+    fn live(&mut self, channel: &str, payload: &[u8]) {
+        bump(&self.shared.counters.received, 1);
+        let Some(topic) = self.topic_of(channel) else {
+            return;
+        };
+        match wire::parse_live(payload) {
+            Some(Live::Ordered {
+                offset,
+                epoch,
+                body,
+            }) => {
+                let Some(body) = wire::decode(body) else {
+                    tracing::warn!(%topic, "a message in Redis is not the engine's");
+                    return;
+                };
+                if body.origin == self.node {
+                    self.seen_serial = self.seen_serial.max(body.serial);
+                }
+                let Some(order) = self.topics.get_mut(&topic).and_then(|s| s.order.as_mut()) else {
+                    return;
+                };
+                let mut steps = Vec::new();
+                order.on_live(epoch, offset, body, &mut steps);
+                self.steps(&topic, steps);
+            }
+            Some(Live::Volatile(body)) => {
+                let Some(body) = wire::decode(body) else {
+                    return;
+                };
+                if body.origin != self.node && self.topics.contains_key(&topic) {
+                    let mut envelope = body.into_envelope(topic);
+                    envelope.volatile = true;
+                    if let Some(link) = self.link() {
+                        link.deliver(&envelope);
+                    }
+                }
+            }
+            Some(Live::Control(control)) => {
+                let from_here = format!("ungroup,{}", self.node);
+                if control.starts_with(b"ungroup,")
+                    && control != from_here.as_bytes()
+                    && let (Topic::Group(group), Some(link)) = (&topic, self.link())
+                {
+                    link.ungroup(group);
+                }
+            }
+            None => tracing::warn!(%topic, "a message in Redis is not the engine's"),
+        }
+    }
+
+    fn steps(&mut self, topic: &Topic, steps: Vec<Step<Body>>) {
+        for step in steps {
+            match step {
+                Step::Deliver(body) => {
+                    if body.origin == self.node && self.delivered_early.remove(&body.serial) {
+                        continue;
+                    }
+                    if let Some(link) = self.link() {
+                        link.deliver(&body.into_envelope(topic.clone()));
+                    }
+                }
+                Step::Fill { from, to } => self.outbox.push_back(Op::State {
+                    topic: topic.clone(),
+                    purpose: Purpose::Fill,
+                    from,
+                    to,
+                }),
+                Step::Resync { lost, epoch } => {
+                    bump(&self.shared.counters.resyncs, 1);
+                    if let Some(link) = self.link() {
+                        link.resync(&Resync {
+                            topic: topic.clone(),
+                            lost,
+                            epoch,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// The connection is gone: this node's queued messages go to its own connections now
+    /// (in the order they were sent), and a new connection is sought.
+    fn lost_connection(&mut self) {
+        if self.conn.take().is_some() {
+            self.shared.connected.store(false, Ordering::Relaxed);
+        }
+        let early: Vec<usize> = (0..self.outbox.len()).collect();
+        for i in early {
+            if let Some(Op::Publish(publish)) = self.outbox.get(i)
+                && publish.serial > self.seen_serial
+                && !self.delivered_early.contains(&publish.serial)
+            {
+                let (serial, envelope) = (publish.serial, publish.envelope.clone());
+                self.deliver_early_envelope(serial, &envelope);
+            }
+        }
+        self.reconnect();
+    }
+
+    fn deliver_early(&mut self, publish: &Publish) {
+        let envelope = publish.envelope.clone();
+        self.deliver_early_envelope(publish.serial, &envelope);
+    }
+
+    fn deliver_early_envelope(&mut self, serial: u64, envelope: &Envelope) {
+        if let Some(link) = self.link() {
+            link.deliver(envelope);
+        }
+        self.delivered_early.insert(serial);
+        while self.delivered_early.len() > MAX_DELIVERED_EARLY {
+            self.delivered_early.pop_first();
+        }
+    }
+
+    fn reconnect(&mut self) {
+        if self.connecting {
+            return;
+        }
+        self.connecting = true;
+        let (client, config, events) = (
+            self.client.clone(),
+            self.config.clone(),
+            self.events_tx.clone(),
+        );
+        let backoff = self.backoff;
+        tokio::spawn(async move {
+            sleep(backoff).await;
+            let _ = events.send(Event::Connected(connect(&client, &config).await));
+        });
+    }
+
+    /// Takes this node's memberships out of Redis (best effort, bounded) and fails what
+    /// was still queued.
+    async fn stop(&mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            let mut leave = self.scripts.leave.prepare_invoke();
+            leave
+                .key(format!("{}:nodes", self.config.prefix))
+                .arg(self.node)
+                .arg(self.instance.to_string())
+                .arg(&self.config.prefix);
+            let _ = timeout(LEAVE_TIMEOUT, leave.invoke_async::<Value>(&mut conn)).await;
+        }
+        for op in self.outbox.drain(..) {
+            if let Op::Publish(Publish {
+                confirm: Some(confirm),
+                ..
+            }) = op
+            {
+                let _ = confirm.send(Err(EngineError::Stopped));
+            }
+        }
+        self.shared.connected.store(false, Ordering::Relaxed);
+    }
+
+    fn link(&self) -> Option<&HubLink> {
+        self.shared.link.get()
+    }
+
+    fn key(&self, kind: &str, topic: &Topic) -> String {
+        format!("{}:{kind}:{}", self.config.prefix, topic.key())
+    }
+
+    fn channel(&self, topic: &Topic) -> String {
+        self.key("c", topic)
+    }
+
+    fn topic_of(&self, channel: &str) -> Option<Topic> {
+        let key = channel
+            .strip_prefix(self.config.prefix.as_str())?
+            .strip_prefix(":c:")?;
+        Topic::from_key(key)
+    }
+}
+
+/// How long a start may take: a connection, a reply, the pub/sub connection and its
+/// subscriptions.
+fn start_bound(config: &RedisConfig) -> Duration {
+    config.connect_timeout * 2 + config.response_timeout * 3
+}
+
+fn heartbeat_invocation<'a>(
+    scripts: &'a Scripts,
+    config: &RedisConfig,
+    node: u16,
+    instance: u64,
+) -> redis::ScriptInvocation<'a> {
+    let mut invocation = scripts.heartbeat.prepare_invoke();
+    invocation
+        .key(format!("{}:nodes", config.prefix))
+        .key(format!("{}:node:{node}", config.prefix))
+        .arg(node)
+        .arg(instance.to_string())
+        .arg(millis(config.node_ttl))
+        .arg(&config.prefix);
+    invocation
+}
+
+/// A multiplexed connection with the engine's timeouts, its scripts loaded.
+async fn connect(
+    client: &redis::Client,
+    config: &RedisConfig,
+) -> RedisResult<MultiplexedConnection> {
+    let settings = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(config.connect_timeout))
+        .set_response_timeout(Some(config.response_timeout));
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&settings)
+        .await?;
+    for script in Scripts::all() {
+        let _: String = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(script)
+            .query_async(&mut conn)
+            .await?;
+    }
+    Ok(conn)
+}
+
+/// Keeps the subscriptions the actor asks for on a pub/sub connection of its own, made
+/// again (and every subscription with it) whenever it is lost.
+async fn pubsub_task(
+    client: redis::Client,
+    config: RedisConfig,
+    mut requests: mpsc::UnboundedReceiver<SubRequest>,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    let mut wanted: HashSet<String> = HashSet::new();
+    let mut backoff = Duration::from_millis(50);
+    let apply = |wanted: &mut HashSet<String>, request: SubRequest| match request {
+        SubRequest::Subscribe(channel) => wanted.insert(channel),
+        SubRequest::Unsubscribe(channel) => wanted.remove(&channel),
+    };
+    loop {
+        let Ok(Ok(pubsub)) = timeout(config.connect_timeout, client.get_async_pubsub()).await
+        else {
+            sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            while let Ok(request) = requests.try_recv() {
+                apply(&mut wanted, request);
+            }
+            if requests.is_closed() {
+                return;
+            }
+            continue;
+        };
+        let (mut sink, mut stream) = pubsub.split();
+        while let Ok(request) = requests.try_recv() {
+            apply(&mut wanted, request);
+        }
+        let channels: Vec<String> = wanted.iter().cloned().collect();
+        if !channels.is_empty()
+            && !matches!(
+                timeout(config.response_timeout, sink.subscribe(&channels)).await,
+                Ok(Ok(()))
+            )
+        {
+            sleep(backoff).await;
+            continue;
+        }
+        backoff = Duration::from_millis(50);
+        let _ = events.send(Event::Subscribed(channels));
+        loop {
+            tokio::select! {
+                message = stream.next() => match message {
+                    Some(message) => {
+                        let _ = events.send(Event::Live(
+                            message.get_channel_name().to_owned(),
+                            message.get_payload_bytes().to_vec(),
+                        ));
+                    }
+                    None => break,
+                },
+                request = requests.recv() => {
+                    let Some(request) = request else { return };
+                    let ok = match request {
+                        SubRequest::Subscribe(channel) => {
+                            if !wanted.insert(channel.clone()) {
+                                continue;
+                            }
+                            let ok = matches!(
+                                timeout(config.response_timeout, sink.subscribe(&channel)).await,
+                                Ok(Ok(()))
+                            );
+                            if ok {
+                                let _ = events.send(Event::Subscribed(vec![channel]));
+                            }
+                            ok
+                        }
+                        SubRequest::Unsubscribe(channel) => {
+                            !wanted.remove(&channel)
+                                || matches!(
+                                    timeout(config.response_timeout, sink.unsubscribe(&channel)).await,
+                                    Ok(Ok(()))
+                                )
+                        }
+                    };
+                    if !ok {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = events.send(Event::PubsubDown);
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn number(value: &Value) -> Option<u64> {
+    match value {
+        Value::Int(n) => u64::try_from(*n).ok(),
+        Value::BulkString(bytes) => std::str::from_utf8(bytes).ok()?.parse().ok(),
+        Value::SimpleString(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+/// The publish script's `{offset, epoch}`; `None` for a serial published already.
+fn position(value: &Value) -> Option<Position> {
+    let Value::Array(items) = value else {
+        return None;
+    };
+    let offset = number(items.first()?)?;
+    let epoch = number(items.get(1)?)?;
+    (offset > 0).then_some(Position { epoch, offset })
+}
+
+/// The ids in a set of connection ids.
+fn ids(value: &Value) -> Vec<u64> {
+    match value {
+        Value::Array(items) | Value::Set(items) => items.iter().filter_map(number).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The state script's `{top, epoch, entries}`: entries as (offset, body).
+type State = (u64, Option<u64>, Vec<(u64, Vec<u8>)>);
+
+fn parse_state(value: &Value) -> Option<State> {
+    let Value::Array(items) = value else {
+        return None;
+    };
+    let [top, epoch, entries] = items.as_slice() else {
+        return None;
+    };
+    let top = number(top).unwrap_or(0);
+    let epoch = number(epoch);
+    let Value::Array(entries) = entries else {
+        return None;
+    };
+    let entries = entries
+        .iter()
+        .filter_map(|entry| {
+            let Value::Array(parts) = entry else {
+                return None;
+            };
+            let [id, fields] = parts.as_slice() else {
+                return None;
+            };
+            let Value::BulkString(id) = id else {
+                return None;
+            };
+            let offset = std::str::from_utf8(id)
+                .ok()?
+                .split('-')
+                .next()?
+                .parse()
+                .ok()?;
+            let Value::Array(fields) = fields else {
+                return None;
+            };
+            let body = match fields.as_slice() {
+                [Value::BulkString(name), Value::BulkString(body)] if name == b"m" => body.clone(),
+                _ => return None,
+            };
+            Some((offset, body))
+        })
+        .collect();
+    Some((top, epoch, entries))
+}

@@ -1,0 +1,105 @@
+//! The Lua scripts the engine runs in Redis: each is one atomic step, so that no other
+//! node can see half of it.
+//!
+//! Keys, under the engine's prefix `P`: `P:t:TOPIC` (hash: `o` the topic's last offset,
+//! `e` its epoch), `P:s:TOPIC` (the topic's stream, entry ids `OFFSET-1`), `P:c:TOPIC` (its
+//! pub/sub channel), `P:p:TOPIC` (set: the ids of a user's or group's connections on every
+//! node), `P:n:NODE` (set: `CONN|TOPIC`, a node's presence entries, for its purge),
+//! `P:node:NODE` (the instance that owns a node id), `P:nodes` (sorted set: node id →
+//! last heartbeat, in Redis's own clock), `P:serial:NODE:INSTANCE` (an instance's last
+//! published serial). Scripts build some keys from the prefix: one Redis server (or a
+//! Sentinel-managed primary), not Redis Cluster.
+
+/// Publishes one ordered message. KEYS: topic hash, topic stream, the instance's serial
+/// key. ARGV: channel, body, stream length, stream TTL (ms), offset TTL (ms), serial,
+/// serial TTL (ms). Returns `{offset, epoch}`, or `{0, "0"}` when this serial was
+/// published already (a batch retried after its reply was lost).
+pub(crate) const PUBLISH: &str = r"
+local last = tonumber(redis.call('GET', KEYS[3]) or '0')
+if tonumber(ARGV[6]) <= last then
+  return {0, '0'}
+end
+redis.call('SET', KEYS[3], ARGV[6], 'PX', ARGV[7])
+local off = redis.call('HINCRBY', KEYS[1], 'o', 1)
+local epoch = redis.call('HGET', KEYS[1], 'e')
+if off == 1 or not epoch then
+  local t = redis.call('TIME')
+  epoch = t[1] .. string.format('%06d', tonumber(t[2]))
+  redis.call('HSET', KEYS[1], 'e', epoch)
+  redis.call('DEL', KEYS[2])
+end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], off .. '-1', 'm', ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('PUBLISH', ARGV[1], 'o' .. off .. ',' .. epoch .. ',' .. ARGV[2])
+return {off, epoch}
+";
+
+/// A topic's state, and a range of its stream. KEYS: topic hash, topic stream. ARGV: first
+/// and last offset (0 0: no range). Returns `{last offset or '', epoch or '', entries}`.
+pub(crate) const STATE: &str = r"
+local st = redis.call('HMGET', KEYS[1], 'o', 'e')
+local entries = {}
+if tonumber(ARGV[2]) > 0 then
+  entries = redis.call('XRANGE', KEYS[2], ARGV[1], ARGV[2])
+end
+return {st[1] or '', st[2] or '', entries}
+";
+
+/// A node's heartbeat, and the purge of every node whose heartbeat is older than the TTL.
+/// KEYS: `P:nodes`, `P:node:NODE`. ARGV: node id, instance, TTL (ms), prefix. Returns
+/// `{1 if this node was not registered (first beat, or purged meanwhile) else 0, purged
+/// node ids}`; an error when the node id belongs to another live instance.
+pub(crate) const HEARTBEAT: &str = r"
+local function purge(id)
+  local key = ARGV[4] .. ':n:' .. id
+  for _, entry in ipairs(redis.call('SMEMBERS', key)) do
+    local sep = string.find(entry, '|', 1, true)
+    if sep then
+      redis.call('SREM', ARGV[4] .. ':p:' .. string.sub(entry, sep + 1), string.sub(entry, 1, sep - 1))
+    end
+  end
+  redis.call('DEL', key, ARGV[4] .. ':node:' .. id)
+  redis.call('ZREM', KEYS[1], id)
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[3])
+local owner = redis.call('GET', KEYS[2])
+if owner and owner ~= ARGV[2] then
+  local seen = redis.call('ZSCORE', KEYS[1], ARGV[1])
+  if seen and now - tonumber(seen) <= ttl then
+    return redis.error_reply('WSWORKER node id ' .. ARGV[1] .. ' is taken by a live node')
+  end
+  purge(ARGV[1])
+end
+local purged = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - ttl)) do
+  if id ~= ARGV[1] then
+    purge(id)
+    table.insert(purged, id)
+  end
+end
+redis.call('SET', KEYS[2], ARGV[2])
+local new = redis.call('ZADD', KEYS[1], now, ARGV[1])
+return {new, purged}
+";
+
+/// Takes a stopping node's entries out at once. KEYS: `P:nodes`. ARGV: node id, instance,
+/// prefix. Only when the node id still belongs to this instance.
+pub(crate) const LEAVE: &str = r"
+local node = ARGV[3] .. ':node:' .. ARGV[1]
+if redis.call('GET', node) ~= ARGV[2] then
+  return 0
+end
+local key = ARGV[3] .. ':n:' .. ARGV[1]
+for _, entry in ipairs(redis.call('SMEMBERS', key)) do
+  local sep = string.find(entry, '|', 1, true)
+  if sep then
+    redis.call('SREM', ARGV[3] .. ':p:' .. string.sub(entry, sep + 1), string.sub(entry, 1, sep - 1))
+  end
+end
+redis.call('DEL', key, node)
+redis.call('ZREM', KEYS[1], ARGV[1])
+return 1
+";

@@ -1,0 +1,204 @@
+//! What the engine's tests share: a real `redis-server` of the test's own on a free
+//! loopback port, nodes (in-process Workers, each with its own engine) and clients.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use wsworker::{Hub, Message, RunningServer, WebSocket, Worker, WsEvent};
+use wsworker_redis::{RedisConfig, RedisEngine};
+
+/// The longest any test waits for one event.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// A `redis-server` child process, stopped when dropped.
+pub struct RedisServer {
+    port: u16,
+    child: Option<Child>,
+    extra: Vec<String>,
+}
+
+impl RedisServer {
+    /// Starts one on a free port, without persistence.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts one with extra `redis-server` arguments (`--appendonly yes`, say).
+    pub fn start_with(extra: &[&str]) -> Self {
+        let port = free_port();
+        let mut server = Self {
+            port,
+            child: None,
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let dir = std::env::temp_dir().join(format!("wsworker-redis-{}", self.port));
+        std::fs::create_dir_all(&dir).unwrap();
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("redis-server (interop/setup.sh installs it)");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    /// Waits until it answers PING.
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Ok(mut conn) = self.connection()
+                && redis::cmd("PING").query::<String>(&mut conn).is_ok()
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn connection(&self) -> redis::RedisResult<redis::Connection> {
+        redis::Client::open(self.url())?.get_connection_with_timeout(Duration::from_secs(2))
+    }
+
+    /// Runs one command and returns its answer.
+    pub fn query<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
+        let mut cmd = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            cmd.arg(*arg);
+        }
+        cmd.query(&mut self.connection().unwrap()).unwrap()
+    }
+
+    /// `SHUTDOWN NOSAVE`, then the same server again on the same port: everything lost.
+    pub fn restart(&mut self) {
+        let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN")
+            .arg("NOSAVE")
+            .query(&mut self.connection().unwrap());
+        let mut child = self.child.take().unwrap();
+        child.wait().unwrap();
+        self.spawn();
+    }
+
+    /// Sends the server a signal (`STOP`, `CONT`).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A free loopback port (bound, read, released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A node: a Worker with its own engine; connections bind `?user=` and join `?room=` as
+/// they open, and report their ids.
+pub struct Node {
+    pub server: RunningServer,
+    pub hub: Hub,
+    opened: mpsc::Receiver<u64>,
+    pub resyncs: mpsc::Receiver<wsworker::hub::Resync>,
+}
+
+impl Node {
+    pub fn start(redis: &RedisServer, node_id: u16) -> Self {
+        Self::start_with(RedisConfig::new(redis.url()).node_id(node_id))
+    }
+
+    pub fn start_with(config: RedisConfig) -> Self {
+        let mut worker = Worker::new("websocket://127.0.0.1:0").unwrap();
+        worker.count(2);
+        worker.engine(RedisEngine::start(config).unwrap()).unwrap();
+        let (opened_tx, opened) = mpsc::channel();
+        worker.on_connect(move |conn| {
+            if let Some(user) = conn.request().query_param("user") {
+                conn.bind_uid(&user).unwrap();
+            }
+            if let Some(room) = conn.request().query_param("room") {
+                conn.join_group(&room).unwrap();
+            }
+            let _ = opened_tx.send(conn.id());
+        });
+        let hub = worker.hub();
+        let (resync_tx, resyncs) = mpsc::channel();
+        hub.on_resync(move |resync| {
+            let _ = resync_tx.send(resync.clone());
+        });
+        Self {
+            server: worker.start().unwrap(),
+            hub,
+            opened,
+            resyncs,
+        }
+    }
+
+    /// Connects a client at `path`; it and its connection's id once open.
+    pub async fn connect(&self, path: &str) -> (WebSocket, u64) {
+        let url = format!("ws://{}{path}", self.server.local_addr());
+        let ws = WebSocket::connect(&url, [""; 0]).await.unwrap();
+        let id = self.opened.recv_timeout(WAIT).expect("on_connect");
+        (ws, id)
+    }
+}
+
+/// The next text message of `ws`, skipping other events.
+pub async fn next_text(ws: &WebSocket) -> String {
+    loop {
+        match tokio::time::timeout(WAIT, ws.next()).await {
+            Ok(Some(WsEvent::Message(Message::Text(text)))) => return text.to_string(),
+            Ok(Some(WsEvent::Message(_) | WsEvent::Open)) => {}
+            Ok(Some(other)) => panic!("expected a text message, got {other:?}"),
+            Ok(None) => panic!("the connection ended"),
+            Err(_) => panic!("no message within {WAIT:?}"),
+        }
+    }
+}
+
+/// Waits until `check` holds, looking again whenever `every` has passed; panics after
+/// [`WAIT`]. For state only another process shows (Redis's subscriptions, say).
+pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !check() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
