@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use wsworker::server::{Keepalive, OverflowPolicy};
-use wsworker::{Handshake, HttpResponse, Message, MessageRef, Metrics, Worker};
+use wsworker::{Handshake, HttpResponse, Hub, Message, MessageRef, Metrics, Worker};
+use wsworker_redis::{RedisConfig, RedisEngine};
 
 /// The demo page, written with the browser API as the tutorial shows it.
 const DEMO_PAGE: &str = include_str!("../../../web/index.html");
@@ -77,6 +78,14 @@ pub(crate) struct ServeArgs {
     /// http://HOST:PORT/metrics (as `127.0.0.1:9090`).
     #[arg(long, value_name = "HOST:PORT")]
     metrics: Option<std::net::SocketAddr>,
+    /// Share the Hub with every node using this Redis (`redis://HOST:PORT`): with `--mode
+    /// chat`, rooms, users and everyone span the nodes, each room in one order everywhere.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+    /// This node's id among the nodes sharing `--redis`, 1..=65535 (default: random).
+    #[arg(long, value_name = "ID", requires = "redis",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    node_id: Option<u16>,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
     log_level: tracing::Level,
@@ -130,6 +139,16 @@ pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, wsworker::Error> {
     if let Some(seconds) = args.shutdown_timeout {
         worker.shutdown_timeout(Duration::from_secs(seconds));
     }
+    if let Some(url) = &args.redis {
+        let mut config = RedisConfig::new(url.as_str());
+        if let Some(id) = args.node_id {
+            config = config.node_id(id);
+        }
+        let engine = RedisEngine::start(config).map_err(|error| {
+            wsworker::Error::Callback(format!("cannot use Redis at {url}: {error}").into())
+        })?;
+        worker.engine(engine)?;
+    }
     worker.overflow_policy(match args.overflow {
         Overflow::Close => OverflowPolicy::Close,
         Overflow::Drop => OverflowPolicy::DropNew,
@@ -158,9 +177,10 @@ pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, wsworker::Error> {
     // still stop it gracefully.
     let signal = wsworker::StopSignal::install()?;
     let metrics_server = match args.metrics {
-        Some(addr) => Some(metrics_endpoint(addr, metrics)?.start()?),
+        Some(addr) => Some(metrics_endpoint(addr, metrics, worker.hub())?.start()?),
         None => None,
     };
+    let hub = worker.hub();
     let server = match worker.start() {
         Ok(server) => server,
         Err(error) => {
@@ -199,6 +219,9 @@ pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, wsworker::Error> {
         mode = mode.unwrap_or_default(),
         s = if count == 1 { "" } else { "s" },
     );
+    if let Some(url) = &args.redis {
+        let _ = writeln!(out, "node {} sharing its Hub over {url}", hub.node_id());
+    }
     if let Some(endpoint) = &metrics_server {
         let _ = writeln!(out, "metrics at http://{}/metrics", endpoint.local_addr());
     }
@@ -222,14 +245,17 @@ pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, wsworker::Error> {
 fn metrics_endpoint(
     addr: std::net::SocketAddr,
     metrics: Metrics,
+    hub: Hub,
 ) -> Result<Worker, wsworker::Error> {
     let mut endpoint = Worker::new(&format!("websocket://{addr}"))?;
     endpoint
         .keepalive(None)
         .on_handshake(|_| Handshake::reject(404, "not found"))
         .on_http(move |request| match request.path() {
-            "/metrics" => HttpResponse::new(200, metrics.to_prometheus())
-                .with_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8"),
+            "/metrics" => {
+                HttpResponse::new(200, metrics.to_prometheus() + &hub.engine_prometheus())
+                    .with_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            }
             _ => HttpResponse::not_found(),
         });
     Ok(endpoint)
