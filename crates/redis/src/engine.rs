@@ -441,6 +441,27 @@ impl Engine for RedisEngine {
 struct TopicState {
     /// `None` until the baseline is read.
     order: Option<Order<Body>>,
+    /// The last serial delivered from each origin node: a message published twice (a
+    /// retried batch whose first run was lost with a restarted Redis, then published
+    /// again in the new epoch) is delivered once.
+    origins: HashMap<u16, u64>,
+}
+
+impl TopicState {
+    fn new() -> Self {
+        Self {
+            order: None,
+            origins: HashMap::new(),
+        }
+    }
+
+    /// Whether a message of `origin` with `serial` is new here (and notes it).
+    fn first_time(&mut self, origin: u16, serial: u64) -> bool {
+        let last = self.origins.entry(origin).or_insert(0);
+        let new = serial > *last;
+        *last = (*last).max(serial);
+        new
+    }
 }
 
 /// The engine's state, owned by its one task.
@@ -520,7 +541,7 @@ impl Actor {
             backoff: Duration::from_millis(50),
             outbox: VecDeque::new(),
             in_flight: false,
-            serial: 0,
+            serial: first_serial(),
             seen_serial: 0,
             delivered_early: BTreeSet::new(),
             topics: HashMap::new(),
@@ -635,8 +656,7 @@ impl Actor {
             if self.topics.contains_key(&topic) {
                 return;
             }
-            self.topics
-                .insert(topic.clone(), TopicState { order: None });
+            self.topics.insert(topic.clone(), TopicState::new());
             self.outbox.push_back(Op::State {
                 topic,
                 purpose: Purpose::Baseline,
@@ -1032,7 +1052,13 @@ impl Actor {
         for step in steps {
             match step {
                 Step::Deliver(body) => {
-                    if body.origin == self.node && self.delivered_early.remove(&body.serial) {
+                    let early =
+                        body.origin == self.node && self.delivered_early.remove(&body.serial);
+                    let first = self
+                        .topics
+                        .get_mut(topic)
+                        .is_some_and(|state| state.first_time(body.origin, body.serial));
+                    if early || !first {
                         continue;
                     }
                     if let Some(link) = self.link() {
@@ -1086,6 +1112,9 @@ impl Actor {
     fn deliver_early_envelope(&mut self, serial: u64, envelope: &Envelope) {
         if let Some(link) = self.link() {
             link.deliver(envelope);
+        }
+        if let Some(state) = self.topics.get_mut(&envelope.topic) {
+            state.first_time(self.node, serial);
         }
         self.delivered_early.insert(serial);
         while self.delivered_early.len() > MAX_DELIVERED_EARLY {
@@ -1284,6 +1313,15 @@ async fn pubsub_task(
         }
         let _ = events.send(Event::PubsubDown);
     }
+}
+
+/// The serial before this instance's first publish: microseconds since the Unix epoch, so
+/// that a node restarted with the same id goes on above its previous instance's serials
+/// (unless that one published over a million messages a second for its whole life).
+fn first_serial() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 fn millis(duration: Duration) -> u64 {

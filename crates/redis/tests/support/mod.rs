@@ -202,3 +202,60 @@ pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A client's texts as they come, read by a task of their own.
+pub struct Inbox {
+    pub ws: std::sync::Arc<WebSocket>,
+    texts: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+impl Inbox {
+    pub fn new(ws: WebSocket) -> Self {
+        let ws = std::sync::Arc::new(ws);
+        let (tx, texts) = tokio::sync::mpsc::unbounded_channel();
+        let reader = ws.clone();
+        tokio::spawn(async move {
+            while let Some(event) = reader.next().await {
+                if let WsEvent::Message(Message::Text(text)) = event
+                    && tx.send(text.to_string()).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Self { ws, texts }
+    }
+
+    /// The next text.
+    pub async fn next(&mut self) -> String {
+        match tokio::time::timeout(WAIT, self.texts.recv()).await {
+            Ok(Some(text)) => text,
+            Ok(None) => panic!("the connection ended"),
+            Err(_) => panic!("no message within {WAIT:?}"),
+        }
+    }
+
+    /// Every text up to and including `last`.
+    pub async fn until(&mut self, last: &str) -> Vec<String> {
+        let mut texts = Vec::new();
+        loop {
+            let text = match tokio::time::timeout(WAIT, self.texts.recv()).await {
+                Ok(Some(text)) => text,
+                other => panic!("waiting for {last:?}: {other:?}, after {texts:?}"),
+            };
+            let done = text == last;
+            texts.push(text);
+            if done {
+                return texts;
+            }
+        }
+    }
+}
+
+/// The value of metric `name` in the node's engine counters.
+pub fn engine_metric(hub: &Hub, name: &str) -> u64 {
+    hub.engine_prometheus()
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name}"))
+}
