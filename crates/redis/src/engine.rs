@@ -396,7 +396,7 @@ impl Engine for RedisEngine {
             ),
             (
                 "queue_drops",
-                "Sends refused because the queue for Redis was full.",
+                "Sends refused: the queue for Redis was full, or volatile while Redis was away.",
                 get(&c.queue_drops),
             ),
             ("errors", "Operations Redis refused.", get(&c.errors)),
@@ -617,6 +617,10 @@ impl Actor {
                 let channel = self.channel(&Topic::Group(group.into()));
                 self.outbox.push_back(Op::Ungroup { channel });
             }
+            Cmd::Query(_, reply) if self.conn.is_none() => {
+                // Not queued: an answer from after the outage would be stale on arrival.
+                let _ = reply.send(Err(EngineError::Unavailable));
+            }
             Cmd::Query(query, reply) => {
                 let topic = match query {
                     Query::UidConnections(uid) => Topic::Uid(uid),
@@ -630,6 +634,15 @@ impl Actor {
     }
 
     fn publish(&mut self, envelope: Envelope, confirm: Option<Confirm>) {
+        if envelope.volatile && self.conn.is_none() {
+            // Volatile: worthless once late. Dropped, not queued, while Redis is away.
+            self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+            bump(&self.shared.counters.queue_drops, 1);
+            if let Some(confirm) = confirm {
+                let _ = confirm.send(Err(EngineError::Unavailable));
+            }
+            return;
+        }
         if envelope.volatile {
             let channel = self.channel(&envelope.topic);
             let data = wire::volatile(&wire::encode(&envelope, self.node, 0, false));

@@ -130,6 +130,9 @@ pub enum EngineError {
     /// The engine's backend is unreachable and its queue of sends is full.
     #[error("engine unavailable: its queue is full")]
     QueueFull,
+    /// The engine's backend is unreachable now (for queries, which are not queued).
+    #[error("engine unavailable: its backend is unreachable")]
+    Unavailable,
     /// The engine's backend did not take the request in time.
     #[error("engine timed out")]
     Timeout,
