@@ -1,0 +1,135 @@
+//! A node too slow for Redis: its subscriber stalls (the process is stopped) while a room is
+//! busy, Redis cuts it off at its pub/sub output limit, and the node — running again —
+//! reconnects and fills the gap from the room's stream: its client misses nothing.
+//!
+//! Ignored by default: it needs `redis-server` (interop/setup.sh installs it).
+
+#[path = "../../redis/tests/support/mod.rs"]
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+
+use support::{Inbox, RedisServer, eventually};
+use wsworker::WebSocket;
+
+/// A `wsworker serve --mode chat --redis` child: its WebSocket and metrics addresses.
+struct ChatNode {
+    child: Child,
+    ws: SocketAddr,
+    metrics: SocketAddr,
+}
+
+impl ChatNode {
+    fn start(redis: &RedisServer, node_id: u16) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wsworker"))
+            .args(["serve", "websocket://127.0.0.1:0", "--mode", "chat"])
+            .args(["--count", "1", "--log-level", "warn"])
+            .args(["--redis", &redis.url(), "--node-id", &node_id.to_string()])
+            .args(["--metrics", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut ws = None;
+        let mut metrics = None;
+        while ws.is_none() || metrics.is_none() {
+            let line = lines.next().expect("the node's announcement").unwrap();
+            for word in line.split_whitespace() {
+                if let Some(addr) = word.strip_prefix("ws://") {
+                    ws = addr.parse().ok();
+                }
+                if let Some(addr) = word.strip_prefix("http://")
+                    && line.starts_with("metrics at")
+                {
+                    metrics = addr.trim_end_matches("/metrics").parse().ok();
+                }
+            }
+        }
+        Self {
+            child,
+            ws: ws.unwrap(),
+            metrics: metrics.unwrap(),
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// An engine counter from the node's `/metrics`.
+    fn metric(&self, name: &str) -> u64 {
+        let mut stream = TcpStream::connect(self.metrics).unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    }
+}
+
+impl Drop for ChatNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server (interop/setup.sh installs it)"]
+async fn a_node_cut_off_by_redis_for_being_slow_fills_the_gap_and_misses_nothing() {
+    // 400 messages of 16 KiB: 6.4 MB, past what the stopped node's socket buffers and the
+    // 256 kB limit hold, and within the room's 1,000 messages of history.
+    const N: usize = 400;
+    const SIZE: usize = 16 << 10;
+    let redis = RedisServer::start();
+    let () = redis.query(&[
+        "CONFIG",
+        "SET",
+        "client-output-buffer-limit",
+        "pubsub 256kb 128kb 1",
+    ]);
+    let fast = ChatNode::start(&redis, 1);
+    let slow = ChatNode::start(&redis, 2);
+    let url = |node: &ChatNode| format!("ws://{}/?room=busy", node.ws);
+    let publisher = WebSocket::connect(&url(&fast), [""; 0]).await.unwrap();
+    let mut echo = Inbox::new(publisher);
+    let mut listener = Inbox::new(WebSocket::connect(&url(&slow), [""; 0]).await.unwrap());
+    eventually("both members are in Redis", || {
+        let members: Vec<String> = redis.query(&["SMEMBERS", "wsw:p:g:busy"]);
+        members.len() == 2
+    });
+    let message = |i: usize| format!("{i:05}{}", "x".repeat(SIZE - 5));
+
+    slow.signal("STOP");
+    for i in 1..=N {
+        echo.ws.send(message(i)).unwrap();
+    }
+    // Every message published: the publisher hears each back through Redis.
+    for i in 1..=N {
+        assert_eq!(echo.next().await[..5], message(i)[..5]);
+    }
+    eventually("Redis cut the stalled subscriber off", || {
+        let clients: String = redis.query(&["CLIENT", "LIST", "TYPE", "pubsub"]);
+        clients.lines().count() == 1
+    });
+    slow.signal("CONT");
+
+    for i in 1..=N {
+        let got = listener.next().await;
+        assert_eq!(got.len(), SIZE);
+        assert_eq!(got[..5], message(i)[..5], "message {i} in its place");
+    }
+    assert!(slow.metric("wsworker_engine_gap_fills_total") >= 1);
+    assert!(slow.metric("wsworker_engine_filled_total") >= 1);
+    assert_eq!(slow.metric("wsworker_engine_resyncs_total"), 0);
+}
