@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real peers wsworker is tested against: Python websockets (in a venv),
-# Node ws + playwright-core (npm ci from the committed lockfile), and Debian's Chromium.
+# Node ws + playwright-core (npm ci from the committed lockfile), Debian's Chromium, and
+# Debian's redis-server (the Hub's engine tests start their own on free ports).
 # Idempotent; meant for CI (root, CI=true, no stdin) and for developers.
 #
 #   bash interop/setup.sh
@@ -82,5 +83,16 @@ else
     # The Debian wrapper script prints a harmless shell warning on stderr on some machines.
     say "browser: $("$CHROMIUM" --version 2>/dev/null)"
 fi
+
+# --- redis-server (Debian's, 7.0): the cluster tests start their own, one per test ---
+# Only the binary is used: each test runs `redis-server --port P` itself and stops it. If
+# the package's postinst starts a system instance on 6379 too, no test talks to it.
+if command -v redis-server >/dev/null 2>&1; then
+    say "redis-server present at $(command -v redis-server)"
+else
+    apt_install redis-server
+    command -v redis-server >/dev/null 2>&1 || die "apt-get installed redis-server but it is not on PATH"
+fi
+say "redis: $(redis-server --version)"
 
 say "done (venv: $VENV)"

@@ -8,8 +8,11 @@
 //
 // The pages are spread over the URLs given (page i loads URL i mod n), so with several
 // nodes of one chat each page may talk to another node; each page's chat connects back to
-// the host it came from. The pages (user, room):
-//   alice  "lobby & co/ü"   bób  "lobby & co/ü"   carol  "other"   dave  (no room)
+// the host it came from. The pages (user, room), in that order:
+//   alice  "lobby & co/ü"   bób  "lobby & co/ü"   dave  (no room)   carol  "other"
+// With two nodes, alice and dave are on the first, bób and carol on the second: the room's
+// messages (alice's and bób's), the private one (carol to alice) and dave's to everyone
+// each cross from one node to the other.
 // Names with spaces, `&`, `/` and non-ASCII letters check the page's URL encoding.
 //
 // Steps: `launch`, `page-load` (all four), `join` (each fills #room and #user, clicks
@@ -67,8 +70,8 @@ const ROOM = 'lobby & co/ü';
 const PEOPLE = [
   { user: 'alice', room: ROOM },
   { user: 'bób', room: ROOM },
-  { user: 'carol', room: 'other' },
   { user: 'dave', room: '' },
+  { user: 'carol', room: 'other' },
 ];
 const MARKUP = '<img src=x onerror="window.pwned=1"><b>bold</b>';
 // What each page must have received, in order, at the end.
@@ -120,7 +123,7 @@ async function chatLogText(page) {
 
 async function main() {
   const step = checklist.step.bind(checklist);
-  const [alice, bob, carol, dave] = PEOPLE;
+  const [alice, bob, dave, carol] = PEOPLE;
 
   await step('launch', async () => {
     const context = await checklist.launch({
@@ -144,7 +147,7 @@ async function main() {
       const title = await page.title();
       if (title !== 'wsworker demo') throw new Error(`page title is ${JSON.stringify(title)}`);
     }
-    return `${PEOPLE.length} pages on ${urls.length} URL(s)`;
+    return `${PEOPLE.length} pages on ${urls.length} URL(s): ${PEOPLE.map(({ user, url }) => `${user} on ${url}`).join(', ')}`;
   });
 
   await step('join', async () => {

@@ -29,16 +29,19 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
+    let result: Result<ExitCode, Box<dyn std::error::Error + Send + Sync>> = match cli.command {
         Command::Serve(args) => serve::run(args),
-        Command::Connect(args) => connect::run(args),
-        Command::Bench(args) => bench::run(args),
+        Command::Connect(args) => connect::run(args).map_err(Into::into),
+        Command::Bench(args) => bench::run(args).map_err(Into::into),
     };
     match result {
         Ok(code) => code,
         Err(error) => {
             // The chain may quote what a server sent (a TLS alert, a certificate's names).
-            eprintln!("wsworker: {}", connect::terminal_safe(&error_chain(&error)));
+            eprintln!(
+                "wsworker: {}",
+                connect::terminal_safe(&error_chain(&*error))
+            );
             ExitCode::FAILURE
         }
     }

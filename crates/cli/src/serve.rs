@@ -104,7 +104,7 @@ enum Mode {
     Chat,
 }
 
-pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, wsworker::Error> {
+pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error + Send + Sync>> {
     crate::init_logging(args.log_level);
     let count = args.count.map_or_else(
         || std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -144,9 +144,10 @@ pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, wsworker::Error> {
         if let Some(id) = args.node_id {
             config = config.node_id(id);
         }
-        let engine = RedisEngine::start(config).map_err(|error| {
-            wsworker::Error::Callback(format!("cannot use Redis at {url}: {error}").into())
-        })?;
+        // Its own words, not a wsworker::Error's ("callback failed: …"); the URL without
+        // its password.
+        let engine = RedisEngine::start(config)
+            .map_err(|error| format!("cannot use Redis at {}: {error}", without_password(url)))?;
         worker.engine(engine)?;
     }
     worker.overflow_policy(match args.overflow {
@@ -187,7 +188,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, wsworker::Error> {
             if let Some(endpoint) = metrics_server {
                 endpoint.shutdown();
             }
-            return Err(error);
+            return Err(error.into());
         }
     };
     let addr = server.local_addr();
@@ -220,7 +221,12 @@ pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, wsworker::Error> {
         s = if count == 1 { "" } else { "s" },
     );
     if let Some(url) = &args.redis {
-        let _ = writeln!(out, "node {} sharing its Hub over {url}", hub.node_id());
+        let _ = writeln!(
+            out,
+            "node {} sharing its Hub over {}",
+            hub.node_id(),
+            without_password(url)
+        );
     }
     if let Some(endpoint) = &metrics_server {
         let _ = writeln!(out, "metrics at http://{}/metrics", endpoint.local_addr());
@@ -238,6 +244,20 @@ pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, wsworker::Error> {
     }
     stopped?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `url` with the password of its user info (`redis://user:PASSWORD@host`) replaced by
+/// `***`, to be printed.
+fn without_password(url: &str) -> std::borrow::Cow<'_, str> {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let authority_end = url[start..].find('/').map_or(url.len(), |i| start + i);
+    let Some(at) = url[start..authority_end].rfind('@').map(|i| start + i) else {
+        return url.into();
+    };
+    match url[start..at].find(':') {
+        Some(colon) => format!("{}***{}", &url[..=start + colon], &url[at..]).into(),
+        None => url.into(),
+    }
 }
 
 /// A one-worker HTTP server that answers `GET /metrics` with `metrics` in the Prometheus
@@ -304,4 +324,22 @@ fn addressee(msg: &Message) -> Option<String> {
     };
     let (user, _) = text.strip_prefix('@')?.split_once(' ')?;
     (!user.is_empty()).then(|| user.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_password;
+
+    #[test]
+    fn a_redis_url_is_printed_without_its_password() {
+        for (url, printed) in [
+            ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+            ("redis://:secret@h:1/0", "redis://:***@h:1/0"),
+            ("redis://user:se:cr@et@h:1", "redis://user:***@h:1"),
+            ("redis://user@h:1", "redis://user@h:1"),
+            ("rediss://u:p@h/db@x", "rediss://u:***@h/db@x"),
+        ] {
+            assert_eq!(without_password(url), printed, "{url}");
+        }
+    }
 }

@@ -6,12 +6,11 @@ mod common;
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::Serve;
+use common::{Serve, wsworker_within};
 use serde_json::Value;
 use wsworker_proto::handshake::ServerHandshake;
 use wsworker_proto::{Config, Connection, Event, Message, Role};
@@ -55,44 +54,10 @@ impl Run {
 
 /// Runs `wsworker bench ARGS`, killed and failed past [`RUN_LIMIT`].
 fn bench(args: &[&str]) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wsworker"))
-        .arg("bench")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Read both pipes on their own threads so that a full pipe cannot stall the child.
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let stdout = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = out.read_to_string(&mut text);
-        text
-    });
-    let stderr = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = err.read_to_string(&mut text);
-        text
-    });
-    let deadline = Instant::now() + RUN_LIMIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("bench {args:?} ran over {RUN_LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let stdout = stdout.join().unwrap();
-    let stderr = stderr.join().unwrap();
+    let (code, stdout, stderr) = wsworker_within(&[&["bench"][..], args].concat(), RUN_LIMIT);
     assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     Run {
-        code: status.code().unwrap_or(-1),
+        code,
         json: serde_json::from_str(stdout.trim()).ok(),
         stdout,
         stderr,

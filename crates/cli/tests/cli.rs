@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::Serve;
+use common::{Serve, chromium_check, screenshot};
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -529,34 +529,6 @@ fn connect_failures_are_one_line_and_a_non_zero_exit() {
     }
 }
 
-/// The workspace's root directory.
-fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// Where a Chromium check puts screenshot `name`: the workspace's `target` directory.
-fn screenshot(name: &str) -> String {
-    workspace_root()
-        .join("target")
-        .join(name)
-        .display()
-        .to_string()
-}
-
-/// Runs the Chromium check `script` of `interop/node/` with `args`, prints its output and
-/// checks that it passed; returns its stdout.
-fn chromium_check(script: &str, args: &[&str]) -> String {
-    let output = Command::new("node")
-        .arg(workspace_root().join("interop/node").join(script))
-        .args(args)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    println!("{stdout}{}", String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "{stdout}");
-    stdout
-}
-
 /// Headless Chromium opens the demo page, says `tom`, reads `hello tom`, closes.
 #[test]
 #[ignore = "needs Chromium and the interop peers: bash interop/setup.sh"]
@@ -573,7 +545,7 @@ fn chromium_uses_the_demo_page() {
 /// a room message reaches only the room, `@alice …` only alice, a message from the page
 /// with no room everyone; each page's list of received messages is checked exactly. One
 /// server with two worker threads (the kernel spreads the pages' connections over them);
-/// the script takes several nodes' URLs once nodes can share a chat.
+/// tests/cluster.rs runs the same script over two nodes sharing a Redis.
 #[test]
 #[ignore = "needs Chromium and the interop peers: bash interop/setup.sh"]
 fn chromium_chats_in_rooms_and_privately_through_the_demo_page() {

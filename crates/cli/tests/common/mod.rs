@@ -1,8 +1,9 @@
 //! What the tests of the `wsworker` command share: a running `wsworker serve`.
 #![allow(dead_code, unreachable_pub)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,10 @@ pub struct Serve {
     pub addr: SocketAddr,
     /// Where `--metrics` serves, when it was given.
     pub metrics: Option<SocketAddr>,
+    /// The node id it announced, with `--redis`.
+    pub node: Option<u16>,
+    /// The Redis URL it announced sharing its Hub over, with `--redis`.
+    pub redis: Option<String>,
 }
 
 impl Serve {
@@ -51,19 +56,33 @@ impl Serve {
             .unwrap_or_else(|| panic!("unexpected first line: {first}"))
             .parse()
             .unwrap();
-        let mut second = lines.next().unwrap().unwrap();
-        // "metrics at http://127.0.0.1:PORT/metrics" with --metrics
-        let metrics = second
-            .strip_prefix("metrics at http://")
-            .map(|rest| rest.trim_end_matches("/metrics").parse().unwrap());
-        if metrics.is_some() {
-            second = lines.next().unwrap().unwrap();
+        // Then, in this order and each only with its option: "node N sharing its Hub over
+        // URL" (--redis), "metrics at http://127.0.0.1:PORT/metrics" (--metrics); last
+        // "open http://… in a browser …".
+        let mut node = None;
+        let mut redis = None;
+        let mut metrics = None;
+        loop {
+            let line = lines.next().unwrap().unwrap();
+            if let Some(rest) = line.strip_prefix("node ") {
+                let (id, url) = rest
+                    .split_once(" sharing its Hub over ")
+                    .unwrap_or_else(|| panic!("unexpected line: {line}"));
+                node = Some(id.parse().unwrap());
+                redis = Some(url.to_owned());
+            } else if let Some(rest) = line.strip_prefix("metrics at http://") {
+                metrics = Some(rest.trim_end_matches("/metrics").parse().unwrap());
+            } else {
+                assert!(line.contains("in a browser"), "{line}");
+                break;
+            }
         }
-        assert!(second.contains("in a browser"), "{second}");
         Self {
             child,
             addr,
             metrics,
+            node,
+            redis,
         }
     }
 
@@ -118,4 +137,74 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     };
     // Clock ticks: 100 per second on Linux (USER_HZ).
     (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
+/// The workspace's root directory.
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Where a Chromium check puts screenshot `name`: the workspace's `target` directory.
+pub fn screenshot(name: &str) -> String {
+    workspace_root()
+        .join("target")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// Runs the Chromium check `script` of `interop/node/` with `args`, prints its output and
+/// checks that it passed; returns its stdout.
+pub fn chromium_check(script: &str, args: &[&str]) -> String {
+    let output = Command::new("node")
+        .arg(workspace_root().join("interop/node").join(script))
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    println!("{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{stdout}");
+    stdout
+}
+
+/// Runs `wsworker ARGS` to its end: its exit code (-1 for a signal), stdout and stderr.
+/// Killed and failed past `limit`, a hang being a failure.
+pub fn wsworker_within(args: &[&str], limit: Duration) -> (i32, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wsworker"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read both pipes on their own threads so that a full pipe cannot stall the child.
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let stdout = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = out.read_to_string(&mut text);
+        text
+    });
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = err.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("wsworker {args:?} ran over {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (
+        status.code().unwrap_or(-1),
+        stdout.join().unwrap(),
+        stderr.join().unwrap(),
+    )
 }
