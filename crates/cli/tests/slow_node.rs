@@ -4,84 +4,56 @@
 //!
 //! Ignored by default: it needs `redis-server` (interop/setup.sh installs it).
 
+mod common;
 #[path = "../../redis/tests/support/mod.rs"]
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
 
+use common::Serve;
 use support::{Inbox, RedisServer, eventually};
 use wsworker::WebSocket;
 
-/// A `wsworker serve --mode chat --redis` child: its WebSocket and metrics addresses.
-struct ChatNode {
-    child: Child,
-    ws: SocketAddr,
-    metrics: SocketAddr,
+/// `wsworker serve --mode chat` on a free port, node `id` of the chat sharing `redis`, with
+/// its counters served.
+fn chat_node(redis: &RedisServer, id: u16) -> Serve {
+    Serve::start(&[
+        "websocket://127.0.0.1:0",
+        "--mode",
+        "chat",
+        "--count",
+        "1",
+        "--redis",
+        &redis.url(),
+        "--node-id",
+        &id.to_string(),
+        "--metrics",
+        "127.0.0.1:0",
+    ])
 }
 
-impl ChatNode {
-    fn start(redis: &RedisServer, node_id: u16) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wsworker"))
-            .args(["serve", "websocket://127.0.0.1:0", "--mode", "chat"])
-            .args(["--count", "1", "--log-level", "warn"])
-            .args(["--redis", &redis.url(), "--node-id", &node_id.to_string()])
-            .args(["--metrics", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut ws = None;
-        let mut metrics = None;
-        while ws.is_none() || metrics.is_none() {
-            let line = lines.next().expect("the node's announcement").unwrap();
-            for word in line.split_whitespace() {
-                if let Some(addr) = word.strip_prefix("ws://") {
-                    ws = addr.parse().ok();
-                }
-                if let Some(addr) = word.strip_prefix("http://")
-                    && line.starts_with("metrics at")
-                {
-                    metrics = addr.trim_end_matches("/metrics").parse().ok();
-                }
-            }
-        }
-        Self {
-            child,
-            ws: ws.unwrap(),
-            metrics: metrics.unwrap(),
-        }
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// An engine counter from the node's `/metrics`.
-    fn metric(&self, name: &str) -> u64 {
-        let mut stream = TcpStream::connect(self.metrics).unwrap();
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut text = String::new();
-        stream.read_to_string(&mut text).unwrap();
-        text.lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in {text}"))
-    }
+fn signal(node: &Serve, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(node.child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
 }
 
-impl Drop for ChatNode {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// An engine counter from the node's `/metrics`.
+fn metric(node: &Serve, name: &str) -> u64 {
+    let mut stream = TcpStream::connect(node.metrics.unwrap()).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,9 +70,9 @@ async fn a_node_cut_off_by_redis_for_being_slow_fills_the_gap_and_misses_nothing
         "client-output-buffer-limit",
         "pubsub 256kb 128kb 1",
     ]);
-    let fast = ChatNode::start(&redis, 1);
-    let slow = ChatNode::start(&redis, 2);
-    let url = |node: &ChatNode| format!("ws://{}/?room=busy", node.ws);
+    let fast = chat_node(&redis, 1);
+    let slow = chat_node(&redis, 2);
+    let url = |node: &Serve| format!("{}?room=busy", node.url());
     let publisher = WebSocket::connect(&url(&fast), [""; 0]).await.unwrap();
     let mut echo = Inbox::new(publisher);
     let mut listener = Inbox::new(WebSocket::connect(&url(&slow), [""; 0]).await.unwrap());
@@ -110,7 +82,7 @@ async fn a_node_cut_off_by_redis_for_being_slow_fills_the_gap_and_misses_nothing
     });
     let message = |i: usize| format!("{i:05}{}", "x".repeat(SIZE - 5));
 
-    slow.signal("STOP");
+    signal(&slow, "STOP");
     for i in 1..=N {
         echo.ws.send(message(i)).unwrap();
     }
@@ -122,14 +94,14 @@ async fn a_node_cut_off_by_redis_for_being_slow_fills_the_gap_and_misses_nothing
         let clients: String = redis.query(&["CLIENT", "LIST", "TYPE", "pubsub"]);
         clients.lines().count() == 1
     });
-    slow.signal("CONT");
+    signal(&slow, "CONT");
 
     for i in 1..=N {
         let got = listener.next().await;
         assert_eq!(got.len(), SIZE);
         assert_eq!(got[..5], message(i)[..5], "message {i} in its place");
     }
-    assert!(slow.metric("wsworker_engine_gap_fills_total") >= 1);
-    assert!(slow.metric("wsworker_engine_filled_total") >= 1);
-    assert_eq!(slow.metric("wsworker_engine_resyncs_total"), 0);
+    assert!(metric(&slow, "wsworker_engine_gap_fills_total") >= 1);
+    assert!(metric(&slow, "wsworker_engine_filled_total") >= 1);
+    assert_eq!(metric(&slow, "wsworker_engine_resyncs_total"), 0);
 }
