@@ -45,8 +45,8 @@ const MIN_OFFSET_TTL: Duration = Duration::from_secs(24 * 3600);
 const SERIAL_TTL: Duration = Duration::from_secs(3600);
 /// How long a stopping engine may take to take its memberships out of Redis.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(1);
-/// Serials delivered here while Redis was away and not yet seen coming back, at most.
-const MAX_DELIVERED_EARLY: usize = 100_000;
+/// This node's own delivered serials remembered (and unseen messages kept), at most.
+const MAX_OWN_REMEMBERED: usize = 100_000;
 
 /// The Redis engine: install it with [`Worker::engine`](wsworker::Worker::engine) or
 /// [`Hub::install`](wsworker::Hub::install). See the crate docs for what it guarantees.
@@ -74,6 +74,9 @@ pub enum StartError {
         "node id {0} is taken by a live node (another node, or one that stopped less than the node TTL ago)"
     )]
     NodeIdTaken(u16),
+    /// Node id 0 (ids are 1..=65535).
+    #[error("node id 0: node ids are 1..=65535")]
+    InvalidNodeId,
     /// Redis took connections but did not let the node subscribe in time.
     #[error("Redis did not complete the node's subscriptions within {0:?}")]
     Timeout(Duration),
@@ -90,6 +93,8 @@ struct Shared {
     queue_len: usize,
     link: OnceLock<HubLink>,
     connected: AtomicBool,
+    /// The engine stopped because another node took its id: sends fail.
+    evicted: AtomicBool,
     counters: Counters,
 }
 
@@ -124,7 +129,7 @@ enum Cmd {
 /// What the actor's helpers tell it.
 enum Event {
     Batch(Vec<Op>, RedisResult<Vec<RedisResult<Value>>>),
-    Connected(RedisResult<MultiplexedConnection>),
+    Connected(RedisResult<(MultiplexedConnection, String)>),
     Subscribed(Vec<String>),
     Live(String, Vec<u8>),
     PubsubDown,
@@ -155,12 +160,7 @@ enum Op {
     Ungroup {
         channel: String,
     },
-    State {
-        topic: Topic,
-        purpose: Purpose,
-        from: u64,
-        to: u64,
-    },
+    State(StateRead),
     Heartbeat,
 }
 
@@ -170,11 +170,20 @@ struct Publish {
     confirm: Option<Confirm>,
 }
 
+/// A read of a topic's state (and a range of its stream), for one incarnation of this
+/// node's interest in it: a reply for an earlier one (the node left and came back
+/// meanwhile) is dropped.
+struct StateRead {
+    topic: Topic,
+    incarnation: u64,
+    purpose: Purpose,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Purpose {
     Baseline,
     Check,
-    Fill,
+    Fill { from: u64, to: u64, ticket: u64 },
 }
 
 impl Op {
@@ -227,6 +236,9 @@ impl RedisEngine {
         let node = config
             .node_id
             .unwrap_or_else(|| rand::random_range(1..=u16::MAX));
+        if node == 0 {
+            return Err(StartError::InvalidNodeId);
+        }
         let instance: u64 = rand::random();
         let shared = Arc::new(Shared {
             node,
@@ -234,6 +246,7 @@ impl RedisEngine {
             queue_len: config.queue_len,
             link: OnceLock::new(),
             connected: AtomicBool::new(false),
+            evicted: AtomicBool::new(false),
             counters: Counters::default(),
         });
         let (commands, requests) = mpsc::unbounded_channel();
@@ -331,6 +344,13 @@ impl Engine for RedisEngine {
 
     fn publish(&self, envelope: Envelope, confirm: Option<Confirm>) {
         let shared = &self.shared;
+        if shared.evicted.load(Ordering::Relaxed) {
+            bump(&shared.counters.errors, 1);
+            if let Some(confirm) = confirm {
+                let _ = confirm.send(Err(EngineError::Stopped));
+            }
+            return;
+        }
         if shared.queued.fetch_add(1, Ordering::AcqRel) >= shared.queue_len {
             shared.queued.fetch_sub(1, Ordering::AcqRel);
             bump(&shared.counters.queue_drops, 1);
@@ -439,24 +459,30 @@ impl Engine for RedisEngine {
 
 /// A topic this node is interested in.
 struct TopicState {
+    /// Which interest of this node in the topic this is (reads carry it).
+    incarnation: u64,
+    /// A check is queued already: one is enough.
+    check_queued: bool,
     /// `None` until the baseline is read.
     order: Option<Order<Body>>,
     /// The last serial delivered from each origin node: a message published twice (a
     /// retried batch whose first run was lost with a restarted Redis, then published
     /// again in the new epoch) is delivered once.
-    origins: HashMap<u16, u64>,
+    origins: HashMap<(u16, u64), u64>,
 }
 
 impl TopicState {
-    fn new() -> Self {
+    fn new(incarnation: u64) -> Self {
         Self {
+            incarnation,
+            check_queued: false,
             order: None,
             origins: HashMap::new(),
         }
     }
 
     /// Whether a message of `origin` with `serial` is new here (and notes it).
-    fn first_time(&mut self, origin: u16, serial: u64) -> bool {
+    fn first_time(&mut self, origin: (u16, u64), serial: u64) -> bool {
         let last = self.origins.entry(origin).or_insert(0);
         let new = serial > *last;
         *last = (*last).max(serial);
@@ -473,6 +499,12 @@ struct Actor {
     instance: u64,
     scripts: Scripts,
     conn: Option<MultiplexedConnection>,
+    /// The Redis server's run id, read on connecting: a topic whose offsets were written
+    /// by another run (a restart, a failover) starts a new epoch, even if its keys were
+    /// restored from a snapshot.
+    run_id: String,
+    /// Another live node took this node's id (this one stalled past the TTL): it stops.
+    evicted: bool,
     connecting: bool,
     backoff: Duration,
     outbox: VecDeque<Op>,
@@ -481,9 +513,17 @@ struct Actor {
     serial: u64,
     /// The highest serial of this node's own messages seen coming back.
     seen_serial: u64,
-    /// Serials delivered here while Redis was away: not delivered again when they come back.
-    delivered_early: BTreeSet<u64>,
+    /// This node's messages Redis took and has not sent back yet (for topics this node is
+    /// in): if the connection fails now, they are delivered here before those not taken.
+    unseen: VecDeque<(u64, Envelope)>,
+    /// The serials of this node's own messages delivered here, early (while Redis was
+    /// away) or in order: each once, whichever way comes first. (Other nodes' messages are
+    /// kept once by [`TopicState::first_time`]; this node's cannot be, as an early delivery
+    /// may come before an older message still held for its topic's order.)
+    own_delivered: BTreeSet<u64>,
     topics: HashMap<Topic, TopicState>,
+    /// Interests begun so far (see [`TopicState::incarnation`]).
+    incarnations: u64,
     /// This node's memberships as written to Redis: written again if Redis lost them.
     presence: HashMap<Topic, HashSet<u64>>,
     registered: bool,
@@ -506,7 +546,7 @@ impl Actor {
         shared: Arc<Shared>,
         instance: u64,
     ) -> Result<Self, StartError> {
-        let mut conn = connect(&client, &config)
+        let (mut conn, run_id) = connect(&client, &config)
             .await
             .map_err(StartError::Connect)?;
         let node = shared.node;
@@ -537,14 +577,18 @@ impl Actor {
             instance,
             scripts,
             conn: Some(conn),
+            run_id,
+            evicted: false,
             connecting: false,
             backoff: Duration::from_millis(50),
             outbox: VecDeque::new(),
             in_flight: false,
-            serial: first_serial(),
+            serial: 0,
+            unseen: VecDeque::new(),
             seen_serial: 0,
-            delivered_early: BTreeSet::new(),
+            own_delivered: BTreeSet::new(),
             topics: HashMap::new(),
+            incarnations: 0,
             presence: HashMap::new(),
             registered: true,
             heartbeat_queued: false,
@@ -587,6 +631,10 @@ impl Actor {
                         self.outbox.push_back(Op::Heartbeat);
                     }
                 }
+            }
+            if self.evicted {
+                self.shared.evicted.store(true, Ordering::Relaxed);
+                break;
             }
             self.pump();
         }
@@ -645,7 +693,12 @@ impl Actor {
         }
         if envelope.volatile {
             let channel = self.channel(&envelope.topic);
-            let data = wire::volatile(&wire::encode(&envelope, self.node, 0, false));
+            let data = wire::volatile(&wire::encode(
+                &envelope,
+                (self.node, self.instance),
+                0,
+                false,
+            ));
             self.outbox.push_back(Op::Volatile { channel, data });
             if let Some(confirm) = confirm {
                 let _ = confirm.send(Ok(None));
@@ -669,13 +722,15 @@ impl Actor {
             if self.topics.contains_key(&topic) {
                 return;
             }
-            self.topics.insert(topic.clone(), TopicState::new());
-            self.outbox.push_back(Op::State {
+            self.incarnations += 1;
+            let incarnation = self.incarnations;
+            self.topics
+                .insert(topic.clone(), TopicState::new(incarnation));
+            self.outbox.push_back(Op::State(StateRead {
                 topic,
+                incarnation,
                 purpose: Purpose::Baseline,
-                from: 0,
-                to: 0,
-            });
+            }));
         } else if self.topics.remove(&topic).is_some() {
             let _ = self
                 .subs
@@ -689,9 +744,15 @@ impl Actor {
             Event::Connected(result) => {
                 self.connecting = false;
                 match result {
-                    Ok(conn) => {
+                    Ok((conn, run_id)) => {
                         tracing::info!(node = self.node, "connected to Redis again");
                         self.conn = Some(conn);
+                        self.run_id = run_id;
+                        // The heartbeat first: memberships are written only by a node
+                        // that is registered (a purge finds them).
+                        self.outbox.retain(|op| !matches!(op, Op::Heartbeat));
+                        self.outbox.push_front(Op::Heartbeat);
+                        self.heartbeat_queued = true;
                         self.backoff = Duration::from_millis(50);
                         self.shared.connected.store(true, Ordering::Relaxed);
                         bump(&self.shared.counters.reconnects, 1);
@@ -716,18 +777,7 @@ impl Actor {
                     let Some(topic) = self.topic_of(&channel) else {
                         continue;
                     };
-                    if self
-                        .topics
-                        .get(&topic)
-                        .is_some_and(|state| state.order.is_some())
-                    {
-                        self.outbox.push_back(Op::State {
-                            topic,
-                            purpose: Purpose::Check,
-                            from: 0,
-                            to: 0,
-                        });
-                    }
+                    self.check(topic);
                 }
             }
             Event::Live(channel, payload) => self.live(&channel, &payload),
@@ -766,7 +816,12 @@ impl Actor {
         match op {
             Op::Publish(publish) => {
                 let topic = &publish.envelope.topic;
-                let body = wire::encode(&publish.envelope, self.node, publish.serial, false);
+                let body = wire::encode(
+                    &publish.envelope,
+                    (self.node, self.instance),
+                    publish.serial,
+                    false,
+                );
                 pipe.cmd("EVALSHA")
                     .arg(self.scripts.publish.get_hash())
                     .arg(3)
@@ -782,7 +837,8 @@ impl Actor {
                     .arg(millis(config.history_ttl))
                     .arg(millis(config.history_ttl.max(MIN_OFFSET_TTL)))
                     .arg(publish.serial)
-                    .arg(millis(SERIAL_TTL));
+                    .arg(millis(SERIAL_TTL))
+                    .arg(&self.run_id);
             }
             Op::Volatile { channel, data } => {
                 pipe.cmd("PUBLISH").arg(channel).arg(&data[..]);
@@ -808,16 +864,18 @@ impl Actor {
                     .arg(channel)
                     .arg(format!("xungroup,{}", self.node));
             }
-            Op::State {
-                topic, from, to, ..
-            } => {
+            Op::State(read) => {
+                let (from, to) = match read.purpose {
+                    Purpose::Fill { from, to, .. } => (from, to),
+                    _ => (0, 0),
+                };
                 pipe.cmd("EVALSHA")
                     .arg(self.scripts.state.get_hash())
                     .arg(2)
-                    .arg(self.key("t", topic))
-                    .arg(self.key("s", topic))
-                    .arg(*from)
-                    .arg(*to);
+                    .arg(self.key("t", &read.topic))
+                    .arg(self.key("s", &read.topic))
+                    .arg(from)
+                    .arg(to);
             }
             Op::Heartbeat => {
                 pipe.cmd("EVALSHA")
@@ -879,6 +937,13 @@ impl Actor {
                 let answer = match reply {
                     Ok(value) => {
                         bump(&counters.published, 1);
+                        if publish.serial > self.seen_serial
+                            && self.topics.contains_key(&publish.envelope.topic)
+                            && self.unseen.len() < MAX_OWN_REMEMBERED
+                        {
+                            self.unseen
+                                .push_back((publish.serial, publish.envelope.clone()));
+                        }
                         Ok(position(&value))
                     }
                     Err(error) => {
@@ -911,28 +976,27 @@ impl Actor {
                         .map_err(|error| EngineError::Backend(error.to_string())),
                 );
             }
-            Op::State {
-                topic,
-                purpose,
-                from,
-                to,
-            } => match reply {
-                Ok(value) => self.state(topic, purpose, to, &value),
-                Err(error) => {
-                    bump(&counters.errors, 1);
-                    tracing::warn!(%error, %topic, "reading a topic's state failed; again");
-                    self.outbox.push_back(Op::State {
-                        topic,
-                        purpose,
-                        from,
-                        to,
-                    });
+            Op::State(read) => {
+                let parsed = reply.as_ref().ok().and_then(parse_state);
+                match parsed {
+                    Some(state) => self.state(read, state),
+                    None => {
+                        bump(&counters.errors, 1);
+                        tracing::warn!(reply = ?reply.err(), topic = %read.topic, "reading a topic's state failed; again");
+                        // Again, after what is queued: a topic whose keys hold another
+                        // program's data is read again and again, but never misread.
+                        self.outbox.push_back(Op::State(read));
+                    }
                 }
-            },
+            }
             Op::Heartbeat => {
                 self.heartbeat_queued = false;
                 match reply {
                     Ok(value) => self.heartbeat(&value),
+                    Err(error) if error.code() == Some("WSWORKER") => {
+                        tracing::error!(%error, node = self.node, "another node took this node's id; stopping the engine");
+                        self.evicted = true;
+                    }
                     Err(error) => {
                         bump(&counters.errors, 1);
                         tracing::error!(%error, node = self.node, "heartbeat refused");
@@ -942,30 +1006,50 @@ impl Actor {
         }
     }
 
-    /// A topic's state (and stream range) read back.
-    fn state(&mut self, topic: Topic, purpose: Purpose, to: u64, value: &Value) {
-        let Some((top, epoch, entries)) = parse_state(value) else {
-            tracing::warn!(%topic, "a topic's state in Redis is not the engine's");
+    /// Reads a topic's state again after (re)subscribing, unless a check is queued.
+    fn check(&mut self, topic: Topic) {
+        let Some(state) = self.topics.get_mut(&topic) else {
             return;
         };
+        if state.order.is_none() || state.check_queued {
+            return; // the baseline's own subscription will check
+        }
+        state.check_queued = true;
+        let incarnation = state.incarnation;
+        self.outbox.push_back(Op::State(StateRead {
+            topic,
+            incarnation,
+            purpose: Purpose::Check,
+        }));
+    }
+
+    /// A topic's state (and stream range) read back.
+    fn state(&mut self, read: StateRead, (top, epoch, entries): State) {
+        let topic = read.topic;
         let Some(state) = self.topics.get_mut(&topic) else {
             return; // no interest any more
         };
+        if state.incarnation != read.incarnation {
+            return; // for an interest that ended since
+        }
         let mut steps = Vec::new();
-        match (purpose, &mut state.order) {
+        match (read.purpose, &mut state.order) {
             (Purpose::Baseline, order @ None) => {
                 *order = Some(Order::new(epoch, top));
                 let _ = self.subs.send(SubRequest::Subscribe(self.channel(&topic)));
             }
-            (Purpose::Check, Some(order)) => order.on_check(epoch, top, &mut steps),
-            (Purpose::Fill, Some(order)) => {
+            (Purpose::Check, Some(order)) => {
+                state.check_queued = false;
+                order.on_check(epoch, top, &mut steps);
+            }
+            (Purpose::Fill { to, ticket, .. }, Some(order)) => {
                 bump(&self.shared.counters.fills, 1);
                 let entries = entries
                     .into_iter()
                     .filter_map(|(offset, body)| Some((offset, wire::decode(&body)?)))
                     .collect::<Vec<_>>();
                 bump(&self.shared.counters.filled, entries.len() as u64);
-                order.on_fill(epoch, top, entries, to, &mut steps);
+                order.on_fill(ticket, epoch, top, entries, to, &mut steps);
             }
             _ => {}
         }
@@ -1026,8 +1110,8 @@ impl Actor {
                     tracing::warn!(%topic, "a message in Redis is not the engine's");
                     return;
                 };
-                if body.origin == self.node {
-                    self.seen_serial = self.seen_serial.max(body.serial);
+                if (body.origin, body.instance) == (self.node, self.instance) {
+                    self.saw_own(body.serial);
                 }
                 let Some(order) = self.topics.get_mut(&topic).and_then(|s| s.order.as_mut()) else {
                     return;
@@ -1065,25 +1149,32 @@ impl Actor {
         for step in steps {
             match step {
                 Step::Deliver(body) => {
-                    let early =
-                        body.origin == self.node && self.delivered_early.remove(&body.serial);
-                    let first = self
-                        .topics
-                        .get_mut(topic)
-                        .is_some_and(|state| state.first_time(body.origin, body.serial));
-                    if early || !first {
+                    let own = (body.origin, body.instance) == (self.node, self.instance);
+                    let first = if own {
+                        self.saw_own(body.serial);
+                        self.note_own(body.serial)
+                    } else {
+                        self.topics.get_mut(topic).is_some_and(|state| {
+                            state.first_time((body.origin, body.instance), body.serial)
+                        })
+                    };
+                    if !first {
                         continue;
                     }
                     if let Some(link) = self.link() {
                         link.deliver(&body.into_envelope(topic.clone()));
                     }
                 }
-                Step::Fill { from, to } => self.outbox.push_back(Op::State {
-                    topic: topic.clone(),
-                    purpose: Purpose::Fill,
-                    from,
-                    to,
-                }),
+                Step::Fill { from, to, ticket } => {
+                    let Some(state) = self.topics.get(topic) else {
+                        continue;
+                    };
+                    self.outbox.push_back(Op::State(StateRead {
+                        topic: topic.clone(),
+                        incarnation: state.incarnation,
+                        purpose: Purpose::Fill { from, to, ticket },
+                    }));
+                }
                 Step::Resync { lost, epoch } => {
                     bump(&self.shared.counters.resyncs, 1);
                     if let Some(link) = self.link() {
@@ -1104,17 +1195,43 @@ impl Actor {
         if self.conn.take().is_some() {
             self.shared.connected.store(false, Ordering::Relaxed);
         }
-        let early: Vec<usize> = (0..self.outbox.len()).collect();
-        for i in early {
-            if let Some(Op::Publish(publish)) = self.outbox.get(i)
-                && publish.serial > self.seen_serial
-                && !self.delivered_early.contains(&publish.serial)
-            {
-                let (serial, envelope) = (publish.serial, publish.envelope.clone());
+        // First what Redis took but has not sent back yet, then what it has not taken: the
+        // order they were sent in.
+        let unseen = std::mem::take(&mut self.unseen);
+        let queued = self.outbox.iter().filter_map(|op| match op {
+            Op::Publish(publish) => Some((publish.serial, publish.envelope.clone())),
+            _ => None,
+        });
+        let early: Vec<(u64, Envelope)> = unseen.into_iter().chain(queued).collect();
+        for (serial, envelope) in early {
+            if serial > self.seen_serial {
                 self.deliver_early_envelope(serial, &envelope);
             }
         }
+        // Queries are not queued through an outage.
+        let mut kept = VecDeque::with_capacity(self.outbox.len());
+        for op in self.outbox.drain(..) {
+            match op {
+                Op::Query { reply, .. } => {
+                    let _ = reply.send(Err(EngineError::Unavailable));
+                }
+                op => kept.push_back(op),
+            }
+        }
+        self.outbox = kept;
         self.reconnect();
+    }
+
+    /// This node's message `serial` came back from Redis.
+    fn saw_own(&mut self, serial: u64) {
+        self.seen_serial = self.seen_serial.max(serial);
+        while self
+            .unseen
+            .front()
+            .is_some_and(|(s, _)| *s <= self.seen_serial)
+        {
+            self.unseen.pop_front();
+        }
     }
 
     fn deliver_early(&mut self, publish: &Publish) {
@@ -1123,16 +1240,21 @@ impl Actor {
     }
 
     fn deliver_early_envelope(&mut self, serial: u64, envelope: &Envelope) {
+        if !self.topics.contains_key(&envelope.topic) || !self.note_own(serial) {
+            return; // no connection of this node is in the topic, or it has it already
+        }
         if let Some(link) = self.link() {
             link.deliver(envelope);
         }
-        if let Some(state) = self.topics.get_mut(&envelope.topic) {
-            state.first_time(self.node, serial);
+    }
+
+    /// Notes this node's message `serial` delivered here; whether it was not already.
+    fn note_own(&mut self, serial: u64) -> bool {
+        let new = self.own_delivered.insert(serial);
+        while self.own_delivered.len() > MAX_OWN_REMEMBERED {
+            self.own_delivered.pop_first();
         }
-        self.delivered_early.insert(serial);
-        while self.delivered_early.len() > MAX_DELIVERED_EARLY {
-            self.delivered_early.pop_first();
-        }
+        new
     }
 
     fn reconnect(&mut self) {
@@ -1223,7 +1345,7 @@ fn heartbeat_invocation<'a>(
 async fn connect(
     client: &redis::Client,
     config: &RedisConfig,
-) -> RedisResult<MultiplexedConnection> {
+) -> RedisResult<(MultiplexedConnection, String)> {
     let settings = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(config.connect_timeout))
         .set_response_timeout(Some(config.response_timeout));
@@ -1237,7 +1359,17 @@ async fn connect(
             .query_async(&mut conn)
             .await?;
     }
-    Ok(conn)
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut conn)
+        .await?;
+    let run_id = info
+        .lines()
+        .find_map(|line| line.strip_prefix("run_id:"))
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    Ok((conn, run_id))
 }
 
 /// Keeps the subscriptions the actor asks for on a pub/sub connection of its own, made
@@ -1326,15 +1458,6 @@ async fn pubsub_task(
         }
         let _ = events.send(Event::PubsubDown);
     }
-}
-
-/// The serial before this instance's first publish: microseconds since the Unix epoch, so
-/// that a node restarted with the same id goes on above its previous instance's serials
-/// (unless that one published over a million messages a second for its whole life).
-fn first_serial() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 fn millis(duration: Duration) -> u64 {

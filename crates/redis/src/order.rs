@@ -11,14 +11,18 @@ use std::collections::BTreeMap;
 /// The most messages held back behind a gap; past it the gap is given up (reported) so
 /// that a stalled fill cannot grow a node's memory without bound.
 pub(crate) const MAX_HELD: usize = 10_000;
+/// The most offsets one fill reads: a long gap is read in several, so that no reply is
+/// large enough to time out.
+pub(crate) const MAX_FILL: u64 = 256;
 
 /// What the engine should do, in order.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Step<T> {
     /// Hand this message to the node's members.
     Deliver(T),
-    /// Read offsets `from..=to` from the topic's stream and call [`Order::on_fill`].
-    Fill { from: u64, to: u64 },
+    /// Read offsets `from..=to` from the topic's stream and call [`Order::on_fill`] with
+    /// `ticket`.
+    Fill { from: u64, to: u64, ticket: u64 },
     /// Tell the application: offsets `lost` (in the topic's old epoch when `lost` is
     /// `None`: everything after what was delivered) will never come; `epoch` from now on.
     Resync {
@@ -38,8 +42,10 @@ pub(crate) struct Order<T> {
     held: BTreeMap<u64, T>,
     /// The highest offset known to exist in `epoch`.
     top: u64,
-    /// A fill in flight (at most one per topic: a gap is filled once per node).
-    filling: bool,
+    /// The ticket of the fill in flight (at most one per topic: a gap is filled once per
+    /// node). A reply with another ticket is stale (asked before an epoch change).
+    filling: Option<u64>,
+    tickets: u64,
 }
 
 impl<T> Order<T> {
@@ -51,7 +57,8 @@ impl<T> Order<T> {
             next: top + 1,
             top,
             held: BTreeMap::new(),
-            filling: false,
+            filling: None,
+            tickets: 0,
         }
     }
 
@@ -100,13 +107,17 @@ impl<T> Order<T> {
     /// and the entries of the range the stream still has, in offset order.
     pub(crate) fn on_fill(
         &mut self,
+        ticket: u64,
         epoch: Option<u64>,
         top: u64,
         entries: Vec<(u64, T)>,
         to: u64,
         out: &mut Vec<Step<T>>,
     ) {
-        self.filling = false;
+        if self.filling != Some(ticket) {
+            return; // asked before an epoch change: not this history's
+        }
+        self.filling = None;
         if self.epoch != epoch {
             // The history the fill read is not the one the gap is in.
             self.new_epoch(epoch, out);
@@ -166,7 +177,7 @@ impl<T> Order<T> {
     /// Asks for the gap before the first held message, or up to the highest offset known,
     /// unless a fill is in flight.
     fn ask_fill(&mut self, out: &mut Vec<Step<T>>) {
-        if self.filling {
+        if self.filling.is_some() {
             return;
         }
         let to = match self.held.keys().next() {
@@ -174,10 +185,12 @@ impl<T> Order<T> {
             None => self.top,
         };
         if to >= self.next {
-            self.filling = true;
+            self.tickets += 1;
+            self.filling = Some(self.tickets);
             out.push(Step::Fill {
                 from: self.next,
-                to,
+                to: to.min(self.next + MAX_FILL - 1),
+                ticket: self.tickets,
             });
         }
     }
@@ -199,7 +212,7 @@ impl<T> Order<T> {
         self.next = 1;
         self.top = 0;
         self.held.clear();
-        self.filling = false;
+        self.filling = None;
     }
 }
 
@@ -243,11 +256,18 @@ mod tests {
         order.on_live(7, 5, 5, &mut out);
         assert_eq!(
             out,
-            vec![Step::Deliver(1), Step::Fill { from: 2, to: 3 }],
+            vec![
+                Step::Deliver(1),
+                Step::Fill {
+                    from: 2,
+                    to: 3,
+                    ticket: 1
+                }
+            ],
             "4 and 5 wait, one fill asked"
         );
         out.clear();
-        order.on_fill(Some(7), 5, vec![(2, 2), (3, 3)], 3, &mut out);
+        order.on_fill(1, Some(7), 5, vec![(2, 2), (3, 3)], 3, &mut out);
         assert_eq!(delivered(&out), vec![2, 3, 4, 5]);
         assert_eq!(order.position(), (Some(7), 6));
     }
@@ -259,7 +279,7 @@ mod tests {
         order.on_live(7, 6, 6, &mut out);
         out.clear();
         // The stream kept only 4 and 5 of 1..=5.
-        order.on_fill(Some(7), 6, vec![(4, 4), (5, 5)], 5, &mut out);
+        order.on_fill(1, Some(7), 6, vec![(4, 4), (5, 5)], 5, &mut out);
         assert_eq!(
             out,
             vec![
@@ -286,11 +306,15 @@ mod tests {
                     lost: None,
                     epoch: 9
                 },
-                Step::Fill { from: 1, to: 1 }
+                Step::Fill {
+                    from: 1,
+                    to: 1,
+                    ticket: 1
+                }
             ]
         );
         out.clear();
-        order.on_fill(Some(9), 2, vec![(1, 1)], 1, &mut out);
+        order.on_fill(1, Some(9), 2, vec![(1, 1)], 1, &mut out);
         assert_eq!(delivered(&out), vec![1, 2]);
     }
 
@@ -301,7 +325,14 @@ mod tests {
         order.on_check(Some(7), 3, &mut out);
         assert!(out.is_empty(), "nothing missed");
         order.on_check(Some(7), 6, &mut out);
-        assert_eq!(out, vec![Step::Fill { from: 4, to: 6 }]);
+        assert_eq!(
+            out,
+            vec![Step::Fill {
+                from: 4,
+                to: 6,
+                ticket: 1
+            }]
+        );
         out.clear();
         order.on_check(Some(7), 8, &mut out);
         assert!(out.is_empty(), "a fill is in flight already");
@@ -329,6 +360,74 @@ mod tests {
         assert_eq!(delivered(&out).len(), MAX_HELD + 1);
     }
 
+    #[test]
+    fn a_fill_asked_before_an_epoch_change_is_ignored_when_it_answers() {
+        let mut order = Order::new(Some(7), 0);
+        let mut out = Vec::new();
+        order.on_live(7, 500, 500, &mut out); // asks 1..=256 (ticket 1)
+        out.clear();
+        // Redis restarted: the new epoch's offset 1 arrives, then the old fill answers from
+        // the new Redis (epoch 9, top 1, nothing in 1..=256 but offset 1).
+        order.on_live(9, 1, 1, &mut out);
+        assert!(out.contains(&Step::Deliver(1)));
+        out.clear();
+        order.on_fill(1, Some(9), 1, vec![(1, 1)], 256, &mut out);
+        assert!(out.is_empty(), "stale: {out:?}");
+        order.on_live(9, 2, 2, &mut out);
+        assert_eq!(
+            out,
+            vec![Step::Deliver(2)],
+            "offset 2 is not taken for a duplicate"
+        );
+    }
+
+    #[test]
+    fn a_long_gap_is_read_in_chunks() {
+        let mut order = Order::new(Some(1), 0);
+        let mut out = Vec::new();
+        order.on_live(1, 1_000, 1_000, &mut out);
+        assert_eq!(
+            out,
+            vec![Step::Fill {
+                from: 1,
+                to: MAX_FILL,
+                ticket: 1
+            }]
+        );
+        out.clear();
+        order.on_fill(
+            1,
+            Some(1),
+            1_000,
+            (1..=MAX_FILL).map(|o| (o, o)).collect(),
+            MAX_FILL,
+            &mut out,
+        );
+        assert_eq!(
+            out.last(),
+            Some(&Step::Fill {
+                from: MAX_FILL + 1,
+                to: 2 * MAX_FILL,
+                ticket: 2
+            })
+        );
+    }
+
+    #[test]
+    fn a_check_read_before_later_messages_arrived_changes_nothing() {
+        let mut order = Order::new(Some(7), 0);
+        let mut out = Vec::new();
+        for off in 1..=5 {
+            order.on_live(7, off, off, &mut out);
+        }
+        out.clear();
+        // Read when the topic's top was 2: older than what was delivered since.
+        order.on_check(Some(7), 2, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        order.on_live(7, 6, 6, &mut out);
+        assert_eq!(out, vec![Step::Deliver(6)]);
+    }
+
     proptest! {
         /// Whatever pub/sub drops, with fills from a stream that has everything, every
         /// message is delivered once, in order.
@@ -342,11 +441,11 @@ mod tests {
             let mut out = Vec::new();
             let mut got = Vec::new();
             let mut fills = Vec::new();
-            let run = |out: &mut Vec<Step<u64>>, fills: &mut Vec<(u64, u64)>, got: &mut Vec<u64>| {
+            let run = |out: &mut Vec<Step<u64>>, fills: &mut Vec<(u64, u64, u64)>, got: &mut Vec<u64>| {
                 for step in out.drain(..) {
                     match step {
                         Step::Deliver(m) => got.push(m),
-                        Step::Fill { from, to } => fills.push((from, to)),
+                        Step::Fill { from, to, ticket } => fills.push((from, to, ticket)),
                         Step::Resync { .. } => panic!("nothing is lost here"),
                     }
                 }
@@ -358,16 +457,16 @@ mod tests {
                     run(&mut out, &mut fills, &mut got);
                 }
                 if !fill_late {
-                    while let Some((from, to)) = fills.pop() {
-                        order.on_fill(Some(1), off, (from..=to).map(|o| (o, o)).collect(), to, &mut out);
+                    while let Some((from, to, ticket)) = fills.pop() {
+                        order.on_fill(ticket, Some(1), off, (from..=to).map(|o| (o, o)).collect(), to, &mut out);
                         run(&mut out, &mut fills, &mut got);
                     }
                 }
             }
             order.on_check(Some(1), n, &mut out);
             run(&mut out, &mut fills, &mut got);
-            while let Some((from, to)) = fills.pop() {
-                order.on_fill(Some(1), n, (from..=to).map(|o| (o, o)).collect(), to, &mut out);
+            while let Some((from, to, ticket)) = fills.pop() {
+                order.on_fill(ticket, Some(1), n, (from..=to).map(|o| (o, o)).collect(), to, &mut out);
                 run(&mut out, &mut fills, &mut got);
             }
             prop_assert_eq!(got, (1..=n).collect::<Vec<_>>());

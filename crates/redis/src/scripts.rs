@@ -12,8 +12,12 @@
 
 /// Publishes one ordered message. KEYS: topic hash, topic stream, the instance's serial
 /// key. ARGV: channel, body, stream length, stream TTL (ms), offset TTL (ms), serial,
-/// serial TTL (ms). Returns `{offset, epoch}`, or `{0, "0"}` when this serial was
-/// published already (a batch retried after its reply was lost).
+/// serial TTL (ms), the server's run id. Returns `{offset, epoch}`, or `{0, "0"}` when
+/// this serial was published already (a batch retried after its reply was lost).
+///
+/// A topic whose offsets another run of the server wrote (`r`: restored from a snapshot
+/// after a restart, or a replica promoted) starts a new epoch at offset 1: its offsets may
+/// have gone back, and reusing them would pass new messages for old ones.
 pub(crate) const PUBLISH: &str = r"
 local last = tonumber(redis.call('GET', KEYS[3]) or '0')
 if tonumber(ARGV[6]) <= last then
@@ -22,10 +26,11 @@ end
 redis.call('SET', KEYS[3], ARGV[6], 'PX', ARGV[7])
 local off = redis.call('HINCRBY', KEYS[1], 'o', 1)
 local epoch = redis.call('HGET', KEYS[1], 'e')
-if off == 1 or not epoch then
+if off == 1 or not epoch or redis.call('HGET', KEYS[1], 'r') ~= ARGV[8] then
   local t = redis.call('TIME')
   epoch = t[1] .. string.format('%06d', tonumber(t[2]))
-  redis.call('HSET', KEYS[1], 'e', epoch)
+  off = 1
+  redis.call('HSET', KEYS[1], 'o', 1, 'e', epoch, 'r', ARGV[8])
   redis.call('DEL', KEYS[2])
 end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], off .. '-1', 'm', ARGV[2])

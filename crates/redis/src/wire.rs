@@ -3,7 +3,8 @@
 //! heads that tell ordered, volatile and control messages apart.
 //!
 //! A body: flags (1 byte: bit 0 binary, bit 1 delivered by its origin already), the origin
-//! node (u16), the origin's publish serial (u64), the one connection it is for (u64, 0:
+//! node (u16) and instance (u64: a node id outlives a process), the instance's publish
+//! serial (u64), the one connection it is for (u64, 0:
 //! all of the topic's), the count of connections left out (u16) and their ids (u64 each),
 //! then the payload. Integers big-endian.
 //!
@@ -17,12 +18,13 @@ use wsworker::proto::Utf8Bytes;
 
 const BINARY: u8 = 1;
 const ORIGIN_DELIVERED: u8 = 2;
-const FIXED: usize = 1 + 2 + 8 + 8 + 2;
+const FIXED: usize = 1 + 2 + 8 + 8 + 8 + 2;
 
 /// A message read back from Redis.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Body {
     pub(crate) origin: u16,
+    pub(crate) instance: u64,
     pub(crate) serial: u64,
     pub(crate) origin_delivered: bool,
     pub(crate) conn: Option<u64>,
@@ -42,10 +44,10 @@ impl Body {
     }
 }
 
-/// Encodes `envelope` as sent by node `origin` with serial `serial`.
+/// Encodes `envelope` as sent by instance `instance` of node `origin` with serial `serial`.
 pub(crate) fn encode(
     envelope: &Envelope,
-    origin: u16,
+    (origin, instance): (u16, u64),
     serial: u64,
     origin_delivered: bool,
 ) -> Bytes {
@@ -63,6 +65,7 @@ pub(crate) fn encode(
     let mut out = BytesMut::with_capacity(FIXED + 8 * except.len() + payload.len());
     out.put_u8(flags);
     out.put_u16(origin);
+    out.put_u64(instance);
     out.put_u64(serial);
     out.put_u64(envelope.conn.unwrap_or(0));
     out.put_u16(except.len() as u16);
@@ -81,6 +84,7 @@ pub(crate) fn decode(body: &[u8]) -> Option<Body> {
     let mut buf = body;
     let flags = buf.get_u8();
     let origin = buf.get_u16();
+    let instance = buf.get_u64();
     let serial = buf.get_u64();
     let conn = buf.get_u64();
     let count = usize::from(buf.get_u16());
@@ -96,6 +100,7 @@ pub(crate) fn decode(body: &[u8]) -> Option<Body> {
     };
     Some(Body {
         origin,
+        instance,
         serial,
         origin_delivered: flags & ORIGIN_DELIVERED != 0,
         conn: (conn != 0).then_some(conn),
@@ -163,11 +168,12 @@ mod tests {
                 message: message.clone(),
                 volatile: false,
             };
-            let body = decode(&encode(&envelope, 7, 42, true)).unwrap();
+            let body = decode(&encode(&envelope, (7, 99), 42, true)).unwrap();
             assert_eq!(
                 body,
                 Body {
                     origin: 7,
+                    instance: 99,
                     serial: 42,
                     origin_delivered: true,
                     conn: Some(99),
@@ -189,7 +195,7 @@ mod tests {
                 message: Message::text("x"),
                 volatile: false,
             },
-            1,
+            (1, 1),
             1,
             false,
         )

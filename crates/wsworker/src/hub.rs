@@ -58,7 +58,7 @@ pub struct Hub {
 }
 
 /// The application's answer to lost messages ([`Hub::on_resync`]).
-type ResyncCallback = Arc<dyn Fn(&Resync) + Send + Sync>;
+type ResyncCallback = Arc<dyn Fn(&Hub, &Resync) + Send + Sync>;
 
 struct Inner {
     connections: Connections,
@@ -206,8 +206,14 @@ impl Hub {
     }
 
     /// Calls `callback` whenever the engine could not deliver a topic's messages in order
-    /// (see [`Resync`]); without one, a warning is logged.
-    pub fn on_resync(&self, callback: impl Fn(&Resync) + Send + Sync + 'static) {
+    /// (see [`Resync`]), with this Hub to send the topic's connections what they need
+    /// afresh; without one, a warning is logged.
+    ///
+    /// It runs on the engine's thread: send from it, but do not wait there for the engine
+    /// (a [`Hub::send_confirmed`] or [`Hub::cluster`] query awaited inside would wait for
+    /// itself); spawn a task for that. Use the `Hub` it is given rather than capturing one:
+    /// a Hub captured here keeps itself, and its engine, alive for ever.
+    pub fn on_resync(&self, callback: impl Fn(&Self, &Resync) + Send + Sync + 'static) {
         *self
             .inner
             .on_resync
@@ -513,7 +519,7 @@ impl Hub {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         match callback {
-            Some(callback) => callback(resync),
+            Some(callback) => callback(self, resync),
             None => tracing::warn!(
                 topic = %resync.topic,
                 lost = ?resync.lost,

@@ -145,6 +145,11 @@ impl Node {
     }
 
     pub fn start_with(config: RedisConfig) -> Self {
+        // The engine's warnings (a batch that failed, a reconnect) in the test's output.
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_test_writer()
+            .try_init();
         let mut worker = Worker::new("websocket://127.0.0.1:0").unwrap();
         worker.count(2);
         worker.engine(RedisEngine::start(config).unwrap()).unwrap();
@@ -160,7 +165,7 @@ impl Node {
         });
         let hub = worker.hub();
         let (resync_tx, resyncs) = mpsc::channel();
-        hub.on_resync(move |resync| {
+        hub.on_resync(move |_, resync| {
             let _ = resync_tx.send(resync.clone());
         });
         Self {
