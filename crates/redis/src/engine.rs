@@ -36,6 +36,8 @@ use crate::wire::{self, Body, Live};
 
 /// Operations sent in one pipelined batch at most.
 const MAX_BATCH: usize = 1_024;
+/// Bytes of messages in one batch at most (a larger message goes alone).
+const MAX_BATCH_BYTES: usize = 1 << 20;
 /// The longest wait between two connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// How long a topic's offset counter outlives its last message, at least: a counter that
@@ -43,6 +45,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 const MIN_OFFSET_TTL: Duration = Duration::from_secs(24 * 3600);
 /// How long Redis remembers an instance's last published serial (for retried batches).
 const SERIAL_TTL: Duration = Duration::from_secs(3600);
+/// How long a stopping engine may take to send what it had queued.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a stopping engine may take to take its memberships out of Redis.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(1);
 /// This node's own delivered serials remembered (and unseen messages kept), at most.
@@ -187,6 +191,15 @@ enum Purpose {
 }
 
 impl Op {
+    /// About how many bytes of message it carries.
+    fn size(&self) -> usize {
+        match self {
+            Self::Publish(publish) => 64 + publish.envelope.message.len(),
+            Self::Volatile { data, .. } => data.len(),
+            _ => 64,
+        }
+    }
+
     /// Redis commands this operation takes in a pipeline.
     fn commands(&self) -> usize {
         match self {
@@ -796,7 +809,19 @@ impl Actor {
         let Some(mut conn) = self.conn.clone() else {
             return;
         };
-        let n = self.outbox.len().min(MAX_BATCH);
+        // By count and by bytes: a batch's reply must come well within the response
+        // timeout, or the batch would fail and be sent again for ever.
+        let mut bytes = 0;
+        let n = self
+            .outbox
+            .iter()
+            .take(MAX_BATCH)
+            .take_while(|op| {
+                let first = bytes == 0;
+                bytes += op.size();
+                first || bytes <= MAX_BATCH_BYTES
+            })
+            .count();
         let ops: Vec<Op> = self.outbox.drain(..n).collect();
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
@@ -1277,6 +1302,24 @@ impl Actor {
     /// Takes this node's memberships out of Redis (best effort, bounded) and fails what
     /// was still queued.
     async fn stop(&mut self) {
+        // What the application sent before it stopped goes out first, if Redis is there:
+        // batch after batch, for at most FLUSH_TIMEOUT.
+        self.outbox
+            .retain(|op| matches!(op, Op::Publish(_) | Op::Volatile { .. }));
+        let deadline = tokio::time::Instant::now() + FLUSH_TIMEOUT;
+        loop {
+            if !self.in_flight {
+                if self.outbox.is_empty() || self.conn.is_none() {
+                    break;
+                }
+                self.pump();
+            }
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(Event::Batch(ops, result))) => self.batch_done(ops, result),
+                Ok(Some(_)) => {}
+                _ => break,
+            }
+        }
         if let Some(mut conn) = self.conn.take() {
             let mut leave = self.scripts.leave.prepare_invoke();
             leave

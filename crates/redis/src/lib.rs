@@ -49,7 +49,12 @@
 //!   [`RedisConfig::heartbeat`]; any node that sees a heartbeat older than
 //!   [`RedisConfig::node_ttl`] purges that node's memberships, so a node killed with
 //!   `kill -9` leaves none behind for longer than `node_ttl` + `heartbeat`. A node that was
-//!   purged while it lived (stalled past the TTL) writes its memberships again.
+//!   purged while it lived (stalled past the TTL) writes its memberships again; one whose
+//!   id another node took meanwhile stops its engine. A node that stops sends what it had
+//!   queued (for up to 2 s) and takes its memberships out at once.
+//! - **Epochs**: a topic's epoch changes when its history is lost: Redis restarted empty,
+//!   restored from an older snapshot, or a replica promoted (each is another run of the
+//!   server, which the publish script sees). Offsets never go back within an epoch.
 //!
 //! Not guaranteed: order between different topics (a user's and a group's messages to one
 //! connection interleave as they arrive); delivery to a connection that was not a member

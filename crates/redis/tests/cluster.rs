@@ -205,3 +205,34 @@ async fn two_nodes_publishing_at_once_show_every_node_one_order() {
 fn futures_lite_block<T>(future: impl Future<Output = wsworker::Result<T>>) -> T {
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(future)).unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server (interop/setup.sh installs it)"]
+async fn a_node_that_stops_sends_what_it_queued_then_leaves() {
+    const N: usize = 8_000; // within the queue (10,000)
+    let redis = RedisServer::start();
+    let first = Node::start(&redis, 1);
+    let second = Node::start(&redis, 2);
+    let (listener, _) = second.connect("/?room=r").await;
+    let (_member, _) = first.connect("/?room=r").await;
+    eventually("both members are seen", || {
+        futures_lite_block(second.hub.cluster().group_len("r")) == 2
+    });
+    for i in 1..=N {
+        first.hub.send_to_group("r", i.to_string());
+    }
+    // At once: the server stops (its connections close and leave), then its Hub and engine go.
+    let Node { server, hub, .. } = first;
+    tokio::task::spawn_blocking(move || {
+        server.shutdown();
+        drop(hub);
+    })
+    .await
+    .unwrap();
+    // The engine has stopped: its node left Redis, and what it had queued went out first.
+    let nodes: Vec<String> = redis.query(&["ZRANGE", "wsw:nodes", "0", "-1"]);
+    assert_eq!(nodes, ["2"]);
+    for i in 1..=N {
+        assert_eq!(next_text(&listener).await, i.to_string());
+    }
+}
