@@ -61,8 +61,11 @@
 //! when the message reached its node; anything across a Redis failover that loses
 //! acknowledged writes beyond what an epoch change reports.
 
+mod actor;
 mod engine;
 mod order;
+mod pubsub;
+mod reply;
 mod scripts;
 mod wire;
 

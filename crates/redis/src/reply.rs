@@ -1,0 +1,83 @@
+//! Redis's replies to the engine's scripts and commands, read.
+
+use std::time::Duration;
+
+use redis::Value;
+use wsworker::hub::Position;
+
+pub(crate) fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+pub(crate) fn number(value: &Value) -> Option<u64> {
+    match value {
+        Value::Int(n) => u64::try_from(*n).ok(),
+        Value::BulkString(bytes) => std::str::from_utf8(bytes).ok()?.parse().ok(),
+        Value::SimpleString(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+/// The publish script's `{offset, epoch}`; `None` for a serial published already.
+pub(crate) fn position(value: &Value) -> Option<Position> {
+    let Value::Array(items) = value else {
+        return None;
+    };
+    let offset = number(items.first()?)?;
+    let epoch = number(items.get(1)?)?;
+    (offset > 0).then_some(Position { epoch, offset })
+}
+
+/// The ids in a set of connection ids.
+pub(crate) fn ids(value: &Value) -> Vec<u64> {
+    match value {
+        Value::Array(items) | Value::Set(items) => items.iter().filter_map(number).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The state script's `{top, epoch, entries}`: entries as (offset, body).
+pub(crate) type State = (u64, Option<u64>, Vec<(u64, Vec<u8>)>);
+
+pub(crate) fn parse_state(value: &Value) -> Option<State> {
+    let Value::Array(items) = value else {
+        return None;
+    };
+    let [top, epoch, entries] = items.as_slice() else {
+        return None;
+    };
+    let top = number(top).unwrap_or(0);
+    let epoch = number(epoch);
+    let Value::Array(entries) = entries else {
+        return None;
+    };
+    let entries = entries
+        .iter()
+        .filter_map(|entry| {
+            let Value::Array(parts) = entry else {
+                return None;
+            };
+            let [id, fields] = parts.as_slice() else {
+                return None;
+            };
+            let Value::BulkString(id) = id else {
+                return None;
+            };
+            let offset = std::str::from_utf8(id)
+                .ok()?
+                .split('-')
+                .next()?
+                .parse()
+                .ok()?;
+            let Value::Array(fields) = fields else {
+                return None;
+            };
+            let body = match fields.as_slice() {
+                [Value::BulkString(name), Value::BulkString(body)] if name == b"m" => body.clone(),
+                _ => return None,
+            };
+            Some((offset, body))
+        })
+        .collect();
+    Some((top, epoch, entries))
+}
