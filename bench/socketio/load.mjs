@@ -16,7 +16,10 @@
 // subscriber checks each message (the padding, the order: gaps, duplicates, reorders) and
 // records its latency; the publisher checks its own copies but they are not deliveries.
 // After publishing, connections wait at most 2 s for what is still missing (each missing
-// message is an error), then disconnect. The message format, the phases, the bounds and
+// message is an error), then disconnect. The publisher runs on a worker thread of its own:
+// Node runs one event loop per thread, and the subscribers' backlog, when the servers send
+// faster than this process reads, would otherwise hold the publisher's timers back and
+// lower the load it offers. The message format, the phases, the bounds and
 // the report are those of `wsworker bench --fanout` (crates/cli/src/bench/fanout.rs), so
 // that the two stacks are measured alike.
 //
@@ -26,6 +29,7 @@
 
 import { createHistogram } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
+import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { io } from 'socket.io-client';
 
 const USAGE =
@@ -111,8 +115,10 @@ function parse() {
   return plan;
 }
 
-/// Nanoseconds on the monotonic clock, as a Number (exact below 2^53 ns: 104 days).
-const epoch = process.hrtime.bigint();
+/// Nanoseconds on the monotonic clock since the run's epoch, as a Number (exact below 2^53
+/// ns: 104 days). The clock is the machine's (CLOCK_MONOTONIC), the epoch the main
+/// thread's, handed to the publisher's thread: send and receive times compare.
+const epoch = isMainThread ? process.hrtime.bigint() : workerData.epoch;
 const now = () => Number(process.hrtime.bigint() - epoch);
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -128,6 +134,14 @@ class Errors {
     this.samples[kind] ??= `connection ${conn}: ${detail}`;
   }
 
+  /// Adds another thread's counts and samples (as `counts` and `samples` came).
+  merge({ counts, samples }) {
+    for (const kind of ERROR_KINDS) {
+      this.counts[kind] += counts[kind];
+      if (samples[kind] !== undefined) this.samples[kind] ??= samples[kind];
+    }
+  }
+
   total() {
     return Object.values(this.counts).reduce((a, b) => a + b, 0);
   }
@@ -135,13 +149,20 @@ class Errors {
 
 /// What every connection of the run shares.
 class Run {
-  constructor(plan) {
+  /// The run of `plan`; `padding` is the main thread's, given to the publisher's thread.
+  constructor(plan, padding = undefined) {
     this.plan = plan;
-    // The padding every message carries after its head (as wsworker's text payloads).
-    const letters = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ';
-    let padding = '';
-    for (let i = HEAD_LEN; i < plan.size; i++) padding += letters[Math.floor(Math.random() * letters.length)];
+    if (padding === undefined) {
+      // The padding every message carries after its head (as wsworker's text payloads).
+      const letters = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ';
+      padding = '';
+      for (let i = HEAD_LEN; i < plan.size; i++) padding += letters[Math.floor(Math.random() * letters.length)];
+    }
     this.padding = padding;
+    // Called once per connection when its first sync message comes.
+    this.onSynced = () => {
+      this.synced += 1;
+    };
     this.errors = new Errors();
     // Latencies in ns; 1 ns to 1 hour, 3 significant digits.
     this.latency = createHistogram({ lowest: 1, highest: 3.6e12, figures: 3 });
@@ -238,7 +259,7 @@ class Peer {
     if (seq === SYNC_SEQ) {
       if (!this.synced) {
         this.synced = true;
-        run.synced += 1;
+        run.onSynced();
       }
       return;
     }
@@ -301,27 +322,6 @@ async function openSubscribers(run) {
   return { peers, opened };
 }
 
-/// Sync messages every SYNC_INTERVAL_MS until `members` connections have one, for
-/// SYNC_TIMEOUT_MS at most (then a timeout error, and the run goes on).
-async function sync(run, publisher, members) {
-  const giveUp = Date.now() + SYNC_TIMEOUT_MS;
-  for (;;) {
-    if (run.synced >= members) return;
-    if (Date.now() >= giveUp) {
-      run.errors.add(
-        'timeout',
-        publisher.index,
-        1,
-        `(the publisher) only ${run.synced} of ${members} connections received a message from it ` +
-          `within ${SYNC_TIMEOUT_MS / 1000} s: not in the room?`,
-      );
-      return;
-    }
-    publisher.socket.send(run.message(SYNC_SEQ, now()));
-    await sleep(SYNC_INTERVAL_MS);
-  }
-}
-
 /// `rate` messages per second for `duration` seconds (at most `limit`): message n is due at
 /// at + n / rate; every message due is sent at each wake-up, so that a late timer does not
 /// lower the count. Returns the count sent.
@@ -340,6 +340,183 @@ async function publish(run, publisher, atNs) {
     await sleep(Math.max(0, (dueNs(sent) - now()) / 1e6));
   }
   return sent;
+}
+
+/// The messages of `port` (the other thread), one at a time, in order: `await inbox.next()`.
+class Inbox {
+  constructor(port) {
+    this.queue = [];
+    this.waiting = null;
+    port.on('message', (message) => this.push(message));
+  }
+
+  push(message) {
+    if (this.waiting) {
+      const resolve = this.waiting;
+      this.waiting = null;
+      resolve(message);
+    } else {
+      this.queue.push(message);
+    }
+  }
+
+  /// The next message, or `fallback` after `ms` milliseconds.
+  next(ms = Infinity, fallback = null) {
+    if (this.queue.length > 0) return Promise.resolve(this.queue.shift());
+    return new Promise((resolve) => {
+      const timer = Number.isFinite(ms) ? setTimeout(() => {
+        this.waiting = null;
+        resolve(fallback);
+      }, ms) : null;
+      this.waiting = (message) => {
+        if (timer !== null) clearTimeout(timer);
+        resolve(message);
+      };
+    });
+  }
+}
+
+/// Waits for `peers` to have every published message, until `deadlineNs`; counts the
+/// messages still missing then.
+async function drain(run, peers, deadlineNs) {
+  for (const peer of peers) peer.publishedAll(run.published);
+  let timer;
+  const drained = await Promise.race([
+    Promise.all(peers.map((peer) => peer.complete)).then(() => true),
+    new Promise((resolve) => {
+      timer = setTimeout(() => resolve(false), Math.max(0, (deadlineNs - now()) / 1e6));
+    }),
+  ]);
+  clearTimeout(timer);
+  if (drained) return;
+  for (const peer of peers) {
+    if (!peer.closing && peer.next < run.published) {
+      const missing = run.published - peer.next;
+      run.errors.add(
+        'missing',
+        peer.index,
+        missing,
+        `${missing} of ${run.published} messages had not come ${DRAIN_TIMEOUT_MS / 1000} s after the last was sent`,
+      );
+    }
+  }
+}
+
+/// The publisher's thread: opens the publisher, sends sync messages until told to start,
+/// publishes, checks its own copies, and reports each step to the main thread:
+/// {open, ok}, {synced} (its own first sync message came back), {published, count, atNs,
+/// endNs}, {done, errors}.
+async function publisherThread() {
+  const { plan, padding } = workerData;
+  const run = new Run(plan, padding);
+  run.onSynced = () => parentPort.postMessage({ type: 'synced' });
+  const inbox = new Inbox(parentPort);
+  const publisher = new Peer(run, plan.conns, 0, true);
+  const finish = () => {
+    publisher.close();
+    parentPort.postMessage({ type: 'done', errors: { counts: run.errors.counts, samples: run.errors.samples } });
+  };
+  const ok = await publisher.open();
+  parentPort.postMessage({ type: 'open', ok });
+  if (!ok || (await inbox.next()).type !== 'sync') return finish();
+  // Sync messages until the main thread says every connection has one (or gives up).
+  for (;;) {
+    publisher.socket.send(run.message(SYNC_SEQ, now()));
+    const order = await inbox.next(SYNC_INTERVAL_MS);
+    if (order?.type === 'start') break;
+    if (order?.type === 'stop') return finish();
+  }
+  const atNs = now();
+  run.published = await publish(run, publisher, atNs);
+  const endNs = now();
+  run.drainDeadlineNs = endNs + DRAIN_TIMEOUT_MS * 1e6;
+  parentPort.postMessage({ type: 'published', count: run.published, atNs, endNs });
+  await drain(run, [publisher], run.drainDeadlineNs);
+  finish();
+}
+
+async function main() {
+  const plan = parse();
+  const run = new Run(plan);
+  // A bug or a stuck server must not keep the run: connecting, syncing, publishing,
+  // draining and closing all have bounds; this is the bound of the whole.
+  const hardLimitMs = CONNECT_TIMEOUT_MS * Math.ceil(plan.conns / MAX_CONCURRENT_HANDSHAKES + 2) +
+    SYNC_TIMEOUT_MS + plan.duration * 1000 + DRAIN_TIMEOUT_MS + 10000;
+  setTimeout(() => {
+    process.stderr.write(`socketio load: the run did not end within ${Math.round(hardLimitMs / 1000)} s\n`);
+    process.exit(1);
+  }, hardLimitMs).unref();
+
+  const connectBegan = now();
+  const { peers, opened } = await openSubscribers(run);
+  const connectS = (now() - connectBegan) / 1e9;
+  const report = { subscribers: opened.length, connectS, published: 0, windowS: 0, spanS: 0, cpuNs: null };
+  if (opened.length > 0) {
+    const worker = new Worker(new URL(import.meta.url), { workerData: { plan, padding: run.padding, epoch } });
+    const inbox = new Inbox(worker);
+    worker.on('error', (error) => {
+      run.errors.add('protocol', plan.conns, 1, `(the publisher's thread) ${error.message}`);
+      inbox.push({ type: 'done', errors: null });
+    });
+    const opening = await inbox.next();
+    if (opening.type === 'open' && opening.ok) {
+      await publishThrough(run, worker, inbox, opened, report);
+    }
+    // Its last word, within its own bounds (a drain and a close) and a margin.
+    let last = opening;
+    while (last !== null && last.type !== 'done') last = await inbox.next(DRAIN_TIMEOUT_MS + 5000);
+    if (last?.errors) run.errors.merge(last.errors);
+    if (last === null) run.errors.add('timeout', plan.conns, 1, "(the publisher's thread) did not finish");
+    await worker.terminate();
+  }
+  for (const peer of peers) peer.close();
+  output(run, report);
+  const succeeded =
+    report.subscribers === plan.conns &&
+    report.published > 0 &&
+    run.errors.total() === 0 &&
+    run.deliveries === report.published * report.subscribers;
+  // socket.io-client's sockets are closed; exit without waiting for their last packets.
+  process.exit(succeeded ? 0 : 1);
+}
+
+/// The run once the publisher's thread is open: sync, publishing, the subscribers' drain.
+async function publishThrough(run, worker, inbox, opened, report) {
+  const { plan } = run;
+  // Every subscriber and the publisher.
+  const members = opened.length + 1;
+  const giveUp = now() + SYNC_TIMEOUT_MS * 1e6;
+  worker.postMessage({ type: 'sync' });
+  while (run.synced < members && now() < giveUp) {
+    const message = await inbox.next(SYNC_INTERVAL_MS);
+    if (message?.type === 'synced') run.synced += 1;
+    else if (message !== null) return inbox.push(message);
+  }
+  if (run.synced < members) {
+    run.errors.add(
+      'timeout',
+      plan.conns,
+      1,
+      `(the publisher) only ${run.synced} of ${members} connections received a message from it ` +
+        `within ${SYNC_TIMEOUT_MS / 1000} s: not in the room?`,
+    );
+  }
+  const cpuBefore = process.cpuUsage();
+  worker.postMessage({ type: 'start' });
+  let published;
+  do published = await inbox.next(); while (published.type === 'synced');
+  if (published.type !== 'published') return inbox.push(published);
+  run.published = report.published = published.count;
+  report.windowS = plan.duration;
+  // "Missing" is counted from when the publisher sent its last message, however late this
+  // thread hears of it.
+  run.drainDeadlineNs = published.endNs + DRAIN_TIMEOUT_MS * 1e6;
+  await drain(run, opened, run.drainDeadlineNs);
+  for (const peer of opened) peer.close();
+  // This process's CPU time, every thread's (the publisher's too).
+  const cpu = process.cpuUsage(cpuBefore);
+  report.cpuNs = (cpu.user + cpu.system) * 1e3;
+  report.spanS = Math.max(report.windowS, (run.lastDeliveryNs - published.atNs) / 1e9);
 }
 
 /// The percentiles of `histogram` in µs, or nulls.
@@ -362,78 +539,6 @@ function duration(us) {
   if (us < 1e3) return `${us.toFixed(0)} µs`;
   if (us < 1e6) return `${(us / 1e3).toFixed(2)} ms`;
   return `${(us / 1e6).toFixed(2)} s`;
-}
-
-async function main() {
-  const plan = parse();
-  const run = new Run(plan);
-  // A bug or a stuck server must not keep the run: connecting, syncing, publishing,
-  // draining and closing all have bounds; this is the bound of the whole.
-  const hardLimitMs = CONNECT_TIMEOUT_MS * Math.ceil(plan.conns / MAX_CONCURRENT_HANDSHAKES + 1) +
-    SYNC_TIMEOUT_MS + plan.duration * 1000 + DRAIN_TIMEOUT_MS + 10000;
-  setTimeout(() => {
-    process.stderr.write(`socketio load: the run did not end within ${Math.round(hardLimitMs / 1000)} s\n`);
-    process.exit(1);
-  }, hardLimitMs).unref();
-
-  const connectBegan = now();
-  const { peers, opened } = await openSubscribers(run);
-  const connectS = (now() - connectBegan) / 1e9;
-  const report = {
-    subscribers: opened.length,
-    connectS,
-    published: 0,
-    windowS: 0,
-    spanS: 0,
-    cpuNs: null,
-  };
-  const publisher = new Peer(run, plan.conns, 0, true);
-  const everyone = [...peers, publisher];
-  if (opened.length > 0 && (await publisher.open())) {
-    await sync(run, publisher, opened.length + 1);
-    const cpuBefore = process.cpuUsage();
-    const atNs = now();
-    report.published = await publish(run, publisher, atNs);
-    report.windowS = plan.duration;
-    run.published = report.published;
-    run.drainDeadlineNs = now() + DRAIN_TIMEOUT_MS * 1e6;
-    for (const peer of [...opened, publisher]) peer.publishedAll(report.published);
-    let timer;
-    const drained = await Promise.race([
-      Promise.all([...opened, publisher].map((peer) => peer.complete)).then(() => true),
-      new Promise((resolve) => {
-        timer = setTimeout(() => resolve(false), DRAIN_TIMEOUT_MS);
-      }),
-    ]);
-    clearTimeout(timer);
-    if (!drained) {
-      for (const peer of [...opened, publisher]) {
-        if (!peer.closing && peer.next < report.published) {
-          const missing = report.published - peer.next;
-          run.errors.add(
-            'missing',
-            peer.index,
-            missing,
-            `${missing} of ${report.published} messages had not come ${DRAIN_TIMEOUT_MS / 1000} s after the last was sent`,
-          );
-        }
-      }
-    }
-    for (const peer of everyone) peer.close();
-    const cpu = process.cpuUsage(cpuBefore);
-    report.cpuNs = (cpu.user + cpu.system) * 1e3;
-    report.spanS = Math.max(report.windowS, (run.lastDeliveryNs - atNs) / 1e9);
-  } else {
-    for (const peer of everyone) peer.close();
-  }
-  output(run, report);
-  const succeeded =
-    report.subscribers === plan.conns &&
-    report.published > 0 &&
-    run.errors.total() === 0 &&
-    run.deliveries === report.published * report.subscribers;
-  // socket.io-client's sockets are closed; exit without waiting for their last packets.
-  process.exit(succeeded ? 0 : 1);
 }
 
 function output(run, report) {
@@ -502,4 +607,5 @@ function output(run, report) {
   else if (run.deliveries !== expected) process.stderr.write(`socketio load: ${run.deliveries} deliveries of ${expected} expected\n`);
 }
 
-await main();
+if (isMainThread) await main();
+else await publisherThread();
