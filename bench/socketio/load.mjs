@@ -35,19 +35,19 @@ import { io } from 'socket.io-client';
 const USAGE =
   'usage: node load.mjs URL [--node URL]... [--conns N] [--size BYTES] [--rate MSGS_PER_S] ' +
   '[--duration SECS] [--room NAME] [--json]';
-/// The bytes of a message's head: sequence number and send time, in hex.
+// The bytes of a message's head: sequence number and send time, in hex.
 const HEAD_LEN = 20;
-/// Send times are kept modulo 2^48 ns (78 hours).
+// Send times are kept modulo 2^48 ns (78 hours).
 const TIME_MODULUS = 2 ** 48;
-/// The sequence number of a sync message (never a published one's).
+// The sequence number of a sync message (never a published one's).
 const SYNC_SEQ = 0xffffffff;
 const SYNC_INTERVAL_MS = 20;
 const SYNC_TIMEOUT_MS = 5000;
-/// After publishing, how long connections wait for the messages still missing.
+// After publishing, how long connections wait for the messages still missing.
 const DRAIN_TIMEOUT_MS = 2000;
-/// A connection and its handshake must be done within this.
+// A connection and its handshake must be done within this.
 const CONNECT_TIMEOUT_MS = 10000;
-/// Handshakes in progress at once (as wsworker bench).
+// Handshakes in progress at once (as wsworker bench).
 const MAX_CONCURRENT_HANDSHAKES = 64;
 const MAX_RATE = 1e6;
 const MAX_CONNS = 100000;
@@ -58,7 +58,7 @@ function usage(message) {
   process.exit(2);
 }
 
-/// The arguments, checked as wsworker bench checks its own.
+// The arguments, checked as wsworker bench checks its own.
 function parse() {
   let parsed;
   try {
@@ -115,14 +115,14 @@ function parse() {
   return plan;
 }
 
-/// Nanoseconds on the monotonic clock since the run's epoch, as a Number (exact below 2^53
-/// ns: 104 days). The clock is the machine's (CLOCK_MONOTONIC), the epoch the main
-/// thread's, handed to the publisher's thread: send and receive times compare.
+// Nanoseconds on the monotonic clock since the run's epoch, as a Number (exact below 2^53
+// ns: 104 days). The clock is the machine's (CLOCK_MONOTONIC), the epoch the main
+// thread's, handed to the publisher's thread: send and receive times compare.
 const epoch = isMainThread ? process.hrtime.bigint() : workerData.epoch;
 const now = () => Number(process.hrtime.bigint() - epoch);
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/// Counts and the first sample of each error kind.
+// Counts and the first sample of each error kind.
 class Errors {
   constructor() {
     this.counts = Object.fromEntries(ERROR_KINDS.map((kind) => [kind, 0]));
@@ -134,7 +134,7 @@ class Errors {
     this.samples[kind] ??= `connection ${conn}: ${detail}`;
   }
 
-  /// Adds another thread's counts and samples (as `counts` and `samples` came).
+  // Adds another thread's counts and samples (as `counts` and `samples` came).
   merge({ counts, samples }) {
     for (const kind of ERROR_KINDS) {
       this.counts[kind] += counts[kind];
@@ -147,9 +147,9 @@ class Errors {
   }
 }
 
-/// What every connection of the run shares.
+// What every connection of the run shares.
 class Run {
-  /// The run of `plan`; `padding` is the main thread's, given to the publisher's thread.
+  // The run of `plan`; `padding` is the main thread's, given to the publisher's thread.
   constructor(plan, padding = undefined) {
     this.plan = plan;
     if (padding === undefined) {
@@ -176,14 +176,14 @@ class Run {
     this.nodes = plan.urls.map((url) => ({ url, subscribers: 0, deliveries: 0 }));
   }
 
-  /// Message `seq`, sent at `timeNs`.
+  // Message `seq`, sent at `timeNs`.
   message(seq, timeNs) {
     const head = seq.toString(16).padStart(8, '0') + (timeNs % TIME_MODULUS).toString(16).padStart(12, '0');
     return head + this.padding;
   }
 }
 
-/// One connection: a subscriber, or the publisher (`publisher` true).
+// One connection: a subscriber, or the publisher (`publisher` true).
 class Peer {
   constructor(run, index, node, publisher) {
     this.run = run;
@@ -200,9 +200,9 @@ class Peer {
     });
   }
 
-  /// Connects (socket.io-client: the WebSocket, Engine.IO's open packet and the namespace's
-  /// CONNECT), bounded by CONNECT_TIMEOUT_MS. Resolves true when open, false on failure
-  /// (counted).
+  // Connects (socket.io-client: the WebSocket, Engine.IO's open packet and the namespace's
+  // CONNECT), bounded by CONNECT_TIMEOUT_MS. Resolves true when open, false on failure
+  // (counted).
   open() {
     const { run } = this;
     return new Promise((resolve) => {
@@ -237,7 +237,7 @@ class Peer {
     });
   }
 
-  /// Checks one message: its form, then its order; a subscriber's is a delivery.
+  // Checks one message: its form, then its order; a subscriber's is a delivery.
   receive(data) {
     if (this.closing) return;
     const { run } = this;
@@ -275,7 +275,7 @@ class Peer {
     if (run.published !== null && this.next >= run.published) this.resolveComplete();
   }
 
-  /// Counts what is wrong with `seq` coming now, and moves `next` on (as wsworker bench).
+  // Counts what is wrong with `seq` coming now, and moves `next` on (as wsworker bench).
   checkOrder(seq) {
     const { errors } = this.run;
     if (seq === this.next) {
@@ -290,7 +290,7 @@ class Peer {
     }
   }
 
-  /// Publishing has ended with `count` messages: done already?
+  // Publishing has ended with `count` messages: done already?
   publishedAll(count) {
     if (this.closing || this.next >= count) this.resolveComplete();
   }
@@ -301,7 +301,7 @@ class Peer {
   }
 }
 
-/// Opens every subscriber, at most MAX_CONCURRENT_HANDSHAKES at a time.
+// Opens every subscriber, at most MAX_CONCURRENT_HANDSHAKES at a time.
 async function openSubscribers(run) {
   const { plan } = run;
   const peers = [];
@@ -322,9 +322,9 @@ async function openSubscribers(run) {
   return { peers, opened };
 }
 
-/// `rate` messages per second for `duration` seconds (at most `limit`): message n is due at
-/// at + n / rate; every message due is sent at each wake-up, so that a late timer does not
-/// lower the count. Returns the count sent.
+// `rate` messages per second for `duration` seconds (at most `limit`): message n is due at
+// at + n / rate; every message due is sent at each wake-up, so that a late timer does not
+// lower the count. Returns the count sent.
 async function publish(run, publisher, atNs) {
   const { rate, duration, limit } = run.plan;
   const stopNs = atNs + duration * 1e9;
@@ -342,7 +342,7 @@ async function publish(run, publisher, atNs) {
   return sent;
 }
 
-/// The messages of `port` (the other thread), one at a time, in order: `await inbox.next()`.
+// The messages of `port` (the other thread), one at a time, in order: `await inbox.next()`.
 class Inbox {
   constructor(port) {
     this.queue = [];
@@ -360,7 +360,7 @@ class Inbox {
     }
   }
 
-  /// The next message, or `fallback` after `ms` milliseconds.
+  // The next message, or `fallback` after `ms` milliseconds.
   next(ms = Infinity, fallback = null) {
     if (this.queue.length > 0) return Promise.resolve(this.queue.shift());
     return new Promise((resolve) => {
@@ -376,8 +376,8 @@ class Inbox {
   }
 }
 
-/// Waits for `peers` to have every published message, until `deadlineNs`; counts the
-/// messages still missing then.
+// Waits for `peers` to have every published message, until `deadlineNs`; counts the
+// messages still missing then.
 async function drain(run, peers, deadlineNs) {
   for (const peer of peers) peer.publishedAll(run.published);
   let timer;
@@ -402,10 +402,10 @@ async function drain(run, peers, deadlineNs) {
   }
 }
 
-/// The publisher's thread: opens the publisher, sends sync messages until told to start,
-/// publishes, checks its own copies, and reports each step to the main thread:
-/// {open, ok}, {synced} (its own first sync message came back), {published, count, atNs,
-/// endNs}, {done, errors}.
+// The publisher's thread: opens the publisher, sends sync messages until told to start,
+// publishes, checks its own copies, and reports each step to the main thread:
+// {open, ok}, {synced} (its own first sync message came back), {published, count, atNs,
+// endNs}, {done, errors}.
 async function publisherThread() {
   const { plan, padding } = workerData;
   const run = new Run(plan, padding);
@@ -480,7 +480,7 @@ async function main() {
   process.exit(succeeded ? 0 : 1);
 }
 
-/// The run once the publisher's thread is open: sync, publishing, the subscribers' drain.
+// The run once the publisher's thread is open: sync, publishing, the subscribers' drain.
 async function publishThrough(run, worker, inbox, opened, report) {
   const { plan } = run;
   // Every subscriber and the publisher.
@@ -519,7 +519,7 @@ async function publishThrough(run, worker, inbox, opened, report) {
   report.spanS = Math.max(report.windowS, (run.lastDeliveryNs - published.atNs) / 1e9);
 }
 
-/// The percentiles of `histogram` in µs, or nulls.
+// The percentiles of `histogram` in µs, or nulls.
 function percentiles(histogram) {
   if (histogram.count === 0) return { p50: null, p90: null, p99: null, p999: null, max: null };
   const us = (ns) => Math.round(ns) / 1e3;
