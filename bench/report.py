@@ -5,7 +5,9 @@
         appends one measured cell (the load generator's --json report on stdin, the
         server's figures as arguments) to CELLS.jsonl and prints a one-line summary;
     report.py table CELLS.jsonl OUT.md --date ... --reps ... (see main)
-        writes the Markdown tables: medians per scenario and server, ratios to the ceiling.
+        writes the Markdown tables: medians per scenario and server, ratios to the ceiling;
+    report.py cross CELLS.jsonl OUT.md --date ... --command ... (see main)
+        appends bench/cross-node's table to OUT.md: a row per stack and rate.
 """
 
 import argparse
@@ -337,10 +339,154 @@ def report(args):
         out.write("\n".join(lines) + "\n")
 
 
+CROSS_STACKS = ("wsworker", "socketio")
+CROSS_BASE = "socketio"
+CROSS_COLUMNS = [
+    ("deliveries/s", "deliveries_per_s", 0, True),
+    ("delivered %", "delivered_pct", 1, False),
+    ("p50 ms", "p50_ms", 2, True),
+    ("p99 ms", "p99_ms", 2, True),
+    ("Redis CPU µs/msg", "redis_us_msg", 1, True),
+    ("Redis cmds/msg", "redis_cmds_msg", 2, False),
+    ("nodes CPU µs/delivery", "nodes_us_delivery", 2, True),
+    ("nodes RSS peak MiB", "nodes_hwm_mib", 0, True),
+    ("load CPU %", "load_cpu", 0, False),
+]
+
+
+def cross_figures(record):
+    """The figures of one bench/cross-node cell, or None without a load report."""
+    bench = record.get("bench")
+    if not bench:
+        return None
+    published, deliveries = bench["published"], bench["deliveries"]
+    latency = bench["latency_us"]
+    ms = lambda us: us / 1e3 if us is not None else None  # noqa: E731
+    span = bench["delivery_span_s"]
+    return {
+        "deliveries_per_s": bench["deliveries_per_s"],
+        "delivered_pct": 100 * deliveries / bench["expected_deliveries"]
+        if bench["expected_deliveries"]
+        else None,
+        "p50_ms": ms(latency["p50"]),
+        "p99_ms": ms(latency["p99"]),
+        "redis_us_msg": record["redis_cpu_ns"] / 1e3 / published if published else None,
+        "redis_cmds_msg": record["redis_commands"] / published if published else None,
+        "nodes_us_delivery": record["nodes_cpu_ns"] / 1e3 / deliveries if deliveries else None,
+        "nodes_hwm_mib": record["nodes_hwm_kib"] / 1024,
+        "load_cpu": 100 * bench["client_cpu_s"] / span
+        if span and bench["client_cpu_s"] is not None
+        else None,
+    }
+
+
+def cross_errors(cells):
+    """Every error kind counted in these cells, summed, in words ("none" without any)."""
+    totals = {}
+    for record in cells:
+        for kind, count in ((record.get("bench") or {}).get("errors") or {}).items():
+            totals[kind] = totals.get(kind, 0) + count
+    said = [f"{kind} {count:,}" for kind, count in totals.items() if count]
+    return ", ".join(said) or "none"
+
+
+def cross(args):
+    """Appends one run of bench/cross-node to OUT: medians per stack and rate."""
+    with open(args.cells, encoding="utf-8") as cells:
+        records = [json.loads(line) for line in cells if line.strip()]
+    rates = []
+    for record in records:
+        if record["rate"] not in rates:
+            rates.append(record["rate"])
+    bench = next((r["bench"] for r in records if r.get("bench")), None)
+    shape = (
+        f"{records[0].get('nodes', '?')} nodes, {bench['conns']:,} subscribers + 1 publisher in one "
+        f"room, {bench['size']} B text"
+        if bench and records
+        else "no load report"
+    )
+    title = "smoke run (not a measurement)" if args.smoke else "cross-node broadcast"
+    lines = []
+    if not os.path.exists(args.out) or os.path.getsize(args.out) == 0:
+        lines += [
+            "# Cross-node broadcast: wsworker and Socket.IO, each over one Redis",
+            "",
+            "Appended to by `bench/cross-node` (see README.md), one section per run; do not "
+            "edit by hand.",
+        ]
+    lines += [
+        "",
+        f"## {args.date}: {title}",
+        "",
+        f"- `{args.command}`: {shape}; {args.reps} repetition(s) of {args.duration} s of "
+        f"publishing per cell, {args.elapsed // 60} min {args.elapsed % 60} s in all.",
+        f"- Machine: {os.cpu_count()} cores ({cpu_model()}), Linux {platform.release()}; "
+        f"{args.pinned or 'nothing pinned'}.",
+        f"- Versions: {args.versions}.",
+        "- Medians over the repetitions of the runs without errors (a message still missing 2 s "
+        "after the last was sent is the stack falling behind: delivered %, not a failed run). "
+        "`(2.00×)` is a figure divided by Socket.IO's at the same rate. Redis CPU is "
+        "redis-server's CPU time over the load run, less its idle upkeep (measured for 1 s "
+        "before), divided by the messages published (when a stack falls far behind, fewer of them reach "
+        "Redis: Redis cmds/msg, the commands it ran per message published, shows it); nodes "
+        "CPU, the nodes' together (connecting included) divided by the deliveries; nodes RSS "
+        "peak, the sum of their VmHWM; load CPU, the load generator's CPU time over the "
+        "delivery span.",
+        "",
+    ]
+    head = ["stack", "msgs/s", "runs ok"] + [name for name, _, _, _ in CROSS_COLUMNS] + ["errors"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    notes = []
+    for rate in rates:
+        summary = {}
+        for stack in CROSS_STACKS:
+            cells = [r for r in records if r["rate"] == rate and r["server"] == stack]
+            if not cells:
+                continue
+            clean = [c for c in cells if not failure(c)]
+            use = [f for c in clean if (f := cross_figures(c))]
+            medians = {}
+            for key in use[0] if use else ():
+                values = [f[key] for f in use if f[key] is not None]
+                medians[key] = statistics.median(values) if values else None
+            summary[stack] = (cells, clean, medians)
+            notes += [f"- {stack} at {rate:,}/s: {why}" for c in cells if (why := failure(c))]
+        base = summary.get(CROSS_BASE, (None, None, {}))[2]
+        for stack, (cells, clean, medians) in summary.items():
+            row = [stack, f"{rate:,}", f"{len(clean)}/{len(cells)}"]
+            for _, key, digits, ratio in CROSS_COLUMNS:
+                value = medians.get(key)
+                if ratio and stack != CROSS_BASE:
+                    row.append(with_ratio(value, base.get(key), digits))
+                else:
+                    row.append(fmt(value, digits))
+            row.append(cross_errors(cells))
+            lines.append("| " + " | ".join(row) + " |")
+    if notes:
+        lines += ["", "Failed runs (left out of the medians):", *notes]
+    with open(args.out, "a", encoding="utf-8") as out:
+        out.write("\n".join(lines) + "\n")
+    return 1 if notes else 0
+
+
 def main():
     if len(sys.argv) >= 3 and sys.argv[1] == "cell":
         cell(sys.argv[2], sys.argv[3:])
         return
+    if len(sys.argv) >= 2 and sys.argv[1] == "cross":
+        parser = argparse.ArgumentParser(description=__doc__)
+        parser.add_argument("mode", choices=["cross"])
+        parser.add_argument("cells")
+        parser.add_argument("out")
+        parser.add_argument("--date", required=True)
+        parser.add_argument("--command", required=True)
+        parser.add_argument("--versions", required=True)
+        parser.add_argument("--reps", type=int, required=True)
+        parser.add_argument("--duration", required=True)
+        parser.add_argument("--smoke", type=int, default=0)
+        parser.add_argument("--pinned", default="")
+        parser.add_argument("--elapsed", type=int, default=0)
+        sys.exit(cross(parser.parse_args()))
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("mode", choices=["table"])
     parser.add_argument("cells")

@@ -487,6 +487,27 @@ fn bad_arguments_fail_with_a_message() {
         &["ws://127.0.0.1:1/", "--fanout", "--idle", "3"],
         &["ws://127.0.0.1:1/", "--fanout", "--rate", "2000000"],
         &["ws://127.0.0.1:1/", "--fanout", "--room", ""],
+        &["ws://127.0.0.1:1/", "--node", "ws://127.0.0.1:2/"],
+        &[
+            "ws://127.0.0.1:1/",
+            "--fanout",
+            "--node",
+            "wss://127.0.0.1:2/",
+        ],
+        &[
+            "ws://127.0.0.1:1/",
+            "--fanout",
+            "--node",
+            "http://127.0.0.1:2/",
+        ],
+        &[
+            "ws://127.0.0.1:1/",
+            "--fanout",
+            "--node",
+            "ws://[::1]:2/",
+            "--source-ips",
+            "4",
+        ],
         &[
             "ws://127.0.0.1:1/",
             "--fanout",
@@ -545,6 +566,7 @@ fn assert_fanout_keys(run: &Run) {
         "errors",
         "client_cpu_s",
         "client_cpu_ns_per_delivery",
+        "nodes",
     ];
     expected.sort_unstable();
     assert_eq!(keys(run.get(&[])), expected, "{}", run.stdout);
@@ -552,6 +574,9 @@ fn assert_fanout_keys(run: &Run) {
         keys(run.get(&["latency_us"])),
         ["max", "p50", "p99", "p999"]
     );
+    for node in run.get(&["nodes"]).as_array().unwrap() {
+        assert_eq!(keys(node), ["deliveries", "subscribers", "url"]);
+    }
     let mut kinds = FANOUT_ERRORS.to_vec();
     kinds.sort_unstable();
     assert_eq!(keys(run.get(&["errors"])), kinds);
@@ -569,6 +594,15 @@ const FANOUT_ERRORS: [&str; 9] = [
     "reorder",
     "missing",
 ];
+
+/// A clean fan-out run: exit 0, the report's keys, and no error of any kind.
+fn assert_fanout_clean(run: &Run) {
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_fanout_keys(run);
+    for kind in FANOUT_ERRORS {
+        assert_eq!(run.errors(kind), 0.0, "{kind}: {}", run.stdout);
+    }
+}
 
 #[test]
 fn fanout_through_serve_chat_delivers_every_message_in_order() {
@@ -590,11 +624,7 @@ fn fanout_through_serve_chat_delivers_every_message_in_order() {
         "a room/1",
         "--json",
     ]);
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    assert_fanout_keys(&run);
-    for kind in FANOUT_ERRORS {
-        assert_eq!(run.errors(kind), 0.0, "{kind}: {}", run.stdout);
-    }
+    assert_fanout_clean(&run);
     assert_eq!(run.get(&["mode"]), &Value::from("fanout"));
     assert_eq!(run.get(&["room"]), &Value::from("a room/1"));
     assert_eq!(run.number(&["connections_opened"]), 20.0);
@@ -647,6 +677,8 @@ fn fanout_through_serve_chat_delivers_every_message_in_order() {
 /// What [`relay_server`] does wrong.
 #[derive(Debug, Clone, Copy)]
 enum Fault {
+    /// None: every message goes to everyone, at once.
+    None,
     /// Message 5 (sequence number 5, not counting sync messages) goes to no one.
     Drop,
     /// Message 5 goes to everyone after message 6.
@@ -679,20 +711,35 @@ impl Member {
 /// A chat room on loopback made from `wsworker_proto` alone, a thread per connection: every
 /// text message goes to every connection (the sender too), but one of them wrongly.
 fn relay_server(fault: Fault) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
+    relay_nodes(fault, 1)[0].0
+}
+
+/// [`relay_server`]'s room behind `count` listeners, as a cluster of nodes that share their
+/// rooms: a message sent on one goes to the members on every one. Returns each listener's
+/// address and how many connections it has accepted.
+fn relay_nodes(fault: Fault, count: usize) -> Vec<(SocketAddr, Arc<AtomicUsize>)> {
     let room: Arc<Mutex<Vec<Arc<Mutex<Member>>>>> = Arc::default();
     let held = Arc::new(Mutex::new(None));
-    // The threads end with the test process.
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let (room, held) = (Arc::clone(&room), Arc::clone(&held));
+    (0..count)
+        .map(|_| {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let accepted = Arc::new(AtomicUsize::new(0));
+            let (room, held, counter) =
+                (Arc::clone(&room), Arc::clone(&held), Arc::clone(&accepted));
+            // The threads end with the test process.
             std::thread::spawn(move || {
-                let _ = relay_connection(stream, fault, &room, &held);
+                for stream in listener.incoming().flatten() {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let (room, held) = (Arc::clone(&room), Arc::clone(&held));
+                    std::thread::spawn(move || {
+                        let _ = relay_connection(stream, fault, &room, &held);
+                    });
+                }
             });
-        }
-    });
-    addr
+            (addr, accepted)
+        })
+        .collect()
 }
 
 fn relay_connection(
@@ -863,9 +910,133 @@ fn fanout_counts_messages_that_never_come_as_missing_after_a_bounded_wait() {
 #[test]
 fn fanout_waits_until_every_connection_is_in_the_room() {
     let run = fanout_through(Fault::LateJoin);
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    for kind in FANOUT_ERRORS {
+    assert_fanout_clean(&run);
+    assert_eq!(run.number(&["deliveries"]), 200.0 * 20.0, "{}", run.stdout);
+}
+
+/// The `nodes` of a fan-out report: URL, subscribers and deliveries of each.
+fn fanout_nodes(run: &Run) -> Vec<(String, f64, f64)> {
+    (run.get(&["nodes"]).as_array().unwrap().iter())
+        .map(|node| {
+            (
+                node["url"].as_str().unwrap().to_owned(),
+                node["subscribers"].as_f64().unwrap(),
+                node["deliveries"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn fanout_spreads_subscribers_over_the_nodes_of_a_cluster() {
+    let nodes = relay_nodes(Fault::None, 3);
+    let urls: Vec<_> = nodes
+        .iter()
+        .map(|(addr, _)| format!("ws://{addr}/"))
+        .collect();
+    let run = bench(&[
+        &urls[0],
+        "--fanout",
+        "--node",
+        &urls[1],
+        "--node",
+        &urls[2],
+        "--conns",
+        "7",
+        "--rate",
+        "400",
+        "--duration",
+        "0.5",
+        "--json",
+    ]);
+    assert_fanout_clean(&run);
+    assert_eq!(run.get(&["url"]), &Value::from(urls[0].as_str()));
+    assert_eq!(run.number(&["published"]), 200.0, "{}", run.stdout);
+    assert_eq!(run.number(&["deliveries"]), 200.0 * 7.0, "{}", run.stdout);
+    // Subscribers 0, 3, 6 on the first node, 1, 4 on the second, 2, 5 on the third; every
+    // one got every message through the shared room.
+    assert_eq!(
+        fanout_nodes(&run),
+        [
+            (urls[0].clone(), 3.0, 600.0),
+            (urls[1].clone(), 2.0, 400.0),
+            (urls[2].clone(), 2.0, 400.0),
+        ],
+        "{}",
+        run.stdout
+    );
+    // The servers saw it so too: the publisher is on the first.
+    let accepted: Vec<_> = nodes
+        .iter()
+        .map(|(_, accepted)| accepted.load(Ordering::SeqCst))
+        .collect();
+    assert_eq!(accepted, [4, 2, 2]);
+
+    // The text report has a line for the nodes.
+    let run = bench(&[
+        &urls[0],
+        "--fanout",
+        "--node",
+        &urls[1],
+        "--conns",
+        "2",
+        "--rate",
+        "100",
+        "--duration",
+        "0.2",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let line = format!(
+        "nodes        {}: 1 subscriber and the publisher, 20 deliveries; {}: 1 subscriber, 20 \
+         deliveries",
+        urls[0], urls[1]
+    );
+    assert!(run.stdout.contains(&line), "{line}\n{}", run.stdout);
+}
+
+#[test]
+fn fanout_over_nodes_that_do_not_share_rooms_counts_what_the_others_miss() {
+    // Two chat servers without an engine between them: a room is each one's own.
+    let first = Serve::start(&["websocket://127.0.0.1:0", "--mode", "chat", "--count", "1"]);
+    let second = Serve::start(&["websocket://127.0.0.1:0", "--mode", "chat", "--count", "1"]);
+    let (first_url, second_url) = (first.url(), second.url());
+    let run = bench(&[
+        &first_url,
+        "--fanout",
+        "--node",
+        &second_url,
+        "--conns",
+        "4",
+        "--rate",
+        "100",
+        "--duration",
+        "0.2",
+        "--json",
+    ]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert_fanout_keys(&run);
+    assert_eq!(run.number(&["published"]), 20.0, "{}", run.stdout);
+    // The second node's two subscribers get nothing: the publisher waited for them in
+    // vain (one timeout), then they miss every message.
+    assert_eq!(
+        fanout_nodes(&run),
+        [(first_url, 2.0, 40.0), (second_url.clone(), 2.0, 0.0)],
+        "{}",
+        run.stdout
+    );
+    assert_eq!(run.number(&["deliveries"]), 40.0, "{}", run.stdout);
+    assert_eq!(run.errors("missing"), 40.0, "{}", run.stdout);
+    assert_eq!(run.errors("timeout"), 1.0, "{}", run.stdout);
+    for kind in [
+        "gap",
+        "duplicate",
+        "reorder",
+        "mismatch",
+        "protocol",
+        "connect",
+    ] {
         assert_eq!(run.errors(kind), 0.0, "{kind}: {}", run.stdout);
     }
-    assert_eq!(run.number(&["deliveries"]), 200.0 * 20.0, "{}", run.stdout);
+    let line = format!("{second_url}: 0 deliveries of 40 expected (2 subscribers)");
+    assert!(run.stderr.contains(&line), "{line}\n{}", run.stderr);
 }

@@ -1,7 +1,9 @@
 //! `wsworker bench URL --fanout`: broadcast through a chat server (`wsworker serve --mode
 //! chat`, or any server that relays a room's text messages unchanged to everyone in it).
 //!
-//! `--conns` subscribers open `URL?room=NAME`, then one publisher joins the same room,
+//! `--conns` subscribers open `URL?room=NAME` (spread round-robin over `URL` and every
+//! `--node URL`, the other nodes of a cluster that shares its rooms: subscriber `i` on the
+//! `(i mod n)`-th), then one publisher joins the same room on `URL`,
 //! waits until every connection is in it, and sends `--rate` text messages per second of
 //! `--size` bytes for `--duration` seconds. Each message carries a sequence number and its
 //! send time (see [`peer`]); every subscriber checks that each message is the next one
@@ -11,8 +13,8 @@
 //! [`DRAIN_TIMEOUT`] for what is still missing (each missing message is an error), then
 //! close. The report: messages published, deliveries (expected: published × subscribers),
 //! deliveries per second (from the window's start to the last delivery, or over the window
-//! if that is longer), latency percentiles, errors by kind, and this process's CPU time per
-//! delivery.
+//! if that is longer), latency percentiles, errors by kind, this process's CPU time per
+//! delivery, and per node its subscribers and their deliveries.
 //!
 //! - [`peer`]: the subscribers' and the publisher's connections;
 //! - [`report`]: the figures, as JSON or text.
@@ -27,14 +29,13 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout};
-use wsworker_proto::handshake::ClientHandshake;
 
 use super::conn::{self, CLOSE_TIMEOUT, Plan};
 use super::frames::payload;
 use super::stats::Stats;
 use super::{MAX_CONCURRENT_HANDSHAKES, cpu};
 use peer::{HEAD_LEN, Order, OrderError, Peer, Published, Shared, Window};
-pub(super) use report::FanoutReport;
+pub(super) use report::{FanoutReport, NodeCounts};
 
 /// After publishing, how long connections wait for the messages still missing.
 pub(super) const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -50,8 +51,8 @@ pub(super) const MIN_SIZE: usize = HEAD_LEN;
 /// What a fan-out run is asked to do.
 #[derive(Debug)]
 pub(super) struct FanoutPlan {
-    /// The URL given.
-    pub(super) url: String,
+    /// The URLs given: the publisher's first, then every `--node`.
+    pub(super) urls: Vec<String>,
     /// The room the subscribers and the publisher join.
     pub(super) room: String,
     /// Subscribers.
@@ -87,27 +88,12 @@ pub(super) fn room_url(url: &str, room: &str) -> String {
     out
 }
 
-/// Runs the fan-out measurement: `handshake` is the room's URL, `base` the rest of the
-/// connection settings (target, source addresses). Returns the report.
-pub(super) async fn drive(
-    plan: FanoutPlan,
-    handshake: ClientHandshake,
-    base: &Plan,
-    shards: usize,
-) -> FanoutReport {
+/// Runs the fan-out measurement: `nodes` are the connection plans of the URLs (the room's
+/// URL, the address, the source addresses), the publisher's first. Returns the report.
+pub(super) async fn drive(plan: FanoutPlan, nodes: Vec<Arc<Plan>>, shards: usize) -> FanoutReport {
     let stats = Arc::new(Stats::new(shards));
-    let dial_plan = Arc::new(Plan {
-        handshake,
-        target: base.target,
-        source_ips: base.source_ips,
-        size: plan.size,
-        binary: false,
-        inflight: 0,
-        // The publisher is one more connection.
-        conns: plan.conns + 1,
-    });
     let connect_began = Instant::now();
-    let opened = dial_subscribers(&dial_plan, plan.conns, &stats).await;
+    let opened = dial_subscribers(&nodes, plan.conns, &stats).await;
     let connect_s = connect_began.elapsed().as_secs_f64();
     let subscribers = opened.len() as u64;
     let shared = Arc::new(Shared {
@@ -117,20 +103,26 @@ pub(super) async fn drive(
         order: Order::default(),
         synced: AtomicU64::new(0),
         last_delivery_ns: AtomicU64::new(0),
+        node_deliveries: nodes.iter().map(|_| AtomicU64::new(0)).collect(),
     });
+    let mut node_subscribers = vec![0; nodes.len()];
+    for (index, ..) in &opened {
+        node_subscribers[index % nodes.len()] += 1;
+    }
     let mut report = FanoutReport::new(plan, subscribers, connect_s);
     let (published_tx, published_rx) = watch::channel(None);
     let mut tasks = JoinSet::new();
     for (index, stream, leftover) in opened {
-        let peer = Peer::new(index, stream, &leftover, Arc::clone(&shared), false);
+        let node = index % nodes.len();
+        let peer = Peer::new(index, node, stream, &leftover, Arc::clone(&shared), false);
         tasks.spawn(peer.subscribe(published_rx.clone()));
     }
     drop(published_rx);
     if subscribers > 0 {
         let index = report.plan.conns;
-        match conn::dial(index, &dial_plan).await {
+        match conn::dial(index, &nodes[0]).await {
             Ok((stream, leftover)) => {
-                let peer = Peer::new(index, stream, &leftover, Arc::clone(&shared), true);
+                let peer = Peer::new(index, 0, stream, &leftover, Arc::clone(&shared), true);
                 let publisher = tokio::spawn(peer.publish(
                     report.plan.rate,
                     report.plan.duration,
@@ -171,16 +163,26 @@ pub(super) async fn drive(
             }
         }
     }
+    report.nodes = (report.plan.urls.iter())
+        .zip(node_subscribers)
+        .zip(&shared.node_deliveries)
+        .map(|((url, subscribers), deliveries)| NodeCounts {
+            url: url.clone(),
+            subscribers,
+            deliveries: deliveries.load(Ordering::Relaxed),
+        })
+        .collect();
     report.counts = stats.merged();
     report.order =
         OrderError::ALL.map(|kind| (shared.order.count(kind), shared.order.sample(kind)));
     report
 }
 
-/// Opens `conns` subscribers, at most [`MAX_CONCURRENT_HANDSHAKES`] handshakes at a time;
-/// failures are counted. Returns the open ones: index, stream, bytes after the handshake.
+/// Opens `conns` subscribers, subscriber `i` on node `i mod n`, at most
+/// [`MAX_CONCURRENT_HANDSHAKES`] handshakes at a time; failures are counted. Returns the
+/// open ones: index, stream, bytes after the handshake.
 async fn dial_subscribers(
-    plan: &Arc<Plan>,
+    nodes: &[Arc<Plan>],
     conns: usize,
     stats: &Stats,
 ) -> Vec<(usize, tokio::net::TcpStream, Vec<u8>)> {
@@ -190,7 +192,7 @@ async fn dial_subscribers(
         let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
             break;
         };
-        let plan = Arc::clone(plan);
+        let plan = Arc::clone(&nodes[index % nodes.len()]);
         dials.spawn(async move {
             let result = conn::dial(index, &plan).await;
             drop(permit);

@@ -115,6 +115,12 @@ pub(crate) struct BenchArgs {
     /// With --fanout: the room, sent as `?room=NAME` (default: bench).
     #[arg(long, value_name = "NAME", requires = "fanout")]
     room: Option<String>,
+    /// With --fanout: another node of the same cluster (repeat for more). The subscribers
+    /// are spread round-robin over URL and every --node URL (subscriber i on the (i mod
+    /// n)-th); the publisher is on URL. The report counts subscribers and deliveries per
+    /// node.
+    #[arg(long = "node", value_name = "URL", requires = "fanout", value_parser = parse_url)]
+    nodes: Vec<ClientHandshake>,
     /// Print the report as one JSON object on stdout: messages are the echoes received in
     /// the measured window (duration_s), mb_per_s their payload bytes per second one way
     /// (in millions), rtt_us round trips in microseconds, client_cpu_s this process's CPU
@@ -123,7 +129,8 @@ pub(crate) struct BenchArgs {
     /// = published × subscribers), deliveries_per_s over delivery_span_s (the window's
     /// start to the last delivery, at least duration_s), latency_us
     /// (send to receive), errors by kind (gap, duplicate, reorder, missing too) and
-    /// client_cpu_ns_per_delivery.
+    /// client_cpu_ns_per_delivery; nodes: per URL (URL first, then each --node), its
+    /// subscribers and their deliveries.
     #[arg(long)]
     json: bool,
 }
@@ -139,6 +146,15 @@ fn parse_url(url: &str) -> Result<ClientHandshake, String> {
     Ok(handshake)
 }
 
+/// The first address of `url`'s host and port, or why there is none.
+fn resolve(url: &ClientHandshake) -> Result<std::net::SocketAddr, String> {
+    let host = url.host();
+    match (host, url.port()).to_socket_addrs() {
+        Ok(mut addrs) => addrs.next().ok_or_else(|| format!("{host} has no address")),
+        Err(error) => Err(format!("cannot resolve {host}: {error}")),
+    }
+}
+
 /// A finite number above zero.
 fn positive(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
@@ -151,30 +167,32 @@ fn positive(text: &str) -> Result<f64, String> {
 /// Runs the bench: 0 when it completed without any error, 1 otherwise, 2 for arguments
 /// that cannot be used with this target.
 pub(crate) fn run(args: BenchArgs) -> Result<ExitCode, wsworker::Error> {
-    let host = args.url.host().to_owned();
     // Resolved before the runtime starts: no blocking thread comes and goes during the run.
-    let target = match (host.as_str(), args.url.port()).to_socket_addrs() {
-        Ok(mut addrs) => match addrs.next() {
-            Some(addr) => addr,
-            None => return Ok(fail_line(&format!("{host} has no address"))),
-        },
-        Err(error) => return Ok(fail_line(&format!("cannot resolve {host}: {error}"))),
-    };
-    let loopback_v4 = matches!(target.ip(), IpAddr::V4(ip) if ip.is_loopback());
-    let source_ips = match args.source_ips {
-        Some(n) if n > 1 && !loopback_v4 => {
+    let mut targets = Vec::with_capacity(1 + args.nodes.len());
+    for url in std::iter::once(&args.url).chain(&args.nodes) {
+        match resolve(url) {
+            Ok(target) => targets.push(target),
+            Err(message) => return Ok(fail_line(&message)),
+        }
+    }
+    let target = targets[0];
+    let not_loopback_v4 = targets
+        .iter()
+        .find(|target| !matches!(target.ip(), IpAddr::V4(ip) if ip.is_loopback()));
+    let source_ips = match (args.source_ips, not_loopback_v4) {
+        (Some(n), Some(other)) if n > 1 => {
             eprintln!(
                 "wsworker bench: --source-ips needs a target on 127.0.0.0/8, not {}",
-                target.ip()
+                other.ip()
             );
             return Ok(ExitCode::from(USAGE_ERROR));
         }
-        Some(n) => n,
-        None if loopback_v4 => DEFAULT_SOURCE_IPS,
-        None => 1,
+        (Some(n), _) => n,
+        (None, None) => DEFAULT_SOURCE_IPS,
+        (None, Some(_)) => 1,
     };
     if args.fanout {
-        return run_fanout(args, target, source_ips);
+        return run_fanout(args, &targets, source_ips);
     }
     let idle = args.idle.is_some();
     let conns = args.idle.unwrap_or(args.conns) as usize;
@@ -235,7 +253,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<ExitCode, wsworker::Error> {
 /// otherwise; 2 for arguments that cannot be used.
 fn run_fanout(
     args: BenchArgs,
-    target: std::net::SocketAddr,
+    targets: &[std::net::SocketAddr],
     source_ips: u8,
 ) -> Result<ExitCode, wsworker::Error> {
     let usage = |message: &str| {
@@ -244,8 +262,12 @@ fn run_fanout(
     };
     let room = args.room.unwrap_or_else(|| fanout::DEFAULT_ROOM.to_owned());
     let rate = args.rate.unwrap_or(fanout::DEFAULT_RATE);
+    let urls: Vec<_> = std::iter::once(&args.url)
+        .chain(&args.nodes)
+        .map(|url| url.url().to_owned())
+        .collect();
     let plan = fanout::FanoutPlan {
-        url: args.url.url().to_owned(),
+        urls,
         room,
         conns: args.conns as usize,
         size: args.size as usize,
@@ -270,28 +292,27 @@ fn run_fanout(
     if plan.limit().is_none() {
         return usage("--rate × --duration is more messages than a run can number (2^32)");
     }
-    let handshake = match ClientHandshake::new(&fanout::room_url(&plan.url, &plan.room)) {
-        Ok(handshake) => handshake,
-        Err(error) => return usage(&format!("the room's URL: {error}")),
-    };
-    // The subscribers and the publisher.
+    // One connection plan per node: its room's URL and its address.
+    let mut nodes = Vec::with_capacity(plan.urls.len());
+    for (url, &target) in plan.urls.iter().zip(targets) {
+        let handshake = match ClientHandshake::new(&fanout::room_url(url, &plan.room)) {
+            Ok(handshake) => handshake,
+            Err(error) => return usage(&format!("the room's URL: {error}")),
+        };
+        nodes.push(Arc::new(Plan {
+            handshake,
+            target,
+            source_ips,
+            size: plan.size,
+            binary: false,
+            inflight: 0,
+            // The subscribers and the publisher.
+            conns: plan.conns + 1,
+        }));
+    }
     raise_open_file_limit(plan.conns + 1);
-    let base = Plan {
-        handshake: args.url.clone(),
-        target,
-        source_ips,
-        size: plan.size,
-        binary: false,
-        inflight: 0,
-        conns: plan.conns + 1,
-    };
     let runtime = runtime(args.threads)?;
-    let report = runtime.block_on(fanout::drive(
-        plan,
-        handshake,
-        &base,
-        usize::from(args.threads),
-    ));
+    let report = runtime.block_on(fanout::drive(plan, nodes, usize::from(args.threads)));
     drop(runtime);
     print_report(
         args.json,

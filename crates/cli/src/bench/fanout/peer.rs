@@ -62,6 +62,8 @@ pub(super) struct Shared {
     pub(super) synced: AtomicU64,
     /// When the last delivery came, in nanoseconds since the epoch (0: none yet).
     pub(super) last_delivery_ns: AtomicU64,
+    /// Deliveries per node (as the plan's URLs), added by each subscriber as it ends.
+    pub(super) node_deliveries: Vec<AtomicU64>,
 }
 
 /// What the publisher did.
@@ -174,6 +176,8 @@ fn parse_head(head: &[u8]) -> Option<(u64, u64)> {
 /// One connection of the run.
 pub(super) struct Peer {
     index: usize,
+    /// The node (the plan's URL) it is connected to.
+    node: usize,
     stream: TcpStream,
     shared: Arc<Shared>,
     /// The publisher: its copies are checked but are not deliveries.
@@ -187,6 +191,8 @@ pub(super) struct Peer {
     next: u64,
     /// Whether a sync message came (it is counted once in [`Shared::synced`]).
     synced: bool,
+    /// Deliveries so far (not yet in [`Shared::node_deliveries`]).
+    deliveries: u64,
     local: Local,
     /// Our close frame is on its way: what still comes is not checked.
     closing: bool,
@@ -195,9 +201,11 @@ pub(super) struct Peer {
 }
 
 impl Peer {
-    /// Connection `index` on `stream`, with `leftover` bytes already read after the handshake.
+    /// Connection `index` to node `node` on `stream`, with `leftover` bytes already read
+    /// after the handshake.
     pub(super) fn new(
         index: usize,
+        node: usize,
         stream: TcpStream,
         leftover: &[u8],
         shared: Arc<Shared>,
@@ -207,6 +215,7 @@ impl Peer {
         inbuf[..leftover.len()].copy_from_slice(leftover);
         Self {
             index,
+            node,
             stream,
             parser: ReplyParser::with_head(shared.template.clone(), HEAD_LEN),
             shared,
@@ -217,6 +226,7 @@ impl Peer {
             out: Vec::new(),
             next: 0,
             synced: false,
+            deliveries: 0,
             local: Local::default(),
             closing: false,
             close: None,
@@ -233,6 +243,7 @@ impl Peer {
     /// Counts what is left and the failure, if any.
     fn finish(&mut self, result: Result<(), Failure>) {
         self.shared.stats.flush(self.index, &mut self.local);
+        self.shared.node_deliveries[self.node].fetch_add(self.deliveries, Ordering::Relaxed);
         if let Err(failure) = result {
             self.shared
                 .stats
@@ -469,6 +480,7 @@ impl Peer {
             out,
             next,
             synced,
+            deliveries,
             local,
             closing,
             close,
@@ -478,7 +490,7 @@ impl Peer {
         let since_epoch = u64::try_from(now.duration_since(shared.epoch).as_nanos())
             .unwrap_or(u64::MAX)
             & TIME_MASK;
-        let mut delivered = false;
+        let delivered_before = *deliveries;
         let used = parser
             .feed(&inbuf[..*end], |reply| match reply {
                 // After our close frame, what still comes is not checked.
@@ -502,7 +514,7 @@ impl Peer {
                     if !publisher {
                         let latency = since_epoch.wrapping_sub(sent_ns) & TIME_MASK;
                         local.echo(Duration::from_nanos(latency), true);
-                        delivered = true;
+                        *deliveries += 1;
                     }
                 }
                 Reply::Ping(data) => {
@@ -512,7 +524,7 @@ impl Peer {
                 Reply::Close { code, reason } => *close = Some((code, reason)),
             })
             .map_err(invalid_frame)?;
-        if delivered {
+        if *deliveries > delivered_before {
             let now_ns = u64::try_from(now.duration_since(shared.epoch).as_nanos()).unwrap_or(0);
             shared.last_delivery_ns.fetch_max(now_ns, Ordering::Relaxed);
         }

@@ -8,6 +8,17 @@ use super::peer::OrderError;
 use crate::bench::report::{Rtt, json_string, line, number, percentiles, percentiles_text};
 use crate::bench::stats::{Counts, ErrorKind};
 
+/// One node's share of a fan-out run.
+#[derive(Debug)]
+pub(in crate::bench) struct NodeCounts {
+    /// Its URL, as given.
+    pub(in crate::bench) url: String,
+    /// Subscribers opened on it.
+    pub(in crate::bench) subscribers: u64,
+    /// Deliveries to those subscribers.
+    pub(in crate::bench) deliveries: u64,
+}
+
 /// Everything a fan-out run measured, and what it was asked to do.
 #[derive(Debug)]
 pub(in crate::bench) struct FanoutReport {
@@ -30,6 +41,8 @@ pub(in crate::bench) struct FanoutReport {
     pub(super) order: [(u64, Option<String>); 4],
     /// This process's CPU time from the start of publishing to the last close, in ns.
     pub(super) cpu_ns: Option<u64>,
+    /// Per node (as the plan's URLs), what its subscribers got.
+    pub(super) nodes: Vec<NodeCounts>,
 }
 
 impl FanoutReport {
@@ -45,6 +58,7 @@ impl FanoutReport {
             counts: Counts::new(),
             order: Default::default(),
             cpu_ns: None,
+            nodes: Vec::new(),
         }
     }
 
@@ -109,6 +123,19 @@ impl FanoutReport {
             .map(|(name, count)| format!("\"{name}\":{count}"))
             .collect::<Vec<_>>()
             .join(",");
+        let nodes = self
+            .nodes
+            .iter()
+            .map(|node| {
+                format!(
+                    "{{\"url\":{},\"subscribers\":{},\"deliveries\":{}}}",
+                    json_string(&node.url),
+                    node.subscribers,
+                    node.deliveries
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(",");
         let mut out = String::with_capacity(512);
         let _ = write!(
             out,
@@ -120,8 +147,8 @@ impl FanoutReport {
              \"deliveries_per_s\":{per_s},\
              \"latency_us\":{{\"p50\":{p50},\"p99\":{p99},\"p999\":{p999},\"max\":{max}}},\
              \"errors\":{{{errors}}},\"client_cpu_s\":{cpu},\
-             \"client_cpu_ns_per_delivery\":{cpu_delivery}}}",
-            url = json_string(&self.plan.url),
+             \"client_cpu_ns_per_delivery\":{cpu_delivery},\"nodes\":[{nodes}]}}",
+            url = json_string(&self.plan.urls[0]),
             room = json_string(&self.plan.room),
             conns = self.plan.conns,
             size = self.plan.size,
@@ -147,7 +174,7 @@ impl FanoutReport {
     /// A few aligned lines for a terminal.
     pub(in crate::bench) fn to_text(&self) -> String {
         let plan = &self.plan;
-        let mut lines = vec![format!("wsworker bench --fanout {}", plan.url)];
+        let mut lines = vec![format!("wsworker bench --fanout {}", plan.urls[0])];
         let handshakes = self
             .handshakes_per_s()
             .map(|rate| format!(", {rate:.0} handshakes/s"))
@@ -159,6 +186,19 @@ impl FanoutReport {
                 self.subscribers, plan.conns, plan.room
             ),
         ));
+        if self.nodes.len() > 1 {
+            let nodes = (self.nodes.iter().enumerate())
+                .map(|(i, node)| {
+                    let s = if node.subscribers == 1 { "" } else { "s" };
+                    let publisher = if i == 0 { " and the publisher" } else { "" };
+                    format!(
+                        "{}: {} subscriber{s}{publisher}, {} deliveries",
+                        node.url, node.subscribers, node.deliveries
+                    )
+                })
+                .collect::<Vec<_>>();
+            lines.push(line("nodes", nodes.join("; ")));
+        }
         lines.push(line(
             "published",
             format!(
@@ -237,7 +277,10 @@ impl FanoutReport {
                 .map(|(kind, (count, first))| described(kind.name(), *count, first.as_deref())),
         );
         if self.subscribers == 0 {
-            lines.push(format!("no subscriber could connect to {}", self.plan.url));
+            lines.push(format!(
+                "no subscriber could connect to {}",
+                self.plan.urls.join(", ")
+            ));
         } else if self.published == 0 {
             lines.push("nothing was published".to_owned());
         } else if self.counts.messages != self.expected() {
@@ -246,6 +289,22 @@ impl FanoutReport {
                 self.counts.messages,
                 self.expected()
             ));
+            // Across nodes, which node's subscribers went short says where to look.
+            if self.nodes.len() > 1 {
+                lines.extend(
+                    (self.nodes.iter())
+                        .filter(|node| node.deliveries != node.subscribers * self.published)
+                        .map(|node| {
+                            format!(
+                                "{}: {} deliveries of {} expected ({} subscribers)",
+                                node.url,
+                                node.deliveries,
+                                node.subscribers * self.published,
+                                node.subscribers
+                            )
+                        }),
+                );
+            }
         }
         lines
     }
