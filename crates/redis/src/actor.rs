@@ -13,19 +13,22 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use std::time::Instant;
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisError, RedisResult, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep, timeout};
-use wsworker::hub::engine::{Confirm, Query};
-use wsworker::hub::{EngineError, Envelope, HubLink, Resync, Topic};
+use wsworker::hub::engine::{Confirm, History, Query, Reply};
+use wsworker::hub::{EngineError, Envelope, HubLink, Resync, Stamp, Topic};
 
 use crate::RedisConfig;
 use crate::engine::{Cmd, Shared, StartError, bump};
 use crate::order::{Order, Step};
 use crate::pubsub::{SubRequest, pubsub_task};
-use crate::reply::{State, ids, millis, parse_state, position};
+use crate::reply::{
+    Entries, State, Top, ids, millis, parse_history, parse_positions, parse_state, position,
+};
 use crate::scripts;
 use crate::wire::{self, Body, Live};
 
@@ -50,7 +53,7 @@ const MAX_OWN_REMEMBERED: usize = 100_000;
 /// What the actor's helpers tell it.
 pub(crate) enum Event {
     Batch(Vec<Op>, RedisResult<Vec<RedisResult<Value>>>),
-    Connected(RedisResult<(MultiplexedConnection, String)>),
+    Connected(RedisResult<Connected>),
     Subscribed(Vec<String>),
     Live(String, Vec<u8>),
     PubsubDown,
@@ -77,6 +80,40 @@ pub(crate) enum Op {
     },
     State(StateRead),
     Heartbeat,
+    Positions {
+        topics: Vec<Topic>,
+        reply: Reply<Vec<Stamp>>,
+    },
+    History {
+        topic: Topic,
+        from: u64,
+        max: usize,
+        reply: Reply<History>,
+    },
+    SessionSave {
+        key: String,
+        record: Vec<u8>,
+        ttl: Duration,
+        create: bool,
+        reply: Reply<bool>,
+    },
+    SessionClaim {
+        key: String,
+        reply: Reply<Option<Vec<u8>>>,
+    },
+    SessionKeep {
+        key: String,
+        ttl: Duration,
+    },
+}
+
+/// A connection to Redis, with what the engine learns of the server on connecting.
+pub(crate) struct Connected {
+    conn: MultiplexedConnection,
+    /// The server's run id (see [`Actor::run_id`]).
+    run_id: String,
+    /// AOF with `appendfsync always`, and not a promoted replica: a restart loses nothing.
+    durable: bool,
 }
 
 pub(crate) struct Publish {
@@ -118,6 +155,23 @@ impl Op {
             _ => 1,
         }
     }
+
+    /// Whether it is an answer to wait for (not queued through an outage: it would be
+    /// stale on arrival); then it is answered `Unavailable`.
+    fn fail_if_question(self) -> Option<Self> {
+        match self {
+            Self::Query { reply, .. } => {
+                let _ = reply.send(Err(EngineError::Unavailable));
+            }
+            Self::Positions { reply, .. } => reply(Err(EngineError::Unavailable)),
+            Self::History { reply, .. } => reply(Err(EngineError::Unavailable)),
+            Self::SessionClaim { reply, .. } => reply(Err(EngineError::Unavailable)),
+            // Renewed at the next tick.
+            Self::SessionKeep { .. } => {}
+            op => return Some(op),
+        }
+        None
+    }
 }
 
 /// The scripts' hashes, for EVALSHA (loaded on every connection).
@@ -126,6 +180,8 @@ struct Scripts {
     state: redis::Script,
     heartbeat: redis::Script,
     leave: redis::Script,
+    positions: redis::Script,
+    history: redis::Script,
 }
 
 impl Scripts {
@@ -135,15 +191,19 @@ impl Scripts {
             state: redis::Script::new(scripts::STATE),
             heartbeat: redis::Script::new(scripts::HEARTBEAT),
             leave: redis::Script::new(scripts::LEAVE),
+            positions: redis::Script::new(scripts::POSITIONS),
+            history: redis::Script::new(scripts::HISTORY),
         }
     }
 
-    fn all() -> [&'static str; 4] {
+    fn all() -> [&'static str; 6] {
         [
             scripts::PUBLISH,
             scripts::STATE,
             scripts::HEARTBEAT,
             scripts::LEAVE,
+            scripts::POSITIONS,
+            scripts::HISTORY,
         ]
     }
 }
@@ -155,7 +215,7 @@ struct TopicState {
     /// A check is queued already: one is enough.
     check_queued: bool,
     /// `None` until the baseline is read.
-    order: Option<Order<Body>>,
+    order: Option<Order<(u64, Body)>>,
     /// The last serial delivered from each origin node: a message published twice (a
     /// retried batch whose first run was lost with a restarted Redis, then published
     /// again in the new epoch) is delivered once.
@@ -194,6 +254,9 @@ pub(crate) struct Actor {
     /// by another run (a restart, a failover) starts a new epoch, even if its keys were
     /// restored from a snapshot.
     run_id: String,
+    /// The server loses nothing on a restart ([`Connected::durable`]): topics keep their
+    /// epochs across its runs.
+    durable: bool,
     /// Another live node took this node's id (this one stalled past the TTL): it stops.
     evicted: bool,
     connecting: bool,
@@ -212,6 +275,12 @@ pub(crate) struct Actor {
     /// kept once by [`TopicState::first_time`]; this node's cannot be, as an early delivery
     /// may come before an older message still held for its topic's order.)
     own_delivered: BTreeSet<u64>,
+    /// The serials of this node's own messages delivered early (with no place) to the
+    /// connections that do not resume: those that do get them once they have their place.
+    early: BTreeSet<u64>,
+    /// Sessions of this node's live connections, renewed every third of their TTL.
+    sessions: HashMap<String, Duration>,
+    last_keep: Instant,
     topics: HashMap<Topic, TopicState>,
     /// Interests begun so far (see [`TopicState::incarnation`]).
     incarnations: u64,
@@ -237,7 +306,11 @@ impl Actor {
         shared: Arc<Shared>,
         instance: u64,
     ) -> Result<Self, StartError> {
-        let (mut conn, run_id) = connect(&client, &config)
+        let Connected {
+            mut conn,
+            run_id,
+            durable,
+        } = connect(&client, &config)
             .await
             .map_err(StartError::Connect)?;
         let node = shared.node;
@@ -269,6 +342,7 @@ impl Actor {
             scripts,
             conn: Some(conn),
             run_id,
+            durable,
             evicted: false,
             connecting: false,
             backoff: Duration::from_millis(50),
@@ -278,6 +352,9 @@ impl Actor {
             unseen: VecDeque::new(),
             seen_serial: 0,
             own_delivered: BTreeSet::new(),
+            early: BTreeSet::new(),
+            sessions: HashMap::new(),
+            last_keep: Instant::now(),
             topics: HashMap::new(),
             incarnations: 0,
             presence: HashMap::new(),
@@ -321,6 +398,7 @@ impl Actor {
                         self.heartbeat_queued = true;
                         self.outbox.push_back(Op::Heartbeat);
                     }
+                    self.keep_sessions();
                 }
             }
             if self.evicted {
@@ -368,7 +446,63 @@ impl Actor {
                 let key = self.key("p", &topic);
                 self.outbox.push_back(Op::Query { key, reply });
             }
+            Cmd::Positions(topics, reply) => self.question(Op::Positions { topics, reply }),
+            Cmd::History(topic, from, max, reply) => self.question(Op::History {
+                topic,
+                from,
+                max,
+                reply,
+            }),
+            Cmd::SessionSave(token, record, ttl, create, reply) => {
+                let key = self.session_key(&token);
+                self.outbox.push_back(Op::SessionSave {
+                    key,
+                    record,
+                    ttl,
+                    create,
+                    reply,
+                });
+            }
+            Cmd::SessionClaim(token, reply) => {
+                let key = self.session_key(&token);
+                self.question(Op::SessionClaim { key, reply });
+            }
+            Cmd::SessionKeep(token, ttl, alive) => {
+                let key = self.session_key(&token);
+                if alive {
+                    self.sessions.insert(key, ttl);
+                } else {
+                    // Its window starts now.
+                    self.sessions.remove(&key);
+                    self.outbox.push_back(Op::SessionKeep { key, ttl });
+                }
+            }
             Cmd::Stop => {}
+        }
+    }
+
+    /// Queues a question, or answers it `Unavailable` while Redis is away.
+    fn question(&mut self, op: Op) {
+        if self.conn.is_none() {
+            let _ = op.fail_if_question();
+        } else {
+            self.outbox.push_back(op);
+        }
+    }
+
+    /// Renews the TTL of the sessions of this node's live connections, every third of it.
+    fn keep_sessions(&mut self) {
+        let Some(shortest) = self.sessions.values().min().copied() else {
+            return;
+        };
+        if self.last_keep.elapsed() < shortest / 3 {
+            return;
+        }
+        self.last_keep = Instant::now();
+        let keys: Vec<(String, Duration)> =
+            self.sessions.iter().map(|(k, t)| (k.clone(), *t)).collect();
+        for (key, ttl) in keys {
+            self.outbox.push_back(Op::SessionKeep { key, ttl });
         }
     }
 
@@ -435,10 +569,11 @@ impl Actor {
             Event::Connected(result) => {
                 self.connecting = false;
                 match result {
-                    Ok((conn, run_id)) => {
+                    Ok(connected) => {
                         tracing::info!(node = self.node, "connected to Redis again");
-                        self.conn = Some(conn);
-                        self.run_id = run_id;
+                        self.conn = Some(connected.conn);
+                        self.run_id = connected.run_id;
+                        self.durable = connected.durable;
                         // The heartbeat first: memberships are written only by a node
                         // that is registered (a purge finds them).
                         self.outbox.retain(|op| !matches!(op, Op::Heartbeat));
@@ -541,7 +676,52 @@ impl Actor {
                     .arg(millis(config.history_ttl.max(MIN_OFFSET_TTL)))
                     .arg(publish.serial)
                     .arg(millis(SERIAL_TTL))
-                    .arg(&self.run_id);
+                    .arg(&self.run_id)
+                    .arg(if self.durable { "1" } else { "0" });
+            }
+            Op::Positions { topics, .. } => {
+                pipe.cmd("EVALSHA")
+                    .arg(self.scripts.positions.get_hash())
+                    .arg(topics.len() * 2);
+                for topic in topics {
+                    pipe.arg(self.key("t", topic)).arg(self.key("s", topic));
+                }
+                pipe.arg(&self.run_id)
+                    .arg(if self.durable { "1" } else { "0" })
+                    .arg(millis(config.history_ttl.max(MIN_OFFSET_TTL)));
+            }
+            Op::History {
+                topic, from, max, ..
+            } => {
+                pipe.cmd("EVALSHA")
+                    .arg(self.scripts.history.get_hash())
+                    .arg(2)
+                    .arg(self.key("t", topic))
+                    .arg(self.key("s", topic))
+                    .arg(*from)
+                    .arg(*max)
+                    .arg(&self.run_id)
+                    .arg(if self.durable { "1" } else { "0" });
+            }
+            Op::SessionSave {
+                key,
+                record,
+                ttl,
+                create,
+                ..
+            } => {
+                pipe.cmd("SET")
+                    .arg(key)
+                    .arg(&record[..])
+                    .arg("PX")
+                    .arg(millis(*ttl))
+                    .arg(if *create { "NX" } else { "XX" });
+            }
+            Op::SessionClaim { key, .. } => {
+                pipe.cmd("GETDEL").arg(key);
+            }
+            Op::SessionKeep { key, ttl } => {
+                pipe.cmd("PEXPIRE").arg(key).arg(millis(*ttl));
             }
             Op::Volatile { channel, data } => {
                 pipe.cmd("PUBLISH").arg(channel).arg(&data[..]);
@@ -692,6 +872,61 @@ impl Actor {
                     }
                 }
             }
+            Op::Positions {
+                topics,
+                reply: reply_fn,
+            } => {
+                let answer = match reply {
+                    Ok(value) => match parse_positions(&value) {
+                        Some(tops) if tops.len() == topics.len() => {
+                            Ok(tops.into_iter().map(|top| top_stamp(&top)).collect())
+                        }
+                        _ => Err(EngineError::Backend(format!(
+                            "unexpected positions reply {value:?}"
+                        ))),
+                    },
+                    Err(error) => Err(EngineError::Backend(error.to_string())),
+                };
+                reply_fn(answer);
+            }
+            Op::History {
+                topic,
+                reply: reply_fn,
+                ..
+            } => {
+                let answer = match reply {
+                    Ok(value) => match parse_history(&value) {
+                        Some((top, entries)) => Ok(history(&topic, &top, entries)),
+                        None => Err(EngineError::Backend(format!(
+                            "unexpected history reply {value:?}"
+                        ))),
+                    },
+                    Err(error) => Err(EngineError::Backend(error.to_string())),
+                };
+                reply_fn(answer);
+            }
+            Op::SessionSave {
+                reply: reply_fn, ..
+            } => {
+                reply_fn(
+                    reply
+                        .map(|value| matches!(value, Value::Okay | Value::SimpleString(_)))
+                        .map_err(|error| EngineError::Backend(error.to_string())),
+                );
+            }
+            Op::SessionClaim {
+                reply: reply_fn, ..
+            } => {
+                reply_fn(
+                    reply
+                        .map(|value| match value {
+                            Value::BulkString(record) => Some(record),
+                            _ => None,
+                        })
+                        .map_err(|error| EngineError::Backend(error.to_string())),
+                );
+            }
+            Op::SessionKeep { .. } => {}
             Op::Heartbeat => {
                 self.heartbeat_queued = false;
                 match reply {
@@ -728,6 +963,7 @@ impl Actor {
 
     /// A topic's state (and stream range) read back.
     fn state(&mut self, read: StateRead, (top, epoch, entries): State) {
+        let stamp_epoch = epoch.unwrap_or(0);
         let topic = read.topic;
         let Some(state) = self.topics.get_mut(&topic) else {
             return; // no interest any more
@@ -749,14 +985,14 @@ impl Actor {
                 bump(&self.shared.counters.fills, 1);
                 let entries = entries
                     .into_iter()
-                    .filter_map(|(offset, body)| Some((offset, wire::decode(&body)?)))
+                    .filter_map(|(offset, body)| Some((offset, (offset, wire::decode(&body)?))))
                     .collect::<Vec<_>>();
                 bump(&self.shared.counters.filled, entries.len() as u64);
                 order.on_fill(ticket, epoch, top, entries, to, &mut steps);
             }
             _ => {}
         }
-        self.steps(&topic, steps);
+        self.steps(&topic, stamp_epoch, steps);
     }
 
     fn heartbeat(&mut self, value: &Value) {
@@ -820,8 +1056,8 @@ impl Actor {
                     return;
                 };
                 let mut steps = Vec::new();
-                order.on_live(epoch, offset, body, &mut steps);
-                self.steps(&topic, steps);
+                order.on_live(epoch, offset, (offset, body), &mut steps);
+                self.steps(&topic, epoch, steps);
             }
             Some(Live::Volatile(body)) => {
                 let Some(body) = wire::decode(body) else {
@@ -831,7 +1067,7 @@ impl Actor {
                     let mut envelope = body.into_envelope(topic);
                     envelope.volatile = true;
                     if let Some(link) = self.link() {
-                        link.deliver(&envelope);
+                        link.deliver(&envelope, None);
                     }
                 }
             }
@@ -848,11 +1084,25 @@ impl Actor {
         }
     }
 
-    fn steps(&mut self, topic: &Topic, steps: Vec<Step<Body>>) {
+    /// Carries out a topic's steps; `epoch` is the epoch of the messages they deliver.
+    fn steps(&mut self, topic: &Topic, epoch: u64, steps: Vec<Step<(u64, Body)>>) {
         for step in steps {
             match step {
-                Step::Deliver(body) => {
+                Step::Deliver((offset, body)) => {
+                    let stamp = Stamp {
+                        epoch,
+                        offset,
+                        id: body.id(),
+                    };
                     let own = (body.origin, body.instance) == (self.node, self.instance);
+                    if own && self.early.remove(&body.serial) {
+                        // Its place, for the connections that resume.
+                        self.saw_own(body.serial);
+                        if let Some(link) = self.link() {
+                            link.deliver_late(&body.into_envelope(topic.clone()), stamp);
+                        }
+                        continue;
+                    }
                     let first = if own {
                         self.saw_own(body.serial);
                         self.note_own(body.serial)
@@ -865,7 +1115,7 @@ impl Actor {
                         continue;
                     }
                     if let Some(link) = self.link() {
-                        link.deliver(&body.into_envelope(topic.clone()));
+                        link.deliver(&body.into_envelope(topic.clone()), Some(stamp));
                     }
                 }
                 Step::Fill { from, to, ticket } => {
@@ -911,14 +1161,11 @@ impl Actor {
                 self.deliver_early_envelope(serial, &envelope);
             }
         }
-        // Queries are not queued through an outage.
+        // Questions are not queued through an outage.
         let mut kept = VecDeque::with_capacity(self.outbox.len());
         for op in self.outbox.drain(..) {
-            match op {
-                Op::Query { reply, .. } => {
-                    let _ = reply.send(Err(EngineError::Unavailable));
-                }
-                op => kept.push_back(op),
+            if let Some(op) = op.fail_if_question() {
+                kept.push_back(op);
             }
         }
         self.outbox = kept;
@@ -946,8 +1193,12 @@ impl Actor {
         if !self.topics.contains_key(&envelope.topic) || !self.note_own(serial) {
             return; // no connection of this node is in the topic, or it has it already
         }
+        self.early.insert(serial);
+        while self.early.len() > MAX_OWN_REMEMBERED {
+            self.early.pop_first();
+        }
         if let Some(link) = self.link() {
-            link.deliver(envelope);
+            link.deliver_early(envelope);
         }
     }
 
@@ -982,8 +1233,15 @@ impl Actor {
     async fn stop(&mut self) {
         // What the application sent before it stopped goes out first, if Redis is there:
         // batch after batch, for at most FLUSH_TIMEOUT.
-        self.outbox
-            .retain(|op| matches!(op, Op::Publish(_) | Op::Volatile { .. }));
+        self.outbox.retain(|op| {
+            matches!(
+                op,
+                Op::Publish(_)
+                    | Op::Volatile { .. }
+                    | Op::SessionSave { .. }
+                    | Op::SessionKeep { .. }
+            )
+        });
         let deadline = tokio::time::Instant::now() + FLUSH_TIMEOUT;
         loop {
             if !self.in_flight {
@@ -1017,6 +1275,10 @@ impl Actor {
             }
         }
         self.shared.connected.store(false, Ordering::Relaxed);
+    }
+
+    fn session_key(&self, token: &str) -> String {
+        format!("{}:sess:{token}", self.config.prefix)
     }
 
     fn link(&self) -> Option<&HubLink> {
@@ -1056,11 +1318,45 @@ fn heartbeat_invocation<'a>(
     invocation
 }
 
+/// The stamp of a topic's last message, from a [`Top`].
+fn top_stamp((offset, epoch, last): &Top) -> Stamp {
+    let id = last
+        .as_ref()
+        .filter(|(last, _)| last == offset)
+        .and_then(|(_, body)| wire::decode(body))
+        .map_or(0, |body| body.id());
+    Stamp {
+        epoch: *epoch,
+        offset: *offset,
+        id,
+    }
+}
+
+/// A topic's history from the history script's answer.
+fn history(topic: &Topic, top: &Top, entries: Option<Entries>) -> History {
+    let top_stamp = top_stamp(top);
+    let entries = entries.map(|entries| {
+        entries
+            .into_iter()
+            .filter_map(|(offset, body)| {
+                let body = wire::decode(&body)?;
+                let stamp = Stamp {
+                    epoch: top_stamp.epoch,
+                    offset,
+                    id: body.id(),
+                };
+                Some((stamp, body.into_envelope(topic.clone())))
+            })
+            .collect()
+    });
+    History {
+        top: top_stamp,
+        entries,
+    }
+}
+
 /// A multiplexed connection with the engine's timeouts, its scripts loaded.
-async fn connect(
-    client: &redis::Client,
-    config: &RedisConfig,
-) -> RedisResult<(MultiplexedConnection, String)> {
+async fn connect(client: &redis::Client, config: &RedisConfig) -> RedisResult<Connected> {
     let settings = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(config.connect_timeout))
         .set_response_timeout(Some(config.response_timeout));
@@ -1078,11 +1374,47 @@ async fn connect(
         .arg("server")
         .query_async(&mut conn)
         .await?;
-    let run_id = info
-        .lines()
-        .find_map(|line| line.strip_prefix("run_id:"))
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
-    Ok((conn, run_id))
+    let field = |info: &str, name: &str| {
+        info.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    };
+    let run_id = field(&info, "run_id");
+    let durable = durable(&mut conn, field).await;
+    Ok(Connected {
+        conn,
+        run_id,
+        durable,
+    })
+}
+
+/// Whether the server loses nothing it acknowledged on a restart: AOF on with `appendfsync
+/// always`, and it was never a replica promoted (whose data may lack the old primary's last
+/// writes). A server that does not let us ask (`CONFIG` renamed away) is taken as not
+/// durable.
+async fn durable(conn: &mut MultiplexedConnection, field: impl Fn(&str, &str) -> String) -> bool {
+    let persistence: RedisResult<String> = redis::cmd("INFO")
+        .arg("persistence")
+        .query_async(conn)
+        .await;
+    let replication: RedisResult<String> = redis::cmd("INFO")
+        .arg("replication")
+        .query_async(conn)
+        .await;
+    let fsync: RedisResult<Vec<String>> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("appendfsync")
+        .query_async(conn)
+        .await;
+    let (Ok(persistence), Ok(replication), Ok(fsync)) = (persistence, replication, fsync) else {
+        return false;
+    };
+    field(&persistence, "aof_enabled") == "1"
+        && fsync.get(1).is_some_and(|f| f == "always")
+        && field(&replication, "role") == "master"
+        && field(&replication, "master_replid2")
+            .bytes()
+            .all(|b| b == b'0')
 }

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use redis::RedisError;
 use tokio::sync::{mpsc, oneshot};
-use wsworker::hub::engine::{Confirm, Query, QueryFuture};
-use wsworker::hub::{Engine, EngineError, Envelope, HubLink, Topic};
+use wsworker::hub::engine::{Confirm, History, Query, QueryFuture, Reply, Sessions};
+use wsworker::hub::{Engine, EngineError, Envelope, HubLink, Stamp, Topic};
 
 use crate::RedisConfig;
 use crate::actor::Actor;
@@ -93,6 +93,11 @@ pub(crate) enum Cmd {
     Presence(Topic, u64, bool),
     Ungroup(String),
     Query(Query, oneshot::Sender<Result<Vec<u64>, EngineError>>),
+    Positions(Vec<Topic>, Reply<Vec<Stamp>>),
+    History(Topic, u64, usize, Reply<History>),
+    SessionSave(String, Vec<u8>, Duration, bool, Reply<bool>),
+    SessionClaim(String, Reply<Option<Vec<u8>>>),
+    SessionKeep(String, Duration, bool),
     Stop,
 }
 
@@ -252,6 +257,10 @@ impl Engine for RedisEngine {
         Box::pin(async move { answer.await.unwrap_or(Err(EngineError::Stopped)) })
     }
 
+    fn sessions(&self) -> Option<&dyn Sessions> {
+        Some(self)
+    }
+
     fn prometheus(&self, out: &mut String) {
         let c = &self.shared.counters;
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -326,6 +335,38 @@ impl Engine for RedisEngine {
             let _ = writeln!(out, "# TYPE wsworker_engine_{name} gauge");
             let _ = writeln!(out, "wsworker_engine_{name} {value}");
         }
+    }
+}
+
+impl Sessions for RedisEngine {
+    fn positions(&self, topics: Vec<Topic>, reply: Reply<Vec<Stamp>>) {
+        if topics.is_empty() {
+            reply(Ok(Vec::new()));
+            return;
+        }
+        self.command(Cmd::Positions(topics, reply));
+    }
+
+    fn history(&self, topic: Topic, from: u64, max: usize, reply: Reply<History>) {
+        self.command(Cmd::History(topic, from.max(1), max, reply));
+    }
+
+    fn save(&self, token: &str, record: Vec<u8>, ttl: Duration, create: bool, reply: Reply<bool>) {
+        self.command(Cmd::SessionSave(
+            token.to_owned(),
+            record,
+            ttl,
+            create,
+            reply,
+        ));
+    }
+
+    fn claim(&self, token: &str, reply: Reply<Option<Vec<u8>>>) {
+        self.command(Cmd::SessionClaim(token.to_owned(), reply));
+    }
+
+    fn keep(&self, token: &str, ttl: Duration, alive: bool) {
+        self.command(Cmd::SessionKeep(token.to_owned(), ttl, alive));
     }
 }
 

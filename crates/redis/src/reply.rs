@@ -51,33 +51,80 @@ pub(crate) fn parse_state(value: &Value) -> Option<State> {
     let Value::Array(entries) = entries else {
         return None;
     };
-    let entries = entries
+    Some((top, epoch, entries.iter().filter_map(entry).collect()))
+}
+
+/// A stream entry `[id, ["m", body]]` as (offset, body).
+pub(crate) fn entry(value: &Value) -> Option<(u64, Vec<u8>)> {
+    let Value::Array(parts) = value else {
+        return None;
+    };
+    let [id, fields] = parts.as_slice() else {
+        return None;
+    };
+    let Value::BulkString(id) = id else {
+        return None;
+    };
+    let offset = std::str::from_utf8(id)
+        .ok()?
+        .split('-')
+        .next()?
+        .parse()
+        .ok()?;
+    let Value::Array(fields) = fields else {
+        return None;
+    };
+    match fields.as_slice() {
+        [Value::BulkString(name), Value::BulkString(body)] if name == b"m" => {
+            Some((offset, body.clone()))
+        }
+        _ => None,
+    }
+}
+
+/// A topic's last offset, epoch (0: none) and last entry, as the positions and history
+/// scripts give them.
+pub(crate) type Top = (u64, u64, Option<(u64, Vec<u8>)>);
+
+fn top(offset: &Value, epoch: &Value, last: &Value) -> Top {
+    (
+        number(offset).unwrap_or(0),
+        number(epoch).unwrap_or(0),
+        entry(last),
+    )
+}
+
+/// The positions script's answer: one [`Top`] per topic.
+pub(crate) fn parse_positions(value: &Value) -> Option<Vec<Top>> {
+    let Value::Array(items) = value else {
+        return None;
+    };
+    items
         .iter()
-        .filter_map(|entry| {
-            let Value::Array(parts) = entry else {
-                return None;
-            };
-            let [id, fields] = parts.as_slice() else {
-                return None;
-            };
-            let Value::BulkString(id) = id else {
-                return None;
-            };
-            let offset = std::str::from_utf8(id)
-                .ok()?
-                .split('-')
-                .next()?
-                .parse()
-                .ok()?;
-            let Value::Array(fields) = fields else {
-                return None;
-            };
-            let body = match fields.as_slice() {
-                [Value::BulkString(name), Value::BulkString(body)] if name == b"m" => body.clone(),
-                _ => return None,
-            };
-            Some((offset, body))
+        .map(|item| match item {
+            Value::Array(parts) => match parts.as_slice() {
+                [offset, epoch, last] => Some(top(offset, epoch, last)),
+                _ => None,
+            },
+            _ => None,
         })
-        .collect();
-    Some((top, epoch, entries))
+        .collect()
+}
+
+/// Stream entries as (offset, body).
+pub(crate) type Entries = Vec<(u64, Vec<u8>)>;
+
+/// The history script's answer: the topic's [`Top`] and its entries (`None`: too many).
+pub(crate) fn parse_history(value: &Value) -> Option<(Top, Option<Entries>)> {
+    let Value::Array(items) = value else {
+        return None;
+    };
+    let [offset, epoch, last, entries] = items.as_slice() else {
+        return None;
+    };
+    let entries = match entries {
+        Value::Array(entries) => Some(entries.iter().filter_map(entry).collect()),
+        _ => None,
+    };
+    Some((top(offset, epoch, last), entries))
 }

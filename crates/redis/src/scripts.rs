@@ -12,12 +12,15 @@
 
 /// Publishes one ordered message. KEYS: topic hash, topic stream, the instance's serial
 /// key. ARGV: channel, body, stream length, stream TTL (ms), offset TTL (ms), serial,
-/// serial TTL (ms), the server's run id. Returns `{offset, epoch}`, or `{0, "0"}` when
-/// this serial was published already (a batch retried after its reply was lost).
+/// serial TTL (ms), the server's run id, `1` if the server is durable. Returns `{offset,
+/// epoch}`, or `{0, "0"}` when this serial was published already (a batch retried after
+/// its reply was lost).
 ///
-/// A topic whose offsets another run of the server wrote (`r`: restored from a snapshot
-/// after a restart, or a replica promoted) starts a new epoch at offset 1: its offsets may
-/// have gone back, and reusing them would pass new messages for old ones.
+/// A topic with no epoch gets one. A topic whose offsets another run of the server wrote
+/// (`r`: restored from a snapshot after a restart, or a replica promoted) starts a new
+/// epoch at offset 1: its offsets may have gone back, and reusing them would pass new
+/// messages for old ones — unless the server is durable (AOF with `appendfsync always`,
+/// not a promoted replica), whose restart loses nothing.
 pub(crate) const PUBLISH: &str = r"
 local last = tonumber(redis.call('GET', KEYS[3]) or '0')
 if tonumber(ARGV[6]) <= last then
@@ -26,12 +29,15 @@ end
 redis.call('SET', KEYS[3], ARGV[6], 'PX', ARGV[7])
 local off = redis.call('HINCRBY', KEYS[1], 'o', 1)
 local epoch = redis.call('HGET', KEYS[1], 'e')
-if off == 1 or not epoch or redis.call('HGET', KEYS[1], 'r') ~= ARGV[8] then
+local run = redis.call('HGET', KEYS[1], 'r')
+if not epoch or (run ~= ARGV[8] and ARGV[9] ~= '1') then
   local t = redis.call('TIME')
   epoch = t[1] .. string.format('%06d', tonumber(t[2]))
   off = 1
   redis.call('HSET', KEYS[1], 'o', 1, 'e', epoch, 'r', ARGV[8])
   redis.call('DEL', KEYS[2])
+elseif run ~= ARGV[8] then
+  redis.call('HSET', KEYS[1], 'r', ARGV[8])
 end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], off .. '-1', 'm', ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
@@ -49,6 +55,54 @@ if tonumber(ARGV[2]) > 0 then
   entries = redis.call('XRANGE', KEYS[2], ARGV[1], ARGV[2])
 end
 return {st[1] or '', st[2] or '', entries}
+";
+
+/// The current position of topics, for clients that resume: each topic's last offset,
+/// epoch and last stream entry. KEYS: a topic hash and its stream, for each topic. ARGV:
+/// the server's run id, `1` if durable, offset TTL (ms). A topic with no epoch (or one
+/// another run wrote, on a server that is not durable: see [`PUBLISH`]) gets a new one at
+/// offset 0, so that a position given before the topic's first message still tells its
+/// history from a lost one. Returns `{offset, epoch, last entry or ''}` per topic.
+pub(crate) const POSITIONS: &str = r"
+local out = {}
+for i = 1, #KEYS, 2 do
+  local st = redis.call('HMGET', KEYS[i], 'o', 'e', 'r')
+  local off, epoch = st[1] or '0', st[2]
+  if not epoch or (st[3] ~= ARGV[1] and ARGV[2] ~= '1') then
+    local t = redis.call('TIME')
+    epoch = t[1] .. string.format('%06d', tonumber(t[2]))
+    off = '0'
+    redis.call('HSET', KEYS[i], 'o', 0, 'e', epoch, 'r', ARGV[1])
+    redis.call('PEXPIRE', KEYS[i], ARGV[3])
+    redis.call('DEL', KEYS[i + 1])
+  end
+  local last = redis.call('XREVRANGE', KEYS[i + 1], '+', '-', 'COUNT', 1)
+  table.insert(out, {off, epoch, last[1] or ''})
+end
+return out
+";
+
+/// A topic's history for a client that resumes. KEYS: topic hash, topic stream. ARGV:
+/// first offset, most entries, the server's run id, `1` if durable. Returns `{last offset
+/// or '', epoch or '' (none, or written by another run of a server that is not durable),
+/// last entry or '', entries from the first offset to the last, or 'far' when more than
+/// the most}`.
+pub(crate) const HISTORY: &str = r"
+local st = redis.call('HMGET', KEYS[1], 'o', 'e', 'r')
+local epoch = st[2] or ''
+if st[3] ~= ARGV[3] and ARGV[4] ~= '1' then
+  epoch = ''
+end
+local top = tonumber(st[1] or '0')
+local from = tonumber(ARGV[1])
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+local entries = {}
+if top - from + 1 > tonumber(ARGV[2]) then
+  entries = 'far'
+elseif top >= from then
+  entries = redis.call('XRANGE', KEYS[2], from, top)
+end
+return {st[1] or '', epoch, last[1] or '', entries}
 ";
 
 /// A node's heartbeat, and the purge of every node whose heartbeat is older than the TTL.

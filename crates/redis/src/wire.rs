@@ -33,6 +33,11 @@ pub(crate) struct Body {
 }
 
 impl Body {
+    /// The message's id for clients that resume: its origin's instance and serial, mixed.
+    pub(crate) fn id(&self) -> u64 {
+        message_id(self.instance, self.serial)
+    }
+
     pub(crate) fn into_envelope(self, topic: Topic) -> Envelope {
         Envelope {
             topic,
@@ -42,6 +47,16 @@ impl Body {
             volatile: false,
         }
     }
+}
+
+/// A message's id: one number from the publishing instance (random) and its serial, never
+/// 0 (which means unknown). Two messages share one only by a 1-in-2^64 chance.
+pub(crate) fn message_id(instance: u64, serial: u64) -> u64 {
+    // splitmix64's finalizer over both: every bit of each moves every bit of the id.
+    let mut z = instance ^ serial.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31)).max(1)
 }
 
 /// Encodes `envelope` as sent by instance `instance` of node `origin` with serial `serial`.

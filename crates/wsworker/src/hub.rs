@@ -44,8 +44,8 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use tokio::sync::oneshot;
 use wsworker_proto::{Message, encode_server_frame};
 
-pub use engine::{Engine, EngineError, Envelope, HubLink, Position, Resync, Topic};
-use engine::{NODE_SHIFT, Query, node_of};
+pub use engine::{Engine, EngineError, Envelope, HubLink, Position, Resync, Stamp, Topic};
+use engine::{NODE_SHIFT, Query, Reach, node_of};
 
 use crate::error::{Error, Result};
 use crate::server::{Connection, Connections};
@@ -236,14 +236,14 @@ impl Hub {
         match self.engine() {
             Some(engine) if !self.is_local(&envelope) => {
                 let local = if envelope.volatile {
-                    self.deliver_local(&envelope)
+                    self.deliver_local(&envelope, None, Reach::All)
                 } else {
                     0
                 };
                 engine.publish(envelope, None);
                 local
             }
-            _ => self.deliver_local(&envelope),
+            _ => self.deliver_local(&envelope, None, Reach::All),
         }
     }
 
@@ -276,7 +276,7 @@ impl Hub {
 
     fn send_envelope_now(&self, envelope: Envelope) {
         let volatile_elsewhere = envelope.volatile && !self.is_local(&envelope);
-        self.deliver_local(&envelope);
+        self.deliver_local(&envelope, None, Reach::All);
         if let (Some(engine), true) = (self.engine(), volatile_elsewhere) {
             engine.publish(envelope, None);
         }
@@ -480,8 +480,13 @@ impl Hub {
         }
     }
 
-    /// Queues `envelope`'s message for this node's connections of its topic.
-    fn deliver_local(&self, envelope: &Envelope) -> usize {
+    /// Queues `envelope`'s message for this node's connections of its topic (those
+    /// `reach` names), at its place `stamp` in the topic.
+    fn deliver_local(&self, envelope: &Envelope, stamp: Option<Stamp>, reach: Reach) -> usize {
+        let _ = stamp;
+        if reach == Reach::Resuming {
+            return 0;
+        }
         let frame = encode_server_frame(&envelope.message);
         let except = &envelope.except;
         let deliver = |conn: &Connection| -> usize {

@@ -56,6 +56,7 @@ mod driver;
 mod error;
 pub mod hub;
 mod metrics;
+pub mod resume;
 pub mod server;
 mod shared;
 #[cfg(feature = "tls")]

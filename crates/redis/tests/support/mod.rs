@@ -198,6 +198,19 @@ pub async fn next_text(ws: &WebSocket) -> String {
     }
 }
 
+/// The next text message of `ws`, or `None` when none comes within [`WAIT`].
+pub async fn try_next_text(ws: &WebSocket) -> Option<String> {
+    loop {
+        match tokio::time::timeout(WAIT, ws.next()).await {
+            Ok(Some(WsEvent::Message(Message::Text(text)))) => return Some(text.to_string()),
+            Ok(Some(WsEvent::Message(_) | WsEvent::Open)) => {}
+            Ok(Some(other)) => panic!("expected a text message, got {other:?}"),
+            Ok(None) => panic!("the connection ended"),
+            Err(_) => return None,
+        }
+    }
+}
+
 /// Waits until `check` holds, looking again whenever `every` has passed; panics after
 /// [`WAIT`]. For state only another process shows (Redis's subscriptions, say).
 pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {

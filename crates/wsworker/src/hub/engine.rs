@@ -111,6 +111,29 @@ pub struct Position {
     pub offset: u64,
 }
 
+/// A message's place for clients that resume ([`crate::resume`]): its topic's epoch, its
+/// offset, and an id that tells it from any other message published at that offset (after a
+/// failover re-issued offsets, say). An id of 0 means unknown (a topic with no message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Stamp {
+    /// The topic's epoch.
+    pub epoch: u64,
+    /// The message's offset in the epoch, from 1 (0: before the first message).
+    pub offset: u64,
+    /// The message's id.
+    pub id: u64,
+}
+
+impl Stamp {
+    /// The epoch and offset, without the id.
+    pub fn position(&self) -> Position {
+        Position {
+            epoch: self.epoch,
+            offset: self.offset,
+        }
+    }
+}
+
 /// Messages an engine could not deliver in order: the application should bring the
 /// topic's connections up to date another way (send them the state afresh).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,6 +214,12 @@ pub trait Engine: Send + Sync + 'static {
     /// Answers `query` for every node.
     fn query(&self, query: Query) -> QueryFuture;
 
+    /// What the engine keeps for clients that resume, if it keeps history; `None` (the
+    /// default) turns resume off.
+    fn sessions(&self) -> Option<&dyn Sessions> {
+        None
+    }
+
     /// The engine's counters as Prometheus text exposition lines (each with its `# HELP`
     /// and `# TYPE`), appended to `out`. Nothing by default.
     fn prometheus(&self, out: &mut String) {
@@ -203,11 +232,41 @@ pub trait Engine: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct HubLink(pub(super) WeakHub);
 
+/// Which of a topic's connections a delivery is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reach {
+    /// Every one.
+    All,
+    /// Those without resume: the message has no place yet (sent while the engine's
+    /// backend was away); resuming connections get it once it has ([`Reach::Resuming`]).
+    Plain,
+    /// Only those with resume: the others had it early ([`Reach::Plain`]).
+    Resuming,
+}
+
 impl HubLink {
-    /// Delivers `envelope` to this node's connections of its topic, the frame encoded once;
+    /// Delivers `envelope` to this node's connections of its topic, the frame encoded once,
+    /// with the message's place (`stamp`) for connections that resume ([`crate::resume`]);
     /// returns how many it was queued for.
-    pub fn deliver(&self, envelope: &Envelope) -> usize {
-        self.hub().map_or(0, |hub| hub.deliver_local(envelope))
+    pub fn deliver(&self, envelope: &Envelope, stamp: Option<Stamp>) -> usize {
+        self.hub()
+            .map_or(0, |hub| hub.deliver_local(envelope, stamp, Reach::All))
+    }
+
+    /// Delivers a message that has no place yet (its topic's order is not known while the
+    /// engine's backend is away) to the connections that do not resume; deliver it to the
+    /// others with [`HubLink::deliver_late`] once it has its place.
+    pub fn deliver_early(&self, envelope: &Envelope) -> usize {
+        self.hub()
+            .map_or(0, |hub| hub.deliver_local(envelope, None, Reach::Plain))
+    }
+
+    /// Delivers a message given to [`HubLink::deliver_early`] to the connections that
+    /// resume, now that it has its place.
+    pub fn deliver_late(&self, envelope: &Envelope, stamp: Stamp) -> usize {
+        self.hub().map_or(0, |hub| {
+            hub.deliver_local(envelope, Some(stamp), Reach::Resuming)
+        })
     }
 
     /// Tells the application that a topic's messages were lost ([`Resync`]).
@@ -239,6 +298,51 @@ impl fmt::Debug for HubLink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("HubLink")
     }
+}
+
+/// How an engine answers: once, on whatever thread it runs.
+pub type Reply<T> = Box<dyn FnOnce(Result<T, EngineError>) + Send>;
+
+/// A topic's recent history, for a client that resumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct History {
+    /// The topic's last message now (epoch 0: the topic has no epoch — no message, or its
+    /// history is gone; id 0: its last message is no longer kept).
+    pub top: Stamp,
+    /// The messages kept from the offset asked for (that one included) to `top`, in
+    /// offset order; `None` when more than the maximum asked for follow it.
+    pub entries: Option<Vec<(Stamp, Envelope)>>,
+}
+
+/// What an engine keeps for clients that resume ([`crate::resume`]): topics' positions and
+/// history, and sessions written ahead. Every method queues its work and returns; the
+/// answer comes through its [`Reply`].
+pub trait Sessions: Send + Sync {
+    /// The current position of each topic, in the order asked (its last message; offset 0
+    /// when it has none). A topic with no epoch gets one, so that a position given before
+    /// its first message still tells a later history apart from a lost one.
+    fn positions(&self, topics: Vec<Topic>, reply: Reply<Vec<Stamp>>);
+
+    /// `topic`'s messages from offset `from` (at least 1) to its last, if at most `max` + 1.
+    fn history(&self, topic: Topic, from: u64, max: usize, reply: Reply<History>);
+
+    /// Writes session `token`'s record, kept for `ttl`: a new session (`create`), or an
+    /// existing one, which another node may have claimed meanwhile (then `false`).
+    fn save(
+        &self,
+        token: &str,
+        record: Vec<u8>,
+        ttl: std::time::Duration,
+        create: bool,
+        reply: Reply<bool>,
+    );
+
+    /// Takes session `token`'s record, atomically: of two claims, one gets it.
+    fn claim(&self, token: &str, reply: Reply<Option<Vec<u8>>>);
+
+    /// Keeps session `token` from expiring while its connection lives (`alive`), by
+    /// renewing its `ttl`; after `alive` is `false` it expires `ttl` later.
+    fn keep(&self, token: &str, ttl: std::time::Duration, alive: bool);
 }
 
 #[cfg(test)]
