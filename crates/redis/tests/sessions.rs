@@ -164,12 +164,7 @@ async fn a_session_is_written_once_claimed_once_and_not_written_back_after_its_c
 #[ignore = "needs redis-server (interop/setup.sh installs it)"]
 async fn a_durable_redis_keeps_epochs_across_a_restart_and_a_volatile_one_does_not() {
     for durable in [true, false] {
-        let args: &[&str] = if durable {
-            &["--appendonly", "yes", "--appendfsync", "always"]
-        } else {
-            &[]
-        };
-        let mut redis = RedisServer::start_with(args);
+        let mut redis = RedisServer::start_durable(durable);
         let node = Node::start(&redis, 1);
         let before = publish(&node, "room", "before".into()).await;
         redis.restart();

@@ -491,13 +491,15 @@ where
                 }
             }
             OverflowPolicy::Close => {
-                let _ = self
-                    .conn
-                    .close(CloseCode::POLICY_VIOLATION, "send buffer full");
-                self.close = Some(Box::new(CloseInfo::unclean(
-                    CloseCode::POLICY_VIOLATION,
-                    "send buffer full",
-                )));
+                // A connection that resumes comes back for what it missed: "try again
+                // later" rather than a violation.
+                let code = if self.handler.shared().resumable() {
+                    CloseCode::TRY_AGAIN_LATER
+                } else {
+                    CloseCode::POLICY_VIOLATION
+                };
+                let _ = self.conn.close(code, "send buffer full");
+                self.close = Some(Box::new(CloseInfo::unclean(code, "send buffer full")));
             }
         }
         false

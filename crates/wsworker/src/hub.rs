@@ -35,7 +35,9 @@
 //! ```
 
 pub mod engine;
+mod session;
 
+use std::cell::RefCell;
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -46,8 +48,12 @@ use wsworker_proto::{Message, encode_server_frame};
 
 pub use engine::{Engine, EngineError, Envelope, HubLink, Position, Resync, Stamp, Topic};
 use engine::{NODE_SHIFT, Query, Reach, node_of};
+pub(crate) use session::ResumeFrames;
+pub use session::ResumeReport;
+pub(crate) use session::ResumeState;
 
 use crate::error::{Error, Result};
+use crate::resume::ResumeConfig;
 use crate::server::{Connection, Connections};
 
 /// Addressing across a server's connections: users, groups, all. Cheap to clone, `Send +
@@ -60,6 +66,9 @@ pub struct Hub {
 /// The application's answer to lost messages ([`Hub::on_resync`]).
 type ResyncCallback = Arc<dyn Fn(&Hub, &Resync) + Send + Sync>;
 
+/// The application's look at a resumed session ([`Hub::on_resume`]).
+type ResumeCallback = Arc<dyn Fn(&Connection, &ResumeReport) + Send + Sync>;
+
 struct Inner {
     connections: Connections,
     /// Who is bound to which user and in which groups. Locked by membership changes and by
@@ -68,6 +77,9 @@ struct Inner {
     /// Set once, before connections come ([`Hub::install`]).
     engine: OnceLock<Arc<dyn Engine>>,
     on_resync: Mutex<Option<ResyncCallback>>,
+    /// Set once, before connections come ([`Hub::resume`]).
+    resume: OnceLock<ResumeConfig>,
+    on_resume: Mutex<Option<ResumeCallback>>,
 }
 
 /// Memberships, both ways: a connection's user and groups, and each user's and group's
@@ -163,6 +175,8 @@ impl Hub {
                 index: Mutex::default(),
                 engine: OnceLock::new(),
                 on_resync: Mutex::default(),
+                resume: OnceLock::new(),
+                on_resume: Mutex::default(),
             }),
         }
     }
@@ -219,6 +233,55 @@ impl Hub {
             .on_resync
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(callback));
+    }
+
+    /// Lets clients resume: connections that offer the subprotocol
+    /// [`wsworker.resume.v1`](crate::resume) get it, and with it sessions that survive
+    /// the loss of their connection and of the node they were on (see
+    /// `docs/RESUME.md`). Needs an engine that keeps history (the Redis engine): without
+    /// one the subprotocol is not agreed to. Set it before the first connection opens
+    /// ([`Worker::resume`](crate::Worker::resume) does).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] when resume is set already.
+    pub fn resume(&self, config: ResumeConfig) -> Result<()> {
+        self.inner
+            .resume
+            .set(config)
+            .map_err(|_| Error::Unsupported("resume is set once"))
+    }
+
+    /// How sessions resume, when clients may (resume set, and an engine that keeps
+    /// history installed).
+    pub(crate) fn resume_config(&self) -> Option<ResumeConfig> {
+        let config = self.inner.resume.get()?;
+        self.engine()?.sessions()?;
+        Some(*config)
+    }
+
+    /// Calls `callback` after a connection resumed its session, with what was replayed
+    /// and what failed (send the failed topics' state afresh). It runs on the connection's
+    /// worker, after the replay was queued and before live messages follow.
+    pub fn on_resume(&self, callback: impl Fn(&Connection, &ResumeReport) + Send + Sync + 'static) {
+        *self
+            .inner
+            .on_resume
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(callback));
+    }
+
+    fn resumed(&self, conn: &Connection, report: &ResumeReport) {
+        let callback = self
+            .inner
+            .on_resume
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(callback) = callback
+            && let Err(panic) = crate::shared::contain(|| callback(conn, report))
+        {
+            tracing::warn!(%panic, "on_resume panicked");
+        }
     }
 
     /// Sends `message` to every connection `target` names, the frame encoded once per node;
@@ -315,14 +378,15 @@ impl Hub {
             return Ok(());
         }
         let old = member.uid.replace(uid.into());
+        let conn = member.conn.clone();
         if let Some(old) = old {
             let last = index.leave_user(&old, conn_id);
-            self.left(Topic::Uid(old), conn_id, last);
+            self.left(Topic::Uid(old), &conn, last);
         }
         let ids = index.users.entry(uid.into()).or_default();
         let first = ids.is_empty();
         ids.push(conn_id);
-        self.joined(Topic::Uid(uid.into()), conn_id, first);
+        self.joined(Topic::Uid(uid.into()), &conn, first);
         Ok(())
     }
 
@@ -332,9 +396,10 @@ impl Hub {
         let Some(member) = index.members.get_mut(&conn_id) else {
             return;
         };
+        let conn = member.conn.clone();
         if let Some(uid) = member.uid.take() {
             let last = index.leave_user(&uid, conn_id);
-            self.left(Topic::Uid(uid), conn_id, last);
+            self.left(Topic::Uid(uid), &conn, last);
         }
         index.drop_if_bare(conn_id);
     }
@@ -351,10 +416,11 @@ impl Hub {
             return Ok(());
         }
         member.groups.push(group.into());
+        let conn = member.conn.clone();
         let ids = index.groups.entry(group.into()).or_default();
         let first = ids.is_empty();
         ids.insert(conn_id);
-        self.joined(Topic::Group(group.into()), conn_id, first);
+        self.joined(Topic::Group(group.into()), &conn, first);
         Ok(())
     }
 
@@ -366,9 +432,10 @@ impl Hub {
         };
         let before = member.groups.len();
         member.groups.retain(|g| &**g != group);
+        let conn = member.conn.clone();
         if member.groups.len() != before {
             let last = index.leave_group(group, conn_id);
-            self.left(Topic::Group(group.into()), conn_id, last);
+            self.left(Topic::Group(group.into()), &conn, last);
         }
         index.drop_if_bare(conn_id);
     }
@@ -391,11 +458,14 @@ impl Hub {
         for id in ids {
             if let Some(member) = index.members.get_mut(&id) {
                 member.groups.retain(|g| &**g != group);
+                let conn = member.conn.clone();
+                self.left(topic.clone(), &conn, false);
             }
             index.drop_if_bare(id);
-            self.left(topic.clone(), id, false);
         }
-        self.left(topic, 0, true);
+        if let Some(engine) = self.engine() {
+            engine.interest(&topic, false);
+        }
     }
 
     /// Whether user `uid` has an open connection on this node. See [`Hub::cluster`] for
@@ -470,27 +540,42 @@ impl Hub {
         let Some(member) = index.members.remove(&conn_id) else {
             return;
         };
+        let conn = member.conn;
         if let Some(uid) = member.uid {
             let last = index.leave_user(&uid, conn_id);
-            self.left(Topic::Uid(uid), conn_id, last);
+            self.left(Topic::Uid(uid), &conn, last);
         }
         for group in member.groups {
             let last = index.leave_group(&group, conn_id);
-            self.left(Topic::Group(group), conn_id, last);
+            self.left(Topic::Group(group), &conn, last);
         }
     }
 
     /// Queues `envelope`'s message for this node's connections of its topic (those
     /// `reach` names), at its place `stamp` in the topic.
     fn deliver_local(&self, envelope: &Envelope, stamp: Option<Stamp>, reach: Reach) -> usize {
-        let _ = stamp;
-        if reach == Reach::Resuming {
-            return 0;
-        }
-        let frame = encode_server_frame(&envelope.message);
+        // Each form of the frame is encoded once, when a recipient first needs it.
+        let mut plain = None;
+        let resuming = RefCell::new(ResumeFrames::new(&envelope.topic, stamp, &envelope.message));
+        let plain = RefCell::new(&mut plain);
         let except = &envelope.except;
         let deliver = |conn: &Connection| -> usize {
-            usize::from(!except.contains(&conn.id()) && conn.send_prepared(&frame).is_ok())
+            if except.contains(&conn.id()) {
+                return 0;
+            }
+            let sent = match conn.resume() {
+                Some(resume) if reach != Reach::Plain => {
+                    resume.offer(conn, &mut resuming.borrow_mut())
+                }
+                Some(_) => false,
+                None if reach == Reach::Resuming => false,
+                None => {
+                    let mut plain = plain.borrow_mut();
+                    let frame = plain.get_or_insert_with(|| encode_server_frame(&envelope.message));
+                    conn.send_prepared(frame).is_ok()
+                }
+            };
+            usize::from(sent)
         };
         match &envelope.topic {
             Topic::All => self.inner.connections.for_each(deliver),
@@ -549,22 +634,28 @@ impl Hub {
     }
 
     /// Tells the engine of a new membership (called under the index lock, so that the
-    /// engine sees memberships change in the order they did).
-    fn joined(&self, topic: Topic, conn_id: u64, first: bool) {
+    /// engine sees memberships change in the order they did), and the connection's
+    /// session, if it resumes: after the engine's interest, so that the position it reads
+    /// comes after the topic's baseline.
+    fn joined(&self, topic: Topic, conn: &Connection, first: bool) {
         if let Some(engine) = self.engine() {
             if first {
                 engine.interest(&topic, true);
             }
-            engine.presence(&topic, conn_id, true);
+            engine.presence(&topic, conn.id(), true);
+        }
+        if let Some(resume) = conn.resume() {
+            resume.joined(self, conn, topic);
         }
     }
 
-    /// Tells the engine of a membership that ended (`conn_id` 0: none, only the interest).
-    fn left(&self, topic: Topic, conn_id: u64, last: bool) {
+    /// Tells the engine of a membership that ended, and the connection's session.
+    fn left(&self, topic: Topic, conn: &Connection, last: bool) {
+        if let Some(resume) = conn.resume() {
+            resume.left(self, conn, &topic);
+        }
         if let Some(engine) = self.engine() {
-            if conn_id != 0 {
-                engine.presence(&topic, conn_id, false);
-            }
+            engine.presence(&topic, conn.id(), false);
             if last {
                 engine.interest(&topic, false);
             }

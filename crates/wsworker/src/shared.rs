@@ -113,6 +113,9 @@ pub(crate) struct Shared {
     /// Bytes in the protocol's send queue, as last published by the driver.
     queued: AtomicUsize,
     state: AtomicU8,
+    /// The connection resumes ([`crate::resume`]): a peer that does not keep up is closed
+    /// with 1013 (try again later: it resumes and gets what it missed) rather than 1008.
+    resumable: bool,
 }
 
 impl Shared {
@@ -128,7 +131,18 @@ impl Shared {
             pending: AtomicUsize::new(0),
             queued: AtomicUsize::new(0),
             state: AtomicU8::new(ReadyState::Connecting as u8),
+            resumable: false,
         }
+    }
+
+    /// Marks the connection as one that resumes.
+    pub(crate) fn set_resumable(&mut self) {
+        self.resumable = true;
+    }
+
+    /// Whether the connection resumes.
+    pub(crate) fn resumable(&self) -> bool {
+        self.resumable
     }
 
     fn inbox(&self) -> MutexGuard<'_, Inbox> {

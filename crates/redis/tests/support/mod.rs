@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod resume;
+
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -25,6 +27,16 @@ impl RedisServer {
     /// Starts one on a free port, without persistence.
     pub fn start() -> Self {
         Self::start_with(&[])
+    }
+
+    /// Starts one with AOF and `appendfsync always` (`durable`: a restart loses nothing),
+    /// or without persistence.
+    pub fn start_durable(durable: bool) -> Self {
+        if durable {
+            Self::start_with(&["--appendonly", "yes", "--appendfsync", "always"])
+        } else {
+            Self::start()
+        }
     }
 
     /// Starts one with extra `redis-server` arguments (`--appendonly yes`, say).
@@ -137,6 +149,8 @@ pub struct Node {
     pub hub: Hub,
     opened: mpsc::Receiver<u64>,
     pub resyncs: mpsc::Receiver<wsworker::hub::Resync>,
+    /// Each closed connection's id and close code.
+    pub closes: mpsc::Receiver<(u64, u16)>,
 }
 
 impl Node {
@@ -145,6 +159,18 @@ impl Node {
     }
 
     pub fn start_with(config: RedisConfig) -> Self {
+        Self::start_custom(config, |_| {})
+    }
+
+    /// A node whose clients may resume (`wsworker.resume.v1`) with `resume`.
+    pub fn start_resume(config: RedisConfig, resume: wsworker::resume::ResumeConfig) -> Self {
+        Self::start_custom(config, move |worker| {
+            worker.resume(resume).unwrap();
+        })
+    }
+
+    /// A node with `setup` applied to its worker after its engine is installed.
+    pub fn start_custom(config: RedisConfig, setup: impl FnOnce(&mut Worker)) -> Self {
         // The engine's warnings (a batch that failed, a reconnect) in the test's output.
         let _ = tracing_subscriber::fmt()
             .with_max_level(tracing::Level::WARN)
@@ -153,6 +179,11 @@ impl Node {
         let mut worker = Worker::new("websocket://127.0.0.1:0").unwrap();
         worker.count(2);
         worker.engine(RedisEngine::start(config).unwrap()).unwrap();
+        setup(&mut worker);
+        let (closed_tx, closes) = mpsc::channel();
+        worker.on_close(move |conn, info| {
+            let _ = closed_tx.send((conn.id(), info.code.as_u16()));
+        });
         let (opened_tx, opened) = mpsc::channel();
         worker.on_connect(move |conn| {
             if let Some(user) = conn.request().query_param("user") {
@@ -173,7 +204,13 @@ impl Node {
             hub,
             opened,
             resyncs,
+            closes,
         }
+    }
+
+    /// `ws://ADDR`.
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.server.local_addr())
     }
 
     /// Connects a client at `path`; it and its connection's id once open.

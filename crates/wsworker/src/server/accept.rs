@@ -187,7 +187,15 @@ where
         },
         None => Handshake::accept(),
     };
+    let resume = ctx.hub.resume_config();
     let (protocol, headers) = match decision {
+        // A client that asks to resume gets it, unless the application chose otherwise.
+        Handshake::Accept {
+            protocol: None,
+            headers,
+        } if resume.is_some() && request.protocols().any(|p| p == crate::resume::PROTOCOL) => {
+            (Some(crate::resume::PROTOCOL.to_owned()), headers)
+        }
         Handshake::Accept { protocol, headers } => (protocol, headers),
         Handshake::Reject { status, body } => {
             counters.rejected(Rejection::Application);
@@ -241,13 +249,21 @@ where
     // lines parsed again on the application's rare lookups (the handshake's own lookups,
     // above, used the offsets).
     request.shrink_to_head();
+    let resume = resume
+        .filter(|_| protocol.as_deref() == Some(crate::resume::PROTOCOL))
+        .map(crate::hub::ResumeState::new);
+    let mut shared = Shared::with_id(ctx.hub.connection_id(next_serial()));
+    if resume.is_some() {
+        shared.set_resumable();
+    }
     let conn = Connection::new(
-        Shared::with_id(ctx.hub.connection_id(next_serial())),
+        shared,
         worker_id,
         peer,
         request,
         protocol,
         ctx.hub.downgrade(),
+        resume,
     );
     let handler = ServerHandler {
         conn,

@@ -163,6 +163,21 @@ impl ServerHandler {
         let _ = self.conn.close(CloseCode::INTERNAL_ERROR, "internal error");
     }
 
+    /// The client's first frame on a connection that resumes: the session's opening, not
+    /// the application's message. Whether it was that.
+    fn opening(&self, payload: &[u8]) -> bool {
+        let Some(resume) = self.conn.resume() else {
+            return false;
+        };
+        if !resume.awaits_opening() {
+            return false;
+        }
+        if let Ok(hub) = self.conn.hub() {
+            crate::hub::ResumeState::open(&hub, &self.conn, payload);
+        }
+        true
+    }
+
     fn report(&self, error: &Error) {
         if let Some(on_error) = &self.callbacks.on_error {
             // A panicking error handler has nowhere left to report to.
@@ -195,6 +210,9 @@ impl Handler for ServerHandler {
     }
 
     fn on_message_ref(&mut self, message: MessageRef<'_>) {
+        if self.opening(message.as_bytes()) {
+            return;
+        }
         match &self.callbacks.on_message {
             Some(OnMessage::Borrowed(cb)) => self.call(|| cb(&self.conn, message)),
             Some(OnMessage::Owned(cb)) => self.call(|| cb(&self.conn, message.to_owned())),
@@ -206,6 +224,9 @@ impl Handler for ServerHandler {
         let Event::Message(message) = event else {
             return;
         };
+        if self.opening(message.as_bytes()) {
+            return;
+        }
         match &self.callbacks.on_message {
             Some(OnMessage::Owned(cb)) => self.call(|| cb(&self.conn, message)),
             // A message that arrived fragmented, compressed or large: given, not lent. Sent
@@ -243,6 +264,9 @@ impl Handler for ServerHandler {
 
     fn on_close(&mut self, info: CloseInfo) {
         if let Ok(hub) = self.conn.hub() {
+            if let Some(resume) = self.conn.resume() {
+                resume.closed(&hub);
+            }
             hub.connections().remove(&self.conn);
             hub.forget(self.conn.id());
         }

@@ -7,13 +7,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use wsworker_proto::handshake::Request;
-use wsworker_proto::{CloseCode, CloseFrame, Outgoing, PreparedFrame, ReadyState};
 #[cfg(doc)]
-use wsworker_proto::{Message, MessageRef};
+use wsworker_proto::MessageRef;
+use wsworker_proto::handshake::Request;
+use wsworker_proto::{CloseCode, CloseFrame, Message, Outgoing, PreparedFrame, ReadyState};
 
 use crate::error::{Error, Result};
-use crate::hub::WeakHub;
+use crate::hub::{ResumeState, WeakHub};
 use crate::shared::{Command, Shared};
 
 type Data = Arc<dyn Any + Send + Sync>;
@@ -38,6 +38,8 @@ struct Inner {
     data: Mutex<Option<Data>>,
     /// For the Hub's calls on this connection (users, groups).
     hub: WeakHub,
+    /// The session, when the connection agreed to `wsworker.resume.v1`.
+    resume: Option<Arc<ResumeState>>,
 }
 
 impl Connection {
@@ -48,6 +50,7 @@ impl Connection {
         request: Request,
         protocol: Option<String>,
         hub: WeakHub,
+        resume: Option<ResumeState>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -58,8 +61,19 @@ impl Connection {
                 protocol: protocol.map(String::into_boxed_str),
                 data: Mutex::new(None),
                 hub,
+                resume: resume.map(Arc::new),
             }),
         }
+    }
+
+    /// The session, when the connection resumes.
+    pub(crate) fn resume(&self) -> Option<&Arc<ResumeState>> {
+        self.inner.resume.as_ref()
+    }
+
+    /// Queues `message` as it is, past the session's framing.
+    pub(crate) fn send_raw(&self, message: Message) -> Result<()> {
+        self.inner.shared.send(message)
     }
 
     /// What this handle shares with the connection's driver.
@@ -109,14 +123,22 @@ impl Connection {
     /// connection's own callback a small message is encoded at once, with no copy of its
     /// own: sending a borrowed message back (an echo) allocates nothing.
     ///
+    /// On a connection that resumes ([`crate::resume`]) the message goes with the
+    /// protocol's head (`v`), after the session's setup if it is under way.
+    ///
     /// # Errors
     /// [`Error::Closed`] once the connection is closing or closed.
     pub fn send(&self, message: impl Outgoing) -> Result<()> {
-        self.inner.shared.send(message)
+        match &self.inner.resume {
+            Some(resume) => resume.send_plain(self, message.into_message()),
+            None => self.inner.shared.send(message),
+        }
     }
 
     /// Queues a frame encoded once for many connections (see
-    /// [`Connections::broadcast`](super::Connections::broadcast)).
+    /// [`Connections::broadcast`](super::Connections::broadcast)). Not for a connection
+    /// that resumes, whose frames carry the protocol's heads: send to it with
+    /// [`Connection::send`] or through the [`Hub`](crate::Hub).
     ///
     /// # Errors
     /// [`Error::Closed`] once the connection is closing or closed.

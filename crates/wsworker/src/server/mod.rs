@@ -275,6 +275,33 @@ impl Worker {
         Ok(self)
     }
 
+    /// Lets clients that offer `wsworker.resume.v1` resume their sessions after a lost
+    /// connection, on this node or any other sharing the engine (see
+    /// [`Hub::resume`](crate::Hub::resume) and `docs/RESUME.md`). Needs an engine that keeps
+    /// history ([`Worker::engine`] with the Redis engine).
+    ///
+    /// ```no_run
+    /// use wsworker::Worker;
+    /// use wsworker::resume::ResumeConfig;
+    ///
+    /// let mut worker = Worker::new("websocket://0.0.0.0:2346")?;
+    /// // worker.engine(wsworker_redis::RedisEngine::start(..)?)?;
+    /// worker.resume(ResumeConfig::default())?;
+    /// worker.hub().on_resume(|conn, report| {
+    ///     for (topic, reason) in &report.failed {
+    ///         let _ = conn.send(format!("state of {topic} afresh ({reason})"));
+    ///     }
+    /// });
+    /// # Ok::<(), wsworker::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] when resume is set already.
+    pub fn resume(&mut self, config: crate::resume::ResumeConfig) -> Result<&mut Self> {
+        self.hub.resume(config)?;
+        Ok(self)
+    }
+
     /// The server's counters (connections, messages, bytes, closes by code, refused
     /// handshakes by reason, dropped messages), readable from any thread while it runs.
     pub fn metrics(&self) -> Metrics {

@@ -56,8 +56,17 @@ impl Connections {
     /// Sends `message` to every open connection, encoding the frame once: every recipient
     /// shares the same bytes. Returns how many connections it was queued for.
     pub fn broadcast(&self, message: impl Into<Message>) -> usize {
-        let frame = encode_server_frame(&message.into());
-        self.for_each(|conn| usize::from(conn.send_prepared(&frame).is_ok()))
+        let message = message.into();
+        let frame = encode_server_frame(&message);
+        // Connections that resume get the message with the protocol's head, encoded once.
+        let topic = crate::hub::Topic::All;
+        let mut resuming = crate::hub::ResumeFrames::new(&topic, None, &message);
+        self.for_each(|conn| {
+            usize::from(match conn.resume() {
+                Some(resume) => resume.offer(conn, &mut resuming),
+                None => conn.send_prepared(&frame).is_ok(),
+            })
+        })
     }
 
     /// Calls `f` on every open connection, one shard locked at a time; the sum of what it
@@ -134,6 +143,7 @@ mod tests {
             request,
             None,
             WeakHub::default(),
+            None,
         );
         conn.shared()
             .set_ready_state(wsworker_proto::ReadyState::Open);

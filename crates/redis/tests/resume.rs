@@ -1,0 +1,297 @@
+//! Resume across nodes (`wsworker.resume.v1`), against a real `redis-server`: a client whose
+//! connection is cut resumes on another node and gets exactly what it missed, or is told per
+//! topic why not.
+//!
+//! Ignored by default (they need `redis-server`, which `interop/setup.sh` installs); `.ci/run`
+//! runs them with `--include-ignored`.
+
+mod support;
+
+use std::time::Duration;
+
+use support::resume::{Client, Got, Proxy};
+use support::{Node, RedisServer, eventually};
+use wsworker::hub::Target;
+use wsworker::resume::{FailReason, ResumeConfig};
+use wsworker_redis::RedisConfig;
+
+fn node(redis: &RedisServer, id: u16) -> Node {
+    Node::start_resume(
+        RedisConfig::new(redis.url()).node_id(id),
+        ResumeConfig::default(),
+    )
+}
+
+fn numbered(range: std::ops::RangeInclusive<usize>) -> Vec<String> {
+    range.map(|i| i.to_string()).collect()
+}
+
+fn send_range(node: &Node, group: &str, range: std::ops::RangeInclusive<usize>) {
+    for i in range {
+        node.hub.send_to_group(group, i.to_string());
+    }
+}
+
+/// Waits until `node` has no connection in `group` (it noticed the cut).
+fn gone(node: &Node, group: &str) {
+    eventually("the node notices the cut", || {
+        node.hub.group_len(group) == 0
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server (interop/setup.sh installs it)"]
+async fn a_cut_client_resumes_on_another_node_with_exactly_what_it_missed() {
+    let redis = RedisServer::start();
+    let nodes = [node(&redis, 1), node(&redis, 2)];
+    let proxy = Proxy::start(nodes[0].server.local_addr()).await;
+    let (mut client, hello) = Client::start(&format!("{}/?room=r", proxy.url())).await;
+    assert!(hello.positions.contains_key("g:r") && hello.positions.contains_key("all"));
+
+    send_range(&nodes[0], "r", 1..=100);
+    assert_eq!(client.texts(100).await, numbered(1..=100));
+    assert_eq!(client.positions["g:r"].offset, 100);
+
+    proxy.cut();
+    gone(&nodes[0], "r");
+    send_range(&nodes[1], "r", 101..=150);
+
+    // On node 2, with no room in the URL: the session brings the group back.
+    let (mut resumed, answer) = client.resume(&nodes[1].url()).await;
+    assert!(answer.resumed);
+    assert_eq!(answer.session, hello.session, "the same session");
+    assert!(answer.failed.is_empty(), "{:?}", answer.failed);
+    assert!(answer.recovered.contains(&"g:r".to_owned()));
+    assert_eq!(resumed.texts(50).await, numbered(101..=150));
+    assert_eq!(resumed.positions["g:r"].offset, 150);
+    // Live messages follow, once each.
+    send_range(&nodes[0], "r", 151..=152);
+    assert_eq!(resumed.texts(2).await, numbered(151..=152));
+    assert_eq!(resumed.duplicates, 0);
+    assert_eq!(nodes[1].hub.group_len("r"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server (interop/setup.sh installs it)"]
+async fn publishing_all_through_a_resume_leaves_no_gap_and_no_duplicate_at_the_seam() {
+    const N: usize = 3_000;
+    let redis = RedisServer::start();
+    let nodes = [node(&redis, 1), node(&redis, 2), node(&redis, 3)];
+    let proxy = Proxy::start(nodes[0].server.local_addr()).await;
+    let (mut client, _) = Client::start(&format!("{}/?room=seam", proxy.url())).await;
+    let publisher = {
+        let hub = nodes[2].hub.clone();
+        std::thread::spawn(move || {
+            for i in 1..=N {
+                hub.send_to_group("seam", i.to_string());
+                if i % 50 == 0 {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        })
+    };
+    let mut got = client.texts(N / 3).await;
+    proxy.cut();
+    let (mut resumed, answer) = client.resume(&nodes[1].url()).await;
+    assert!(answer.failed.is_empty(), "{:?}", answer.failed);
+    got.extend(resumed.texts(N - got.len()).await);
+    publisher.join().unwrap();
+    assert_eq!(got, numbered(1..=N), "every message once, in order");
+    assert_eq!(
+        resumed.duplicates, 0,
+        "the server dropped the seam's duplicates"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server (interop/setup.sh installs it)"]
+async fn two_resumes_with_one_token_at_once_and_exactly_one_wins() {
+    let redis = RedisServer::start();
+    let nodes = [node(&redis, 1), node(&redis, 2)];
+    let proxy = Proxy::start(nodes[0].server.local_addr()).await;
+    let (mut client, _) = Client::start(&format!("{}/?room=r", proxy.url())).await;
+    send_range(&nodes[0], "r", 1..=3);
+    client.texts(3).await;
+    proxy.cut();
+    gone(&nodes[0], "r");
+    let urls = [nodes[0].url(), nodes[1].url()];
+    let (a, b) = tokio::join!(client.resume(&urls[0]), client.resume(&urls[1]));
+    let answers = [&a.1, &b.1];
+    let winners = answers.iter().filter(|a| a.failed.is_empty()).count();
+    assert_eq!(winners, 1, "{answers:?}");
+    let loser = answers.iter().find(|a| !a.failed.is_empty()).unwrap();
+    assert!(
+        loser.failed.iter().all(|(_, r)| *r == FailReason::Expired),
+        "{loser:?}"
+    );
+    assert!(loser.failed.iter().any(|(t, _)| t == "g:r"));
+    // The winner is in the room again; the loser is not.
+    assert_eq!(nodes[0].hub.group_len("r") + nodes[1].hub.group_len("r"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server (interop/setup.sh installs it)"]
+async fn past_the_kept_history_a_topic_fails_expired_with_no_partial_replay() {
+    // Streams trimmed in nodes of 10 entries: MAXLEN ~ 100 keeps 100 to 110.
+    let redis = RedisServer::start_with(&["--stream-node-max-entries", "10"]);
+    let config = |id| RedisConfig::new(redis.url()).node_id(id).history_len(100);
+    let nodes = [
+        Node::start_resume(config(1), ResumeConfig::default()),
+        Node::start_resume(config(2), ResumeConfig::default()),
+    ];
+    let proxy = Proxy::start(nodes[0].server.local_addr()).await;
+    let (mut client, _) = Client::start(&format!("{}/?room=r", proxy.url())).await;
+    send_range(&nodes[0], "r", 1..=10);
+    client.texts(10).await;
+    proxy.cut();
+    gone(&nodes[0], "r");
+    send_range(&nodes[1], "r", 11..=160);
+    let (mut resumed, answer) = client.resume(&nodes[1].url()).await;
+    assert_eq!(answer.failed, vec![("g:r".to_owned(), FailReason::Expired)]);
+    assert_eq!(
+        answer.positions["g:r"].offset, 160,
+        "it goes on from the top"
+    );
+    // Nothing of the gap; the next live message is the next one.
+    send_range(&nodes[0], "r", 161..=161);
+    assert_eq!(resumed.texts(1).await, numbered(161..=161));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server (interop/setup.sh installs it)"]
+async fn offsets_reissued_after_a_simulated_failover_fail_mismatch() {
+    let redis = RedisServer::start();
+    let nodes = [node(&redis, 1), node(&redis, 2)];
+    let proxy = Proxy::start(nodes[0].server.local_addr()).await;
+    let (mut client, _) = Client::start(&format!("{}/?room=r", proxy.url())).await;
+    send_range(&nodes[0], "r", 1..=50);
+    client.texts(50).await;
+    proxy.cut();
+    gone(&nodes[0], "r");
+    // A failover to a replica that had only the first 40: the stream made again from
+    // them, the offset back at 40.
+    let _: redis::Value = redis.query(&[
+        "EVAL",
+        "local kept = redis.call('XRANGE', KEYS[1], '-', '40-1') \
+         redis.call('DEL', KEYS[1]) \
+         for _, e in ipairs(kept) do redis.call('XADD', KEYS[1], e[1], unpack(e[2])) end \
+         redis.call('HSET', KEYS[2], 'o', 40)",
+        "2",
+        "wsw:s:g:r",
+        "wsw:t:g:r",
+    ]);
+    send_range(&nodes[1], "r", 1041..=1050); // offsets 41..50 again, other messages
+    let (_, answer) = client.resume(&nodes[1].url()).await;
+    assert_eq!(
+        answer.failed,
+        vec![("g:r".to_owned(), FailReason::Mismatch)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server (interop/setup.sh installs it)"]
+async fn a_redis_restart_is_resumed_across_with_aof_always_and_fails_epoch_without() {
+    for durable in [true, false] {
+        let mut redis = RedisServer::start_durable(durable);
+        let nodes = [node(&redis, 1), node(&redis, 2)];
+        let proxy = Proxy::start(nodes[0].server.local_addr()).await;
+        let (mut client, _) = Client::start(&format!("{}/?room=r", proxy.url())).await;
+        // A plain member stays on node 2, so that it keeps hearing the topic.
+        let (_witness, _) = nodes[1].connect("/?room=r").await;
+        send_range(&nodes[0], "r", 1..=20);
+        client.texts(20).await;
+        proxy.cut();
+        gone(&nodes[0], "r");
+        redis.restart();
+        // Once the nodes are back, 10 more.
+        let mut sent = 0;
+        while sent < 10 {
+            match nodes[1]
+                .hub
+                .send_confirmed(Target::group("r"), (21 + sent).to_string())
+                .await
+            {
+                Ok(_) => sent += 1,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        // The application joins the room from the URL, as it would on a fresh connection:
+        // without persistence the session itself is gone.
+        let (mut resumed, answer) = client.resume(&format!("{}/?room=r", nodes[1].url())).await;
+        if durable {
+            assert!(answer.failed.is_empty(), "{:?}", answer.failed);
+            assert_eq!(resumed.texts(10).await, numbered(21..=30));
+        } else {
+            assert!(
+                answer
+                    .failed
+                    .contains(&("g:r".to_owned(), FailReason::Epoch))
+                    && answer.failed.iter().all(|(_, r)| *r == FailReason::Epoch),
+                "{:?}",
+                answer.failed
+            );
+            // And the node that heard the topic all along was told too.
+            let resync = nodes[1]
+                .resyncs
+                .recv_timeout(support::WAIT)
+                .expect("a resync");
+            assert_eq!(resync.topic, wsworker::hub::Topic::Group("r".into()));
+            // Live messages after the failure carry the new epoch.
+            send_range(&nodes[0], "r", 31..=31);
+            match resumed.next().await.unwrap() {
+                Got::Placed { text, .. } => assert_eq!(text, "31"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server (interop/setup.sh installs it)"]
+async fn a_client_too_slow_for_its_buffer_is_closed_1013_and_resumes_its_backlog() {
+    const N: usize = 3_000;
+    let redis = RedisServer::start();
+    let config = |id| {
+        RedisConfig::new(redis.url())
+            .node_id(id)
+            .history_len(N + 100)
+    };
+    let resume = ResumeConfig::default().max_replay(N + 100);
+    let nodes = [
+        Node::start_custom(config(1), move |worker| {
+            worker.resume(resume).unwrap();
+            worker.send_buffer_limits(64 * 1024, 256 * 1024);
+        }),
+        Node::start_resume(config(2), resume),
+    ];
+    let proxy = Proxy::start(nodes[0].server.local_addr()).await;
+    let (mut client, _) = Client::start(&format!("{}/?room=r", proxy.url())).await;
+    let text = |i: usize| format!("{i:06}-{}", "x".repeat(4_000));
+    for i in 1..=10 {
+        nodes[0].hub.send_to_group("r", text(i));
+    }
+    assert_eq!(
+        client.texts(10).await,
+        (1..=10).map(text).collect::<Vec<_>>()
+    );
+
+    // The client stops reading; 12 MB more are sent: more than the sockets hold and the
+    // send buffer's hard limit.
+    proxy.stall(true);
+    for i in 11..=N {
+        nodes[0].hub.send_to_group("r", text(i));
+    }
+    let (_, code) = nodes[0]
+        .closes
+        .recv_timeout(support::WAIT)
+        .expect("the slow client is closed");
+    assert_eq!(code, 1013, "try again later");
+    proxy.cut();
+
+    let (mut resumed, answer) = client.resume(&nodes[1].url()).await;
+    assert!(answer.failed.is_empty(), "{:?}", answer.failed);
+    // Whatever it had read before it stalled, the rest comes from the history.
+    let from = client.positions["g:r"].offset as usize + 1;
+    let rest = resumed.texts(N - from + 1).await;
+    assert_eq!(rest, (from..=N).map(text).collect::<Vec<_>>());
+}
