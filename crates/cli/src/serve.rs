@@ -86,6 +86,11 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "ID", requires = "redis",
           value_parser = clap::value_parser!(u16).range(1..))]
     node_id: Option<u16>,
+    /// With `--redis`: how long, in seconds, a client that offers `wsworker.resume.v1` may
+    /// take to come back (to any node) and resume its session with exactly the messages it
+    /// missed; 0 turns resume off.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120, requires = "redis")]
+    resume_window: u64,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
     log_level: tracing::Level,
@@ -149,6 +154,12 @@ pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error
         let engine = RedisEngine::start(config)
             .map_err(|error| format!("cannot use Redis at {}: {error}", without_password(url)))?;
         worker.engine(engine)?;
+        if args.resume_window > 0 {
+            worker.resume(
+                wsworker::resume::ResumeConfig::default()
+                    .window(Duration::from_secs(args.resume_window)),
+            )?;
+        }
     }
     worker.overflow_policy(match args.overflow {
         Overflow::Close => OverflowPolicy::Close,
@@ -227,6 +238,13 @@ pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error
             hub.node_id(),
             without_password(url)
         );
+        if args.resume_window > 0 {
+            let _ = writeln!(
+                out,
+                "clients that offer wsworker.resume.v1 resume within {} s, on any node",
+                args.resume_window
+            );
+        }
     }
     if let Some(endpoint) = &metrics_server {
         let _ = writeln!(out, "metrics at http://{}/metrics", endpoint.local_addr());
