@@ -337,7 +337,8 @@ impl ResumeState {
         if let (Some(session), Some(sessions)) = (
             &state.session,
             hub.engine().and_then(|engine| engine.sessions()),
-        ) {
+        ) && !session.token.is_empty()
+        {
             sessions.keep(&session.token, self.config.window, false);
         }
     }
@@ -404,16 +405,27 @@ impl ResumeState {
         floors: Vec<(Topic, Stamp)>,
     ) {
         let mut state = self.lock();
+        let Some(sessions) = hub.engine().and_then(|engine| engine.sessions()) else {
+            return;
+        };
         if state.phase == Phase::Closed {
+            // Gone while it was set up: its window starts now.
+            sessions.keep(&session.token, self.config.window, false);
             return;
         }
+        sessions.keep(&session.token, self.config.window, true);
         let _ = conn.send_raw(Message::text(answer));
         for message in replay {
             let _ = conn.send_raw(message);
         }
         let covered: BTreeSet<Topic> = floors.iter().map(|(t, _)| t.clone()).collect();
         for (topic, stamp) in floors {
-            state.raise(&topic, stamp);
+            if state.topics.contains(&topic) {
+                state.raise(&topic, stamp);
+            } else {
+                // Left while the answer was prepared.
+                state.controls.push(wire::encode_left(&topic.key()));
+            }
         }
         state.session = Some(session);
         state.phase = Phase::Live;
@@ -616,7 +628,6 @@ async fn start(hub: &Hub, conn: &Connection) -> Result<(), EngineError> {
             "a new session's token was taken".into(),
         ));
     }
-    sessions.keep(&session.token, window, true);
     let positions: Positions = floors.iter().map(|(t, s)| (t.key(), *s)).collect();
     let hello = wire::encode_hello(&info(&session, window), &positions);
     resume.establish(hub, conn, session, hello, Vec::new(), floors);
@@ -775,7 +786,6 @@ async fn resume_session(
             "a new session's token was taken".into(),
         ));
     }
-    sessions.keep(&session.token, window, true);
     let recovered: Vec<String> = report.recovered.iter().map(Topic::key).collect();
     let failed: Vec<(String, FailReason)> = report
         .failed
