@@ -183,6 +183,36 @@ async fn a_close_with_1000_is_the_end_and_1012_is_not() {
 }
 
 #[tokio::test]
+async fn callbacks_hear_each_open_and_one_close() {
+    let server = echo_on("127.0.0.1:0").start().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (opened, closed) = (tx.clone(), tx);
+    let ws = WebSocket::builder(url(&server))
+        .reconnect(quick())
+        .on_open(move |ws| {
+            let _ = opened.send(format!("open {}", ws.ready_state() as u8));
+            // Sent from the callback: goes out on this connection.
+            let _ = ws.send("hi");
+        })
+        .on_close(move |_, info| {
+            let _ = closed.send(format!("close {}", info.code));
+        })
+        .open();
+    let mut next = async || timeout(WAIT, rx.recv()).await.unwrap().unwrap();
+    assert_eq!(next().await, "open 1");
+    assert_text(event(&ws).await, "hi");
+    ws.send("close 1011").unwrap();
+    let (_, close) = reconnecting(event(&ws).await, 1);
+    assert_eq!(close.code, CloseCode::INTERNAL_ERROR);
+    assert_eq!(next().await, "open 1", "on_open again");
+    assert_text(event(&ws).await, "hi");
+    ws.close(4000, "").unwrap();
+    assert_eq!(next().await, "close 4000");
+    assert_ended(&ws).await;
+    stop(server).await;
+}
+
+#[tokio::test]
 async fn a_policy_decides_which_closes_are_retried() {
     let server = echo_on("127.0.0.1:0").start().unwrap();
     let ws = WebSocket::builder(url(&server))

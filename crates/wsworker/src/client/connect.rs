@@ -95,7 +95,7 @@ pub(super) async fn run(mut plan: Plan, shared: Arc<Shared>, mut handler: Client
     let urls = handler.ws().inner.urls.len();
     let mut url = 0;
     // Attempts since the last open (or the start).
-    let mut attempt = 0;
+    let mut attempt: u32 = 0;
     loop {
         let lost = match connect_and_drive(&plan, &mut handshake, &shared, &mut handler).await {
             Ok(Ended::Over) => return,
@@ -104,15 +104,16 @@ pub(super) async fn run(mut plan: Plan, shared: Arc<Shared>, mut handler: Client
                 info
             }
             Err(error) => {
-                shared.set_ready_state(ReadyState::Closed);
                 if plan.policy.is_none() || plan.cancel.is_cancelled() {
+                    shared.set_ready_state(ReadyState::Closed);
                     return handler.fail(error);
                 }
+                // Still connecting: the next attempt (or the end, below) follows.
                 handler.attempt_failed(error);
                 CloseInfo::dropped()
             }
         };
-        attempt += 1;
+        attempt = attempt.saturating_add(1);
         let Some(policy) = plan.policy.as_ref().filter(|p| p.allows(attempt)) else {
             shared.set_ready_state(ReadyState::Closed);
             return handler.closed(lost);

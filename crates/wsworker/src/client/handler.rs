@@ -115,8 +115,8 @@ impl ClientHandler {
         self.closed(CloseInfo::dropped());
     }
 
-    /// An attempt failed; another follows. Reported unless the first open is awaited, whose
-    /// failure is the last attempt's.
+    /// An attempt failed, under a policy (another follows if it allows). Reported unless
+    /// the first open is awaited, whose failure is then the last attempt's.
     pub(super) fn attempt_failed(&mut self, error: Error) {
         if self.ready.is_some() {
             self.last_error = Some(error);
