@@ -1,12 +1,16 @@
 //! `wsworker connect`: a client on the terminal. Interactive by default (each stdin line
 //! is sent as a text message, each message received is printed); with `--send`, a
-//! scripted exchange for shell scripts.
+//! scripted exchange for shell scripts; with `--expect N` alone, a listener that exits once
+//! N messages came. With several URLs, `--reconnect` or `--resume` it reconnects (round
+//! robin over the URLs, 100 ms to 2 s apart) and resumes with `wsworker.resume.v1`, saying
+//! so on stderr; stdout has only the messages.
 //!
 //! What the server sends reaches the user's terminal, so its control characters are shown,
 //! never obeyed (see [`terminal_safe`]): a server must not be able to move the cursor, set
 //! the window title or answer back through the terminal.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::fmt::Write as _;
 use std::io::BufRead;
 use std::process::ExitCode;
@@ -14,14 +18,25 @@ use std::time::Duration;
 
 use clap::Args;
 use tokio::sync::mpsc;
-use wsworker::{CloseInfo, Message, WebSocket, WsEvent};
+use wsworker::{CloseInfo, Message, ReconnectPolicy, WebSocket, WsEvent};
 
 /// Arguments of `wsworker connect`.
 #[derive(Debug, Args)]
 pub(crate) struct ConnectArgs {
     /// The server: ws://HOST:PORT/PATH?QUERY, or wss://… for TLS (port, path and query
-    /// optional).
-    url: String,
+    /// optional). Several: other nodes of the same service, tried round robin whenever the
+    /// connection is lost or an attempt fails.
+    #[arg(value_name = "URL", required = true, num_args = 1..)]
+    urls: Vec<String>,
+    /// Reconnect when the connection is lost or an attempt fails (implied by several URLs
+    /// and by --resume): 100 ms, then doubling up to 2 s, jittered; not after a close with
+    /// 1000 or by this end.
+    #[arg(long)]
+    reconnect: bool,
+    /// Offer wsworker.resume.v1 and, when the server agrees, resume the session on every
+    /// reconnect: the messages missed meanwhile arrive, once each (implies --reconnect).
+    #[arg(long)]
+    resume: bool,
     /// For wss://: trust the CA certificates in this PEM file too (repeatable), besides the
     /// built-in web roots.
     #[cfg(feature = "tls")]
@@ -37,10 +52,12 @@ pub(crate) struct ConnectArgs {
     /// replies, close and exit.
     #[arg(long = "send", value_name = "TEXT")]
     send: Vec<String>,
-    /// With --send: how many messages to wait for before closing (default: one per --send).
+    /// How many messages to wait for before closing (with --send, default: one per
+    /// --send). Without --send: nothing is sent, stdin is not read, and the exit status is
+    /// 0 once N messages came, not 0 at the --timeout.
     #[arg(long, value_name = "N")]
     expect: Option<usize>,
-    /// With --send: how long to wait for the replies, in seconds.
+    /// With --send or --expect: how long to wait for the messages, in seconds.
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     timeout: f64,
     /// The close code to send at the end (1000 or 3000–4999).
@@ -76,7 +93,7 @@ async fn session(args: ConnectArgs) -> Result<ExitCode, wsworker::Error> {
             reason_len: args.close_reason.len(),
         });
     }
-    let mut builder = WebSocket::builder(args.url.as_str()).protocols(&args.protocols);
+    let mut builder = WebSocket::builder(args.urls[0].as_str()).protocols(&args.protocols);
     for (name, value) in &args.headers {
         builder = builder.header(name, value);
     }
@@ -88,31 +105,112 @@ async fn session(args: ConnectArgs) -> Result<ExitCode, wsworker::Error> {
     for ca in &args.ca {
         builder = builder.tls_ca_pem_file(ca);
     }
-    let ws = builder.connect().await?;
-    eprintln!(
-        "connected to {} (protocol {:?}, extensions {:?})",
-        ws.url(),
-        ws.protocol(),
-        ws.extensions()
-    );
-    let info = if args.send.is_empty() {
-        interactive(&ws, &args).await?
+    let ws = if reconnects(&args) {
+        // Opens and losses are reported as they come (`status`), the first one included.
+        builder
+            .fallback_urls(&args.urls[1..])
+            .reconnect(policy())
+            .resume(args.resume)
+            .open()
     } else {
-        scripted(&ws, &args).await?
+        let ws = builder.connect().await?;
+        print_connected(&ws);
+        ws
+    };
+    // Whether the connection is open, for the status lines (`connect` above opened it).
+    let open = Cell::new(!reconnects(&args));
+    let (info, success) = if args.send.is_empty() && args.expect.is_none() {
+        let info = interactive(&ws, &args, &open).await?;
+        let clean = info.was_clean;
+        (info, clean)
+    } else {
+        scripted(&ws, &args, &open).await?
     };
     eprintln!(
         "closed: code {} reason {:?} clean={}",
         info.code, info.reason, info.was_clean
     );
-    Ok(if info.was_clean {
+    Ok(if success {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
 }
 
+/// The CLI's reconnect policy: quick, for a person or a script waiting.
+fn policy() -> ReconnectPolicy {
+    ReconnectPolicy::new()
+        .initial_delay(Duration::from_millis(100))
+        .max_delay(Duration::from_secs(2))
+}
+
+fn print_connected(ws: &WebSocket) {
+    eprintln!(
+        "connected to {} (protocol {:?}, extensions {:?})",
+        ws.url(),
+        ws.protocol(),
+        ws.extensions()
+    );
+}
+
+/// Reports an event that is neither a message, an error nor the close, on stderr.
+/// `open` follows the connection: a reconnect after an open connection is a loss, after a
+/// failed attempt another attempt.
+fn status(ws: &WebSocket, event: &WsEvent, open: &Cell<bool>) {
+    match event {
+        WsEvent::Open => {
+            open.set(true);
+            print_connected(ws);
+        }
+        WsEvent::Reconnecting {
+            attempt,
+            delay,
+            close,
+        } => {
+            let then = format!(
+                "attempt {attempt} to {} in {} ms",
+                ws.url(),
+                delay.as_millis()
+            );
+            if open.replace(false) {
+                eprintln!(
+                    "connection lost (code {} reason {:?}); {then}",
+                    close.code,
+                    terminal_safe(&close.reason)
+                );
+            } else {
+                eprintln!("not connected; {then}");
+            }
+        }
+        WsEvent::Session { id, window } => eprintln!(
+            "session {} (resumable for {} s)",
+            terminal_safe(id),
+            window.as_secs()
+        ),
+        WsEvent::Resumed {
+            recovered, failed, ..
+        } => {
+            let recovered: Vec<_> = recovered.iter().map(|t| terminal_safe(t)).collect();
+            let failed: Vec<_> = failed
+                .iter()
+                .map(|(topic, reason)| format!("{} ({reason})", terminal_safe(topic)))
+                .collect();
+            eprintln!(
+                "resumed: recovered [{}] failed [{}]",
+                recovered.join(", "),
+                failed.join(", ")
+            );
+        }
+        _ => {}
+    }
+}
+
 /// Lines from stdin go out, messages come in; stdin's end closes the connection.
-async fn interactive(ws: &WebSocket, args: &ConnectArgs) -> Result<CloseInfo, wsworker::Error> {
+async fn interactive(
+    ws: &WebSocket,
+    args: &ConnectArgs,
+    open: &Cell<bool>,
+) -> Result<CloseInfo, wsworker::Error> {
     let (lines_tx, mut lines) = mpsc::unbounded_channel();
     // Blocking stdin reads get a thread of their own; the channel ends with stdin.
     std::thread::spawn(move || {
@@ -133,6 +231,10 @@ async fn interactive(ws: &WebSocket, args: &ConnectArgs) -> Result<CloseInfo, ws
                     Err(wsworker::Error::Closed) => {
                         eprintln!("not sent: the connection is closing");
                     }
+                    // Reconnecting, with too much held already.
+                    Err(error @ wsworker::Error::QueueFull { .. }) => {
+                        eprintln!("not sent: {error}");
+                    }
                     Err(error) => return Err(error),
                 },
                 None => {
@@ -144,15 +246,22 @@ async fn interactive(ws: &WebSocket, args: &ConnectArgs) -> Result<CloseInfo, ws
                 Some(WsEvent::Message(msg)) => print_message(&msg),
                 Some(WsEvent::Error(error)) => print_error(&error),
                 Some(WsEvent::Close(info)) => return Ok(info),
-                Some(_) => {}
+                Some(event) => status(ws, &event, open),
                 None => return Err(wsworker::Error::Closed),
             },
         }
     }
 }
 
-/// Sends every --send message, waits for the replies, closes.
-async fn scripted(ws: &WebSocket, args: &ConnectArgs) -> Result<CloseInfo, wsworker::Error> {
+/// Sends every --send message (if any), waits for the messages expected, closes. Returns
+/// how the connection ended and whether that is a success: every message came, and the
+/// close was clean — or, reconnecting, came at all (the connection may have been between
+/// two when it was closed).
+async fn scripted(
+    ws: &WebSocket,
+    args: &ConnectArgs,
+    open: &Cell<bool>,
+) -> Result<(CloseInfo, bool), wsworker::Error> {
     for text in &args.send {
         ws.send(text.as_str())?;
     }
@@ -168,35 +277,35 @@ async fn scripted(ws: &WebSocket, args: &ConnectArgs) -> Result<CloseInfo, wswor
             }
             Ok(Some(WsEvent::Error(error))) => print_error(&error),
             Ok(Some(WsEvent::Close(info))) => {
-                eprintln!("the server closed after {received} of {expect} replies");
-                return Ok(CloseInfo {
-                    was_clean: false,
-                    ..info
-                });
+                eprintln!("the connection closed after {received} of {expect} messages");
+                return Ok((info, false));
             }
-            Ok(Some(_)) => {}
+            Ok(Some(event)) => status(ws, &event, open),
             Ok(None) => return Err(wsworker::Error::Closed),
             Err(_) => {
-                eprintln!("timed out after {received} of {expect} replies");
+                eprintln!("timed out after {received} of {expect} messages");
                 ws.close(args.close_code, &args.close_reason)?;
-                let info = wait_close(ws).await?;
-                return Ok(CloseInfo {
-                    was_clean: false,
-                    ..info
-                });
+                return Ok((wait_close(ws, open).await?, false));
             }
         }
     }
     ws.close(args.close_code, &args.close_reason)?;
-    wait_close(ws).await
+    let info = wait_close(ws, open).await?;
+    let success = info.was_clean || reconnects(args);
+    Ok((info, success))
 }
 
-async fn wait_close(ws: &WebSocket) -> Result<CloseInfo, wsworker::Error> {
+/// Whether the connection reconnects (several URLs, --reconnect or --resume).
+fn reconnects(args: &ConnectArgs) -> bool {
+    args.reconnect || args.resume || args.urls.len() > 1
+}
+
+async fn wait_close(ws: &WebSocket, open: &Cell<bool>) -> Result<CloseInfo, wsworker::Error> {
     while let Some(event) = ws.next().await {
         match event {
             WsEvent::Message(msg) => print_message(&msg),
             WsEvent::Close(info) => return Ok(info),
-            _ => {}
+            other => status(ws, &other, open),
         }
     }
     Err(wsworker::Error::Closed)
@@ -258,7 +367,49 @@ fn reorders(c: char) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::terminal_safe;
+    use super::{ConnectArgs, reconnects, terminal_safe};
+    use clap::Parser;
+
+    /// `connect`'s arguments on their own.
+    #[derive(Debug, Parser)]
+    struct Connect {
+        #[command(flatten)]
+        args: ConnectArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<ConnectArgs, clap::Error> {
+        Connect::try_parse_from(std::iter::once("connect").chain(args.iter().copied()))
+            .map(|c| c.args)
+    }
+
+    #[test]
+    fn urls_and_the_reconnect_options_parse() {
+        let args = parse(&[
+            "ws://a/",
+            "ws://b/",
+            "--resume",
+            "--expect",
+            "3",
+            "--timeout",
+            "2.5",
+        ])
+        .unwrap();
+        assert_eq!(args.urls, ["ws://a/", "ws://b/"]);
+        assert!(args.resume && !args.reconnect && reconnects(&args));
+        assert_eq!((args.expect, args.timeout), (Some(3), 2.5));
+        assert!(args.send.is_empty());
+
+        let args = parse(&["ws://a/"]).unwrap();
+        assert!(!reconnects(&args), "one URL: the browser's single attempt");
+        assert!(reconnects(&parse(&["ws://a/", "--reconnect"]).unwrap()));
+        assert!(reconnects(&parse(&["ws://a/", "ws://b/"]).unwrap()));
+        // URLs and options in any order.
+        let args = parse(&["--send", "x", "ws://a/", "--reconnect", "ws://b/"]).unwrap();
+        assert_eq!((args.urls.len(), args.send.len()), (2, 1));
+
+        assert!(parse(&[]).is_err(), "a URL is required");
+        assert!(parse(&["ws://a/", "--expect", "-1"]).is_err());
+    }
 
     #[test]
     fn control_characters_are_shown_as_cat_v_shows_them() {

@@ -87,6 +87,41 @@ pub(crate) trait Handler {
     fn on_close(&mut self, info: CloseInfo);
 }
 
+/// A handler lent to a driver, so that it outlives the connection: a client that
+/// reconnects hands the same one to each connection's driver.
+impl<H: Handler + ?Sized> Handler for &mut H {
+    fn shared(&self) -> &Shared {
+        (**self).shared()
+    }
+    fn on_open(&mut self) {
+        (**self).on_open();
+    }
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        (**self).poll_ready(cx)
+    }
+    fn on_event(&mut self, event: Event) {
+        (**self).on_event(event);
+    }
+    fn borrows(&self) -> bool {
+        (**self).borrows()
+    }
+    fn on_message_ref(&mut self, message: MessageRef<'_>) {
+        (**self).on_message_ref(message);
+    }
+    fn on_error(&mut self, error: Error) {
+        (**self).on_error(error);
+    }
+    fn on_buffer_full(&mut self) {
+        (**self).on_buffer_full();
+    }
+    fn on_buffer_drain(&mut self) {
+        (**self).on_buffer_drain();
+    }
+    fn on_close(&mut self, info: CloseInfo) {
+        (**self).on_close(info);
+    }
+}
+
 /// Idle keepalive: a ping after `interval` without a byte from the peer, and the connection
 /// dropped (1006) when nothing arrives within `timeout` after that ping. It finds peers that
 /// vanished without closing (a pulled cable, a sleeping laptop, a NAT that forgot the

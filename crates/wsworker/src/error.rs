@@ -79,6 +79,19 @@ pub enum Error {
     /// Something this build does not support yet.
     #[error("unsupported: {0}")]
     Unsupported(&'static str),
+    /// A client that reconnects or resumes holds the messages sent while it is not ready
+    /// (between connections, until the server answers `resume`), up to a limit
+    /// ([`WebSocketBuilder::queue_limit`](crate::WebSocketBuilder::queue_limit)): this one
+    /// would have passed it.
+    #[error("the send queue is full ({limit} bytes held while the connection is not ready)")]
+    QueueFull {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The server broke `wsworker.resume.v1`: a frame that is not one of the protocol's.
+    /// The connection is closed with 1002.
+    #[error("resume protocol error")]
+    Resume(#[from] crate::resume::wire::WireError),
 }
 
 impl Error {

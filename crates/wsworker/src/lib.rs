@@ -67,7 +67,7 @@ mod tls;
 #[cfg(feature = "tls")]
 pub use rustls;
 
-pub use client::{WebSocket, WebSocketBuilder, WsEvent};
+pub use client::{ReconnectPolicy, WebSocket, WebSocketBuilder, WsEvent};
 pub use error::{Error, Result};
 pub use hub::{Hub, Target};
 pub use server::{

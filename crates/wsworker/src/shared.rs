@@ -167,6 +167,20 @@ impl Shared {
         std::mem::take(&mut inbox.commands)
     }
 
+    /// Takes the commands left in the inbox by a driver that is gone: a client connection
+    /// that ended and is to be replaced by another.
+    pub(crate) fn drain_commands(&self) -> Vec<Command> {
+        let commands = {
+            let mut inbox = self.inbox();
+            self.waiting.store(0, Ordering::Relaxed);
+            std::mem::take(&mut inbox.commands)
+        };
+        for command in &commands {
+            self.taken(command);
+        }
+        commands
+    }
+
     pub(crate) fn id(&self) -> u64 {
         self.id
     }

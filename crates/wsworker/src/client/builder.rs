@@ -1,22 +1,26 @@
 //! [`WebSocketBuilder`]: everything about a client connection that is not the URL — subprotocols,
-//! headers, limits, the connect timeout, and the JavaScript-shaped callbacks.
+//! headers, limits, the connect timeout, reconnecting and resuming, and the
+//! JavaScript-shaped callbacks.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
-use wsworker_proto::handshake::ClientHandshake;
-use wsworker_proto::{Config, HandshakeError, Message};
+use wsworker_proto::{Config, Message};
 
 use super::handler::{Callbacks, ClientHandler, Ready};
-use super::{WebSocket, connect};
+use super::{ReconnectPolicy, WebSocket, connect};
 use crate::driver::Keepalive;
 use crate::error::{Error, Result};
 use crate::shared::{CloseInfo, Shared};
 
 /// Default limit for the TCP connection plus the opening handshake.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default limit of the messages held while a connection that reconnects or resumes is not
+/// ready.
+const DEFAULT_QUEUE_LIMIT: usize = 1 << 20;
 
 /// Settings and callbacks for a client connection, from [`WebSocket::builder`].
 ///
@@ -44,6 +48,10 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// ```
 pub struct WebSocketBuilder {
     url: String,
+    fallback_urls: Vec<String>,
+    reconnect: Option<ReconnectPolicy>,
+    resume: bool,
+    queue_limit: usize,
     protocols: Vec<String>,
     headers: Vec<(String, String)>,
     config: Config,
@@ -59,6 +67,10 @@ impl WebSocketBuilder {
     pub(super) fn new(url: String) -> Self {
         Self {
             url,
+            fallback_urls: Vec::new(),
+            reconnect: None,
+            resume: false,
+            queue_limit: DEFAULT_QUEUE_LIMIT,
             protocols: Vec::new(),
             headers: Vec::new(),
             config: Config::default(),
@@ -84,6 +96,105 @@ impl WebSocketBuilder {
             .into_iter()
             .map(|p| p.as_ref().to_owned())
             .collect();
+        self
+    }
+
+    /// Reconnects as `policy` says when the connection is lost or an attempt fails. The
+    /// handle stays the same: its events report each loss ([`WsEvent::Reconnecting`], after
+    /// the [`WsEvent::Error`] of a failure) and each new open ([`WsEvent::Open`], and
+    /// `on_open`); [`WsEvent::Close`] comes once, at the end — a close by the application,
+    /// a close the policy does not retry (1000 from the server, say), or the last attempt
+    /// failed.
+    ///
+    /// Between connections [`WebSocket::ready_state`] is `Connecting`, and
+    /// [`WebSocket::send`] holds the messages (up to [`queue_limit`](Self::queue_limit)) to
+    /// send them first on the next connection. Messages the lost connection had taken
+    /// but not yet written to the socket are lost with it. [`WebSocketBuilder::connect`]
+    /// resolves at the first open, trying again as the policy says (its failures are not
+    /// reported as events), and fails with the last attempt's error.
+    ///
+    /// Without a policy (the default) the connection is the browser's: one attempt, and
+    /// its loss is the end.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use wsworker::{ReconnectPolicy, WebSocket, WsEvent};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let ws = WebSocket::builder("ws://10.0.0.1:2346/")
+    ///     .fallback_urls(["ws://10.0.0.2:2346/"])
+    ///     .reconnect(ReconnectPolicy::default().max_delay(Duration::from_secs(5)))
+    ///     .open();
+    /// while let Some(event) = ws.next().await {
+    ///     match event {
+    ///         WsEvent::Open => println!("open on {}", ws.url()),
+    ///         WsEvent::Reconnecting { attempt, delay, close, .. } => {
+    ///             println!("lost ({}); attempt {attempt} in {delay:?}", close.code)
+    ///         }
+    ///         WsEvent::Message(msg) => println!("{msg:?}"),
+    ///         WsEvent::Close(info) => println!("over: {}", info.code),
+    ///         _ => {}
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    ///
+    /// [`WsEvent::Reconnecting`]: super::WsEvent::Reconnecting
+    /// [`WsEvent::Error`]: super::WsEvent::Error
+    /// [`WsEvent::Open`]: super::WsEvent::Open
+    /// [`WsEvent::Close`]: super::WsEvent::Close
+    #[must_use]
+    pub fn reconnect(mut self, policy: ReconnectPolicy) -> Self {
+        self.reconnect = Some(policy);
+        self
+    }
+
+    /// More URLs of the same service (other nodes), tried round robin after the first:
+    /// each attempt after a loss or a failure goes to the next URL. [`WebSocket::url`] is the
+    /// URL of the current connection or attempt. Used with a [`reconnect`](Self::reconnect)
+    /// policy only; every URL must be valid (or the connection fails at once, as with an
+    /// invalid first URL).
+    #[must_use]
+    pub fn fallback_urls<I, S>(mut self, urls: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.fallback_urls = urls.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Resumes with `wsworker.resume.v1` ([`crate::resume`], `docs/RESUME.md`): offers the
+    /// subprotocol (first, before the others), and when the server agrees to it opens a
+    /// session on the first connection and resumes it on every later one, so that the
+    /// messages missed while away arrive once each, in order, per topic — or the
+    /// [`WsEvent::Resumed`] event says per topic why not.
+    ///
+    /// The protocol's frames are the client's business: messages arrive without their
+    /// head (text as text, binary as binary), duplicates (at or before a topic's last
+    /// position) are dropped, and the application's sends wait until the server has
+    /// answered (`hello` or `resumed`). [`WsEvent::Session`] reports a new session. A
+    /// frame that breaks the protocol is reported ([`Error::Resume`]) and closes the
+    /// connection with 1002. When the server does not agree, the connection is a plain one.
+    ///
+    /// Use it with a [`reconnect`](Self::reconnect) policy: without one there is nothing to
+    /// resume.
+    ///
+    /// [`WsEvent::Resumed`]: super::WsEvent::Resumed
+    /// [`WsEvent::Session`]: super::WsEvent::Session
+    #[must_use]
+    pub fn resume(mut self, resume: bool) -> Self {
+        self.resume = resume;
+        self
+    }
+
+    /// With [`reconnect`](Self::reconnect) or [`resume`](Self::resume): the most the
+    /// messages held while the connection is not ready may weigh (each its payload and 64
+    /// bytes); a send past it fails with [`Error::QueueFull`]. Default 1 MiB.
+    #[must_use]
+    pub fn queue_limit(mut self, bytes: usize) -> Self {
+        self.queue_limit = bytes;
         self
     }
 
@@ -265,57 +376,75 @@ impl WebSocketBuilder {
     }
 
     fn spawn(mut self, ready: Option<Ready>) -> WebSocket {
-        #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
-        let mut handshake = self.handshake();
+        let mut urls = vec![std::mem::take(&mut self.url)];
+        if self.reconnect.is_some() {
+            urls.append(&mut self.fallback_urls);
+        }
+        let mut protocols = std::mem::take(&mut self.protocols);
+        if self.resume && !protocols.iter().any(|p| p == crate::resume::PROTOCOL) {
+            protocols.insert(0, crate::resume::PROTOCOL.to_owned());
+        }
+        let recipe = connect::Recipe {
+            protocols,
+            headers: std::mem::take(&mut self.headers),
+            extensions: self.extensions,
+        };
+        // Every URL is checked now: a bad one is a mistake to report at once, not after
+        // the first connection is lost.
+        let mut first = recipe.handshake(&urls[0]);
+        if first.is_ok()
+            && let Some(Err(error)) = urls[1..]
+                .iter()
+                .map(|url| recipe.handshake(url))
+                .find(Result::is_err)
+        {
+            first = Err(error);
+        }
         #[cfg(feature = "tls")]
-        let tls = match &handshake {
-            Ok(h) => self.tls.prepare(h.is_tls()).unwrap_or_else(|error| {
-                handshake = Err(error);
-                None
-            }),
+        let tls = match &first {
+            Ok(_) => {
+                let any_tls = urls.iter().any(|url| {
+                    recipe
+                        .handshake(url)
+                        .is_ok_and(|handshake| handshake.is_tls())
+                });
+                self.tls.prepare(any_tls).unwrap_or_else(|error| {
+                    first = Err(error);
+                    None
+                })
+            }
             Err(_) => None,
         };
         let shared = Arc::new(Shared::new());
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let url = std::mem::take(&mut self.url);
-        let ws = WebSocket::new_connecting(url, Arc::clone(&shared), events_rx);
-        let handler = ClientHandler::new(ws.detached(), self.callbacks, events_tx, ready);
-        let attempt = connect::Attempt {
-            handshake,
+        let gated = self.reconnect.is_some() || self.resume;
+        let ws = WebSocket::new_connecting(
+            urls.into(),
+            Arc::clone(&shared),
+            events_rx,
+            gated.then(|| super::gate::Gate::new(self.queue_limit)),
+        );
+        let handler = ClientHandler::new(
+            ws.detached(),
+            self.callbacks,
+            events_tx,
+            ready,
+            self.reconnect.clone(),
+            self.resume,
+        );
+        let plan = connect::Plan {
+            first,
+            recipe,
             config: self.config,
             timeout: self.connect_timeout,
             keepalive: self.keepalive,
             cancel: ws.inner.cancel.clone(),
             #[cfg(feature = "tls")]
             tls,
-            extensions: self.extensions,
+            policy: self.reconnect,
         };
-        tokio::spawn(connect::run(attempt, shared, handler));
+        tokio::spawn(connect::run(plan, shared, handler));
         ws
-    }
-
-    /// The opening handshake, or why it cannot be attempted.
-    fn handshake(&self) -> Result<ClientHandshake> {
-        let handshake = ClientHandshake::new(&self.url).map_err(|error| match error {
-            HandshakeError::InvalidUrl(reason) => Error::InvalidAddress {
-                address: self.url.clone(),
-                reason,
-            },
-            other => other.into(),
-        })?;
-        #[cfg(not(feature = "tls"))]
-        if handshake.is_tls() {
-            return Err(Error::Unsupported(
-                "wss:// needs the `tls` feature of wsworker",
-            ));
-        }
-        let mut handshake = self
-            .extensions
-            .apply(handshake.with_protocols(&self.protocols)?)?;
-        for (name, value) in &self.headers {
-            handshake = handshake.with_header(name, value)?;
-        }
-        Ok(handshake)
     }
 }
 
@@ -323,6 +452,10 @@ impl fmt::Debug for WebSocketBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("WebSocketBuilder");
         d.field("url", &self.url)
+            .field("fallback_urls", &self.fallback_urls)
+            .field("reconnect", &self.reconnect)
+            .field("resume", &self.resume)
+            .field("queue_limit", &self.queue_limit)
             .field("protocols", &self.protocols)
             // Names only: values may be credentials.
             .field(

@@ -1,6 +1,7 @@
 //! A client connection's task: the TCP connection, the TLS handshake for `wss://`, and the
 //! opening handshake (RFC 6455 §4.1) within the connect timeout, then the shared driver
-//! until the connection ends.
+//! until the connection ends — and, with a [`ReconnectPolicy`], the next attempt after the
+//! policy's delay, on the next URL, until the policy gives up or the application closes.
 
 use std::io;
 use std::sync::Arc;
@@ -11,29 +12,66 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use wsworker_proto::handshake::{ClientHandshake, Response};
-use wsworker_proto::{Config, Connection as Proto, ReadyState, Role};
+use wsworker_proto::{Config, Connection as Proto, HandshakeError, ReadyState, Role};
 
-use super::handler::ClientHandler;
+use super::ReconnectPolicy;
+use super::handler::{ClientHandler, Ended};
 use crate::driver::{Driver, DriverConfig};
 use crate::error::{Error, Result};
-use crate::shared::Shared;
+use crate::shared::{CloseInfo, Shared};
 
 /// How much room each read of the response head gets.
 const READ_CHUNK: usize = 4096;
 
-/// What the builder decided for one attempt.
-pub(super) struct Attempt {
-    pub(super) handshake: Result<ClientHandshake>,
+/// What makes an opening handshake, whatever the URL.
+pub(super) struct Recipe {
+    pub(super) protocols: Vec<String>,
+    pub(super) headers: Vec<(String, String)>,
+    /// The extensions offered (permessage-deflate), to check the answer against.
+    pub(super) extensions: super::extensions::Offers,
+}
+
+impl Recipe {
+    /// A fresh opening handshake to `url` (each attempt has its own key), or why it cannot
+    /// be attempted.
+    pub(super) fn handshake(&self, url: &str) -> Result<ClientHandshake> {
+        let handshake = ClientHandshake::new(url).map_err(|error| match error {
+            HandshakeError::InvalidUrl(reason) => Error::InvalidAddress {
+                address: url.to_owned(),
+                reason,
+            },
+            other => other.into(),
+        })?;
+        #[cfg(not(feature = "tls"))]
+        if handshake.is_tls() {
+            return Err(Error::Unsupported(
+                "wss:// needs the `tls` feature of wsworker",
+            ));
+        }
+        let mut handshake = self
+            .extensions
+            .apply(handshake.with_protocols(&self.protocols)?)?;
+        for (name, value) in &self.headers {
+            handshake = handshake.with_header(name, value)?;
+        }
+        Ok(handshake)
+    }
+}
+
+/// What the builder decided for the connection and its attempts.
+pub(super) struct Plan {
+    /// The first attempt's handshake, or why there can be none (every URL was checked).
+    pub(super) first: Result<ClientHandshake>,
+    pub(super) recipe: Recipe,
     pub(super) config: Config,
     pub(super) timeout: Duration,
     pub(super) keepalive: Option<crate::driver::Keepalive>,
-    /// Cancelled by `close` (or the last handle's drop) while connecting.
+    /// Cancelled by `close` (or the last handle's drop).
     pub(super) cancel: CancellationToken,
-    /// The TLS connector, for `wss://`.
+    /// The TLS connector, when a URL is `wss://`.
     #[cfg(feature = "tls")]
     pub(super) tls: Option<crate::tls::Connector>,
-    /// The extensions offered (permessage-deflate), to check the answer against.
-    pub(super) extensions: super::extensions::Offers,
+    pub(super) policy: Option<ReconnectPolicy>,
 }
 
 /// The connection under the WebSocket: plain TCP, or TLS for `wss://`.
@@ -43,61 +81,124 @@ enum Stream {
     Tls(Box<crate::tls::ClientStream>),
 }
 
-/// Connects, then drives the connection to its end; every outcome is reported through
-/// `handler`.
-pub(super) async fn run(attempt: Attempt, shared: Arc<Shared>, handler: ClientHandler) {
-    let established = match attempt.handshake {
-        Ok(mut handshake) => tokio::select! {
-            biased;
-            () = attempt.cancel.cancelled() => Err(Error::Closed),
-            result = tokio::time::timeout(attempt.timeout, establish(
-                &mut handshake,
-                #[cfg(feature = "tls")]
-                attempt.tls.as_ref(),
-            )) => {
-                result.unwrap_or(Err(Error::Timeout("websocket connect and opening handshake")))
-            }
-        },
-        Err(error) => Err(error),
-    };
-    let (stream, response, rest) = match established {
-        Ok(parts) => parts,
+/// Connects, then drives the connection to its end, and again as the policy says; every
+/// outcome is reported through `handler`.
+pub(super) async fn run(mut plan: Plan, shared: Arc<Shared>, mut handler: ClientHandler) {
+    let mut handshake = match std::mem::replace(&mut plan.first, Err(Error::Closed)) {
+        Ok(handshake) => handshake,
+        // Nothing to attempt: no policy makes it work.
         Err(error) => {
-            tracing::debug!(url = handler.ws().url(), %error, "websocket connect failed");
             shared.set_ready_state(ReadyState::Closed);
             return handler.fail(error);
         }
     };
+    let urls = handler.ws().inner.urls.len();
+    let mut url = 0;
+    // Attempts since the last open (or the start).
+    let mut attempt: u32 = 0;
+    loop {
+        let lost = match connect_and_drive(&plan, &mut handshake, &shared, &mut handler).await {
+            Ok(Ended::Over) => return,
+            Ok(Ended::Lost(info)) => {
+                attempt = 0;
+                info
+            }
+            Err(error) => {
+                if plan.policy.is_none() || plan.cancel.is_cancelled() {
+                    shared.set_ready_state(ReadyState::Closed);
+                    return handler.fail(error);
+                }
+                // Still connecting: the next attempt (or the end, below) follows.
+                handler.attempt_failed(error);
+                CloseInfo::dropped()
+            }
+        };
+        attempt = attempt.saturating_add(1);
+        let Some(policy) = plan.policy.as_ref().filter(|p| p.allows(attempt)) else {
+            shared.set_ready_state(ReadyState::Closed);
+            return handler.closed(lost);
+        };
+        let delay = policy.delay(attempt);
+        url = (url + 1) % urls;
+        shared.set_ready_state(ReadyState::Connecting);
+        handler.ws().inner.set_url(url);
+        handler.reconnecting(attempt, delay, lost);
+        tokio::select! {
+            biased;
+            () = plan.cancel.cancelled() => {
+                shared.set_ready_state(ReadyState::Closed);
+                return handler.closed(CloseInfo::dropped());
+            }
+            () = tokio::time::sleep(delay) => {}
+        }
+        handshake = match plan.recipe.handshake(handler.ws().url()) {
+            Ok(handshake) => handshake,
+            // Checked when the builder spawned this task: not expected.
+            Err(error) => {
+                shared.set_ready_state(ReadyState::Closed);
+                return handler.fail(error);
+            }
+        };
+    }
+}
+
+/// One attempt: connects, and drives the connection to its end when it opens.
+///
+/// # Errors
+/// Why the connection could not be established.
+async fn connect_and_drive(
+    plan: &Plan,
+    handshake: &mut ClientHandshake,
+    shared: &Arc<Shared>,
+    handler: &mut ClientHandler,
+) -> Result<Ended> {
+    #[cfg(feature = "tls")]
+    let tls = plan.tls.as_ref().filter(|_| handshake.is_tls());
+    let established = tokio::select! {
+        biased;
+        () = plan.cancel.cancelled() => Err(Error::Closed),
+        result = tokio::time::timeout(plan.timeout, establish(
+            handshake,
+            #[cfg(feature = "tls")]
+            tls,
+        )) => {
+            result.unwrap_or(Err(Error::Timeout("websocket connect and opening handshake")))
+        }
+    };
+    let (stream, response, rest) = established.inspect_err(|error| {
+        tracing::debug!(url = handler.ws().url(), %error, "websocket connect failed");
+    })?;
     // An answer the offer did not allow fails the connection (RFC 7692 §5): the stream is
     // dropped unused.
-    let config = match attempt.extensions.accept(attempt.config, &response) {
-        Ok(config) => config,
-        Err(error) => {
+    let config = plan
+        .recipe
+        .extensions
+        .accept(plan.config.clone(), &response)
+        .inspect_err(|error| {
             tracing::debug!(url = handler.ws().url(), %error, "websocket connect failed");
-            shared.set_ready_state(ReadyState::Closed);
-            return handler.fail(error);
-        }
-    };
+        })?;
     handler.ws().set_negotiated(
         response.protocol().unwrap_or_default(),
         response.extensions_header(),
     );
     let proto = Proto::with_buffer(Role::Client, config, BytesMut::from(rest));
     let config = Arc::new(DriverConfig {
-        keepalive: attempt.keepalive,
+        keepalive: plan.keepalive,
         ..DriverConfig::default()
     });
+    debug_assert!(Arc::ptr_eq(shared, &handler.ws().inner.shared));
     match stream {
-        Stream::Plain(stream) => drive(stream, proto, handler, config).await,
+        Stream::Plain(stream) => drive(stream, proto, &mut *handler, config).await,
         #[cfg(feature = "tls")]
-        Stream::Tls(stream) => drive(*stream, proto, handler, config).await,
+        Stream::Tls(stream) => drive(*stream, proto, &mut *handler, config).await,
     }
+    Ok(handler.take_ended())
 }
 
 async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     proto: Proto,
-    handler: ClientHandler,
+    handler: &mut ClientHandler,
     config: Arc<DriverConfig>,
 ) {
     Driver::new(stream, proto, handler, config).await;

@@ -10,6 +10,14 @@
 //! connections): the handle only queues commands and reads events, so it is `Send + Sync`,
 //! cheap to clone, and never blocks. Dropping every handle closes the connection with 1000.
 //!
+//! Beyond the browser, on request: a [`ReconnectPolicy`]
+//! ([`WebSocketBuilder::reconnect`]) keeps the handle across lost connections, with
+//! jittered exponential backoff over one URL or several ([`WebSocketBuilder::fallback_urls`]),
+//! holding what is sent meanwhile; and [`WebSocketBuilder::resume`] speaks
+//! `wsworker.resume.v1` with a server that agrees to it, so that each reconnect brings the
+//! messages missed, once each ([`crate::resume`]). Without them a connection is the
+//! browser's: one attempt, and its end is the end.
+//!
 //! ```no_run
 //! use wsworker::{Message, ReadyState, WebSocket, WsEvent};
 //!
@@ -35,14 +43,19 @@
 mod builder;
 mod connect;
 mod extensions;
+mod gate;
 mod handler;
+mod latest;
+mod policy;
+mod resume;
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll, Waker, ready};
+use std::time::Duration;
 
 use futures_core::Stream;
 use tokio::sync::mpsc;
@@ -51,8 +64,10 @@ use wsworker_proto::close::MAX_REASON_LEN;
 use wsworker_proto::{CloseCode, Message, Outgoing, ReadyState};
 
 pub use builder::WebSocketBuilder;
+pub use policy::ReconnectPolicy;
 
 use crate::error::{Error, Result};
+use crate::resume::FailReason;
 use crate::shared::{CloseInfo, Command, Shared};
 
 /// Something that happened on a client connection, in order. The stream of events ends
@@ -60,9 +75,9 @@ use crate::shared::{CloseInfo, Command, Shared};
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum WsEvent {
-    /// The opening handshake succeeded: the connection is open. Not yielded after
-    /// [`WebSocket::connect`] or [`WebSocketBuilder::connect`], whose resolving is the open
-    /// event.
+    /// The opening handshake succeeded: the connection is open. Not yielded for the first
+    /// open after [`WebSocket::connect`] or [`WebSocketBuilder::connect`], whose resolving
+    /// is that event; with a [`ReconnectPolicy`], yielded again on each reconnect.
     Open,
     /// A message from the server.
     Message(Message),
@@ -73,6 +88,37 @@ pub enum WsEvent {
     /// The connection is over; always the last event. `was_clean` tells whether the closing
     /// handshake completed; a connection that failed reports 1006.
     Close(CloseInfo),
+    /// With a [`ReconnectPolicy`]: the connection was lost, or an attempt to make it failed
+    /// (after its [`WsEvent::Error`]); attempt `attempt` (from 1 after each open) follows
+    /// after `delay`, on the next URL ([`WebSocket::url`] is already that one).
+    Reconnecting {
+        /// The number of the next attempt since the connection was last open.
+        attempt: u32,
+        /// How long until it.
+        delay: Duration,
+        /// How the lost connection ended, or 1006 (not clean) for a failed attempt.
+        close: CloseInfo,
+    },
+    /// With [`WebSocketBuilder::resume`]: the server opened a new session (its `hello`):
+    /// on the first connection, or when a resume found nothing to resume.
+    Session {
+        /// The session's public id.
+        id: String,
+        /// How long after a loss it can be resumed.
+        window: Duration,
+    },
+    /// With [`WebSocketBuilder::resume`]: the server resumed the session after a
+    /// reconnect. The messages missed in the `recovered` topics follow (once each, in
+    /// order); those of the `failed` topics are gone, for the reason given — the
+    /// application may want to fetch their state afresh.
+    Resumed {
+        /// The session's public id.
+        id: String,
+        /// The topics whose missed messages follow (`all`, `u:USER`, `g:GROUP`).
+        recovered: Box<[String]>,
+        /// The topics whose missed messages cannot be replayed, and why.
+        failed: Box<[(String, FailReason)]>,
+    },
 }
 
 /// The future [`Stream::poll_next`] keeps between polls.
@@ -97,9 +143,16 @@ pub struct WebSocket {
 
 /// What the handles of one connection share.
 struct Inner {
-    url: String,
+    /// The URL given, then the fallback URLs.
+    urls: Box<[String]>,
+    /// The index in `urls` of the current connection or attempt.
+    url: AtomicUsize,
     shared: Arc<Shared>,
-    negotiated: OnceLock<Negotiated>,
+    /// What the current connection's handshake settled.
+    negotiated: latest::Latest<Negotiated>,
+    /// With a reconnect policy or resume: the messages sent while the connection is not
+    /// ready.
+    gate: Option<gate::Gate>,
     /// Set by the first `close` (or the last handle's drop): the browser is CLOSING from
     /// then on, even before the driver has taken the close command.
     closing: AtomicBool,
@@ -194,7 +247,7 @@ impl Inner {
 }
 
 /// What the handshake settled.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 struct Negotiated {
     protocol: String,
     extensions: String,
@@ -212,6 +265,12 @@ impl Drop for Owner {
 }
 
 impl Inner {
+    /// The current connection or attempt is to `urls[index]`.
+    fn set_url(&self, index: usize) {
+        self.url
+            .store(index.min(self.urls.len() - 1), Ordering::Release);
+    }
+
     fn ready_state(&self) -> ReadyState {
         let state = self.shared.ready_state();
         if state < ReadyState::Closing && self.closing.load(Ordering::Acquire) {
@@ -263,15 +322,19 @@ impl WebSocket {
 
     /// A connecting handle (owning) and what its task needs.
     fn new_connecting(
-        url: String,
+        urls: Box<[String]>,
         shared: Arc<Shared>,
         events: mpsc::UnboundedReceiver<WsEvent>,
+        gate: Option<gate::Gate>,
     ) -> Self {
+        debug_assert!(!urls.is_empty());
         let owner = Arc::new_cyclic(|owner| Owner {
             inner: Arc::new(Inner {
-                url,
+                urls,
+                url: AtomicUsize::new(0),
                 shared,
-                negotiated: OnceLock::new(),
+                negotiated: latest::Latest::default(),
+                gate,
                 closing: AtomicBool::new(false),
                 cancel: CancellationToken::new(),
                 events: tokio::sync::Mutex::new(events),
@@ -295,13 +358,15 @@ impl WebSocket {
         }
     }
 
-    /// The URL given.
+    /// The URL given; with [`WebSocketBuilder::fallback_urls`], the URL of the current
+    /// connection or attempt.
     pub fn url(&self) -> &str {
-        &self.inner.url
+        let index = self.inner.url.load(Ordering::Acquire);
+        self.inner.urls.get(index).map_or("", String::as_str)
     }
 
     /// The subprotocol the server selected; empty while connecting and when it selected
-    /// none.
+    /// none. After a reconnect, the last connection's.
     pub fn protocol(&self) -> &str {
         self.inner
             .negotiated
@@ -330,9 +395,11 @@ impl WebSocket {
         self.inner.ready_state()
     }
 
-    /// Bytes queued by [`send`](Self::send) and not yet written to the socket.
+    /// Bytes queued by [`send`](Self::send) and not yet written to the socket (those held
+    /// while a connection that reconnects or resumes is not ready included).
     pub fn buffered_amount(&self) -> usize {
-        self.inner.shared.buffered_amount()
+        let held = self.inner.gate.as_ref().map_or(0, gate::Gate::held_bytes);
+        self.inner.shared.buffered_amount() + held
     }
 
     /// Queues a message: a `String` or `&str` goes as text, `Vec<u8>`, `&[u8]` or `Bytes` as
@@ -341,14 +408,24 @@ impl WebSocket {
     /// the connection is open is queued and goes out right after the handshake (it is
     /// dropped if the connection fails).
     ///
+    /// With a [`ReconnectPolicy`] (or [`resume`](WebSocketBuilder::resume)), a message sent
+    /// while the connection is not ready — between connections, or until the server has
+    /// answered `resume` — is held, within [`queue_limit`](WebSocketBuilder::queue_limit),
+    /// and goes out first on the next connection; the lost connection's messages that it
+    /// had not yet taken are held again too.
+    ///
     /// # Errors
     /// [`Error::Closed`] once [`close`](Self::close) was called or the connection is closing
-    /// or closed.
+    /// or closed (with a policy: once it is over for good); [`Error::QueueFull`] when a
+    /// message to hold would pass the limit.
     pub fn send(&self, message: impl Outgoing) -> Result<()> {
         if self.inner.closing.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
-        self.inner.shared.send(message)
+        match &self.inner.gate {
+            Some(gate) => gate.send(&self.inner.shared, message.into_message()),
+            None => self.inner.shared.send(message),
+        }
     }
 
     /// Starts the closing handshake, with the browser's rules: `code` is 1000 or 3000–4999
@@ -382,9 +459,9 @@ impl WebSocket {
         self.inner.recv().await
     }
 
-    /// Records what the handshake negotiated; called once, before the connection opens.
+    /// Records what the handshake negotiated; called before each connection opens.
     fn set_negotiated(&self, protocol: &str, extensions: &str) {
-        let _ = self.inner.negotiated.set(Negotiated {
+        self.inner.negotiated.set(Negotiated {
             protocol: protocol.to_owned(),
             extensions: extensions.to_owned(),
         });
