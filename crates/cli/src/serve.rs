@@ -89,8 +89,22 @@ pub(crate) struct ServeArgs {
     /// With `--redis`: how long, in seconds, a client that offers `wsworker.resume.v1` may
     /// take to come back (to any node) and resume its session with exactly the messages it
     /// missed; 0 turns resume off.
-    #[arg(long, value_name = "SECONDS", default_value_t = 120, requires = "redis")]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 120,
+        requires = "redis"
+    )]
     resume_window: u64,
+    /// With `--redis`: messages kept per room, user and everyone, for filling gaps
+    /// between nodes and for resume.
+    #[arg(long, value_name = "N", default_value_t = 1_000, requires = "redis",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    history_len: u64,
+    /// With `--redis`: the most messages replayed per room to a client that resumes; past
+    /// it the room fails with `too_far`.
+    #[arg(long, value_name = "N", default_value_t = 1_000, requires = "redis")]
+    max_replay: usize,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
     log_level: tracing::Level,
@@ -145,7 +159,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error
         worker.shutdown_timeout(Duration::from_secs(seconds));
     }
     if let Some(url) = &args.redis {
-        let mut config = RedisConfig::new(url.as_str());
+        let mut config = RedisConfig::new(url.as_str()).history_len(args.history_len.try_into()?);
         if let Some(id) = args.node_id {
             config = config.node_id(id);
         }
@@ -157,7 +171,8 @@ pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error
         if args.resume_window > 0 {
             worker.resume(
                 wsworker::resume::ResumeConfig::default()
-                    .window(Duration::from_secs(args.resume_window)),
+                    .window(Duration::from_secs(args.resume_window))
+                    .max_replay(args.max_replay),
             )?;
         }
     }

@@ -57,7 +57,8 @@ impl Serve {
             .parse()
             .unwrap();
         // Then, in this order and each only with its option: "node N sharing its Hub over
-        // URL" (--redis), "metrics at http://127.0.0.1:PORT/metrics" (--metrics); last
+        // URL" and "clients that offer wsworker.resume.v1 resume within …" (--redis),
+        // "metrics at http://127.0.0.1:PORT/metrics" (--metrics); last
         // "open http://… in a browser …".
         let mut node = None;
         let mut redis = None;
@@ -70,6 +71,8 @@ impl Serve {
                     .unwrap_or_else(|| panic!("unexpected line: {line}"));
                 node = Some(id.parse().unwrap());
                 redis = Some(url.to_owned());
+            } else if line.starts_with("clients that offer wsworker.resume.v1") {
+                // Resume is on with --redis.
             } else if let Some(rest) = line.strip_prefix("metrics at http://") {
                 metrics = Some(rest.trim_end_matches("/metrics").parse().unwrap());
             } else {

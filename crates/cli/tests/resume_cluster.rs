@@ -1,0 +1,262 @@
+//! Resume across a cluster of `wsworker serve --mode chat --redis URL` nodes (child
+//! processes sharing one real `redis-server`), with the crate's own client resuming
+//! (`WebSocketBuilder::resume`): a node killed with SIGKILL under 1,000 messages a second,
+//! and a rolling restart of every node under load, leave every resuming client with the
+//! whole sequence, once each, in order.
+//!
+//! Ignored by default (they need `redis-server`, which interop/setup.sh installs); `.ci/run`
+//! runs them with `cargo test -- --ignored`.
+
+mod common;
+#[path = "../../redis/tests/support/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use common::Serve;
+use support::{Node, RedisServer, WAIT, free_port};
+use wsworker::{Message, ReconnectPolicy, WebSocket, WsEvent};
+
+const ROOM: &str = "r";
+/// Sent before the numbered messages until every client has one: every node hears the
+/// room then.
+const PROBE: &str = "probe";
+
+/// Node `id` of the chat, on `port`, keeping (and replaying) up to 10,000 messages per
+/// room: a client away for seconds under 1,000 messages a second still resumes.
+fn resume_node(redis: &RedisServer, id: u16, port: u16) -> Serve {
+    Serve::start(&[
+        &format!("websocket://127.0.0.1:{port}"),
+        "--mode",
+        "chat",
+        "--count",
+        "2",
+        "--redis",
+        &redis.url(),
+        "--node-id",
+        &id.to_string(),
+        "--history-len",
+        "10000",
+        "--max-replay",
+        "10000",
+    ])
+}
+
+/// A resuming chat client in [`ROOM`]: `urls[0]` first, the others round robin after a
+/// loss.
+async fn resuming_client(urls: &[String], user: &str) -> WebSocket {
+    let with_room = |url: &String| format!("{url}?room={ROOM}&user={user}");
+    WebSocket::builder(with_room(&urls[0]))
+        .fallback_urls(urls[1..].iter().map(with_room))
+        .reconnect(
+            ReconnectPolicy::new()
+                .initial_delay(Duration::from_millis(50))
+                .max_delay(Duration::from_millis(500)),
+        )
+        .resume(true)
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// What a resuming client saw: the numbered texts, how many times it resumed, and every
+/// topic that failed to resume.
+#[derive(Debug, Default)]
+struct Seen {
+    texts: Vec<String>,
+    resumes: usize,
+    failed: Vec<String>,
+}
+
+/// Reads `ws` until it has `n` numbered texts (or nothing comes for [`WAIT`]); says
+/// `ready` on its first probe.
+async fn read(ws: WebSocket, n: usize, ready: tokio::sync::mpsc::UnboundedSender<()>) -> Seen {
+    let mut seen = Seen::default();
+    let mut probed = false;
+    while seen.texts.len() < n {
+        match tokio::time::timeout(WAIT, ws.next()).await {
+            Ok(Some(WsEvent::Message(Message::Text(text)))) => {
+                if text.starts_with(PROBE) {
+                    if !probed {
+                        probed = true;
+                        let _ = ready.send(());
+                    }
+                } else {
+                    seen.texts.push(text.to_string());
+                }
+            }
+            Ok(Some(WsEvent::Resumed { failed, .. })) => {
+                seen.resumes += 1;
+                seen.failed
+                    .extend(failed.iter().map(|(t, r)| format!("{t} ({r})")));
+            }
+            Ok(Some(WsEvent::Close(info))) => panic!("closed for good: {info:?}"),
+            Ok(None) => break,
+            Ok(Some(_)) => {}
+            Err(_) => break,
+        }
+    }
+    seen
+}
+
+/// Says where `got` is not exactly `1..=n`.
+fn check(who: &str, seen: &Seen, n: usize) {
+    let got = &seen.texts;
+    if let Some(i) = (0..got.len().min(n)).find(|&i| got[i] != (i + 1).to_string()) {
+        panic!(
+            "{who}: message {} is {:?} (the ones before: {:?}); {seen:?}",
+            i + 1,
+            got[i],
+            &got[i.saturating_sub(3)..i],
+        );
+    }
+    assert_eq!(got.len(), n, "{who}: {} of {n} messages", got.len());
+    assert!(seen.failed.is_empty(), "{who}: failed {:?}", seen.failed);
+}
+
+/// Probes through `publisher` until every reader got one.
+async fn wait_ready(
+    publisher: &Node,
+    readers: usize,
+    ready: &mut tokio::sync::mpsc::UnboundedReceiver<()>,
+) {
+    let deadline = Instant::now() + WAIT;
+    let mut got = 0;
+    for probe in 0.. {
+        publisher
+            .hub
+            .send_to_group(ROOM, format!("{PROBE} {probe}"));
+        let _ = tokio::time::timeout(Duration::from_millis(50), async {
+            while got < readers && ready.recv().await.is_some() {
+                got += 1;
+            }
+        })
+        .await;
+        if got == readers {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{got} of {readers} clients ready"
+        );
+    }
+}
+
+/// Publishes `range` to the room at 1,000 messages a second (10 every 10 ms), calling
+/// `at` before each message.
+async fn publish(
+    publisher: &Node,
+    range: std::ops::RangeInclusive<usize>,
+    mut at: impl FnMut(usize),
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    for i in range {
+        if i % 10 == 1 {
+            tick.tick().await;
+        }
+        at(i);
+        publisher.hub.send_to_group(ROOM, i.to_string());
+    }
+}
+
+/// Three nodes; two resuming clients on node 1 (then node 3, then node 2 after a loss)
+/// and one on each other node; the publisher is a fourth node, in this process. Node 1 is
+/// killed with SIGKILL a third of the way through 3,000 messages at 1,000 a second: its
+/// clients resume on node 3, and every client gets 1..=3,000 once, in order, with no topic
+/// failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server (interop/setup.sh installs it)"]
+async fn a_node_killed_under_load_loses_its_resuming_clients_nothing() {
+    const N: usize = 3_000;
+    let redis = RedisServer::start();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut nodes: Vec<Serve> = (0..3)
+        .map(|i| resume_node(&redis, i as u16 + 1, ports[i]))
+        .collect();
+    let urls: Vec<String> = ports
+        .iter()
+        .map(|p| format!("ws://127.0.0.1:{p}/"))
+        .collect();
+    let publisher = Node::start(&redis, 9);
+
+    let (ready_tx, mut ready) = tokio::sync::mpsc::unbounded_channel();
+    let mut readers = Vec::new();
+    for (who, order) in [
+        ("node 1 client 0", [0, 2, 1]),
+        ("node 1 client 1", [0, 2, 1]),
+        ("node 2 client", [1, 2, 0]),
+        ("node 3 client", [2, 0, 1]),
+    ] {
+        let list: Vec<String> = order.iter().map(|&i| urls[i].clone()).collect();
+        let ws = resuming_client(&list, &who.replace(' ', "_")).await;
+        readers.push((who, tokio::spawn(read(ws, N, ready_tx.clone()))));
+    }
+    wait_ready(&publisher, readers.len(), &mut ready).await;
+
+    publish(&publisher, 1..=N, |i| {
+        if i == N / 3 {
+            // SIGKILL: no close to the clients, no goodbye to Redis.
+            nodes[0].child.kill().unwrap();
+            nodes[0].child.wait().unwrap();
+        }
+    })
+    .await;
+    for (who, reader) in readers {
+        let seen = reader.await.unwrap();
+        check(who, &seen, N);
+        if who.starts_with("node 1") {
+            assert_eq!(seen.resumes, 1, "{who} resumed once, on node 3");
+        }
+    }
+}
+
+/// Three nodes restarted one after another (SIGTERM, then the same port again) while
+/// 4,000 messages go out at 1,000 a second: each of the six resuming clients moves on at
+/// each restart of its node and gets 1..=4,000 once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server (interop/setup.sh installs it)"]
+async fn a_rolling_restart_under_load_loses_no_resuming_client_a_message() {
+    const N: usize = 4_000;
+    let redis = RedisServer::start();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut nodes: Vec<Option<Serve>> = (0..3)
+        .map(|i| Some(resume_node(&redis, i as u16 + 1, ports[i])))
+        .collect();
+    let urls: Vec<String> = ports
+        .iter()
+        .map(|p| format!("ws://127.0.0.1:{p}/"))
+        .collect();
+    let publisher = Node::start(&redis, 9);
+
+    let (ready_tx, mut ready) = tokio::sync::mpsc::unbounded_channel();
+    let mut readers = Vec::new();
+    for first in 0..3 {
+        for k in 0..2 {
+            let list: Vec<String> = (0..3).map(|j| urls[(first + j) % 3].clone()).collect();
+            let who = format!("node {} client {k}", first + 1);
+            let ws = resuming_client(&list, &who.replace(' ', "_")).await;
+            readers.push((who, tokio::spawn(read(ws, N, ready_tx.clone()))));
+        }
+    }
+    wait_ready(&publisher, readers.len(), &mut ready).await;
+
+    // Node k restarts at message k * N / 4.
+    let restarts: Vec<usize> = (1..=3).map(|k| k * N / 4).collect();
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    for i in 1..=N {
+        if i % 10 == 1 {
+            tick.tick().await;
+        }
+        if let Some(k) = restarts.iter().position(|&at| at == i) {
+            let node = nodes[k].take().unwrap();
+            assert_eq!(node.stop(), 0, "node {} stops cleanly", k + 1);
+            nodes[k] = Some(resume_node(&redis, k as u16 + 1, ports[k]));
+        }
+        publisher.hub.send_to_group(ROOM, i.to_string());
+    }
+    for (who, reader) in readers {
+        let seen = reader.await.unwrap();
+        check(&who, &seen, N);
+        assert!(seen.resumes >= 1, "{who} moved on at its node's restart");
+    }
+}
