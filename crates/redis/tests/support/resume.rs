@@ -169,11 +169,11 @@ impl Client {
     }
 
     async fn open(url: &str, opening: Opening, positions: Positions) -> (Self, Answer) {
-        let ws = WebSocket::builder(url)
-            .protocols([PROTOCOL])
-            .connect()
-            .await
-            .unwrap();
+        let mut builder = WebSocket::builder(url).protocols([PROTOCOL]);
+        if std::env::var_os("RESUME_NO_DEFLATE").is_some() {
+            builder = builder.permessage_deflate(None);
+        }
+        let ws = builder.connect().await.unwrap();
         assert_eq!(ws.protocol(), PROTOCOL, "the server agreed to resume");
         ws.send(wire::encode_opening(&opening)).unwrap();
         let mut client = Self {

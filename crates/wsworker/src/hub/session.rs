@@ -415,8 +415,11 @@ impl ResumeState {
         }
         sessions.keep(&session.token, self.config.window, true);
         let _ = conn.send_raw(Message::text(answer));
+        // As the live messages of a fan-out go: encoded once, not compressed per
+        // connection (permessage-deflate would cost more than the replay itself for small
+        // messages).
         for message in replay {
-            let _ = conn.send_raw(message);
+            let _ = conn.send_prepared(&encode_server_frame(&message));
         }
         let covered: BTreeSet<Topic> = floors.iter().map(|(t, _)| t.clone()).collect();
         for (topic, stamp) in floors {
@@ -479,8 +482,8 @@ impl State {
             let _ = conn.send_raw(Message::text(control));
         }
         while let Some(held) = self.held.pop_front() {
-            let _ = match held {
-                Held::Plain(message) => conn.send_raw(with_head(wire::PLAIN_HEAD, &message)),
+            let message = match held {
+                Held::Plain(message) => with_head(wire::PLAIN_HEAD, &message),
                 Held::Placed {
                     topic,
                     stamp,
@@ -488,11 +491,12 @@ impl State {
                 } => match self.pass(&topic, &stamp) {
                     Some(with_epoch) => {
                         let head = wire::message_head(&topic.key(), &stamp, with_epoch);
-                        conn.send_raw(with_head(&head, &message))
+                        with_head(&head, &message)
                     }
-                    None => Ok(()),
+                    None => continue,
                 },
             };
+            let _ = conn.send_prepared(&encode_server_frame(&message));
         }
     }
 
