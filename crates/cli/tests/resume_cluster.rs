@@ -260,3 +260,91 @@ async fn a_rolling_restart_under_load_loses_no_resuming_client_a_message() {
         assert!(seen.resumes >= 1, "{who} moved on at its node's restart");
     }
 }
+
+/// `wsworker connect NODE1 NODE2 --resume --expect N` as its own process: node 1 is killed
+/// with SIGKILL partway through N messages at 1,000 a second; the command resumes on node 2,
+/// says so on stderr (recovered, nothing failed), prints 1..=N on stdout, one a line, and
+/// exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server (interop/setup.sh installs it)"]
+async fn connect_resume_rides_out_a_killed_node() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::{Command, Stdio};
+
+    const N: usize = 2_000;
+    let redis = RedisServer::start();
+    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    let mut nodes: Vec<Serve> = (0..2)
+        .map(|i| resume_node(&redis, i as u16 + 1, ports[i]))
+        .collect();
+    let publisher = Node::start(&redis, 9);
+    let urls: Vec<String> = ports
+        .iter()
+        .map(|p| format!("ws://127.0.0.1:{p}/?room={ROOM}"))
+        .collect();
+    let expect = N.to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wsworker"))
+        .args(["connect", &urls[0], &urls[1], "--resume"])
+        .args(["--expect", &expect, "--timeout", "60"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    // Its status lines, as they come: the session is set up before anything is published.
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut status = Vec::new();
+    loop {
+        let line = lines.recv_timeout(WAIT).expect("a session line");
+        let session = line.starts_with("session ");
+        status.push(line);
+        if session {
+            break;
+        }
+    }
+
+    publish(&publisher, 1..=N, |i| {
+        if i == N / 3 {
+            nodes[0].child.kill().unwrap();
+            nodes[0].child.wait().unwrap();
+        }
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let code = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit.code();
+        }
+        assert!(Instant::now() < deadline, "connect did not end");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    status.extend(lines.try_iter());
+    let printed = out.join().unwrap();
+    let expected: String = (1..=N).map(|i| format!("{i}\n")).collect();
+    assert!(
+        printed == expected,
+        "stdout is not 1..={N}; stderr: {status:#?}"
+    );
+    assert_eq!(code, Some(0), "{status:#?}");
+    let resumed: Vec<&String> = status
+        .iter()
+        .filter(|l| l.starts_with("resumed:"))
+        .collect();
+    assert_eq!(resumed.len(), 1, "{status:#?}");
+    assert!(
+        resumed[0].contains("g:r") && resumed[0].ends_with("failed []"),
+        "{status:#?}"
+    );
+}
