@@ -47,6 +47,9 @@ const SERIAL_TTL: Duration = Duration::from_secs(3600);
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a stopping engine may take to take its memberships out of Redis.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a resumed session's old token stays dead (its old connection, on a node that
+/// has not noticed, cannot write the record back meanwhile).
+const CLAIMED_TTL: Duration = Duration::from_secs(3600);
 /// This node's own delivered serials remembered (and unseen messages kept), at most.
 const MAX_OWN_REMEMBERED: usize = 100_000;
 
@@ -144,6 +147,8 @@ impl Op {
         match self {
             Self::Publish(publish) => 64 + publish.envelope.message.len(),
             Self::Volatile { data, .. } => data.len(),
+            // Its reply may hold up to its most entries: alone in its batch.
+            Self::History { .. } => MAX_BATCH_BYTES,
             _ => 64,
         }
     }
@@ -182,6 +187,8 @@ struct Scripts {
     leave: redis::Script,
     positions: redis::Script,
     history: redis::Script,
+    session_save: redis::Script,
+    session_claim: redis::Script,
 }
 
 impl Scripts {
@@ -193,10 +200,12 @@ impl Scripts {
             leave: redis::Script::new(scripts::LEAVE),
             positions: redis::Script::new(scripts::POSITIONS),
             history: redis::Script::new(scripts::HISTORY),
+            session_save: redis::Script::new(scripts::SESSION_SAVE),
+            session_claim: redis::Script::new(scripts::SESSION_CLAIM),
         }
     }
 
-    fn all() -> [&'static str; 6] {
+    fn all() -> [&'static str; 8] {
         [
             scripts::PUBLISH,
             scripts::STATE,
@@ -204,6 +213,8 @@ impl Scripts {
             scripts::LEAVE,
             scripts::POSITIONS,
             scripts::HISTORY,
+            scripts::SESSION_SAVE,
+            scripts::SESSION_CLAIM,
         ]
     }
 }
@@ -501,8 +512,13 @@ impl Actor {
         self.last_keep = Instant::now();
         let keys: Vec<(String, Duration)> =
             self.sessions.iter().map(|(k, t)| (k.clone(), *t)).collect();
+        // A third more than the window: renewed every third, a session whose node dies
+        // still has the whole window left.
         for (key, ttl) in keys {
-            self.outbox.push_back(Op::SessionKeep { key, ttl });
+            self.outbox.push_back(Op::SessionKeep {
+                key,
+                ttl: ttl + ttl / 3,
+            });
         }
     }
 
@@ -677,7 +693,8 @@ impl Actor {
                     .arg(publish.serial)
                     .arg(millis(SERIAL_TTL))
                     .arg(&self.run_id)
-                    .arg(if self.durable { "1" } else { "0" });
+                    .arg(if self.durable { "1" } else { "0" })
+                    .arg(wire::message_id(self.instance, publish.serial));
             }
             Op::Positions { topics, .. } => {
                 pipe.cmd("EVALSHA")
@@ -710,15 +727,22 @@ impl Actor {
                 create,
                 ..
             } => {
-                pipe.cmd("SET")
+                pipe.cmd("EVALSHA")
+                    .arg(self.scripts.session_save.get_hash())
+                    .arg(2)
                     .arg(key)
+                    .arg(format!("{key}:claimed"))
                     .arg(&record[..])
-                    .arg("PX")
                     .arg(millis(*ttl))
-                    .arg(if *create { "NX" } else { "XX" });
+                    .arg(if *create { "1" } else { "0" });
             }
             Op::SessionClaim { key, .. } => {
-                pipe.cmd("GETDEL").arg(key);
+                pipe.cmd("EVALSHA")
+                    .arg(self.scripts.session_claim.get_hash())
+                    .arg(2)
+                    .arg(key)
+                    .arg(format!("{key}:claimed"))
+                    .arg(millis(CLAIMED_TTL));
             }
             Op::SessionKeep { key, ttl } => {
                 pipe.cmd("PEXPIRE").arg(key).arg(millis(*ttl));
@@ -910,7 +934,7 @@ impl Actor {
             } => {
                 reply_fn(
                     reply
-                        .map(|value| matches!(value, Value::Okay | Value::SimpleString(_)))
+                        .map(|value| matches!(value, Value::Int(1)))
                         .map_err(|error| EngineError::Backend(error.to_string())),
                 );
             }
@@ -1319,17 +1343,8 @@ fn heartbeat_invocation<'a>(
 }
 
 /// The stamp of a topic's last message, from a [`Top`].
-fn top_stamp((offset, epoch, last): &Top) -> Stamp {
-    let id = last
-        .as_ref()
-        .filter(|(last, _)| last == offset)
-        .and_then(|(_, body)| wire::decode(body))
-        .map_or(0, |body| body.id());
-    Stamp {
-        epoch: *epoch,
-        offset: *offset,
-        id,
-    }
+fn top_stamp(&(offset, epoch, id): &Top) -> Stamp {
+    Stamp { epoch, offset, id }
 }
 
 /// A topic's history from the history script's answer.

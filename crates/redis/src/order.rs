@@ -96,6 +96,13 @@ impl<T> Order<T> {
     /// no messages) and last offset. Fills what was published while this node was not
     /// listening.
     pub(crate) fn on_check(&mut self, epoch: Option<u64>, top: u64, out: &mut Vec<Step<T>>) {
+        // The check was read on another connection than the live messages come on, and
+        // may be older than some of them: one that shows an earlier epoch (or none) than
+        // theirs is stale, not a lost history. (Epochs only grow; a history that is lost
+        // shows when the topic's next message comes in a new epoch.)
+        if epoch < self.epoch {
+            return;
+        }
         if self.epoch != epoch {
             self.new_epoch(epoch, out);
         }
@@ -245,6 +252,27 @@ mod tests {
         );
         order.on_live(7, 12, 12, &mut out); // a duplicate
         assert_eq!(out.len(), 3);
+    }
+
+    #[test]
+    fn a_check_older_than_the_live_messages_is_no_lost_history() {
+        let mut order = Order::new(None, 0);
+        let mut out = Vec::new();
+        order.on_live(7, 1, 1, &mut out);
+        // Read before message 1 was published, answered after it came.
+        order.on_check(None, 0, &mut out);
+        order.on_check(Some(6), 40, &mut out);
+        assert_eq!(out, vec![Step::Deliver(1)]);
+        assert_eq!(order.position(), (Some(7), 2));
+        // A newer epoch in a check is a lost history.
+        order.on_check(Some(8), 0, &mut out);
+        assert_eq!(
+            out[1..],
+            [Step::Resync {
+                lost: None,
+                epoch: 8
+            }]
+        );
     }
 
     #[test]

@@ -82,15 +82,15 @@ pub(crate) fn entry(value: &Value) -> Option<(u64, Vec<u8>)> {
     }
 }
 
-/// A topic's last offset, epoch (0: none) and last entry, as the positions and history
-/// scripts give them.
-pub(crate) type Top = (u64, u64, Option<(u64, Vec<u8>)>);
+/// A topic's last offset, epoch (0: none) and last message's id (0: unknown), as the
+/// positions and history scripts give them.
+pub(crate) type Top = (u64, u64, u64);
 
-fn top(offset: &Value, epoch: &Value, last: &Value) -> Top {
+fn top(offset: &Value, epoch: &Value, id: &Value) -> Top {
     (
         number(offset).unwrap_or(0),
         number(epoch).unwrap_or(0),
-        entry(last),
+        number(id).unwrap_or(0),
     )
 }
 
@@ -103,7 +103,7 @@ pub(crate) fn parse_positions(value: &Value) -> Option<Vec<Top>> {
         .iter()
         .map(|item| match item {
             Value::Array(parts) => match parts.as_slice() {
-                [offset, epoch, last] => Some(top(offset, epoch, last)),
+                [offset, epoch, id] => Some(top(offset, epoch, id)),
                 _ => None,
             },
             _ => None,
@@ -119,12 +119,12 @@ pub(crate) fn parse_history(value: &Value) -> Option<(Top, Option<Entries>)> {
     let Value::Array(items) = value else {
         return None;
     };
-    let [offset, epoch, last, entries] = items.as_slice() else {
+    let [offset, epoch, id, entries] = items.as_slice() else {
         return None;
     };
     let entries = match entries {
         Value::Array(entries) => Some(entries.iter().filter_map(entry).collect()),
         _ => None,
     };
-    Some((top(offset, epoch, last), entries))
+    Some((top(offset, epoch, id), entries))
 }

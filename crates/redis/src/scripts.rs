@@ -2,25 +2,29 @@
 //! node can see half of it.
 //!
 //! Keys, under the engine's prefix `P`: `P:t:TOPIC` (hash: `o` the topic's last offset,
-//! `e` its epoch), `P:s:TOPIC` (the topic's stream, entry ids `OFFSET-1`), `P:c:TOPIC` (its
+//! `e` its epoch, `r` the server run that wrote them, `l` the id of its last message),
+//! `P:s:TOPIC` (the topic's stream, entry ids `OFFSET-1`), `P:c:TOPIC` (its
 //! pub/sub channel), `P:p:TOPIC` (set: the ids of a user's or group's connections on every
 //! node), `P:n:NODE` (set: `CONN|TOPIC`, a node's presence entries, for its purge),
 //! `P:node:NODE` (the instance that owns a node id), `P:nodes` (sorted set: node id →
 //! last heartbeat, in Redis's own clock), `P:serial:NODE:INSTANCE` (an instance's last
-//! published serial). Scripts build some keys from the prefix: one Redis server (or a
+//! published serial), `P:sess:TOKEN` (a resumable session's record) and
+//! `P:sess:TOKEN:claimed` (a session resumed elsewhere: its old token stays dead). Scripts
+//! build some keys from the prefix: one Redis server (or a
 //! Sentinel-managed primary), not Redis Cluster.
 
 /// Publishes one ordered message. KEYS: topic hash, topic stream, the instance's serial
 /// key. ARGV: channel, body, stream length, stream TTL (ms), offset TTL (ms), serial,
-/// serial TTL (ms), the server's run id, `1` if the server is durable. Returns `{offset,
-/// epoch}`, or `{0, "0"}` when this serial was published already (a batch retried after
-/// its reply was lost).
+/// serial TTL (ms), the server's run id, `1` if the server is durable, the message's id.
+/// Returns `{offset, epoch}`, or `{0, "0"}` when this serial was published already (a
+/// batch retried after its reply was lost).
 ///
 /// A topic with no epoch gets one. A topic whose offsets another run of the server wrote
 /// (`r`: restored from a snapshot after a restart, or a replica promoted) starts a new
 /// epoch at offset 1: its offsets may have gone back, and reusing them would pass new
 /// messages for old ones — unless the server is durable (AOF with `appendfsync always`,
-/// not a promoted replica), whose restart loses nothing.
+/// not a promoted replica), whose restart loses nothing. A new epoch is above the old one
+/// even when the server's clock went back (a failover to a host whose clock is behind).
 pub(crate) const PUBLISH: &str = r"
 local last = tonumber(redis.call('GET', KEYS[3]) or '0')
 if tonumber(ARGV[6]) <= last then
@@ -32,13 +36,15 @@ local epoch = redis.call('HGET', KEYS[1], 'e')
 local run = redis.call('HGET', KEYS[1], 'r')
 if not epoch or (run ~= ARGV[8] and ARGV[9] ~= '1') then
   local t = redis.call('TIME')
-  epoch = t[1] .. string.format('%06d', tonumber(t[2]))
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  epoch = string.format('%d', math.max(now, tonumber(epoch or '0') + 1))
   off = 1
   redis.call('HSET', KEYS[1], 'o', 1, 'e', epoch, 'r', ARGV[8])
   redis.call('DEL', KEYS[2])
 elseif run ~= ARGV[8] then
   redis.call('HSET', KEYS[1], 'r', ARGV[8])
 end
+redis.call('HSET', KEYS[1], 'l', ARGV[10])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], off .. '-1', 'm', ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
@@ -58,26 +64,26 @@ return {st[1] or '', st[2] or '', entries}
 ";
 
 /// The current position of topics, for clients that resume: each topic's last offset,
-/// epoch and last stream entry. KEYS: a topic hash and its stream, for each topic. ARGV:
+/// epoch and last message id. KEYS: a topic hash and its stream, for each topic. ARGV:
 /// the server's run id, `1` if durable, offset TTL (ms). A topic with no epoch (or one
 /// another run wrote, on a server that is not durable: see [`PUBLISH`]) gets a new one at
 /// offset 0, so that a position given before the topic's first message still tells its
-/// history from a lost one. Returns `{offset, epoch, last entry or ''}` per topic.
+/// history from a lost one. Returns `{offset, epoch, id}` per topic.
 pub(crate) const POSITIONS: &str = r"
 local out = {}
 for i = 1, #KEYS, 2 do
-  local st = redis.call('HMGET', KEYS[i], 'o', 'e', 'r')
-  local off, epoch = st[1] or '0', st[2]
+  local st = redis.call('HMGET', KEYS[i], 'o', 'e', 'r', 'l')
+  local off, epoch, id = st[1] or '0', st[2], st[4] or '0'
   if not epoch or (st[3] ~= ARGV[1] and ARGV[2] ~= '1') then
     local t = redis.call('TIME')
-    epoch = t[1] .. string.format('%06d', tonumber(t[2]))
-    off = '0'
-    redis.call('HSET', KEYS[i], 'o', 0, 'e', epoch, 'r', ARGV[1])
+    local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    epoch = string.format('%d', math.max(now, tonumber(epoch or '0') + 1))
+    off, id = '0', '0'
+    redis.call('HSET', KEYS[i], 'o', 0, 'e', epoch, 'r', ARGV[1], 'l', 0)
     redis.call('PEXPIRE', KEYS[i], ARGV[3])
     redis.call('DEL', KEYS[i + 1])
   end
-  local last = redis.call('XREVRANGE', KEYS[i + 1], '+', '-', 'COUNT', 1)
-  table.insert(out, {off, epoch, last[1] or ''})
+  table.insert(out, {off, epoch, id})
 end
 return out
 ";
@@ -85,24 +91,52 @@ return out
 /// A topic's history for a client that resumes. KEYS: topic hash, topic stream. ARGV:
 /// first offset, most entries, the server's run id, `1` if durable. Returns `{last offset
 /// or '', epoch or '' (none, or written by another run of a server that is not durable),
-/// last entry or '', entries from the first offset to the last, or 'far' when more than
-/// the most}`.
+/// the last message's id or '', entries from the first offset to the last, or 'far' when
+/// more than the most}`. The last id outlives the stream (which expires after the history
+/// TTL): a quiet topic still tells a client that missed nothing from one that missed.
 pub(crate) const HISTORY: &str = r"
-local st = redis.call('HMGET', KEYS[1], 'o', 'e', 'r')
+local st = redis.call('HMGET', KEYS[1], 'o', 'e', 'r', 'l')
 local epoch = st[2] or ''
 if st[3] ~= ARGV[3] and ARGV[4] ~= '1' then
   epoch = ''
 end
 local top = tonumber(st[1] or '0')
 local from = tonumber(ARGV[1])
-local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
 local entries = {}
 if top - from + 1 > tonumber(ARGV[2]) then
   entries = 'far'
 elseif top >= from then
   entries = redis.call('XRANGE', KEYS[2], from, top)
 end
-return {st[1] or '', epoch, last[1] or '', entries}
+return {st[1] or '', epoch, st[4] or '', entries}
+";
+
+/// Writes a session's record. KEYS: the session's key, its claimed mark. ARGV: the record,
+/// its TTL (ms), `1` for a new session. A new one only if the token is unused; an update
+/// (which also brings back a record Redis lost) only if no resume claimed the session.
+/// Returns 1 if written.
+pub(crate) const SESSION_SAVE: &str = r"
+if ARGV[3] == '1' then
+  if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then return 1 end
+  return 0
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+";
+
+/// Takes a session's record, and marks it claimed so that its old connection (on a node
+/// that does not know yet) cannot write it back. KEYS: the session's key, its claimed
+/// mark. ARGV: how long the mark stays (ms). Returns the record or nil.
+pub(crate) const SESSION_CLAIM: &str = r"
+local record = redis.call('GET', KEYS[1])
+if record then
+  redis.call('DEL', KEYS[1])
+  redis.call('SET', KEYS[2], 1, 'PX', ARGV[1])
+end
+return record
 ";
 
 /// A node's heartbeat, and the purge of every node whose heartbeat is older than the TTL.

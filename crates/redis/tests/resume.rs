@@ -295,3 +295,137 @@ async fn a_client_too_slow_for_its_buffer_is_closed_1013_and_resumes_its_backlog
     let rest = resumed.texts(N - from + 1).await;
     assert_eq!(rest, (from..=N).map(text).collect::<Vec<_>>());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server (interop/setup.sh installs it)"]
+async fn a_quiet_topic_whose_history_expired_still_resumes_when_nothing_was_missed() {
+    let redis = RedisServer::start();
+    let config = |id| {
+        RedisConfig::new(redis.url())
+            .node_id(id)
+            .history_ttl(Duration::from_millis(300))
+    };
+    let nodes = [
+        Node::start_resume(config(1), ResumeConfig::default()),
+        Node::start_resume(config(2), ResumeConfig::default()),
+    ];
+    let proxy = Proxy::start(nodes[0].server.local_addr()).await;
+    let (mut client, _) = Client::start(&format!("{}/?room=r", proxy.url())).await;
+    send_range(&nodes[0], "r", 1..=5);
+    client.texts(5).await;
+    proxy.cut();
+    gone(&nodes[0], "r");
+    eventually("the room's history expires", || {
+        let kept: i64 = redis.query(&["EXISTS", "wsw:s:g:r"]);
+        kept == 0
+    });
+    let (mut resumed, answer) = client.resume(&nodes[1].url()).await;
+    assert!(answer.failed.is_empty(), "{:?}", answer.failed);
+    assert!(answer.recovered.contains(&"g:r".to_owned()));
+    send_range(&nodes[0], "r", 6..=6);
+    assert_eq!(resumed.texts(1).await, numbered(6..=6));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server (interop/setup.sh installs it)"]
+async fn a_resume_cut_before_its_answer_leaves_the_session_for_the_next_try() {
+    let redis = RedisServer::start();
+    let nodes = [node(&redis, 1), node(&redis, 2)];
+    let proxy = Proxy::start(nodes[0].server.local_addr()).await;
+    let (mut client, _) = Client::start(&format!("{}/?room=r", proxy.url())).await;
+    send_range(&nodes[0], "r", 1..=3);
+    client.texts(3).await;
+    proxy.cut();
+    gone(&nodes[0], "r");
+    send_range(&nodes[0], "r", 4..=5);
+    // A resume whose connection is cut right after its opening frame went out.
+    for _ in 0..5 {
+        let proxy = Proxy::start(nodes[1].server.local_addr()).await;
+        let ws = wsworker::WebSocket::builder(proxy.url())
+            .protocols([wsworker::resume::PROTOCOL])
+            .connect()
+            .await
+            .unwrap();
+        ws.send(wsworker::resume::wire::encode_opening(
+            &wsworker::resume::wire::Opening::Resume {
+                token: client.token.clone(),
+                positions: client.positions.clone(),
+            },
+        ))
+        .unwrap();
+        proxy.cut();
+    }
+    // However far each got, the session is still there under its token.
+    let mut answer = None;
+    for _ in 0..50 {
+        let (mut resumed, got) = client.resume(&nodes[1].url()).await;
+        if got.failed.is_empty() {
+            assert_eq!(resumed.texts(2).await, numbered(4..=5));
+            answer = Some(got);
+            break;
+        }
+        // A cut resume still putting the session back: try again.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(answer.is_some(), "the session was lost with a cut resume");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server (interop/setup.sh installs it)"]
+async fn a_client_cannot_replay_a_rooms_history_from_before_it_joined() {
+    let redis = RedisServer::start();
+    let nodes = [node(&redis, 1), node(&redis, 2)];
+    let (mut insider, hello) = Client::start(&format!("{}/?room=r", nodes[0].url())).await;
+    send_range(&nodes[0], "r", 1..=5);
+    insider.texts(5).await;
+    // A newcomer whom the application puts in the room, claiming to have been there
+    // from the start (offset 0 of the room's epoch), with a token of no session.
+    let epoch = hello.positions["g:r"].epoch;
+    let newcomer = Client {
+        ws: insider.ws.clone(),
+        token: "0123456789abcdef0123456789abcdef".into(),
+        positions: [(
+            "g:r".to_owned(),
+            wsworker::hub::Stamp {
+                epoch,
+                offset: 0,
+                id: 0,
+            },
+        )]
+        .into(),
+        duplicates: 0,
+    };
+    let (mut joined, answer) = newcomer
+        .resume(&format!("{}/?room=r", nodes[1].url()))
+        .await;
+    assert_eq!(answer.failed, vec![("g:r".to_owned(), FailReason::Expired)]);
+    assert_eq!(answer.positions["g:r"].offset, 5, "it starts at its join");
+    send_range(&nodes[0], "r", 6..=6);
+    assert_eq!(
+        joined.texts(1).await,
+        numbered(6..=6),
+        "no history before the join"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server (interop/setup.sh installs it)"]
+async fn a_gap_the_node_cannot_fill_closes_resuming_clients_which_resume_with_its_failure() {
+    let redis = RedisServer::start();
+    let nodes = [node(&redis, 1), node(&redis, 2)];
+    let (mut client, _) = Client::start(&format!("{}/?room=r", nodes[1].url())).await;
+    send_range(&nodes[0], "r", 1..=3);
+    client.texts(3).await;
+    // Offsets 4..=8 taken with nothing in the stream: the node sees a hole it cannot fill.
+    let _: i64 = redis.query(&["HINCRBY", "wsw:t:g:r", "o", "5"]);
+    send_range(&nodes[0], "r", 9..=9);
+    assert_eq!(
+        client.next().await,
+        None,
+        "closed rather than skipping the hole"
+    );
+    let (_, code) = nodes[1].closes.recv_timeout(support::WAIT).unwrap();
+    assert_eq!(code, 1013);
+    let (_, answer) = client.resume(&nodes[0].url()).await;
+    assert_eq!(answer.failed, vec![("g:r".to_owned(), FailReason::Expired)]);
+}

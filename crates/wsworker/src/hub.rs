@@ -602,6 +602,31 @@ impl Hub {
     }
 
     fn resynced(&self, resync: &Resync) {
+        // A resuming connection must not skip the hole in silence: it is closed (1013), and
+        // its resume tells it what could not be replayed.
+        let close = |conn: &Connection| {
+            if conn.resume().is_some() {
+                let _ = conn.close(
+                    wsworker_proto::CloseCode::TRY_AGAIN_LATER,
+                    "messages lost; resume",
+                );
+            }
+            0
+        };
+        match &resync.topic {
+            Topic::All => {
+                self.inner.connections.for_each(close);
+            }
+            Topic::Uid(uid) => {
+                let index = self.index();
+                index.each(index.users.get(uid).into_iter().flatten(), close);
+            }
+            Topic::Group(group) => {
+                let index = self.index();
+                index.each(index.groups.get(group).into_iter().flatten(), close);
+            }
+            Topic::Node(_) => {}
+        }
         let callback = self
             .inner
             .on_resync

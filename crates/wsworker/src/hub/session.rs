@@ -72,6 +72,11 @@ struct State {
     controls: Vec<String>,
     /// Per topic, the last place the client has.
     floors: HashMap<Topic, Stamp>,
+    /// Per topic, where the session joined it: a resume never replays from before (the
+    /// session's record keeps these).
+    joined_at: HashMap<Topic, Stamp>,
+    /// Topics left while the session was set up: the setup's read of them is stale.
+    stale: BTreeSet<Topic>,
     /// The connection's topics: everyone's, its user's and its groups'.
     topics: BTreeSet<Topic>,
     session: Option<Session>,
@@ -185,6 +190,8 @@ impl ResumeState {
                 held: VecDeque::new(),
                 controls: Vec::new(),
                 floors: HashMap::new(),
+                joined_at: HashMap::new(),
+                stale: BTreeSet::new(),
                 topics: BTreeSet::from([Topic::All]),
                 session: None,
             }),
@@ -290,6 +297,7 @@ impl ResumeState {
             match answer.ok().and_then(|stamps| stamps.first().copied()) {
                 Some(stamp) if state.topics.contains(&topic) => {
                     let position = state.raise(&topic, stamp);
+                    state.joined_at.insert(topic.clone(), position);
                     state
                         .controls
                         .push(wire::encode_joined(&topic.key(), &position));
@@ -316,7 +324,9 @@ impl ResumeState {
             return;
         }
         state.floors.remove(topic);
+        state.joined_at.remove(topic);
         if state.phase != Phase::Live {
+            state.stale.insert(topic.clone());
             return;
         }
         let frame = wire::encode_left(&topic.key());
@@ -394,7 +404,11 @@ impl ResumeState {
         });
     }
 
-    /// The session is set up: `answer` (and `replay`) go first, then what waited.
+    /// The session is set up: `answer` (and `replay`) go first; then, unless `hold` (to
+    /// let the application send first: [`ResumeState::release`]), what waited. `joined`
+    /// are the session's join positions. Whether the answer went out (the connection is
+    /// still there).
+    #[allow(clippy::too_many_arguments)]
     fn establish(
         &self,
         hub: &Hub,
@@ -403,15 +417,17 @@ impl ResumeState {
         answer: String,
         replay: Vec<Message>,
         floors: Vec<(Topic, Stamp)>,
-    ) {
+        joined: Vec<(Topic, Stamp)>,
+        hold: bool,
+    ) -> bool {
         let mut state = self.lock();
         let Some(sessions) = hub.engine().and_then(|engine| engine.sessions()) else {
-            return;
+            return false;
         };
         if state.phase == Phase::Closed {
             // Gone while it was set up: its window starts now.
             sessions.keep(&session.token, self.config.window, false);
-            return;
+            return false;
         }
         sessions.keep(&session.token, self.config.window, true);
         let _ = conn.send_raw(Message::text(answer));
@@ -421,27 +437,60 @@ impl ResumeState {
         for message in replay {
             let _ = conn.send_prepared(&encode_server_frame(&message));
         }
-        let covered: BTreeSet<Topic> = floors.iter().map(|(t, _)| t.clone()).collect();
+        let stale = std::mem::take(&mut state.stale);
+        for (topic, stamp) in joined {
+            if state.topics.contains(&topic) && !stale.contains(&topic) {
+                state.joined_at.insert(topic, stamp);
+            }
+        }
         for (topic, stamp) in floors {
+            if stale.contains(&topic) {
+                // Left (and maybe joined again) while the answer was prepared: read anew.
+                if !state.topics.contains(&topic) {
+                    state.controls.push(wire::encode_left(&topic.key()));
+                }
+                continue;
+            }
             if state.topics.contains(&topic) {
                 state.raise(&topic, stamp);
             } else {
-                // Left while the answer was prepared.
                 state.controls.push(wire::encode_left(&topic.key()));
             }
         }
         state.session = Some(session);
         state.phase = Phase::Live;
-        state.waiting -= 1;
         state.save(hub, &self.config, conn, false);
-        // Topics joined while the opening was answered: read as joins.
-        let missing: Vec<Topic> = state.topics.difference(&covered).cloned().collect();
+        drop(state);
+        if !hold {
+            self.release(hub, conn);
+        }
+        true
+    }
+
+    /// Lets what waited for the session's setup go, and reads the topics joined meanwhile.
+    fn release(&self, hub: &Hub, conn: &Connection) {
+        let mut state = self.lock();
+        if state.phase == Phase::Closed {
+            return;
+        }
+        state.waiting -= 1;
+        let missing: Vec<Topic> = state
+            .topics
+            .iter()
+            .filter(|topic| !state.floors.contains_key(*topic))
+            .cloned()
+            .collect();
         state.waiting += missing.len();
         state.flush(conn);
         drop(state);
         for topic in missing {
             self.read_join(hub, conn, topic);
         }
+    }
+
+    /// Whether the connection ended.
+    fn is_closed(&self) -> bool {
+        self.lock().phase == Phase::Closed
     }
 }
 
@@ -543,14 +592,14 @@ impl State {
     }
 
     fn record(&self, session: &Session) -> Vec<u8> {
-        record_bytes(session, &self.topics, &self.floors)
+        record_bytes(session, &self.topics, &self.joined_at)
     }
 }
 
 fn record_bytes(
     session: &Session,
     topics: &BTreeSet<Topic>,
-    floors: &HashMap<Topic, Stamp>,
+    joined_at: &HashMap<Topic, Stamp>,
 ) -> Vec<u8> {
     let mut record = Record {
         session: session.id.clone(),
@@ -563,7 +612,7 @@ fn record_bytes(
             Topic::Group(group) => record.groups.push(group.to_string()),
             Topic::All | Topic::Node(_) => {}
         }
-        if let Some(stamp) = floors.get(topic) {
+        if let Some(stamp) = joined_at.get(topic) {
             record
                 .positions
                 .insert(topic.key(), (stamp.epoch, stamp.offset, stamp.id));
@@ -623,8 +672,8 @@ async fn start(hub: &Hub, conn: &Connection) -> Result<(), EngineError> {
     let session = new_session(vec![conn.id()], None);
     let record = {
         let state = resume.lock();
-        let floors: HashMap<Topic, Stamp> = floors.iter().cloned().collect();
-        record_bytes(&session, &state.topics, &floors)
+        let joined: HashMap<Topic, Stamp> = floors.iter().cloned().collect();
+        record_bytes(&session, &state.topics, &joined)
     };
     let window = resume.config.window;
     if !ask(|reply| sessions.save(&session.token, record, window, true, reply)).await? {
@@ -634,7 +683,8 @@ async fn start(hub: &Hub, conn: &Connection) -> Result<(), EngineError> {
     }
     let positions: Positions = floors.iter().map(|(t, s)| (t.key(), *s)).collect();
     let hello = wire::encode_hello(&info(&session, window), &positions);
-    resume.establish(hub, conn, session, hello, Vec::new(), floors);
+    let joined = floors.clone();
+    resume.establish(hub, conn, session, hello, Vec::new(), floors, joined, false);
     Ok(())
 }
 
@@ -647,7 +697,9 @@ fn info(session: &Session, window: Duration) -> SessionInfo {
 }
 
 /// `resume`: claims the session, restores its user and groups, replays what each topic
-/// missed (or says why not), then lets live messages flow.
+/// missed (or says why not), then lets live messages flow. Should anything fail after the
+/// claim, or the connection end before the answer, the session goes back under its old
+/// token: the client can try again.
 async fn resume_session(
     hub: &Hub,
     conn: &Connection,
@@ -657,9 +709,32 @@ async fn resume_session(
     let engine = engine_of(hub)?;
     let sessions = sessions_of(&engine)?;
     let resume = conn.resume().ok_or(EngineError::Stopped)?;
-    let config = resume.config;
+    if resume.is_closed() {
+        return Ok(()); // gone before anything was claimed
+    }
+    let window = resume.config.window;
     let claimed = ask(|reply| sessions.claim(token, reply)).await?;
-    let record: Option<Record> = claimed.and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    let result = resumed_from(hub, conn, sessions, client, claimed.as_deref()).await;
+    if !matches!(result, Ok(true))
+        && let Some(bytes) = claimed
+    {
+        let _ = ask(|reply| sessions.save(token, bytes, window, true, reply)).await;
+    }
+    result.map(|_| ())
+}
+
+/// The rest of a resume, after the claim (`claimed`: the session's record, if it was
+/// found). Whether the answer went out.
+async fn resumed_from(
+    hub: &Hub,
+    conn: &Connection,
+    sessions: &dyn super::engine::Sessions,
+    client: &Positions,
+    claimed: Option<&[u8]>,
+) -> Result<bool, EngineError> {
+    let resume = conn.resume().ok_or(EngineError::Stopped)?;
+    let config = resume.config;
+    let record: Option<Record> = claimed.and_then(|bytes| serde_json::from_slice(bytes).ok());
     let found = record.is_some();
     let record = record.unwrap_or_default();
     // The session's user and groups come back (joins made since, by the application's
@@ -674,19 +749,24 @@ async fn resume_session(
         hub.join_group(conn.id(), group)
             .map_err(|_| EngineError::Stopped)?;
     }
-    // Every read is asked for before any is awaited: one batch. A topic of the
-    // connection's that the client has a place in (or the record has, when the client lost
-    // it) is read from that place — also when the session is gone, for topics the
-    // application made the connection a member of again: the place and the message id
-    // decide, not the record. One new to the client only for its position.
+    // Every read is asked for before any is awaited: one batch. A topic of the session's
+    // is read from the client's place in it — never from before the session joined it;
+    // one the session did not have (the application joined it now, or the session is
+    // gone) only for its position: no history from before a join.
     let topics = topics_of(conn);
     let mut reads = Vec::new();
     for topic in &topics {
         let key = topic.key();
-        let from = client.get(&key).copied().or_else(|| {
-            let (epoch, offset, id) = *record.positions.get(&key)?;
-            Some(Stamp { epoch, offset, id })
-        });
+        let joined = record
+            .positions
+            .get(&key)
+            .map(|&(epoch, offset, id)| Stamp { epoch, offset, id });
+        let from = match (client.get(&key).copied(), joined) {
+            (Some(c), Some(j)) if c.epoch == j.epoch && c.offset < j.offset => Some(j),
+            (Some(c), Some(_)) => Some(c),
+            (None, Some(j)) => Some(j),
+            (_, None) => None,
+        };
         let read = match from {
             Some(from) => {
                 let (tx, rx) = oneshot::channel();
@@ -699,7 +779,7 @@ async fn resume_session(
                         let _ = tx.send(answer);
                     }),
                 );
-                Read::History(from, rx)
+                Read::History(from, joined, rx)
             }
             None => {
                 let (tx, rx) = oneshot::channel();
@@ -722,6 +802,64 @@ async fn resume_session(
         failed: Vec::new(),
         replayed: 0,
     };
+    let mut replay = Vec::new();
+    let mut floors = Vec::new();
+    let mut joined_at = Vec::new();
+    let mut positions = Positions::new();
+    for (topic, read) in reads {
+        let key = topic.key();
+        match read {
+            Read::Position(rx) => {
+                let stamp = rx
+                    .await
+                    .unwrap_or(Err(EngineError::Stopped))?
+                    .first()
+                    .copied()
+                    .ok_or(EngineError::Stopped)?;
+                if let Some(had) = client.get(&key) {
+                    // The client had a place the session cannot vouch for (it is gone, or
+                    // never had the topic): no replay; why, as far as can be told.
+                    let reason = if had.epoch == stamp.epoch {
+                        FailReason::Expired
+                    } else {
+                        FailReason::Epoch
+                    };
+                    report.failed.push((topic.clone(), reason));
+                }
+                positions.insert(key, stamp);
+                floors.push((topic.clone(), stamp));
+                joined_at.push((topic, stamp));
+            }
+            Read::History(from, joined, rx) => {
+                let history = rx.await.unwrap_or(Err(EngineError::Stopped))?;
+                let top = history.top;
+                match recover(from, history, config.max_replay) {
+                    Ok(entries) => {
+                        for (stamp, envelope) in entries {
+                            if envelope.except.iter().any(|id| past.contains(id)) {
+                                continue;
+                            }
+                            let head = wire::message_head(&key, &stamp, false);
+                            replay.push(with_head(&head, &envelope.message));
+                            report.replayed += 1;
+                        }
+                        report.recovered.push(topic.clone());
+                        if !client.contains_key(&key) {
+                            // The client lost its place: the replay starts after this one.
+                            positions.insert(key, from);
+                        }
+                        joined_at.push((topic.clone(), joined.unwrap_or(from)));
+                    }
+                    Err(reason) => {
+                        report.failed.push((topic.clone(), reason));
+                        positions.insert(key, top);
+                        joined_at.push((topic.clone(), top));
+                    }
+                }
+                floors.push((topic, top));
+            }
+        }
+    }
     if !found {
         // The session is gone, and with it the memberships the client names that the
         // connection does not have now.
@@ -733,46 +871,6 @@ async fn resume_session(
             }
         }
     }
-    let mut replay = Vec::new();
-    let mut floors = Vec::new();
-    let mut positions = Positions::new();
-    for (topic, read) in reads {
-        match read {
-            Read::Position(rx) => {
-                let stamp = rx
-                    .await
-                    .unwrap_or(Err(EngineError::Stopped))?
-                    .first()
-                    .copied()
-                    .ok_or(EngineError::Stopped)?;
-                positions.insert(topic.key(), stamp);
-                floors.push((topic, stamp));
-            }
-            Read::History(from, rx) => {
-                let history = rx.await.unwrap_or(Err(EngineError::Stopped))?;
-                let top = history.top;
-                match recover(from, history, config.max_replay) {
-                    Ok(entries) => {
-                        let key = topic.key();
-                        for (stamp, envelope) in entries {
-                            if envelope.except.iter().any(|id| past.contains(id)) {
-                                continue;
-                            }
-                            let head = wire::message_head(&key, &stamp, false);
-                            replay.push(with_head(&head, &envelope.message));
-                            report.replayed += 1;
-                        }
-                        report.recovered.push(topic.clone());
-                    }
-                    Err(reason) => {
-                        report.failed.push((topic.clone(), reason));
-                        positions.insert(topic.key(), top);
-                    }
-                }
-                floors.push((topic, top));
-            }
-        }
-    }
     let mut conns = past;
     conns.push(conn.id());
     let excess = conns.len().saturating_sub(MAX_PAST_CONNS);
@@ -781,8 +879,8 @@ async fn resume_session(
     report.session = session.id.clone();
     let bytes = {
         let state = resume.lock();
-        let floors: HashMap<Topic, Stamp> = floors.iter().cloned().collect();
-        record_bytes(&session, &state.topics, &floors)
+        let joined: HashMap<Topic, Stamp> = joined_at.iter().cloned().collect();
+        record_bytes(&session, &state.topics, &joined)
     };
     let window = config.window;
     if !ask(|reply| sessions.save(&session.token, bytes, window, true, reply)).await? {
@@ -797,13 +895,23 @@ async fn resume_session(
         .map(|(topic, reason)| (topic.key(), *reason))
         .collect();
     let answer = wire::encode_resumed(&info(&session, window), &recovered, &failed, &positions);
-    resume.establish(hub, conn, session, answer, replay, floors);
+    if !resume.establish(hub, conn, session, answer, replay, floors, joined_at, true) {
+        return Ok(false);
+    }
+    // The application's fresh state for the failed topics goes before the live messages
+    // that waited.
     hub.resumed(conn, &report);
-    Ok(())
+    resume.release(hub, conn);
+    Ok(true)
 }
 
 enum Read {
-    History(Stamp, oneshot::Receiver<Result<History, EngineError>>),
+    /// From a place; the session's join position, when it had the topic.
+    History(
+        Stamp,
+        Option<Stamp>,
+        oneshot::Receiver<Result<History, EngineError>>,
+    ),
     Position(oneshot::Receiver<Result<Vec<Stamp>, EngineError>>),
 }
 
@@ -824,6 +932,15 @@ pub(crate) fn recover(
     }
     if top.offset - from.offset > max_replay as u64 {
         return Err(FailReason::TooFar);
+    }
+    if from.offset > 0 && from.offset == top.offset && top.id != 0 {
+        // Nothing missed: the topic's last id (kept beyond its history) says whether the
+        // client's last message is the topic's.
+        return if top.id == from.id {
+            Ok(Vec::new())
+        } else {
+            Err(FailReason::Mismatch)
+        };
     }
     let mut entries = history.entries.ok_or(FailReason::TooFar)?.into_iter();
     if from.offset > 0 {
@@ -895,6 +1012,27 @@ mod tests {
         assert_eq!(
             offsets(recover(stamp(7, 0, 0), history(7, 1..=3, 3), 10)),
             vec![1, 2, 3]
+        );
+    }
+
+    #[test]
+    fn a_client_at_the_top_is_checked_by_the_last_id_even_with_no_history_left() {
+        let gone = |id| History {
+            top: stamp(7, 10, id),
+            entries: Some(Vec::new()),
+        };
+        assert_eq!(
+            offsets(recover(stamp(7, 10, 100), gone(100), 10)),
+            Vec::<u64>::new()
+        );
+        assert_eq!(
+            recover(stamp(7, 10, 100), gone(555), 10).unwrap_err(),
+            FailReason::Mismatch
+        );
+        // An unknown last id (a topic written before ids were kept): the entry decides.
+        assert_eq!(
+            recover(stamp(7, 10, 100), gone(0), 10).unwrap_err(),
+            FailReason::Expired
         );
     }
 
