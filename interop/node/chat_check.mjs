@@ -19,7 +19,8 @@
 // Connect, #chat-state becomes OPEN, the chat's url is the page's own host with the room
 // and the user encoded; then each sends `@<itself> ready` and waits for it: that proves the
 // server ran its join for the connection, since it reads the connection's messages only
-// after), `room` (alice says `hi room`; alice and bób get it), `text-not-html` (bób sends
+// after; the note names the subprotocol the server agreed to: wsworker.resume.v1 with
+// --redis, through web/resume.js, none without), `room` (alice says `hi room`; alice and bób get it), `text-not-html` (bób sends
 // markup to the room; alice shows it as text and has no element made of it), `private`
 // (carol, in another room, sends `@alice from carol`; alice gets it), `everyone` (dave,
 // with no room, sends `to everyone`; all four get it), `exact-lists` (each page's received
@@ -173,7 +174,8 @@ async function main() {
     // joined its room (it reads a connection's messages after its on_connect).
     for (const person of PEOPLE) await say(person, `@${person.user} ready`);
     for (const person of PEOPLE) await waitForLast(person, `@${person.user} ready`);
-    return `e.g. ${await alice.page.evaluate(() => window.chat.url)}`;
+    const { url, protocol } = await alice.page.evaluate(() => ({ url: window.chat.url, protocol: window.chat.protocol }));
+    return `e.g. ${url}, protocol ${protocol || '(none)'}`;
   });
 
   await step('room', async () => {

@@ -12,6 +12,9 @@ use wsworker_redis::{RedisConfig, RedisEngine};
 
 /// The demo page, written with the browser API as the tutorial shows it.
 const DEMO_PAGE: &str = include_str!("../../../web/index.html");
+/// The browser's resuming WebSocket (`wsworker.resume.v1`), which the demo page's chat view
+/// loads from `/resume.js`.
+const RESUME_JS: &str = include_str!("../../../web/resume.js");
 
 /// Arguments of `wsworker serve`.
 #[derive(Debug, Args)]
@@ -198,6 +201,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error
     }
     worker.on_http(|request| match request.path() {
         "/" | "/index.html" => HttpResponse::html(DEMO_PAGE),
+        "/resume.js" => HttpResponse::javascript(RESUME_JS),
         _ => HttpResponse::not_found(),
     });
     // Caught before the server is announced: a SIGTERM right after the announcement must

@@ -30,6 +30,17 @@ fn serve_answers_the_demo_page_and_stops_cleanly_on_sigterm() {
         page.contains("new WebSocket("),
         "the demo page uses the browser API"
     );
+    assert!(page.contains(r#"<script src="/resume.js">"#), "{page}");
+    let script = http_get(serve.addr, "/resume.js");
+    assert!(script.starts_with("HTTP/1.1 200 OK"), "{script}");
+    assert!(
+        script.contains("\r\nContent-Type: text/javascript; charset=utf-8\r\n"),
+        "{script}"
+    );
+    assert!(
+        script.contains("class ResumingWebSocket") && script.contains("\"wsworker.resume.v1\""),
+        "{script}"
+    );
     assert!(http_get(serve.addr, "/missing").starts_with("HTTP/1.1 404 "));
     assert_eq!(serve.stop(), 0);
 }
@@ -545,7 +556,9 @@ fn chromium_uses_the_demo_page() {
 /// a room message reaches only the room, `@alice …` only alice, a message from the page
 /// with no room everyone; each page's list of received messages is checked exactly. One
 /// server with two worker threads (the kernel spreads the pages' connections over them);
-/// tests/cluster.rs runs the same script over two nodes sharing a Redis.
+/// tests/cluster.rs runs the same script over two nodes sharing a Redis. Without Redis the
+/// server does not agree to `wsworker.resume.v1`: the chat's resuming WebSocket (web/resume.js)
+/// talks plain WebSocket.
 #[test]
 #[ignore = "needs Chromium and the interop peers: bash interop/setup.sh"]
 fn chromium_chats_in_rooms_and_privately_through_the_demo_page() {
@@ -556,6 +569,7 @@ fn chromium_chats_in_rooms_and_privately_through_the_demo_page() {
         &["--screenshot", &screenshot("demo-chat.png"), &url],
     );
     assert!(stdout.contains("PASS exact-lists"), "{stdout}");
+    assert!(stdout.contains(", protocol (none))"), "{stdout}");
     assert_eq!(serve.stop(), 0);
 }
 

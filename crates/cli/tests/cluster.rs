@@ -285,7 +285,8 @@ async fn a_node_killed_under_load_leaves_the_others_gapless_and_its_presence_pur
 /// interop/node/chat_check.mjs drives it with two URLs): alice on node 1, bób on node 2.
 /// Alice's room message shows on bób's page and bób's on alice's; carol, on node 2, reaches
 /// alice on node 1 with `@alice …`; dave, on node 1 without a room, reaches everyone; each
-/// page's list of received messages is exact.
+/// page's list of received messages is exact. The nodes offer resume (`--redis`): the
+/// chat speaks `wsworker.resume.v1` through web/resume.js, heads and all.
 #[test]
 #[ignore = "needs redis-server and Chromium (interop/setup.sh installs them)"]
 fn chromium_pages_on_two_nodes_chat_through_the_demo_page() {
@@ -304,6 +305,10 @@ fn chromium_pages_on_two_nodes_chat_through_the_demo_page() {
         assert!(stdout.contains(&placed), "{placed}: {stdout}");
     }
     assert!(stdout.contains("PASS exact-lists"), "{stdout}");
+    assert!(
+        stdout.contains(", protocol wsworker.resume.v1)"),
+        "{stdout}"
+    );
     assert_eq!(one.stop(), 0);
     assert_eq!(two.stop(), 0);
 }

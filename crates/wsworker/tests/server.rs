@@ -226,18 +226,30 @@ fn plain_get_without_handler_gets_426() {
 #[test]
 fn plain_get_goes_to_the_http_handler() {
     let mut worker = hello_worker();
-    worker.on_http(|req| {
-        if req.path() == "/" {
-            HttpResponse::html("<h1>demo</h1>")
-        } else {
-            HttpResponse::not_found()
-        }
+    worker.on_http(|req| match req.path() {
+        "/" => HttpResponse::html("<h1>demo</h1>"),
+        "/app.js" => HttpResponse::javascript("let x = 1;"),
+        _ => HttpResponse::not_found(),
     });
     let server = worker.start().unwrap();
     let reply = raw_exchange(server.local_addr(), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");
-    assert!(reply.contains("text/html"), "{reply}");
+    assert!(
+        reply.contains("\r\nContent-Type: text/html; charset=utf-8\r\n"),
+        "{reply}"
+    );
     assert!(reply.ends_with("<h1>demo</h1>"), "{reply}");
+    // A script the page loads: browsers run it only with a JavaScript content type.
+    let reply = raw_exchange(
+        server.local_addr(),
+        b"GET /app.js HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");
+    assert!(
+        reply.contains("\r\nContent-Type: text/javascript; charset=utf-8\r\n"),
+        "{reply}"
+    );
+    assert!(reply.ends_with("let x = 1;"), "{reply}");
     let reply = raw_exchange(
         server.local_addr(),
         b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n",

@@ -17,6 +17,8 @@ pub struct Serve {
     pub node: Option<u16>,
     /// The Redis URL it announced sharing its Hub over, with `--redis`.
     pub redis: Option<String>,
+    /// The resume window it announced, in seconds, with `--redis`.
+    pub resume: Option<u64>,
 }
 
 impl Serve {
@@ -47,6 +49,8 @@ impl Serve {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
+        // A panic below must not leave the server running on its own.
+        let guard = KillOnDrop(Some(child));
         let mut lines = BufReader::new(stdout).lines();
         let first = lines.next().unwrap().unwrap();
         // "wsworker serving hello on ws://127.0.0.1:PORT with N workers" (wss:// with TLS)
@@ -57,12 +61,13 @@ impl Serve {
             .parse()
             .unwrap();
         // Then, in this order and each only with its option: "node N sharing its Hub over
-        // URL" and "clients that offer wsworker.resume.v1 resume within …" (--redis),
-        // "metrics at http://127.0.0.1:PORT/metrics" (--metrics); last
-        // "open http://… in a browser …".
+        // URL" (--redis), "clients that offer wsworker.resume.v1 resume within …" (--redis
+        // unless --resume-window 0), "metrics at http://127.0.0.1:PORT/metrics"
+        // (--metrics); last "open http://… in a browser …".
         let mut node = None;
         let mut redis = None;
         let mut metrics = None;
+        let mut resume = None;
         loop {
             let line = lines.next().unwrap().unwrap();
             if let Some(rest) = line.strip_prefix("node ") {
@@ -71,8 +76,11 @@ impl Serve {
                     .unwrap_or_else(|| panic!("unexpected line: {line}"));
                 node = Some(id.parse().unwrap());
                 redis = Some(url.to_owned());
-            } else if line.starts_with("clients that offer wsworker.resume.v1") {
-                // Resume is on with --redis.
+            } else if let Some(rest) =
+                line.strip_prefix("clients that offer wsworker.resume.v1 resume within ")
+            {
+                let seconds = rest.split_whitespace().next().unwrap_or_default();
+                resume = Some(seconds.parse().unwrap());
             } else if let Some(rest) = line.strip_prefix("metrics at http://") {
                 metrics = Some(rest.trim_end_matches("/metrics").parse().unwrap());
             } else {
@@ -81,11 +89,12 @@ impl Serve {
             }
         }
         Self {
-            child,
+            child: guard.defuse(),
             addr,
             metrics,
             node,
             redis,
+            resume,
         }
     }
 
@@ -106,6 +115,24 @@ impl Drop for Serve {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A child process killed when dropped, unless taken back with [`KillOnDrop::defuse`].
+struct KillOnDrop(Option<Child>);
+
+impl KillOnDrop {
+    fn defuse(mut self) -> Child {
+        self.0.take().unwrap()
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

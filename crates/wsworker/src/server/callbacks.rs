@@ -91,6 +91,11 @@ impl HttpResponse {
         Self::new(200, body).with_header("Content-Type", "text/html; charset=utf-8")
     }
 
+    /// `200 OK` with a JavaScript body (a script or an ES module a page loads).
+    pub fn javascript(body: impl Into<Bytes>) -> Self {
+        Self::new(200, body).with_header("Content-Type", "text/javascript; charset=utf-8")
+    }
+
     /// `404 Not Found`.
     pub fn not_found() -> Self {
         Self::new(404, "not found\n")
