@@ -68,13 +68,13 @@ async fn a_user_on_two_nodes_hears_a_third_which_holds_no_subscription_for_it() 
     let (tom_3, id_3) = nodes[2].connect("/?user=tom").await;
     let (ann_2, _) = nodes[1].connect("/?user=ann").await;
 
-    // The memberships are in effect cluster-wide once queries from another node see them.
+    // The memberships are in effect cluster-wide once queries from another node see them
+    // (each node writes its own: one round trip after its connection opened).
     let mut both = vec![id_1, id_3];
     both.sort_unstable();
-    assert_eq!(
-        nodes[1].hub.cluster().uid_connections("tom").await.unwrap(),
-        both
-    );
+    eventually("both of tom's connections are seen from node 2", || {
+        futures_lite_block(nodes[1].hub.cluster().uid_connections("tom")) == both
+    });
     assert!(nodes[1].hub.cluster().is_uid_online("tom").await.unwrap());
     assert!(!nodes[1].hub.cluster().is_uid_online("bob").await.unwrap());
     assert!(!nodes[1].hub.is_uid_online("tom"), "not on node 2 itself");
