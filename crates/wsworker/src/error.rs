@@ -100,6 +100,9 @@ impl Error {
         match self {
             Self::Proto(e) => e.close_code(),
             Self::CallbackPanic(_) | Self::Callback(_) => Some(CloseCode::INTERNAL_ERROR),
+            // `msg.to_text()?` on a binary message: the peer sent data the application
+            // does not take.
+            Self::WrongMessageType { .. } => Some(CloseCode::UNSUPPORTED_DATA),
             _ => None,
         }
     }

@@ -51,6 +51,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod buffers;
+mod callback;
 pub mod client;
 mod driver;
 mod error;

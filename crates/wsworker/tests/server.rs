@@ -396,6 +396,26 @@ fn on_handshake_sees_the_request_and_decides() {
 }
 
 #[test]
+fn a_callback_failing_on_a_message_of_the_wrong_type_closes_with_1003() {
+    let mut worker = Worker::new("websocket://127.0.0.1:0").unwrap();
+    worker.on_message(|conn, msg| {
+        conn.send(format!("hello {}", msg.to_text()?))?;
+        Ok(())
+    });
+    let server = worker.start().unwrap();
+    let mut client = RawClient::connect(server.local_addr(), "/", &[]).unwrap();
+    client.conn.send_binary(&b"\x00\x01"[..]).unwrap();
+    client.flush();
+    let Event::Close(Some(frame)) = client.next_event().unwrap().unwrap() else {
+        panic!()
+    };
+    assert_eq!(frame.code, CloseCode::UNSUPPORTED_DATA);
+    assert_eq!(frame.reason, "unsupported data");
+    drop(client);
+    server.shutdown();
+}
+
+#[test]
 fn a_panicking_callback_closes_only_its_connection_with_1011() {
     let mut worker = Worker::new("websocket://127.0.0.1:0").unwrap();
     let errors = Arc::new(AtomicUsize::new(0));

@@ -233,18 +233,17 @@ impl ClientHandler {
     }
 
     /// Calls a callback; a panic or an error is reported as an error event and closes the
-    /// connection with 1011, as on the server.
+    /// connection with the error's own close code, as on the server
+    /// ([`crate::callback::ending`]).
     fn call(&self, f: impl FnOnce(&WebSocket) -> Result<()>) {
-        let error = match contain(|| f(&self.ws)) {
-            Ok(Ok(())) => return,
-            Ok(Err(error)) => error,
-            Err(panic) => Error::CallbackPanic(panic),
+        let closing = self.ws.ready_state() != ReadyState::Open;
+        let Some(error) = crate::callback::run(closing, || f(&self.ws)) else {
+            return;
         };
         tracing::warn!(url = self.ws.url(), %error, "client callback failed");
+        let (code, reason) = crate::callback::ending(&error);
         self.report(error);
-        self.ws
-            .inner
-            .start_close(CloseCode::INTERNAL_ERROR, "internal error");
+        self.ws.inner.start_close(code, reason);
     }
 
     fn report(&self, error: Error) {

@@ -21,6 +21,7 @@ use super::ServerContext;
 use super::callbacks::{Handshake, HttpResponse, ServerHandler};
 use super::connection::Connection;
 use super::event_loop::{LoopDriver, LoopStream};
+use super::refusal::Refusal;
 use crate::driver::Driver;
 use crate::metrics::{PendingHandshake, Rejection, WorkerCounters};
 use crate::shared::contain;
@@ -66,9 +67,7 @@ pub(crate) async fn serve_tls(
     let deadline = Instant::now() + ctx.settings.handshake_timeout;
     let Some(acceptor) = &ctx.tls else { return };
     if !starts_like_tls(&mut stream, deadline).await {
-        ctx.counters[worker_id].rejected(Rejection::Tls);
-        let response = reject_response(400, &[], b"this port speaks TLS: use https:// or wss://\n")
-            .unwrap_or_default();
+        let response = Refusal::of(Rejection::Tls).counted(&ctx.counters[worker_id]);
         return refuse(&mut stream, &response).await;
     }
     let Some(stream) = crate::tls::accept(acceptor, stream, peer, deadline).await else {
@@ -148,13 +147,11 @@ where
         // The client went away before finishing its request.
         Ok(Ok(None)) | Ok(Err(Failure::Io)) => return None,
         Ok(Err(Failure::Handshake(error))) => {
-            counters.rejected(Rejection::of(&error));
-            refuse(&mut stream, &error.to_response()).await;
+            refuse(&mut stream, &Refusal::handshake(&error).counted(counters)).await;
             return None;
         }
         Err(_) => {
-            counters.rejected(Rejection::Timeout);
-            let response = reject_response(408, &[], b"request timeout\n").unwrap_or_default();
+            let response = Refusal::of(Rejection::Timeout).counted(counters);
             refuse(&mut stream, &response).await;
             return None;
         }
@@ -165,15 +162,14 @@ where
         return None;
     }
     if let Err(error) = request.validate_upgrade() {
-        counters.rejected(Rejection::of(&error));
-        answer(&mut stream, &request, &error.to_response()).await;
+        let response = Refusal::handshake(&error).counted(counters);
+        answer(&mut stream, &request, &response).await;
         return None;
     }
     if let Some(allow_list) = &settings.allowed_origins
         && !super::origin::allowed(request.origin(), allow_list)
     {
-        counters.rejected(Rejection::Origin);
-        let response = reject_response(403, &[], b"origin not allowed\n").unwrap_or_default();
+        let response = Refusal::of(Rejection::Origin).counted(counters);
         refuse(&mut stream, &response).await;
         return None;
     }
@@ -198,10 +194,7 @@ where
         }
         Handshake::Accept { protocol, headers } => (protocol, headers),
         Handshake::Reject { status, body } => {
-            counters.rejected(Rejection::Application);
-            let response = reject_response(status, &[], body.as_bytes())
-                .or_else(|_| reject_response(500, &[], b"invalid rejection\n"))
-                .unwrap_or_default();
+            let response = Refusal::application(status, body.as_bytes()).counted(counters);
             refuse(&mut stream, &response).await;
             return None;
         }
@@ -215,8 +208,7 @@ where
         Ok(response) => response,
         Err(error) => {
             tracing::warn!(%error, "on_handshake chose an invalid response");
-            let response = reject_response(500, &[], b"internal error\n").unwrap_or_default();
-            refuse(&mut stream, &response).await;
+            refuse(&mut stream, &Refusal::internal().counted(counters)).await;
             return None;
         }
     };
@@ -225,13 +217,7 @@ where
     if let Some(max) = settings.max_connections
         && counters.open() >= max as u64
     {
-        counters.rejected(Rejection::Full);
-        let response = reject_response(
-            503,
-            &[("Retry-After", "1")],
-            b"too many connections, try again later\n",
-        )
-        .unwrap_or_default();
+        let response = Refusal::of(Rejection::Full).counted(counters);
         refuse(&mut stream, &response).await;
         return None;
     }
@@ -330,15 +316,8 @@ async fn serve_http<S>(
                 .or_else(|_| reject_response(500, &[], b"invalid response\n"))
                 .unwrap_or_default()
         }
-        Some(_) => {
-            counters.rejected(Rejection::MethodNotAllowed);
-            reject_response(405, &[("Allow", "GET, HEAD")], b"method not allowed\n")
-                .unwrap_or_default()
-        }
-        None => {
-            counters.rejected(Rejection::UpgradeRequired);
-            HandshakeError::NotUpgrade.to_response()
-        }
+        Some(_) => Refusal::of(Rejection::MethodNotAllowed).counted(counters),
+        None => Refusal::of(Rejection::UpgradeRequired).counted(counters),
     };
     answer(stream, request, &response).await;
 }

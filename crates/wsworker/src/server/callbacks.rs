@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use wsworker_proto::handshake::Request;
-use wsworker_proto::{CloseCode, Event, Message, MessageRef, ReadyState};
+use wsworker_proto::{Event, Message, MessageRef, ReadyState};
 
 use super::connection::Connection;
 use crate::driver::Handler;
@@ -153,19 +153,17 @@ pub(crate) struct ServerHandler {
 
 impl ServerHandler {
     /// Calls a callback; a panic or an error is reported to `on_error` and closes this
-    /// connection with 1011, the worker and the other connections carry on.
+    /// connection (with the error's own close code: [`crate::callback::ending`]), the
+    /// worker and the other connections carry on.
     fn call(&self, f: impl FnOnce() -> Result<()>) {
-        let error = match contain(f) {
-            Ok(Ok(())) => return,
-            // A reply to a message that arrived after the close began: the browser drops
-            // such a send silently, and so do we (it is no failure of the callback).
-            Ok(Err(Error::Closed)) if self.conn.ready_state() != ReadyState::Open => return,
-            Ok(Err(error)) => error,
-            Err(panic) => Error::CallbackPanic(panic),
+        let closing = self.conn.ready_state() != ReadyState::Open;
+        let Some(error) = crate::callback::run(closing, f) else {
+            return;
         };
         tracing::warn!(conn = self.conn.id(), %error, "callback failed");
         self.report(&error);
-        let _ = self.conn.close(CloseCode::INTERNAL_ERROR, "internal error");
+        let (code, reason) = crate::callback::ending(&error);
+        let _ = self.conn.close(code, reason);
     }
 
     /// The client's first frame on a connection that resumes: the session's opening, not

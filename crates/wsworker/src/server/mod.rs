@@ -12,6 +12,7 @@ mod event_loop;
 mod extensions;
 mod listener;
 mod origin;
+mod refusal;
 mod registry;
 
 use std::net::SocketAddr;
