@@ -9,9 +9,9 @@
 //! timeout). The proto crate does all the protocol work; this module only moves bytes,
 //! keeps time and enforces the send-buffer limits.
 //!
-//! By concern: [`read`] (socket → protocol core → handler), [`reply`] (what the
-//! connection's own callbacks send), [`write`] (queued frames → socket, and the send
-//! buffer's limits), [`keepalive`] (the idle ping and its clock), [`close`] (the state the
+//! By concern: [`read`](mod@read) (socket → protocol core → handler), [`reply`](mod@reply) (what the
+//! connection's own callbacks send), [`write`](mod@write) (queued frames → socket, and the send
+//! buffer's limits), [`keepalive`](mod@keepalive) (the idle ping and its clock), [`close`](mod@close) (the state the
 //! handles see, the close timeout, the end); this module holds the loop that runs them and
 //! the handles' commands.
 
