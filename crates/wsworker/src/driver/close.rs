@@ -63,9 +63,23 @@ where
 
     pub(super) fn abort(&mut self, error: io::Error) -> Poll<()> {
         if self.conn.ready_state() != ReadyState::Closed {
-            self.close = Some(Box::new(CloseInfo::dropped()));
+            self.end(CloseInfo::dropped());
             self.handler.on_error(Error::Io(error));
         }
         Poll::Ready(())
+    }
+}
+
+impl<S, H: Handler> Driver<S, H> {
+    /// Records how the connection ends: the latest word wins (the peer's close frame over
+    /// ours, a protocol error or a dropped socket over either).
+    pub(super) fn end(&mut self, info: CloseInfo) {
+        self.close = Some(Box::new(info));
+    }
+
+    /// Records how the connection ends, unless that is known already (a TCP end after a
+    /// close frame says nothing new).
+    pub(super) fn end_unless_known(&mut self, info: CloseInfo) {
+        self.close.get_or_insert_with(|| Box::new(info));
     }
 }

@@ -172,10 +172,7 @@ where
             state.timer = Some(timer);
         }
         if expired {
-            self.close = Some(Box::new(CloseInfo::unclean(
-                CloseCode::ABNORMAL,
-                "keepalive timeout",
-            )));
+            self.end(CloseInfo::unclean(CloseCode::ABNORMAL, "keepalive timeout"));
             self.handler
                 .on_error(Error::Timeout("no answer to the keepalive ping"));
         }

@@ -267,7 +267,7 @@ impl<S, H: Handler> Drop for Driver<S, H> {
     fn drop(&mut self) {
         if self.phase != Phase::Finished && self.conn.ready_state() != ReadyState::Closed {
             // Whatever the closing handshake had reached, the connection ends here, unclean.
-            self.close = Some(Box::new(CloseInfo::dropped()));
+            self.end(CloseInfo::dropped());
         }
         self.finish();
     }
@@ -396,7 +396,7 @@ where
             Command::Close(code, reason) => {
                 let result = self.conn.close(code, &reason);
                 if result.is_ok() {
-                    self.close = Some(Box::new(CloseInfo::unclean(code, reason)));
+                    self.end(CloseInfo::unclean(code, reason));
                 }
                 result
             }

@@ -54,8 +54,7 @@ where
             self.read_eof = true;
             if !discard {
                 // The TCP connection ended without a closing handshake.
-                self.close
-                    .get_or_insert_with(|| Box::new(CloseInfo::dropped()));
+                self.end_unless_known(CloseInfo::dropped());
             }
         } else if discard {
             // After the close frame nothing more is read, but the socket is drained until
@@ -132,20 +131,20 @@ where
                     }
                     if let Event::Close(frame) = &event {
                         // Whoever started it, the peer's close frame is what gets reported.
-                        self.close = Some(Box::new(CloseInfo {
+                        self.end(CloseInfo {
                             code: frame.as_ref().map_or(CloseCode::NO_STATUS, |f| f.code),
                             reason: frame.as_ref().map(|f| f.reason.clone()).unwrap_or_default(),
                             was_clean: true,
-                        }));
+                        });
                     }
                     self.handler.on_event(event);
                 }
                 Ok(None) => break,
                 Err(error) => {
-                    self.close = Some(Box::new(CloseInfo::unclean(
+                    self.end(CloseInfo::unclean(
                         error.close_code().unwrap_or(CloseCode::PROTOCOL_ERROR),
                         error.to_string(),
-                    )));
+                    ));
                     self.handler.on_error(error.into());
                     self.apply_sent(&mut sent);
                     break;

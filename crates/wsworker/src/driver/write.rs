@@ -37,7 +37,7 @@ where
                     CloseCode::POLICY_VIOLATION
                 };
                 let _ = self.conn.close(code, "send buffer full");
-                self.close = Some(Box::new(CloseInfo::unclean(code, "send buffer full")));
+                self.end(CloseInfo::unclean(code, "send buffer full"));
             }
         }
         false
