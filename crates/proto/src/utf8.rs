@@ -90,6 +90,7 @@ impl Utf8Validator {
 /// `simdutf8` hands inputs under 64 bytes to `std`, whose setup costs more than the check
 /// itself for the short ASCII text most messages are; those are checked a word at a time
 /// first.
+#[inline(always)]
 pub fn is_utf8(bytes: &[u8]) -> bool {
     (bytes.len() < 64 && bytes.is_ascii()) || simdutf8::basic::from_utf8(bytes).is_ok()
 }

@@ -11,7 +11,6 @@ use crate::error::{CapacityError, Error, ProtocolError};
 use crate::frame::{Decoded, FrameHeader, OpCode};
 use crate::mask::apply_mask;
 use crate::message::{Event, EventRef, Message, MessageRef};
-use crate::role::Role;
 use crate::utf8::{Utf8Bytes, validated_str};
 
 /// The largest message lent ([`Connection::poll_event_ref`], [`Connection::poll_message_ref`]):
@@ -86,20 +85,11 @@ impl Connection {
     /// the connection is [`Closed`](super::ReadyState::Closed) and later calls return
     /// `Ok(None)`.
     pub fn poll_event(&mut self) -> Result<Option<Event>, Error> {
-        self.consume_lent();
-        if self.is_receive_done() {
-            // Whatever a caller still read into the buffer will never be looked at.
-            self.recv.clear();
-            return Ok(None);
-        }
-        match self.next_event() {
-            Ok(Some(Next::Event(event))) => Ok(Some(event)),
-            Ok(Some(Next::Whole { text, len })) => {
-                let payload = self.recv.split_to(len).freeze();
-                Ok(Some(Event::Message(given(text, payload))))
-            }
-            Ok(None) => Ok(None),
-            Err(error) => Err(self.fail(error)),
+        match self.poll_event_lending(false)? {
+            Some(EventRef::Owned(event)) => Ok(Some(event)),
+            // Never so: lending nothing, the body hands every message out owned.
+            Some(EventRef::Message(message)) => Ok(Some(Event::Message(message.to_owned()))),
+            None => Ok(None),
         }
     }
 
@@ -130,13 +120,21 @@ impl Connection {
     /// # Errors
     /// As [`Connection::poll_event`].
     pub fn poll_event_ref(&mut self) -> Result<Option<EventRef<'_>>, Error> {
+        self.poll_event_lending(true)
+    }
+
+    /// The one body of [`Connection::poll_event_ref`] and [`Connection::poll_event`], which
+    /// lends nothing: a whole message is then split off the receive buffer, as one too large
+    /// to lend is.
+    fn poll_event_lending(&mut self, lending: bool) -> Result<Option<EventRef<'_>>, Error> {
         self.consume_lent();
         if self.is_receive_done() {
+            // Whatever a caller still read into the buffer will never be looked at.
             self.recv.clear();
             return Ok(None);
         }
         match self.next_event() {
-            Ok(Some(Next::Whole { text, len })) if len <= MAX_LENT => {
+            Ok(Some(Next::Whole { text, len })) if lending && len <= MAX_LENT => {
                 // MAX_LENT fits the 32 bits `lent` has.
                 self.lent = len as u32;
                 Ok(Some(EventRef::Message(lend(text, &self.recv[..len]))))
@@ -163,6 +161,9 @@ impl Connection {
     /// them all before its next `poll_event_ref`, in order. The messages lent by a run of calls
     /// are consumed together by the next `poll_event_ref`, `poll_event` or
     /// [`Connection::recv_buffer_mut`].
+    // Inlined into the runtime's loop over a run of messages, as the few instructions it
+    // takes per message are the point; out of line, a call costs a fifth of them.
+    #[inline(always)]
     pub fn poll_message_ref(&mut self) -> Option<MessageRef<'_>> {
         if self.frame.is_some()
             || self.reassembly.is_some()
@@ -172,42 +173,29 @@ impl Connection {
             return None;
         }
         let start = self.lent as usize;
-        let buf = self.recv.get_mut(start..)?;
-        let &[b0, b1, ..] = &*buf else {
+        // The decoder's own header check, not a restatement of it: a header it refuses is left
+        // to `poll_event_ref`, which reports it. Whether the frame is a whole message is asked
+        // first, so that the compiler can drop what that already decided (reserved bits,
+        // control frames) from the check.
+        let Ok(Some((header, head))) = FrameHeader::parse(self.recv.get(start..)?) else {
             return None;
         };
-        // FIN, no reserved bits, text or binary.
-        let text = match b0 {
-            0x81 => true,
-            0x82 => false,
-            _ => return None,
-        };
-        let masked = b1 & 0x80 != 0;
-        if masked != (self.role == Role::Server) {
+        let text = self.is_whole_message(&header)?;
+        if self.decoder.check_header(&header).is_err() {
             return None;
         }
-        let (len, len_bytes) = match b1 & 0x7f {
-            126 => (
-                usize::from(u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?])),
-                2,
-            ),
-            127 => return None,
-            short => (usize::from(short), 0),
-        };
-        if len > MAX_LENT || len as u64 > self.decoder.max_frame_size() {
-            return None;
-        }
-        let head = 2 + len_bytes + if masked { 4 } else { 0 };
+        let len = usize::try_from(header.payload_len)
+            .ok()
+            .filter(|&len| len <= MAX_LENT)?;
         let end = u32::try_from(start + head + len).ok()?;
-        let (header, payload) = buf.get_mut(..head + len)?.split_at_mut(head);
-        let key = header.last_chunk::<4>().copied().filter(|_| masked);
-        if let Some(key) = key {
+        let payload = self.recv.get_mut(start + head..end as usize)?;
+        if let Some(key) = header.mask {
             apply_mask(payload, key, 0);
         }
         if text && !crate::utf8::is_utf8(payload) {
             // Masked again, as it arrived: poll_event_ref finds the error and fails the
             // connection, queuing the close frame after whatever the caller queues first.
-            if let Some(key) = key {
+            if let Some(key) = header.mask {
                 apply_mask(payload, key, 0);
             }
             return None;
