@@ -2,6 +2,11 @@
 //! (fragmentation) and §5.6 (UTF-8, checked as the bytes arrive), messages reassembled,
 //! pings and closes answered; with permessage-deflate, compressed messages inflated as they
 //! arrive (RFC 7692 §6.1, §7.2.2).
+//!
+//! Text is checked once, as it arrives, so a finished message becomes text without a second
+//! check: [`lend`] and [`given`] are `unsafe fn`s, and each of their four callers says where
+//! the bytes it passes were checked. They are the only `unsafe` code here (allowed item by
+//! item), beside `crate::utf8`.
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -22,27 +27,37 @@ pub const MAX_LENT: usize = super::send::COPY_THRESHOLD;
 /// What [`Connection::next_event`] found.
 enum Next {
     Event(Event),
-    /// A whole message left at the front of the receive buffer, its text checked: `len`
-    /// bytes.
+    /// A whole message left at the front of the receive buffer, `len` bytes; when `text`,
+    /// they were checked to be UTF-8, and nothing changed them since.
     Whole {
         text: bool,
         len: usize,
     },
 }
 
-/// A whole message's checked bytes, lent.
-fn lend(text: bool, payload: &[u8]) -> MessageRef<'_> {
+/// A whole message's bytes, lent.
+///
+/// # Safety
+/// When `text`, `payload` must be valid UTF-8 (see [`validated_str`]).
+#[allow(unsafe_code)]
+unsafe fn lend(text: bool, payload: &[u8]) -> MessageRef<'_> {
     if text {
-        MessageRef::Text(validated_str(payload))
+        // SAFETY: the caller's promise.
+        MessageRef::Text(unsafe { validated_str(payload) })
     } else {
         MessageRef::Binary(payload)
     }
 }
 
-/// A whole message's checked bytes (text validated as it arrived), given.
-fn given(text: bool, payload: Bytes) -> Message {
+/// A whole message's bytes, given.
+///
+/// # Safety
+/// When `text`, `payload` must be valid UTF-8 (see [`validated_str`]).
+#[allow(unsafe_code)]
+unsafe fn given(text: bool, payload: Bytes) -> Message {
     if text {
-        Message::Text(Utf8Bytes::from_validated(payload))
+        // SAFETY: the caller's promise.
+        Message::Text(unsafe { Utf8Bytes::from_validated(payload) })
     } else {
         Message::Binary(payload)
     }
@@ -126,6 +141,7 @@ impl Connection {
     /// The one body of [`Connection::poll_event_ref`] and [`Connection::poll_event`], which
     /// lends nothing: a whole message is then split off the receive buffer, as one too large
     /// to lend is.
+    #[allow(unsafe_code)]
     fn poll_event_lending(&mut self, lending: bool) -> Result<Option<EventRef<'_>>, Error> {
         self.consume_lent();
         if self.is_receive_done() {
@@ -137,11 +153,16 @@ impl Connection {
             Ok(Some(Next::Whole { text, len })) if lending && len <= MAX_LENT => {
                 // MAX_LENT fits the 32 bits `lent` has.
                 self.lent = len as u32;
-                Ok(Some(EventRef::Message(lend(text, &self.recv[..len]))))
+                // SAFETY: `next_event` checked the text of these bytes (`Next::Whole`), and
+                // nothing changed them since.
+                let message = unsafe { lend(text, &self.recv[..len]) };
+                Ok(Some(EventRef::Message(message)))
             }
             Ok(Some(Next::Whole { text, len })) => {
                 let payload = self.recv.split_to(len).freeze();
-                Ok(Some(EventRef::Owned(Event::Message(given(text, payload)))))
+                // SAFETY: as above; splitting them off did not change them.
+                let message = unsafe { given(text, payload) };
+                Ok(Some(EventRef::Owned(Event::Message(message))))
             }
             Ok(Some(Next::Event(event))) => Ok(Some(EventRef::Owned(event))),
             Ok(None) => Ok(None),
@@ -164,6 +185,7 @@ impl Connection {
     // Inlined into the runtime's loop over a run of messages, as the few instructions it
     // takes per message are the point; out of line, a call costs a fifth of them.
     #[inline(always)]
+    #[allow(unsafe_code)]
     pub fn poll_message_ref(&mut self) -> Option<MessageRef<'_>> {
         if self.frame.is_some()
             || self.reassembly.is_some()
@@ -201,7 +223,8 @@ impl Connection {
             return None;
         }
         self.lent = end;
-        Some(lend(text, &self.recv[start + head..end as usize]))
+        // SAFETY: `is_utf8` accepted the text of these very bytes just above.
+        Some(unsafe { lend(text, &self.recv[start + head..end as usize]) })
     }
 
     /// Consumes the messages lent since the last call.
@@ -323,6 +346,7 @@ impl Connection {
         Ok(())
     }
 
+    #[allow(unsafe_code)]
     fn finish_frame(&mut self, payload: Bytes) -> Result<Option<Event>, Error> {
         let Some(frame) = self.frame.take() else {
             return Ok(None);
@@ -338,27 +362,33 @@ impl Connection {
             OpCode::Pong => Ok(Some(Event::Pong(payload))),
             OpCode::Close => self.receive_close(&payload).map(Some),
             OpCode::Text | OpCode::Binary | OpCode::Continuation => {
-                if frame.compressed {
-                    return self.finish_compressed(*frame, payload);
-                }
-                if frame.text {
-                    let rest = payload.get(frame.validated..).unwrap_or_default();
-                    self.utf8
-                        .feed(rest)
-                        .map_err(|_| ProtocolError::InvalidUtf8)?;
-                    if header.fin {
-                        self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+                let message = if frame.compressed {
+                    self.finish_compressed(&frame, payload)?
+                } else {
+                    if frame.text {
+                        let rest = payload.get(frame.validated..).unwrap_or_default();
+                        self.utf8
+                            .feed(rest)
+                            .map_err(|_| ProtocolError::InvalidUtf8)?;
+                        if header.fin {
+                            self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+                        }
                     }
-                }
-                Ok(self
-                    .reassemble(frame.text, header.fin, payload)
-                    .map(Event::Message))
+                    self.reassemble(frame.text, header.fin, payload)
+                };
+                // SAFETY: a message is complete only with its final frame. Every byte of a
+                // text message went through `self.utf8` in order, which accepted them and was
+                // finished with that frame: a plain payload as it arrived
+                // (`validate_partial`) and its rest just above, an inflated one as it was
+                // inflated (`inflate_partial`, `finish_compressed`).
+                Ok(message.map(|data| Event::Message(unsafe { given(frame.text, data) })))
             }
         }
     }
 
-    /// Adds a data frame to the message in progress; returns the message when it is complete.
-    fn reassemble(&mut self, text: bool, fin: bool, payload: Bytes) -> Option<Message> {
+    /// Adds a data frame to the message in progress; returns the message's bytes when it is
+    /// complete.
+    fn reassemble(&mut self, text: bool, fin: bool, payload: Bytes) -> Option<Bytes> {
         let data = match (self.reassembly.take(), fin) {
             // The common case, one frame per message: the payload is handed out as it is.
             (None, true) => payload,
@@ -379,7 +409,7 @@ impl Connection {
                 r.data.freeze()
             }
         };
-        Some(given(text, data))
+        Some(data)
     }
 
     fn receive_close(&mut self, payload: &[u8]) -> Result<Event, Error> {
@@ -448,13 +478,13 @@ impl Connection {
     }
 
     /// The rest of a compressed frame: inflated (with the tail after the final frame), text
-    /// checked, and the message handed out when this frame ends it.
+    /// checked, and the message's inflated bytes handed out when this frame ends it.
     #[cfg(feature = "deflate")]
     fn finish_compressed(
         &mut self,
-        frame: FrameState,
+        frame: &FrameState,
         payload: Bytes,
-    ) -> Result<Option<Event>, Error> {
+    ) -> Result<Option<Bytes>, Error> {
         let Some(deflate) = &mut self.deflate else {
             return Err(ProtocolError::ReservedBitsSet(frame.header.rsv).into());
         };
@@ -481,10 +511,7 @@ impl Connection {
             return Ok(None);
         }
         self.reassembly = None;
-        Ok(Some(Event::Message(given(
-            frame.text,
-            deflate.finish_message(),
-        ))))
+        Ok(Some(deflate.finish_message()))
     }
 
     /// Without the `deflate` feature RSV1 never gets past the decoder.
@@ -495,7 +522,7 @@ impl Connection {
 
     /// Without the `deflate` feature RSV1 never gets past the decoder.
     #[cfg(not(feature = "deflate"))]
-    fn finish_compressed(&mut self, frame: FrameState, _: Bytes) -> Result<Option<Event>, Error> {
+    fn finish_compressed(&mut self, frame: &FrameState, _: Bytes) -> Result<Option<Bytes>, Error> {
         Err(ProtocolError::ReservedBitsSet(frame.header.rsv).into())
     }
 }
