@@ -14,7 +14,7 @@ use wsworker_proto::{Config, Connection, Event, EventRef, Role};
 /// `count` text frames of `size` bytes each, as a client sends them.
 fn client_stream(count: usize, size: usize) -> Vec<u8> {
     let mut client = Connection::new(Role::Client, Config::default());
-    client.set_mask_seed(7);
+    client.set_mask_seed_insecure_for_tests(7);
     let text = "x".repeat(size);
     let mut out = Vec::new();
     for _ in 0..count {

@@ -41,7 +41,9 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
     }
 }
 
-/// The reference implementation: one byte at a time. Same contract as [`apply_mask`].
+/// The reference implementation: one byte at a time. Same contract as [`apply_mask`]. For
+/// the tests and the benchmarks, hidden from the documentation.
+#[doc(hidden)]
 pub fn apply_mask_bytewise(buf: &mut [u8], key: [u8; 4], offset: usize) {
     for (i, byte) in buf.iter_mut().enumerate() {
         *byte ^= key[(offset % 4 + i) % 4];

@@ -26,7 +26,7 @@ pub struct Utf8Validator {
     partial_len: usize,
 }
 
-/// The bytes fed to a [`Utf8Validator`] are not UTF-8.
+/// Bytes that are not UTF-8: the error of turning them into [`Utf8Bytes`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("invalid UTF-8")]
 pub struct InvalidUtf8;
@@ -92,7 +92,7 @@ impl Utf8Validator {
 /// itself for the short ASCII text most messages are; those are checked a word at a time
 /// first.
 #[inline(always)]
-pub fn is_utf8(bytes: &[u8]) -> bool {
+pub(crate) fn is_utf8(bytes: &[u8]) -> bool {
     (bytes.len() < 64 && bytes.is_ascii()) || simdutf8::basic::from_utf8(bytes).is_ok()
 }
 

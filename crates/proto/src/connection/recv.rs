@@ -11,7 +11,7 @@
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::{Connection, RSV1};
-use crate::close::{CloseFrame, MAX_REASON_LEN};
+use crate::close::CloseFrame;
 use crate::error::{CapacityError, Error, ProtocolError};
 use crate::frame::{Decoded, FrameHeader, OpCode};
 use crate::mask::apply_mask;
@@ -19,9 +19,10 @@ use crate::message::{Event, EventRef, Message, MessageRef};
 use crate::utf8::{Utf8Bytes, validated_str};
 
 /// The largest message lent ([`Connection::poll_event_ref`], [`Connection::poll_message_ref`]):
-/// a larger one is handed out as `Bytes` split off the receive buffer, so that a caller who
-/// keeps it or sends it back (queued by reference) does not copy it. It is the size below
-/// which the send queue copies a payload rather than share it: a copy costs less there.
+/// 4 KiB. A larger one is handed out as `Bytes` split off the receive buffer, so that a caller
+/// who keeps it or sends it back (queued by reference) does not copy it. It is the size below
+/// which the send queue copies a payload rather than share it: a copy costs less there. A hook
+/// for the runtime (exported hidden), which sizes what it encodes at once by it.
 pub const MAX_LENT: usize = super::send::COPY_THRESHOLD;
 
 /// What [`Connection::next_event`] found.
@@ -108,13 +109,12 @@ impl Connection {
         }
     }
 
-    /// As [`Connection::poll_event`], with a message of up to [`MAX_LENT`] bytes that arrived
-    /// in one frame (the common case) lent from the receive buffer, unmasked and checked
-    /// there, instead of split off it as `Bytes`: no reference count, no second handle on the
-    /// buffer. The message's bytes are
-    /// consumed by the next call of a `poll_event` method (or of
+    /// As [`Connection::poll_event`], with a message of up to 4 KiB that arrived in one frame
+    /// (the common case) lent from the receive buffer, unmasked and checked there, instead of
+    /// split off it as `Bytes`: no reference count, no second handle on the buffer. The
+    /// message's bytes are consumed by the next call of a `poll_event` method (or of
     /// [`Connection::recv_buffer_mut`]); anything else (control frames, messages that arrived
-    /// fragmented or compressed) comes [`EventRef::Owned`], as from `poll_event`.
+    /// fragmented or compressed, larger ones) comes [`EventRef::Owned`], as from `poll_event`.
     ///
     /// ```
     /// use wsworker_proto::{Config, Connection, EventRef, MessageRef, Role};
@@ -171,17 +171,17 @@ impl Connection {
     }
 
     /// The next message when it arrived as one plain frame (final, uncompressed, with no
-    /// fragmented message in progress, up to [`MAX_LENT`] bytes: the common case), lent from the
-    /// receive buffer as [`Connection::poll_event_ref`] lends it; `None` when the next event is
+    /// fragmented message in progress, up to 4 KiB: the common case), lent from the receive
+    /// buffer as [`Connection::poll_event_ref`] lends it; `None` when the next event is
     /// anything else or has not fully arrived. Then call `poll_event_ref` (or `poll_event`),
-    /// which handles everything.
+    /// which handles everything. The frame's header goes through the same check as in
+    /// `poll_event_ref`, so this takes exactly the frames that `poll_event_ref` would lend.
     ///
     /// It never queues anything to send (no pong, no close frame, no error: a frame it does
-    /// not take, bad text included, is left to `poll_event_ref`), so a caller may encode the
-    /// replies to a run of messages elsewhere (a [`FrameBuffer`](super::FrameBuffer)) and queue
-    /// them all before its next `poll_event_ref`, in order. The messages lent by a run of calls
-    /// are consumed together by the next `poll_event_ref`, `poll_event` or
-    /// [`Connection::recv_buffer_mut`].
+    /// not take, bad text included, is left to `poll_event_ref`), so a caller may keep the
+    /// replies to a run of messages aside and queue them all before its next
+    /// `poll_event_ref`, in order. The messages lent by a run of calls are consumed together
+    /// by the next `poll_event_ref`, `poll_event` or [`Connection::recv_buffer_mut`].
     // Inlined into the runtime's loop over a run of messages, as the few instructions it
     // takes per message are the point; out of line, a call costs a fifth of them.
     #[inline(always)]
@@ -528,8 +528,8 @@ impl Connection {
 }
 
 fn truncate_reason(mut reason: String) -> String {
-    if reason.len() > MAX_REASON_LEN {
-        let mut end = MAX_REASON_LEN;
+    if reason.len() > CloseFrame::MAX_REASON_LEN {
+        let mut end = CloseFrame::MAX_REASON_LEN;
         while !reason.is_char_boundary(end) {
             end -= 1;
         }

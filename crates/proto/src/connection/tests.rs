@@ -556,7 +556,7 @@ fn ping_payload_over_125_bytes_is_refused() {
 fn seeded_client_masks_are_reproducible() {
     let bytes = |seed| {
         let mut c = Connection::new(Role::Client, Config::default());
-        c.set_mask_seed(seed);
+        c.set_mask_seed_insecure_for_tests(seed);
         c.send_text("same").unwrap();
         drain(&mut c)
     };

@@ -30,7 +30,9 @@ pub enum Decoded {
     /// in one step, the common case for small frames.
     Frame(FrameHeader, Bytes),
     /// As `Frame`, from [`FrameDecoder::decode_in_place`]: the unmasked payload is left at the
-    /// front of the buffer, and the caller consumes its `payload_len` bytes.
+    /// front of the buffer, and the caller consumes its `payload_len` bytes. Only
+    /// `decode_in_place` gives it, a hook for the connection and the fuzzers.
+    #[doc(hidden)]
     InPlace(FrameHeader),
 }
 
@@ -85,8 +87,12 @@ impl FrameDecoder {
     /// front of `buf`, to be read there and then consumed by the caller (`buf.advance(len)`)
     /// before the next call. No reference count, no second handle on the buffer.
     ///
+    /// A hook for the connection (which uses it through the crate) and the fuzzers, hidden
+    /// from the documentation.
+    ///
     /// # Errors
     /// As [`FrameDecoder::decode`].
+    #[doc(hidden)]
     pub fn decode_in_place(&mut self, buf: &mut BytesMut) -> Result<Option<Decoded>, Error> {
         self.decode_with(buf, false)
     }
