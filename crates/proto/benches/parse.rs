@@ -1,6 +1,7 @@
 //! Parsing a stream of small masked client frames, as a server receives them: the whole
-//! connection (events out, UTF-8 checked), the frame decoder alone, and a memcpy of the same
-//! bytes as the floor.
+//! connection (events out, UTF-8 checked) owning each message (`poll_event`), lending it
+//! (`poll_event_ref`) or lending runs of plain messages (`poll_message_ref`, the runtime's
+//! path), the frame decoder alone, and a memcpy of the same bytes as the floor.
 #![allow(missing_docs)]
 
 use std::hint::black_box;
@@ -8,12 +9,12 @@ use std::hint::black_box;
 use bytes::BytesMut;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use wsworker_proto::frame::{Decoded, FrameDecoder};
-use wsworker_proto::{Config, Connection, Event, Role};
+use wsworker_proto::{Config, Connection, Event, EventRef, Role};
 
 /// `count` text frames of `size` bytes each, as a client sends them.
 fn client_stream(count: usize, size: usize) -> Vec<u8> {
     let mut client = Connection::new(Role::Client, Config::default());
-    client.set_mask_seed(7);
+    client.set_mask_seed_insecure_for_tests(7);
     let text = "x".repeat(size);
     let mut out = Vec::new();
     for _ in 0..count {
@@ -63,6 +64,41 @@ fn parse(c: &mut Criterion) {
                         messages += usize::from(matches!(event, Event::Message(_)));
                     }
                     assert_eq!(messages, count);
+                });
+            },
+        );
+        group.bench_with_input(
+            BenchmarkId::new("connection_ref", size),
+            &stream,
+            |b, stream| {
+                b.iter(|| {
+                    let mut conn = Connection::new(Role::Server, Config::default());
+                    conn.receive(stream);
+                    let mut messages = 0;
+                    while let Ok(Some(event)) = conn.poll_event_ref() {
+                        messages += usize::from(matches!(event, EventRef::Message(_)));
+                    }
+                    assert_eq!(messages, count);
+                });
+            },
+        );
+        group.bench_with_input(
+            BenchmarkId::new("message_ref", size),
+            &stream,
+            |b, stream| {
+                b.iter(|| {
+                    let mut conn = Connection::new(Role::Server, Config::default());
+                    conn.receive(stream);
+                    let mut bytes = 0;
+                    loop {
+                        while let Some(message) = conn.poll_message_ref() {
+                            bytes += message.len();
+                        }
+                        if !matches!(conn.poll_event_ref(), Ok(Some(_))) {
+                            break;
+                        }
+                    }
+                    assert_eq!(bytes, count * size);
                 });
             },
         );

@@ -4,7 +4,7 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use wsworker_proto::utf8::Utf8Validator;
+use wsworker_proto::Utf8Validator;
 
 fn utf8(c: &mut Criterion) {
     let size = 1 << 20;

@@ -7,9 +7,6 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error::{ApiMisuse, ProtocolError};
 
-/// The longest close reason that fits a control frame: 125 bytes minus the 2-byte code.
-pub const MAX_REASON_LEN: usize = 123;
-
 /// A close status code (RFC 6455 §7.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CloseCode(u16);
@@ -95,11 +92,14 @@ impl std::fmt::Display for CloseCode {
 pub struct CloseFrame {
     /// The status code.
     pub code: CloseCode,
-    /// The reason, valid UTF-8 of at most [`MAX_REASON_LEN`] bytes.
+    /// The reason, valid UTF-8 of at most [`CloseFrame::MAX_REASON_LEN`] bytes.
     pub reason: String,
 }
 
 impl CloseFrame {
+    /// The longest close reason that fits a control frame: 125 bytes minus the 2-byte code.
+    pub const MAX_REASON_LEN: usize = 123;
+
     /// A close frame with `code` and `reason`, checked as an application's call is checked.
     ///
     /// # Errors
@@ -110,7 +110,7 @@ impl CloseFrame {
         if !code.is_valid_on_wire() {
             return Err(ApiMisuse::InvalidCloseCode(code.as_u16()));
         }
-        if reason.len() > MAX_REASON_LEN {
+        if reason.len() > Self::MAX_REASON_LEN {
             return Err(ApiMisuse::CloseReasonTooLong(reason.len()));
         }
         Ok(Self { code, reason })

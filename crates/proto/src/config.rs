@@ -19,14 +19,11 @@ pub struct Config {
     deflate: Option<crate::deflate::DeflateParams>,
 }
 
-/// 16 MiB: the default limit for a message and for one frame.
-pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 << 20;
-
 impl Default for Config {
     fn default() -> Self {
         Self {
-            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
-            max_frame_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_message_size: Self::DEFAULT_MAX_MESSAGE_SIZE,
+            max_frame_size: Self::DEFAULT_MAX_MESSAGE_SIZE,
             fragment_size: None,
             #[cfg(feature = "deflate")]
             deflate: None,
@@ -35,6 +32,9 @@ impl Default for Config {
 }
 
 impl Config {
+    /// 16 MiB: the default limit for a message and for one frame.
+    pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 << 20;
+
     /// The largest message accepted, summed over its fragments; a bigger one closes the
     /// connection with 1009 as soon as a frame header announces it. Default 16 MiB.
     #[must_use]

@@ -4,8 +4,8 @@
 //! Network bytes can cause [`ProtocolError`], [`CapacityError`] and [`HandshakeError`];
 //! [`ApiMisuse`] only comes from the calling code.
 
+use crate::HandshakeError;
 use crate::close::CloseCode;
-pub use crate::handshake::HandshakeError;
 
 /// Any error of the protocol core.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

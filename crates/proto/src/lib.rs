@@ -11,15 +11,19 @@
 //!            └─────────────────────────────────────────────────┘
 //! ```
 //!
+//! The connection's types live at the crate root; the modules hold the pieces a caller needs
+//! only to go below the connection:
+//!
 //! - [`handshake`]: the HTTP/1.1 Upgrade request and response (§4), both sides.
 //! - [`frame`]: frame headers and the streaming decoder (§5.2).
 //! - [`mask`]: payload masking (§5.3).
-//! - [`utf8`]: incremental UTF-8 validation for text messages (§5.6, §8.1).
-//! - [`close`]: close codes and close frames (§5.5.1, §7.4).
 //! - `deflate` (feature `deflate`): permessage-deflate (RFC 7692), its negotiation and
 //!   per-message compression.
-//! - [`Connection`]: one side of an open connection (§5–§7): events out, frames in, pings
-//!   and closes answered, limits enforced.
+//!
+//! At the root: [`Connection`], one side of an open connection (§5–§7): events out, frames
+//! in, pings and closes answered, limits enforced; its [`Config`] and [`Role`]; what it hands
+//! out and takes ([`Event`], [`Message`], [`Utf8Bytes`], [`CloseFrame`], [`CloseCode`], …);
+//! and the errors ([`Error`] and its kinds).
 //!
 //! A server loop, with the socket left out:
 //!
@@ -46,24 +50,31 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 #![doc(test(attr(deny(warnings))))]
 
-pub mod close;
-pub mod config;
-pub mod connection;
+mod close;
+mod config;
+mod connection;
 #[cfg(feature = "deflate")]
 pub mod deflate;
-pub mod error;
+mod error;
 pub mod frame;
 pub mod handshake;
 pub mod mask;
-pub mod message;
-pub mod role;
-pub mod utf8;
+mod message;
+mod role;
+mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
 pub use config::Config;
-pub use connection::{Connection, FrameBuffer, PreparedFrame, ReadyState, encode_server_frame};
+pub use connection::{Connection, PreparedFrame, ReadyState, encode_server_frame};
 pub use error::{ApiMisuse, CapacityError, Error, ProtocolError};
-pub use handshake::HandshakeError;
+pub use handshake::error::HandshakeError;
 pub use message::{Event, EventRef, Message, MessageRef, Outgoing, WrongType};
 pub use role::Role;
-pub use utf8::Utf8Bytes;
+pub use utf8::{InvalidUtf8, Utf8Bytes};
+
+// Hooks for the runtime (`wsworker`), the benchmarks and the fuzzers: public so that they can
+// reach them, left out of the documentation as no application needs them.
+#[doc(hidden)]
+pub use connection::{FrameBuffer, MAX_LENT};
+#[doc(hidden)]
+pub use utf8::Utf8Validator;

@@ -16,6 +16,7 @@
 /// apply_mask(&mut data, [0x37, 0xfa, 0x21, 0x3d], 0);
 /// assert_eq!(data, [0x7f, 0x9f, 0x4d, 0x51, 0x58]); // RFC 6455 §5.7
 /// ```
+#[inline(always)]
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
     // The key as seen from `offset` bytes in: its bytes rotated left by `offset % 4`, which
     // for the little-endian number is a rotation right. Done on the number, because building
@@ -40,7 +41,9 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
     }
 }
 
-/// The reference implementation: one byte at a time. Same contract as [`apply_mask`].
+/// The reference implementation: one byte at a time. Same contract as [`apply_mask`]. For
+/// the tests and the benchmarks, hidden from the documentation.
+#[doc(hidden)]
 pub fn apply_mask_bytewise(buf: &mut [u8], key: [u8; 4], offset: usize) {
     for (i, byte) in buf.iter_mut().enumerate() {
         *byte ^= key[(offset % 4 + i) % 4];

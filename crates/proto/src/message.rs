@@ -299,7 +299,7 @@ pub enum EventRef<'a> {
     /// `poll_event` call.
     Message(MessageRef<'a>),
     /// Any other event: pings, pongs, the close frame, and messages that arrived fragmented,
-    /// compressed or larger than [`MAX_LENT`](crate::connection::MAX_LENT) (owned).
+    /// compressed or larger than 4 KiB (owned).
     Owned(Event),
 }
 

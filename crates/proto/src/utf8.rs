@@ -4,9 +4,10 @@
 //!
 //! Validation uses `simdutf8`, several times faster than `std::str::from_utf8` on non-ASCII
 //! text (see `benches/utf8.rs`). Because the bytes are validated once on arrival, turning
-//! them into a string must not validate them again: those are the `unsafe` calls of this
-//! crate (validated bytes into `Utf8Bytes`, or into a `&str` lent from the receive buffer),
-//! kept in this module.
+//! them into a string must not validate them again: `validated_str` and
+//! `Utf8Bytes::from_validated` do that without a check, and are `unsafe fn`s, as only their
+//! caller can know the bytes were checked. This module and the connection's receiving side
+//! (which checks text as it arrives) are the crate's only `unsafe` code.
 #![allow(unsafe_code)]
 
 use std::fmt;
@@ -25,7 +26,7 @@ pub struct Utf8Validator {
     partial_len: usize,
 }
 
-/// The bytes fed to a [`Utf8Validator`] are not UTF-8.
+/// Bytes that are not UTF-8: the error of turning them into [`Utf8Bytes`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("invalid UTF-8")]
 pub struct InvalidUtf8;
@@ -90,18 +91,20 @@ impl Utf8Validator {
 /// `simdutf8` hands inputs under 64 bytes to `std`, whose setup costs more than the check
 /// itself for the short ASCII text most messages are; those are checked a word at a time
 /// first.
-pub fn is_utf8(bytes: &[u8]) -> bool {
+#[inline(always)]
+pub(crate) fn is_utf8(bytes: &[u8]) -> bool {
     (bytes.len() < 64 && bytes.is_ascii()) || simdutf8::basic::from_utf8(bytes).is_ok()
 }
 
-/// Bytes of a whole message that [`is_utf8`] accepted, as text, without checking them again.
+/// Bytes already checked to be UTF-8, as text, without checking them again.
 ///
-/// Only for this crate: the caller promises the bytes were validated, and the debug build
-/// checks the promise.
-pub(crate) fn validated_str(bytes: &[u8]) -> &str {
+/// # Safety
+/// `bytes` must be valid UTF-8: accepted by [`is_utf8`], or fed in full to a
+/// [`Utf8Validator`] that then [finished](Utf8Validator::finish) without an error, and
+/// unchanged since. The debug build checks it.
+pub(crate) unsafe fn validated_str(bytes: &[u8]) -> &str {
     debug_assert!(std::str::from_utf8(bytes).is_ok());
-    // SAFETY: every caller passes bytes that `is_utf8` accepted just before, and holds them
-    // borrowed since, so they are unchanged.
+    // SAFETY: the caller's promise.
     unsafe { std::str::from_utf8_unchecked(bytes) }
 }
 
@@ -131,15 +134,14 @@ impl Utf8Bytes {
         self.0.into_bytes()
     }
 
-    /// Wraps bytes that a [`Utf8Validator`] (or `simdutf8`) accepted in full.
+    /// Wraps bytes already checked to be UTF-8, without checking them again.
     ///
-    /// Only for this crate: the caller promises the bytes are valid UTF-8, and the debug
-    /// build checks the promise.
-    pub(crate) fn from_validated(bytes: Bytes) -> Self {
+    /// # Safety
+    /// `bytes` must be valid UTF-8, as for [`validated_str`]. (`Bytes` is immutable, so they
+    /// stay so.) The debug build checks it.
+    pub(crate) unsafe fn from_validated(bytes: Bytes) -> Self {
         debug_assert!(std::str::from_utf8(&bytes).is_ok());
-        // SAFETY: every caller passes bytes that were validated as a whole (a message whose
-        // pieces were all fed to one `Utf8Validator` and finished, or checked by `simdutf8`),
-        // and `Bytes` is immutable, so they stay valid UTF-8.
+        // SAFETY: the caller's promise.
         Self(unsafe { ByteString::from_bytes_unchecked(bytes) })
     }
 }
@@ -201,7 +203,8 @@ impl TryFrom<Bytes> for Utf8Bytes {
         if !is_utf8(&bytes) {
             return Err(InvalidUtf8);
         }
-        Ok(Self::from_validated(bytes))
+        // SAFETY: `is_utf8` accepted these very bytes just above.
+        Ok(unsafe { Self::from_validated(bytes) })
     }
 }
 
@@ -300,10 +303,17 @@ mod tests {
     #[test]
     fn unchecked_conversion_equals_checked_conversion() {
         let text = Bytes::from("κόσμε and plain ASCII");
-        let unchecked = Utf8Bytes::from_validated(text.clone());
+        assert!(is_utf8(&text));
+        // SAFETY: `is_utf8` accepted the text just above.
+        let (unchecked, lent) = unsafe {
+            (
+                Utf8Bytes::from_validated(text.clone()),
+                validated_str(&text),
+            )
+        };
         let checked = std::str::from_utf8(&text).unwrap();
         assert_eq!(unchecked.as_str(), checked);
-        assert_eq!(validated_str(&text), checked);
+        assert_eq!(lent, checked);
     }
 
     #[test]

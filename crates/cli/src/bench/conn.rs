@@ -101,7 +101,7 @@ pub(super) fn io_fail(what: &str) -> impl FnOnce(io::Error) -> Failure + '_ {
 }
 
 /// A frame from the server that the parser rejected.
-pub(super) fn invalid_frame(error: wsworker_proto::error::ProtocolError) -> Failure {
+pub(super) fn invalid_frame(error: wsworker_proto::ProtocolError) -> Failure {
     fail(
         ErrorKind::Protocol,
         format!("invalid frame from the server: {error}"),

@@ -10,7 +10,7 @@
 
 use std::fmt;
 
-use wsworker_proto::error::ProtocolError;
+use wsworker_proto::ProtocolError;
 use wsworker_proto::frame::{FrameHeader, MAX_HEADER_LEN, OpCode};
 use wsworker_proto::mask::apply_mask;
 

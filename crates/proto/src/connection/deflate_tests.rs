@@ -273,7 +273,7 @@ fn incompressible_messages_are_sent_uncompressed() {
 /// A small compressed message that inflates to `size` zero bytes.
 fn bomb(size: usize) -> Vec<u8> {
     let mut client = deflate_client(params());
-    client.set_mask_seed(1);
+    client.set_mask_seed_insecure_for_tests(1);
     client.send_binary(vec![0u8; size]).unwrap();
     drain(&mut client)
 }
@@ -367,7 +367,7 @@ fn rfc6455_8_1_invalid_utf8_after_inflating_fails_1007() {
         threshold: 0,
         ..params()
     });
-    client.set_mask_seed(1);
+    client.set_mask_seed_insecure_for_tests(1);
     // A binary message on the wire, its opcode then turned into text: 0xff is never UTF-8.
     client
         .send_binary(Bytes::from(b"valid so far \xff and more".repeat(4)))
@@ -384,7 +384,7 @@ fn rfc6455_8_1_invalid_utf8_after_inflating_fails_1007() {
 #[test]
 fn invalid_utf8_fails_inside_a_compressed_frame_that_has_not_fully_arrived() {
     let mut client = deflate_client(params());
-    client.set_mask_seed(3);
+    client.set_mask_seed_insecure_for_tests(3);
     let mut text = b"\xff".to_vec();
     text.extend((0..100_000u32).flat_map(|i| (i % 251).to_le_bytes()));
     client.send_binary(text).unwrap();

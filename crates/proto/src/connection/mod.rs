@@ -169,8 +169,11 @@ impl Connection {
     }
 
     /// Makes the client's masking keys come from a generator seeded with `seed`, so the
-    /// bytes it sends are reproducible. For tests only: real clients need unpredictable keys.
-    pub fn set_mask_seed(&mut self, seed: u64) {
+    /// bytes it sends are reproducible: the keys become predictable, which defeats what
+    /// masking is for (RFC 6455 §10.3, cache poisoning through intermediaries). For tests and
+    /// benchmarks only, hence the name and its absence from the documentation.
+    #[doc(hidden)]
+    pub fn set_mask_seed_insecure_for_tests(&mut self, seed: u64) {
         self.masks = MaskSource::Seeded(Box::new(StdRng::seed_from_u64(seed)));
     }
 
@@ -364,7 +367,9 @@ impl Connection {
 
     /// The largest message this connection sends as one plain frame (final, unmasked,
     /// uncompressed), which is how a [`FrameBuffer`] encodes it; `None` when it sends no such
-    /// frames: a client (it masks every frame), or once its close frame was sent.
+    /// frames: a client (it masks every frame), or once its close frame was sent. A hook for
+    /// the runtime, as `FrameBuffer` is.
+    #[doc(hidden)]
     pub fn plain_frame_limit(&self) -> Option<usize> {
         if self.role == Role::Client || self.close_sent {
             return None;
@@ -381,9 +386,12 @@ impl Connection {
     /// Queues the frames encoded in `frames`, after everything queued before, and empties
     /// it. With nothing queued before, the two swap buffers instead of copying the frames.
     ///
+    /// A hook for the runtime, as `FrameBuffer` is.
+    ///
     /// # Errors
     /// [`ApiMisuse::SendAfterClose`] once a close frame was sent;
     /// [`ApiMisuse::PreparedFrameFromClient`] on a client. `frames` is emptied either way.
+    #[doc(hidden)]
     pub fn send_frames(&mut self, frames: &mut FrameBuffer) -> Result<(), Error> {
         let result = self.check_can_send().and_then(|()| {
             if self.role == Role::Client {
@@ -485,8 +493,11 @@ impl Connection {
     /// to send holds none: lend before sending, take back (with an empty `BytesMut`) once
     /// everything is written.
     ///
+    /// A hook for the runtime, hidden from the documentation.
+    ///
     /// # Errors
     /// Gives `buf` back while bytes are queued: they are in the current buffer.
+    #[doc(hidden)]
     pub fn replace_send_buffer(&mut self, buf: BytesMut) -> Result<BytesMut, BytesMut> {
         self.send.replace_buffer(buf)
     }
@@ -536,7 +547,8 @@ impl PreparedFrame {
 /// for a runtime whose application sends from inside a callback, while the connection is out
 /// of the runtime's reach. They join the connection's queue, in order, with
 /// [`Connection::send_frames`]: per message a header and a copy of its bytes, with no owned
-/// message and no queue entry.
+/// message and no queue entry. A hook for the runtime (exported hidden from the
+/// documentation), with `send_frames` and [`Connection::plain_frame_limit`].
 ///
 /// ```
 /// use wsworker_proto::{Config, Connection, Event, FrameBuffer, Message, MessageRef, Role};

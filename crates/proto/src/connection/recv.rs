@@ -2,48 +2,63 @@
 //! (fragmentation) and §5.6 (UTF-8, checked as the bytes arrive), messages reassembled,
 //! pings and closes answered; with permessage-deflate, compressed messages inflated as they
 //! arrive (RFC 7692 §6.1, §7.2.2).
+//!
+//! Text is checked once, as it arrives, so a finished message becomes text without a second
+//! check: [`lend`] and [`given`] are `unsafe fn`s, and each of their four callers says where
+//! the bytes it passes were checked. They are the only `unsafe` code here (allowed item by
+//! item), beside `crate::utf8`.
 
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::{Connection, RSV1};
-use crate::close::{CloseFrame, MAX_REASON_LEN};
+use crate::close::CloseFrame;
 use crate::error::{CapacityError, Error, ProtocolError};
 use crate::frame::{Decoded, FrameHeader, OpCode};
 use crate::mask::apply_mask;
 use crate::message::{Event, EventRef, Message, MessageRef};
-use crate::role::Role;
 use crate::utf8::{Utf8Bytes, validated_str};
 
 /// The largest message lent ([`Connection::poll_event_ref`], [`Connection::poll_message_ref`]):
-/// a larger one is handed out as `Bytes` split off the receive buffer, so that a caller who
-/// keeps it or sends it back (queued by reference) does not copy it. It is the size below
-/// which the send queue copies a payload rather than share it: a copy costs less there.
+/// 4 KiB. A larger one is handed out as `Bytes` split off the receive buffer, so that a caller
+/// who keeps it or sends it back (queued by reference) does not copy it. It is the size below
+/// which the send queue copies a payload rather than share it: a copy costs less there. A hook
+/// for the runtime (exported hidden), which sizes what it encodes at once by it.
 pub const MAX_LENT: usize = super::send::COPY_THRESHOLD;
 
 /// What [`Connection::next_event`] found.
 enum Next {
     Event(Event),
-    /// A whole message left at the front of the receive buffer, its text checked: `len`
-    /// bytes.
+    /// A whole message left at the front of the receive buffer, `len` bytes; when `text`,
+    /// they were checked to be UTF-8, and nothing changed them since.
     Whole {
         text: bool,
         len: usize,
     },
 }
 
-/// A whole message's checked bytes, lent.
-fn lend(text: bool, payload: &[u8]) -> MessageRef<'_> {
+/// A whole message's bytes, lent.
+///
+/// # Safety
+/// When `text`, `payload` must be valid UTF-8 (see [`validated_str`]).
+#[allow(unsafe_code)]
+unsafe fn lend(text: bool, payload: &[u8]) -> MessageRef<'_> {
     if text {
-        MessageRef::Text(validated_str(payload))
+        // SAFETY: the caller's promise.
+        MessageRef::Text(unsafe { validated_str(payload) })
     } else {
         MessageRef::Binary(payload)
     }
 }
 
-/// A whole message's checked bytes (text validated as it arrived), given.
-fn given(text: bool, payload: Bytes) -> Message {
+/// A whole message's bytes, given.
+///
+/// # Safety
+/// When `text`, `payload` must be valid UTF-8 (see [`validated_str`]).
+#[allow(unsafe_code)]
+unsafe fn given(text: bool, payload: Bytes) -> Message {
     if text {
-        Message::Text(Utf8Bytes::from_validated(payload))
+        // SAFETY: the caller's promise.
+        Message::Text(unsafe { Utf8Bytes::from_validated(payload) })
     } else {
         Message::Binary(payload)
     }
@@ -86,30 +101,20 @@ impl Connection {
     /// the connection is [`Closed`](super::ReadyState::Closed) and later calls return
     /// `Ok(None)`.
     pub fn poll_event(&mut self) -> Result<Option<Event>, Error> {
-        self.consume_lent();
-        if self.is_receive_done() {
-            // Whatever a caller still read into the buffer will never be looked at.
-            self.recv.clear();
-            return Ok(None);
-        }
-        match self.next_event() {
-            Ok(Some(Next::Event(event))) => Ok(Some(event)),
-            Ok(Some(Next::Whole { text, len })) => {
-                let payload = self.recv.split_to(len).freeze();
-                Ok(Some(Event::Message(given(text, payload))))
-            }
-            Ok(None) => Ok(None),
-            Err(error) => Err(self.fail(error)),
+        match self.poll_event_lending(false)? {
+            Some(EventRef::Owned(event)) => Ok(Some(event)),
+            // Never so: lending nothing, the body hands every message out owned.
+            Some(EventRef::Message(message)) => Ok(Some(Event::Message(message.to_owned()))),
+            None => Ok(None),
         }
     }
 
-    /// As [`Connection::poll_event`], with a message of up to [`MAX_LENT`] bytes that arrived
-    /// in one frame (the common case) lent from the receive buffer, unmasked and checked
-    /// there, instead of split off it as `Bytes`: no reference count, no second handle on the
-    /// buffer. The message's bytes are
-    /// consumed by the next call of a `poll_event` method (or of
+    /// As [`Connection::poll_event`], with a message of up to 4 KiB that arrived in one frame
+    /// (the common case) lent from the receive buffer, unmasked and checked there, instead of
+    /// split off it as `Bytes`: no reference count, no second handle on the buffer. The
+    /// message's bytes are consumed by the next call of a `poll_event` method (or of
     /// [`Connection::recv_buffer_mut`]); anything else (control frames, messages that arrived
-    /// fragmented or compressed) comes [`EventRef::Owned`], as from `poll_event`.
+    /// fragmented or compressed, larger ones) comes [`EventRef::Owned`], as from `poll_event`.
     ///
     /// ```
     /// use wsworker_proto::{Config, Connection, EventRef, MessageRef, Role};
@@ -130,20 +135,34 @@ impl Connection {
     /// # Errors
     /// As [`Connection::poll_event`].
     pub fn poll_event_ref(&mut self) -> Result<Option<EventRef<'_>>, Error> {
+        self.poll_event_lending(true)
+    }
+
+    /// The one body of [`Connection::poll_event_ref`] and [`Connection::poll_event`], which
+    /// lends nothing: a whole message is then split off the receive buffer, as one too large
+    /// to lend is.
+    #[allow(unsafe_code)]
+    fn poll_event_lending(&mut self, lending: bool) -> Result<Option<EventRef<'_>>, Error> {
         self.consume_lent();
         if self.is_receive_done() {
+            // Whatever a caller still read into the buffer will never be looked at.
             self.recv.clear();
             return Ok(None);
         }
         match self.next_event() {
-            Ok(Some(Next::Whole { text, len })) if len <= MAX_LENT => {
+            Ok(Some(Next::Whole { text, len })) if lending && len <= MAX_LENT => {
                 // MAX_LENT fits the 32 bits `lent` has.
                 self.lent = len as u32;
-                Ok(Some(EventRef::Message(lend(text, &self.recv[..len]))))
+                // SAFETY: `next_event` checked the text of these bytes (`Next::Whole`), and
+                // nothing changed them since.
+                let message = unsafe { lend(text, &self.recv[..len]) };
+                Ok(Some(EventRef::Message(message)))
             }
             Ok(Some(Next::Whole { text, len })) => {
                 let payload = self.recv.split_to(len).freeze();
-                Ok(Some(EventRef::Owned(Event::Message(given(text, payload)))))
+                // SAFETY: as above; splitting them off did not change them.
+                let message = unsafe { given(text, payload) };
+                Ok(Some(EventRef::Owned(Event::Message(message))))
             }
             Ok(Some(Next::Event(event))) => Ok(Some(EventRef::Owned(event))),
             Ok(None) => Ok(None),
@@ -152,17 +171,21 @@ impl Connection {
     }
 
     /// The next message when it arrived as one plain frame (final, uncompressed, with no
-    /// fragmented message in progress, up to [`MAX_LENT`] bytes: the common case), lent from the
-    /// receive buffer as [`Connection::poll_event_ref`] lends it; `None` when the next event is
+    /// fragmented message in progress, up to 4 KiB: the common case), lent from the receive
+    /// buffer as [`Connection::poll_event_ref`] lends it; `None` when the next event is
     /// anything else or has not fully arrived. Then call `poll_event_ref` (or `poll_event`),
-    /// which handles everything.
+    /// which handles everything. The frame's header goes through the same check as in
+    /// `poll_event_ref`, so this takes exactly the frames that `poll_event_ref` would lend.
     ///
     /// It never queues anything to send (no pong, no close frame, no error: a frame it does
-    /// not take, bad text included, is left to `poll_event_ref`), so a caller may encode the
-    /// replies to a run of messages elsewhere (a [`FrameBuffer`](super::FrameBuffer)) and queue
-    /// them all before its next `poll_event_ref`, in order. The messages lent by a run of calls
-    /// are consumed together by the next `poll_event_ref`, `poll_event` or
-    /// [`Connection::recv_buffer_mut`].
+    /// not take, bad text included, is left to `poll_event_ref`), so a caller may keep the
+    /// replies to a run of messages aside and queue them all before its next
+    /// `poll_event_ref`, in order. The messages lent by a run of calls are consumed together
+    /// by the next `poll_event_ref`, `poll_event` or [`Connection::recv_buffer_mut`].
+    // Inlined into the runtime's loop over a run of messages, as the few instructions it
+    // takes per message are the point; out of line, a call costs a fifth of them.
+    #[inline(always)]
+    #[allow(unsafe_code)]
     pub fn poll_message_ref(&mut self) -> Option<MessageRef<'_>> {
         if self.frame.is_some()
             || self.reassembly.is_some()
@@ -172,48 +195,36 @@ impl Connection {
             return None;
         }
         let start = self.lent as usize;
-        let buf = self.recv.get_mut(start..)?;
-        let &[b0, b1, ..] = &*buf else {
+        // The decoder's own header check, not a restatement of it: a header it refuses is left
+        // to `poll_event_ref`, which reports it. Whether the frame is a whole message is asked
+        // first, so that the compiler can drop what that already decided (reserved bits,
+        // control frames) from the check.
+        let Ok(Some((header, head))) = FrameHeader::parse(self.recv.get(start..)?) else {
             return None;
         };
-        // FIN, no reserved bits, text or binary.
-        let text = match b0 {
-            0x81 => true,
-            0x82 => false,
-            _ => return None,
-        };
-        let masked = b1 & 0x80 != 0;
-        if masked != (self.role == Role::Server) {
+        let text = self.is_whole_message(&header)?;
+        if self.decoder.check_header(&header).is_err() {
             return None;
         }
-        let (len, len_bytes) = match b1 & 0x7f {
-            126 => (
-                usize::from(u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?])),
-                2,
-            ),
-            127 => return None,
-            short => (usize::from(short), 0),
-        };
-        if len > MAX_LENT || len as u64 > self.decoder.max_frame_size() {
-            return None;
-        }
-        let head = 2 + len_bytes + if masked { 4 } else { 0 };
+        let len = usize::try_from(header.payload_len)
+            .ok()
+            .filter(|&len| len <= MAX_LENT)?;
         let end = u32::try_from(start + head + len).ok()?;
-        let (header, payload) = buf.get_mut(..head + len)?.split_at_mut(head);
-        let key = header.last_chunk::<4>().copied().filter(|_| masked);
-        if let Some(key) = key {
+        let payload = self.recv.get_mut(start + head..end as usize)?;
+        if let Some(key) = header.mask {
             apply_mask(payload, key, 0);
         }
         if text && !crate::utf8::is_utf8(payload) {
             // Masked again, as it arrived: poll_event_ref finds the error and fails the
             // connection, queuing the close frame after whatever the caller queues first.
-            if let Some(key) = key {
+            if let Some(key) = header.mask {
                 apply_mask(payload, key, 0);
             }
             return None;
         }
         self.lent = end;
-        Some(lend(text, &self.recv[start + head..end as usize]))
+        // SAFETY: `is_utf8` accepted the text of these very bytes just above.
+        Some(unsafe { lend(text, &self.recv[start + head..end as usize]) })
     }
 
     /// Consumes the messages lent since the last call.
@@ -335,6 +346,7 @@ impl Connection {
         Ok(())
     }
 
+    #[allow(unsafe_code)]
     fn finish_frame(&mut self, payload: Bytes) -> Result<Option<Event>, Error> {
         let Some(frame) = self.frame.take() else {
             return Ok(None);
@@ -350,27 +362,33 @@ impl Connection {
             OpCode::Pong => Ok(Some(Event::Pong(payload))),
             OpCode::Close => self.receive_close(&payload).map(Some),
             OpCode::Text | OpCode::Binary | OpCode::Continuation => {
-                if frame.compressed {
-                    return self.finish_compressed(*frame, payload);
-                }
-                if frame.text {
-                    let rest = payload.get(frame.validated..).unwrap_or_default();
-                    self.utf8
-                        .feed(rest)
-                        .map_err(|_| ProtocolError::InvalidUtf8)?;
-                    if header.fin {
-                        self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+                let message = if frame.compressed {
+                    self.finish_compressed(&frame, payload)?
+                } else {
+                    if frame.text {
+                        let rest = payload.get(frame.validated..).unwrap_or_default();
+                        self.utf8
+                            .feed(rest)
+                            .map_err(|_| ProtocolError::InvalidUtf8)?;
+                        if header.fin {
+                            self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+                        }
                     }
-                }
-                Ok(self
-                    .reassemble(frame.text, header.fin, payload)
-                    .map(Event::Message))
+                    self.reassemble(frame.text, header.fin, payload)
+                };
+                // SAFETY: a message is complete only with its final frame. Every byte of a
+                // text message went through `self.utf8` in order, which accepted them and was
+                // finished with that frame: a plain payload as it arrived
+                // (`validate_partial`) and its rest just above, an inflated one as it was
+                // inflated (`inflate_partial`, `finish_compressed`).
+                Ok(message.map(|data| Event::Message(unsafe { given(frame.text, data) })))
             }
         }
     }
 
-    /// Adds a data frame to the message in progress; returns the message when it is complete.
-    fn reassemble(&mut self, text: bool, fin: bool, payload: Bytes) -> Option<Message> {
+    /// Adds a data frame to the message in progress; returns the message's bytes when it is
+    /// complete.
+    fn reassemble(&mut self, text: bool, fin: bool, payload: Bytes) -> Option<Bytes> {
         let data = match (self.reassembly.take(), fin) {
             // The common case, one frame per message: the payload is handed out as it is.
             (None, true) => payload,
@@ -391,7 +409,7 @@ impl Connection {
                 r.data.freeze()
             }
         };
-        Some(given(text, data))
+        Some(data)
     }
 
     fn receive_close(&mut self, payload: &[u8]) -> Result<Event, Error> {
@@ -460,13 +478,13 @@ impl Connection {
     }
 
     /// The rest of a compressed frame: inflated (with the tail after the final frame), text
-    /// checked, and the message handed out when this frame ends it.
+    /// checked, and the message's inflated bytes handed out when this frame ends it.
     #[cfg(feature = "deflate")]
     fn finish_compressed(
         &mut self,
-        frame: FrameState,
+        frame: &FrameState,
         payload: Bytes,
-    ) -> Result<Option<Event>, Error> {
+    ) -> Result<Option<Bytes>, Error> {
         let Some(deflate) = &mut self.deflate else {
             return Err(ProtocolError::ReservedBitsSet(frame.header.rsv).into());
         };
@@ -493,10 +511,7 @@ impl Connection {
             return Ok(None);
         }
         self.reassembly = None;
-        Ok(Some(Event::Message(given(
-            frame.text,
-            deflate.finish_message(),
-        ))))
+        Ok(Some(deflate.finish_message()))
     }
 
     /// Without the `deflate` feature RSV1 never gets past the decoder.
@@ -507,14 +522,14 @@ impl Connection {
 
     /// Without the `deflate` feature RSV1 never gets past the decoder.
     #[cfg(not(feature = "deflate"))]
-    fn finish_compressed(&mut self, frame: FrameState, _: Bytes) -> Result<Option<Event>, Error> {
+    fn finish_compressed(&mut self, frame: &FrameState, _: Bytes) -> Result<Option<Bytes>, Error> {
         Err(ProtocolError::ReservedBitsSet(frame.header.rsv).into())
     }
 }
 
 fn truncate_reason(mut reason: String) -> String {
-    if reason.len() > MAX_REASON_LEN {
-        let mut end = MAX_REASON_LEN;
+    if reason.len() > CloseFrame::MAX_REASON_LEN {
+        let mut end = CloseFrame::MAX_REASON_LEN;
         while !reason.is_char_boundary(end) {
             end -= 1;
         }

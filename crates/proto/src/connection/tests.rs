@@ -556,7 +556,7 @@ fn ping_payload_over_125_bytes_is_refused() {
 fn seeded_client_masks_are_reproducible() {
     let bytes = |seed| {
         let mut c = Connection::new(Role::Client, Config::default());
-        c.set_mask_seed(seed);
+        c.set_mask_seed_insecure_for_tests(seed);
         c.send_text("same").unwrap();
         drain(&mut c)
     };
@@ -1053,6 +1053,73 @@ proptest! {
         let reference = echo_server(config.clone(), &input, &cuts, false);
         let lent = echo_server(config, &input, &cuts, true);
         prop_assert_eq!(reference, lent);
+    }
+}
+
+/// A frame with its length in the form `form` asks for (0: 7 bits, 1: 16 bits, 2: 64 bits),
+/// or the shortest longer one it fits: receivers accept lengths written longer than needed.
+fn frame_with_length_form(
+    fin: bool,
+    rsv: u8,
+    opcode: u8,
+    mask: Option<[u8; 4]>,
+    payload: &[u8],
+    form: u8,
+) -> Vec<u8> {
+    let minimal = raw_frame(fin, rsv, opcode, mask, payload);
+    let len = payload.len();
+    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
+    let (head, skip) = match (form, len) {
+        (1, 0..=125) => (
+            [&[mask_bit | 126][..], &(len as u16).to_be_bytes()].concat(),
+            1,
+        ),
+        (2, 0..=125) => (
+            [&[mask_bit | 127][..], &(len as u64).to_be_bytes()].concat(),
+            1,
+        ),
+        (2, 126..=0xffff) => (
+            [&[mask_bit | 127][..], &(len as u64).to_be_bytes()].concat(),
+            3,
+        ),
+        _ => return minimal,
+    };
+    [&minimal[..1], &head, &minimal[1 + skip..]].concat()
+}
+
+proptest! {
+    /// The whole-frame fast path takes a frame exactly when `poll_event_ref` lends it, for
+    /// either role, any header and any limit: both go through the decoder's one header check.
+    #[test]
+    fn poll_message_ref_lends_exactly_what_poll_event_ref_lends(
+        client in any::<bool>(),
+        fin in any::<bool>(),
+        rsv in prop_oneof![4 => Just(0u8), 1 => 1u8..8],
+        opcode in prop_oneof![4 => Just(1u8), 4 => Just(2u8), 1 => Just(0u8), 1 => Just(9u8), 1 => Just(3u8)],
+        masked in any::<bool>(),
+        payload in prop_oneof![
+            ".{0,20}".prop_map(String::into_bytes),
+            proptest::collection::vec(any::<u8>(), 0..300),
+            Just(vec![b'x'; MAX_LENT]),
+            Just(vec![b'x'; MAX_LENT + 1]),
+        ],
+        form in 0u8..3,
+        max in prop_oneof![Just(usize::MAX), 0usize..300],
+    ) {
+        let role = if client { Role::Client } else { Role::Server };
+        let mask = masked.then_some([9, 8, 7, 6]);
+        let frame = frame_with_length_form(fin, rsv, opcode, mask, &payload, form);
+        let config = Config::default().max_message_size(max.min(64 << 20));
+        let mut fast = Connection::new(role, config.clone());
+        fast.receive(&frame);
+        let mut full = Connection::new(role, config);
+        full.receive(&frame);
+        let lent_fast = fast.poll_message_ref().map(|m| m.to_owned());
+        let lent_full = match full.poll_event_ref() {
+            Ok(Some(EventRef::Message(m))) => Some(m.to_owned()),
+            _ => None,
+        };
+        prop_assert_eq!(lent_fast, lent_full);
     }
 }
 

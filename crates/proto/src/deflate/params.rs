@@ -2,7 +2,8 @@
 //! client's offer, the server's choice among the offers, and the client's check of the answer.
 
 use super::{DEFAULT_LEVEL, DEFAULT_THRESHOLD, EXTENSION_NAME, MAX_WINDOW_BITS, MIN_WINDOW_BITS};
-use crate::handshake::{Extension, HandshakeError};
+use crate::HandshakeError;
+use crate::handshake::Extension;
 
 /// What this side wants from permessage-deflate; the same settings serve both roles.
 ///

@@ -30,7 +30,9 @@ pub enum Decoded {
     /// in one step, the common case for small frames.
     Frame(FrameHeader, Bytes),
     /// As `Frame`, from [`FrameDecoder::decode_in_place`]: the unmasked payload is left at the
-    /// front of the buffer, and the caller consumes its `payload_len` bytes.
+    /// front of the buffer, and the caller consumes its `payload_len` bytes. Only
+    /// `decode_in_place` gives it, a hook for the connection and the fuzzers.
+    #[doc(hidden)]
     InPlace(FrameHeader),
 }
 
@@ -85,8 +87,12 @@ impl FrameDecoder {
     /// front of `buf`, to be read there and then consumed by the caller (`buf.advance(len)`)
     /// before the next call. No reference count, no second handle on the buffer.
     ///
+    /// A hook for the connection (which uses it through the crate) and the fuzzers, hidden
+    /// from the documentation.
+    ///
     /// # Errors
     /// As [`FrameDecoder::decode`].
+    #[doc(hidden)]
     pub fn decode_in_place(&mut self, buf: &mut BytesMut) -> Result<Option<Decoded>, Error> {
         self.decode_with(buf, false)
     }
@@ -116,21 +122,7 @@ impl FrameDecoder {
             buf.reserve(MAX_HEADER_LEN);
             return Ok(None);
         };
-        match (self.role, header.mask.is_some()) {
-            (Role::Server, false) => return Err(ProtocolError::UnmaskedFrameFromClient.into()),
-            (Role::Client, true) => return Err(ProtocolError::MaskedFrameFromServer.into()),
-            _ => {}
-        }
-        if header.rsv & !self.allowed_rsv != 0 {
-            return Err(ProtocolError::ReservedBitsSet(header.rsv).into());
-        }
-        if !header.opcode.is_control() && header.payload_len > self.max_frame_size {
-            return Err(CapacityError::FrameTooLarge {
-                size: header.payload_len,
-                max: self.max_frame_size,
-            }
-            .into());
-        }
+        self.check_header(&header)?;
         buf.advance(header_len);
         if let Ok(len) = usize::try_from(header.payload_len)
             && len <= buf.len()
@@ -152,6 +144,36 @@ impl FrameDecoder {
             unmasked: 0,
         });
         Ok(Some(Decoded::Header(header)))
+    }
+
+    /// Checks a header that [`FrameHeader::parse`] accepted against the rules that depend on
+    /// this decoder: masking for its role, reserved bits, and the frame size limit.
+    ///
+    /// With `FrameHeader::parse` (the rules that hold for every frame), the one header check
+    /// of the crate: [`FrameDecoder::decode`] and the connection's whole-frame fast path
+    /// (`Connection::poll_message_ref`) both go through the two, so they cannot disagree on
+    /// what a valid header is.
+    ///
+    /// # Errors
+    /// The first broken rule, as [`FrameDecoder::decode`] reports it.
+    #[inline]
+    pub(crate) fn check_header(&self, header: &FrameHeader) -> Result<(), Error> {
+        match (self.role, header.mask.is_some()) {
+            (Role::Server, false) => return Err(ProtocolError::UnmaskedFrameFromClient.into()),
+            (Role::Client, true) => return Err(ProtocolError::MaskedFrameFromServer.into()),
+            _ => {}
+        }
+        if header.rsv & !self.allowed_rsv != 0 {
+            return Err(ProtocolError::ReservedBitsSet(header.rsv).into());
+        }
+        if !header.opcode.is_control() && header.payload_len > self.max_frame_size {
+            return Err(CapacityError::FrameTooLarge {
+                size: header.payload_len,
+                max: self.max_frame_size,
+            }
+            .into());
+        }
+        Ok(())
     }
 
     /// The largest data frame accepted.

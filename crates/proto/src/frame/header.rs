@@ -10,20 +10,24 @@ pub const MAX_CONTROL_PAYLOAD: u64 = 125;
 
 /// A frame's opcode (RFC 6455 §5.2). Reserved opcodes are rejected while parsing, so they have
 /// no variant.
+///
+/// Each variant's value is its 4-bit wire value, so reading and writing one is a comparison
+/// and a cast: the header of every frame goes through here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
 pub enum OpCode {
     /// 0x0: a continuation of a fragmented message.
-    Continuation,
+    Continuation = 0x0,
     /// 0x1: the first frame of a text message.
-    Text,
+    Text = 0x1,
     /// 0x2: the first frame of a binary message.
-    Binary,
+    Binary = 0x2,
     /// 0x8: close.
-    Close,
+    Close = 0x8,
     /// 0x9: ping.
-    Ping,
+    Ping = 0x9,
     /// 0xA: pong.
-    Pong,
+    Pong = 0xA,
 }
 
 impl OpCode {
@@ -45,19 +49,13 @@ impl OpCode {
 
     /// The 4-bit value.
     pub const fn bits(self) -> u8 {
-        match self {
-            Self::Continuation => 0x0,
-            Self::Text => 0x1,
-            Self::Binary => 0x2,
-            Self::Close => 0x8,
-            Self::Ping => 0x9,
-            Self::Pong => 0xA,
-        }
+        self as u8
     }
 
     /// Close, ping and pong: at most 125 bytes, never fragmented.
     pub const fn is_control(self) -> bool {
-        matches!(self, Self::Close | Self::Ping | Self::Pong)
+        // The opcodes with the high bit set (RFC 6455 §5.5); the reserved ones have no variant.
+        self.bits() & 0x8 != 0
     }
 }
 
@@ -89,6 +87,7 @@ impl FrameHeader {
     ///
     /// # Errors
     /// The [`ProtocolError`] of the first broken rule.
+    #[inline]
     pub fn parse(buf: &[u8]) -> Result<Option<(Self, usize)>, ProtocolError> {
         let [b0, b1, rest @ ..] = buf else {
             return Ok(None);
@@ -97,29 +96,22 @@ impl FrameHeader {
         let rsv = (b0 >> 4) & 0x07;
         let opcode = OpCode::from_bits(b0 & 0x0f)?;
         let masked = b1 & 0x80 != 0;
-        let (payload_len, len_bytes) = match b1 & 0x7f {
-            126 => match rest {
-                [a, b, ..] => (u64::from(u16::from_be_bytes([*a, *b])), 2),
-                _ => return Ok(None),
-            },
-            127 => match rest.first_chunk::<8>() {
-                Some(bytes) => (u64::from_be_bytes(*bytes), 8),
+        let (payload_len, rest) = match b1 & 0x7f {
+            126 => match rest.split_first_chunk::<2>() {
+                Some((len, rest)) => (u64::from(u16::from_be_bytes(*len)), rest),
                 None => return Ok(None),
             },
-            short => (u64::from(short), 0),
+            127 => match rest.split_first_chunk::<8>() {
+                // Only a 64-bit length can have its most significant bit set.
+                Some((len, _)) if len[0] & 0x80 != 0 => return Err(ProtocolError::LengthTopBitSet),
+                Some((len, rest)) => (u64::from_be_bytes(*len), rest),
+                None => return Ok(None),
+            },
+            short => (u64::from(short), rest),
         };
-        if payload_len >> 63 != 0 {
-            return Err(ProtocolError::LengthTopBitSet);
-        }
         if opcode.is_control() {
-            if !fin {
-                return Err(ProtocolError::FragmentedControlFrame);
-            }
-            if payload_len > MAX_CONTROL_PAYLOAD {
-                return Err(ProtocolError::ControlFrameTooLong(payload_len));
-            }
+            check_control(fin, payload_len)?;
         }
-        let rest = rest.get(len_bytes..).unwrap_or_default();
         let mask = if masked {
             match rest.first_chunk::<4>() {
                 Some(key) => Some(*key),
@@ -128,7 +120,7 @@ impl FrameHeader {
         } else {
             None
         };
-        let header_len = 2 + len_bytes + if masked { 4 } else { 0 };
+        let header_len = buf.len() - rest.len() + if masked { 4 } else { 0 };
         Ok(Some((
             Self {
                 fin,
@@ -176,6 +168,20 @@ impl FrameHeader {
         };
         if self.mask.is_some() { len + 4 } else { len }
     }
+}
+
+/// The rules of a control frame (RFC 6455 §5.5): unfragmented, at most 125 bytes. Out of line,
+/// as control frames are rare: the checks of every data frame stay short.
+#[cold]
+#[inline(never)]
+const fn check_control(fin: bool, payload_len: u64) -> Result<(), ProtocolError> {
+    if !fin {
+        return Err(ProtocolError::FragmentedControlFrame);
+    }
+    if payload_len > MAX_CONTROL_PAYLOAD {
+        return Err(ProtocolError::ControlFrameTooLong(payload_len));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@
 
 mod accept_key;
 mod client;
-mod error;
+pub(crate) mod error;
 mod extension;
 mod http_util;
 mod request;
@@ -34,7 +34,7 @@ mod server;
 
 pub use accept_key::{WEBSOCKET_GUID, accept_key};
 pub use client::{ClientHandshake, Response};
-pub use error::HandshakeError;
+use error::HandshakeError;
 pub use extension::Extension;
 pub use request::{Request, parse_request};
 pub use server::{ServerHandshake, accept_response, reject_response, response_head};

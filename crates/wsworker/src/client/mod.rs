@@ -60,8 +60,7 @@ use std::time::Duration;
 use futures_core::Stream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use wsworker_proto::close::MAX_REASON_LEN;
-use wsworker_proto::{CloseCode, Message, Outgoing, ReadyState};
+use wsworker_proto::{CloseCode, CloseFrame, Message, Outgoing, ReadyState};
 
 pub use builder::WebSocketBuilder;
 pub use policy::ReconnectPolicy;
@@ -438,7 +437,7 @@ impl WebSocket {
     /// [`Error::InvalidClose`] for another code or a longer reason.
     pub fn close(&self, code: impl Into<CloseCode>, reason: &str) -> Result<()> {
         let code = code.into();
-        if !code.is_allowed_for_application() || reason.len() > MAX_REASON_LEN {
+        if !code.is_allowed_for_application() || reason.len() > CloseFrame::MAX_REASON_LEN {
             return Err(Error::InvalidClose {
                 code: code.as_u16(),
                 reason_len: reason.len(),

@@ -27,8 +27,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
 use tokio_util::io::poll_read_buf;
 use wsworker_proto::{
-    CloseCode, Connection as Proto, Error as ProtoError, Event, EventRef, MessageRef, ReadyState,
-    Role, connection::MAX_LENT,
+    CloseCode, Connection as Proto, Error as ProtoError, Event, EventRef, MAX_LENT, MessageRef,
+    ReadyState, Role,
 };
 
 use crate::buffers;
