@@ -14,7 +14,7 @@ use super::{Connection, RSV1};
 use crate::close::CloseFrame;
 use crate::error::{CapacityError, Error, ProtocolError};
 use crate::frame::{Decoded, FrameHeader, OpCode};
-use crate::mask::apply_mask;
+use crate::mask::apply_mask_inlined;
 use crate::message::{Event, EventRef, Message, MessageRef};
 use crate::utf8::{Utf8Bytes, validated_str};
 
@@ -212,13 +212,13 @@ impl Connection {
         let end = u32::try_from(start + head + len).ok()?;
         let payload = self.recv.get_mut(start + head..end as usize)?;
         if let Some(key) = header.mask {
-            apply_mask(payload, key, 0);
+            apply_mask_inlined(payload, key, 0);
         }
         if text && !crate::utf8::is_utf8(payload) {
             // Masked again, as it arrived: poll_event_ref finds the error and fails the
             // connection, queuing the close frame after whatever the caller queues first.
             if let Some(key) = header.mask {
-                apply_mask(payload, key, 0);
+                apply_mask_inlined(payload, key, 0);
             }
             return None;
         }

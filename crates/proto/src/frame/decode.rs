@@ -6,7 +6,7 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use super::header::{FrameHeader, MAX_HEADER_LEN};
 use crate::error::{CapacityError, Error, ProtocolError};
-use crate::mask::apply_mask;
+use crate::mask::apply_mask_inlined;
 use crate::role::Role;
 
 /// How much room to make ahead of a large payload at a time (plus [`RESERVE_AHEAD`]): the
@@ -106,7 +106,7 @@ impl FrameDecoder {
         let len = usize::try_from(current.header.payload_len).unwrap_or(usize::MAX);
         let available = buf.len().min(len);
         if let Some(key) = current.header.mask {
-            apply_mask(&mut buf[current.unmasked..available], key, current.unmasked);
+            apply_mask_inlined(&mut buf[current.unmasked..available], key, current.unmasked);
         }
         current.unmasked = available;
         if available < len {
@@ -129,13 +129,13 @@ impl FrameDecoder {
         {
             if !split {
                 if let Some(key) = header.mask {
-                    apply_mask(&mut buf[..len], key, 0);
+                    apply_mask_inlined(&mut buf[..len], key, 0);
                 }
                 return Ok(Some(Decoded::InPlace(header)));
             }
             let mut payload = buf.split_to(len);
             if let Some(key) = header.mask {
-                apply_mask(&mut payload, key, 0);
+                apply_mask_inlined(&mut payload, key, 0);
             }
             return Ok(Some(Decoded::Frame(header, payload.freeze())));
         }
