@@ -72,8 +72,8 @@ pub use client::{ReconnectPolicy, WebSocket, WebSocketBuilder, WsEvent};
 pub use error::{Error, Result};
 pub use hub::{Hub, Target};
 pub use server::{
-    Connection, Connections, Handshake, HttpResponse, Keepalive, Metrics, OverflowPolicy,
-    RunningServer, StopSignal, Worker,
+    Connection, Connections, Endpoint, Handshake, HttpResponse, Keepalive, Metrics, OverflowPolicy,
+    RunningServer, Service, StopSignal, Worker,
 };
 pub use shared::CloseInfo;
 pub use wsworker_proto as proto;

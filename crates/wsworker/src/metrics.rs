@@ -40,10 +40,12 @@ pub enum Rejection {
     /// ([`Worker::max_pending_handshakes`](crate::Worker::max_pending_handshakes)): the
     /// socket was closed as it was accepted, without an answer.
     Pending,
+    /// 503: the [`Service`](crate::Service) is shutting down.
+    ShuttingDown,
 }
 
 impl Rejection {
-    const ALL: [Self; 10] = [
+    const ALL: [Self; 11] = [
         Self::BadRequest,
         Self::HeaderTooLarge,
         Self::Timeout,
@@ -54,6 +56,7 @@ impl Rejection {
         Self::Application,
         Self::Tls,
         Self::Pending,
+        Self::ShuttingDown,
     ];
 
     /// The label used in the Prometheus output.
@@ -69,6 +72,7 @@ impl Rejection {
             Self::Application => "application",
             Self::Tls => "tls",
             Self::Pending => "pending",
+            Self::ShuttingDown => "shutting_down",
         }
     }
 

@@ -40,15 +40,11 @@ pub(crate) fn open_plain(
 ) -> impl Future<Output = Option<LoopDriver>> + Send + 'static {
     let deadline = Instant::now() + ctx.settings.handshake_timeout;
     async move {
-        let opened = open(stream, peer, worker_id, &ctx, deadline).await;
+        let opened = open(stream, Some(peer), worker_id, &ctx, deadline).await;
         drop(pending);
-        let Opened {
-            mut stream,
-            proto,
-            handler,
-        } = opened?;
-        stream.keep_marks();
-        Some(opened_driver(stream, proto, handler, worker_id, &ctx).with_loop_clock())
+        let mut opened = opened?;
+        opened.stream.keep_marks();
+        Some(opened.driver(worker_id, &ctx).with_loop_clock())
     }
 }
 
@@ -76,15 +72,10 @@ pub(crate) async fn serve_tls(
     // The open connection gets a task of its own rather than going on in this one: a task
     // is as large as its future for as long as it lives, and this one's holds the
     // handshake's state, the context and the stream's slot besides the driver.
-    let opened = open(stream, peer, worker_id, &ctx, deadline).await;
+    let opened = open(stream, Some(peer), worker_id, &ctx, deadline).await;
     drop(pending);
-    if let Some(Opened {
-        stream,
-        proto,
-        handler,
-    }) = opened
-    {
-        tasks.spawn(opened_driver(stream, proto, handler, worker_id, &ctx));
+    if let Some(opened) = opened {
+        tasks.spawn(opened.driver(worker_id, &ctx));
     }
 }
 
@@ -102,32 +93,30 @@ async fn starts_like_tls(stream: &mut TcpStream, deadline: Instant) -> bool {
 }
 
 /// An open connection, as its handshake leaves it.
-struct Opened<S> {
+pub(super) struct Opened<S> {
     stream: S,
     proto: Proto,
     handler: ServerHandler,
 }
 
-/// The driver of an open connection, counted in its worker's metrics.
-fn opened_driver<S>(
-    stream: S,
-    proto: Proto,
-    handler: ServerHandler,
-    worker_id: usize,
-    ctx: &ServerContext,
-) -> Driver<S, ServerHandler>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    Driver::new(stream, proto, handler, ctx.settings.driver.clone())
+impl<S: AsyncRead + AsyncWrite + Unpin> Opened<S> {
+    /// The connection's driver, counted in its worker's metrics.
+    pub(super) fn driver(self, worker_id: usize, ctx: &ServerContext) -> Driver<S, ServerHandler> {
+        Driver::new(
+            self.stream,
+            self.proto,
+            self.handler,
+            ctx.settings.driver.clone(),
+        )
         .with_counters(ctx.counters[worker_id].clone())
+    }
 }
 
 /// The opening handshake: the open connection, or `None` when the request was answered
 /// otherwise (plain HTTP, a refusal) or the client went away.
-async fn open<S>(
+pub(super) async fn open<S>(
     mut stream: S,
-    peer: SocketAddr,
+    peer: Option<SocketAddr>,
     worker_id: usize,
     ctx: &ServerContext,
     deadline: Instant,
@@ -341,7 +330,7 @@ where
 const RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Writes a final response and closes the connection gracefully.
-async fn refuse<S>(stream: &mut S, response: &[u8])
+pub(super) async fn refuse<S>(stream: &mut S, response: &[u8])
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {

@@ -32,7 +32,7 @@ struct Inner {
     /// In the handle's own allocation: one allocation per connection fewer.
     shared: Shared,
     worker_id: usize,
-    remote_addr: SocketAddr,
+    remote_addr: Option<SocketAddr>,
     request: Request,
     protocol: Option<Box<str>>,
     data: Mutex<Option<Data>>,
@@ -46,7 +46,7 @@ impl Connection {
     pub(crate) fn new(
         shared: Shared,
         worker_id: usize,
-        remote_addr: SocketAddr,
+        remote_addr: Option<SocketAddr>,
         request: Request,
         protocol: Option<String>,
         hub: WeakHub,
@@ -91,8 +91,9 @@ impl Connection {
         self.inner.worker_id
     }
 
-    /// The client's address.
-    pub fn remote_addr(&self) -> SocketAddr {
+    /// The client's address; `None` for a connection served over a stream with no IP
+    /// address ([`Service::serve`](super::Service::serve) over a Unix socket, say).
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
         self.inner.remote_addr
     }
 

@@ -25,6 +25,9 @@ impl Refusal {
                 &[("Retry-After", "1")],
                 b"too many connections, try again later\n",
             ),
+            Rejection::ShuttingDown => {
+                reject_response(503, &[("Retry-After", "1")], b"server shutting down\n")
+            }
             Rejection::Tls => {
                 reject_response(400, &[], b"this port speaks TLS: use https:// or wss://\n")
             }

@@ -139,7 +139,7 @@ mod tests {
         let conn = Connection::new(
             Shared::new(),
             worker,
-            peer,
+            Some(peer),
             request,
             None,
             WeakHub::default(),
