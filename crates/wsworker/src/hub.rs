@@ -57,7 +57,7 @@ use crate::resume::ResumeConfig;
 use crate::server::{Connection, Connections};
 
 /// Addressing across a server's connections: users, groups, all. Cheap to clone, `Send +
-/// Sync`; get it with [`Worker::hub`](crate::Worker::hub).
+/// Sync`; get it with [`Worker::hub`](crate::Endpoint::hub).
 #[derive(Clone)]
 pub struct Hub {
     inner: Arc<Inner>,
@@ -188,7 +188,7 @@ impl Hub {
 
     /// Installs `engine`: from now on sends, memberships and [`Hub::cluster`] queries span
     /// every node sharing it. Install it before the first connection opens
-    /// ([`Worker::engine`](crate::Worker::engine) does): connection ids take the engine's
+    /// ([`Worker::engine`](crate::Endpoint::engine) does): connection ids take the engine's
     /// node id from then on.
     ///
     /// # Errors
@@ -240,7 +240,7 @@ impl Hub {
     /// the loss of their connection and of the node they were on (see
     /// `docs/RESUME.md`). Needs an engine that keeps history (the Redis engine): without
     /// one the subprotocol is not agreed to. Set it before the first connection opens
-    /// ([`Worker::resume`](crate::Worker::resume) does).
+    /// ([`Worker::resume`](crate::Endpoint::resume) does).
     ///
     /// # Errors
     /// [`Error::Unsupported`] when resume is set already.

@@ -37,7 +37,7 @@ pub enum Rejection {
     /// The TLS handshake failed, or plain HTTP arrived on the TLS port.
     Tls,
     /// The worker had as many handshakes in progress as it may have
-    /// ([`Worker::max_pending_handshakes`](crate::Worker::max_pending_handshakes)): the
+    /// ([`Worker::max_pending_handshakes`](crate::Endpoint::max_pending_handshakes)): the
     /// socket was closed as it was accepted, without an answer.
     Pending,
     /// 503: the [`Service`](crate::Service) is shutting down.
@@ -264,7 +264,7 @@ impl WorkerCounters {
 }
 
 /// One handshake in progress, counted against
-/// [`Worker::max_pending_handshakes`](crate::Worker::max_pending_handshakes) until it is
+/// [`Worker::max_pending_handshakes`](crate::Endpoint::max_pending_handshakes) until it is
 /// dropped: held by the handshake's future, it is dropped on every way a handshake ends
 /// (open, refused, timed out, failed, or the future dropped after a panic or at shutdown).
 #[derive(Debug)]
@@ -280,7 +280,7 @@ impl Drop for PendingHandshake {
     }
 }
 
-/// A server's counters: get it from [`Worker::metrics`](crate::Worker::metrics) (before or
+/// A server's counters: get it from [`Worker::metrics`](crate::Endpoint::metrics) (before or
 /// after starting) and read it from any thread. Cheap to clone.
 ///
 /// ```

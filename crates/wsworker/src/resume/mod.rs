@@ -44,7 +44,7 @@ impl std::fmt::Display for FailReason {
     }
 }
 
-/// How a server resumes sessions ([`Worker::resume`](crate::Worker::resume)).
+/// How a server resumes sessions ([`Worker::resume`](crate::Endpoint::resume)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResumeConfig {
     pub(crate) window: Duration,

@@ -68,7 +68,7 @@ impl Handshake {
 }
 
 /// A plain HTTP response, for requests on the WebSocket port that do not ask for an upgrade
-/// (see [`Worker::on_http`](super::Worker::on_http)). The connection closes after it.
+/// (see [`Worker::on_http`](super::Endpoint::on_http)). The connection closes after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpResponse {
     pub(crate) status: u16,

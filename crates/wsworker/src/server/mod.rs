@@ -37,12 +37,14 @@ pub use crate::driver::{Keepalive, OverflowPolicy};
 pub use crate::metrics::{CloseCodeGroup, Metrics, MetricsSnapshot, Rejection, WorkerSnapshot};
 
 use crate::driver::DriverConfig;
+#[cfg(doc)]
+use crate::error::Error;
 use crate::error::Result;
 use crate::hub::Hub;
 use crate::metrics::WorkerCounters;
 use callbacks::Callbacks;
 
-/// The default of [`Worker::max_pending_handshakes`].
+/// The default of [`Worker::max_pending_handshakes`](crate::Endpoint::max_pending_handshakes).
 pub const DEFAULT_MAX_PENDING_HANDSHAKES: usize = 1024;
 
 /// Settings of a server's connections. `Default` gives the documented defaults.
@@ -177,7 +179,7 @@ impl Worker {
     /// free port, see [`RunningServer::local_addr`]). One worker until [`Worker::count`].
     ///
     /// `websocket+tls://HOST:PORT` serves TLS (`wss://`, and `https://` for
-    /// [`Worker::on_http`]); it needs a certificate from [`Worker::tls_pem`] or
+    /// [`Worker::on_http`](crate::Endpoint::on_http)); it needs a certificate from [`Worker::tls_pem`] or
     /// [`Worker::tls_config`] before [`Worker::start`].
     ///
     /// # Errors
@@ -317,7 +319,7 @@ impl Worker {
     }
 
     /// Starts the server and blocks until SIGINT or SIGTERM, then stops gracefully: no new
-    /// connections, close 1001 to every client, up to [`Worker::shutdown_timeout`] for the closing handshakes.
+    /// connections, close 1001 to every client, up to [`Worker::shutdown_timeout`](crate::Endpoint::shutdown_timeout) for the closing handshakes.
     ///
     /// # Errors
     /// As [`Worker::start`].
@@ -382,7 +384,7 @@ impl RunningServer {
         self.hub.connections()
     }
 
-    /// The server's [`Hub`] (see [`Worker::hub`]).
+    /// The server's [`Hub`] (see [`Worker::hub`](crate::Endpoint::hub)).
     pub fn hub(&self) -> &Hub {
         &self.hub
     }
