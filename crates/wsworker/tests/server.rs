@@ -395,6 +395,77 @@ fn on_handshake_sees_the_request_and_decides() {
     server.shutdown();
 }
 
+/// What an asynchronous handshake attaches to its connection.
+#[derive(Debug, PartialEq)]
+struct User(String);
+
+#[test]
+fn an_async_handshake_attaches_data_and_other_connections_go_on_meanwhile() {
+    let mut worker = Worker::new("websocket://127.0.0.1:0").unwrap();
+    // The decision for `slow` waits until `fast` has been served: were decisions awaited
+    // one at a time, neither would finish.
+    let fast_served = Arc::new(tokio::sync::Notify::new());
+    let served = fast_served.clone();
+    let (waiting_tx, waiting) = mpsc::channel();
+    let waiting_tx = std::sync::Mutex::new(waiting_tx);
+    worker
+        .handshake_timeout(Duration::from_secs(2))
+        .on_handshake_async(move |req| {
+            let served = served.clone();
+            let waiting = waiting_tx.lock().unwrap().clone();
+            async move {
+                match req.query_param("name").as_deref() {
+                    Some("slow") => {
+                        let notified = served.notified();
+                        let _ = waiting.send(());
+                        notified.await;
+                    }
+                    Some("never") => std::future::pending().await,
+                    Some("panic") => panic!("the lookup failed"),
+                    Some(_) => {}
+                    None => return Handshake::reject(401, "who are you?"),
+                }
+                let name = req.query_param("name").unwrap_or_default().into_owned();
+                Handshake::accept().with_data(User(name))
+            }
+        })
+        .on_message(|conn, _| {
+            let user = conn.data::<User>().expect("the handshake attached a user");
+            conn.send(format!("hello {}", user.0))?;
+            Ok(())
+        });
+    let notify = fast_served.clone();
+    worker.on_connect(move |conn| {
+        if conn.data::<User>().is_some_and(|u| u.0 == "fast") {
+            notify.notify_one();
+        }
+    });
+    let server = worker.start().unwrap();
+    let addr = server.local_addr();
+    let slow = std::thread::spawn(move || RawClient::connect(addr, "/?name=slow", &[]));
+    waiting.recv_timeout(Duration::from_secs(5)).unwrap();
+    let mut fast = RawClient::connect(addr, "/?name=fast", &[]).unwrap();
+    let mut slow = slow.join().unwrap().unwrap();
+    for (client, name) in [(&mut fast, "fast"), (&mut slow, "slow")] {
+        client.conn.send_text("hi").unwrap();
+        client.flush();
+        assert_eq!(
+            client.next_event().unwrap().unwrap(),
+            Event::Message(Message::from(format!("hello {name}")))
+        );
+    }
+    let refused = |path: &str| match RawClient::connect(addr, path, &[]) {
+        Ok(_) => panic!("{path} should be refused"),
+        Err(err) => err,
+    };
+    assert!(refused("/").contains("401"));
+    assert!(refused("/?name=panic").contains("500"));
+    // The decision is bounded by the handshake timeout.
+    assert!(refused("/?name=never").contains("408"));
+    drop((fast, slow));
+    server.shutdown();
+}
+
 #[test]
 fn a_callback_failing_on_a_message_of_the_wrong_type_closes_with_1003() {
     let mut worker = Worker::new("websocket://127.0.0.1:0").unwrap();

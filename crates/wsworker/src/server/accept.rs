@@ -163,25 +163,33 @@ where
         return None;
     }
     let decision = match &ctx.callbacks.on_handshake {
-        Some(cb) => match contain(|| cb(&request)) {
-            Ok(decision) => decision,
-            Err(panic) => {
-                tracing::warn!(%panic, "on_handshake panicked");
-                Handshake::reject(500, "internal error")
+        Some(on_handshake) => {
+            match tokio::time::timeout_at(deadline, on_handshake.decide(&request)).await {
+                Ok(decision) => decision,
+                Err(_) => {
+                    let response = Refusal::of(Rejection::Timeout).counted(counters);
+                    refuse(&mut stream, &response).await;
+                    return None;
+                }
             }
-        },
+        }
         None => Handshake::accept(),
     };
     let resume = ctx.hub.resume_config();
-    let (protocol, headers) = match decision {
+    let (protocol, headers, data) = match decision {
         // A client that asks to resume gets it, unless the application chose otherwise.
         Handshake::Accept {
             protocol: None,
             headers,
+            data,
         } if resume.is_some() && request.protocols().any(|p| p == crate::resume::PROTOCOL) => {
-            (Some(crate::resume::PROTOCOL.to_owned()), headers)
+            (Some(crate::resume::PROTOCOL.to_owned()), headers, data)
         }
-        Handshake::Accept { protocol, headers } => (protocol, headers),
+        Handshake::Accept {
+            protocol,
+            headers,
+            data,
+        } => (protocol, headers, data),
         Handshake::Reject { status, body } => {
             let response = Refusal::application(status, body.as_bytes()).counted(counters);
             refuse(&mut stream, &response).await;
@@ -240,6 +248,9 @@ where
         ctx.hub.downgrade(),
         resume,
     );
+    if let Some(data) = data {
+        conn.attach(data);
+    }
     let handler = ServerHandler {
         conn,
         callbacks: ctx.callbacks.clone(),

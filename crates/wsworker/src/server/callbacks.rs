@@ -1,7 +1,11 @@
 //! The application's callbacks, what they return, and the driver handler that calls them
 //! with every panic contained to the one connection it happened on.
 
+use std::any::Any;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use wsworker_proto::handshake::Request;
@@ -22,6 +26,8 @@ pub enum Handshake {
         protocol: Option<String>,
         /// Extra headers for the 101 response (`Set-Cookie`, …).
         headers: Vec<(String, String)>,
+        /// A value the connection carries from its start ([`Handshake::with_data`]).
+        data: Option<Attached>,
     },
     /// Refuse with an HTTP status (401, 403, 404, …) and a short text body.
     Reject {
@@ -38,6 +44,7 @@ impl Handshake {
         Self::Accept {
             protocol: None,
             headers: Vec::new(),
+            data: None,
         }
     }
 
@@ -46,6 +53,7 @@ impl Handshake {
         Self::Accept {
             protocol: Some(protocol.into()),
             headers: Vec::new(),
+            data: None,
         }
     }
 
@@ -64,6 +72,98 @@ impl Handshake {
             headers.push((name.into(), value.into()));
         }
         self
+    }
+
+    /// Attaches a value of the application's own type (the user a token names, say) to the
+    /// accepted connection, from before `on_connect`: [`Connection::data`] returns it
+    /// (ignored on a rejection).
+    ///
+    /// ```
+    /// use wsworker::{Endpoint, Handshake};
+    ///
+    /// struct User {
+    ///     name: String,
+    /// }
+    ///
+    /// let mut endpoint = Endpoint::new();
+    /// endpoint.on_handshake(|request| match request.query_param("token").as_deref() {
+    ///     Some("s3cret") => Handshake::accept().with_data(User { name: "tom".into() }),
+    ///     _ => Handshake::reject(401, "who are you?"),
+    /// });
+    /// endpoint.on_message(|conn, msg| {
+    ///     let user = conn.data::<User>().expect("attached at the handshake");
+    ///     conn.send(format!("{}: {}", user.name, msg.to_text()?))?;
+    ///     Ok(())
+    /// });
+    /// ```
+    #[must_use]
+    pub fn with_data<T: Any + Send + Sync>(mut self, value: T) -> Self {
+        if let Self::Accept { data, .. } = &mut self {
+            *data = Some(Attached(Arc::new(value)));
+        }
+        self
+    }
+}
+
+/// A value attached to a connection at its handshake ([`Handshake::with_data`]), read with
+/// [`Connection::data`].
+#[derive(Clone)]
+pub struct Attached(pub(crate) Arc<dyn Any + Send + Sync>);
+
+impl std::fmt::Debug for Attached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Attached(..)")
+    }
+}
+
+/// The same value (not merely an equal one).
+impl PartialEq for Attached {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Attached {}
+
+/// What an asynchronous `on_handshake` returns.
+pub(crate) type HandshakeFuture = Pin<Box<dyn Future<Output = Handshake> + Send>>;
+
+/// The application's handshake decision, in the form it chose.
+pub(crate) enum OnHandshake {
+    Sync(Box<dyn Fn(&Request) -> Handshake + Send + Sync>),
+    Async(Box<dyn Fn(Request) -> HandshakeFuture + Send + Sync>),
+}
+
+impl OnHandshake {
+    /// The decision about `request`; a panic (of the callback or of its future) refuses it
+    /// with 500.
+    pub(crate) async fn decide(&self, request: &Request) -> Handshake {
+        let refused = |panic: String| {
+            tracing::warn!(%panic, "on_handshake panicked");
+            Handshake::reject(500, "internal error")
+        };
+        match self {
+            Self::Sync(f) => contain(|| f(request)).unwrap_or_else(refused),
+            Self::Async(f) => match contain(|| f(request.clone())) {
+                Ok(future) => Contained(future).await.unwrap_or_else(refused),
+                Err(panic) => refused(panic),
+            },
+        }
+    }
+}
+
+/// A future whose panics are caught, each poll's as [`contain`] catches a call's.
+struct Contained(HandshakeFuture);
+
+impl Future for Contained {
+    type Output = std::result::Result<Handshake, String>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match contain(|| self.0.as_mut().poll(cx)) {
+            Ok(Poll::Ready(decision)) => Poll::Ready(Ok(decision)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
     }
 }
 
@@ -129,7 +229,7 @@ type ErrorFn = dyn Fn(&Connection, &Error) + Send + Sync;
 #[derive(Default)]
 pub(crate) struct Callbacks {
     pub(crate) on_worker_start: Cb<dyn Fn(usize) + Send + Sync>,
-    pub(crate) on_handshake: Cb<dyn Fn(&Request) -> Handshake + Send + Sync>,
+    pub(crate) on_handshake: Option<OnHandshake>,
     pub(crate) on_connect: Cb<dyn Fn(&Connection) + Send + Sync>,
     pub(crate) on_message: Option<OnMessage>,
     pub(crate) on_close: Cb<CloseFn>,

@@ -186,7 +186,13 @@ impl Connection {
         *self.lock_data() = Some(Arc::new(value));
     }
 
-    /// The value attached with [`Connection::set_data`], if it is a `T`.
+    /// Attaches what the handshake attached ([`Handshake::with_data`](super::Handshake::with_data)).
+    pub(crate) fn attach(&self, data: super::callbacks::Attached) {
+        *self.lock_data() = Some(data.0);
+    }
+
+    /// The value attached with [`Connection::set_data`] or at the handshake
+    /// ([`Handshake::with_data`](super::Handshake::with_data)), if it is a `T`.
     pub fn data<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
         self.lock_data().clone()?.downcast::<T>().ok()
     }

@@ -4,13 +4,14 @@
 //! listeners and worker threads; embedding in another server (axum, hyper, a Unix socket)
 //! is an `Endpoint` alone, made a [`Service`] with [`Endpoint::service`].
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use wsworker_proto::handshake::Request;
 use wsworker_proto::{Message, MessageRef};
 
-use super::callbacks::{Callbacks, Handshake, HttpResponse, OnMessage};
+use super::callbacks::{Callbacks, Handshake, HttpResponse, OnHandshake, OnMessage};
 use super::connection::Connection;
 use super::registry::Connections;
 use super::service::Service;
@@ -323,7 +324,38 @@ impl Endpoint {
         &mut self,
         f: impl Fn(&Request) -> Handshake + Send + Sync + 'static,
     ) -> &mut Self {
-        self.callbacks.on_handshake = Some(Box::new(f));
+        self.callbacks.on_handshake = Some(OnHandshake::Sync(Box::new(f)));
+        self
+    }
+
+    /// As [`on_handshake`](Self::on_handshake), deciding asynchronously (a token looked up in
+    /// a database, say) with the request given (a copy of its head). The decision is awaited
+    /// within the [handshake timeout](Self::handshake_timeout) (408 after it); other
+    /// connections go on meanwhile. Replaces an `on_handshake`.
+    ///
+    /// ```
+    /// use wsworker::{Endpoint, Handshake};
+    ///
+    /// # async fn lookup(_token: &str) -> Option<u64> { Some(7) }
+    /// let mut endpoint = Endpoint::new();
+    /// endpoint.on_handshake_async(|request| async move {
+    ///     let token = request.query_param("token").unwrap_or_default().into_owned();
+    ///     match lookup(&token).await {
+    ///         Some(user_id) => Handshake::accept().with_data(user_id),
+    ///         None => Handshake::reject(401, "unknown token"),
+    ///     }
+    /// });
+    /// ```
+    pub fn on_handshake_async<F>(
+        &mut self,
+        f: impl Fn(Request) -> F + Send + Sync + 'static,
+    ) -> &mut Self
+    where
+        F: Future<Output = Handshake> + Send + 'static,
+    {
+        self.callbacks.on_handshake = Some(OnHandshake::Async(Box::new(move |request| {
+            Box::pin(f(request))
+        })));
         self
     }
 

@@ -27,7 +27,7 @@ use tokio_util::task::TaskTracker;
 use wsworker_proto::CloseCode;
 use wsworker_proto::handshake::DEFAULT_MAX_HEADER_SIZE;
 
-pub use callbacks::{Handshake, HttpResponse};
+pub use callbacks::{Attached, Handshake, HttpResponse};
 pub use connection::Connection;
 pub use endpoint::Endpoint;
 pub use registry::Connections;
