@@ -42,10 +42,12 @@ pub enum Rejection {
     Pending,
     /// 503: the [`Service`](crate::Service) is shutting down.
     ShuttingDown,
+    /// 404: no [route](crate::Endpoint::route) serves the path.
+    NotFound,
 }
 
 impl Rejection {
-    const ALL: [Self; 11] = [
+    const ALL: [Self; 12] = [
         Self::BadRequest,
         Self::HeaderTooLarge,
         Self::Timeout,
@@ -57,6 +59,7 @@ impl Rejection {
         Self::Tls,
         Self::Pending,
         Self::ShuttingDown,
+        Self::NotFound,
     ];
 
     /// The label used in the Prometheus output.
@@ -73,6 +76,7 @@ impl Rejection {
             Self::Tls => "tls",
             Self::Pending => "pending",
             Self::ShuttingDown => "shutting_down",
+            Self::NotFound => "not_found",
         }
     }
 

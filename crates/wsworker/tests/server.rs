@@ -467,6 +467,75 @@ fn an_async_handshake_attaches_data_and_other_connections_go_on_meanwhile() {
 }
 
 #[test]
+fn routes_serve_several_endpoints_on_one_port_sharing_the_hub() {
+    let mut worker = Worker::new("websocket://127.0.0.1:0").unwrap();
+    let hub = worker.hub();
+    worker
+        .route("/echo", |echo| {
+            echo.on_message(|conn, msg| {
+                conn.send(msg)?;
+                Ok(())
+            });
+        })
+        .route("shout", move |shout| {
+            shout
+                .max_message_size(1024)
+                .on_message(move |_, msg| {
+                    // To everyone, on both routes: one Hub.
+                    hub.send_to_all(msg.to_text()?.to_uppercase());
+                    Ok(())
+                })
+                .on_http(|_| HttpResponse::new(200, "shout here\n"));
+        });
+    let server = worker.start().unwrap();
+    let addr = server.local_addr();
+
+    let mut echo = RawClient::connect(addr, "/echo?room=1", &[]).unwrap();
+    let mut shout = RawClient::connect(addr, "/shout", &[]).unwrap();
+    echo.conn.send_text("hi").unwrap();
+    echo.flush();
+    assert_eq!(
+        echo.next_event().unwrap().unwrap(),
+        Event::Message(Message::from("hi"))
+    );
+    shout.conn.send_text("hey").unwrap();
+    shout.flush();
+    for client in [&mut shout, &mut echo] {
+        assert_eq!(
+            client.next_event().unwrap().unwrap(),
+            Event::Message(Message::from("HEY"))
+        );
+    }
+    // Each route's own limit: 2 KiB passes /echo and closes /shout with 1009.
+    let big = "x".repeat(2048);
+    echo.conn.send_text(big.as_str()).unwrap();
+    echo.flush();
+    assert_eq!(
+        echo.next_event().unwrap().unwrap(),
+        Event::Message(Message::from(big.clone()))
+    );
+    shout.conn.send_text(big.as_str()).unwrap();
+    shout.flush();
+    let Event::Close(Some(frame)) = shout.next_event().unwrap().unwrap() else {
+        panic!("/shout closes above its limit")
+    };
+    assert_eq!(frame.code, CloseCode::MESSAGE_TOO_BIG);
+
+    // A path with no route, on a worker with no callbacks of its own: 404.
+    let Err(err) = RawClient::connect(addr, "/", &[]) else {
+        panic!("/ has no endpoint")
+    };
+    assert!(err.contains("404"), "{err}");
+    // Plain HTTP goes to the route's on_http.
+    let http = raw_exchange(addr, b"GET /shout HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(http.ends_with("shout here\n"), "{http}");
+    let http = raw_exchange(addr, b"GET /elsewhere HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(http.starts_with("HTTP/1.1 404"), "{http}");
+    drop((echo, shout));
+    server.shutdown();
+}
+
+#[test]
 fn a_callback_failing_on_a_message_of_the_wrong_type_closes_with_1003() {
     let mut worker = Worker::new("websocket://127.0.0.1:0").unwrap();
     worker.on_message(|conn, msg| {

@@ -18,14 +18,13 @@ use wsworker_proto::handshake::{Request, ServerHandshake, reject_response, respo
 use wsworker_proto::{Connection as Proto, HandshakeError, Role};
 
 use super::ServerContext;
-use super::callbacks::{Handshake, HttpResponse, ServerHandler};
-use super::connection::Connection;
+use super::callbacks::{Callbacks, HttpResponse, ServerHandler};
 use super::event_loop::{LoopDriver, LoopStream};
 use super::refusal::Refusal;
+use super::upgrade;
 use crate::driver::Driver;
 use crate::metrics::{PendingHandshake, Rejection, WorkerCounters};
 use crate::shared::contain;
-use crate::shared::{Shared, next_serial};
 
 /// The opening handshake of a plain connection, run by the worker's event loop on the
 /// socket it accepted: the open connection's driver, or `None` when the request was
@@ -124,11 +123,10 @@ pub(super) async fn open<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let settings = &ctx.settings;
     let counters = &ctx.counters[worker_id];
     let read = tokio::time::timeout_at(
         deadline,
-        read_request(&mut stream, settings.max_header_size),
+        read_request(&mut stream, ctx.settings.max_header_size),
     )
     .await;
     let (mut request, rest, read) = match read {
@@ -146,8 +144,13 @@ where
         }
     };
 
+    let Some(routed) = ctx.route(request.path()) else {
+        let response = Refusal::of(Rejection::NotFound).counted(counters);
+        answer(&mut stream, &request, &response).await;
+        return None;
+    };
     if !request.is_websocket_upgrade() {
-        serve_http(&mut stream, &request, ctx, counters).await;
+        serve_http(&mut stream, &request, routed.callbacks, counters).await;
         return None;
     }
     if let Err(error) = request.validate_upgrade() {
@@ -155,53 +158,18 @@ where
         answer(&mut stream, &request, &response).await;
         return None;
     }
-    if let Some(allow_list) = &settings.allowed_origins
-        && !super::origin::allowed(request.origin(), allow_list)
-    {
-        let response = Refusal::of(Rejection::Origin).counted(counters);
-        refuse(&mut stream, &response).await;
-        return None;
-    }
-    let decision = match &ctx.callbacks.on_handshake {
-        Some(on_handshake) => {
-            match tokio::time::timeout_at(deadline, on_handshake.decide(&request)).await {
-                Ok(decision) => decision,
-                Err(_) => {
-                    let response = Refusal::of(Rejection::Timeout).counted(counters);
-                    refuse(&mut stream, &response).await;
-                    return None;
-                }
-            }
-        }
-        None => Handshake::accept(),
-    };
-    let resume = ctx.hub.resume_config();
-    let (protocol, headers, data) = match decision {
-        // A client that asks to resume gets it, unless the application chose otherwise.
-        Handshake::Accept {
-            protocol: None,
-            headers,
-            data,
-        } if resume.is_some() && request.protocols().any(|p| p == crate::resume::PROTOCOL) => {
-            (Some(crate::resume::PROTOCOL.to_owned()), headers, data)
-        }
-        Handshake::Accept {
-            protocol,
-            headers,
-            data,
-        } => (protocol, headers, data),
-        Handshake::Reject { status, body } => {
-            let response = Refusal::application(status, body.as_bytes()).counted(counters);
+    let accepted = match upgrade::decide(&request, routed, ctx, counters, deadline).await {
+        Ok(accepted) => accepted,
+        Err(response) => {
             refuse(&mut stream, &response).await;
             return None;
         }
     };
-    let header_refs: Vec<(&str, &str)> = headers
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_str()))
-        .collect();
-    let (extensions, config) = super::extensions::negotiate(&request, settings);
-    let response = match request.accept(protocol.as_deref(), extensions.as_deref(), &header_refs) {
+    let response = match request.accept(
+        accepted.protocol.as_deref(),
+        accepted.extensions.as_deref(),
+        &accepted.header_refs(),
+    ) {
         Ok(response) => response,
         Err(error) => {
             tracing::warn!(%error, "on_handshake chose an invalid response");
@@ -209,19 +177,10 @@ where
             return None;
         }
     };
-    // Checked last, with nothing awaited between it and the driver counting the connection
-    // open, so that connections opening together on this worker cannot overshoot it.
-    if let Some(max) = settings.max_connections
-        && counters.open() >= max as u64
-    {
-        let response = Refusal::of(Rejection::Full).counted(counters);
-        refuse(&mut stream, &response).await;
-        return None;
-    }
     // The 101 goes out with the driver's first write, after `on_connect` has run: whatever
     // the application does as the connection opens (join its rooms, bind its user) is done
     // before the client can see it open, and what it sends follows the 101 in one write.
-    let mut proto = Proto::with_buffer(Role::Server, config, rest);
+    let mut proto = Proto::with_buffer(Role::Server, accepted.config.clone(), rest);
     if proto.queue_handshake_response(response.into()).is_err() {
         return None;
     }
@@ -232,29 +191,7 @@ where
     // lines parsed again on the application's rare lookups (the handshake's own lookups,
     // above, used the offsets).
     request.shrink_to_head();
-    let resume = resume
-        .filter(|_| protocol.as_deref() == Some(crate::resume::PROTOCOL))
-        .map(crate::hub::ResumeState::new);
-    let mut shared = Shared::with_id(ctx.hub.connection_id(next_serial()));
-    if resume.is_some() {
-        shared.set_resumable();
-    }
-    let conn = Connection::new(
-        shared,
-        worker_id,
-        peer,
-        request,
-        protocol,
-        ctx.hub.downgrade(),
-        resume,
-    );
-    if let Some(data) = data {
-        conn.attach(data);
-    }
-    let handler = ServerHandler {
-        conn,
-        callbacks: ctx.callbacks.clone(),
-    };
+    let handler = accepted.open(request, peer, worker_id, ctx);
     Some(Opened {
         stream,
         proto,
@@ -295,13 +232,13 @@ async fn read_request<S: AsyncRead + Unpin>(
 async fn serve_http<S>(
     stream: &mut S,
     request: &Request,
-    ctx: &ServerContext,
+    callbacks: &Callbacks,
     counters: &WorkerCounters,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let method = request.method().as_str();
-    let response = match &ctx.callbacks.on_http {
+    let response = match &callbacks.on_http {
         Some(cb) if method == "GET" || method == "HEAD" => {
             let response = contain(|| cb(request)).unwrap_or_else(|panic| {
                 tracing::warn!(%panic, "on_http panicked");

@@ -239,6 +239,14 @@ pub(crate) struct Callbacks {
     pub(crate) on_http: Cb<dyn Fn(&Request) -> HttpResponse + Send + Sync>,
 }
 
+impl Callbacks {
+    /// Whether these callbacks do anything with an open connection (an endpoint with
+    /// routes and none of these serves its routes' paths only).
+    pub(crate) fn serves_connections(&self) -> bool {
+        self.on_handshake.is_some() || self.on_connect.is_some() || self.on_message.is_some()
+    }
+}
+
 /// The message callback, in the form the application chose.
 pub(crate) enum OnMessage {
     Owned(Box<MessageFn>),

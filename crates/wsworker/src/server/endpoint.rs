@@ -47,6 +47,8 @@ pub struct Endpoint {
     pub(super) settings: Settings,
     pub(super) hub: Hub,
     pub(super) metrics: Metrics,
+    /// Other paths' callbacks and settings ([`Endpoint::route`]).
+    pub(super) routes: Vec<(String, Self)>,
 }
 
 impl Default for Endpoint {
@@ -71,7 +73,55 @@ impl Endpoint {
             settings: Settings::default(),
             hub: Hub::new(Connections::new(REGISTRY_SHARDS)),
             metrics: Metrics::default(),
+            routes: Vec::new(),
         }
+    }
+
+    /// Serves the WebSocket endpoint at `path` with callbacks of its own, so one port
+    /// serves several endpoints (`/chat`, `/feed`, ...): `configure` sets them on an
+    /// `Endpoint` that shares this one's [`Hub`] and metrics and starts from its settings
+    /// as they are now. Per route: the callbacks (`on_http` too), the message and frame
+    /// size limits, permessage-deflate and the allowed origins; the timeouts, keepalive,
+    /// send-buffer limits and connection limits are the server's. The path is matched
+    /// exactly, without the query (`/chat?room=1` is `/chat`). A path without a route is
+    /// served by this endpoint's own callbacks; when it has no handshake, connect or
+    /// message callback, such a request gets `404 Not Found`. A second route for a path
+    /// replaces the first.
+    ///
+    /// ```
+    /// let mut worker = wsworker::Worker::new("websocket://127.0.0.1:0")?;
+    /// worker
+    ///     .route("/echo", |echo| {
+    ///         echo.on_message(|conn, msg| {
+    ///             conn.send(msg)?;
+    ///             Ok(())
+    ///         });
+    ///     })
+    ///     .route("/shout", |shout| {
+    ///         shout.max_message_size(1024).on_message(|conn, msg| {
+    ///             conn.send(msg.to_text()?.to_uppercase())?;
+    ///             Ok(())
+    ///         });
+    ///     });
+    /// # Ok::<(), wsworker::Error>(())
+    /// ```
+    pub fn route(&mut self, path: &str, configure: impl FnOnce(&mut Self)) -> &mut Self {
+        let mut route = Self {
+            callbacks: Callbacks::default(),
+            settings: self.settings.clone(),
+            hub: self.hub.clone(),
+            metrics: self.metrics.clone(),
+            routes: Vec::new(),
+        };
+        configure(&mut route);
+        let path = if path.starts_with('/') {
+            path.to_owned()
+        } else {
+            format!("/{path}")
+        };
+        self.routes.retain(|(p, _)| *p != path);
+        self.routes.push((path, route));
+        self
     }
 
     /// Serves connections accepted elsewhere (over any stream, or upgraded by hyper or

@@ -16,6 +16,7 @@ mod origin;
 mod refusal;
 mod registry;
 mod service;
+mod upgrade;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -114,12 +115,77 @@ impl Settings {
 pub(crate) struct ServerContext {
     pub(crate) callbacks: Arc<Callbacks>,
     pub(crate) settings: Settings,
+    /// [`Endpoint::route`]s, by path.
+    pub(crate) routes: Vec<Route>,
     pub(crate) hub: Hub,
     /// Each worker's counters, by worker id.
     pub(crate) counters: Vec<Arc<WorkerCounters>>,
     /// The TLS handshake for every accepted connection, when the server speaks TLS.
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// The callbacks and settings of one path ([`Endpoint::route`]).
+pub(crate) struct Route {
+    pub(crate) path: String,
+    pub(crate) callbacks: Arc<Callbacks>,
+    pub(crate) settings: Settings,
+}
+
+/// The callbacks and settings a request gets: its path's route, or the endpoint's own.
+#[derive(Clone, Copy)]
+pub(crate) struct Routed<'a> {
+    pub(crate) callbacks: &'a Arc<Callbacks>,
+    pub(crate) settings: &'a Settings,
+}
+
+impl ServerContext {
+    /// `endpoint`'s callbacks, settings and Hub, with `counters` for its workers.
+    pub(crate) fn new(
+        endpoint: Endpoint,
+        counters: Vec<Arc<WorkerCounters>>,
+        #[cfg(feature = "tls")] tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Self {
+        let Endpoint {
+            callbacks,
+            settings,
+            hub,
+            metrics: _,
+            routes,
+        } = endpoint;
+        let routes = routes
+            .into_iter()
+            .map(|(path, route)| Route {
+                path,
+                callbacks: Arc::new(route.callbacks),
+                settings: route.settings,
+            })
+            .collect();
+        Self {
+            callbacks: Arc::new(callbacks),
+            settings,
+            routes,
+            hub,
+            counters,
+            #[cfg(feature = "tls")]
+            tls,
+        }
+    }
+
+    /// What serves `path`: its route, else the endpoint itself — unless it has routes and
+    /// no connection callbacks of its own (`None`: 404).
+    pub(crate) fn route(&self, path: &str) -> Option<Routed<'_>> {
+        if let Some(route) = self.routes.iter().find(|r| r.path == path) {
+            return Some(Routed {
+                callbacks: &route.callbacks,
+                settings: &route.settings,
+            });
+        }
+        (self.routes.is_empty() || self.callbacks.serves_connections()).then_some(Routed {
+            callbacks: &self.callbacks,
+            settings: &self.settings,
+        })
+    }
 }
 
 /// A WebSocket server in the shape of Workerman's `Worker`.
@@ -283,21 +349,14 @@ impl Worker {
             .map(|l| l.local_addr())
             .transpose()?
             .unwrap_or(self.addr);
-        let Endpoint {
-            callbacks,
-            settings,
-            hub,
-            metrics,
-        } = self.endpoint;
-        let counters = metrics.start(listeners.len());
-        let ctx = Arc::new(ServerContext {
-            callbacks: Arc::new(callbacks),
-            settings,
-            hub: hub.clone(),
+        let counters = self.endpoint.metrics.start(listeners.len());
+        let hub = self.endpoint.hub.clone();
+        let ctx = Arc::new(ServerContext::new(
+            self.endpoint,
             counters,
             #[cfg(feature = "tls")]
             tls,
-        });
+        ));
         let (stop, stopped) = watch::channel(false);
         let mut threads = Vec::with_capacity(listeners.len());
         for (worker_id, listener) in listeners.into_iter().enumerate() {

@@ -28,6 +28,7 @@ impl Refusal {
             Rejection::ShuttingDown => {
                 reject_response(503, &[("Retry-After", "1")], b"server shutting down\n")
             }
+            Rejection::NotFound => reject_response(404, &[], b"no WebSocket endpoint here\n"),
             Rejection::Tls => {
                 reject_response(400, &[], b"this port speaks TLS: use https:// or wss://\n")
             }

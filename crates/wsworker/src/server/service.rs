@@ -93,21 +93,14 @@ impl std::fmt::Debug for Service {
 
 impl Service {
     pub(super) fn new(endpoint: Endpoint) -> Self {
-        let Endpoint {
-            callbacks,
-            settings,
-            hub,
-            metrics,
-        } = endpoint;
+        let metrics = endpoint.metrics.clone();
         let counters = metrics.start(1);
-        let ctx = Arc::new(ServerContext {
-            callbacks: Arc::new(callbacks),
-            settings,
-            hub,
+        let ctx = Arc::new(ServerContext::new(
+            endpoint,
             counters,
             #[cfg(feature = "tls")]
-            tls: None,
-        });
+            None,
+        ));
         Self {
             inner: Arc::new(Inner {
                 ctx,
