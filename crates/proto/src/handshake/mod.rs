@@ -44,6 +44,8 @@ mod http_head;
 mod http_util;
 mod request;
 mod server;
+#[cfg(test)]
+mod tests_h2;
 
 pub use accept_key::{WEBSOCKET_GUID, accept_key};
 pub use client::{ClientHandshake, Response};
