@@ -14,7 +14,8 @@
 //! The connection's types live at the crate root; the modules hold the pieces a caller needs
 //! only to go below the connection:
 //!
-//! - [`handshake`]: the HTTP/1.1 Upgrade request and response (§4), both sides.
+//! - [`handshake`]: the HTTP/1.1 Upgrade request and response (§4), and the HTTP/2 extended
+//!   CONNECT (RFC 8441), both sides.
 //! - [`frame`]: frame headers and the streaming decoder (§5.2).
 //! - [`mask`]: payload masking (§5.3).
 //! - `deflate` (feature `deflate`): permessage-deflate (RFC 7692), its negotiation and

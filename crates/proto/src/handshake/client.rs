@@ -24,6 +24,10 @@ const CLIENT_OWNED: &[&str] = &[
     "transfer-encoding",
 ];
 
+/// The connection-specific headers HTTP/2 forbids (RFC 9113 §8.2.2) that [`CLIENT_OWNED`]
+/// does not hold already: [`ClientHandshake::h2_request`] refuses them as extra headers.
+const H2_FORBIDDEN: &[&str] = &["keep-alive", "proxy-connection", "te"];
+
 /// The client's half of an opening handshake: the request to send and the checks on the
 /// response.
 ///
@@ -293,6 +297,102 @@ impl ClientHandshake {
         out
     }
 
+    /// The request of an HTTP/2 WebSocket (RFC 8441 §4), for an HTTP/2 layer (hyper, h2) to
+    /// send on a connection whose server allowed it (`SETTINGS_ENABLE_CONNECT_PROTOCOL`):
+    /// method CONNECT, the URI `https://` (`http://` for `ws://`) authority and resource,
+    /// `sec-websocket-version: 13`, the offered subprotocols and extensions, and the extra
+    /// headers. There is no key (RFC 8441 §5), and no `Host`: the URI's authority is the
+    /// `:authority`.
+    ///
+    /// The `:protocol` pseudo-header is the HTTP/2 layer's: the caller adds it as that layer's
+    /// request extension (with hyper,
+    /// `request.extensions_mut().insert(hyper::ext::Protocol::from_static("websocket"))`).
+    /// Check the answer with [`check_h2_response`](Self::check_h2_response).
+    ///
+    /// ```
+    /// use wsworker_proto::handshake::ClientHandshake;
+    ///
+    /// let handshake = ClientHandshake::new("wss://example.com/chat")?.with_protocols(["chat"])?;
+    /// let request = handshake.h2_request()?;
+    /// assert_eq!(request.method(), http::Method::CONNECT);
+    /// assert_eq!(request.uri(), "https://example.com/chat");
+    /// assert_eq!(request.version(), http::Version::HTTP_2);
+    /// assert_eq!(request.headers()["sec-websocket-version"], "13");
+    /// assert_eq!(request.headers()["sec-websocket-protocol"], "chat");
+    /// assert!(!request.headers().contains_key("sec-websocket-key"));
+    /// # Ok::<(), wsworker_proto::HandshakeError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`HandshakeError::InvalidInput`] when an extra header is one HTTP/2 forbids
+    /// (`keep-alive`, `proxy-connection`, `te`: RFC 9113 §8.2.2).
+    pub fn h2_request(&self) -> Result<http::Request<()>, HandshakeError> {
+        let scheme = if self.tls { "https" } else { "http" };
+        let uri = Uri::builder()
+            .scheme(scheme)
+            .authority(self.host_header.as_str())
+            .path_and_query(self.resource.as_str())
+            .build()
+            .map_err(|_| HandshakeError::InvalidUrl("not a url"))?;
+        let mut request = http::Request::new(());
+        *request.method_mut() = http::Method::CONNECT;
+        *request.uri_mut() = uri;
+        *request.version_mut() = http::Version::HTTP_2;
+        let headers = request.headers_mut();
+        http_util::append_header(headers, "sec-websocket-version", "13")?;
+        if !self.protocols.is_empty() {
+            let protocols = self.protocols.join(", ");
+            http_util::append_header(headers, "sec-websocket-protocol", &protocols)?;
+        }
+        if let Some((offer, _)) = &self.extensions {
+            http_util::append_header(headers, "sec-websocket-extensions", offer)?;
+        }
+        for (name, value) in &self.headers {
+            http_util::check_header(name, value, H2_FORBIDDEN)?;
+            http_util::append_header(headers, name, value)?;
+        }
+        Ok(request)
+    }
+
+    /// Checks the answer to [`h2_request`](Self::h2_request) (RFC 8441 §5): a 2xx status
+    /// (RFC 9113 §8.5), then exactly the checks of an HTTP/1.1 answer on the subprotocol and
+    /// extensions. `Sec-WebSocket-Accept` is not used over HTTP/2, and is not looked at.
+    ///
+    /// ```
+    /// use wsworker_proto::HandshakeError;
+    /// use wsworker_proto::handshake::ClientHandshake;
+    ///
+    /// let handshake = ClientHandshake::new("wss://example.com/chat")?.with_protocols(["chat"])?;
+    /// let mut headers = http::HeaderMap::new();
+    /// headers.insert("sec-websocket-protocol", http::HeaderValue::from_static("chat"));
+    /// let response = handshake.check_h2_response(http::StatusCode::OK, &headers)?;
+    /// assert_eq!(response.protocol(), Some("chat"));
+    /// assert_eq!(
+    ///     handshake.check_h2_response(http::StatusCode::FORBIDDEN, &headers),
+    ///     Err(HandshakeError::UnexpectedStatus(403)),
+    /// );
+    /// # Ok::<(), wsworker_proto::HandshakeError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// - [`UnexpectedStatus`](HandshakeError::UnexpectedStatus): the status is not 2xx;
+    /// - [`InvalidResponse`](HandshakeError::InvalidResponse),
+    ///   [`UnofferedProtocol`](HandshakeError::UnofferedProtocol),
+    ///   [`UnofferedExtension`](HandshakeError::UnofferedExtension): as
+    ///   [`parse_response`](Self::parse_response) for the subprotocol and extensions.
+    pub fn check_h2_response(
+        &self,
+        status: http::StatusCode,
+        headers: &HeaderMap,
+    ) -> Result<Response, HandshakeError> {
+        if !status.is_success() {
+            return Err(HandshakeError::UnexpectedStatus(status.as_u16()));
+        }
+        self.check_selection(status.as_u16(), headers.clone())
+    }
+
     /// Parses and checks a response head at the start of `buf`.
     ///
     /// Returns `Ok(None)` when the head is not complete yet, or the response and the number
@@ -406,6 +506,13 @@ impl ClientHandshake {
                 ));
             }
         }
+        self.check_selection(status, headers)
+    }
+
+    /// The checks both versions make on an accepting response, whose status and the headers
+    /// only one version has were checked already: a subprotocol and extensions the client
+    /// offered.
+    fn check_selection(&self, status: u16, headers: HeaderMap) -> Result<Response, HandshakeError> {
         let protocol =
             match http_util::single(http_util::map_values(&headers, "sec-websocket-protocol")) {
                 Ok(None) => None,
@@ -458,7 +565,8 @@ impl ClientHandshake {
     }
 }
 
-/// A server's `101 Switching Protocols` response that passed the checks of RFC 6455 §4.1.
+/// A server's accepting response that passed the checks of the client: `101 Switching
+/// Protocols` over HTTP/1.1 (RFC 6455 §4.1), a 2xx over HTTP/2 (RFC 8441 §5).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     status: u16,
@@ -469,7 +577,7 @@ pub struct Response {
 }
 
 impl Response {
-    /// The status code: always 101, since other statuses fail the handshake.
+    /// The status code: 101 over HTTP/1.1, 2xx over HTTP/2; other statuses fail the handshake.
     pub fn status(&self) -> u16 {
         self.status
     }

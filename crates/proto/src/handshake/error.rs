@@ -9,7 +9,8 @@ use super::http_util::{self, HeaderLine};
 /// - the bytes are not an acceptable HTTP head (both sides): [`TooLarge`](Self::TooLarge),
 ///   [`TooManyHeaders`](Self::TooManyHeaders), [`Malformed`](Self::Malformed);
 /// - a well-formed HTTP request that is not a valid WebSocket upgrade (server side, RFC 6455
-///   §4.2.1): [`NotUpgrade`](Self::NotUpgrade) to [`UnsupportedVersion`](Self::UnsupportedVersion);
+///   §4.2.1, RFC 8441 §4): [`NotUpgrade`](Self::NotUpgrade) to
+///   [`UnsupportedProtocol`](Self::UnsupportedProtocol);
 /// - a server response the client refuses (RFC 6455 §4.1):
 ///   [`UnexpectedStatus`](Self::UnexpectedStatus) to
 ///   [`UnofferedExtension`](Self::UnofferedExtension);
@@ -55,9 +56,14 @@ pub enum HandshakeError {
     /// `Sec-WebSocket-Version: 13` in the response.
     #[error("unsupported websocket version (only 13 is supported)")]
     UnsupportedVersion,
+    /// An HTTP/2 extended CONNECT whose `:protocol` is not `websocket` (RFC 8441 §4): 501, the
+    /// server does not implement the protocol asked for.
+    #[error("extended connect for a protocol other than websocket")]
+    UnsupportedProtocol,
 
-    /// The server answered with this status instead of 101 (client side).
-    #[error("server answered with status {0} instead of 101")]
+    /// The server answered with this status instead of accepting: not 101 over HTTP/1.1, not
+    /// 2xx over HTTP/2 (client side).
+    #[error("server answered the handshake with status {0}")]
     UnexpectedStatus(u16),
     /// The server's 101 response breaks a rule of RFC 6455 §4.1 (client side); the payload says
     /// which.
@@ -92,6 +98,7 @@ impl HandshakeError {
     /// | 426 | `NotUpgrade`, `UnsupportedVersion` |
     /// | 431 | `TooLarge`, `TooManyHeaders` |
     /// | 500 | `InvalidUrl`, `InvalidInput` (the local code is at fault) |
+    /// | 501 | `UnsupportedProtocol` |
     /// | 502 | errors only a client reports about a server's response (`UnexpectedStatus`, `InvalidResponse`, `AcceptMismatch`, `UnofferedProtocol`, `UnofferedExtension`): what a gateway relaying this handshake would answer |
     pub fn status(&self) -> u16 {
         match self {
@@ -103,6 +110,7 @@ impl HandshakeError {
             Self::NotUpgrade | Self::UnsupportedVersion => 426,
             Self::TooLarge { .. } | Self::TooManyHeaders => 431,
             Self::InvalidUrl(_) | Self::InvalidInput(_) => 500,
+            Self::UnsupportedProtocol => 501,
             Self::UnexpectedStatus(_)
             | Self::InvalidResponse(_)
             | Self::AcceptMismatch
@@ -119,14 +127,6 @@ impl HandshakeError {
     /// §15.5.22), plus `Sec-WebSocket-Version: 13` for [`UnsupportedVersion`](Self::UnsupportedVersion)
     /// (RFC 6455 §4.4); a 405 carries `Allow: GET`.
     pub fn to_response(&self) -> Vec<u8> {
-        let extra: &[HeaderLine<'_>] = match self {
-            Self::NotUpgrade => &[("Upgrade", "websocket")],
-            Self::UnsupportedVersion => {
-                &[("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")]
-            }
-            Self::MethodNotAllowed => &[("Allow", "GET")],
-            _ => &[],
-        };
         let connection = if self.status() == 426 {
             "Upgrade, close"
         } else {
@@ -134,7 +134,75 @@ impl HandshakeError {
         };
         let mut body = self.to_string();
         body.push('\n');
-        http_util::write_rejection(self.status(), extra, connection, body.as_bytes())
+        http_util::write_rejection(
+            self.status(),
+            self.required_headers(false),
+            connection,
+            body.as_bytes(),
+        )
+    }
+
+    /// The refusal of [`to_response`](Self::to_response) as an `http::Response`, for an HTTP
+    /// layer that writes the head itself (hyper), to a request of `version`: the status, the
+    /// headers the status requires, `content-type: text/plain; charset=utf-8`, and the error
+    /// message as the body. The HTTP layer adds the length and decides whether the connection
+    /// stays open.
+    ///
+    /// Over HTTP/1.x these are the headers of [`to_response`](Self::to_response), with
+    /// `Connection: upgrade` beside `Upgrade` (RFC 9110 §7.8). Over HTTP/2, which has no
+    /// Upgrade (RFC 9113 §8.6), a 426 carries no `Upgrade`, and a 405 `Allow: CONNECT`
+    /// (RFC 8441 §4).
+    ///
+    /// ```
+    /// use wsworker_proto::HandshakeError;
+    ///
+    /// let refusal = HandshakeError::UnsupportedProtocol.to_http_response(http::Version::HTTP_2);
+    /// assert_eq!(refusal.status(), http::StatusCode::NOT_IMPLEMENTED);
+    /// assert_eq!(refusal.body(), "extended connect for a protocol other than websocket\n");
+    /// let refusal = HandshakeError::MethodNotAllowed.to_http_response(http::Version::HTTP_2);
+    /// assert_eq!(refusal.headers()["allow"], "CONNECT");
+    /// ```
+    pub fn to_http_response(&self, version: http::Version) -> http::Response<String> {
+        let h2 = version >= http::Version::HTTP_2;
+        let mut body = self.to_string();
+        body.push('\n');
+        let mut response = http::Response::new(body);
+        *response.status_mut() = http::StatusCode::from_u16(self.status())
+            .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+        *response.version_mut() = version;
+        let headers = response.headers_mut();
+        for (name, value) in self.required_headers(h2) {
+            // Constants, valid names: `from_bytes` writes them in lowercase.
+            if let Ok(name) = http::HeaderName::from_bytes(name.as_bytes()) {
+                headers.append(name, http::HeaderValue::from_static(value));
+            }
+        }
+        if !h2 && headers.contains_key(http::header::UPGRADE) {
+            headers.append(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("upgrade"),
+            );
+        }
+        headers.append(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response
+    }
+
+    /// The headers a refusal with this error must carry, besides those of every response:
+    /// over HTTP/1.x (`h2` false) or over HTTP/2.
+    fn required_headers(&self, h2: bool) -> &'static [HeaderLine<'static>] {
+        match (self, h2) {
+            (Self::NotUpgrade, false) => &[("Upgrade", "websocket")],
+            (Self::UnsupportedVersion, false) => {
+                &[("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")]
+            }
+            (Self::UnsupportedVersion, true) => &[("Sec-WebSocket-Version", "13")],
+            (Self::MethodNotAllowed, false) => &[("Allow", "GET")],
+            (Self::MethodNotAllowed, true) => &[("Allow", "CONNECT")],
+            _ => &[],
+        }
     }
 }
 
@@ -170,6 +238,7 @@ mod tests {
         assert_eq!(HandshakeError::TooLarge { max: 1 }.status(), 431);
         assert_eq!(HandshakeError::TooManyHeaders.status(), 431);
         assert_eq!(HandshakeError::InvalidInput("x").status(), 500);
+        assert_eq!(HandshakeError::UnsupportedProtocol.status(), 501);
         assert_eq!(HandshakeError::UnexpectedStatus(403).status(), 502);
         assert_eq!(HandshakeError::AcceptMismatch.status(), 502);
     }

@@ -196,6 +196,22 @@ pub(crate) fn write_header(out: &mut Vec<u8>, name: &str, value: &str) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Appends `name: value` to `headers`. The caller has checked both with [`check_header`] or
+/// they are constants, so this fails only on a name or value [`check_header`] let through and
+/// the `http` crate does not take.
+pub(crate) fn append_header(
+    headers: &mut HeaderMap,
+    name: &str,
+    value: &str,
+) -> Result<(), HandshakeError> {
+    let name = HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| HandshakeError::InvalidInput("header name is not a token"))?;
+    let value = HeaderValue::from_str(value)
+        .map_err(|_| HandshakeError::InvalidInput("header value contains a control character"))?;
+    headers.append(name, value);
+    Ok(())
+}
+
 /// The reason phrase for `status`, empty when unknown (RFC 9112 §4 allows that).
 pub(crate) fn reason_phrase(status: u16) -> &'static str {
     http::StatusCode::from_u16(status)

@@ -1,5 +1,7 @@
 //! The opening handshake (RFC 6455 §4): the HTTP/1.1 Upgrade request and its 101 response,
-//! as bytes in and bytes out.
+//! as bytes in and bytes out; and the same handshake for an HTTP layer that reads and writes
+//! the heads itself (hyper), as `http` types, over HTTP/1.1 or HTTP/2 (RFC 8441 extended
+//! CONNECT, answered with 200).
 //!
 //! **Server side.** [`ServerHandshake`] gathers the request as it arrives (or call
 //! [`parse_request`] on a buffer you manage) and yields a [`Request`] for any well-formed
@@ -11,10 +13,20 @@
 //! [`HandshakeError::to_response`] the whole rejection; [`reject_response`] builds one for the
 //! application's own reasons (403 for a bad origin, 401...).
 //!
+//! **Under an HTTP layer, and HTTP/2.** [`Request::from_http`] takes the request as hyper
+//! parsed it (with, over HTTP/2, its `:protocol`); the same accessors and the same
+//! [`Request::validate_upgrade`] apply, with the rules of RFC 8441 §4–5 for HTTP/2 (CONNECT,
+//! `:protocol: websocket`, version 13, no key, no `Upgrade`). [`Request::accept_parts`] makes
+//! the same checks of the application's choice as [`Request::accept`] and gives the answer as
+//! an `http::Response<()>`: 101 over HTTP/1.1, 200 over HTTP/2. A refusal is
+//! [`HandshakeError::to_http_response`].
+//!
 //! **Client side.** [`ClientHandshake`] parses a `ws://` or `wss://` URL, writes the request
 //! with a random key, the offered subprotocols and extensions and extra headers, and checks
 //! the [`Response`] (RFC 6455 §4.1): status 101, `Sec-WebSocket-Accept`, and a subprotocol and
-//! extensions the client offered.
+//! extensions the client offered. Over HTTP/2, [`ClientHandshake::h2_request`] gives the
+//! extended CONNECT as an `http::Request<()>` and [`ClientHandshake::check_h2_response`] makes
+//! the same checks of the subprotocol and extensions on the 200.
 //!
 //! Both sides stop at [`DEFAULT_MAX_HEADER_SIZE`] bytes of head unless configured otherwise,
 //! and accept at most [`MAX_HEADERS`] header lines. Neither loses the bytes that follow the
@@ -28,9 +40,12 @@ mod accept_key;
 mod client;
 pub(crate) mod error;
 mod extension;
+mod http_head;
 mod http_util;
 mod request;
 mod server;
+#[cfg(test)]
+mod tests_h2;
 
 pub use accept_key::{WEBSOCKET_GUID, accept_key};
 pub use client::{ClientHandshake, Response};

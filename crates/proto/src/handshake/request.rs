@@ -1,6 +1,8 @@
 //! The server's view of the opening request: [`parse_request`] reads any well-formed HTTP/1.x
 //! request head into a [`Request`], and [`Request::validate_upgrade`] decides whether it is a
 //! valid WebSocket upgrade (RFC 6455 §4.2.1), so plain HTTP requests can go elsewhere.
+//! [`Request::from_http`] makes the same `Request` of one an HTTP layer parsed, HTTP/2
+//! included (RFC 8441), so both versions share every accessor and rule.
 //!
 //! A server keeps each connection's [`Request`] for the connection's whole life (the
 //! application reads it at any time), so it is kept small: one copy of the request head,
@@ -26,7 +28,7 @@ use http::{HeaderMap, Method, Uri, Version};
 
 use super::extension::{self, Extension};
 use super::http_util::{self, HeaderLine};
-use super::{HandshakeError, MAX_HEADERS, server};
+use super::{HandshakeError, MAX_HEADERS, http_head, server};
 
 /// The longest head [`parse_request`] reads, whatever `max_size` says: offsets into the head
 /// are `u32`, which halves the size of a header line, and no real head comes near 4 GiB.
@@ -95,6 +97,10 @@ pub struct Request {
     /// Set once [`Request::validate_upgrade`] passed: the request never changes, so
     /// [`Request::accept`] after it need not check it again (a server does both).
     validated: OnceLock<()>,
+    /// Whether `head` holds, after the blank line that ends the head, the `:protocol` of an
+    /// HTTP/2 extended CONNECT ([`Request::from_http`]). Kept there rather than in a field
+    /// of its own so that every connection's request stays as small as it was.
+    has_protocol: bool,
 }
 
 /// The `http` types a [`Request`] builds when asked for them.
@@ -178,19 +184,169 @@ pub fn parse_request(
         lines: Some(lines.into_boxed_slice()),
         built: OnceLock::new(),
         validated: OnceLock::new(),
+        has_protocol: false,
     };
     Ok(Some((request, len)))
 }
 
 impl Request {
+    /// The request an HTTP layer such as hyper parsed, for a server that embeds the handshake
+    /// under it: an HTTP/1.x request (checked by the rules of RFC 6455 §4.2.1, answered with
+    /// 101) or an HTTP/2 one (RFC 8441 extended CONNECT, answered with 200). `protocol` is the
+    /// `:protocol` pseudo-header of an HTTP/2 request (hyper hands it out as the
+    /// `hyper::ext::Protocol` extension: pass `protocol.as_str()`), `None` when it has none.
+    ///
+    /// The request keeps the HTTP/1.1 rendering of the head, as a gateway from HTTP/2 writes
+    /// it (RFC 9113 §8.3.1): the target is the `:path`, and `:authority` becomes the `Host`
+    /// header. Every accessor, the validation and [`accept_parts`](Self::accept_parts) are
+    /// then exactly those of a request read from the wire; only [`version`](Self::version),
+    /// [`is_h2`](Self::is_h2) and [`protocol`](Self::protocol) tell an HTTP/2 request apart.
+    /// The HTTP/2 layer's own limit on the header list applies, not
+    /// [`DEFAULT_MAX_HEADER_SIZE`](super::DEFAULT_MAX_HEADER_SIZE); [`MAX_HEADERS`] does.
+    ///
+    /// ```
+    /// use wsworker_proto::handshake::Request;
+    ///
+    /// // What hyper hands a server for a browser's `new WebSocket("wss://example.com/chat")`
+    /// // over HTTP/2.
+    /// let http = http::Request::connect("https://example.com/chat?room=1")
+    ///     .version(http::Version::HTTP_2)
+    ///     .header("sec-websocket-version", "13")
+    ///     .header("sec-websocket-protocol", "chat")
+    ///     .header("origin", "https://example.com")
+    ///     .body(())
+    ///     .unwrap();
+    /// let request = Request::from_http(&http, Some("websocket"))?;
+    /// assert!(request.is_h2());
+    /// assert_eq!(request.protocol(), Some("websocket"));
+    /// assert_eq!((request.path(), request.query()), ("/chat", Some("room=1")));
+    /// assert_eq!(request.host(), Some("example.com"));
+    /// assert_eq!(request.validate_upgrade(), Ok(()));
+    /// # Ok::<(), wsworker_proto::HandshakeError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// - [`HandshakeError::Malformed`] for a version other than HTTP/1.0, HTTP/1.1 and
+    ///   HTTP/2, a `protocol` on an HTTP/1.x request, or a target whose form does not fit
+    ///   the method (as [`parse_request`]);
+    /// - [`HandshakeError::InvalidHeader`] (`host`) for an HTTP/2 request whose `Host`
+    ///   header names another authority than its `:authority` (RFC 9113 §8.3.1);
+    /// - [`HandshakeError::TooManyHeaders`] beyond [`MAX_HEADERS`] header lines.
+    pub fn from_http<B>(
+        request: &http::Request<B>,
+        protocol: Option<&str>,
+    ) -> Result<Self, HandshakeError> {
+        Self::from_pieces(
+            request.method(),
+            request.uri(),
+            request.version(),
+            request.headers(),
+            protocol,
+        )
+    }
+
+    /// [`from_http`](Self::from_http) for the parts of a request, as
+    /// `http::Request::into_parts` gives them (a server keeps the body, to put the request
+    /// together again for its HTTP layer's upgrade).
+    ///
+    /// ```
+    /// use wsworker_proto::HandshakeError;
+    /// use wsworker_proto::handshake::Request;
+    ///
+    /// let (parts, ()) = http::Request::connect("https://example.com/chat")
+    ///     .version(http::Version::HTTP_2)
+    ///     .header("sec-websocket-version", "13")
+    ///     .body(())
+    ///     .unwrap()
+    ///     .into_parts();
+    /// let request = Request::from_parts(&parts, Some("foo"))?;
+    /// let refused = request.validate_upgrade().unwrap_err();
+    /// assert_eq!(refused, HandshakeError::UnsupportedProtocol);
+    /// assert_eq!(refused.status(), 501);
+    /// # Ok::<(), HandshakeError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`from_http`](Self::from_http).
+    pub fn from_parts(
+        parts: &http::request::Parts,
+        protocol: Option<&str>,
+    ) -> Result<Self, HandshakeError> {
+        Self::from_pieces(
+            &parts.method,
+            &parts.uri,
+            parts.version,
+            &parts.headers,
+            protocol,
+        )
+    }
+
+    fn from_pieces(
+        method: &Method,
+        uri: &Uri,
+        version: Version,
+        headers: &HeaderMap,
+        protocol: Option<&str>,
+    ) -> Result<Self, HandshakeError> {
+        let h2 = match version {
+            Version::HTTP_10 | Version::HTTP_11 => false,
+            Version::HTTP_2 => true,
+            _ => return Err(HandshakeError::Malformed("unsupported http version")),
+        };
+        if protocol.is_some() && !h2 {
+            return Err(HandshakeError::Malformed(":protocol outside http/2"));
+        }
+        let mut buf = http_head::render(method, uri, version, headers)?;
+        let head_len = buf.len();
+        if let Some(protocol) = protocol {
+            buf.extend_from_slice(protocol.as_bytes());
+        }
+        // A rendered head ends with its blank line, and no earlier: `http` types hold no
+        // line ends. Checked all the same, as the protocol is found after that line.
+        let Some((mut request, len)) = parse_request(&buf, MAX_HEAD)? else {
+            return Err(HandshakeError::Malformed("incomplete head"));
+        };
+        if len != head_len {
+            return Err(HandshakeError::Malformed("head ends early"));
+        }
+        request.version = version;
+        if protocol.is_some() {
+            // The spans index the same bytes in the longer copy.
+            request.head = buf.into_boxed_slice();
+            request.has_protocol = true;
+        }
+        Ok(request)
+    }
+
     /// The request method.
     pub fn method(&self) -> &Method {
         &self.method
     }
 
-    /// The HTTP version: [`Version::HTTP_11`] or [`Version::HTTP_10`].
+    /// The HTTP version: [`Version::HTTP_11`] or [`Version::HTTP_10`] for a request read from
+    /// the wire, also [`Version::HTTP_2`] for one built by [`from_http`](Self::from_http).
     pub fn version(&self) -> Version {
         self.version
+    }
+
+    /// Whether the request came over HTTP/2, where a WebSocket is opened by an extended
+    /// CONNECT (RFC 8441) answered with 200, not by an Upgrade answered with 101.
+    pub fn is_h2(&self) -> bool {
+        self.version == Version::HTTP_2
+    }
+
+    /// The `:protocol` pseudo-header of an HTTP/2 extended CONNECT (RFC 8441 §4): `websocket`
+    /// for a WebSocket; `None` for any other request.
+    pub fn protocol(&self) -> Option<&str> {
+        if !self.has_protocol {
+            return None;
+        }
+        // A rendered head ends at its first empty line (values hold no line ends), and the
+        // protocol follows it.
+        let end = self.head.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+        std::str::from_utf8(self.head.get(end..)?).ok()
     }
 
     /// The request target exactly as sent, such as `/chat?room=1`.
@@ -322,30 +478,44 @@ impl Request {
     }
 
     /// Whether the request asks for a WebSocket: an `Upgrade` header lists `websocket` (any
-    /// case). A server routes the other requests to plain HTTP handling; for this one,
+    /// case), or, over HTTP/2, it is a CONNECT (or carries a `:protocol`). A server routes the
+    /// other requests to plain HTTP handling; for this one,
     /// [`validate_upgrade`](Self::validate_upgrade) decides.
     pub fn is_websocket_upgrade(&self) -> bool {
         http_util::has_token(self.values("upgrade"), "websocket")
+            || (self.is_h2() && (self.method == Method::CONNECT || self.has_protocol))
     }
 
-    /// Applies the rules of RFC 6455 §4.2.1 to this request.
+    /// Applies the rules of RFC 6455 §4.2.1 to this request, or over HTTP/2 those of RFC 8441
+    /// §4–5 (extended CONNECT).
     ///
     /// # Errors
     ///
     /// Checked in this order, each error with its status in [`HandshakeError::status`]:
-    /// - [`NotUpgrade`](HandshakeError::NotUpgrade) (426): no `Upgrade: websocket`;
-    /// - [`MethodNotAllowed`](HandshakeError::MethodNotAllowed) (405): method other than GET;
-    /// - [`UnsupportedHttpVersion`](HandshakeError::UnsupportedHttpVersion) (400): HTTP/1.0;
+    /// - [`NotUpgrade`](HandshakeError::NotUpgrade) (426): not
+    ///   [`is_websocket_upgrade`](Self::is_websocket_upgrade);
+    /// - [`MethodNotAllowed`](HandshakeError::MethodNotAllowed) (405): method other than GET
+    ///   (other than CONNECT over HTTP/2: a GET there cannot switch protocols);
+    /// - HTTP/1.x: [`UnsupportedHttpVersion`](HandshakeError::UnsupportedHttpVersion) (400)
+    ///   for HTTP/1.0;
+    /// - HTTP/2: [`MissingHeader`](HandshakeError::MissingHeader) (400) for a CONNECT without
+    ///   `:protocol`, [`UnsupportedProtocol`](HandshakeError::UnsupportedProtocol) (501) for a
+    ///   `:protocol` other than `websocket` (any case, as RFC 9110 §7.8 compares protocol
+    ///   names), and [`InvalidHeader`](HandshakeError::InvalidHeader) (400) for a
+    ///   connection-specific header (`connection`, `upgrade`, `keep-alive`,
+    ///   `proxy-connection`, or `te` other than `trailers`: RFC 9113 §8.2.2);
     /// - [`InvalidHeader`](HandshakeError::InvalidHeader) (400) for `transfer-encoding` (any)
-    ///   or `content-length` (other than `0`): a body would be read as frames;
+    ///   or `content-length` (other than `0`; any over HTTP/2, where the stream's data is the
+    ///   connection): a body would be read as frames;
     /// - [`MissingHeader`](HandshakeError::MissingHeader) or
     ///   [`InvalidHeader`](HandshakeError::InvalidHeader) (400) for `host` (exactly one,
-    ///   non-empty, no userinfo), then `connection` (must list `upgrade`);
+    ///   non-empty, no userinfo), then, HTTP/1.x only, `connection` (must list `upgrade`);
     /// - [`UnsupportedVersion`](HandshakeError::UnsupportedVersion) (426):
     ///   `Sec-WebSocket-Version` absent, repeated, or not `13`;
-    /// - `MissingHeader`/`InvalidHeader` (400) for `sec-websocket-key` (exactly one, base64 of
-    ///   16 bytes), `sec-websocket-protocol` (tokens), `sec-websocket-extensions` (RFC 6455 §9.1
-    ///   syntax).
+    /// - `MissingHeader`/`InvalidHeader` (400) for `sec-websocket-key` (HTTP/1.x only: exactly
+    ///   one, base64 of 16 bytes; over HTTP/2 the key is not used, RFC 8441 §5, and one sent
+    ///   anyway is ignored), `sec-websocket-protocol` (tokens), `sec-websocket-extensions`
+    ///   (RFC 6455 §9.1 syntax).
     pub fn validate_upgrade(&self) -> Result<(), HandshakeError> {
         if self.validated.get().is_some() {
             return Ok(());
@@ -355,25 +525,33 @@ impl Request {
         Ok(())
     }
 
+    /// The rules of both versions, in one order; the version decides only the checks of the
+    /// request line and the headers only one version has.
     fn check_upgrade(&self) -> Result<(), HandshakeError> {
         if !self.is_websocket_upgrade() {
             return Err(HandshakeError::NotUpgrade);
         }
-        if self.method != Method::GET {
-            return Err(HandshakeError::MethodNotAllowed);
-        }
-        if self.version != Version::HTTP_11 {
-            return Err(HandshakeError::UnsupportedHttpVersion);
+        let h2 = self.is_h2();
+        if h2 {
+            self.check_extended_connect()?;
+        } else {
+            if self.method != Method::GET {
+                return Err(HandshakeError::MethodNotAllowed);
+            }
+            if self.version != Version::HTTP_11 {
+                return Err(HandshakeError::UnsupportedHttpVersion);
+            }
         }
         // A body would be read as the client's first frames (RFC 9112 §6.3 frames a request
         // body by these headers): a request that announces one is not a handshake.
-        // `Content-Length: 0` announces none.
+        // `Content-Length: 0` announces none, except over HTTP/2, where the stream's data
+        // frames, which the length counts, are the connection.
         if self.values("transfer-encoding").next().is_some() {
             return Err(HandshakeError::InvalidHeader("transfer-encoding"));
         }
         if self
             .values("content-length")
-            .any(|value| http_util::trim_ows(value) != b"0")
+            .any(|value| h2 || http_util::trim_ows(value) != b"0")
         {
             return Err(HandshakeError::InvalidHeader("content-length"));
         }
@@ -382,7 +560,7 @@ impl Request {
             Ok(None) => return Err(HandshakeError::MissingHeader("host")),
             _ => return Err(HandshakeError::InvalidHeader("host")),
         }
-        if !http_util::has_token(self.values("connection"), "upgrade") {
+        if !h2 && !http_util::has_token(self.values("connection"), "upgrade") {
             return Err(if self.values("connection").next().is_some() {
                 HandshakeError::InvalidHeader("connection")
             } else {
@@ -392,10 +570,12 @@ impl Request {
         if http_util::single(self.values("sec-websocket-version")) != Ok(Some("13")) {
             return Err(HandshakeError::UnsupportedVersion);
         }
-        match http_util::single(self.values("sec-websocket-key")) {
-            Ok(Some(key)) if is_valid_key(key) => {}
-            Ok(None) => return Err(HandshakeError::MissingHeader("sec-websocket-key")),
-            _ => return Err(HandshakeError::InvalidHeader("sec-websocket-key")),
+        if !h2 {
+            match http_util::single(self.values("sec-websocket-key")) {
+                Ok(Some(key)) if is_valid_key(key) => {}
+                Ok(None) => return Err(HandshakeError::MissingHeader("sec-websocket-key")),
+                _ => return Err(HandshakeError::InvalidHeader("sec-websocket-key")),
+            }
         }
         let protocols_ok = self
             .values("sec-websocket-protocol")
@@ -408,22 +588,114 @@ impl Request {
         Ok(())
     }
 
+    /// The request line of an HTTP/2 WebSocket (RFC 8441 §4) and the headers HTTP/2 forbids
+    /// (RFC 9113 §8.2.2), which an Upgrade over HTTP/1.1 needs.
+    fn check_extended_connect(&self) -> Result<(), HandshakeError> {
+        if self.method != Method::CONNECT {
+            return Err(HandshakeError::MethodNotAllowed);
+        }
+        match self.protocol() {
+            None => return Err(HandshakeError::MissingHeader(":protocol")),
+            Some(protocol) if !protocol.eq_ignore_ascii_case("websocket") => {
+                return Err(HandshakeError::UnsupportedProtocol);
+            }
+            Some(_) => {}
+        }
+        for name in ["connection", "upgrade", "keep-alive", "proxy-connection"] {
+            if self.values(name).next().is_some() {
+                return Err(HandshakeError::InvalidHeader(name));
+            }
+        }
+        if self
+            .values("te")
+            .any(|value| !http_util::trim_ows(value).eq_ignore_ascii_case(b"trailers"))
+        {
+            return Err(HandshakeError::InvalidHeader("te"));
+        }
+        Ok(())
+    }
+
     /// Validates the request and builds the `101 Switching Protocols` response that accepts
     /// it, with the subprotocol and extensions the application chose and its extra headers
-    /// (see [`accept_response`](super::accept_response)).
+    /// (see [`accept_response`](super::accept_response)): the bytes a server that writes its
+    /// own HTTP/1.1 sends. [`accept_parts`](Self::accept_parts) gives the same answer as an
+    /// `http::Response`, for either version.
     ///
     /// # Errors
     ///
     /// Any error of [`validate_upgrade`](Self::validate_upgrade) (answer it with
     /// [`HandshakeError::to_response`]), or [`HandshakeError::InvalidInput`] when `protocol`
-    /// was not offered by the client, an extension in `extensions` was not offered, or an
-    /// argument cannot be sent (see [`accept_response`](super::accept_response)).
+    /// was not offered by the client, an extension in `extensions` was not offered, an
+    /// argument cannot be sent (see [`accept_response`](super::accept_response)), or the
+    /// request came over HTTP/2, whose answer is not HTTP/1.1 bytes.
     pub fn accept(
         &self,
         protocol: Option<&str>,
         extensions: Option<&str>,
         extra_headers: &[HeaderLine<'_>],
     ) -> Result<Vec<u8>, HandshakeError> {
+        self.check_choice(protocol, extensions)?;
+        if self.is_h2() {
+            return Err(HandshakeError::InvalidInput(
+                "an http/2 request is answered with accept_parts",
+            ));
+        }
+        let key = self.key().unwrap_or_default();
+        server::accept_response(key, protocol, extensions, extra_headers)
+    }
+
+    /// Validates the request and builds the response that accepts it, for an HTTP layer that
+    /// writes the head itself (hyper): over HTTP/1.1 `101 Switching Protocols` with `Upgrade`,
+    /// `Connection` and `Sec-WebSocket-Accept`; over HTTP/2 `200 OK` (RFC 8441 §5). Both carry
+    /// the chosen `Sec-WebSocket-Protocol` and `Sec-WebSocket-Extensions` and the extra
+    /// headers. The checks are those of [`accept`](Self::accept), to the letter: the same
+    /// subprotocol and extensions are accepted or refused whichever version the request came
+    /// in.
+    ///
+    /// ```
+    /// use wsworker_proto::handshake::Request;
+    ///
+    /// let http = http::Request::connect("https://example.com/chat")
+    ///     .version(http::Version::HTTP_2)
+    ///     .header("sec-websocket-version", "13")
+    ///     .header("sec-websocket-protocol", "v1, v2")
+    ///     .body(())
+    ///     .unwrap();
+    /// let request = Request::from_http(&http, Some("websocket"))?;
+    /// let response = request.accept_parts(Some("v2"), None, &[("set-cookie", "seen=1")])?;
+    /// assert_eq!(response.status(), http::StatusCode::OK);
+    /// assert_eq!(response.headers()["sec-websocket-protocol"], "v2");
+    /// assert_eq!(response.headers()["set-cookie"], "seen=1");
+    /// assert!(!response.headers().contains_key("sec-websocket-accept"));
+    /// # Ok::<(), wsworker_proto::HandshakeError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`accept`](Self::accept), HTTP/2 excepted; over HTTP/2 the extra headers may not set
+    /// the headers HTTP/2 forbids either (`keep-alive`, `proxy-connection`, `te`).
+    pub fn accept_parts(
+        &self,
+        protocol: Option<&str>,
+        extensions: Option<&str>,
+        extra_headers: &[HeaderLine<'_>],
+    ) -> Result<http::Response<()>, HandshakeError> {
+        self.check_choice(protocol, extensions)?;
+        let key = if self.is_h2() {
+            None
+        } else {
+            Some(self.key().unwrap_or_default())
+        };
+        server::accept_http(key, protocol, extensions, extra_headers)
+    }
+
+    /// What every accepting answer checks first: the request is valid, and the application
+    /// chose a subprotocol and extensions the client offered.
+    fn check_choice(
+        &self,
+        protocol: Option<&str>,
+        extensions: Option<&str>,
+    ) -> Result<(), HandshakeError> {
         self.validate_upgrade()?;
         if protocol.is_some_and(|chosen| !self.protocols().any(|offered| offered == chosen)) {
             return Err(HandshakeError::InvalidInput(
@@ -445,8 +717,7 @@ impl Request {
                 ));
             }
         }
-        let key = self.key().unwrap_or_default();
-        server::accept_response(key, protocol, extensions, extra_headers)
+        Ok(())
     }
 
     /// The raw values of every `name` header (any case), in order. Names were checked to be
@@ -546,12 +817,14 @@ impl fmt::Debug for Request {
                 write!(f, "\"{}\"", self.0.escape_ascii())
             }
         }
-        f.debug_struct("Request")
-            .field("method", &self.method)
+        let mut out = f.debug_struct("Request");
+        out.field("method", &self.method)
             .field("target", &self.target())
-            .field("version", &self.version)
-            .field("headers", &Lines(self))
-            .finish()
+            .field("version", &self.version);
+        if let Some(protocol) = self.protocol() {
+            out.field("protocol", &protocol);
+        }
+        out.field("headers", &Lines(self)).finish()
     }
 }
 

@@ -2,6 +2,8 @@
 //! [`accept_response`] / [`reject_response`] build the bytes that answer it (RFC 6455 §4.2.2).
 
 use bytes::{Bytes, BytesMut};
+use http::header::{CONNECTION, HeaderValue, UPGRADE};
+use http::{StatusCode, Version};
 
 use super::accept_key::accept_key;
 use super::extension::Extension;
@@ -19,6 +21,10 @@ const ACCEPT_OWNED: &[&str] = &[
     "content-length",
     "transfer-encoding",
 ];
+
+/// The connection-specific headers HTTP/2 forbids (RFC 9113 §8.2.2) that [`ACCEPT_OWNED`]
+/// does not hold already: an HTTP/2 answer's extra headers may not set them either.
+const H2_FORBIDDEN: &[&str] = &["keep-alive", "proxy-connection", "te"];
 
 /// Headers [`reject_response`] writes itself, so `extra_headers` may not set them.
 const REJECT_OWNED: &[&str] = &["content-length", "transfer-encoding", "connection"];
@@ -235,17 +241,7 @@ pub fn accept_response(
     extensions: Option<&str>,
     extra_headers: &[HeaderLine<'_>],
 ) -> Result<Vec<u8>, HandshakeError> {
-    if protocol.is_some_and(|protocol| !http_util::is_token(protocol)) {
-        return Err(HandshakeError::InvalidInput("subprotocol is not a token"));
-    }
-    if let Some(extensions) = extensions {
-        http_util::check_header("Sec-WebSocket-Extensions", extensions, &[])?;
-        Extension::parse_list(extensions)
-            .map_err(|_| HandshakeError::InvalidInput("invalid extensions syntax"))?;
-    }
-    for (name, value) in extra_headers {
-        http_util::check_header(name, value, ACCEPT_OWNED)?;
-    }
+    check_accept_input(protocol, extensions, extra_headers, ACCEPT_OWNED)?;
     let mut out = Vec::with_capacity(160);
     out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
     http_util::write_header(&mut out, "Upgrade", "websocket");
@@ -266,6 +262,74 @@ pub fn accept_response(
     }
     out.extend_from_slice(b"\r\n");
     Ok(out)
+}
+
+/// Checks what the application put in an accepting answer, whichever its form: `protocol` a
+/// token, `extensions` valid RFC 6455 §9.1 syntax, the extra headers sendable and none of
+/// `reserved`.
+fn check_accept_input(
+    protocol: Option<&str>,
+    extensions: Option<&str>,
+    extra_headers: &[HeaderLine<'_>],
+    reserved: &[&'static str],
+) -> Result<(), HandshakeError> {
+    if protocol.is_some_and(|protocol| !http_util::is_token(protocol)) {
+        return Err(HandshakeError::InvalidInput("subprotocol is not a token"));
+    }
+    if let Some(extensions) = extensions {
+        http_util::check_header("Sec-WebSocket-Extensions", extensions, &[])?;
+        Extension::parse_list(extensions)
+            .map_err(|_| HandshakeError::InvalidInput("invalid extensions syntax"))?;
+    }
+    for (name, value) in extra_headers {
+        http_util::check_header(name, value, reserved)?;
+    }
+    Ok(())
+}
+
+/// The answer of [`accept_response`] as an `http::Response`, for
+/// [`Request::accept_parts`]: with the `key` of an HTTP/1.1 upgrade, `101 Switching Protocols`
+/// with `Upgrade`, `Connection` and `Sec-WebSocket-Accept`; without one (an HTTP/2 extended
+/// CONNECT, RFC 8441 §5), `200 OK`. Then the chosen subprotocol and extensions and the extra
+/// headers, checked as [`accept_response`] checks them (over HTTP/2, the headers it forbids
+/// refused too).
+pub(crate) fn accept_http(
+    key: Option<&str>,
+    protocol: Option<&str>,
+    extensions: Option<&str>,
+    extra_headers: &[HeaderLine<'_>],
+) -> Result<http::Response<()>, HandshakeError> {
+    check_accept_input(protocol, extensions, extra_headers, ACCEPT_OWNED)?;
+    if key.is_none() {
+        for (name, value) in extra_headers {
+            http_util::check_header(name, value, H2_FORBIDDEN)?;
+        }
+    }
+    let mut response = http::Response::new(());
+    let headers = response.headers_mut();
+    if let Some(key) = key {
+        headers.append(UPGRADE, HeaderValue::from_static("websocket"));
+        headers.append(CONNECTION, HeaderValue::from_static("Upgrade"));
+        let accept = accept_key(key.as_bytes());
+        http_util::append_header(headers, "sec-websocket-accept", &accept)?;
+    }
+    if let Some(protocol) = protocol {
+        http_util::append_header(headers, "sec-websocket-protocol", protocol)?;
+    }
+    if let Some(extensions) = extensions.filter(|e| !e.trim().is_empty()) {
+        http_util::append_header(headers, "sec-websocket-extensions", extensions)?;
+    }
+    for (name, value) in extra_headers {
+        http_util::append_header(headers, name, value)?;
+    }
+    if key.is_some() {
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        *response.version_mut() = Version::HTTP_11;
+    } else {
+        *response.status_mut() = StatusCode::OK;
+        *response.version_mut() = Version::HTTP_2;
+    }
+    Ok(response)
 }
 
 /// Builds a response that refuses a handshake (or answers a plain HTTP request) and closes the
