@@ -18,7 +18,7 @@ use wsworker::hub::{Engine, EngineError, Envelope, HubLink, Stamp, Topic};
 use crate::RedisConfig;
 use crate::actor::Actor;
 
-/// The Redis engine: install it with [`Worker::engine`](wsworker::Worker::engine) or
+/// The Redis engine: install it with [`Worker::engine`](wsworker::Endpoint::engine) or
 /// [`Hub::install`](wsworker::Hub::install). See the crate docs for what it guarantees.
 ///
 /// Dropping it (with the last handle of its Hub) takes this node's memberships out of

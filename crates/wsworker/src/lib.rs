@@ -50,6 +50,8 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 #![doc(test(attr(deny(warnings))))]
 
+#[cfg(feature = "axum")]
+pub mod axum;
 mod buffers;
 mod callback;
 pub mod client;

@@ -8,7 +8,9 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{RawClient, WAIT, closed, message, python, raw_exchange, run_to_end};
+use common::{
+    RawClient, WAIT, closed, message, python, raw_exchange, record_peers, run_to_end, say_hello,
+};
 use tokio::net::TcpListener;
 use tokio::time::timeout;
 use wsworker::{CloseCode, CloseInfo, Endpoint, HttpResponse, Message, Service, WebSocket};
@@ -52,17 +54,11 @@ fn hello_endpoint(closes: &Arc<Mutex<Vec<CloseInfo>>>) -> Endpoint {
 async fn a_service_serves_streams_accepted_elsewhere_as_the_worker_serves_its_own() {
     let closes = Arc::default();
     let mut endpoint = hello_endpoint(&closes);
-    let peers = Arc::new(Mutex::new(Vec::new()));
-    let seen = peers.clone();
-    endpoint.on_connect(move |conn| seen.lock().unwrap().push(conn.remote_addr()));
+    let peers = record_peers(&mut endpoint);
     let service = endpoint.service();
     let addr = listen(&service).await;
 
-    let ws = WebSocket::connect(&format!("ws://{addr}/"), Vec::<String>::new())
-        .await
-        .unwrap();
-    ws.send("tom").unwrap();
-    assert_eq!(message(&ws).await, Message::from("hello tom"));
+    let ws = say_hello(&format!("ws://{addr}/")).await;
     assert_eq!(service.connections().len(), 1);
     let peer = peers.lock().unwrap()[0].expect("a TCP peer has an address");
     assert!(peer.ip().is_loopback() && peer.port() != addr.port());

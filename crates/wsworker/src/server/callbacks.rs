@@ -289,6 +289,13 @@ impl ServerHandler {
         true
     }
 
+    /// The connection could not start (hyper's upgrade failed): reported to `on_error`.
+    #[cfg(feature = "hyper")]
+    pub(crate) fn failed(&self, error: &Error) {
+        tracing::debug!(conn = self.conn.id(), %error, "upgrade failed");
+        self.report(error);
+    }
+
     fn report(&self, error: &Error) {
         if let Some(on_error) = &self.callbacks.on_error {
             // A panicking error handler has nowhere left to report to.

@@ -11,6 +11,8 @@ mod connection;
 mod endpoint;
 mod event_loop;
 mod extensions;
+#[cfg(feature = "hyper")]
+mod hyper_upgrade;
 mod listener;
 mod origin;
 mod refusal;

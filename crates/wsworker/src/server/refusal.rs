@@ -85,6 +85,41 @@ impl Refusal {
     }
 }
 
+/// A response of ours in wire form (a refusal) as an `http::Response`, for an HTTP layer
+/// that writes the head itself: one mapping of refusals to responses for every transport.
+/// Hop-by-hop headers are left to that layer.
+#[cfg(feature = "hyper")]
+pub(super) fn to_http(response: &[u8], version: http::Version) -> http::Response<String> {
+    let mut headers = [httparse::EMPTY_HEADER; 16];
+    let mut parsed = httparse::Response::new(&mut headers);
+    let body_at = match parsed.parse(response) {
+        Ok(httparse::Status::Complete(at)) => at,
+        _ => response.len(),
+    };
+    let mut http = http::Response::new(String::from_utf8_lossy(&response[body_at..]).into_owned());
+    *http.status_mut() = parsed
+        .code
+        .and_then(|code| http::StatusCode::from_u16(code).ok())
+        .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    *http.version_mut() = version;
+    for header in parsed.headers.iter() {
+        let name = header.name.to_ascii_lowercase();
+        if matches!(
+            name.as_str(),
+            "connection" | "content-length" | "transfer-encoding" | "keep-alive"
+        ) {
+            continue;
+        }
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_bytes(header.value),
+        ) {
+            http.headers_mut().append(name, value);
+        }
+    }
+    http
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,6 +127,18 @@ mod tests {
     fn status(refusal: Refusal) -> String {
         let response = String::from_utf8(refusal.response).unwrap();
         response.lines().next().unwrap().to_owned()
+    }
+
+    #[cfg(feature = "hyper")]
+    #[test]
+    fn a_refusal_maps_to_the_same_http_response() {
+        let wire = Refusal::of(Rejection::Full).response;
+        let http = to_http(&wire, http::Version::HTTP_2);
+        assert_eq!(http.status(), 503);
+        assert_eq!(http.headers()["retry-after"], "1");
+        assert!(!http.headers().contains_key("connection"));
+        assert!(!http.headers().contains_key("content-length"));
+        assert_eq!(http.body(), "too many connections, try again later\n");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::hub::Hub;
 use crate::metrics::{Metrics, Rejection};
 
 /// The worker id a service's connections carry.
-const SERVICE_WORKER: usize = 0;
+pub(super) const SERVICE_WORKER: usize = 0;
 
 /// Where a service is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +91,16 @@ impl std::fmt::Debug for Service {
     }
 }
 
+/// Runs `connection` until it ends or the shutdown times out (dropping a driver reports its
+/// connection's end, 1006, and balances the counters).
+async fn until_aborted(inner: &Inner, connection: impl Future<Output = ()>) {
+    let mut state = inner.state.subscribe();
+    tokio::select! {
+        () = connection => {}
+        _ = state.wait_for(|s| *s == State::Aborting) => {}
+    }
+}
+
 impl Service {
     pub(super) fn new(endpoint: Endpoint) -> Self {
         let metrics = endpoint.metrics.clone();
@@ -124,7 +134,7 @@ impl Service {
         &self,
         io: S,
         remote_addr: Option<SocketAddr>,
-    ) -> impl Future<Output = ()> + Send + 'static
+    ) -> impl Future<Output = ()> + Send + use<S>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -144,17 +154,32 @@ impl Service {
             let deadline = Instant::now() + ctx.settings.handshake_timeout;
             let opened = accept::open(io, remote_addr, SERVICE_WORKER, ctx, deadline).await;
             drop(pending);
-            let Some(driver) = opened.map(|opened| opened.driver(SERVICE_WORKER, ctx)) else {
-                return;
-            };
-            let mut state = inner.state.subscribe();
-            tokio::select! {
-                () = driver => {}
-                // Dropping the driver reports its connection's end (1006) and balances
-                // the counters.
-                _ = state.wait_for(|s| *s == State::Aborting) => {}
+            if let Some(opened) = opened {
+                until_aborted(&inner, opened.driver(SERVICE_WORKER, ctx)).await;
             }
         })
+    }
+
+    /// The context the service's connections share.
+    #[cfg(feature = "hyper")]
+    pub(super) fn context(&self) -> &ServerContext {
+        &self.inner.ctx
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) was called.
+    #[cfg(feature = "hyper")]
+    pub(super) fn is_stopping(&self) -> bool {
+        *self.inner.state.borrow() != State::Serving
+    }
+
+    /// Runs a connection's future on the current runtime, counted until it ends and
+    /// dropped if the shutdown times out.
+    #[cfg(feature = "hyper")]
+    pub(super) fn spawn(&self, connection: impl Future<Output = ()> + Send + 'static) {
+        let inner = self.inner.clone();
+        self.inner
+            .tasks
+            .spawn(async move { until_aborted(&inner.clone(), connection).await });
     }
 
     /// Stops gracefully: new requests get 503 from now on, every open connection (and

@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::time::timeout;
@@ -328,4 +329,20 @@ pub async fn closed(ws: &WebSocket) -> CloseInfo {
             other => panic!("expected the close, got {other:?}"),
         }
     }
+}
+
+/// Connects to `url`, sends `tom` and checks the `hello tom` answer.
+pub async fn say_hello(url: &str) -> WebSocket {
+    let ws = WebSocket::connect(url, Vec::<String>::new()).await.unwrap();
+    ws.send("tom").unwrap();
+    assert_eq!(message(&ws).await, Message::from("hello tom"));
+    ws
+}
+
+/// The remote address of every connection `endpoint` opens, as `on_connect` sees it.
+pub fn record_peers(endpoint: &mut wsworker::Endpoint) -> Arc<Mutex<Vec<Option<SocketAddr>>>> {
+    let peers = Arc::new(Mutex::new(Vec::new()));
+    let seen = peers.clone();
+    endpoint.on_connect(move |conn| seen.lock().unwrap().push(conn.remote_addr()));
+    peers
 }
