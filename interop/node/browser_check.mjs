@@ -10,6 +10,10 @@
 // compressed both ways (Chromium compresses every message; the server, those of 32 bytes
 // or more).
 //
+// With --expect-h2 (over https, against `serve --http2`) the page must arrive over HTTP/2
+// and the WebSocket open inside that connection (RFC 8441): the browser's own network log
+// (DevTools protocol) must show its handshake answered 200, not 101.
+//
 // Over https the page talks wss:// to the same port; --ignore-certificate-errors lets
 // Chromium accept a test certificate (for tests only: it accepts any certificate).
 //
@@ -31,27 +35,38 @@ const IGNORE_CERT_FLAG = '--ignore-certificate-errors';
 const ignoreCertificateErrors = process.argv.includes(IGNORE_CERT_FLAG);
 const EXPECT_DEFLATE_FLAG = '--expect-deflate';
 const expectDeflate = process.argv.includes(EXPECT_DEFLATE_FLAG);
-const positional = process.argv.slice(2).filter((arg) => arg !== IGNORE_CERT_FLAG && arg !== EXPECT_DEFLATE_FLAG);
+const EXPECT_H2_FLAG = '--expect-h2';
+const expectH2 = process.argv.includes(EXPECT_H2_FLAG);
+const FLAGS = [IGNORE_CERT_FLAG, EXPECT_DEFLATE_FLAG, EXPECT_H2_FLAG];
+const positional = process.argv.slice(2).filter((arg) => !FLAGS.includes(arg));
 const [pageUrl, screenshotPath] = positional;
 if (!pageUrl || !screenshotPath || positional.length !== 2) {
   process.stderr.write(
-    `usage: node browser_check.mjs [${IGNORE_CERT_FLAG}] [${EXPECT_DEFLATE_FLAG}] http(s)://HOST:PORT/ screenshot.png\n`);
+    `usage: node browser_check.mjs [${IGNORE_CERT_FLAG}] [${EXPECT_DEFLATE_FLAG}] [${EXPECT_H2_FLAG}] http(s)://HOST:PORT/ screenshot.png\n`);
   process.exit(2);
 }
 
 const STEPS = ['launch', 'page-load', 'open', 'send-receive', 'screenshot', 'close'];
 if (expectDeflate) STEPS.splice(4, 0, 'send-receive-long');
+if (expectH2) STEPS.splice(3, 0, 'http2');
 const checklist = new Checklist(STEPS.length, TOTAL_TIMEOUT_MS);
 
 async function main() {
   const step = checklist.step.bind(checklist);
 
   let page;
+  // The WebSocket handshakes' answers, from the browser's network log.
+  const handshakes = [];
   await step('launch', async () => {
     const context = await checklist.launch({ ignoreCertificateErrors, viewport: { width: 760, height: 600 } });
     page = context.pages()[0] || (await context.newPage());
     page.setDefaultTimeout(STEP_TIMEOUT_MS);
     checklist.watch(page);
+    if (expectH2) {
+      const cdp = await context.newCDPSession(page);
+      await cdp.send('Network.enable');
+      cdp.on('Network.webSocketHandshakeResponseReceived', (event) => handshakes.push(event.response));
+    }
     const agent = await page.evaluate(() => navigator.userAgent);
     return (agent.match(/(?:Headless)?Chrome\/[\d.]+/) || [agent])[0];
   });
@@ -78,6 +93,19 @@ async function main() {
       throw new Error(`ws.extensions is ${JSON.stringify(seen.extensions)}, expected permessage-deflate`);
     }
   });
+
+  if (expectH2) {
+    await step('http2', async () => {
+      const page_protocol = await page.evaluate(() => performance.getEntriesByType('navigation')[0]?.nextHopProtocol);
+      if (page_protocol !== 'h2') throw new Error(`the page came over ${page_protocol}, not h2`);
+      const statuses = handshakes.map((response) => response.status);
+      if (statuses.length === 0) throw new Error('no WebSocket handshake in the network log');
+      if (!statuses.every((status) => status === 200)) {
+        throw new Error(`WebSocket handshakes answered ${JSON.stringify(statuses)}: not over HTTP/2 (RFC 8441 answers 200)`);
+      }
+      return `page over h2, WebSocket handshake answered ${statuses.join(', ')}`;
+    });
+  }
 
   await step('send-receive', async () => {
     await page.fill('#message', 'tom');

@@ -32,6 +32,11 @@ pub(crate) struct ServeArgs {
     #[cfg(feature = "tls")]
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
+    /// Serve HTTP/2 too, over TLS (ALPN h2): browsers then load the page and open the
+    /// WebSocket inside one HTTP/2 connection (RFC 8441). Needs --tls-cert.
+    #[cfg(feature = "tls")]
+    #[arg(long, requires = "tls_cert")]
+    http2: bool,
     /// Worker threads (default: one per CPU core).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     count: Option<u16>,
@@ -137,6 +142,8 @@ pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         worker.tls_pem(cert, key)?;
     }
+    #[cfg(feature = "tls")]
+    worker.http2(args.http2);
     worker
         .count(count)
         .max_message_size(args.max_message_size)

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Serve, chromium_check, screenshot};
+use common::{Serve, chromium_check, screenshot, workspace_root};
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -665,6 +665,78 @@ fn serve_and_connect_over_tls() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("needs a certificate"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `serve --http2`: Node's own HTTP/2 client opens WebSockets with extended CONNECT
+/// (RFC 8441) beside HTTP/1.1 clients on the same port, and headless Chromium loads the demo
+/// page over HTTP/2 and opens its WebSocket inside that connection (its network log shows
+/// the handshake answered 200). Without TLS, `--http2` is refused.
+#[test]
+#[cfg(feature = "tls")]
+#[ignore = "needs Chromium and the interop peers: bash interop/setup.sh"]
+fn serve_http2_carries_websockets_for_node_and_chromium() {
+    let dir = test_certificates();
+    let (ca, cert, key) = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    let serve = Serve::start(&[
+        "websocket://127.0.0.1:0",
+        "--http2",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let output = Command::new("node")
+        .arg(workspace_root().join("interop/node/h2_check.mjs"))
+        .arg(format!("https://localhost:{}/", serve.addr.port()))
+        .arg("--ca")
+        .arg(&ca)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        said.contains("ok connect\n") && said.contains("ok 501\n"),
+        "{said}"
+    );
+    // HTTP/1.1 on the same port, through the server's own path.
+    let (code, stdout, stderr) = wsworker(
+        &[
+            "connect",
+            &format!("wss://localhost:{}/", serve.addr.port()),
+            "--ca",
+            ca.to_str().unwrap(),
+        ],
+        "tom\n",
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("hello tom"), "{stdout}");
+
+    let url = format!("https://{}/", serve.addr);
+    let stdout = chromium_check(
+        "browser_check.mjs",
+        &[
+            "--ignore-certificate-errors",
+            "--expect-h2",
+            &url,
+            &screenshot("demo-h2.png"),
+        ],
+    );
+    assert!(stdout.contains("PASS http2"), "{stdout}");
+    assert!(stdout.contains("PASS send-receive"), "{stdout}");
+    assert_eq!(serve.stop(), 0);
+
+    let (code, _, stderr) = wsworker(&["serve", "websocket://127.0.0.1:0", "--http2"], "");
+    assert_ne!(code, 0);
+    assert!(stderr.contains("--tls-cert"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

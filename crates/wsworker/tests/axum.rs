@@ -233,7 +233,8 @@ async fn node_http2_client_through_the_axum_route() {
     let mut command = Command::new("node");
     command
         .arg(repo_root().join("interop/node/h2_check.mjs"))
-        .arg(format!("http://{addr}/ws"));
+        .arg(format!("http://{addr}/ws"))
+        .arg("--binary");
     let output = tokio::task::spawn_blocking(move || {
         run_to_end(command, "node h2_check", Duration::from_secs(30))
     })

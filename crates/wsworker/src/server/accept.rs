@@ -68,6 +68,11 @@ pub(crate) async fn serve_tls(
     let Some(stream) = crate::tls::accept(acceptor, stream, peer, deadline).await else {
         return ctx.counters[worker_id].rejected(Rejection::Tls);
     };
+    #[cfg(feature = "hyper")]
+    if ctx.http2 && super::h2::negotiated(&stream) {
+        drop(pending);
+        return super::h2::serve(stream, peer, worker_id, ctx.clone(), tasks).await;
+    }
     // The open connection gets a task of its own rather than going on in this one: a task
     // is as large as its future for as long as it lives, and this one's holds the
     // handshake's state, the context and the stream's slot besides the driver.

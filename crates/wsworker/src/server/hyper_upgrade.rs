@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 
 use bytes::BytesMut;
 use hyper::ext::Protocol;
@@ -17,6 +18,7 @@ use tokio::time::Instant;
 use wsworker_proto::handshake::Request;
 use wsworker_proto::{Connection as Proto, Role};
 
+use super::ServerContext;
 use super::refusal::{self, Refusal};
 use super::service::{SERVICE_WORKER, Service};
 use super::upgrade;
@@ -79,77 +81,101 @@ impl Service {
         // The body of an upgrade request is empty (or, over HTTP/2, the stream itself,
         // which hyper hands over as the upgraded IO).
         drop(body);
-        let on_upgrade = parts.extensions.remove::<OnUpgrade>();
-        let protocol = parts
-            .extensions
-            .get::<Protocol>()
-            .map(|p| p.as_str().to_owned());
+        let (protocol, on_upgrade) = take_upgrade(&mut parts);
         let service = self.clone();
         async move {
-            service
-                .answer(parts, protocol, on_upgrade, remote_addr)
-                .await
+            let host = Host {
+                ctx: service.context(),
+                worker_id: SERVICE_WORKER,
+                stopping: service.is_stopping(),
+                spawn: &|connection| service.spawn(connection),
+            };
+            answer(host, parts, protocol, on_upgrade, remote_addr).await
         }
     }
+}
 
-    async fn answer(
-        self,
-        parts: http::request::Parts,
-        protocol: Option<String>,
-        on_upgrade: Option<OnUpgrade>,
-        remote_addr: Option<SocketAddr>,
-    ) -> http::Response<String> {
-        let version = parts.version;
-        let ctx = self.context();
-        let counters = &ctx.counters[SERVICE_WORKER];
-        let refused = |response: Vec<u8>| refusal::to_http(&response, version);
-        if self.is_stopping() {
-            return refused(Refusal::of(Rejection::ShuttingDown).counted(counters));
-        }
-        let mut request = match Request::from_parts(&parts, protocol.as_deref()) {
-            Ok(request) => request,
-            Err(error) => {
-                counters.rejected(Rejection::of(&error));
-                return error.to_http_response(version);
-            }
-        };
-        let Some(routed) = ctx.route(request.path()) else {
-            return refused(Refusal::of(Rejection::NotFound).counted(counters));
-        };
-        if let Err(error) = request.validate_upgrade() {
+/// Where an upgraded connection lives: a [`Service`]'s or a worker's.
+pub(super) struct Host<'a> {
+    pub(super) ctx: &'a ServerContext,
+    pub(super) worker_id: usize,
+    /// New requests get 503.
+    pub(super) stopping: bool,
+    /// Runs the connection (tracked for the shutdown).
+    pub(super) spawn: &'a (dyn Fn(Pin<Box<dyn Future<Output = ()> + Send>>) + Sync),
+}
+
+/// A request's `:protocol` and hyper's handle on its upgrade, taken from its extensions.
+pub(super) fn take_upgrade(
+    parts: &mut http::request::Parts,
+) -> (Option<String>, Option<OnUpgrade>) {
+    let on_upgrade = parts.extensions.remove::<OnUpgrade>();
+    let protocol = parts
+        .extensions
+        .get::<Protocol>()
+        .map(|p| p.as_str().to_owned());
+    (protocol, on_upgrade)
+}
+
+/// Decides about an upgrade request hyper received and answers it; the accepted
+/// connection is handed to `host.spawn`, to start when hyper yields the upgraded stream.
+pub(super) async fn answer(
+    host: Host<'_>,
+    parts: http::request::Parts,
+    protocol: Option<String>,
+    on_upgrade: Option<OnUpgrade>,
+    remote_addr: Option<SocketAddr>,
+) -> http::Response<String> {
+    let version = parts.version;
+    let ctx = host.ctx;
+    let counters = &ctx.counters[host.worker_id];
+    let refused = |response: Vec<u8>| refusal::to_http(&response, version);
+    if host.stopping {
+        return refused(Refusal::of(Rejection::ShuttingDown).counted(counters));
+    }
+    let mut request = match Request::from_parts(&parts, protocol.as_deref()) {
+        Ok(request) => request,
+        Err(error) => {
             counters.rejected(Rejection::of(&error));
             return error.to_http_response(version);
         }
-        let deadline = Instant::now() + ctx.settings.handshake_timeout;
-        let accepted = match upgrade::decide(&request, routed, ctx, counters, deadline).await {
-            Ok(accepted) => accepted,
-            Err(response) => return refused(response),
-        };
-        let response = request.accept_parts(
-            accepted.protocol.as_deref(),
-            accepted.extensions.as_deref(),
-            &accepted.header_refs(),
-        );
-        let (Ok(response), Some(on_upgrade)) = (response, on_upgrade) else {
-            tracing::warn!("an upgrade hyper cannot hand over, or an invalid on_handshake answer");
-            return refused(Refusal::internal().counted(counters));
-        };
-        request.shrink_to_head();
-        let config = accepted.config.clone();
-        let handler = accepted.open(request, remote_addr, SERVICE_WORKER, ctx);
-        let driver_config = ctx.settings.driver.clone();
-        let counters = counters.clone();
-        self.spawn(async move {
-            match on_upgrade.await {
-                Ok(upgraded) => {
-                    let proto = Proto::with_buffer(Role::Server, config, BytesMut::new());
-                    Driver::new(TokioIo::new(upgraded), proto, handler, driver_config)
-                        .with_counters(counters)
-                        .await;
-                }
-                Err(error) => handler.failed(&Error::Io(io::Error::other(error))),
-            }
-        });
-        response.map(|()| String::new())
+    };
+    let Some(routed) = ctx.route(request.path()) else {
+        return refused(Refusal::of(Rejection::NotFound).counted(counters));
+    };
+    if let Err(error) = request.validate_upgrade() {
+        counters.rejected(Rejection::of(&error));
+        return error.to_http_response(version);
     }
+    let deadline = Instant::now() + ctx.settings.handshake_timeout;
+    let accepted = match upgrade::decide(&request, routed, ctx, counters, deadline).await {
+        Ok(accepted) => accepted,
+        Err(response) => return refused(response),
+    };
+    let response = request.accept_parts(
+        accepted.protocol.as_deref(),
+        accepted.extensions.as_deref(),
+        &accepted.header_refs(),
+    );
+    let (Ok(response), Some(on_upgrade)) = (response, on_upgrade) else {
+        tracing::warn!("an upgrade hyper cannot hand over, or an invalid on_handshake answer");
+        return refused(Refusal::internal().counted(counters));
+    };
+    request.shrink_to_head();
+    let config = accepted.config.clone();
+    let handler = accepted.open(request, remote_addr, host.worker_id, ctx);
+    let driver_config = ctx.settings.driver.clone();
+    let counters = counters.clone();
+    (host.spawn)(Box::pin(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let proto = Proto::with_buffer(Role::Server, config, BytesMut::new());
+                Driver::new(TokioIo::new(upgraded), proto, handler, driver_config)
+                    .with_counters(counters)
+                    .await;
+            }
+            Err(error) => handler.failed(&Error::Io(io::Error::other(error))),
+        }
+    }));
+    response.map(|()| String::new())
 }

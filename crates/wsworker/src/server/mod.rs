@@ -11,6 +11,8 @@ mod connection;
 mod endpoint;
 mod event_loop;
 mod extensions;
+#[cfg(all(feature = "hyper", feature = "tls"))]
+mod h2;
 #[cfg(feature = "hyper")]
 mod hyper_upgrade;
 mod listener;
@@ -40,9 +42,7 @@ pub use crate::driver::{Keepalive, OverflowPolicy};
 pub use crate::metrics::{CloseCodeGroup, Metrics, MetricsSnapshot, Rejection, WorkerSnapshot};
 
 use crate::driver::DriverConfig;
-#[cfg(doc)]
-use crate::error::Error;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::hub::Hub;
 use crate::metrics::WorkerCounters;
 use callbacks::Callbacks;
@@ -119,6 +119,12 @@ pub(crate) struct ServerContext {
     pub(crate) settings: Settings,
     /// [`Endpoint::route`]s, by path.
     pub(crate) routes: Vec<Route>,
+    /// Becomes `true` when the server begins to stop (for HTTP/2's GOAWAY).
+    #[cfg_attr(not(all(feature = "hyper", feature = "tls")), allow(dead_code))]
+    pub(crate) stop: watch::Receiver<bool>,
+    /// TLS connections that choose `h2` are served over HTTP/2 (`Worker::http2`).
+    #[cfg_attr(not(all(feature = "hyper", feature = "tls")), allow(dead_code))]
+    pub(crate) http2: bool,
     pub(crate) hub: Hub,
     /// Each worker's counters, by worker id.
     pub(crate) counters: Vec<Arc<WorkerCounters>>,
@@ -146,6 +152,7 @@ impl ServerContext {
     pub(crate) fn new(
         endpoint: Endpoint,
         counters: Vec<Arc<WorkerCounters>>,
+        stop: watch::Receiver<bool>,
         #[cfg(feature = "tls")] tls: Option<tokio_rustls::TlsAcceptor>,
     ) -> Self {
         let Endpoint {
@@ -167,6 +174,8 @@ impl ServerContext {
             callbacks: Arc::new(callbacks),
             settings,
             routes,
+            stop,
+            http2: false,
             hub,
             counters,
             #[cfg(feature = "tls")]
@@ -213,6 +222,7 @@ pub struct Worker {
     #[cfg(feature = "tls")]
     tls: Option<Arc<rustls::ServerConfig>>,
     count: usize,
+    http2: bool,
     endpoint: Endpoint,
 }
 
@@ -262,6 +272,7 @@ impl Worker {
             #[cfg(feature = "tls")]
             tls: None,
             count: 1,
+            http2: false,
             endpoint: Endpoint::new(),
         })
     }
@@ -310,9 +321,37 @@ impl Worker {
         self.tls_scheme
     }
 
+    /// The TLS configuration to serve: as given, with ALPN `h2` offered first when HTTP/2
+    /// is on.
+    #[cfg(feature = "tls")]
+    fn tls_for_start(&self, config: &Arc<rustls::ServerConfig>) -> Arc<rustls::ServerConfig> {
+        #[cfg(feature = "hyper")]
+        if self.http2 && !config.alpn_protocols.iter().any(|p| p == b"h2") {
+            let mut config = (**config).clone();
+            config.alpn_protocols = h2::ALPN.iter().map(|p| p.to_vec()).collect();
+            return Arc::new(config);
+        }
+        config.clone()
+    }
+
     /// The number of worker threads (at least 1).
     pub fn count(&mut self, count: usize) -> &mut Self {
         self.count = count.max(1);
+        self
+    }
+
+    /// Serves HTTP/2 too (off by default): TLS connections whose ALPN chooses `h2` go to
+    /// hyper's HTTP/2 server with extended CONNECT on, so browsers open WebSockets inside
+    /// their HTTP/2 connection (RFC 8441) and load `on_http`'s pages over it; HTTP/1.1 keeps
+    /// the server's own path. The TLS configuration gets ALPN `h2, http/1.1` (a
+    /// configuration of your own from [`Worker::tls_config`] too, unless it names `h2`
+    /// already). Needs TLS: [`Worker::start`] refuses a cleartext server with HTTP/2 on.
+    /// Backpressure holds over HTTP/2 as over HTTP/1.1: a stream's bytes wait in the
+    /// connection's send buffer, seen by `buffered_amount`, `on_buffer_full` and the hard
+    /// limit.
+    #[cfg(feature = "hyper")]
+    pub fn http2(&mut self, on: bool) -> &mut Self {
+        self.http2 = on;
         self
     }
 
@@ -327,12 +366,18 @@ impl Worker {
     ///
     /// # Errors
     /// [`Error::Io`] when the address cannot be bound; [`Error::Tls`] for
-    /// `websocket+tls://` without a certificate.
+    /// `websocket+tls://` without a certificate; [`Error::Unsupported`] for HTTP/2 without
+    /// TLS.
     pub fn start(self) -> Result<RunningServer> {
         let is_tls = self.is_tls();
+        if self.http2 && !is_tls {
+            return Err(Error::Unsupported(
+                "HTTP/2 on the standalone server needs TLS (ALPN h2): give it a certificate",
+            ));
+        }
         #[cfg(feature = "tls")]
         let tls = match (&self.tls, self.tls_scheme) {
-            (Some(config), _) => Some(tokio_rustls::TlsAcceptor::from(config.clone())),
+            (Some(config), _) => Some(tokio_rustls::TlsAcceptor::from(self.tls_for_start(config))),
             (None, true) => {
                 return Err(crate::tls::error(
                     format!(
@@ -353,13 +398,16 @@ impl Worker {
             .unwrap_or(self.addr);
         let counters = self.endpoint.metrics.start(listeners.len());
         let hub = self.endpoint.hub.clone();
-        let ctx = Arc::new(ServerContext::new(
+        let (stop, stopped) = watch::channel(false);
+        let mut ctx = ServerContext::new(
             self.endpoint,
             counters,
+            stopped.clone(),
             #[cfg(feature = "tls")]
             tls,
-        ));
-        let (stop, stopped) = watch::channel(false);
+        );
+        ctx.http2 = self.http2;
+        let ctx = Arc::new(ctx);
         let mut threads = Vec::with_capacity(listeners.len());
         for (worker_id, listener) in listeners.into_iter().enumerate() {
             let ctx = ctx.clone();

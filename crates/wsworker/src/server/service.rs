@@ -105,9 +105,12 @@ impl Service {
     pub(super) fn new(endpoint: Endpoint) -> Self {
         let metrics = endpoint.metrics.clone();
         let counters = metrics.start(1);
+        // No listeners to stop: the service's own state says when it stops.
+        let (_, never) = watch::channel(false);
         let ctx = Arc::new(ServerContext::new(
             endpoint,
             counters,
+            never,
             #[cfg(feature = "tls")]
             None,
         ));
