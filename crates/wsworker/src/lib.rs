@@ -50,6 +50,8 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 #![doc(test(attr(deny(warnings))))]
 
+#[doc(hidden)]
+pub mod bench;
 mod buffers;
 mod callback;
 pub mod client;
