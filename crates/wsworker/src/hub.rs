@@ -853,3 +853,34 @@ impl WeakHub {
             .ok_or(Error::Closed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::FanOut;
+
+    /// The fan-out's two loops (resume not set; set, with no connection resuming) reach the
+    /// same connections: all but those left out, and none for the resuming ones alone.
+    #[test]
+    fn the_plain_fan_out_reaches_the_same_connections_with_or_without_resume_set() {
+        for resume in [false, true] {
+            let fanout = FanOut::new(3, resume);
+            let link = HubLink(fanout.hub().downgrade());
+            let all = Target::all().into_envelope(Message::from("m"));
+            let first = fanout.hub().connections().to_vec()[0].id();
+            let but_one = Target::all()
+                .except(first)
+                .into_envelope(Message::from("m"));
+            let stamp = Stamp {
+                epoch: 1,
+                offset: 1,
+                id: 1,
+            };
+            assert_eq!(link.deliver(&all, Some(stamp)), 3, "resume set: {resume}");
+            assert_eq!(link.deliver(&but_one, None), 2, "resume set: {resume}");
+            assert_eq!(link.deliver_early(&all), 3, "resume set: {resume}");
+            assert_eq!(link.deliver_late(&all, stamp), 0, "resume set: {resume}");
+            fanout.drain();
+        }
+    }
+}
