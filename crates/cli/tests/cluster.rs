@@ -15,6 +15,7 @@ mod support;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use common::cluster::{chat_node, probe_until_ready};
 use common::{Serve, chromium_check, wsworker_within};
 use support::{RedisServer, WAIT};
 use tokio::sync::mpsc;
@@ -32,23 +33,6 @@ const NODES: &str = "wsw:nodes";
 /// What the load test's publisher sends before the numbered messages, until every client
 /// has received one: then every client's node is subscribed to the room.
 const PROBE: &str = "probe";
-
-/// `wsworker serve --mode chat` on a free port, node `id` of the chat sharing `redis`.
-fn chat_node(redis: &RedisServer, id: u16) -> Serve {
-    let serve = Serve::start(&[
-        "websocket://127.0.0.1:0",
-        "--mode",
-        "chat",
-        "--count",
-        "2",
-        "--redis",
-        &redis.url(),
-        "--node-id",
-        &id.to_string(),
-    ]);
-    assert_eq!(serve.node, Some(id), "the node announces its id");
-    serve
-}
 
 /// A chat client of `serve` in room [`ROOM`] as user `user`.
 async fn room_client(serve: &Serve, user: &str) -> WebSocket {
@@ -163,7 +147,9 @@ async fn a_node_killed_under_load_leaves_the_others_gapless_and_its_presence_pur
     const PURGE_DEADLINE: Duration = Duration::from_secs(10);
 
     let redis = RedisServer::start();
-    let mut nodes: Vec<Serve> = (1..=3).map(|id| chat_node(&redis, id)).collect();
+    let mut nodes: Vec<Serve> = (1..=3)
+        .map(|id| chat_node(&redis.url(), id).start())
+        .collect();
 
     let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
     let publisher = room_client(&nodes[0], "publisher").await;
@@ -185,25 +171,8 @@ async fn a_node_killed_under_load_leaves_the_others_gapless_and_its_presence_pur
     }
 
     // Probes until every client has one: every node has joined the room in Redis.
-    let deadline = Instant::now() + WAIT;
-    let mut ready = 0;
-    for probe in 0.. {
-        publisher.send(format!("{PROBE} {probe}")).unwrap();
-        let _ = tokio::time::timeout(Duration::from_millis(50), async {
-            while ready < readers.len() && ready_rx.recv().await.is_some() {
-                ready += 1;
-            }
-        })
-        .await;
-        if ready == readers.len() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {ready} of {} clients got a probe",
-            readers.len()
-        );
-    }
+    let probe = |n| publisher.send(format!("{PROBE} {n}")).unwrap();
+    probe_until_ready(probe, readers.len(), &mut ready_rx, WAIT).await;
     assert_eq!(numsub(&redis, ROOM_CHANNEL), 3, "each node subscribed once");
     let members = room_members_by_node(&redis);
     assert_eq!(members, HashMap::from([(1, 3), (2, 2), (3, 2)]));
@@ -218,9 +187,7 @@ async fn a_node_killed_under_load_leaves_the_others_gapless_and_its_presence_pur
         }
         publisher.send(i.to_string()).unwrap();
         if i == KILL_AFTER {
-            // Child::kill is SIGKILL: no goodbye to Redis, no close to the clients.
-            nodes[1].child.kill().unwrap();
-            nodes[1].child.wait().unwrap();
+            nodes[1].kill_9();
             killed_at = Some(Instant::now());
         }
     }
@@ -291,8 +258,8 @@ async fn a_node_killed_under_load_leaves_the_others_gapless_and_its_presence_pur
 #[ignore = "needs redis-server and Chromium (interop/setup.sh installs them)"]
 fn chromium_pages_on_two_nodes_chat_through_the_demo_page() {
     let redis = RedisServer::start();
-    let one = chat_node(&redis, 1);
-    let two = chat_node(&redis, 2);
+    let one = chat_node(&redis.url(), 1).start();
+    let two = chat_node(&redis.url(), 2).start();
     let url_one = format!("http://{}/", one.addr);
     let url_two = format!("http://{}/", two.addr);
     let stdout = chromium_check("chat_check.mjs", &[&url_one, &url_two]);

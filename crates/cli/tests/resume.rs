@@ -18,7 +18,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Serve, workspace_root};
+use common::{Serve, cluster, workspace_root};
 use support::{RedisServer, WAIT};
 use tokio::sync::mpsc;
 use wsworker::{Message, WebSocket, WsEvent};
@@ -26,33 +26,11 @@ use wsworker::{Message, WebSocket, WsEvent};
 /// The room of the test; its topic is `g:r`.
 const ROOM: &str = "r";
 
-/// `wsworker serve --mode chat` on a free port, node `id` of the chat sharing `redis`
-/// (which offers resume by default).
+/// Node `id` of the chat sharing `redis` (which offers resume by default).
 fn chat_node(redis: &RedisServer, id: u16) -> Serve {
-    let serve = Serve::start(&[
-        "websocket://127.0.0.1:0",
-        "--mode",
-        "chat",
-        "--count",
-        "2",
-        "--redis",
-        &redis.url(),
-        "--node-id",
-        &id.to_string(),
-    ]);
-    assert_eq!(serve.node, Some(id), "the node announces its id");
+    let serve = cluster::chat_node(&redis.url(), id).start();
     assert_eq!(serve.resume, Some(120), "the node offers resume");
     serve
-}
-
-/// Sends `signal` (`STOP`, `CONT`) to a child process of the test, by its PID.
-fn signal(child: &Child, signal: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{signal}");
 }
 
 /// The Chromium check, running: its lines as they come (each printed too), and the
@@ -213,13 +191,12 @@ async fn chromium_resumes_on_another_node_after_kill_9_with_every_message_once()
         if i == KILL_AFTER {
             // Node 2 takes no new connection until the gap is in the history; node 1 dies
             // without a goodbye to Redis or a close to the page.
-            signal(&two.child, "STOP");
-            one.child.kill().unwrap();
-            one.child.wait().unwrap();
+            two.signal("STOP");
+            one.kill_9();
         }
         if i == KILL_AFTER + GAP {
             echoed(&mut echoes, &i.to_string()).await;
-            signal(&two.child, "CONT");
+            two.signal("CONT");
         }
     }
 

@@ -14,7 +14,10 @@ mod support;
 use std::time::{Duration, Instant};
 
 use common::Serve;
+use common::cluster::{chat_node, probe_until_ready};
 use support::{Node, RedisServer, WAIT, free_port};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use wsworker::{Message, ReconnectPolicy, WebSocket, WsEvent};
 
 const ROOM: &str = "r";
@@ -22,24 +25,75 @@ const ROOM: &str = "r";
 /// room then.
 const PROBE: &str = "probe";
 
+/// What each test starts with: a Redis, nodes of the chat on ports of their own (kept
+/// across a restart), and the publisher, a node in this process.
+struct Cluster {
+    publisher: Node,
+    /// Node `k + 1`; `None` only while it restarts.
+    nodes: Vec<Option<Serve>>,
+    ports: Vec<u16>,
+    redis: RedisServer,
+}
+
+impl Cluster {
+    /// `n` nodes, ids 1..=n; the publisher is node 9.
+    fn start(n: usize) -> Self {
+        let redis = RedisServer::start();
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let nodes = (0..n)
+            .map(|k| Some(resume_node(&redis, k as u16 + 1, ports[k])))
+            .collect();
+        let publisher = Node::start(&redis, 9);
+        Self {
+            publisher,
+            nodes,
+            ports,
+            redis,
+        }
+    }
+
+    /// The WebSocket URL of node `k + 1`.
+    fn url(&self, k: usize) -> String {
+        format!("ws://127.0.0.1:{}/", self.ports[k])
+    }
+
+    /// Kills node `k + 1` with SIGKILL.
+    fn kill_9(&mut self, k: usize) {
+        self.nodes[k].as_mut().unwrap().kill_9();
+    }
+
+    /// Stops node `k + 1` (SIGTERM) and starts it again on its port.
+    fn restart(&mut self, k: usize) {
+        let node = self.nodes[k].take().unwrap();
+        assert_eq!(node.stop(), 0, "node {} stops cleanly", k + 1);
+        self.nodes[k] = Some(resume_node(&self.redis, k as u16 + 1, self.ports[k]));
+    }
+
+    /// Publishes `range` to the room at 1,000 messages a second (10 every 10 ms), calling
+    /// `at` before each message.
+    async fn publish(
+        &mut self,
+        range: std::ops::RangeInclusive<usize>,
+        mut at: impl FnMut(&mut Self, usize),
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        for i in range {
+            if i % 10 == 1 {
+                tick.tick().await;
+            }
+            at(self, i);
+            self.publisher.hub.send_to_group(ROOM, i.to_string());
+        }
+    }
+}
+
 /// Node `id` of the chat, on `port`, keeping (and replaying) up to 10,000 messages per
 /// room: a client away for seconds under 1,000 messages a second still resumes.
 fn resume_node(redis: &RedisServer, id: u16, port: u16) -> Serve {
-    Serve::start(&[
-        &format!("websocket://127.0.0.1:{port}"),
-        "--mode",
-        "chat",
-        "--count",
-        "2",
-        "--redis",
-        &redis.url(),
-        "--node-id",
-        &id.to_string(),
-        "--history-len",
-        "10000",
-        "--max-replay",
-        "10000",
-    ])
+    chat_node(&redis.url(), id)
+        .port(port)
+        .args(&["--history-len", "10000", "--max-replay", "10000"])
+        .start()
 }
 
 /// A resuming chat client in [`ROOM`]: `urls[0]` first, the others round robin after a
@@ -70,7 +124,7 @@ struct Seen {
 
 /// Reads `ws` until it has `n` numbered texts (or nothing comes for [`WAIT`]); says
 /// `ready` on its first probe.
-async fn read(ws: WebSocket, n: usize, ready: tokio::sync::mpsc::UnboundedSender<()>) -> Seen {
+async fn read(ws: WebSocket, n: usize, ready: mpsc::UnboundedSender<()>) -> Seen {
     let mut seen = Seen::default();
     let mut probed = false;
     while seen.texts.len() < n {
@@ -114,48 +168,50 @@ fn check(who: &str, seen: &Seen, n: usize) {
     assert!(seen.failed.is_empty(), "{who}: failed {:?}", seen.failed);
 }
 
-/// Probes through `publisher` until every reader got one.
-async fn wait_ready(
-    publisher: &Node,
-    readers: usize,
-    ready: &mut tokio::sync::mpsc::UnboundedReceiver<()>,
-) {
-    let deadline = Instant::now() + WAIT;
-    let mut got = 0;
-    for probe in 0.. {
-        publisher
-            .hub
-            .send_to_group(ROOM, format!("{PROBE} {probe}"));
-        let _ = tokio::time::timeout(Duration::from_millis(50), async {
-            while got < readers && ready.recv().await.is_some() {
-                got += 1;
-            }
-        })
-        .await;
-        if got == readers {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{got} of {readers} clients ready"
-        );
-    }
+/// The resuming clients of a test, each read by a task of its own until it has `n`
+/// numbered texts.
+struct Readers {
+    n: usize,
+    ready_tx: mpsc::UnboundedSender<()>,
+    ready: mpsc::UnboundedReceiver<()>,
+    tasks: Vec<(String, JoinHandle<Seen>)>,
 }
 
-/// Publishes `range` to the room at 1,000 messages a second (10 every 10 ms), calling
-/// `at` before each message.
-async fn publish(
-    publisher: &Node,
-    range: std::ops::RangeInclusive<usize>,
-    mut at: impl FnMut(usize),
-) {
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
-    for i in range {
-        if i % 10 == 1 {
-            tick.tick().await;
+impl Readers {
+    fn new(n: usize) -> Self {
+        let (ready_tx, ready) = mpsc::unbounded_channel();
+        Self {
+            n,
+            ready_tx,
+            ready,
+            tasks: Vec::new(),
         }
-        at(i);
-        publisher.hub.send_to_group(ROOM, i.to_string());
+    }
+
+    /// A resuming client, `who`, on `urls[0]` first, the others after a loss.
+    async fn add(&mut self, who: String, urls: &[String]) {
+        let ws = resuming_client(urls, &who.replace(' ', "_")).await;
+        let task = tokio::spawn(read(ws, self.n, self.ready_tx.clone()));
+        self.tasks.push((who, task));
+    }
+
+    /// Probes through `publisher` until every reader got one.
+    async fn wait_ready(&mut self, publisher: &Node) {
+        let probe = |n| {
+            publisher.hub.send_to_group(ROOM, format!("{PROBE} {n}"));
+        };
+        probe_until_ready(probe, self.tasks.len(), &mut self.ready, WAIT).await;
+    }
+
+    /// What each reader saw, once it is done; each checked to be `1..=n` once, in order.
+    async fn checked(self) -> Vec<(String, Seen)> {
+        let mut all = Vec::new();
+        for (who, task) in self.tasks {
+            let seen = task.await.unwrap();
+            check(&who, &seen, self.n);
+            all.push((who, seen));
+        }
+        all
     }
 }
 
@@ -168,42 +224,27 @@ async fn publish(
 #[ignore = "needs redis-server (interop/setup.sh installs it)"]
 async fn a_node_killed_under_load_loses_its_resuming_clients_nothing() {
     const N: usize = 3_000;
-    let redis = RedisServer::start();
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let mut nodes: Vec<Serve> = (0..3)
-        .map(|i| resume_node(&redis, i as u16 + 1, ports[i]))
-        .collect();
-    let urls: Vec<String> = ports
-        .iter()
-        .map(|p| format!("ws://127.0.0.1:{p}/"))
-        .collect();
-    let publisher = Node::start(&redis, 9);
-
-    let (ready_tx, mut ready) = tokio::sync::mpsc::unbounded_channel();
-    let mut readers = Vec::new();
+    let mut cluster = Cluster::start(3);
+    let mut readers = Readers::new(N);
     for (who, order) in [
         ("node 1 client 0", [0, 2, 1]),
         ("node 1 client 1", [0, 2, 1]),
         ("node 2 client", [1, 2, 0]),
         ("node 3 client", [2, 0, 1]),
     ] {
-        let list: Vec<String> = order.iter().map(|&i| urls[i].clone()).collect();
-        let ws = resuming_client(&list, &who.replace(' ', "_")).await;
-        readers.push((who, tokio::spawn(read(ws, N, ready_tx.clone()))));
+        let list: Vec<String> = order.iter().map(|&k| cluster.url(k)).collect();
+        readers.add(who.to_owned(), &list).await;
     }
-    wait_ready(&publisher, readers.len(), &mut ready).await;
+    readers.wait_ready(&cluster.publisher).await;
 
-    publish(&publisher, 1..=N, |i| {
-        if i == N / 3 {
-            // SIGKILL: no close to the clients, no goodbye to Redis.
-            nodes[0].child.kill().unwrap();
-            nodes[0].child.wait().unwrap();
-        }
-    })
-    .await;
-    for (who, reader) in readers {
-        let seen = reader.await.unwrap();
-        check(who, &seen, N);
+    cluster
+        .publish(1..=N, |cluster, i| {
+            if i == N / 3 {
+                cluster.kill_9(0);
+            }
+        })
+        .await;
+    for (who, seen) in readers.checked().await {
         if who.starts_with("node 1") {
             assert_eq!(seen.resumes, 1, "{who} resumed once, on node 3");
         }
@@ -217,46 +258,28 @@ async fn a_node_killed_under_load_loses_its_resuming_clients_nothing() {
 #[ignore = "needs redis-server (interop/setup.sh installs it)"]
 async fn a_rolling_restart_under_load_loses_no_resuming_client_a_message() {
     const N: usize = 4_000;
-    let redis = RedisServer::start();
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let mut nodes: Vec<Option<Serve>> = (0..3)
-        .map(|i| Some(resume_node(&redis, i as u16 + 1, ports[i])))
-        .collect();
-    let urls: Vec<String> = ports
-        .iter()
-        .map(|p| format!("ws://127.0.0.1:{p}/"))
-        .collect();
-    let publisher = Node::start(&redis, 9);
-
-    let (ready_tx, mut ready) = tokio::sync::mpsc::unbounded_channel();
-    let mut readers = Vec::new();
+    let mut cluster = Cluster::start(3);
+    let mut readers = Readers::new(N);
     for first in 0..3 {
         for k in 0..2 {
-            let list: Vec<String> = (0..3).map(|j| urls[(first + j) % 3].clone()).collect();
-            let who = format!("node {} client {k}", first + 1);
-            let ws = resuming_client(&list, &who.replace(' ', "_")).await;
-            readers.push((who, tokio::spawn(read(ws, N, ready_tx.clone()))));
+            let list: Vec<String> = (0..3).map(|j| cluster.url((first + j) % 3)).collect();
+            readers
+                .add(format!("node {} client {k}", first + 1), &list)
+                .await;
         }
     }
-    wait_ready(&publisher, readers.len(), &mut ready).await;
+    readers.wait_ready(&cluster.publisher).await;
 
     // Node k restarts at message k * N / 4.
     let restarts: Vec<usize> = (1..=3).map(|k| k * N / 4).collect();
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
-    for i in 1..=N {
-        if i % 10 == 1 {
-            tick.tick().await;
-        }
-        if let Some(k) = restarts.iter().position(|&at| at == i) {
-            let node = nodes[k].take().unwrap();
-            assert_eq!(node.stop(), 0, "node {} stops cleanly", k + 1);
-            nodes[k] = Some(resume_node(&redis, k as u16 + 1, ports[k]));
-        }
-        publisher.hub.send_to_group(ROOM, i.to_string());
-    }
-    for (who, reader) in readers {
-        let seen = reader.await.unwrap();
-        check(&who, &seen, N);
+    cluster
+        .publish(1..=N, |cluster, i| {
+            if let Some(k) = restarts.iter().position(|&at| at == i) {
+                cluster.restart(k);
+            }
+        })
+        .await;
+    for (who, seen) in readers.checked().await {
         assert!(seen.resumes >= 1, "{who} moved on at its node's restart");
     }
 }
@@ -272,15 +295,9 @@ async fn connect_resume_rides_out_a_killed_node() {
     use std::process::{Command, Stdio};
 
     const N: usize = 2_000;
-    let redis = RedisServer::start();
-    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
-    let mut nodes: Vec<Serve> = (0..2)
-        .map(|i| resume_node(&redis, i as u16 + 1, ports[i]))
-        .collect();
-    let publisher = Node::start(&redis, 9);
-    let urls: Vec<String> = ports
-        .iter()
-        .map(|p| format!("ws://127.0.0.1:{p}/?room={ROOM}"))
+    let mut cluster = Cluster::start(2);
+    let urls: Vec<String> = (0..2)
+        .map(|k| format!("{}?room={ROOM}", cluster.url(k)))
         .collect();
     let expect = N.to_string();
     let mut child = Command::new(env!("CARGO_BIN_EXE_wsworker"))
@@ -315,13 +332,13 @@ async fn connect_resume_rides_out_a_killed_node() {
         }
     }
 
-    publish(&publisher, 1..=N, |i| {
-        if i == N / 3 {
-            nodes[0].child.kill().unwrap();
-            nodes[0].child.wait().unwrap();
-        }
-    })
-    .await;
+    cluster
+        .publish(1..=N, |cluster, i| {
+            if i == N / 3 {
+                cluster.kill_9(0);
+            }
+        })
+        .await;
     let deadline = Instant::now() + Duration::from_secs(90);
     let code = loop {
         if let Some(exit) = child.try_wait().unwrap() {

@@ -10,37 +10,17 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
 
-use common::Serve;
+use common::{Serve, cluster};
 use support::{Inbox, RedisServer, eventually};
 use wsworker::WebSocket;
 
-/// `wsworker serve --mode chat` on a free port, node `id` of the chat sharing `redis`, with
-/// its counters served.
+/// Node `id` of the chat sharing `redis`, with one worker and its counters served.
 fn chat_node(redis: &RedisServer, id: u16) -> Serve {
-    Serve::start(&[
-        "websocket://127.0.0.1:0",
-        "--mode",
-        "chat",
-        "--count",
-        "1",
-        "--redis",
-        &redis.url(),
-        "--node-id",
-        &id.to_string(),
-        "--metrics",
-        "127.0.0.1:0",
-    ])
-}
-
-fn signal(node: &Serve, signal: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(node.child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    cluster::chat_node(&redis.url(), id)
+        .count(1)
+        .args(&["--metrics", "127.0.0.1:0"])
+        .start()
 }
 
 /// An engine counter from the node's `/metrics`.
@@ -82,7 +62,7 @@ async fn a_node_cut_off_by_redis_for_being_slow_fills_the_gap_and_misses_nothing
     });
     let message = |i: usize| format!("{i:05}{}", "x".repeat(SIZE - 5));
 
-    signal(&slow, "STOP");
+    slow.signal("STOP");
     for i in 1..=N {
         echo.ws.send(message(i)).unwrap();
     }
@@ -94,7 +74,7 @@ async fn a_node_cut_off_by_redis_for_being_slow_fills_the_gap_and_misses_nothing
         let clients: String = redis.query(&["CLIENT", "LIST", "TYPE", "pubsub"]);
         clients.lines().count() == 1
     });
-    signal(&slow, "CONT");
+    slow.signal("CONT");
 
     for i in 1..=N {
         let got = listener.next().await;

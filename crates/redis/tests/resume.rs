@@ -9,65 +9,39 @@ mod support;
 
 use std::time::Duration;
 
-use support::resume::{Client, Got, Proxy};
+use support::resume::{Client, Got, Proxy, Scene, node, numbered, send_range};
 use support::{Node, RedisServer, eventually};
 use wsworker::hub::Target;
-use wsworker::resume::{FailReason, ResumeConfig};
+use wsworker::resume::{ClientSession, FailReason, ResumeConfig};
 use wsworker_redis::RedisConfig;
-
-fn node(redis: &RedisServer, id: u16) -> Node {
-    Node::start_resume(
-        RedisConfig::new(redis.url()).node_id(id),
-        ResumeConfig::default(),
-    )
-}
-
-fn numbered(range: std::ops::RangeInclusive<usize>) -> Vec<String> {
-    range.map(|i| i.to_string()).collect()
-}
-
-fn send_range(node: &Node, group: &str, range: std::ops::RangeInclusive<usize>) {
-    for i in range {
-        node.hub.send_to_group(group, i.to_string());
-    }
-}
-
-/// Waits until `node` has no connection in `group` (it noticed the cut).
-fn gone(node: &Node, group: &str) {
-    eventually("the node notices the cut", || {
-        node.hub.group_len(group) == 0
-    });
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs redis-server (interop/setup.sh installs it)"]
 async fn a_cut_client_resumes_on_another_node_with_exactly_what_it_missed() {
-    let redis = RedisServer::start();
-    let nodes = [node(&redis, 1), node(&redis, 2)];
-    let proxy = Proxy::start(nodes[0].server.local_addr()).await;
-    let (mut client, hello) = Client::start(&format!("{}/?room=r", proxy.url())).await;
+    let mut scene = Scene::start(RedisServer::start(), 2, "r").await;
+    let hello = &scene.hello;
     assert!(hello.positions.contains_key("g:r") && hello.positions.contains_key("all"));
 
-    send_range(&nodes[0], "r", 1..=100);
-    assert_eq!(client.texts(100).await, numbered(1..=100));
-    assert_eq!(client.positions["g:r"].offset, 100);
+    assert_eq!(scene.send_and_read(1..=100).await, numbered(1..=100));
+    assert_eq!(scene.client.position("g:r").offset, 100);
 
-    proxy.cut();
-    gone(&nodes[0], "r");
+    scene.cut();
+    let nodes = &scene.nodes;
     send_range(&nodes[1], "r", 101..=150);
 
     // On node 2, with no room in the URL: the session brings the group back.
-    let (mut resumed, answer) = client.resume(&nodes[1].url()).await;
+    let (mut resumed, answer) = scene.client.resume(&nodes[1].url()).await;
     assert!(answer.resumed);
-    assert_eq!(answer.session, hello.session, "the same session");
+    assert_eq!(answer.session, scene.hello.session, "the same session");
     assert!(answer.failed.is_empty(), "{:?}", answer.failed);
     assert!(answer.recovered.contains(&"g:r".to_owned()));
     assert_eq!(resumed.texts(50).await, numbered(101..=150));
-    assert_eq!(resumed.positions["g:r"].offset, 150);
+    assert_eq!(resumed.position("g:r").offset, 150);
     // Live messages follow, once each.
     send_range(&nodes[0], "r", 151..=152);
     assert_eq!(resumed.texts(2).await, numbered(151..=152));
     assert_eq!(resumed.duplicates, 0);
+    resumed.assert_consecutive("g:r");
     assert_eq!(nodes[1].hub.group_len("r"), 1);
 }
 
@@ -75,10 +49,8 @@ async fn a_cut_client_resumes_on_another_node_with_exactly_what_it_missed() {
 #[ignore = "needs redis-server (interop/setup.sh installs it)"]
 async fn publishing_all_through_a_resume_leaves_no_gap_and_no_duplicate_at_the_seam() {
     const N: usize = 3_000;
-    let redis = RedisServer::start();
-    let nodes = [node(&redis, 1), node(&redis, 2), node(&redis, 3)];
-    let proxy = Proxy::start(nodes[0].server.local_addr()).await;
-    let (mut client, _) = Client::start(&format!("{}/?room=seam", proxy.url())).await;
+    let scene = Scene::start(RedisServer::start(), 3, "seam").await;
+    let (nodes, mut client) = (&scene.nodes, scene.client);
     let publisher = {
         let hub = nodes[2].hub.clone();
         std::thread::spawn(move || {
@@ -91,7 +63,7 @@ async fn publishing_all_through_a_resume_leaves_no_gap_and_no_duplicate_at_the_s
         })
     };
     let mut got = client.texts(N / 3).await;
-    proxy.cut();
+    scene.proxy.cut();
     let (mut resumed, answer) = client.resume(&nodes[1].url()).await;
     assert!(answer.failed.is_empty(), "{:?}", answer.failed);
     got.extend(resumed.texts(N - got.len()).await);
@@ -101,19 +73,16 @@ async fn publishing_all_through_a_resume_leaves_no_gap_and_no_duplicate_at_the_s
         resumed.duplicates, 0,
         "the server dropped the seam's duplicates"
     );
+    resumed.assert_consecutive("g:seam");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs redis-server (interop/setup.sh installs it)"]
 async fn two_resumes_with_one_token_at_once_and_exactly_one_wins() {
-    let redis = RedisServer::start();
-    let nodes = [node(&redis, 1), node(&redis, 2)];
-    let proxy = Proxy::start(nodes[0].server.local_addr()).await;
-    let (mut client, _) = Client::start(&format!("{}/?room=r", proxy.url())).await;
-    send_range(&nodes[0], "r", 1..=3);
-    client.texts(3).await;
-    proxy.cut();
-    gone(&nodes[0], "r");
+    let mut scene = Scene::start(RedisServer::start(), 2, "r").await;
+    scene.send_and_read(1..=3).await;
+    scene.cut();
+    let (nodes, client) = (&scene.nodes, &scene.client);
     let urls = [nodes[0].url(), nodes[1].url()];
     let (a, b) = tokio::join!(client.resume(&urls[0]), client.resume(&urls[1]));
     let answers = [&a.1, &b.1];
@@ -135,18 +104,16 @@ async fn past_the_kept_history_a_topic_fails_expired_with_no_partial_replay() {
     // Streams trimmed in nodes of 10 entries: MAXLEN ~ 100 keeps 100 to 110.
     let redis = RedisServer::start_with(&["--stream-node-max-entries", "10"]);
     let config = |id| RedisConfig::new(redis.url()).node_id(id).history_len(100);
-    let nodes = [
+    let nodes = vec![
         Node::start_resume(config(1), ResumeConfig::default()),
         Node::start_resume(config(2), ResumeConfig::default()),
     ];
-    let proxy = Proxy::start(nodes[0].server.local_addr()).await;
-    let (mut client, _) = Client::start(&format!("{}/?room=r", proxy.url())).await;
-    send_range(&nodes[0], "r", 1..=10);
-    client.texts(10).await;
-    proxy.cut();
-    gone(&nodes[0], "r");
+    let mut scene = Scene::with_nodes(redis, nodes, "r").await;
+    scene.send_and_read(1..=10).await;
+    scene.cut();
+    let nodes = &scene.nodes;
     send_range(&nodes[1], "r", 11..=160);
-    let (mut resumed, answer) = client.resume(&nodes[1].url()).await;
+    let (mut resumed, answer) = scene.client.resume(&nodes[1].url()).await;
     assert_eq!(answer.failed, vec![("g:r".to_owned(), FailReason::Expired)]);
     assert_eq!(
         answer.positions["g:r"].offset, 160,
@@ -160,14 +127,10 @@ async fn past_the_kept_history_a_topic_fails_expired_with_no_partial_replay() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs redis-server (interop/setup.sh installs it)"]
 async fn offsets_reissued_after_a_simulated_failover_fail_mismatch() {
-    let redis = RedisServer::start();
-    let nodes = [node(&redis, 1), node(&redis, 2)];
-    let proxy = Proxy::start(nodes[0].server.local_addr()).await;
-    let (mut client, _) = Client::start(&format!("{}/?room=r", proxy.url())).await;
-    send_range(&nodes[0], "r", 1..=50);
-    client.texts(50).await;
-    proxy.cut();
-    gone(&nodes[0], "r");
+    let mut scene = Scene::start(RedisServer::start(), 2, "r").await;
+    scene.send_and_read(1..=50).await;
+    scene.cut();
+    let (redis, nodes) = (&scene.redis, &scene.nodes);
     // A failover to a replica that had only the first 40: the stream made again from
     // them, the offset back at 40.
     let _: redis::Value = redis.query(&[
@@ -181,7 +144,7 @@ async fn offsets_reissued_after_a_simulated_failover_fail_mismatch() {
         "wsw:t:g:r",
     ]);
     send_range(&nodes[1], "r", 1041..=1050); // offsets 41..50 again, other messages
-    let (_, answer) = client.resume(&nodes[1].url()).await;
+    let (_, answer) = scene.client.resume(&nodes[1].url()).await;
     assert_eq!(
         answer.failed,
         vec![("g:r".to_owned(), FailReason::Mismatch)]
@@ -192,17 +155,13 @@ async fn offsets_reissued_after_a_simulated_failover_fail_mismatch() {
 #[ignore = "needs redis-server (interop/setup.sh installs it)"]
 async fn a_redis_restart_is_resumed_across_with_aof_always_and_fails_epoch_without() {
     for durable in [true, false] {
-        let mut redis = RedisServer::start_durable(durable);
-        let nodes = [node(&redis, 1), node(&redis, 2)];
-        let proxy = Proxy::start(nodes[0].server.local_addr()).await;
-        let (mut client, _) = Client::start(&format!("{}/?room=r", proxy.url())).await;
+        let mut scene = Scene::start(RedisServer::start_durable(durable), 2, "r").await;
         // A plain member stays on node 2, so that it keeps hearing the topic.
-        let (_witness, _) = nodes[1].connect("/?room=r").await;
-        send_range(&nodes[0], "r", 1..=20);
-        client.texts(20).await;
-        proxy.cut();
-        gone(&nodes[0], "r");
-        redis.restart();
+        let (_witness, _) = scene.nodes[1].connect("/?room=r").await;
+        scene.send_and_read(1..=20).await;
+        scene.cut();
+        scene.redis.restart();
+        let nodes = &scene.nodes;
         // Once the nodes are back, 10 more.
         let mut sent = 0;
         while sent < 10 {
@@ -217,7 +176,8 @@ async fn a_redis_restart_is_resumed_across_with_aof_always_and_fails_epoch_witho
         }
         // The application joins the room from the URL, as it would on a fresh connection:
         // without persistence the session itself is gone.
-        let (mut resumed, answer) = client.resume(&format!("{}/?room=r", nodes[1].url())).await;
+        let url = format!("{}/?room=r", nodes[1].url());
+        let (mut resumed, answer) = scene.client.resume(&url).await;
         if durable {
             assert!(answer.failed.is_empty(), "{:?}", answer.failed);
             assert_eq!(resumed.texts(10).await, numbered(21..=30));
@@ -291,7 +251,7 @@ async fn a_client_too_slow_for_its_buffer_is_closed_1013_and_resumes_its_backlog
     let (mut resumed, answer) = client.resume(&nodes[1].url()).await;
     assert!(answer.failed.is_empty(), "{:?}", answer.failed);
     // Whatever it had read before it stalled, the rest comes from the history.
-    let from = client.positions["g:r"].offset as usize + 1;
+    let from = client.position("g:r").offset as usize + 1;
     let rest = resumed.texts(N - from + 1).await;
     assert_eq!(rest, (from..=N).map(text).collect::<Vec<_>>());
 }
@@ -305,21 +265,19 @@ async fn a_quiet_topic_whose_history_expired_still_resumes_when_nothing_was_miss
             .node_id(id)
             .history_ttl(Duration::from_millis(300))
     };
-    let nodes = [
+    let nodes = vec![
         Node::start_resume(config(1), ResumeConfig::default()),
         Node::start_resume(config(2), ResumeConfig::default()),
     ];
-    let proxy = Proxy::start(nodes[0].server.local_addr()).await;
-    let (mut client, _) = Client::start(&format!("{}/?room=r", proxy.url())).await;
-    send_range(&nodes[0], "r", 1..=5);
-    client.texts(5).await;
-    proxy.cut();
-    gone(&nodes[0], "r");
+    let mut scene = Scene::with_nodes(redis, nodes, "r").await;
+    scene.send_and_read(1..=5).await;
+    scene.cut();
     eventually("the room's history expires", || {
-        let kept: i64 = redis.query(&["EXISTS", "wsw:s:g:r"]);
+        let kept: i64 = scene.redis.query(&["EXISTS", "wsw:s:g:r"]);
         kept == 0
     });
-    let (mut resumed, answer) = client.resume(&nodes[1].url()).await;
+    let nodes = &scene.nodes;
+    let (mut resumed, answer) = scene.client.resume(&nodes[1].url()).await;
     assert!(answer.failed.is_empty(), "{:?}", answer.failed);
     assert!(answer.recovered.contains(&"g:r".to_owned()));
     send_range(&nodes[0], "r", 6..=6);
@@ -329,14 +287,10 @@ async fn a_quiet_topic_whose_history_expired_still_resumes_when_nothing_was_miss
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs redis-server (interop/setup.sh installs it)"]
 async fn a_resume_cut_before_its_answer_leaves_the_session_for_the_next_try() {
-    let redis = RedisServer::start();
-    let nodes = [node(&redis, 1), node(&redis, 2)];
-    let proxy = Proxy::start(nodes[0].server.local_addr()).await;
-    let (mut client, _) = Client::start(&format!("{}/?room=r", proxy.url())).await;
-    send_range(&nodes[0], "r", 1..=3);
-    client.texts(3).await;
-    proxy.cut();
-    gone(&nodes[0], "r");
+    let mut scene = Scene::start(RedisServer::start(), 2, "r").await;
+    scene.send_and_read(1..=3).await;
+    scene.cut();
+    let (nodes, client) = (&scene.nodes, &scene.client);
     send_range(&nodes[0], "r", 4..=5);
     // A resume whose connection is cut right after its opening frame went out.
     for _ in 0..5 {
@@ -346,13 +300,7 @@ async fn a_resume_cut_before_its_answer_leaves_the_session_for_the_next_try() {
             .connect()
             .await
             .unwrap();
-        ws.send(wsworker::resume::wire::encode_opening(
-            &wsworker::resume::wire::Opening::Resume {
-                token: client.token.clone(),
-                positions: client.positions.clone(),
-            },
-        ))
-        .unwrap();
+        ws.send(client.session.clone().opening()).unwrap();
         proxy.cut();
     }
     // However far each got, the session is still there under its token.
@@ -381,20 +329,21 @@ async fn a_client_cannot_replay_a_rooms_history_from_before_it_joined() {
     // A newcomer whom the application puts in the room, claiming to have been there
     // from the start (offset 0 of the room's epoch), with a token of no session.
     let epoch = hello.positions["g:r"].epoch;
-    let newcomer = Client {
-        ws: insider.ws.clone(),
-        token: "0123456789abcdef0123456789abcdef".into(),
-        positions: [(
-            "g:r".to_owned(),
-            wsworker::hub::Stamp {
-                epoch,
-                offset: 0,
-                id: 0,
-            },
-        )]
-        .into(),
-        duplicates: 0,
-    };
+    let newcomer = Client::resuming(
+        insider.ws.clone(),
+        ClientSession::restore(
+            "0123456789abcdef0123456789abcdef".into(),
+            [(
+                "g:r".to_owned(),
+                wsworker::hub::Stamp {
+                    epoch,
+                    offset: 0,
+                    id: 0,
+                },
+            )]
+            .into(),
+        ),
+    );
     let (mut joined, answer) = newcomer
         .resume(&format!("{}/?room=r", nodes[1].url()))
         .await;

@@ -37,7 +37,6 @@
 pub mod engine;
 mod session;
 
-use std::cell::RefCell;
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -554,44 +553,59 @@ impl Hub {
     /// Queues `envelope`'s message for this node's connections of its topic (those
     /// `reach` names), at its place `stamp` in the topic.
     fn deliver_local(&self, envelope: &Envelope, stamp: Option<Stamp>, reach: Reach) -> usize {
+        let except = &envelope.except;
         // Each form of the frame is encoded once, when a recipient first needs it.
         let mut plain = None;
-        let resuming = RefCell::new(ResumeFrames::new(&envelope.topic, stamp, &envelope.message));
-        let plain = RefCell::new(&mut plain);
-        let except = &envelope.except;
-        let deliver = |conn: &Connection| -> usize {
+        let mut send_plain = |conn: &Connection| {
+            let frame = plain.get_or_insert_with(|| encode_server_frame(&envelope.message));
+            conn.send_prepared(frame).is_ok()
+        };
+        if self.inner.resume.get().is_none() {
+            // No connection has a session: one gets it as it opens, only once resume is
+            // set, which is never unset. The common case, and the fan-out to thousands:
+            // nothing per recipient but the send.
+            if reach == Reach::Resuming {
+                return 0;
+            }
+            return self.each_of(&envelope.topic, envelope.conn, |conn| {
+                usize::from(!except.contains(&conn.id()) && send_plain(conn))
+            });
+        }
+        let mut resuming = ResumeFrames::new(&envelope.topic, stamp, &envelope.message);
+        self.each_of(&envelope.topic, envelope.conn, |conn| {
             if except.contains(&conn.id()) {
                 return 0;
             }
-            let sent = match conn.resume() {
-                Some(resume) if reach != Reach::Plain => {
-                    resume.offer(conn, &mut resuming.borrow_mut())
-                }
-                Some(_) => false,
-                None if reach == Reach::Resuming => false,
-                None => {
-                    let mut plain = plain.borrow_mut();
-                    let frame = plain.get_or_insert_with(|| encode_server_frame(&envelope.message));
-                    conn.send_prepared(frame).is_ok()
-                }
-            };
-            usize::from(sent)
-        };
-        match &envelope.topic {
-            Topic::All => self.inner.connections.for_each(deliver),
-            Topic::Node(_) => envelope
-                .conn
+            usize::from(match (conn.resume(), reach) {
+                (Some(_), Reach::Plain) | (None, Reach::Resuming) => false,
+                (Some(resume), _) => resume.offer(conn, &mut resuming),
+                (None, _) => send_plain(conn),
+            })
+        })
+    }
+
+    /// Calls `f` on this node's connections of `topic` (`conn`, for a node's topic); the
+    /// sum of what it returned.
+    fn each_of(
+        &self,
+        topic: &Topic,
+        conn: Option<u64>,
+        mut f: impl FnMut(&Connection) -> usize,
+    ) -> usize {
+        match topic {
+            Topic::All => self.inner.connections.for_each(f),
+            Topic::Node(_) => conn
                 .and_then(|id| self.inner.connections.get(id))
-                .map_or(0, |c| deliver(&c)),
-            // Queued under the lock: a send only pushes to each connection's inbox, and the
+                .map_or(0, |c| f(&c)),
+            // Called under the lock: a send only pushes to each connection's inbox, and the
             // lock keeps a membership change from landing in the middle of a fan-out.
             Topic::Uid(uid) => {
                 let index = self.index();
-                index.each(index.users.get(uid).into_iter().flatten(), deliver)
+                index.each(index.users.get(uid).into_iter().flatten(), f)
             }
             Topic::Group(group) => {
                 let index = self.index();
-                index.each(index.groups.get(group).into_iter().flatten(), deliver)
+                index.each(index.groups.get(group).into_iter().flatten(), f)
             }
         }
     }
@@ -613,20 +627,7 @@ impl Hub {
             }
             0
         };
-        match &resync.topic {
-            Topic::All => {
-                self.inner.connections.for_each(close);
-            }
-            Topic::Uid(uid) => {
-                let index = self.index();
-                index.each(index.users.get(uid).into_iter().flatten(), close);
-            }
-            Topic::Group(group) => {
-                let index = self.index();
-                index.each(index.groups.get(group).into_iter().flatten(), close);
-            }
-            Topic::Node(_) => {}
-        }
+        self.each_of(&resync.topic, None, close);
         let callback = self
             .inner
             .on_resync
@@ -783,7 +784,7 @@ impl Index {
     fn each<'a>(
         &self,
         ids: impl Iterator<Item = &'a u64>,
-        f: impl Fn(&Connection) -> usize,
+        mut f: impl FnMut(&Connection) -> usize,
     ) -> usize {
         ids.map(|id| self.members.get(id).map_or(0, |m| f(&m.conn)))
             .sum()
@@ -850,5 +851,36 @@ impl WeakHub {
             .upgrade()
             .map(|inner| Hub { inner })
             .ok_or(Error::Closed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::FanOut;
+
+    /// The fan-out's two loops (resume not set; set, with no connection resuming) reach the
+    /// same connections: all but those left out, and none for the resuming ones alone.
+    #[test]
+    fn the_plain_fan_out_reaches_the_same_connections_with_or_without_resume_set() {
+        for resume in [false, true] {
+            let fanout = FanOut::new(3, resume);
+            let link = HubLink(fanout.hub().downgrade());
+            let all = Target::all().into_envelope(Message::from("m"));
+            let first = fanout.hub().connections().to_vec()[0].id();
+            let but_one = Target::all()
+                .except(first)
+                .into_envelope(Message::from("m"));
+            let stamp = Stamp {
+                epoch: 1,
+                offset: 1,
+                id: 1,
+            };
+            assert_eq!(link.deliver(&all, Some(stamp)), 3, "resume set: {resume}");
+            assert_eq!(link.deliver(&but_one, None), 2, "resume set: {resume}");
+            assert_eq!(link.deliver_early(&all), 3, "resume set: {resume}");
+            assert_eq!(link.deliver_late(&all, stamp), 0, "resume set: {resume}");
+            fanout.drain();
+        }
     }
 }

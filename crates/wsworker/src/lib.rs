@@ -52,6 +52,8 @@
 
 #[cfg(feature = "axum")]
 pub mod axum;
+#[doc(hidden)]
+pub mod bench;
 mod buffers;
 mod callback;
 pub mod client;

@@ -1,5 +1,8 @@
-//! What the tests of the `wsworker` command share: a running `wsworker serve`.
+//! What the tests of the `wsworker` command share: a running `wsworker serve`, and a chat
+//! cluster of them ([`cluster`]).
 #![allow(dead_code, unreachable_pub)]
+
+pub mod cluster;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -137,17 +140,35 @@ impl Drop for KillOnDrop {
 }
 
 pub fn terminate(child: &Child) {
+    signal(child, "TERM");
+}
+
+/// Sends `signal` (`TERM`, `STOP`, `CONT`) to a child process of the test, by its PID.
+pub fn signal(child: &Child, signal: &str) {
     let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
         .status()
         .unwrap();
-    assert!(status.success());
+    assert!(status.success(), "kill -{signal}");
 }
 
 impl Serve {
     /// The WebSocket URL of the server.
     pub fn url(&self) -> String {
         format!("ws://{}/", self.addr)
+    }
+
+    /// Sends the server signal `name` (`STOP`, `CONT`).
+    pub fn signal(&self, name: &str) {
+        signal(&self.child, name);
+    }
+
+    /// Kills the server with SIGKILL (no close to its clients, no goodbye to Redis) and
+    /// waits for its end.
+    pub fn kill_9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
     }
 }
 

@@ -12,11 +12,11 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use wsworker_proto::{CloseCode, Event, Message, MessageRef, ReadyState, Utf8Bytes};
 
-use super::resume::{ResumeState, Step};
 use super::{ReconnectPolicy, WebSocket, WsEvent, weight};
 use crate::buffers;
 use crate::driver::Handler;
 use crate::error::{Error, Result};
+use crate::resume::{ClientSession, ClientStep};
 use crate::shared::{CloseInfo, Command, Shared, contain};
 
 type Cb<F> = Option<Box<F>>;
@@ -63,7 +63,7 @@ pub(super) struct ClientHandler {
     /// How the last connection ended.
     ended: Ended,
     /// The session, when resume was asked for.
-    resume: Option<ResumeState>,
+    resume: Option<ClientSession>,
     /// The current connection speaks `wsworker.resume.v1` (the server agreed to it).
     resuming: bool,
     /// The current connection broke the resume protocol: it is closing, and its frames are
@@ -88,7 +88,7 @@ impl ClientHandler {
             last_error: None,
             policy,
             ended: Ended::Over,
-            resume: resume.then(ResumeState::default),
+            resume: resume.then(ClientSession::default),
             resuming: false,
             broken: false,
         }
@@ -183,13 +183,13 @@ impl ClientHandler {
             return;
         };
         match resume.on_frame(frame.as_bytes()) {
-            Ok(Step::Deliver(from)) => self.message(payload(frame, given, from)),
-            Ok(Step::Skip) => {}
-            Ok(Step::Session { id, window }) => {
+            Ok(ClientStep::Deliver(from)) => self.message(payload(frame, given, from)),
+            Ok(ClientStep::Skip) => {}
+            Ok(ClientStep::Session { id, window }) => {
                 self.emit(WsEvent::Session { id, window });
                 self.open_gate();
             }
-            Ok(Step::Resumed {
+            Ok(ClientStep::Resumed {
                 id,
                 recovered,
                 failed,

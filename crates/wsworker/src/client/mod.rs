@@ -47,7 +47,6 @@ mod gate;
 mod handler;
 mod latest;
 mod policy;
-mod resume;
 
 use std::fmt;
 use std::future::Future;

@@ -623,11 +623,26 @@ fn record_bytes(
 
 /// Calls `f` with a reply and waits for it.
 async fn ask<T: Send + 'static>(f: impl FnOnce(Reply<T>)) -> Result<T, EngineError> {
+    asked(f).answer().await
+}
+
+/// Calls `f` with a reply, to be waited for later: what is asked before any answer is
+/// awaited goes to the engine in one batch.
+fn asked<T: Send + 'static>(f: impl FnOnce(Reply<T>)) -> Asked<T> {
     let (tx, rx) = oneshot::channel();
     f(Box::new(move |answer| {
         let _ = tx.send(answer);
     }));
-    rx.await.unwrap_or(Err(EngineError::Stopped))
+    Asked(rx)
+}
+
+/// An answer asked for ([`asked`]).
+struct Asked<T>(oneshot::Receiver<Result<T, EngineError>>);
+
+impl<T> Asked<T> {
+    async fn answer(self) -> Result<T, EngineError> {
+        self.0.await.unwrap_or(Err(EngineError::Stopped))
+    }
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -769,28 +784,16 @@ async fn resumed_from(
         };
         let read = match from {
             Some(from) => {
-                let (tx, rx) = oneshot::channel();
                 let max = config.max_replay + usize::from(from.offset > 0);
-                sessions.history(
-                    topic.clone(),
-                    from.offset.max(1),
-                    max,
-                    Box::new(move |answer| {
-                        let _ = tx.send(answer);
-                    }),
-                );
-                Read::History(from, joined, rx)
+                Read::History(
+                    from,
+                    joined,
+                    asked(|reply| sessions.history(topic.clone(), from.offset.max(1), max, reply)),
+                )
             }
-            None => {
-                let (tx, rx) = oneshot::channel();
-                sessions.positions(
-                    vec![topic.clone()],
-                    Box::new(move |answer| {
-                        let _ = tx.send(answer);
-                    }),
-                );
-                Read::Position(rx)
-            }
+            None => Read::Position(asked(|reply| {
+                sessions.positions(vec![topic.clone()], reply)
+            })),
         };
         reads.push((topic.clone(), read));
     }
@@ -809,10 +812,10 @@ async fn resumed_from(
     for (topic, read) in reads {
         let key = topic.key();
         match read {
-            Read::Position(rx) => {
-                let stamp = rx
-                    .await
-                    .unwrap_or(Err(EngineError::Stopped))?
+            Read::Position(asked) => {
+                let stamp = asked
+                    .answer()
+                    .await?
                     .first()
                     .copied()
                     .ok_or(EngineError::Stopped)?;
@@ -830,8 +833,8 @@ async fn resumed_from(
                 floors.push((topic.clone(), stamp));
                 joined_at.push((topic, stamp));
             }
-            Read::History(from, joined, rx) => {
-                let history = rx.await.unwrap_or(Err(EngineError::Stopped))?;
+            Read::History(from, joined, asked) => {
+                let history = asked.answer().await?;
                 let top = history.top;
                 match recover(from, history, config.max_replay) {
                     Ok(entries) => {
@@ -907,12 +910,9 @@ async fn resumed_from(
 
 enum Read {
     /// From a place; the session's join position, when it had the topic.
-    History(
-        Stamp,
-        Option<Stamp>,
-        oneshot::Receiver<Result<History, EngineError>>,
-    ),
-    Position(oneshot::Receiver<Result<Vec<Stamp>, EngineError>>),
+    History(Stamp, Option<Stamp>, Asked<History>),
+    /// Only the topic's position: the session did not have it.
+    Position(Asked<Vec<Stamp>>),
 }
 
 /// What a client at `from` missed of a topic whose `history` was read, or why it cannot

@@ -1,9 +1,13 @@
 //! Resume after reconnect: the subprotocol `wsworker.resume.v1`, with which a client that
 //! lost its connection gets, on any node, exactly the messages it missed — once each, in
 //! order, per topic — or is told per topic why not. The protocol and its guarantees are in
-//! `docs/RESUME.md`; [`wire`] reads and writes its frames.
+//! `docs/RESUME.md`; [`wire`] reads and writes its frames, and [`ClientSession`] keeps a
+//! client's side of a session.
 
+mod client;
 pub mod wire;
+
+pub use client::{ClientSession, ClientStep};
 
 use std::time::Duration;
 

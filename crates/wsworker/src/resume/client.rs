@@ -1,20 +1,23 @@
 //! The client's side of `wsworker.resume.v1` (`docs/RESUME.md`), without I/O: the session's
 //! token and the last position of each topic, the opening frame of each connection, and
 //! what to make of each frame from the server — deliver its payload, drop it as a
-//! duplicate, or report the session. The connection's handler feeds it and acts on the
-//! answers.
+//! duplicate, or report the session. The crate's client ([`WebSocketBuilder::resume`])
+//! feeds it and acts on the answers; a client of its own can too.
+//!
+//! [`WebSocketBuilder::resume`]: crate::WebSocketBuilder::resume
 
 use std::time::Duration;
 
-use crate::hub::Stamp;
-use crate::resume::FailReason;
-use crate::resume::wire::{
+use super::FailReason;
+use super::wire::{
     Opening, Positions, ServerFrame, SessionInfo, WireError, encode_opening, parse_server_frame,
 };
+use crate::hub::Stamp;
 
-/// One session across the connections of a client.
-#[derive(Debug, Default)]
-pub(super) struct ResumeState {
+/// One session across the connections of a client: `Default` is a new one (its first
+/// opening is `start`).
+#[derive(Debug, Clone, Default)]
+pub struct ClientSession {
     /// The token of the last `hello` or `resumed`: the next connection resumes with it.
     token: Option<String>,
     /// The last position of each topic the connection is in.
@@ -23,9 +26,9 @@ pub(super) struct ResumeState {
     answered: bool,
 }
 
-/// What a frame from the server comes to.
+/// What a frame from the server comes to ([`ClientSession::on_frame`]).
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Step {
+pub enum ClientStep {
     /// A message for the application: the frame's payload, from this byte on (after the
     /// head).
     Deliver(usize),
@@ -53,10 +56,20 @@ fn error(what: &str) -> WireError {
     WireError(what.to_owned())
 }
 
-impl ResumeState {
+impl ClientSession {
+    /// A session kept from before (its token and the positions of its topics): the next
+    /// opening resumes it.
+    pub fn restore(token: String, positions: Positions) -> Self {
+        Self {
+            token: Some(token),
+            positions,
+            answered: false,
+        }
+    }
+
     /// The first frame of a new connection: `start` for the first, `resume` with the
     /// latest token and positions after that. The connection then waits for the answer.
-    pub(super) fn opening(&mut self) -> String {
+    pub fn opening(&mut self) -> String {
         self.answered = false;
         let opening = match &self.token {
             None => Opening::Start,
@@ -76,14 +89,17 @@ impl ResumeState {
     }
 
     /// The token the next connection resumes with.
-    #[cfg(test)]
-    fn token(&self) -> Option<&str> {
+    pub fn token(&self) -> Option<&str> {
         self.token.as_deref()
     }
 
+    /// The last position of every topic the connection is in.
+    pub fn positions(&self) -> &Positions {
+        &self.positions
+    }
+
     /// The last position of `topic`.
-    #[cfg(test)]
-    fn position(&self, topic: &str) -> Option<Stamp> {
+    pub fn position(&self, topic: &str) -> Option<Stamp> {
         self.positions.get(topic).copied()
     }
 
@@ -93,7 +109,7 @@ impl ResumeState {
     /// [`WireError`] for a frame that is not one of the protocol's, or that comes before
     /// the answer to the opening (anything but `hello` or `resumed` first): the
     /// connection is to be closed with 1002.
-    pub(super) fn on_frame(&mut self, frame: &[u8]) -> Result<Step, WireError> {
+    pub fn on_frame(&mut self, frame: &[u8]) -> Result<ClientStep, WireError> {
         let parsed = parse_server_frame(frame)?;
         if !self.answered
             && !matches!(
@@ -108,7 +124,7 @@ impl ResumeState {
                 self.answered = true;
                 self.positions = positions;
                 let (id, window) = self.take_session(session);
-                Step::Session { id, window }
+                ClientStep::Session { id, window }
             }
             ServerFrame::Resumed {
                 session,
@@ -127,7 +143,7 @@ impl ResumeState {
                 kept.extend(positions);
                 self.positions = kept;
                 let (id, _) = self.take_session(session);
-                Step::Resumed {
+                ClientStep::Resumed {
                     id,
                     recovered,
                     failed,
@@ -140,11 +156,11 @@ impl ResumeState {
                 if !later {
                     self.positions.insert(topic, position);
                 }
-                Step::Skip
+                ClientStep::Skip
             }
             ServerFrame::Left { topic } => {
                 self.positions.remove(&topic);
-                Step::Skip
+                ClientStep::Skip
             }
             ServerFrame::Message {
                 topic,
@@ -163,16 +179,16 @@ impl ResumeState {
                         offset,
                         "resume: a message of an unknown topic without its epoch"
                     );
-                    return Ok(Step::Deliver(from));
+                    return Ok(ClientStep::Deliver(from));
                 };
                 if current.is_some_and(|c| c.epoch == epoch && offset <= c.offset) {
                     tracing::trace!(topic, offset, "resume: a duplicate dropped");
-                    return Ok(Step::Skip);
+                    return Ok(ClientStep::Skip);
                 }
                 self.positions.insert(topic, Stamp { epoch, offset, id });
-                Step::Deliver(from)
+                ClientStep::Deliver(from)
             }
-            ServerFrame::Plain(payload) => Step::Deliver(frame.len() - payload.len()),
+            ServerFrame::Plain(payload) => ClientStep::Deliver(frame.len() - payload.len()),
         })
     }
 
@@ -214,22 +230,22 @@ mod tests {
     }
 
     /// Feeds `frame` and returns the payload delivered, if any.
-    fn delivered(state: &mut ResumeState, frame: &[u8]) -> Option<String> {
+    fn delivered(state: &mut ClientSession, frame: &[u8]) -> Option<String> {
         match state.on_frame(frame).unwrap() {
-            Step::Deliver(from) => Some(String::from_utf8(frame[from..].to_vec()).unwrap()),
-            Step::Skip => None,
+            ClientStep::Deliver(from) => Some(String::from_utf8(frame[from..].to_vec()).unwrap()),
+            ClientStep::Skip => None,
             other => panic!("{other:?}"),
         }
     }
 
     /// A state with a session: `start`, then `hello` with these positions.
-    fn started(entries: &[(&str, Stamp)]) -> ResumeState {
-        let mut state = ResumeState::default();
+    fn started(entries: &[(&str, Stamp)]) -> ClientSession {
+        let mut state = ClientSession::default();
         assert_eq!(state.opening(), "start\n");
         let hello = encode_hello(&session("t1"), &positions(entries));
         assert_eq!(
             state.on_frame(hello.as_bytes()).unwrap(),
-            Step::Session {
+            ClientStep::Session {
                 id: "s1".into(),
                 window: Duration::from_secs(120)
             }
@@ -316,7 +332,7 @@ mod tests {
         );
         assert_eq!(
             state.on_frame(resumed.as_bytes()).unwrap(),
-            Step::Resumed {
+            ClientStep::Resumed {
                 id: "s1".into(),
                 recovered: vec!["u:tom".into()],
                 failed: vec![]
@@ -360,7 +376,7 @@ mod tests {
             &[("g:b".to_owned(), FailReason::Epoch)],
             &positions(&[("g:b", stamp(2, 4, 9)), ("u:new", stamp(3, 1, 1))]),
         );
-        let Step::Resumed { failed, .. } = state.on_frame(resumed.as_bytes()).unwrap() else {
+        let ClientStep::Resumed { failed, .. } = state.on_frame(resumed.as_bytes()).unwrap() else {
             panic!("not resumed");
         };
         assert_eq!(failed, [("g:b".to_owned(), FailReason::Epoch)]);
@@ -410,7 +426,7 @@ mod tests {
         let mut state = started(&[]);
         assert_eq!(
             state.on_frame(encode_joined("g:x", &stamp(4, 10, 1)).as_bytes()),
-            Ok(Step::Skip)
+            Ok(ClientStep::Skip)
         );
         assert_eq!(state.position("g:x"), Some(stamp(4, 10, 1)));
         assert_eq!(
@@ -433,7 +449,7 @@ mod tests {
         assert_eq!(state.position("g:x"), Some(stamp(5, 1, 4)));
         assert_eq!(
             state.on_frame(encode_left("g:x").as_bytes()),
-            Ok(Step::Skip)
+            Ok(ClientStep::Skip)
         );
         assert_eq!(state.position("g:x"), None);
         let opening = state.opening();
@@ -456,7 +472,7 @@ mod tests {
 
     #[test]
     fn malformed_or_early_frames_are_errors() {
-        let mut state = ResumeState::default();
+        let mut state = ClientSession::default();
         state.opening();
         assert!(state.on_frame(b"v\nbefore the answer").is_err());
         assert!(
@@ -495,7 +511,7 @@ mod tests {
         let hello = encode_hello(&session("t9"), &positions(&[("g:z", stamp(2, 0, 0))]));
         assert!(matches!(
             state.on_frame(hello.as_bytes()),
-            Ok(Step::Session { .. })
+            Ok(ClientStep::Session { .. })
         ));
         assert_eq!(state.position("all"), None);
         assert_eq!(state.position("g:z"), Some(stamp(2, 0, 0)));
