@@ -44,7 +44,7 @@ impl FanOut {
                 let conn = Connection::new(
                     Shared::new(),
                     0,
-                    peer,
+                    Some(peer),
                     request,
                     None,
                     WeakHub::default(),
