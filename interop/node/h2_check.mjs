@@ -1,7 +1,7 @@
 // A WebSocket over HTTP/2 (RFC 8441) with Node's own http2 client, frame by frame, against
 // a server that must announce SETTINGS_ENABLE_CONNECT_PROTOCOL:
 //
-//   node h2_check.mjs URL [--ca FILE] [--binary] [--stall]
+//   node h2_check.mjs URL [--ca FILE] [--binary] [--echo] [--stall]
 //
 // URL is http://HOST:PORT/PATH (cleartext HTTP/2 with prior knowledge) or https://... (TLS,
 // ALPN h2). Checks: the server's settings allow extended CONNECT; CONNECT with
@@ -21,6 +21,8 @@ const caIndex = args.indexOf('--ca');
 const ca = caIndex >= 0 ? fs.readFileSync(args[caIndex + 1]) : undefined;
 const stall = args.includes('--stall');
 const binary = args.includes('--binary');
+// --echo: the server sends each message back as it came, instead of "hello <message>".
+const expected = args.includes('--echo') ? 'tom' : 'hello tom';
 
 function fail(message) {
     console.error(`FAIL ${message}`);
@@ -99,7 +101,7 @@ if (stall) {
     console.log('ok connect');
     a.stream.write(frame(0x1, 'tom'));
     const ma = await a.next();
-    if (ma.opcode !== 1 || ma.payload.toString() !== 'hello tom') fail(`text echo: ${ma.opcode} ${ma.payload}`);
+    if (ma.opcode !== 1 || ma.payload.toString() !== expected) fail(`text answer: ${ma.opcode} ${ma.payload}`);
     if (binary) {
         b.stream.write(frame(0x2, Buffer.from([1, 2, 3])));
         const mb = await b.next();

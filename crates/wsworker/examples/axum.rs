@@ -64,7 +64,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         }
         Some("--tls") => {
             let config = tls_config(args.get(1).zip(args.get(2)))?;
-            println!("https://localhost:{}/ (HTTP/2 and HTTP/1.1)", port);
+            println!(
+                "https://localhost:{}/ (HTTP/2 and HTTP/1.1)",
+                listener.local_addr()?.port()
+            );
             serve_tls(listener, app, config).await?;
         }
         Some(other) => return Err(format!("unknown argument {other} (try --tls)").into()),

@@ -258,3 +258,80 @@ async fn node_http2_client_through_the_axum_route() {
             .any(|c| c.code == CloseCode::NORMAL && c.was_clean)
     );
 }
+
+/// The example's binary, built by `cargo test` beside this test's.
+fn example(name: &str) -> std::path::PathBuf {
+    let deps = std::env::current_exe().unwrap();
+    deps.parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name)
+}
+
+/// Starts `examples/axum.rs` with `args` on a free port; its URL line and the process.
+fn start_example(args: &[&std::ffi::OsStr]) -> (String, common::Reaped) {
+    use std::io::BufRead;
+    let mut child = Command::new(example("axum"))
+        .args(args)
+        .env("PORT", "0")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the example is built by `cargo test`");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (line, common::Reaped(child))
+}
+
+#[test]
+#[ignore = "needs the interop peers: bash interop/setup.sh"]
+fn the_axum_example_serves_http1_h2c_and_h2_over_tls() {
+    let h2_check = |url: &str, extra: &[&std::ffi::OsStr]| {
+        let mut command = Command::new("node");
+        command
+            .arg(repo_root().join("interop/node/h2_check.mjs"))
+            .arg(url)
+            .arg("--echo")
+            .args(extra);
+        let output = run_to_end(command, "node h2_check", Duration::from_secs(30));
+        let said = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "{said}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            said.contains("ok connect\n") && said.contains("ok echo\n"),
+            "{said}"
+        );
+    };
+
+    let (line, _plain) = start_example(&[]);
+    let base = line.split_whitespace().next().unwrap().to_owned();
+    assert!(base.starts_with("http://127.0.0.1:"), "{line}");
+    h2_check(&format!("{base}ws"), &[]);
+    let page = raw_exchange(
+        base.trim_start_matches("http://")
+            .trim_end_matches('/')
+            .parse()
+            .unwrap(),
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(page.contains("new WebSocket"), "{page}");
+
+    let pki = common::pki::Pki::loopback();
+    let (line, _tls) = start_example(&[
+        "--tls".as_ref(),
+        pki.cert_file().as_os_str(),
+        pki.key_file().as_os_str(),
+    ]);
+    let base = line.split_whitespace().next().unwrap().to_owned();
+    assert!(base.starts_with("https://localhost:"), "{line}");
+    h2_check(
+        &format!("{base}ws"),
+        &["--ca".as_ref(), pki.ca_file().as_os_str()],
+    );
+}

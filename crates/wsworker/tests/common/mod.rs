@@ -2,6 +2,8 @@
 //! against code that shares nothing with its runtime.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod pki;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -345,4 +347,14 @@ pub fn record_peers(endpoint: &mut wsworker::Endpoint) -> Arc<Mutex<Vec<Option<S
     let seen = peers.clone();
     endpoint.on_connect(move |conn| seen.lock().unwrap().push(conn.remote_addr()));
     peers
+}
+
+/// A child process killed (by its PID) and reaped when dropped.
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
