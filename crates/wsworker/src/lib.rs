@@ -43,6 +43,11 @@
 //! # }
 //! ```
 //!
+//! Inside a server you already run: an [`Endpoint`] is what a `Worker` handles connections
+//! with — callbacks, limits, the [`Hub`], metrics — without the listeners; its [`Service`]
+//! serves any stream ([`Service::serve`]), a hyper upgrade (feature `hyper`:
+//! HTTP/1.1, and HTTP/2 per RFC 8441) or an axum route (feature `axum`: `wsworker::axum`).
+//!
 //! With the `tls` feature (on by default), on rustls with the ring provider: the server
 //! serves `websocket+tls://` (and `https://` for its HTTP handler) with `Worker::tls_pem`
 //! or `Worker::tls_config`, and the client connects to `wss://` URLs, trusting the
