@@ -52,7 +52,11 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
-        let dir = std::env::temp_dir().join(format!("wsworker-redis-{}", self.port));
+        let dir = std::env::temp_dir().join(format!(
+            "wsworker-redis-{}-{}",
+            std::process::id(),
+            self.port
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
