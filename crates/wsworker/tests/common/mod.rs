@@ -2,6 +2,9 @@
 //! against code that shares nothing with its runtime.
 #![allow(dead_code, unreachable_pub)]
 
+#[cfg(feature = "hyper")]
+pub mod h2;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
