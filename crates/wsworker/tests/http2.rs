@@ -1,16 +1,21 @@
 //! HTTP/2 on the standalone server in cleartext (prior knowledge), with hyper's own HTTP/2
 //! client: the connection leaves the event loop for hyper's server with the preface it
 //! read, WebSockets open on it with extended CONNECT and pages load over it, HTTP/1.1
-//! keeps working on the same port.
+//! keeps working on the same port; and the send-buffer limits hold over HTTP/2 as over
+//! HTTP/1.1 when the client stops reading a stream.
 #![cfg(feature = "hyper")]
 
 mod common;
 
 use std::io::{Read, Write};
 
-use common::h2::H2Client;
+use common::h2::{
+    FLOOD_MESSAGE, Flooded, H2Client, flooding_worker, full_then_1008, full_then_drops,
+    next_flooded,
+};
 use common::{RawClient, WAIT, hello_worker, raw_exchange, say_hello, stop};
 use hyper::StatusCode;
+use wsworker::server::OverflowPolicy;
 use wsworker::{CloseCode, HttpResponse};
 use wsworker_proto::{Event, Message};
 
@@ -112,4 +117,68 @@ fn without_http2_the_preface_gets_an_http11_refusal() {
     ));
     drop(client);
     server.shutdown();
+}
+
+/// The client's window on each stream in the backpressure tests: what the server may send
+/// on a stream nobody reads, before hyper's send buffer (64 KiB) and then the driver's
+/// queue take the rest.
+const WINDOW: u32 = 64 * 1024;
+/// The flood: far more than the window, hyper's buffer and the hard limit together.
+const FLOOD: usize = 8 << 20;
+const SOFT: usize = 128 * 1024;
+const HARD: usize = 512 * 1024;
+
+/// Opens a WebSocket over HTTP/2 to a flooding server, asks for [`FLOOD`] bytes and reads
+/// none of them.
+async fn stalled_flood(addr: std::net::SocketAddr) -> (H2Client, common::h2::H2Socket) {
+    let mut client = H2Client::connect(addr, WINDOW).await;
+    let mut socket = client.websocket("/").await.unwrap();
+    socket.send_text(&format!("flood {FLOOD}")).await;
+    (client, socket)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_http2_reader_gets_on_buffer_full_then_1008() {
+    let (worker, seen) = flooding_worker(OverflowPolicy::Close, SOFT, HARD);
+    let metrics = worker.metrics();
+    let server = worker.start().unwrap();
+    let stalled = stalled_flood(server.local_addr()).await;
+    tokio::task::block_in_place(|| full_then_1008(&seen, &metrics, SOFT, HARD));
+    // What left the driver: the client's window and a message in flight (frame heads
+    // included), no more; the rest waited in the driver's queue, where the limits see it.
+    let sent = metrics.snapshot().total().bytes_sent as usize;
+    assert!(
+        sent <= WINDOW as usize + 2 * (FLOOD_MESSAGE + 14),
+        "{sent} bytes went into HTTP/2 for a reader whose window is {WINDOW}"
+    );
+    // hyper keeps the stream until what it holds of it is sent: the client goes first, or
+    // the stop would wait for it.
+    drop(stalled);
+    stop(server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_http2_reader_gets_on_buffer_full_then_drops_and_everything_queued() {
+    let (worker, seen) = flooding_worker(OverflowPolicy::DropNew, SOFT, HARD);
+    let metrics = worker.metrics();
+    let server = worker.start().unwrap();
+    let (_client, mut socket) = stalled_flood(server.local_addr()).await;
+    let queued =
+        tokio::task::block_in_place(|| full_then_drops(&seen, &metrics, SOFT, HARD, FLOOD));
+
+    // Reading again: everything that was queued arrives, and the connection still works.
+    for _ in 0..queued {
+        match socket.next_event().await {
+            Some(Event::Message(Message::Binary(data))) => assert_eq!(data.len(), FLOOD_MESSAGE),
+            other => panic!("expected the queued messages, got {other:?}"),
+        }
+    }
+    socket.conn.close(CloseCode::NORMAL, "").unwrap();
+    socket.flush().await;
+    assert!(matches!(socket.next_event().await, Some(Event::Close(_))));
+    match tokio::task::block_in_place(|| next_flooded(&seen)) {
+        Flooded::Closed(info) => assert_eq!(info.code, CloseCode::NORMAL),
+        other => panic!("expected the close, got {other:?}"),
+    }
+    stop(server).await;
 }

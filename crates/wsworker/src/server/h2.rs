@@ -5,11 +5,19 @@
 //! worker, decided and run as the HTTP/1.1 ones are; other requests go to `on_http`.
 //! HTTP/1.1 keeps its own path.
 //!
-//! Flow control must not hide bytes from the send-buffer limits: hyper would take up to
-//! 400 KiB a stream beyond what the peer's window lets out, where neither
-//! `buffered_amount` nor `on_buffer_full` sees them. [`MAX_SEND_BUF`] keeps that to what a
-//! socket's own buffer holds over HTTP/1.1, so a reader that stops makes the driver's queue
-//! grow — soft limit, then hard limit — as it does over HTTP/1.1.
+//! Flow control must not hide bytes from the send-buffer limits, where neither
+//! `buffered_amount` nor `on_buffer_full` would see them. A reader that stops reading a
+//! stream closes its window: h2 gives the stream no capacity beyond it, so the driver's
+//! writes wait and its queue grows — soft limit, then hard limit — as over HTTP/1.1
+//! (measured in tests/http2.rs: with a 64 KiB window, 128 KiB left the driver: the window,
+//! and the write hyper's stream task holds while it waits for capacity). A peer that stops
+//! reading the whole connection, its windows open, leaves the data in h2's send buffer
+//! instead: [`MAX_SEND_BUF`] keeps that to what a socket's own buffer holds over HTTP/1.1
+//! (hyper's default is 400 KiB a stream).
+//!
+//! When the driver gives up on a stalled stream (the hard limit's 1008), hyper keeps the
+//! stream, and the write it holds, until the peer reads it, resets it or the connection
+//! ends: hyper's upgraded stream has no way to reset it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,8 +1,10 @@
 //! HTTP/2 for the tests: hyper's own HTTP/2 client, in cleartext with prior knowledge,
 //! opening WebSockets with extended CONNECT (RFC 8441) and speaking them with the protocol
-//! core.
+//! core; and a server that floods a client on request, for the send-buffer limits.
 
 use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -14,6 +16,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
+use wsworker::server::OverflowPolicy;
+use wsworker::{CloseInfo, Worker};
 use wsworker_proto::{Config, Connection, Event};
 
 use super::WAIT;
@@ -139,4 +143,128 @@ impl H2Socket {
             self.conn.receive(&buf[..n]);
         }
     }
+}
+
+/// The size of each message of a flood.
+pub const FLOOD_MESSAGE: usize = 64 * 1024;
+
+/// What a flooding server saw, in order.
+#[derive(Debug)]
+pub enum Flooded {
+    /// `on_buffer_full`, with the connection's `buffered_amount` then.
+    Full(usize),
+    /// The flood sent (or had dropped) its last message.
+    Done,
+    /// `on_close`.
+    Closed(CloseInfo),
+}
+
+/// A worker serving HTTP/2 too whose answer to the text `flood N` is N bytes in
+/// [`FLOOD_MESSAGE`]-byte binary messages, sent one per turn of its runtime (a task that
+/// yields after each): the driver writes what the client's window lets out between two,
+/// so they pile up in the send buffer only when the client stops reading. With the send
+/// buffer limits `soft` and `hard` and `policy` at the hard limit.
+pub fn flooding_worker(
+    policy: OverflowPolicy,
+    soft: usize,
+    hard: usize,
+) -> (Worker, mpsc::Receiver<Flooded>) {
+    let mut worker = Worker::new("websocket://127.0.0.1:0").unwrap();
+    worker
+        .http2(true)
+        .send_buffer_limits(soft, hard)
+        .overflow_policy(policy)
+        .close_timeout(Duration::from_millis(500));
+    let (tx, rx) = mpsc::channel();
+    let (full, done, closed) = (tx.clone(), tx.clone(), tx);
+    worker.on_message(move |conn, msg| {
+        let bytes: usize = msg
+            .as_text()
+            .and_then(|text| text.strip_prefix("flood "))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let (conn, done) = (conn.clone(), done.clone());
+        tokio::spawn(async move {
+            for _ in 0..bytes / FLOOD_MESSAGE {
+                if conn.send(vec![7u8; FLOOD_MESSAGE]).is_err() {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            let _ = done.send(Flooded::Done);
+        });
+        Ok(())
+    });
+    worker.on_buffer_full(move |conn| {
+        let _ = full.send(Flooded::Full(conn.buffered_amount()));
+    });
+    worker.on_close(move |_, info| {
+        let _ = closed.send(Flooded::Closed(info.clone()));
+    });
+    (worker, rx)
+}
+
+/// The next thing the flooding server saw, within [`WAIT`].
+pub fn next_flooded(seen: &mpsc::Receiver<Flooded>) -> Flooded {
+    seen.recv_timeout(WAIT)
+        .expect("the flooding server saw nothing more")
+}
+
+/// What a flooding server must see first of a client that stopped reading:
+/// `on_buffer_full`, with more than `soft` bytes queued and no more than `hard`.
+fn full(seen: &mpsc::Receiver<Flooded>, soft: usize, hard: usize) {
+    let Flooded::Full(buffered) = next_flooded(seen) else {
+        panic!("on_buffer_full first");
+    };
+    assert!(
+        buffered > soft && buffered <= hard,
+        "{buffered} bytes queued"
+    );
+}
+
+/// With [`OverflowPolicy::Close`]: `on_buffer_full`, then the close with 1008 at the hard
+/// limit, counted, nothing dropped.
+pub fn full_then_1008(
+    seen: &mpsc::Receiver<Flooded>,
+    metrics: &wsworker::Metrics,
+    soft: usize,
+    hard: usize,
+) {
+    full(seen, soft, hard);
+    let closed = loop {
+        match next_flooded(seen) {
+            Flooded::Closed(info) => break info,
+            Flooded::Done => {}
+            other => panic!("expected the close, got {other:?}"),
+        }
+    };
+    assert_eq!(closed.code, wsworker::CloseCode::POLICY_VIOLATION);
+    let snapshot = metrics.snapshot();
+    let group = wsworker::server::CloseCodeGroup::of(1008);
+    assert_eq!(snapshot.closes.get(&group), Some(&1));
+    assert_eq!(snapshot.total().dropped_messages, 0);
+}
+
+/// With [`OverflowPolicy::DropNew`]: `on_buffer_full`, then the end of a flood of `flood`
+/// bytes with messages dropped at the hard limit and the connection open. Returns how many
+/// messages were queued.
+pub fn full_then_drops(
+    seen: &mpsc::Receiver<Flooded>,
+    metrics: &wsworker::Metrics,
+    soft: usize,
+    hard: usize,
+    flood: usize,
+) -> u64 {
+    full(seen, soft, hard);
+    assert!(
+        matches!(next_flooded(seen), Flooded::Done),
+        "the flood ends, the connection open"
+    );
+    let snapshot = metrics.snapshot().total();
+    assert!(snapshot.dropped_messages > 0, "nothing dropped");
+    assert_eq!(
+        snapshot.messages_sent + snapshot.dropped_messages,
+        (flood / FLOOD_MESSAGE) as u64
+    );
+    snapshot.messages_sent
 }
