@@ -119,6 +119,17 @@ fn without_http2_the_preface_gets_an_http11_refusal() {
     server.shutdown();
 }
 
+#[tokio::test]
+#[ignore = "needs the interop peers: bash interop/setup.sh"]
+async fn python_h2_against_the_standalone_server() {
+    let server = hello_http2();
+    let url = format!("http://{}/", server.local_addr());
+    tokio::task::spawn_blocking(move || common::h2::python_h2_check(&url))
+        .await
+        .unwrap();
+    stop(server).await;
+}
+
 /// The client's window on each stream in the backpressure tests: what the server may send
 /// on a stream nobody reads, before hyper's send buffer (64 KiB) and then the driver's
 /// queue take the rest.

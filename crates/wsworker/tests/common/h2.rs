@@ -268,3 +268,22 @@ pub fn full_then_drops(
     );
     snapshot.messages_sent
 }
+
+/// Runs `interop/python/h2_check.py` (Python's `h2` on a plain socket) against `url`: it
+/// must pass every check.
+pub fn python_h2_check(url: &str) {
+    let mut command = std::process::Command::new(super::python());
+    command
+        .arg(super::repo_root().join("interop/python/h2_check.py"))
+        .arg(url);
+    let output = super::run_to_end(command, "python h2_check", Duration::from_secs(30));
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for check in ["settings", "connect", "echo", "501", "close"] {
+        assert!(said.contains(&format!("ok {check}\n")), "{check}: {said}");
+    }
+}
