@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the real peers wsworker is tested against: Python websockets (in a venv),
+# Installs the real peers wsworker is tested against: Python websockets and h2 (in a venv),
 # Node ws + playwright-core (npm ci from the committed lockfile), Debian's Chromium, and
 # Debian's redis-server (the Hub's engine tests start their own on free ports).
 # Idempotent; meant for CI (root, CI=true, no stdin) and for developers.
@@ -36,7 +36,7 @@ apt_install() {
     apt-get install -y -q "$@" </dev/null
 }
 
-# --- Python: websockets in a venv -------------------------------------------------
+# --- Python: websockets and h2 in a venv -----------------------------------------
 command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found"
 say "python: $("$PYTHON" --version 2>&1) ($(command -v "$PYTHON"))"
 if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
@@ -53,7 +53,7 @@ fi
 say "pip install -r interop/python/requirements.txt"
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
     -r "$ROOT/interop/python/requirements.txt"
-say "python peer: websockets $("$VENV/bin/python" -c 'import websockets; print(websockets.__version__)')"
+say "python peers: websockets $("$VENV/bin/python" -c 'import websockets; print(websockets.__version__)'), h2 $("$VENV/bin/python" -c 'import h2; print(h2.__version__)')"
 
 # --- Node: ws + playwright-core from the lockfile ---------------------------------
 # Use the machine's Node (>= 20); never install Debian's nodejs (18) over it.

@@ -32,10 +32,12 @@ pub(crate) struct ServeArgs {
     #[cfg(feature = "tls")]
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
-    /// Serve HTTP/2 too, over TLS (ALPN h2): browsers then load the page and open the
-    /// WebSocket inside one HTTP/2 connection (RFC 8441). Needs --tls-cert.
+    /// Serve HTTP/2 too, beside HTTP/1.1 on the same port: over TLS (ALPN h2), where
+    /// browsers then load the page and open the WebSocket inside one HTTP/2 connection
+    /// (RFC 8441), and in cleartext to clients that open with the HTTP/2 preface (prior
+    /// knowledge, h2c).
     #[cfg(feature = "tls")]
-    #[arg(long, requires = "tls_cert")]
+    #[arg(long)]
     http2: bool,
     /// Worker threads (default: one per CPU core).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]

@@ -668,10 +668,29 @@ fn serve_and_connect_over_tls() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Runs `interop/node/h2_check.mjs` against `url` (with `args`): it must pass every check.
+fn node_h2_check(url: &str, args: &[&str]) {
+    let output = Command::new("node")
+        .arg(workspace_root().join("interop/node/h2_check.mjs"))
+        .arg(url)
+        .args(args)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for check in ["settings", "connect", "echo", "two streams", "501", "close"] {
+        assert!(said.contains(&format!("ok {check}\n")), "{check}: {said}");
+    }
+}
+
 /// `serve --http2`: Node's own HTTP/2 client opens WebSockets with extended CONNECT
 /// (RFC 8441) beside HTTP/1.1 clients on the same port, and headless Chromium loads the demo
 /// page over HTTP/2 and opens its WebSocket inside that connection (its network log shows
-/// the handshake answered 200). Without TLS, `--http2` is refused.
+/// the handshake answered 200).
 #[test]
 #[cfg(feature = "tls")]
 #[ignore = "needs Chromium and the interop peers: bash interop/setup.sh"]
@@ -690,22 +709,9 @@ fn serve_http2_carries_websockets_for_node_and_chromium() {
         "--tls-key",
         key.to_str().unwrap(),
     ]);
-    let output = Command::new("node")
-        .arg(workspace_root().join("interop/node/h2_check.mjs"))
-        .arg(format!("https://localhost:{}/", serve.addr.port()))
-        .arg("--ca")
-        .arg(&ca)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        said.contains("ok connect\n") && said.contains("ok 501\n"),
-        "{said}"
+    node_h2_check(
+        &format!("https://localhost:{}/", serve.addr.port()),
+        &["--ca", ca.to_str().unwrap()],
     );
     // HTTP/1.1 on the same port, through the server's own path.
     let (code, stdout, stderr) = wsworker(
@@ -733,11 +739,22 @@ fn serve_http2_carries_websockets_for_node_and_chromium() {
     assert!(stdout.contains("PASS http2"), "{stdout}");
     assert!(stdout.contains("PASS send-receive"), "{stdout}");
     assert_eq!(serve.stop(), 0);
-
-    let (code, _, stderr) = wsworker(&["serve", "websocket://127.0.0.1:0", "--http2"], "");
-    assert_ne!(code, 0);
-    assert!(stderr.contains("--tls-cert"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `serve --http2` without TLS: Node's HTTP/2 client, speaking it from its first byte
+/// (prior knowledge), opens WebSockets with extended CONNECT, and `connect` over HTTP/1.1
+/// is answered on the same port.
+#[test]
+#[cfg(feature = "tls")]
+#[ignore = "needs the interop peers: bash interop/setup.sh"]
+fn serve_http2_in_cleartext_for_node_beside_http11() {
+    let serve = Serve::start(&["websocket://127.0.0.1:0", "--http2", "--count", "2"]);
+    node_h2_check(&format!("http://{}/", serve.addr), &[]);
+    let (code, stdout, stderr) = wsworker(&["connect", &format!("ws://{}/", serve.addr)], "tom\n");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("hello tom"), "{stdout}");
+    assert_eq!(serve.stop(), 0);
 }
 
 /// Headless Chromium loads the demo page over https from `serve --tls-cert --tls-key` and

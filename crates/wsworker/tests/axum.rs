@@ -226,6 +226,22 @@ async fn python_websockets_through_the_axum_route() {
 
 #[tokio::test]
 #[ignore = "needs the interop peers: bash interop/setup.sh"]
+async fn python_h2_through_the_axum_route() {
+    let seen = Arc::default();
+    let service = endpoint(&seen).service();
+    let addr = serve(&service).await;
+    let url = format!("http://{addr}/ws");
+    tokio::task::spawn_blocking(move || common::h2::python_h2_check(&url))
+        .await
+        .unwrap();
+    timeout(WAIT, service.shutdown()).await.unwrap();
+    let closes = seen.lock().unwrap().closes.clone();
+    assert_eq!(closes.len(), 1);
+    assert!(closes[0].code == CloseCode::NORMAL && closes[0].was_clean);
+}
+
+#[tokio::test]
+#[ignore = "needs the interop peers: bash interop/setup.sh"]
 async fn node_http2_client_through_the_axum_route() {
     let seen = Arc::default();
     let service = endpoint(&seen).service();

@@ -345,3 +345,91 @@ mod deflate {
         deflate_round_trips(server.port, 8).await;
     }
 }
+
+// ----- HTTP/2 ----------------------------------------------------------------------------
+
+/// A reader that stops over HTTP/2, with Node's own `http2` client: the send-buffer limits
+/// apply as over HTTP/1.1 (tests/http2.rs does the same with hyper's client).
+#[cfg(feature = "hyper")]
+mod http2 {
+    use std::io::{BufRead, BufReader};
+
+    use std::process::{Child, Stdio};
+
+    use common::h2::{Flooded, flooding_worker, full_then_1008, full_then_drops, next_flooded};
+    use wsworker::server::OverflowPolicy;
+
+    use super::*;
+
+    const FLOOD: usize = 8 << 20;
+    const SOFT: usize = 128 * 1024;
+    const HARD: usize = 512 * 1024;
+
+    /// `h2_check.mjs --stall` on `server`: one WebSocket over cleartext HTTP/2 that asks for
+    /// [`FLOOD`] bytes and reads none; it exits when its stdin closes (or when this is
+    /// dropped: killed by its PID).
+    struct StalledNode(Child);
+
+    impl StalledNode {
+        fn start(server: &RunningServer) -> Self {
+            let mut child = Command::new("node")
+                .arg(repo_root().join("interop/node/h2_check.mjs"))
+                .arg(format!("http://{}/", server.local_addr()))
+                .arg("--stall")
+                .env("STALL_BYTES", FLOOD.to_string())
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("cannot start node; run `bash interop/setup.sh`");
+            let stdout = BufReader::new(child.stdout.take().unwrap());
+            let said: Vec<String> = stdout
+                .lines()
+                .map_while(Result::ok)
+                .take_while(|line| line != "stalled")
+                .collect();
+            assert_eq!(said, ["ok settings"], "h2_check --stall did not get going");
+            Self(child)
+        }
+
+        /// Closes its stdin: it exits.
+        fn release(mut self) {
+            drop(self.0.stdin.take());
+            let _ = self.0.wait();
+        }
+    }
+
+    impl Drop for StalledNode {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[test]
+    #[ignore = "needs the interop peers: bash interop/setup.sh"]
+    fn node_http2_reader_that_stops_gets_on_buffer_full_then_1008() {
+        let (worker, seen) = flooding_worker(OverflowPolicy::Close, SOFT, HARD);
+        let metrics = worker.metrics();
+        let server = worker.start().unwrap();
+        let node = StalledNode::start(&server);
+        full_then_1008(&seen, &metrics, SOFT, HARD);
+        node.release();
+        server.shutdown();
+    }
+
+    #[test]
+    #[ignore = "needs the interop peers: bash interop/setup.sh"]
+    fn node_http2_reader_that_stops_gets_on_buffer_full_then_drops() {
+        let (worker, seen) = flooding_worker(OverflowPolicy::DropNew, SOFT, HARD);
+        let metrics = worker.metrics();
+        let server = worker.start().unwrap();
+        let node = StalledNode::start(&server);
+        full_then_drops(&seen, &metrics, SOFT, HARD, FLOOD);
+        node.release();
+        assert!(
+            matches!(next_flooded(&seen), Flooded::Closed(_)),
+            "the connection ends with the client"
+        );
+        server.shutdown();
+    }
+}

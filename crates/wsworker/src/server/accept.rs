@@ -1,7 +1,8 @@
 //! One accepted TCP connection, from its first byte to the driver: the opening handshake
 //! within a size limit and a deadline, the origin allow-list, the connection limit, the
 //! application's decision, plain HTTP for requests that do not ask for an upgrade, and a
-//! status for everything refused (counted by reason in the metrics).
+//! status for everything refused (counted by reason in the metrics). With HTTP/2 on, a
+//! plain connection whose first bytes are the HTTP/2 preface is handed to HTTP/2 instead.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,7 +20,7 @@ use wsworker_proto::{Connection as Proto, HandshakeError, Role};
 
 use super::ServerContext;
 use super::callbacks::{Callbacks, HttpResponse, ServerHandler};
-use super::event_loop::{LoopDriver, LoopStream};
+use super::event_loop::{Handshaken, LoopStream};
 use super::refusal::Refusal;
 use super::upgrade;
 use crate::driver::Driver;
@@ -27,7 +28,8 @@ use crate::metrics::{PendingHandshake, Rejection, WorkerCounters};
 use crate::shared::contain;
 
 /// The opening handshake of a plain connection, run by the worker's event loop on the
-/// socket it accepted: the open connection's driver, or `None` when the request was
+/// socket it accepted: the open connection's driver, the connection for HTTP/2 when it
+/// opened with the HTTP/2 preface (and HTTP/2 is on), or `None` when the request was
 /// answered otherwise or the client went away. The handshake counts as `pending` until it
 /// ends, or its future is dropped.
 pub(crate) fn open_plain(
@@ -36,15 +38,50 @@ pub(crate) fn open_plain(
     worker_id: usize,
     ctx: Arc<ServerContext>,
     pending: PendingHandshake,
-) -> impl Future<Output = Option<LoopDriver>> + Send + 'static {
+) -> impl Future<Output = Option<Handshaken>> + Send + 'static {
     let deadline = Instant::now() + ctx.settings.handshake_timeout;
     async move {
-        let opened = open(stream, Some(peer), worker_id, &ctx, deadline).await;
+        #[cfg(feature = "hyper")]
+        let (stream, head) = {
+            let (mut stream, mut head) = (stream, BytesMut::new());
+            if ctx.http2 && opens_http2(&mut stream, &mut head, deadline).await {
+                drop(pending);
+                let read = head;
+                return Some(Handshaken::Http2 { stream, read, peer });
+            }
+            (stream, head)
+        };
+        #[cfg(not(feature = "hyper"))]
+        let head = BytesMut::new();
+        let opened = open(stream, head, Some(peer), worker_id, &ctx, deadline).await;
         drop(pending);
         let mut opened = opened?;
         opened.stream.keep_marks();
-        Some(opened.driver(worker_id, &ctx).with_loop_clock())
+        Some(Handshaken::Open(
+            opened.driver(worker_id, &ctx).with_loop_clock(),
+        ))
     }
+}
+
+/// Reads into `head` until it shows whether the client speaks HTTP/2 with prior knowledge:
+/// `true` once it holds the whole preface, `false` at the first byte that differs from it
+/// (the first one, for an HTTP/1.1 request: the cost of this look on the fast path), or when
+/// the client went away or the deadline passed first (which the HTTP/1.1 handshake, given
+/// what was read, then finds out for itself).
+#[cfg(feature = "hyper")]
+async fn opens_http2<S>(stream: &mut S, head: &mut BytesMut, deadline: Instant) -> bool
+where
+    S: AsyncRead + Unpin,
+{
+    use super::h2::PREFACE;
+    while head.len() < PREFACE.len() && PREFACE.starts_with(head) {
+        head.reserve(1024);
+        match tokio::time::timeout_at(deadline, stream.read_buf(head)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return false,
+        }
+    }
+    head.starts_with(PREFACE)
 }
 
 /// The TLS handshake, then the WebSocket one — both within the handshake timeout — in a
@@ -76,7 +113,15 @@ pub(crate) async fn serve_tls(
     // The open connection gets a task of its own rather than going on in this one: a task
     // is as large as its future for as long as it lives, and this one's holds the
     // handshake's state, the context and the stream's slot besides the driver.
-    let opened = open(stream, Some(peer), worker_id, &ctx, deadline).await;
+    let opened = open(
+        stream,
+        BytesMut::new(),
+        Some(peer),
+        worker_id,
+        &ctx,
+        deadline,
+    )
+    .await;
     drop(pending);
     if let Some(opened) = opened {
         tasks.spawn(opened.driver(worker_id, &ctx));
@@ -116,10 +161,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Opened<S> {
     }
 }
 
-/// The opening handshake: the open connection, or `None` when the request was answered
-/// otherwise (plain HTTP, a refusal) or the client went away.
+/// The opening handshake, from `head`, the bytes of the request read already: the open
+/// connection, or `None` when the request was answered otherwise (plain HTTP, a refusal) or
+/// the client went away.
 pub(super) async fn open<S>(
     mut stream: S,
+    head: BytesMut,
     peer: Option<SocketAddr>,
     worker_id: usize,
     ctx: &ServerContext,
@@ -131,7 +178,7 @@ where
     let counters = &ctx.counters[worker_id];
     let read = tokio::time::timeout_at(
         deadline,
-        read_request(&mut stream, ctx.settings.max_header_size),
+        read_request(&mut stream, head, ctx.settings.max_header_size),
     )
     .await;
     let (mut request, rest, read) = match read {
@@ -213,14 +260,23 @@ enum Failure {
 /// in all.
 type RequestRead = (Request, BytesMut, usize);
 
-/// Reads until the request head is complete, or `None` when the client closed first.
+/// Reads until the request head, which begins with `head`, is complete, or `None` when the
+/// client closed first.
 async fn read_request<S: AsyncRead + Unpin>(
     stream: &mut S,
+    head: BytesMut,
     max_size: usize,
 ) -> Result<Option<RequestRead>, Failure> {
     let mut handshake = ServerHandshake::with_max_size(max_size);
-    let mut read = 0;
+    let mut read = head.len();
+    // Nothing searched yet: `head` is the buffer's start.
+    *handshake.recv_buffer_mut() = head;
     loop {
+        if read > 0
+            && let Some((request, rest)) = handshake.poll_request().map_err(Failure::Handshake)?
+        {
+            return Ok(Some((request, BytesMut::from(rest), read)));
+        }
         let buf = handshake.recv_buffer_mut();
         buf.reserve(1024);
         let n = stream.read_buf(buf).await.map_err(|_| Failure::Io)?;
@@ -228,9 +284,6 @@ async fn read_request<S: AsyncRead + Unpin>(
             return Ok(None);
         }
         read += n;
-        if let Some((request, rest)) = handshake.poll_request().map_err(Failure::Handshake)? {
-            return Ok(Some((request, BytesMut::from(rest), read)));
-        }
     }
 }
 

@@ -1,14 +1,23 @@
-//! HTTP/2 on the standalone server (`Worker::http2`, features `hyper` and `tls`): a TLS
-//! connection whose ALPN chose `h2` goes to hyper's HTTP/2 server with extended CONNECT on
+//! HTTP/2 on the standalone server (`Worker::http2`, feature `hyper`): a TLS connection
+//! whose ALPN chose `h2`, and a cleartext one that opens with the HTTP/2 preface (prior
+//! knowledge, RFC 9113 §3.3), go to hyper's HTTP/2 server with extended CONNECT on
 //! (RFC 8441). Each `CONNECT :protocol=websocket` stream becomes a connection of this
 //! worker, decided and run as the HTTP/1.1 ones are; other requests go to `on_http`.
 //! HTTP/1.1 keeps its own path.
 //!
-//! Flow control must not hide bytes from the send-buffer limits: hyper would take up to
-//! 400 KiB a stream beyond what the peer's window lets out, where neither
-//! `buffered_amount` nor `on_buffer_full` sees them. [`MAX_SEND_BUF`] keeps that to what a
-//! socket's own buffer holds over HTTP/1.1, so a reader that stops makes the driver's queue
-//! grow — soft limit, then hard limit — as it does over HTTP/1.1.
+//! Flow control must not hide bytes from the send-buffer limits, where neither
+//! `buffered_amount` nor `on_buffer_full` would see them. A reader that stops reading a
+//! stream closes its window: h2 gives the stream no capacity beyond it, so the driver's
+//! writes wait and its queue grows — soft limit, then hard limit — as over HTTP/1.1
+//! (measured in tests/http2.rs: with a 64 KiB window, 128 KiB left the driver: the window,
+//! and the write hyper's stream task holds while it waits for capacity). A peer that stops
+//! reading the whole connection, its windows open, leaves the data in h2's send buffer
+//! instead: [`MAX_SEND_BUF`] keeps that to what a socket's own buffer holds over HTTP/1.1
+//! (hyper's default is 400 KiB a stream).
+//!
+//! When the driver gives up on a stalled stream (the hard limit's 1008), hyper keeps the
+//! stream, and the write it holds, until the peer reads it, resets it or the connection
+//! ends: hyper's upgraded stream has no way to reset it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,13 +26,13 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::task::TaskTracker;
 
 use super::ServerContext;
 use super::hyper_upgrade::{Host, answer, take_upgrade};
 use super::refusal::{self, Refusal};
 use crate::metrics::Rejection;
-use crate::tls::ServerStream;
 
 /// What hyper may hold of a stream's data beyond the peer's window.
 const MAX_SEND_BUF: usize = 64 * 1024;
@@ -32,23 +41,32 @@ const STREAM_WINDOW: u32 = 1 << 20;
 /// The same for all of a connection's streams together.
 const CONNECTION_WINDOW: u32 = 8 << 20;
 
+/// What a client speaking HTTP/2 with prior knowledge sends first (RFC 9113 §3.4): a
+/// request line no HTTP/1.1 server accepts.
+pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 /// The ALPN protocol ids the server offers with HTTP/2 on.
+#[cfg(feature = "tls")]
 pub(crate) const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
 /// Whether the TLS handshake chose HTTP/2.
-pub(crate) fn negotiated(stream: &ServerStream) -> bool {
+#[cfg(feature = "tls")]
+pub(crate) fn negotiated(stream: &crate::tls::ServerStream) -> bool {
     stream.get_ref().1.alpn_protocol() == Some(b"h2")
 }
 
-/// Serves one HTTP/2 connection until it ends; when the worker stops, a GOAWAY turns new
-/// streams away while the WebSockets open on it close (1001) and end.
-pub(crate) async fn serve(
-    stream: ServerStream,
+/// Serves one HTTP/2 connection (TLS, or cleartext from its preface on) until it ends; when
+/// the worker stops, a GOAWAY turns new streams away while the WebSockets open on it close
+/// (1001) and end.
+pub(crate) async fn serve<S>(
+    stream: S,
     peer: SocketAddr,
     worker_id: usize,
     ctx: Arc<ServerContext>,
     tasks: TaskTracker,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder
         .enable_connect_protocol()

@@ -11,7 +11,7 @@ mod connection;
 mod endpoint;
 mod event_loop;
 mod extensions;
-#[cfg(all(feature = "hyper", feature = "tls"))]
+#[cfg(feature = "hyper")]
 mod h2;
 #[cfg(feature = "hyper")]
 mod hyper_upgrade;
@@ -19,6 +19,8 @@ mod listener;
 mod origin;
 mod refusal;
 mod registry;
+#[cfg(feature = "hyper")]
+mod rewind;
 mod service;
 mod upgrade;
 
@@ -42,7 +44,9 @@ pub use crate::driver::{Keepalive, OverflowPolicy};
 pub use crate::metrics::{CloseCodeGroup, Metrics, MetricsSnapshot, Rejection, WorkerSnapshot};
 
 use crate::driver::DriverConfig;
-use crate::error::{Error, Result};
+#[cfg(doc)]
+use crate::error::Error;
+use crate::error::Result;
 use crate::hub::Hub;
 use crate::metrics::WorkerCounters;
 use callbacks::Callbacks;
@@ -120,10 +124,11 @@ pub(crate) struct ServerContext {
     /// [`Endpoint::route`]s, by path.
     pub(crate) routes: Vec<Route>,
     /// Becomes `true` when the server begins to stop (for HTTP/2's GOAWAY).
-    #[cfg_attr(not(all(feature = "hyper", feature = "tls")), allow(dead_code))]
+    #[cfg_attr(not(feature = "hyper"), allow(dead_code))]
     pub(crate) stop: watch::Receiver<bool>,
-    /// TLS connections that choose `h2` are served over HTTP/2 (`Worker::http2`).
-    #[cfg_attr(not(all(feature = "hyper", feature = "tls")), allow(dead_code))]
+    /// TLS connections that choose `h2`, and cleartext ones that open with the HTTP/2
+    /// preface, are served over HTTP/2 (`Worker::http2`).
+    #[cfg_attr(not(feature = "hyper"), allow(dead_code))]
     pub(crate) http2: bool,
     pub(crate) hub: Hub,
     /// Each worker's counters, by worker id.
@@ -340,12 +345,14 @@ impl Worker {
         self
     }
 
-    /// Serves HTTP/2 too (off by default): TLS connections whose ALPN chooses `h2` go to
-    /// hyper's HTTP/2 server with extended CONNECT on, so browsers open WebSockets inside
-    /// their HTTP/2 connection (RFC 8441) and load `on_http`'s pages over it; HTTP/1.1 keeps
-    /// the server's own path. The TLS configuration gets ALPN `h2, http/1.1` (a
-    /// configuration of your own from [`Worker::tls_config`] too, unless it names `h2`
-    /// already). Needs TLS: [`Worker::start`] refuses a cleartext server with HTTP/2 on.
+    /// Serves HTTP/2 too (off by default): TLS connections whose ALPN chooses `h2`, and
+    /// cleartext connections that open with the HTTP/2 preface (prior knowledge, as
+    /// `h2c` clients and proxies speak it), go to hyper's HTTP/2 server with extended
+    /// CONNECT on, so browsers open WebSockets inside their HTTP/2 connection (RFC 8441)
+    /// and load `on_http`'s pages over it; HTTP/1.1 keeps the server's own path, on the
+    /// same port. The TLS configuration gets ALPN `h2, http/1.1` (a configuration of your
+    /// own from [`Worker::tls_config`] too, unless it names `h2` already). Browsers speak
+    /// HTTP/2 over TLS only. The HTTP/1.1 `Upgrade: h2c` dance is not offered.
     /// Backpressure holds over HTTP/2 as over HTTP/1.1: a stream's bytes wait in the
     /// connection's send buffer, seen by `buffered_amount`, `on_buffer_full` and the hard
     /// limit.
@@ -366,15 +373,9 @@ impl Worker {
     ///
     /// # Errors
     /// [`Error::Io`] when the address cannot be bound; [`Error::Tls`] for
-    /// `websocket+tls://` without a certificate; [`Error::Unsupported`] for HTTP/2 without
-    /// TLS.
+    /// `websocket+tls://` without a certificate.
     pub fn start(self) -> Result<RunningServer> {
         let is_tls = self.is_tls();
-        if self.http2 && !is_tls {
-            return Err(Error::Unsupported(
-                "HTTP/2 on the standalone server needs TLS (ALPN h2): give it a certificate",
-            ));
-        }
         #[cfg(feature = "tls")]
         let tls = match (&self.tls, self.tls_scheme) {
             (Some(config), _) => Some(tokio_rustls::TlsAcceptor::from(self.tls_for_start(config))),

@@ -155,7 +155,8 @@ impl Service {
                 return;
             };
             let deadline = Instant::now() + ctx.settings.handshake_timeout;
-            let opened = accept::open(io, remote_addr, SERVICE_WORKER, ctx, deadline).await;
+            let head = bytes::BytesMut::new();
+            let opened = accept::open(io, head, remote_addr, SERVICE_WORKER, ctx, deadline).await;
             drop(pending);
             if let Some(opened) = opened {
                 until_aborted(&inner, opened.driver(SERVICE_WORKER, ctx)).await;

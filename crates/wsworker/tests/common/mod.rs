@@ -2,6 +2,8 @@
 //! against code that shares nothing with its runtime.
 #![allow(dead_code, unreachable_pub)]
 
+#[cfg(feature = "hyper")]
+pub mod h2;
 pub mod pki;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -14,6 +14,17 @@
 //! epoll, for its whole life: its handshake (a future, with its timeout on tokio's timer)
 //! runs in the same slab entry that then holds its driver. A TLS connection goes to a
 //! tokio task as it is accepted (its state is tens of KiB anyway).
+//!
+//! With HTTP/2 on (`Worker::http2`), a plain connection may turn out to speak HTTP/2 with
+//! prior knowledge: the handshake looks at its first bytes for the preface. Such a
+//! connection leaves the loop for a task of hyper's HTTP/2 server, at the one point where
+//! the loop holds both the socket and its registry: the handshake hands back its stream and
+//! the bytes it read ([`Handshaken::Http2`]), the loop takes the socket out of its epoll
+//! (else its edges would go on waking whichever connection gets the slot next) and out of
+//! the slab, and gives it to tokio's reactor (`TcpStream::from_std`, as for TLS) behind a
+//! [`Rewind`](super::rewind::Rewind) that replays those bytes before the socket's own. The
+//! socket is never read by two owners, and nothing is peeked: an HTTP/1.1 request costs
+//! one comparison of its first byte with the preface's (none with HTTP/2 off).
 
 mod stream;
 mod sys;
@@ -44,6 +55,40 @@ use crate::shared::contain;
 
 /// A connection of the event loop.
 pub(crate) type LoopDriver = Driver<LoopStream, ServerHandler>;
+
+/// How a plain connection's opening handshake ends when the connection goes on.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a handshake's result, moved once: boxing the driver would cost an allocation \
+              for every connection"
+)]
+pub(crate) enum Handshaken {
+    /// A WebSocket: its driver, which stays in the loop.
+    Open(LoopDriver),
+    /// A client speaking HTTP/2 with prior knowledge: its socket, with the bytes read from
+    /// it so far, leaves the loop for HTTP/2 (see the module's docs).
+    #[cfg(feature = "hyper")]
+    Http2 {
+        stream: LoopStream,
+        read: bytes::BytesMut,
+        peer: std::net::SocketAddr,
+    },
+}
+
+/// What polling a connection of the loop came to.
+enum Step {
+    /// It goes on: its waker brings it back.
+    Going,
+    /// It is over: its entry goes.
+    Over,
+    /// Its socket leaves the loop for HTTP/2 (see the module's docs).
+    #[cfg(feature = "hyper")]
+    Http2 {
+        stream: LoopStream,
+        read: bytes::BytesMut,
+        peer: std::net::SocketAddr,
+    },
+}
 
 /// Readiness events taken from the worker's epoll per call.
 const EVENTS: usize = 256;
@@ -125,9 +170,9 @@ struct Entry {
 )]
 enum Conn {
     Opening {
-        /// The driver when it opens, `None` when the request was answered otherwise (plain
-        /// HTTP, a refusal) or the client went away.
-        handshake: Pin<Box<dyn Future<Output = Option<LoopDriver>> + Send>>,
+        /// How it opens, `None` when the request was answered otherwise (plain HTTP, a
+        /// refusal) or the client went away.
+        handshake: Pin<Box<dyn Future<Output = Option<Handshaken>> + Send>>,
         /// The ends its socket's edges reported meanwhile (say, the request, a message
         /// and the client's FIN in one burst), for the open connection's stream.
         ends: Ends,
@@ -136,23 +181,29 @@ enum Conn {
 }
 
 impl Conn {
-    /// Polls the handshake or the driver (the driver at once when the handshake opens it):
-    /// whether the connection is over.
-    fn poll(&mut self, cx: &mut Context<'_>) -> bool {
+    /// Polls the handshake or the driver (the driver at once when the handshake opens it).
+    fn poll(&mut self, cx: &mut Context<'_>) -> Step {
         if let Self::Opening { handshake, ends } = self {
             match handshake.as_mut().poll(cx) {
-                Poll::Pending => return false,
-                Poll::Ready(None) => return true,
+                Poll::Pending => return Step::Going,
+                Poll::Ready(None) => return Step::Over,
                 // Its first poll calls `on_open` and handles bytes that came with the request.
-                Poll::Ready(Some(mut driver)) => {
+                Poll::Ready(Some(Handshaken::Open(mut driver))) => {
                     driver.io_mut().set_ends(*ends);
                     *self = Self::Open(driver);
+                }
+                #[cfg(feature = "hyper")]
+                Poll::Ready(Some(Handshaken::Http2 { stream, read, peer })) => {
+                    return Step::Http2 { stream, read, peer };
                 }
             }
         }
         match self {
-            Self::Open(driver) => Pin::new(driver).poll(cx).is_ready(),
-            Self::Opening { .. } => false,
+            Self::Open(driver) => match Pin::new(driver).poll(cx) {
+                Poll::Ready(()) => Step::Over,
+                Poll::Pending => Step::Going,
+            },
+            Self::Opening { .. } => Step::Going,
         }
     }
 }
@@ -494,6 +545,42 @@ impl EventLoop {
         }
     }
 
+    /// Gives a connection that speaks HTTP/2 to a task of hyper's HTTP/2 server: out of the
+    /// loop's epoll, into tokio's, with the bytes read from it replayed first.
+    #[cfg(feature = "hyper")]
+    fn hand_over_http2(
+        &self,
+        stream: LoopStream,
+        read: bytes::BytesMut,
+        peer: std::net::SocketAddr,
+    ) {
+        let mut socket = stream.into_socket();
+        if let Err(error) = self.epoll.get_ref().registry().deregister(&mut socket) {
+            tracing::warn!(%error, "cannot take an HTTP/2 connection out of the event loop");
+            return;
+        }
+        let socket = match tokio::net::TcpStream::from_std(socket.into()) {
+            Ok(socket) => socket,
+            Err(error) => {
+                tracing::warn!(%error, "cannot register an HTTP/2 connection");
+                return;
+            }
+        };
+        let Acceptor {
+            worker_id,
+            ctx,
+            tasks,
+            ..
+        } = &self.accept;
+        tasks.spawn(super::h2::serve(
+            super::rewind::Rewind::new(read, socket),
+            peer,
+            *worker_id,
+            ctx.clone(),
+            tasks.clone(),
+        ));
+    }
+
     /// Polls every connection on the run list once; ends those that are over.
     fn run_ready(&mut self) {
         // Wakers called while these run go to the shared list, not to this one.
@@ -507,14 +594,20 @@ impl EventLoop {
             let mut cx = Context::from_waker(&waker);
             // Callbacks' panics are contained in the driver; one that escapes (a bug of
             // ours) ends its connection, not the worker's others, as it would in a task.
-            let done = contain(|| entry.conn.poll(&mut cx)).unwrap_or_else(|panic| {
+            let step = contain(|| entry.conn.poll(&mut cx)).unwrap_or_else(|panic| {
                 tracing::error!(%panic, "a connection panicked");
-                true
+                Step::Over
             });
-            if done {
+            match step {
+                Step::Going => {}
                 // Closing the socket takes it out of the epoll (no one else holds it): no
                 // `epoll_ctl` to deregister it first.
-                drop(self.conns.remove(slot));
+                Step::Over => drop(self.conns.remove(slot)),
+                #[cfg(feature = "hyper")]
+                Step::Http2 { stream, read, peer } => {
+                    drop(self.conns.remove(slot));
+                    self.hand_over_http2(stream, read, peer);
+                }
             }
         }
         // Keeps the list's room for the next round.

@@ -58,6 +58,12 @@ impl LoopStream {
         self.writable = true;
     }
 
+    /// The socket, for another owner (HTTP/2's task).
+    #[cfg(feature = "hyper")]
+    pub(crate) fn into_socket(self) -> TcpStream {
+        self.io
+    }
+
     /// Marks what epoll reported.
     pub(super) fn set_ready(&mut self, event: &mio::event::Event) {
         self.set_ends(Ends::of(event));
