@@ -11,7 +11,7 @@ where
 {
     /// Reads what is available and hands every decoded event to the handler.
     pub(super) fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.read_eof {
+        if !self.stage.reads() {
             return Poll::Pending;
         }
         let discard = self.conn.is_receive_done();
@@ -51,11 +51,7 @@ where
             }
         }
         if n == 0 {
-            self.read_eof = true;
-            if !discard {
-                // The TCP connection ended without a closing handshake.
-                self.end_unless_known(CloseInfo::dropped());
-            }
+            self.read_closed();
         } else if discard {
             // After the close frame nothing more is read, but the socket is drained until
             // the peer closes it, so that closing ours does not reset the connection and
