@@ -3,14 +3,16 @@
 //! worker's event loop (a plain server connection).
 //!
 //! One `poll` does everything that is ready, in an order that keeps replies in order and
-//! syscalls few: commands from handles, then reads (each read is decoded at once and every
-//! event handed to the [`Handler`], whose sends are applied right after it returns), then
+//! syscalls few: what handles on other tasks sent, then reads (each read is decoded at once
+//! and every event handed to the [`Handler`], whose sends are applied right after it
+//! returns), then
 //! one vectored write of everything queued, then the timers (idle keepalive, close
 //! timeout). The proto crate does all the protocol work; this module only moves bytes,
 //! keeps time and enforces the send-buffer limits.
 //!
-//! By concern: [`read`](mod@read) (socket → protocol core → handler), [`reply`](mod@reply) (what the
-//! connection's own callbacks send), [`write`](mod@write) (queued frames → socket, and the send
+//! By concern: [`read`](mod@read) (socket → protocol core → handler), [`reply`](mod@reply) (what
+//! the connection's handles send, from its callbacks or elsewhere: one queue,
+//! [`Shared`]), [`write`](mod@write) (queued frames → socket, and the send
 //! buffer's limits), [`keepalive`](mod@keepalive) (the idle ping and its clock), [`close`](mod@close) (the state the
 //! handles see, the close timeout, the end); this module holds the loop that runs them and
 //! the handles' commands.
@@ -22,8 +24,8 @@
 //! protocol core. The keepalive's state (heard, pinged, paused, expired; its own timer or
 //! the event loop's clock) is the keepalive's. What is left are two independent facts that
 //! hold in any stage, kept as plain booleans: the send buffer went over its soft limit
-//! (`on_buffer_full` was called and `on_buffer_drain` is owed), and the inbox knows this
-//! task's waker.
+//! (`on_buffer_full` was called and `on_buffer_drain` is owed), and the outbound queue knows
+//! this task's waker.
 
 use std::future::Future;
 use std::io::{self, IoSlice};
@@ -44,7 +46,7 @@ use wsworker_proto::{
 use crate::buffers;
 use crate::error::Error;
 use crate::metrics::WorkerCounters;
-use crate::shared::{CloseInfo, Command, Direct, Shared, outbox};
+use crate::shared::{CloseInfo, Command, Direct, Shared};
 
 mod close;
 mod keepalive;
@@ -214,8 +216,9 @@ pub(crate) struct Driver<S, H: Handler> {
     /// The send buffer went above the soft limit and `on_buffer_full` was called; cleared by
     /// `on_buffer_drain`. Independent of the stage: a closing connection still drains.
     buffer_full: bool,
-    /// The shared inbox holds this task's waker (left on the first look, kept after).
-    inbox_registered: bool,
+    /// The outbound queue holds this task's waker (left on the first look, kept after: a
+    /// task's waker does not change).
+    waker_registered: bool,
 }
 
 impl<S, H> Future for Driver<S, H>
@@ -341,7 +344,7 @@ where
             keepalive,
             counters: None,
             buffer_full: false,
-            inbox_registered: false,
+            waker_registered: false,
         }
     }
 
@@ -399,21 +402,14 @@ where
         Poll::Pending
     }
 
-    /// Applies commands from handles on other tasks or threads.
+    /// Applies what handles on other tasks or threads sent (and leaves the waker for the
+    /// next).
     fn poll_commands(&mut self, cx: &mut Context<'_>) -> bool {
-        let commands = self
-            .handler
-            .shared()
-            .take_commands(cx.waker(), &mut self.inbox_registered);
-        let progressed = !commands.is_empty();
-        for command in commands {
-            self.handler.shared().taken(&command);
-            self.apply(command);
+        if !self.waker_registered {
+            self.handler.shared().register(cx.waker());
+            self.waker_registered = true;
         }
-        if progressed {
-            self.check_buffer();
-        }
-        progressed
+        self.apply_sent()
     }
 
     /// Applies one command; the caller checks the buffer limits once after a batch.

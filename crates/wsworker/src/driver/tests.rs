@@ -25,6 +25,8 @@ struct Recorder {
     panic_on_message: bool,
     /// Whether the handler takes more events ([`Handler::poll_ready`]).
     ready: Rc<Cell<bool>>,
+    /// Sends every message back, from the callback.
+    echo: bool,
 }
 
 impl Handler for Recorder {
@@ -43,6 +45,9 @@ impl Handler for Recorder {
     fn on_event(&mut self, event: Event) {
         if let Event::Message(message) = event {
             assert!(!self.panic_on_message, "a bug in the library");
+            if self.echo {
+                self.shared.send(message.clone()).unwrap();
+            }
             self.seen.borrow_mut().messages.push(message);
         }
     }
@@ -76,6 +81,7 @@ fn server_with(panic_on_message: bool, config: DriverConfig, pipe: usize) -> Set
         seen: seen.clone(),
         panic_on_message,
         ready: ready.clone(),
+        echo: false,
     };
     let counters = Arc::new(WorkerCounters::default());
     let driver = Driver::new(
@@ -622,4 +628,56 @@ async fn a_peer_that_closes_and_ends_its_side_still_gets_what_was_queued_before_
     assert!(matches!(driver.stage, Stage::Reported));
     drop(driver);
     assert!(seen.borrow().closes[0].was_clean);
+}
+
+/// Counts its wake-ups.
+#[derive(Default)]
+struct Wakes(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for Wakes {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[tokio::test]
+async fn a_callbacks_replies_go_out_in_the_same_poll_without_a_wake_up_and_others_wake_it() {
+    let Setup {
+        mut driver, peer, ..
+    } = server(false);
+    driver.handler.echo = true;
+    let mut client = Client::new(peer);
+    let wakes = Arc::new(Wakes::default());
+    let waker = Waker::from(wakes.clone());
+    let poll = |driver: &mut Driver<DuplexStream, Recorder>| {
+        Pin::new(driver).poll(&mut Context::from_waker(&waker))
+    };
+    assert!(poll(&mut driver).is_pending());
+    let stream: Vec<u8> = ["a", "b", &"c".repeat(5000)]
+        .iter()
+        .flat_map(|m| client_frame(m))
+        .collect();
+    client.io.write_all(&stream).await.unwrap();
+    let woken = || wakes.0.load(std::sync::atomic::Ordering::Relaxed);
+    let by_the_socket = woken();
+    assert!(poll(&mut driver).is_pending());
+    assert_eq!(
+        client.received(),
+        ["a", "b", &"c".repeat(5000)].map(|m| Event::Message(Message::from(m)))
+    );
+    assert_eq!(woken(), by_the_socket, "the replies woke nothing");
+
+    // A send from outside the callbacks wakes the driver, once.
+    let shared = driver.handler.shared();
+    shared.send("from elsewhere").unwrap();
+    shared.send("and more").unwrap();
+    assert_eq!(woken(), by_the_socket + 1);
+    assert!(poll(&mut driver).is_pending());
+    assert_eq!(
+        client.received(),
+        ["from elsewhere", "and more"].map(|m| Event::Message(Message::from(m)))
+    );
 }
