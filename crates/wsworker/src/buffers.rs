@@ -37,7 +37,7 @@ const WRITE_KEEP_AT_MOST: usize = 1 << 20;
 thread_local! {
     static READ: Cell<Option<BytesMut>> = const { Cell::new(None) };
     static WRITE: Cell<Option<BytesMut>> = const { Cell::new(None) };
-    static FRAMES: Cell<Option<FrameBuffer>> = const { Cell::new(None) };
+    static FRAMES: Cell<Option<Box<FrameBuffer>>> = const { Cell::new(None) };
 }
 
 /// The thread's read buffer, empty, with room for at least [`READ_SIZE`] bytes.
@@ -75,13 +75,13 @@ pub(crate) fn give_back_write(mut buf: BytesMut) {
 }
 
 /// The thread's frame buffer, empty (with the room it had when given back; none at first).
-pub(crate) fn borrow_frames() -> FrameBuffer {
+pub(crate) fn borrow_frames() -> Box<FrameBuffer> {
     FRAMES.take().unwrap_or_default()
 }
 
 /// Gives an emptied frame buffer back to the thread (one with no room is not worth it, and
 /// one that grew past [`WRITE_KEEP_AT_MOST`] is freed, as a write buffer is).
-pub(crate) fn give_back_frames(frames: FrameBuffer) {
+pub(crate) fn give_back_frames(frames: Box<FrameBuffer>) {
     debug_assert!(frames.is_empty());
     if frames.capacity() == 0 || frames.capacity() > WRITE_KEEP_AT_MOST {
         return;

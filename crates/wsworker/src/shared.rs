@@ -102,7 +102,8 @@ pub(crate) fn next_serial() -> u64 {
 struct Outbound {
     /// Messages encoded at once, ahead of `commands` (a message is only encoded here while
     /// no command waits, so the order holds).
-    frames: FrameBuffer,
+    /// (Boxed: every connection carries the field, and holds no buffer while idle.)
+    frames: Option<Box<FrameBuffer>>,
     commands: Vec<Command>,
     /// What may still be encoded into `frames`: left by the driver each time it takes the
     /// queue, and spent by the sends.
@@ -209,7 +210,7 @@ impl Shared {
             && len <= queue.direct.max_payload
             && frame_len <= queue.direct.room
         {
-            queue.frames.push(view);
+            queue.frames.get_or_insert_default().push(view);
             queue.direct.room -= frame_len;
             self.queued_in(&mut queue, frame_len);
             return Ok(());
@@ -273,16 +274,22 @@ impl Shared {
     /// messages within `direct` are encoded at once, into `frames` (an empty buffer with
     /// room, lent for the callbacks) unless the queue has a buffer already. Gives `frames`
     /// back when it is not taken.
-    pub(crate) fn begin_callbacks(&self, direct: Direct, frames: FrameBuffer) -> FrameBuffer {
+    pub(crate) fn begin_callbacks(
+        &self,
+        direct: Direct,
+        frames: Box<FrameBuffer>,
+    ) -> Option<Box<FrameBuffer>> {
         let mut queue = self.outbound();
         queue.in_callbacks = true;
         if queue.commands.is_empty() {
             queue.direct = direct;
         }
-        if queue.frames.capacity() == 0 {
-            std::mem::replace(&mut queue.frames, frames)
-        } else {
-            frames
+        match &queue.frames {
+            Some(_) => Some(frames),
+            None => {
+                queue.frames = Some(frames);
+                None
+            }
         }
     }
 
@@ -292,7 +299,7 @@ impl Shared {
     pub(crate) fn end_callbacks(
         &self,
         flush: impl FnOnce(&mut FrameBuffer) -> Direct,
-    ) -> (Vec<Command>, Option<FrameBuffer>) {
+    ) -> (Vec<Command>, Option<Box<FrameBuffer>>) {
         let mut queue = self.outbound();
         queue.in_callbacks = false;
         let commands = if self.has_queued.load(Ordering::Relaxed) {
@@ -300,8 +307,9 @@ impl Shared {
         } else {
             Vec::new()
         };
-        let frames = (queue.frames.is_empty() && queue.frames.capacity() > 0)
-            .then(|| std::mem::take(&mut queue.frames));
+        let frames = queue
+            .frames
+            .take_if(|frames| frames.is_empty() && frames.capacity() > 0);
         (commands, frames)
     }
 
@@ -327,12 +335,14 @@ impl Shared {
     ) -> Vec<Command> {
         self.has_queued.store(false, Ordering::Relaxed);
         self.pending.store(0, Ordering::Relaxed);
-        queue.direct = flush(&mut queue.frames);
-        queue.frames.clear();
-        if queue.frames.capacity() > FRAMES_KEEP_AT_MOST {
-            // A connection's buffer, swapped in by `send_frames`, that grew for a slow peer.
-            queue.frames = FrameBuffer::new();
-        }
+        queue.direct = match &mut queue.frames {
+            Some(frames) => flush(frames),
+            None => flush(&mut FrameBuffer::new()),
+        };
+        // A connection's buffer, swapped in by `send_frames`, that grew for a slow peer.
+        queue
+            .frames
+            .take_if(|frames| frames.capacity() > FRAMES_KEEP_AT_MOST);
         if queue.commands.is_empty() {
             return Vec::new();
         }
@@ -355,7 +365,9 @@ impl Shared {
         self.has_queued.store(false, Ordering::Relaxed);
         self.pending.store(0, Ordering::Relaxed);
         queue.direct = Direct::NONE;
-        queue.frames = FrameBuffer::new();
+        queue.frames = None;
+        // A driver that unwound out of its callbacks left this set; the next one must be woken.
+        queue.in_callbacks = false;
         std::mem::take(&mut queue.commands)
     }
 
@@ -583,7 +595,7 @@ mod tests {
 
     /// Ends the callbacks as the driver does: what is taken, decoded; and the buffer given
     /// back, if any.
-    fn end(shared: &Shared) -> (Vec<Message>, Vec<Command>, Option<FrameBuffer>) {
+    fn end(shared: &Shared) -> (Vec<Message>, Vec<Command>, Option<Box<FrameBuffer>>) {
         let mut server = Proto::new(Role::Server, Config::default());
         // As the driver lends the worker's write buffer to the connection.
         let _ = server.replace_send_buffer(bytes::BytesMut::with_capacity(4096));
@@ -607,12 +619,8 @@ mod tests {
         let shared = open(OPEN);
         let count = Arc::new(Count::default());
         shared.register(&Arc::clone(&count).into());
-        let lent = shared.begin_callbacks(OPEN, FrameBuffer::new());
-        assert_eq!(
-            lent.capacity(),
-            0,
-            "the queue had no buffer: it took this one"
-        );
+        let lent = shared.begin_callbacks(OPEN, Box::default());
+        assert!(lent.is_none(), "the queue had no buffer: it took this one");
         shared.send("reply").unwrap();
         assert_eq!(count.get(), 0, "the driver looks after the callback");
         let (frames, _) = take(&shared);
@@ -639,7 +647,7 @@ mod tests {
         let mut spare = FrameBuffer::new();
         spare.push(MessageRef::Text("warm up"));
         spare.clear();
-        assert_eq!(shared.begin_callbacks(OPEN, spare).capacity(), 0);
+        assert!(shared.begin_callbacks(OPEN, Box::new(spare)).is_none());
         let (_, _, back) = end(&shared);
         assert!(back.is_some(), "nothing sent: the lent buffer comes back");
         let (_, _, back) = end(&shared);

@@ -22,11 +22,13 @@ where
     /// (no wake-up), and the queue gets the thread's frame buffer to encode small messages
     /// into.
     pub(super) fn begin_callbacks(&mut self) {
-        let unused = self
+        if let Some(unused) = self
             .handler
             .shared()
-            .begin_callbacks(self.direct(), buffers::borrow_frames());
-        buffers::give_back_frames(unused);
+            .begin_callbacks(self.direct(), buffers::borrow_frames())
+        {
+            buffers::give_back_frames(unused);
+        }
     }
 
     /// The callbacks are over: what they sent is applied (taken in the same lock that ends
