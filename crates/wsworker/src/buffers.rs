@@ -6,6 +6,10 @@
 //! (uWebSockets shares one receive buffer per event loop, and corks sends into one shared
 //! buffer, in the same way.)
 //!
+//! The same goes for the frame buffer a connection's outbound queue encodes its callbacks
+//! small replies into ([`crate::shared::Shared::begin_callbacks`]): lent while the callbacks
+//! run, given back once the frames are in the connection's send queue.
+//!
 //! A worker runs one connection at a time on its thread, so one buffer per thread is enough;
 //! when the buffer is out (a connection kept it for a partial frame) the next borrower gets
 //! a new one.
@@ -13,6 +17,7 @@
 use std::cell::Cell;
 
 use bytes::BytesMut;
+use wsworker_proto::FrameBuffer;
 
 /// How much one read may take. Large enough that a busy connection moves big messages in
 /// few reads; it costs one buffer per worker thread, not one per connection.
@@ -32,6 +37,7 @@ const WRITE_KEEP_AT_MOST: usize = 1 << 20;
 thread_local! {
     static READ: Cell<Option<BytesMut>> = const { Cell::new(None) };
     static WRITE: Cell<Option<BytesMut>> = const { Cell::new(None) };
+    static FRAMES: Cell<Option<Box<FrameBuffer>>> = const { Cell::new(None) };
 }
 
 /// The thread's read buffer, empty, with room for at least [`READ_SIZE`] bytes.
@@ -66,6 +72,24 @@ pub(crate) fn give_back_write(mut buf: BytesMut) {
     }
     buf.clear();
     keep(&WRITE, buf);
+}
+
+/// The thread's frame buffer, empty (with the room it had when given back; none at first).
+pub(crate) fn borrow_frames() -> Box<FrameBuffer> {
+    FRAMES.take().unwrap_or_default()
+}
+
+/// Gives an emptied frame buffer back to the thread (one with no room is not worth it, and
+/// one that grew past [`WRITE_KEEP_AT_MOST`] is freed, as a write buffer is).
+pub(crate) fn give_back_frames(frames: Box<FrameBuffer>) {
+    debug_assert!(frames.is_empty());
+    if frames.capacity() == 0 || frames.capacity() > WRITE_KEEP_AT_MOST {
+        return;
+    }
+    FRAMES.with(|cell| {
+        let kept = cell.take();
+        cell.set(Some(kept.unwrap_or(frames)));
+    });
 }
 
 /// The capacity of the read buffer the thread holds, if it holds one (not lent out).

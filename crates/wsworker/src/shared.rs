@@ -1,16 +1,19 @@
-//! What a connection's handles share with the task that drives it: the inbox of commands
-//! from other tasks and threads, the ready state and the buffered byte count.
+//! What a connection's handles share with the task that drives it: the connection's one
+//! outbound queue, the ready state and the buffered byte count.
 //!
-//! A handle used from inside one of its own connection's callbacks (the usual
-//! `conn.send(..)` in `on_message`) does not go through the channel: the driver is already
-//! running on this thread, so the command goes into a thread-local outbox that the driver
-//! applies as soon as the callback returns — no channel, no lock, no task wake-up. A small
-//! message sent so is not even queued as a command: it is encoded into the outbox's frame
-//! buffer at once, and the driver copies the frames into the connection's send queue.
+//! Every send reaches the driver the same way, whoever makes it: the connection's own
+//! callback (the usual `conn.send(..)` in `on_message`), another connection's callback,
+//! another task or thread. A small plain message is encoded straight into the queue's frame
+//! buffer while the driver's budget for that allows and no command waits (so the order
+//! holds); anything else waits as a [`Command`] (a prepared frame, as a Hub fan-out sends,
+//! is one: its bytes are shared by all its recipients). The driver takes frames and
+//! commands in one lock after each callback and whenever it is woken, and leaves a new
+//! budget. A send made while the driver runs this connection's callbacks does not wake it:
+//! the driver looks right after the callback returns (one atomic load when nothing was
+//! sent).
 
-use std::cell::{Cell, RefCell};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::task::Waker;
 
@@ -88,16 +91,32 @@ pub(crate) fn next_serial() -> u64 {
     NEXT_ID.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Commands from other tasks or threads, waiting for the driver.
+/// What the connection sends, waiting for its driver.
 ///
 /// A mutex and a queue rather than a channel: a channel allocates its first block of slots
-/// when it is made, and every connection would carry it; this holds nothing until a
-/// command comes, and the lock is only ever contended by a sender and the driver.
+/// when it is made, and every connection would carry it; this holds nothing while nothing
+/// waits (the frame buffer is lent by the driver while it runs the callbacks, see
+/// [`Shared::begin_callbacks`]), and the lock is only ever contended by a sender and the
+/// driver.
 #[derive(Debug, Default)]
-struct Inbox {
+struct Outbound {
+    /// Messages encoded at once, ahead of `commands` (a message is only encoded here while
+    /// no command waits, so the order holds).
+    /// (Boxed: every connection carries the field, and holds no buffer while idle.)
+    frames: Option<Box<FrameBuffer>>,
     commands: Vec<Command>,
-    /// The driver's waker: left on its first look and kept (a task's waker does not change),
-    /// so that looking at an empty inbox needs no lock.
+    /// What may still be encoded into `frames`: left by the driver each time it takes the
+    /// queue, and spent by the sends.
+    direct: Direct,
+    /// A message given to the driver (not lent) that a callback is seeing borrowed: a send
+    /// of it back shares its bytes instead of copying them.
+    /// (Boxed: every connection carries the field, and only a message too large to lend
+    /// sets it.)
+    viewed: Option<Box<Message>>,
+    /// The driver is running this connection's callbacks and looks at the queue after
+    /// each: nothing needs to wake it.
+    in_callbacks: bool,
+    /// The driver's waker: left on its first look and kept (a task's waker does not change).
     waker: Option<Waker>,
 }
 
@@ -105,10 +124,12 @@ struct Inbox {
 #[derive(Debug)]
 pub(crate) struct Shared {
     id: u64,
-    inbox: Mutex<Inbox>,
-    /// Commands in the inbox: the driver looks here first, without the lock.
-    waiting: AtomicUsize,
-    /// Bytes sent through the inbox and not yet taken by the driver.
+    outbound: Mutex<Outbound>,
+    /// Something waits in the queue: the driver looks here first, without the lock. Only
+    /// changed under the lock.
+    has_queued: AtomicBool,
+    /// Bytes sent through the queue and not yet taken by the driver (the frames' and the
+    /// commands'). Only written under the queue's lock.
     pending: AtomicUsize,
     /// Bytes in the protocol's send queue, as last published by the driver.
     queued: AtomicUsize,
@@ -126,8 +147,8 @@ impl Shared {
     pub(crate) fn with_id(id: u64) -> Self {
         Self {
             id,
-            inbox: Mutex::default(),
-            waiting: AtomicUsize::new(0),
+            outbound: Mutex::default(),
+            has_queued: AtomicBool::new(false),
             pending: AtomicUsize::new(0),
             queued: AtomicUsize::new(0),
             state: AtomicU8::new(ReadyState::Connecting as u8),
@@ -145,40 +166,9 @@ impl Shared {
         self.resumable
     }
 
-    fn inbox(&self) -> MutexGuard<'_, Inbox> {
-        // A command queue stays consistent whatever panicked while it was locked.
-        self.inbox.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Takes the commands waiting for the driver, in order, and leaves `waker` to be woken
-    /// by the next one. `registered` is the driver's note that its waker is already there:
-    /// then an empty inbox costs one atomic load.
-    pub(crate) fn take_commands(&self, waker: &Waker, registered: &mut bool) -> Vec<Command> {
-        if *registered && self.waiting.load(Ordering::Acquire) == 0 {
-            return Vec::new();
-        }
-        let mut inbox = self.inbox();
-        match &inbox.waker {
-            Some(known) if known.will_wake(waker) => {}
-            _ => inbox.waker = Some(waker.clone()),
-        }
-        *registered = true;
-        self.waiting.store(0, Ordering::Relaxed);
-        std::mem::take(&mut inbox.commands)
-    }
-
-    /// Takes the commands left in the inbox by a driver that is gone: a client connection
-    /// that ended and is to be replaced by another.
-    pub(crate) fn drain_commands(&self) -> Vec<Command> {
-        let commands = {
-            let mut inbox = self.inbox();
-            self.waiting.store(0, Ordering::Relaxed);
-            std::mem::take(&mut inbox.commands)
-        };
-        for command in &commands {
-            self.taken(command);
-        }
-        commands
+    fn outbound(&self) -> MutexGuard<'_, Outbound> {
+        // A queue stays consistent whatever panicked while it was locked.
+        self.outbound.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn id(&self) -> u64 {
@@ -206,60 +196,209 @@ impl Shared {
         self.queued.store(bytes, Ordering::Relaxed);
     }
 
-    /// Called by the driver for each command it takes from the inbox.
-    pub(crate) fn taken(&self, command: &Command) {
-        self.pending.fetch_sub(command.weight(), Ordering::Relaxed);
-    }
-
-    /// Sends a message: encoded at once or queued in the outbox when the driver is running
-    /// this connection's callback on this thread, through the inbox otherwise.
+    /// Sends a message: encoded into the queue's frames at once when the driver's budget
+    /// allows and no command waits, queued as a command otherwise.
     pub(crate) fn send(&self, message: impl Outgoing) -> Result<()> {
         if self.ready_state() >= ReadyState::Closing {
             return Err(Error::Closed);
         }
-        match outbox::send(self.id, message) {
-            Ok(()) => Ok(()),
-            Err(message) => {
-                self.enqueue(Command::Send(message.into_message()));
-                Ok(())
-            }
+        let mut queue = self.outbound();
+        let view = message.view();
+        let len = view.len();
+        let frame_len = FrameBuffer::frame_len(len);
+        if queue.commands.is_empty()
+            && len <= queue.direct.max_payload
+            && frame_len <= queue.direct.room
+        {
+            queue.frames.get_or_insert_default().push(view);
+            queue.direct.room -= frame_len;
+            self.queued_in(&mut queue, frame_len);
+            return Ok(());
         }
+        let shared = queue
+            .viewed
+            .as_ref()
+            .filter(|viewed| {
+                viewed.is_text() == view.is_text()
+                    && std::ptr::eq(viewed.as_bytes(), view.as_bytes())
+            })
+            .map(|viewed| Message::clone(viewed));
+        let message = shared.unwrap_or_else(|| message.into_message());
+        self.push(&mut queue, Command::Send(message));
+        Ok(())
     }
 
-    /// Hands a command to the driver: through the outbox when the driver is running this
-    /// connection's callback on this thread, through the inbox otherwise.
+    /// Hands a command to the driver, after everything sent before.
     pub(crate) fn submit(&self, command: Command) -> Result<()> {
         if self.ready_state() >= ReadyState::Closing {
             return Err(Error::Closed);
         }
-        if let Err(command) = outbox::push(self.id, command) {
-            self.enqueue(command);
-        }
+        self.push(&mut self.outbound(), command);
         Ok(())
     }
 
-    fn enqueue(&self, command: Command) {
-        self.pending.fetch_add(command.weight(), Ordering::Relaxed);
-        let mut inbox = self.inbox();
-        inbox.commands.push(command);
-        self.waiting.store(inbox.commands.len(), Ordering::Release);
-        // The driver takes the whole inbox at once, so the first command wakes it and the
-        // ones after it are taken with that one.
-        if inbox.commands.len() == 1
-            && let Some(waker) = &inbox.waker
+    fn push(&self, queue: &mut Outbound, command: Command) {
+        let weight = command.weight();
+        queue.commands.push(command);
+        self.queued_in(queue, weight);
+    }
+
+    /// Counts `bytes` just queued, and wakes the driver if this is the first thing waiting
+    /// and it is not about to look anyway.
+    fn queued_in(&self, queue: &mut Outbound, bytes: usize) {
+        // Only written under the lock: a load and a store, not an atomic addition.
+        let pending = self.pending.load(Ordering::Relaxed);
+        self.pending.store(pending + bytes, Ordering::Relaxed);
+        if self.has_queued.load(Ordering::Relaxed) {
+            // The driver takes the whole queue at once: the first send woke it.
+            return;
+        }
+        self.has_queued.store(true, Ordering::Release);
+        if !queue.in_callbacks
+            && let Some(waker) = &queue.waker
         {
             waker.wake_by_ref();
         }
     }
+
+    /// Leaves the driver's waker, to be woken by the next send.
+    pub(crate) fn register(&self, waker: &Waker) {
+        let mut queue = self.outbound();
+        match &queue.waker {
+            Some(known) if known.will_wake(waker) => {}
+            _ => queue.waker = Some(waker.clone()),
+        }
+    }
+
+    /// The driver is about to run this connection's callbacks: sends need not wake it,
+    /// messages within `direct` are encoded at once, into `frames` (an empty buffer with
+    /// room, lent for the callbacks) unless the queue has a buffer already. Gives `frames`
+    /// back when it is not taken.
+    pub(crate) fn begin_callbacks(
+        &self,
+        direct: Direct,
+        frames: Box<FrameBuffer>,
+    ) -> Option<Box<FrameBuffer>> {
+        let mut queue = self.outbound();
+        queue.in_callbacks = true;
+        if queue.commands.is_empty() {
+            queue.direct = direct;
+        }
+        match &queue.frames {
+            Some(_) => Some(frames),
+            None => {
+                queue.frames = Some(frames);
+                None
+            }
+        }
+    }
+
+    /// The callbacks are over: takes what they sent, as [`Shared::take_sent`] does, in the
+    /// same lock; and gives the driver its frame buffer back when nothing is encoded in it.
+    /// What is sent from now on wakes the driver again.
+    pub(crate) fn end_callbacks(
+        &self,
+        flush: impl FnOnce(&mut FrameBuffer) -> Direct,
+    ) -> (Vec<Command>, Option<Box<FrameBuffer>>) {
+        let mut queue = self.outbound();
+        queue.in_callbacks = false;
+        let commands = if self.has_queued.load(Ordering::Relaxed) {
+            self.take(&mut queue, flush)
+        } else {
+            Vec::new()
+        };
+        let frames = queue
+            .frames
+            .take_if(|frames| frames.is_empty() && frames.capacity() > 0);
+        (commands, frames)
+    }
+
+    /// Takes what was sent since the last call, `None` when nothing was (one atomic load):
+    /// the frames to `flush` (which queues those there are and returns what may be encoded
+    /// at once from now on), then the commands, returned in order. While there are commands,
+    /// nothing more is encoded at once (they change the buffer) until the driver says what
+    /// is left ([`Shared::set_direct`]).
+    pub(crate) fn take_sent(
+        &self,
+        flush: impl FnOnce(&mut FrameBuffer) -> Direct,
+    ) -> Option<Vec<Command>> {
+        if !self.has_queued.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(self.take(&mut self.outbound(), flush))
+    }
+
+    fn take(
+        &self,
+        queue: &mut Outbound,
+        flush: impl FnOnce(&mut FrameBuffer) -> Direct,
+    ) -> Vec<Command> {
+        self.has_queued.store(false, Ordering::Relaxed);
+        self.pending.store(0, Ordering::Relaxed);
+        queue.direct = match &mut queue.frames {
+            Some(frames) => flush(frames),
+            None => flush(&mut FrameBuffer::new()),
+        };
+        // A connection's buffer, swapped in by `send_frames`, that grew for a slow peer.
+        queue
+            .frames
+            .take_if(|frames| frames.capacity() > FRAMES_KEEP_AT_MOST);
+        if queue.commands.is_empty() {
+            return Vec::new();
+        }
+        queue.direct = Direct::NONE;
+        std::mem::take(&mut queue.commands)
+    }
+
+    /// Sets what may be encoded at once from now on.
+    pub(crate) fn set_direct(&self, direct: Direct) {
+        let mut queue = self.outbound();
+        if queue.commands.is_empty() {
+            queue.direct = direct;
+        }
+    }
+
+    /// Takes the commands left by a driver that is gone: a client connection that ended
+    /// and is to be replaced by another. Nothing more is encoded at once.
+    pub(crate) fn drain_commands(&self) -> Vec<Command> {
+        let mut queue = self.outbound();
+        self.has_queued.store(false, Ordering::Relaxed);
+        self.pending.store(0, Ordering::Relaxed);
+        queue.direct = Direct::NONE;
+        queue.frames = None;
+        // A driver that unwound out of its callbacks left this set; the next one must be woken.
+        queue.in_callbacks = false;
+        std::mem::take(&mut queue.commands)
+    }
+
+    /// While the guard lives, a callback sees `message` borrowed: sending it back (the same
+    /// bytes) shares them, with no copy.
+    pub(crate) fn viewing(&self, message: &Message) -> Viewing<'_> {
+        self.outbound().viewed = Some(Box::new(message.clone()));
+        Viewing(self)
+    }
 }
 
-/// What sends from a connection's callbacks may encode at once, into the outbox's frames,
-/// instead of queuing a command: messages of at most `max_payload` bytes while the frames
-/// take at most `room` bytes more. The driver sets it from the connection's state (see
+/// See [`Shared::viewing`].
+#[must_use]
+pub(crate) struct Viewing<'a>(&'a Shared);
+
+impl Drop for Viewing<'_> {
+    fn drop(&mut self) {
+        self.0.outbound().viewed = None;
+    }
+}
+
+/// The frame buffer is dropped rather than kept above this capacity.
+const FRAMES_KEEP_AT_MOST: usize = 1 << 20;
+
+/// What sends may encode at once, into the queue's frames, instead of queuing a command:
+/// messages of at most `max_payload` bytes while the frames take at most `room` bytes more.
+/// The driver sets it from the connection's state (see
 /// [`wsworker_proto::Connection::plain_frame_limit`]) and its buffer limits, so a send
 /// that needs more (compression, fragments, a check against the limits) takes the command
 /// path.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Direct {
     pub(crate) max_payload: usize,
     pub(crate) room: usize,
@@ -273,195 +412,11 @@ impl Direct {
     };
 }
 
-/// The thread-local outbox of the connection whose callbacks are running.
-pub(crate) mod outbox {
-    use super::*;
-
-    /// The frame buffer is dropped rather than kept above this capacity.
-    const FRAMES_KEEP_AT_MOST: usize = 1 << 20;
-
-    /// Whose callbacks run on this thread, and what they sent: one thread-local, so a send
-    /// costs one access.
-    struct Outbox {
-        current: u64,
-        commands: Vec<Command>,
-        /// Messages encoded at once, ahead of `commands` (a message is only encoded here
-        /// while no command waits, so the order holds).
-        frames: FrameBuffer,
-        direct: Direct,
-        /// A message given to the driver (not lent) that a callback is seeing borrowed: a
-        /// send of it back shares its bytes instead of copying them.
-        viewed: Option<Message>,
-    }
-
-    thread_local! {
-        static OUTBOX: RefCell<Outbox> = RefCell::new(Outbox {
-            current: 0,
-            commands: Vec::new(),
-            frames: FrameBuffer::new(),
-            direct: Direct::NONE,
-            viewed: None,
-        });
-        /// A list for the driver to move a callback's commands into, lent so that no
-        /// connection keeps one of its own.
-        static SPARE: Cell<Vec<Command>> = const { Cell::new(Vec::new()) };
-    }
-
-    /// An empty list to pass to [`take_sent`].
-    pub(crate) fn borrow_list() -> Vec<Command> {
-        SPARE.take()
-    }
-
-    /// Gives back the list from [`borrow_list`], emptied.
-    pub(crate) fn give_back_list(list: Vec<Command>) {
-        debug_assert!(list.is_empty());
-        SPARE.set(list);
-    }
-
-    /// Queues `command` if `id`'s outbox is open on this thread; gives it back if not.
-    pub(crate) fn push(id: u64, command: Command) -> Result<(), Command> {
-        OUTBOX.with_borrow_mut(|outbox| {
-            if outbox.current == id {
-                outbox.commands.push(command);
-                Ok(())
-            } else {
-                Err(command)
-            }
-        })
-    }
-
-    /// Encodes `message` into the frames, or queues it as a command, if `id`'s outbox is
-    /// open on this thread; gives it back if not.
-    pub(crate) fn send<M: Outgoing>(id: u64, message: M) -> Result<(), M> {
-        OUTBOX.with_borrow_mut(|outbox| {
-            if outbox.current != id {
-                return Err(message);
-            }
-            let view = message.view();
-            let len = view.len();
-            let frame_len = FrameBuffer::frame_len(len);
-            if outbox.commands.is_empty()
-                && len <= outbox.direct.max_payload
-                && frame_len <= outbox.direct.room
-            {
-                outbox.frames.push(view);
-                outbox.direct.room -= frame_len;
-                return Ok(());
-            }
-            let shared = outbox
-                .viewed
-                .as_ref()
-                .filter(|viewed| {
-                    viewed.is_text() == view.is_text()
-                        && std::ptr::eq(viewed.as_bytes(), view.as_bytes())
-                })
-                .cloned();
-            let message = shared.unwrap_or_else(|| message.into_message());
-            outbox.commands.push(Command::Send(message));
-            Ok(())
-        })
-    }
-
-    /// While the guard lives, a callback sees `message` borrowed: sending it back (the same
-    /// bytes) shares them, with no copy.
-    pub(crate) fn viewing(message: &Message) -> Viewing {
-        OUTBOX.with_borrow_mut(|outbox| outbox.viewed = Some(message.clone()));
-        Viewing(())
-    }
-
-    /// See [`viewing`].
-    #[must_use]
-    pub(crate) struct Viewing(());
-
-    impl Drop for Viewing {
-        fn drop(&mut self) {
-            OUTBOX.with_borrow_mut(|outbox| outbox.viewed = None);
-        }
-    }
-
-    /// Opens `id`'s outbox on this thread until the guard is dropped: sends through its
-    /// handles are encoded or queued here instead of going through the inbox.
-    pub(crate) fn open(id: u64, direct: Direct) -> Scope {
-        OUTBOX.with_borrow_mut(|outbox| {
-            // A driver run from inside another connection's callback (never by this crate)
-            // must not take that callback's sends as its own.
-            let unsent = (!outbox.commands.is_empty() || !outbox.frames.is_empty()).then(|| {
-                Box::new((
-                    std::mem::take(&mut outbox.commands),
-                    std::mem::take(&mut outbox.frames),
-                ))
-            });
-            Scope {
-                outer: std::mem::replace(&mut outbox.current, id),
-                direct: std::mem::replace(&mut outbox.direct, direct),
-                unsent,
-            }
-        })
-    }
-
-    /// Hands what was sent since the last call to the driver: the frames to `flush` (which
-    /// queues those there are and returns what may be encoded at once from now on), then
-    /// the commands, moved to the end of `sent` (an empty list: swapped, so neither side
-    /// gives up its allocation). `false` when no command was sent.
-    pub(crate) fn take_sent(
-        sent: &mut Vec<Command>,
-        flush: impl FnOnce(&mut FrameBuffer) -> Direct,
-    ) -> bool {
-        debug_assert!(sent.is_empty());
-        OUTBOX.with_borrow_mut(|outbox| {
-            outbox.direct = flush(&mut outbox.frames);
-            outbox.frames.clear();
-            if outbox.frames.capacity() > FRAMES_KEEP_AT_MOST {
-                // A connection's buffer, swapped in, that grew for a slow peer.
-                outbox.frames = FrameBuffer::new();
-            }
-            if outbox.commands.is_empty() {
-                return false;
-            }
-            std::mem::swap(&mut outbox.commands, sent);
-            // The commands change the buffer: until the driver says what is left (see
-            // `set_direct`), what callbacks send meanwhile (errors) takes the command path.
-            outbox.direct = Direct::NONE;
-            true
-        })
-    }
-
-    /// Sets what may be encoded at once from now on.
-    pub(crate) fn set_direct(direct: Direct) {
-        OUTBOX.with_borrow_mut(|outbox| outbox.direct = direct);
-    }
-
-    /// An open outbox; dropping it restores the one open before (callbacks of another
-    /// connection, or none), also when a panic unwinds through it.
-    #[must_use]
-    pub(crate) struct Scope {
-        outer: u64,
-        direct: Direct,
-        /// What the outer scope's callback had sent when this one opened.
-        unsent: Option<Box<(Vec<Command>, FrameBuffer)>>,
-    }
-
-    impl Drop for Scope {
-        fn drop(&mut self) {
-            OUTBOX.with_borrow_mut(|outbox| {
-                outbox.current = self.outer;
-                outbox.direct = self.direct;
-                if std::thread::panicking() {
-                    // What the unwinding driver never applied must not reach the next
-                    // connection's driver on this thread.
-                    outbox.commands.clear();
-                    outbox.frames.clear();
-                }
-                if let Some(unsent) = self.unsent.take() {
-                    (outbox.commands, outbox.frames) = *unsent;
-                }
-            });
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::task::Wake;
+
     use super::*;
     use wsworker_proto::{Config, Connection as Proto, Event, MessageRef, Role};
 
@@ -471,17 +426,28 @@ mod tests {
         room: 1000,
     };
 
-    /// What the outbox holds, taken: the frames as the messages a client decodes from them,
-    /// and the commands.
-    fn take() -> (Vec<Message>, Vec<Command>) {
+    /// A connection's shared state, open, with `direct` to encode at once.
+    fn open(direct: Direct) -> Shared {
+        let shared = Shared::new();
+        shared.set_ready_state(ReadyState::Open);
+        shared.set_direct(direct);
+        shared
+    }
+
+    /// What the queue holds, taken as the driver takes it: the frames as the messages a
+    /// client decodes from them, and the commands; then the budget is `OPEN` again.
+    fn take(shared: &Shared) -> (Vec<Message>, Vec<Command>) {
         let mut server = Proto::new(Role::Server, Config::default());
-        let mut sent = outbox::borrow_list();
+        // As the driver lends the worker's write buffer to the connection.
+        let _ = server.replace_send_buffer(bytes::BytesMut::with_capacity(4096));
         let mut frames = 0;
-        outbox::take_sent(&mut sent, |encoded| {
-            frames = encoded.frames();
-            server.send_frames(encoded).unwrap();
-            OPEN
-        });
+        let commands = shared
+            .take_sent(|encoded| {
+                frames = encoded.frames();
+                server.send_frames(encoded).unwrap();
+                OPEN
+            })
+            .unwrap_or_default();
         let mut client = Proto::new(Role::Client, Config::default());
         while let Some(chunk) = server.poll_transmit() {
             client.receive(&chunk);
@@ -491,10 +457,8 @@ mod tests {
             messages.push(m);
         }
         assert_eq!(messages.len(), frames);
-        let commands = sent.split_off(0);
-        outbox::give_back_list(sent);
-        // As the driver does once it has applied them.
-        outbox::set_direct(OPEN);
+        // As the driver does once it has applied the commands.
+        shared.set_direct(OPEN);
         (messages, commands)
     }
 
@@ -505,74 +469,64 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_outbox_takes_only_its_own_connections_sends_in_order() {
-        let mut sent = outbox::borrow_list();
-        {
-            let _scope = outbox::open(7, Direct::NONE);
-            assert!(outbox::push(8, Command::Ping(Bytes::from_static(b"other"))).is_err());
-            assert!(outbox::send(8, "other").is_err());
-            for payload in [&b"a"[..], b"b"] {
-                outbox::push(7, Command::Ping(Bytes::from_static(payload))).unwrap();
-            }
-            assert!(outbox::take_sent(&mut sent, |_| Direct::NONE));
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
         }
-        let pings: Vec<_> = sent
-            .drain(..)
-            .map(|c| match c {
-                Command::Ping(p) => p,
-                other => panic!("{other:?}"),
-            })
-            .collect();
-        assert_eq!(pings, [&b"a"[..], b"b"]);
-        assert!(
-            outbox::push(7, Command::Ping(Bytes::new())).is_err(),
-            "closed"
-        );
-        outbox::give_back_list(sent);
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    impl Count {
+        fn get(&self) -> usize {
+            self.0.load(Ordering::Relaxed)
+        }
     }
 
     #[test]
     fn small_sends_are_encoded_at_once_and_the_rest_keep_their_order_as_commands() {
-        let _scope = outbox::open(7, OPEN);
-        outbox::send(7, "a").unwrap();
-        outbox::send(7, MessageRef::Binary(b"b")).unwrap();
-        outbox::send(7, "x".repeat(101)).unwrap(); // over max_payload: a command
-        outbox::send(7, "c").unwrap(); // after a command: a command too
-        let (frames, commands) = take();
+        let shared = open(OPEN);
+        shared.send("a").unwrap();
+        shared.send(MessageRef::Binary(b"b")).unwrap();
+        shared.send("x".repeat(101)).unwrap(); // over max_payload: a command
+        shared.send("c").unwrap(); // after a command: a command too
+        shared.submit(Command::Ping(Bytes::new())).unwrap();
+        assert_eq!(shared.buffered_amount(), 3 + 3 + 101 + 1);
+        let (frames, commands) = take(&shared);
         assert_eq!(frames, [Message::text("a"), Message::binary(&b"b"[..])]);
-        let commands: Vec<_> = commands.iter().map(sent_message).collect();
-        assert_eq!(
-            commands,
-            [&Message::text("x".repeat(101)), &Message::text("c")]
-        );
+        assert_eq!(sent_message(&commands[0]), &Message::text("x".repeat(101)));
+        assert_eq!(sent_message(&commands[1]), &Message::text("c"));
+        assert!(matches!(commands[2], Command::Ping(_)));
+        assert_eq!(shared.buffered_amount(), 0, "taken");
 
         // Once the commands are applied, small sends are encoded at once again.
-        outbox::send(7, "d").unwrap();
-        let (frames, commands) = take();
+        shared.send("d").unwrap();
+        let (frames, commands) = take(&shared);
         assert_eq!((frames, commands.len()), (vec![Message::text("d")], 0));
+        assert!(shared.take_sent(|_| OPEN).is_none(), "nothing left");
     }
 
     #[test]
     fn sends_past_the_room_are_commands() {
-        let _scope = outbox::open(
-            7,
-            Direct {
-                max_payload: 100,
-                room: 2 + 5 + 2 + 5 + 3,
-            },
-        );
+        let shared = open(Direct {
+            max_payload: 100,
+            room: 2 + 5 + 2 + 5 + 3,
+        });
         for text in ["12345", "67890", "more"] {
-            outbox::send(7, text).unwrap();
+            shared.send(text).unwrap();
         }
-        let (frames, commands) = take();
+        let (frames, commands) = take(&shared);
         assert_eq!(frames, [Message::text("12345"), Message::text("67890")]);
         assert_eq!(sent_message(&commands[0]), &Message::text("more"));
-        drop(_scope);
 
-        let _scope = outbox::open(7, Direct::NONE);
-        outbox::send(7, "").unwrap();
-        let (frames, commands) = take();
+        let shared = open(Direct::NONE);
+        shared.send("").unwrap();
+        let (frames, commands) = take(&shared);
         assert!(
             frames.is_empty(),
             "no room at all: not even an empty message"
@@ -582,16 +536,18 @@ mod tests {
 
     #[test]
     fn a_given_message_seen_borrowed_is_shared_when_sent_back() {
-        let _scope = outbox::open(7, OPEN);
+        let shared = open(OPEN);
         let given = Message::binary(vec![3u8; 10_000]);
         {
-            let _viewing = outbox::viewing(&given);
-            outbox::send(7, given.view()).unwrap();
-            outbox::send(7, MessageRef::Binary(&given.as_bytes()[1..])).unwrap();
-            outbox::send(7, MessageRef::Text("not it")).unwrap();
+            let _viewing = shared.viewing(&given);
+            shared.send(given.view()).unwrap();
+            shared
+                .send(MessageRef::Binary(&given.as_bytes()[1..]))
+                .unwrap();
+            shared.send(MessageRef::Text("not it")).unwrap();
         }
-        outbox::send(7, given.view()).unwrap(); // no longer viewed
-        let (frames, commands) = take();
+        shared.send(given.view()).unwrap(); // no longer viewed
+        let (frames, commands) = take(&shared);
         assert!(frames.is_empty(), "behind a command: all commands");
         let sent: Vec<_> = commands.iter().map(sent_message).collect();
         assert!(std::ptr::eq(sent[0].as_bytes(), given.as_bytes()), "shared");
@@ -609,32 +565,115 @@ mod tests {
     }
 
     #[test]
-    fn an_inner_scope_does_not_take_the_outer_ones_sends() {
-        let _outer = outbox::open(7, OPEN);
-        outbox::send(7, "outer frame").unwrap();
-        outbox::push(7, Command::Ping(Bytes::new())).unwrap();
-        {
-            let _inner = outbox::open(9, OPEN);
-            outbox::send(9, "inner").unwrap();
-            let (frames, commands) = take();
-            assert_eq!((frames, commands.len()), (vec![Message::text("inner")], 0));
+    fn a_send_from_another_thread_takes_the_same_path_and_wakes_the_driver_once() {
+        let shared = Arc::new(open(OPEN));
+        let count = Arc::new(Count::default());
+        shared.register(&Arc::clone(&count).into());
+        let sender = Arc::clone(&shared);
+        std::thread::spawn(move || {
+            sender.send("from afar").unwrap();
+            sender.send("x".repeat(101)).unwrap();
+            sender.send("behind it").unwrap();
+        })
+        .join()
+        .unwrap();
+        assert_eq!(
+            count.get(),
+            1,
+            "the first send woke the driver, the others did not"
+        );
+        let (frames, commands) = take(&shared);
+        assert_eq!(frames, [Message::text("from afar")], "encoded at once");
+        let commands: Vec<_> = commands.iter().map(sent_message).collect();
+        assert_eq!(
+            commands,
+            [&Message::text("x".repeat(101)), &Message::text("behind it")]
+        );
+        shared.send("again").unwrap();
+        assert_eq!(count.get(), 2, "taken: the next send wakes it again");
+    }
+
+    /// Ends the callbacks as the driver does: what is taken, decoded; and the buffer given
+    /// back, if any.
+    fn end(shared: &Shared) -> (Vec<Message>, Vec<Command>, Option<Box<FrameBuffer>>) {
+        let mut server = Proto::new(Role::Server, Config::default());
+        // As the driver lends the worker's write buffer to the connection.
+        let _ = server.replace_send_buffer(bytes::BytesMut::with_capacity(4096));
+        let (commands, back) = shared.end_callbacks(|encoded| {
+            server.send_frames(encoded).unwrap();
+            OPEN
+        });
+        let mut client = Proto::new(Role::Client, Config::default());
+        while let Some(chunk) = server.poll_transmit() {
+            client.receive(&chunk);
         }
-        let (frames, commands) = take();
-        assert_eq!(frames, [Message::text("outer frame")]);
-        assert!(matches!(commands[..], [Command::Ping(_)]));
+        let mut messages = Vec::new();
+        while let Some(Event::Message(m)) = client.poll_event().unwrap() {
+            messages.push(m);
+        }
+        (messages, commands, back)
     }
 
     #[test]
-    fn sends_left_by_a_panic_do_not_reach_the_next_connection() {
-        let unwound = catch_unwind(|| {
-            let _scope = outbox::open(7, OPEN);
-            outbox::push(7, Command::Ping(Bytes::from_static(b"lost"))).unwrap();
-            outbox::send(7, "lost").unwrap();
-            panic!("a driver bug");
-        });
-        assert!(unwound.is_err());
-        let _scope = outbox::open(9, OPEN);
-        let (frames, commands) = take();
-        assert_eq!((frames.len(), commands.len()), (0, 0), "nothing of 7's");
+    fn sends_during_the_callbacks_wake_nothing_and_their_end_takes_them() {
+        let shared = open(OPEN);
+        let count = Arc::new(Count::default());
+        shared.register(&Arc::clone(&count).into());
+        let lent = shared.begin_callbacks(OPEN, Box::default());
+        assert!(lent.is_none(), "the queue had no buffer: it took this one");
+        shared.send("reply").unwrap();
+        assert_eq!(count.get(), 0, "the driver looks after the callback");
+        let (frames, _) = take(&shared);
+        assert_eq!(frames, [Message::text("reply")]);
+        shared.send("another").unwrap();
+        shared.submit(Command::Ping(Bytes::new())).unwrap();
+        let (frames, commands, back) = end(&shared);
+        assert_eq!(frames, [Message::text("another")], "taken with the end");
+        assert!(matches!(commands[..], [Command::Ping(_)]));
+        assert!(
+            back.is_some_and(|b| b.capacity() >= 4096),
+            "the buffer, given back"
+        );
+        assert_eq!(count.get(), 0);
+        assert!(shared.take_sent(|_| OPEN).is_none(), "nothing left");
+
+        shared.send("after the callbacks").unwrap();
+        assert_eq!(count.get(), 1, "wakes the driver");
+    }
+
+    #[test]
+    fn an_idle_connection_holds_no_frame_buffer() {
+        let shared = open(OPEN);
+        let mut spare = FrameBuffer::new();
+        spare.push(MessageRef::Text("warm up"));
+        spare.clear();
+        assert!(shared.begin_callbacks(OPEN, Box::new(spare)).is_none());
+        let (_, _, back) = end(&shared);
+        assert!(back.is_some(), "nothing sent: the lent buffer comes back");
+        let (_, _, back) = end(&shared);
+        assert!(back.is_none(), "the queue has none left");
+        shared.send("later").unwrap();
+        let (frames, _) = take(&shared);
+        assert_eq!(
+            frames,
+            [Message::text("later")],
+            "without a lent buffer too"
+        );
+    }
+
+    #[test]
+    fn sends_after_the_close_are_refused_and_a_drained_queue_encodes_nothing_more() {
+        let shared = open(OPEN);
+        shared.submit(Command::Ping(Bytes::new())).unwrap();
+        assert_eq!(shared.drain_commands().len(), 1);
+        assert_eq!(shared.buffered_amount(), 0);
+        shared.send("x").unwrap();
+        assert_eq!(shared.drain_commands().len(), 1, "a command, not a frame");
+        shared.set_ready_state(ReadyState::Closing);
+        assert!(matches!(shared.send("late"), Err(Error::Closed)));
+        assert!(matches!(
+            shared.submit(Command::Ping(Bytes::new())),
+            Err(Error::Closed)
+        ));
     }
 }

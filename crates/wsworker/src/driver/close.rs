@@ -8,7 +8,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     H: Handler,
 {
-    /// Publishes the state to the handles and fires the buffer callbacks.
+    /// Publishes the state to the handles, fires the buffer callbacks, and starts the close
+    /// timeout once a close frame went either way.
     pub(super) fn sync_state(&mut self) {
         let state = self.conn.ready_state();
         self.handler
@@ -20,45 +21,75 @@ where
                 state
             });
         self.check_buffer();
-        if state != ReadyState::Open && self.deadline.is_none() {
-            self.deadline = Some(Box::pin(tokio::time::sleep_until(
-                Instant::now() + self.config.close_timeout,
-            )));
+        if state != ReadyState::Open && matches!(self.stage, Stage::Open) {
+            self.stage = Stage::Closing(self.close_timer());
         }
+    }
+
+    /// The close timeout, started now.
+    fn close_timer(&self) -> Timer {
+        Box::pin(tokio::time::sleep_until(
+            Instant::now() + self.config.close_timeout,
+        ))
+    }
+
+    /// The peer ended its side of the TCP connection.
+    pub(super) fn read_closed(&mut self) {
+        if !self.conn.is_receive_done() {
+            // The TCP connection ended without a closing handshake.
+            self.end_unless_known(CloseInfo::dropped());
+            self.stage = Stage::Ended;
+            return;
+        }
+        // After the peer's close frame: our answer may still be on its way out.
+        let timer = match std::mem::replace(&mut self.stage, Stage::Ended) {
+            Stage::Closing(timer) | Stage::WriteShut(timer) | Stage::ReadClosed(timer) => timer,
+            // The close frame came with the handshake's bytes, before the timeout started.
+            _ => self.close_timer(),
+        };
+        self.stage = Stage::ReadClosed(timer);
     }
 
     /// Ends the connection once the closing handshake is done and flushed, or the peer
     /// went away, or the close timeout passed.
     pub(super) fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.read_eof && !self.conn.wants_transmit() {
-            return Poll::Ready(());
-        }
-        if self.read_eof && self.conn.ready_state() != ReadyState::Closed {
-            // The peer is gone mid-conversation: nothing we queue will be read.
-            return Poll::Ready(());
-        }
-        if self.conn.ready_state() == ReadyState::Closed
-            && !self.conn.wants_transmit()
-            && !self.write_shut
-            && self.conn.role() == Role::Server
-        {
+        let closed = self.conn.ready_state() == ReadyState::Closed;
+        match self.stage {
+            Stage::New | Stage::Open => return Poll::Pending,
+            Stage::Ended | Stage::Reported => return Poll::Ready(()),
+            // Flushed; or the peer is gone mid-conversation, and nothing we queue will be read.
+            Stage::ReadClosed(_) if !self.conn.wants_transmit() || !closed => {
+                self.stage = Stage::Ended;
+                return Poll::Ready(());
+            }
             // RFC 6455 §7.1.1: the server closes the TCP connection first. Half-close, then
             // wait for the client's end (read side) so no data is lost to a reset.
-            if Pin::new(&mut self.io).poll_shutdown(cx).is_ready() {
-                self.write_shut = true;
-            }
-        }
-        if let Some(deadline) = &mut self.deadline
-            && deadline.as_mut().poll(cx).is_ready()
-        {
-            if let Some(info) = &mut self.close
-                && self.conn.ready_state() != ReadyState::Closed
+            Stage::Closing(_)
+                if closed
+                    && !self.conn.wants_transmit()
+                    && self.conn.role() == Role::Server
+                    && Pin::new(&mut self.io).poll_shutdown(cx).is_ready() =>
             {
-                info.was_clean = false;
+                self.stage = match std::mem::replace(&mut self.stage, Stage::Ended) {
+                    Stage::Closing(timer) => Stage::WriteShut(timer),
+                    other => other,
+                };
             }
-            return Poll::Ready(());
+            _ => {}
         }
-        Poll::Pending
+        if let Stage::Closing(timer) | Stage::ReadClosed(timer) | Stage::WriteShut(timer) =
+            &mut self.stage
+            && timer.as_mut().poll(cx).is_pending()
+        {
+            return Poll::Pending;
+        }
+        if let Some(info) = &mut self.close
+            && !closed
+        {
+            info.was_clean = false;
+        }
+        self.stage = Stage::Ended;
+        Poll::Ready(())
     }
 
     pub(super) fn abort(&mut self, error: io::Error) -> Poll<()> {

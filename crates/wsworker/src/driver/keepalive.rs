@@ -31,16 +31,35 @@ impl Default for Keepalive {
     }
 }
 
-/// The idle keepalive's clock.
+/// The idle keepalive's state.
 pub(super) struct KeepaliveState {
-    /// Wakes the driver when the next step is due; made on the first poll, and never for a
-    /// connection of a server worker's event loop, whose clock is the loop's
-    /// ([`Driver::keepalive_tick`]): one timer per worker instead of one per connection.
-    timer: Option<Pin<Box<Sleep>>>,
-    /// When the peer's last bytes arrived.
-    last_heard: Instant,
-    /// When our unanswered ping went out.
-    ping_sent: Option<Instant>,
+    clock: Clock,
+    watch: Watch,
+}
+
+/// What brings the driver back when the keepalive's next step is due.
+enum Clock {
+    /// A timer of its own, made on the first poll.
+    Own(Option<Timer>),
+    /// The server worker's event loop, which calls [`Driver::keepalive_tick`]: one timer
+    /// per worker instead of one per connection.
+    Loop,
+}
+
+/// Where the keepalive is: one value, as there is a last time heard only while no ping
+/// is awaited (any bytes answer the ping).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Watch {
+    /// The peer's last bytes arrived then; a ping goes out `interval` after.
+    Heard(Instant),
+    /// Our ping went out then and is unanswered.
+    Pinged(Instant),
+    /// The handler cannot take more events, so nothing is read and the peer's answer may
+    /// be waiting unread in the socket: its silence proves nothing. Counted afresh from
+    /// when reading resumes.
+    Paused,
+    /// The ping went unanswered: the connection is to be dropped. Final.
+    Expired,
 }
 
 /// What the keepalive does next.
@@ -57,45 +76,48 @@ impl KeepaliveState {
     /// The keepalive of a connection that opens now.
     pub(super) fn new() -> Self {
         Self {
-            timer: None,
-            last_heard: Instant::now(),
-            ping_sent: None,
+            clock: Clock::Own(None),
+            watch: Watch::Heard(Instant::now()),
         }
     }
 
-    /// The peer's bytes arrived (now).
+    /// The peer's bytes arrived (now): they answer a ping, and end a pause.
     pub(super) fn heard(&mut self) {
-        self.last_heard = Instant::now();
+        if self.watch != Watch::Expired {
+            self.watch = Watch::Heard(Instant::now());
+        }
+    }
+
+    /// When the next step is due; `None` while paused or once expired.
+    fn due(&self, config: Keepalive) -> Option<Instant> {
+        match self.watch {
+            Watch::Heard(at) => Some(at + config.interval),
+            Watch::Pinged(at) => Some(at + config.timeout),
+            Watch::Paused | Watch::Expired => None,
+        }
     }
 
     /// Advances the keepalive to `now`, queuing the ping on `conn` when it is due.
-    pub(super) fn step(
-        &mut self,
-        config: Keepalive,
-        now: Instant,
-        conn: &mut Proto,
-    ) -> KeepaliveStep {
-        if let Some(sent) = self.ping_sent {
-            // Bytes heard at the very instant the ping went out came after it (the ping is
-            // due only `interval` after the last bytes): they answer it. Only a clock that
-            // stands still while the driver works (tokio's paused clock) shows such a tie.
-            if self.last_heard < sent {
-                let deadline = sent + config.timeout;
-                return if now >= deadline {
-                    KeepaliveStep::Expired
-                } else {
-                    KeepaliveStep::Wait(deadline)
-                };
+    fn step(&mut self, config: Keepalive, now: Instant, conn: &mut Proto) -> KeepaliveStep {
+        match self.watch {
+            Watch::Heard(at) if at + config.interval > now => {
+                KeepaliveStep::Wait(at + config.interval)
             }
-            self.ping_sent = None;
+            Watch::Heard(_) => {
+                let _ = conn.send_ping(Bytes::new());
+                self.watch = Watch::Pinged(now);
+                KeepaliveStep::Ping
+            }
+            Watch::Pinged(at) if at + config.timeout > now => {
+                KeepaliveStep::Wait(at + config.timeout)
+            }
+            Watch::Pinged(_) | Watch::Expired => {
+                self.watch = Watch::Expired;
+                KeepaliveStep::Expired
+            }
+            // Nothing is due until reading resumes, which wakes the driver.
+            Watch::Paused => KeepaliveStep::Wait(now + config.interval),
         }
-        let due = self.last_heard + config.interval;
-        if due > now {
-            return KeepaliveStep::Wait(due);
-        }
-        let _ = conn.send_ping(Bytes::new());
-        self.ping_sent = Some(now);
-        KeepaliveStep::Ping
     }
 }
 
@@ -107,7 +129,9 @@ where
     /// Leaves the keepalive's timing to the caller, which calls
     /// [`Driver::keepalive_tick`] now and then (a server worker's event loop).
     pub(crate) fn with_loop_clock(mut self) -> Self {
-        self.loop_clock = true;
+        if let Some(state) = &mut self.keepalive {
+            state.clock = Clock::Loop;
+        }
         self
     }
 
@@ -117,19 +141,12 @@ where
         let (Some(config), Some(state)) = (self.config.keepalive, &mut self.keepalive) else {
             return false;
         };
-        if self.keepalive_expired
-            || self.keepalive_paused
-            || self.conn.ready_state() != ReadyState::Open
-        {
+        if state.due(config).is_none() || self.conn.ready_state() != ReadyState::Open {
             return false;
         }
         match state.step(config, now, &mut self.conn) {
             KeepaliveStep::Wait(_) => false,
-            KeepaliveStep::Ping => true,
-            KeepaliveStep::Expired => {
-                self.keepalive_expired = true;
-                true
-            }
+            KeepaliveStep::Ping | KeepaliveStep::Expired => true,
         }
     }
 
@@ -145,32 +162,33 @@ where
             self.keepalive = None;
             return false;
         }
-        // While the handler cannot take more events nothing is read (`poll_read`), so the
-        // peer's answer may be waiting unread in the socket: its silence proves nothing. The
-        // keepalive waits, and counts the silence afresh from when reading resumes (the
-        // handler's waker brings the driver back here then, and the timer is re-armed below).
-        if self.handler.poll_ready(cx).is_pending() {
-            self.keepalive_paused = true;
-            return false;
-        }
-        if std::mem::take(&mut self.keepalive_paused) {
-            state.last_heard = Instant::now();
-        }
-        let mut expired = self.keepalive_expired;
-        if !self.loop_clock {
-            let mut timer = state.timer.take().unwrap_or_else(|| {
-                Box::pin(tokio::time::sleep_until(state.last_heard + config.interval))
-            });
-            while !expired && timer.as_mut().poll(cx).is_ready() {
-                let now = Instant::now();
-                match state.step(config, now, &mut self.conn) {
-                    KeepaliveStep::Wait(due) => timer.as_mut().reset(due),
-                    KeepaliveStep::Ping => timer.as_mut().reset(now + config.timeout),
-                    KeepaliveStep::Expired => expired = true,
-                }
+        if state.watch != Watch::Expired {
+            // While reading is paused the keepalive waits (the handler's waker brings the
+            // driver back here when it resumes, and the timer is re-armed below).
+            if self.handler.poll_ready(cx).is_pending() {
+                state.watch = Watch::Paused;
+                return false;
             }
-            state.timer = Some(timer);
+            if state.watch == Watch::Paused {
+                state.watch = Watch::Heard(Instant::now());
+            }
+            if let Clock::Own(slot) = &mut state.clock {
+                let mut timer = slot.take().unwrap_or_else(|| {
+                    let due = state.due(config).unwrap_or_else(Instant::now);
+                    Box::pin(tokio::time::sleep_until(due))
+                });
+                while state.watch != Watch::Expired && timer.as_mut().poll(cx).is_ready() {
+                    let now = Instant::now();
+                    match state.step(config, now, &mut self.conn) {
+                        KeepaliveStep::Wait(due) => timer.as_mut().reset(due),
+                        KeepaliveStep::Ping => timer.as_mut().reset(now + config.timeout),
+                        KeepaliveStep::Expired => {}
+                    }
+                }
+                state.clock = Clock::Own(Some(timer));
+            }
         }
+        let expired = state.watch == Watch::Expired;
         if expired {
             self.end(CloseInfo::unclean(CloseCode::ABNORMAL, "keepalive timeout"));
             self.handler

@@ -3,17 +3,29 @@
 //! worker's event loop (a plain server connection).
 //!
 //! One `poll` does everything that is ready, in an order that keeps replies in order and
-//! syscalls few: commands from handles, then reads (each read is decoded at once and every
-//! event handed to the [`Handler`], whose sends are applied right after it returns), then
+//! syscalls few: what handles on other tasks sent, then reads (each read is decoded at once
+//! and every event handed to the [`Handler`], whose sends are applied right after it
+//! returns), then
 //! one vectored write of everything queued, then the timers (idle keepalive, close
 //! timeout). The proto crate does all the protocol work; this module only moves bytes,
 //! keeps time and enforces the send-buffer limits.
 //!
-//! By concern: [`read`](mod@read) (socket → protocol core → handler), [`reply`](mod@reply) (what the
-//! connection's own callbacks send), [`write`](mod@write) (queued frames → socket, and the send
+//! By concern: [`read`](mod@read) (socket → protocol core → handler), [`reply`](mod@reply) (what
+//! the connection's handles send, from its callbacks or elsewhere: one queue,
+//! [`Shared`]), [`write`](mod@write) (queued frames → socket, and the send
 //! buffer's limits), [`keepalive`](mod@keepalive) (the idle ping and its clock), [`close`](mod@close) (the state the
 //! handles see, the close timeout, the end); this module holds the loop that runs them and
 //! the handles' commands.
+//!
+//! State: where the connection is in its life is one [`Stage`] (not polled yet, open,
+//! closing with the close timeout running, read side ended, write side shut, ended,
+//! reported), so that a timer without a closing handshake or a half-closed client cannot be
+//! written; the protocol's own state (which close frames went which way) stays in the
+//! protocol core. The keepalive's state (heard, pinged, paused, expired; its own timer or
+//! the event loop's clock) is the keepalive's. What is left are two independent facts that
+//! hold in any stage, kept as plain booleans: the send buffer went over its soft limit
+//! (`on_buffer_full` was called and `on_buffer_drain` is owed), and the outbound queue knows
+//! this task's waker.
 
 use std::future::Future;
 use std::io::{self, IoSlice};
@@ -34,7 +46,7 @@ use wsworker_proto::{
 use crate::buffers;
 use crate::error::Error;
 use crate::metrics::WorkerCounters;
-use crate::shared::{CloseInfo, Command, Direct, Shared, outbox};
+use crate::shared::{CloseInfo, Command, Direct, Shared};
 
 mod close;
 mod keepalive;
@@ -195,24 +207,18 @@ pub(crate) struct Driver<S, H: Handler> {
     config: Arc<DriverConfig>,
     /// How the connection ended, once known (boxed: every connection carries the field).
     close: Option<Box<CloseInfo>>,
-    read_eof: bool,
-    write_shut: bool,
-    buffer_full: bool,
-    deadline: Option<Pin<Box<Sleep>>>,
+    /// Where the connection is in its life: the socket's two directions, the close timeout,
+    /// what the handler was told.
+    stage: Stage,
     keepalive: Option<KeepaliveState>,
     /// The server's counters for this worker; `None` for a client.
     counters: Option<Arc<WorkerCounters>>,
-    /// Where the connection is in the handler's eyes.
-    phase: Phase,
-    /// The shared inbox holds this task's waker.
-    inbox_registered: bool,
-    /// The keepalive runs on the caller's clock ([`Driver::keepalive_tick`]).
-    loop_clock: bool,
-    /// The peer did not answer the keepalive ping in time (found by the caller's clock).
-    keepalive_expired: bool,
-    /// The keepalive found reading paused because the handler could not take more events
-    /// (kept here rather than in the keepalive's state, where it would cost a word).
-    keepalive_paused: bool,
+    /// The send buffer went above the soft limit and `on_buffer_full` was called; cleared by
+    /// `on_buffer_drain`. Independent of the stage: a closing connection still drains.
+    buffer_full: bool,
+    /// The outbound queue holds this task's waker (left on the first look, kept after: a
+    /// task's waker does not change).
+    waker_registered: bool,
 }
 
 impl<S, H> Future for Driver<S, H>
@@ -225,8 +231,8 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         this.borrow_write_buffer();
-        if this.phase == Phase::New {
-            this.phase = Phase::Open;
+        if matches!(this.stage, Stage::New) {
+            this.stage = Stage::Open;
             this.in_scope(H::on_open);
             // Bytes that arrived with the handshake may already hold frames.
             this.process_events();
@@ -242,8 +248,8 @@ where
 impl<S, H: Handler> Driver<S, H> {
     /// Reports the end of the connection through `on_close`, once.
     fn finish(&mut self) {
-        let phase = std::mem::replace(&mut self.phase, Phase::Finished);
-        if phase == Phase::Finished {
+        let stage = std::mem::replace(&mut self.stage, Stage::Reported);
+        if matches!(stage, Stage::Reported) {
             return;
         }
         self.handler.shared().set_ready_state(ReadyState::Closed);
@@ -255,7 +261,7 @@ impl<S, H: Handler> Driver<S, H> {
         if let Some(counters) = &self.counters {
             counters.closed(info.code.as_u16());
         }
-        if phase == Phase::Open {
+        if !matches!(stage, Stage::New) {
             // `on_close` answers `on_open`: a connection dropped before its first poll was
             // never reported open.
             self.handler.on_close(info);
@@ -265,7 +271,7 @@ impl<S, H: Handler> Driver<S, H> {
 
 impl<S, H: Handler> Drop for Driver<S, H> {
     fn drop(&mut self) {
-        if self.phase != Phase::Finished && self.conn.ready_state() != ReadyState::Closed {
+        if !matches!(self.stage, Stage::Reported) && self.conn.ready_state() != ReadyState::Closed {
             // Whatever the closing handshake had reached, the connection ends here, unclean.
             self.end(CloseInfo::dropped());
         }
@@ -273,15 +279,51 @@ impl<S, H: Handler> Drop for Driver<S, H> {
     }
 }
 
-/// A connection's life as its handler sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
+/// A timer of the driver's own.
+type Timer = Pin<Box<Sleep>>;
+
+/// Where a connection is in its life, from the driver's side: one value rather than a
+/// boolean per fact, so that only the transitions that happen can be written (the close
+/// timeout exists exactly while the closing handshake runs, a half-closed socket is a
+/// closing server's, nothing follows the end).
+///
+/// The protocol's own state (open, closing, closed: which close frames went which way)
+/// stays in the protocol core; this is the socket's and the handler's.
+///
+/// The transitions: `New` → `Open` on the first poll (`on_open`); `Open` → `Closing` when
+/// a close frame goes out or comes in; `Closing` → `WriteShut` when a server's closing
+/// handshake is done and flushed; `Closing` or `WriteShut` → `ReadClosed` when the peer
+/// ends its side after its close frame with some of ours still unwritten; → `Ended` when
+/// the peer ends its side otherwise, the close timeout passes, everything is flushed after
+/// `ReadClosed`, an I/O error or the keepalive ends it; `Ended` → `Reported` once
+/// `on_close` ran (a driver dropped early goes there from any stage).
+enum Stage {
     /// Not polled yet: `on_open` has not run.
     New,
-    /// `on_open` ran; `on_close` is owed.
+    /// `on_open` ran; reading and writing, no close frame either way yet.
     Open,
+    /// A close frame went out or came in; the close timeout runs.
+    Closing(Timer),
+    /// The peer ended its side after its close frame: what is queued (our close frame) is
+    /// written, then the connection ends. Nothing more is read.
+    ReadClosed(Timer),
+    /// A server half-closed its socket after the closing handshake (RFC 6455 §7.1.1) and
+    /// reads until the peer ends its side. Nothing more is written.
+    WriteShut(Timer),
+    /// Over: the future completes and reports it.
+    Ended,
     /// The end was reported (`on_close`, the counters).
-    Finished,
+    Reported,
+}
+
+impl Stage {
+    /// Whether the socket is still read.
+    fn reads(&self) -> bool {
+        matches!(
+            self,
+            Self::New | Self::Open | Self::Closing(_) | Self::WriteShut(_)
+        )
+    }
 }
 
 impl<S, H> Driver<S, H>
@@ -298,17 +340,11 @@ where
             handler,
             config,
             close: None,
-            read_eof: false,
-            write_shut: false,
-            buffer_full: false,
-            deadline: None,
+            stage: Stage::New,
             keepalive,
             counters: None,
-            phase: Phase::New,
-            inbox_registered: false,
-            loop_clock: false,
-            keepalive_expired: false,
-            keepalive_paused: false,
+            buffer_full: false,
+            waker_registered: false,
         }
     }
 
@@ -366,21 +402,14 @@ where
         Poll::Pending
     }
 
-    /// Applies commands from handles on other tasks or threads.
+    /// Applies what handles on other tasks or threads sent (and leaves the waker for the
+    /// next).
     fn poll_commands(&mut self, cx: &mut Context<'_>) -> bool {
-        let commands = self
-            .handler
-            .shared()
-            .take_commands(cx.waker(), &mut self.inbox_registered);
-        let progressed = !commands.is_empty();
-        for command in commands {
-            self.handler.shared().taken(&command);
-            self.apply(command);
+        if !self.waker_registered {
+            self.handler.shared().register(cx.waker());
+            self.waker_registered = true;
         }
-        if progressed {
-            self.check_buffer();
-        }
-        progressed
+        self.apply_sent()
     }
 
     /// Applies one command; the caller checks the buffer limits once after a batch.

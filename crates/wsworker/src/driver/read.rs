@@ -11,7 +11,7 @@ where
 {
     /// Reads what is available and hands every decoded event to the handler.
     pub(super) fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.read_eof {
+        if !self.stage.reads() {
             return Poll::Pending;
         }
         let discard = self.conn.is_receive_done();
@@ -51,11 +51,7 @@ where
             }
         }
         if n == 0 {
-            self.read_eof = true;
-            if !discard {
-                // The TCP connection ended without a closing handshake.
-                self.end_unless_known(CloseInfo::dropped());
-            }
+            self.read_closed();
         } else if discard {
             // After the close frame nothing more is read, but the socket is drained until
             // the peer closes it, so that closing ours does not reset the connection and
@@ -93,15 +89,14 @@ where
         }
     }
 
-    /// Hands every complete event to the handler, with the outbox open for the whole batch
-    /// and each event's sends applied before the next event.
+    /// Hands every complete event to the handler, each event's sends applied before the
+    /// next event.
     pub(super) fn process_events(&mut self) {
-        let _scope = outbox::open(self.handler.shared().id(), self.direct());
-        let mut sent = outbox::borrow_list();
+        self.begin_callbacks();
         let borrows = self.handler.borrows();
         loop {
             if borrows {
-                // A run of plain messages: their replies pile up in the outbox and are
+                // A run of plain messages: their replies pile up in the outbound queue and are
                 // queued together below, before anything that may queue frames of its own.
                 let mut received = 0;
                 while let Some(message) = self.conn.poll_message_ref() {
@@ -111,7 +106,12 @@ where
                 if let Some(counters) = &self.counters {
                     counters.messages_received(received);
                 }
-                self.apply_sent(&mut sent);
+                if received > 0 && self.conn.recv_buffer_mut().is_empty() {
+                    // Whole messages to the last byte: nothing more can come of this read,
+                    // and the replies are taken with the end of the callbacks, in one lock.
+                    break;
+                }
+                self.apply_sent();
             }
             let polled = if borrows {
                 self.conn.poll_event_ref()
@@ -146,14 +146,14 @@ where
                         error.to_string(),
                     ));
                     self.handler.on_error(error.into());
-                    self.apply_sent(&mut sent);
+                    self.apply_sent();
                     break;
                 }
             }
             // Also after a lent run's flush: what this event queued (a pong, a close) counts
             // against the room of the next run.
-            self.apply_sent(&mut sent);
+            self.apply_sent();
         }
-        outbox::give_back_list(sent);
+        self.end_callbacks();
     }
 }

@@ -1,10 +1,10 @@
 //! The driver over a `tokio::io::duplex`, with tokio's paused clock where time is the subject.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::task::Waker;
 
-use tokio::io::{AsyncWriteExt, DuplexStream};
+use tokio::io::{AsyncWriteExt, DuplexStream, ReadBuf};
 use wsworker_proto::{Config, Message};
 
 use super::*;
@@ -23,6 +23,10 @@ struct Recorder {
     shared: Shared,
     seen: Rc<RefCell<Seen>>,
     panic_on_message: bool,
+    /// Whether the handler takes more events ([`Handler::poll_ready`]).
+    ready: Rc<Cell<bool>>,
+    /// Sends every message back, from the callback.
+    echo: bool,
 }
 
 impl Handler for Recorder {
@@ -30,9 +34,20 @@ impl Handler for Recorder {
         &self.shared
     }
 
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<()> {
+        if self.ready.get() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
     fn on_event(&mut self, event: Event) {
         if let Event::Message(message) = event {
             assert!(!self.panic_on_message, "a bug in the library");
+            if self.echo {
+                self.shared.send(message.clone()).unwrap();
+            }
             self.seen.borrow_mut().messages.push(message);
         }
     }
@@ -49,22 +64,31 @@ struct Setup {
     peer: DuplexStream,
     seen: Rc<RefCell<Seen>>,
     counters: Arc<WorkerCounters>,
+    ready: Rc<Cell<bool>>,
 }
 
 fn server(panic_on_message: bool) -> Setup {
-    let (io, peer) = tokio::io::duplex(1 << 20);
+    server_with(panic_on_message, DriverConfig::default(), 1 << 20)
+}
+
+/// A server driver on a pipe that holds `pipe` bytes each way.
+fn server_with(panic_on_message: bool, config: DriverConfig, pipe: usize) -> Setup {
+    let (io, peer) = tokio::io::duplex(pipe);
     let seen = Rc::new(RefCell::new(Seen::default()));
+    let ready = Rc::new(Cell::new(true));
     let handler = Recorder {
         shared: Shared::new(),
         seen: seen.clone(),
         panic_on_message,
+        ready: ready.clone(),
+        echo: false,
     };
     let counters = Arc::new(WorkerCounters::default());
     let driver = Driver::new(
         io,
         Proto::new(Role::Server, Config::default()),
         handler,
-        Arc::default(),
+        Arc::new(config),
     )
     .with_counters(counters.clone());
     Setup {
@@ -72,6 +96,7 @@ fn server(panic_on_message: bool) -> Setup {
         peer,
         seen,
         counters,
+        ready,
     }
 }
 
@@ -97,6 +122,7 @@ async fn a_driver_dropped_before_the_end_reports_1006_and_balances_the_counters(
         seen,
         counters,
         peer: _peer,
+        ..
     } = server(false);
     assert!(poll(&mut driver).is_pending());
     assert_eq!(counters.open(), 1);
@@ -116,6 +142,7 @@ async fn a_panic_out_of_the_driver_still_ends_the_connection_properly() {
         mut peer,
         seen,
         counters,
+        ..
     } = server(true);
     peer.write_all(&client_frame("boom")).await.unwrap();
     // The event loop contains a panic that escapes a connection, then drops it.
@@ -148,6 +175,7 @@ async fn a_connection_ended_normally_reports_once() {
         peer,
         seen,
         counters,
+        ..
     } = server(false);
     assert!(poll(&mut driver).is_pending());
     drop(peer);
@@ -237,4 +265,419 @@ async fn frames_split_anywhere_across_reads_arrive_whole() {
     let seen = seen.borrow();
     let got: Vec<&str> = seen.messages.iter().map(|m| m.to_text().unwrap()).collect();
     assert_eq!(got, messages);
+}
+
+/// The client at the other end of the duplex: what the driver wrote, decoded.
+struct Client {
+    io: DuplexStream,
+    proto: Proto,
+    /// The driver's write side ended.
+    eof: bool,
+}
+
+impl Client {
+    fn new(io: DuplexStream) -> Self {
+        Self {
+            io,
+            proto: Proto::new(Role::Client, Config::default()),
+            eof: false,
+        }
+    }
+
+    /// Does `f` on the client's protocol core and writes what it queued (and any answer
+    /// queued before: a pong, a close frame).
+    async fn send(&mut self, f: impl FnOnce(&mut Proto)) {
+        f(&mut self.proto);
+        self.flush().await;
+    }
+
+    async fn flush(&mut self) {
+        while let Some(chunk) = self.proto.poll_transmit() {
+            self.io.write_all(&chunk).await.unwrap();
+        }
+    }
+
+    /// The events in what the driver has written so far.
+    fn received(&mut self) -> Vec<Event> {
+        let mut buf = [0u8; 4096];
+        loop {
+            let mut read = ReadBuf::new(&mut buf);
+            let cx = &mut Context::from_waker(Waker::noop());
+            match Pin::new(&mut self.io).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) if read.filled().is_empty() => {
+                    self.eof = true;
+                    break;
+                }
+                Poll::Ready(Ok(())) => self.proto.receive(read.filled()),
+                _ => break,
+            }
+        }
+        let mut events = Vec::new();
+        while let Some(event) = self.proto.poll_event().unwrap() {
+            events.push(event);
+        }
+        events
+    }
+}
+
+fn close_frame(code: CloseCode, reason: &str) -> Event {
+    Event::Close(Some(wsworker_proto::CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
+}
+
+#[tokio::test]
+async fn a_peer_that_half_closes_without_a_close_frame_ends_the_connection_with_1006() {
+    let Setup {
+        mut driver,
+        mut peer,
+        seen,
+        ..
+    } = server(false);
+    assert!(poll(&mut driver).is_pending());
+    peer.write_all(&client_frame("last words")).await.unwrap();
+    // Only the peer's write side ends: its read side would still take an answer.
+    peer.shutdown().await.unwrap();
+    assert!(poll(&mut driver).is_ready());
+    assert!(matches!(driver.stage, Stage::Reported));
+    drop(driver);
+    let seen = seen.borrow();
+    assert_eq!(
+        seen.messages,
+        [Message::from("last words")],
+        "read before the end"
+    );
+    assert_eq!(seen.closes[0], CloseInfo::dropped());
+}
+
+#[tokio::test]
+async fn the_peers_close_is_answered_then_the_server_half_closes_and_waits_for_its_end() {
+    let Setup {
+        mut driver,
+        peer,
+        seen,
+        ..
+    } = server(false);
+    let mut client = Client::new(peer);
+    assert!(poll(&mut driver).is_pending());
+    client
+        .send(|c| c.close(CloseCode::NORMAL, "bye").unwrap())
+        .await;
+    assert!(
+        poll(&mut driver).is_pending(),
+        "the client's end is awaited"
+    );
+    assert!(matches!(driver.stage, Stage::WriteShut(_)));
+    assert_eq!(
+        client.received(),
+        [close_frame(CloseCode::NORMAL, "")],
+        "the code echoed"
+    );
+    assert!(client.eof, "the server's write side is shut");
+    assert!(seen.borrow().closes.is_empty());
+
+    client.io.shutdown().await.unwrap();
+    assert!(poll(&mut driver).is_ready());
+    drop(driver);
+    let closes = &seen.borrow().closes;
+    assert_eq!(closes.len(), 1);
+    assert_eq!(
+        closes[0],
+        CloseInfo {
+            code: CloseCode::NORMAL,
+            reason: "bye".into(),
+            was_clean: true
+        }
+    );
+}
+
+#[tokio::test]
+async fn our_close_waits_for_the_peers_then_the_write_side_is_shut() {
+    let Setup {
+        mut driver,
+        peer,
+        seen,
+        ..
+    } = server(false);
+    let mut client = Client::new(peer);
+    assert!(poll(&mut driver).is_pending());
+    driver
+        .handler
+        .shared()
+        .submit(Command::Close(CloseCode::GOING_AWAY, "leaving".into()))
+        .unwrap();
+    assert!(poll(&mut driver).is_pending());
+    assert!(matches!(driver.stage, Stage::Closing(_)));
+    assert_eq!(
+        client.received(),
+        [close_frame(CloseCode::GOING_AWAY, "leaving")]
+    );
+    assert!(!client.eof, "not before the closing handshake is done");
+    assert!(
+        driver.handler.shared().send("too late").is_err(),
+        "closing: sends are refused"
+    );
+
+    // The client's protocol core queued its answer when it read ours.
+    client.flush().await;
+    assert!(poll(&mut driver).is_pending());
+    assert!(matches!(driver.stage, Stage::WriteShut(_)));
+    assert!(client.received().is_empty());
+    assert!(client.eof);
+    drop(client);
+    assert!(poll(&mut driver).is_ready());
+    drop(driver);
+    let closes = &seen.borrow().closes;
+    assert_eq!(
+        closes[0].code,
+        CloseCode::GOING_AWAY,
+        "the peer's echo of ours"
+    );
+    assert!(closes[0].was_clean);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_close_timeout_ends_a_connection_whose_peer_never_answers_the_close() {
+    let Setup {
+        mut driver,
+        peer: _peer,
+        seen,
+        ..
+    } = server(false);
+    assert!(poll(&mut driver).is_pending());
+    driver
+        .handler
+        .shared()
+        .submit(Command::Close(CloseCode::NORMAL, String::new()))
+        .unwrap();
+    assert!(poll(&mut driver).is_pending());
+    tokio::time::advance(DriverConfig::default().close_timeout - Duration::from_millis(1)).await;
+    assert!(poll(&mut driver).is_pending());
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert!(poll(&mut driver).is_ready());
+    drop(driver);
+    let closes = &seen.borrow().closes;
+    assert_eq!(closes[0].code, CloseCode::NORMAL, "ours, the only one");
+    assert!(!closes[0].was_clean);
+}
+
+/// A keepalive of a 10 s interval and a 5 s timeout.
+fn keepalive_config() -> DriverConfig {
+    DriverConfig {
+        keepalive: Some(Keepalive::new(
+            Duration::from_secs(10),
+            Duration::from_secs(5),
+        )),
+        ..DriverConfig::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_keepalive_pings_a_silent_peer_and_drops_it_when_the_ping_goes_unanswered() {
+    let Setup {
+        mut driver,
+        peer,
+        seen,
+        ..
+    } = server_with(false, keepalive_config(), 1 << 20);
+    let mut client = Client::new(peer);
+    assert!(poll(&mut driver).is_pending());
+    tokio::time::advance(Duration::from_millis(9_999)).await;
+    assert!(poll(&mut driver).is_pending());
+    assert!(client.received().is_empty(), "not yet");
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert!(poll(&mut driver).is_pending());
+    assert_eq!(client.received(), [Event::Ping(Bytes::new())]);
+
+    tokio::time::advance(Duration::from_secs(5)).await;
+    assert!(poll(&mut driver).is_ready());
+    drop(driver);
+    let closes = &seen.borrow().closes;
+    assert_eq!(
+        closes[0],
+        CloseInfo::unclean(CloseCode::ABNORMAL, "keepalive timeout")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answered_keepalive_ping_keeps_the_connection_and_the_next_comes_an_interval_later() {
+    let Setup {
+        mut driver, peer, ..
+    } = server_with(false, keepalive_config(), 1 << 20);
+    let mut client = Client::new(peer);
+    assert!(poll(&mut driver).is_pending());
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert!(poll(&mut driver).is_pending());
+    assert_eq!(client.received(), [Event::Ping(Bytes::new())]);
+    tokio::time::advance(Duration::from_secs(4)).await;
+    client.flush().await; // the pong
+    assert!(poll(&mut driver).is_pending());
+
+    // Silence from the pong on: the next ping 10 s after it, not 5 s after the ping.
+    tokio::time::advance(Duration::from_secs(6)).await;
+    assert!(poll(&mut driver).is_pending());
+    assert!(client.received().is_empty());
+    tokio::time::advance(Duration::from_secs(4)).await;
+    assert!(poll(&mut driver).is_pending());
+    assert_eq!(client.received(), [Event::Ping(Bytes::new())]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_keepalive_waits_while_the_handler_takes_no_events_and_counts_afresh_after() {
+    let Setup {
+        mut driver,
+        peer,
+        seen,
+        ready,
+        ..
+    } = server_with(false, keepalive_config(), 1 << 20);
+    let mut client = Client::new(peer);
+    assert!(poll(&mut driver).is_pending());
+    ready.set(false);
+    assert!(poll(&mut driver).is_pending());
+    // Far past the ping and its timeout: the peer's answer could be waiting unread.
+    tokio::time::advance(Duration::from_secs(60)).await;
+    assert!(poll(&mut driver).is_pending());
+    assert!(client.received().is_empty(), "no ping while paused");
+
+    ready.set(true);
+    assert!(poll(&mut driver).is_pending());
+    tokio::time::advance(Duration::from_millis(9_999)).await;
+    assert!(poll(&mut driver).is_pending());
+    assert!(
+        client.received().is_empty(),
+        "silence counted from the resumption"
+    );
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert!(poll(&mut driver).is_pending());
+    assert_eq!(client.received(), [Event::Ping(Bytes::new())]);
+    assert!(seen.borrow().closes.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_the_loops_clock_the_keepalive_steps_only_when_ticked() {
+    let Setup {
+        driver, peer, seen, ..
+    } = server_with(false, keepalive_config(), 1 << 20);
+    let mut driver = driver.with_loop_clock();
+    let mut client = Client::new(peer);
+    let start = Instant::now();
+    assert!(poll(&mut driver).is_pending());
+    tokio::time::advance(Duration::from_secs(60)).await;
+    assert!(poll(&mut driver).is_pending());
+    assert!(client.received().is_empty(), "no timer of its own");
+
+    // The loop's clock may run ahead of or behind tokio's: the tick's `now` is what counts.
+    assert!(!driver.keepalive_tick(start + Duration::from_millis(9_999)));
+    assert!(driver.keepalive_tick(start + Duration::from_secs(10)));
+    assert!(poll(&mut driver).is_pending());
+    assert_eq!(client.received(), [Event::Ping(Bytes::new())]);
+    assert!(!driver.keepalive_tick(start + Duration::from_millis(14_999)));
+    assert!(driver.keepalive_tick(start + Duration::from_secs(15)));
+    assert!(
+        !driver.keepalive_tick(start + Duration::from_secs(16)),
+        "once"
+    );
+    assert!(poll(&mut driver).is_ready());
+    drop(driver);
+    assert_eq!(
+        seen.borrow().closes[0],
+        CloseInfo::unclean(CloseCode::ABNORMAL, "keepalive timeout")
+    );
+}
+
+#[tokio::test]
+async fn a_peer_that_closes_and_ends_its_side_still_gets_what_was_queued_before_the_answer() {
+    let Setup {
+        mut driver,
+        peer,
+        seen,
+        ..
+    } = server_with(false, DriverConfig::default(), 1024);
+    let mut client = Client::new(peer);
+    assert!(poll(&mut driver).is_pending());
+    // More than the pipe holds: the rest waits in the send queue, the close's answer behind it.
+    driver.handler.shared().send("z".repeat(4000)).unwrap();
+    assert!(poll(&mut driver).is_pending());
+    client
+        .send(|c| c.close(CloseCode::NORMAL, "").unwrap())
+        .await;
+    client.io.shutdown().await.unwrap();
+    assert!(
+        poll(&mut driver).is_pending(),
+        "our answer is not written yet"
+    );
+    assert!(matches!(driver.stage, Stage::ReadClosed(_)));
+
+    let mut events = Vec::new();
+    for _ in 0..100 {
+        events.extend(client.received());
+        if poll(&mut driver).is_ready() {
+            break;
+        }
+    }
+    events.extend(client.received());
+    assert_eq!(
+        events,
+        [
+            Event::Message(Message::from("z".repeat(4000))),
+            close_frame(CloseCode::NORMAL, "")
+        ]
+    );
+    assert!(matches!(driver.stage, Stage::Reported));
+    drop(driver);
+    assert!(seen.borrow().closes[0].was_clean);
+}
+
+/// Counts its wake-ups.
+#[derive(Default)]
+struct Wakes(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for Wakes {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[tokio::test]
+async fn a_callbacks_replies_go_out_in_the_same_poll_without_a_wake_up_and_others_wake_it() {
+    let Setup {
+        mut driver, peer, ..
+    } = server(false);
+    driver.handler.echo = true;
+    let mut client = Client::new(peer);
+    let wakes = Arc::new(Wakes::default());
+    let waker = Waker::from(wakes.clone());
+    let poll = |driver: &mut Driver<DuplexStream, Recorder>| {
+        Pin::new(driver).poll(&mut Context::from_waker(&waker))
+    };
+    assert!(poll(&mut driver).is_pending());
+    let stream: Vec<u8> = ["a", "b", &"c".repeat(5000)]
+        .iter()
+        .flat_map(|m| client_frame(m))
+        .collect();
+    client.io.write_all(&stream).await.unwrap();
+    let woken = || wakes.0.load(std::sync::atomic::Ordering::Relaxed);
+    let by_the_socket = woken();
+    assert!(poll(&mut driver).is_pending());
+    assert_eq!(
+        client.received(),
+        ["a", "b", &"c".repeat(5000)].map(|m| Event::Message(Message::from(m)))
+    );
+    assert_eq!(woken(), by_the_socket, "the replies woke nothing");
+
+    // A send from outside the callbacks wakes the driver, once.
+    let shared = driver.handler.shared();
+    shared.send("from elsewhere").unwrap();
+    shared.send("and more").unwrap();
+    assert_eq!(woken(), by_the_socket + 1);
+    assert!(poll(&mut driver).is_pending());
+    assert_eq!(
+        client.received(),
+        ["from elsewhere", "and more"].map(|m| Event::Message(Message::from(m)))
+    );
 }

@@ -14,7 +14,7 @@ use wsworker_proto::{Event, Message, MessageRef, ReadyState};
 use super::connection::Connection;
 use crate::driver::Handler;
 use crate::error::{Error, Result};
-use crate::shared::{CloseInfo, Shared, contain, outbox};
+use crate::shared::{CloseInfo, Shared, contain};
 
 /// What `on_handshake` decides about an opening request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -350,7 +350,7 @@ impl Handler for ServerHandler {
             // A message that arrived fragmented, compressed or large: given, not lent. Sent
             // back, it is shared rather than copied.
             Some(OnMessage::Borrowed(cb)) => {
-                let _viewing = outbox::viewing(&message);
+                let _viewing = self.conn.shared().viewing(&message);
                 self.call(|| cb(&self.conn, message.view()));
             }
             None => {}
