@@ -111,11 +111,14 @@ pub enum Http2Error {
          (no SETTINGS_ENABLE_CONNECT_PROTOCOL in its SETTINGS, RFC 8441)"
     )]
     ConnectProtocolDisabled,
-    /// The TLS server did not choose HTTP/2 (ALPN `h2`): it speaks HTTP/1.1 only, or
-    /// nothing it announced.
-    #[error("the TLS server did not choose HTTP/2 (ALPN h2); it chose {}", alpn.as_deref().unwrap_or("nothing"))]
+    /// The TLS server did not choose HTTP/2 (ALPN `h2`): it refused it (it offers
+    /// `http/1.1` only, say), or chose nothing or something else.
+    #[error(
+        "the TLS server does not speak HTTP/2 (it did not choose ALPN h2{})",
+        alpn.as_deref().map(|alpn| format!("; it chose {alpn:?}")).unwrap_or_default()
+    )]
     NotNegotiated {
-        /// The protocol the server chose, if any.
+        /// The protocol the server chose instead, if any.
         alpn: Option<Box<str>>,
     },
     /// The server's first frame is not SETTINGS (RFC 9113 §3.4): it does not speak HTTP/2
@@ -125,15 +128,10 @@ pub enum Http2Error {
     /// The HTTP/2 connection is closed: no more WebSockets can open on it.
     #[error("the HTTP/2 connection is closed")]
     Closed,
-    /// The HTTP/2 connection or the WebSocket's stream failed (hyper's error is the source).
-    #[error("{what}")]
-    Failed {
-        /// What failed.
-        what: &'static str,
-        /// The HTTP/2 layer's error.
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
+    /// The HTTP/2 connection or the WebSocket's stream failed: its message says which step,
+    /// and its source is the HTTP/2 layer's (hyper's) error.
+    #[error(transparent)]
+    Failed(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl Error {

@@ -429,11 +429,14 @@ async fn servers_that_do_not_speak_http2_are_typed_errors() {
     let server = pki.worker(false).start().unwrap();
     let url = format!("wss://localhost:{}/", server.local_addr().port());
     let error = connect_error(WebSocket::builder(url).tls_ca_pem(&pki.ca_pem).http2()).await;
-    assert!(matches!(error, Error::Tls { .. }), "{error:?}");
     assert!(
-        error.to_string().contains("NoApplicationProtocol"),
-        "{error}"
+        matches!(
+            error,
+            Error::Http2(Http2Error::NotNegotiated { alpn: None })
+        ),
+        "{error:?}"
     );
+    assert!(error.to_string().contains("ALPN h2"), "{error}");
     stop(server).await;
 }
 

@@ -186,7 +186,10 @@ impl Http2Connection {
             let Some(tls) = tls else {
                 return Err(Error::Unsupported("wss:// without a TLS connector"));
             };
-            let stream = tls.connect(handshake.host(), tcp).await?;
+            let stream = tls
+                .connect(handshake.host(), tcp)
+                .await
+                .map_err(not_negotiated)?;
             let alpn = stream.get_ref().1.alpn_protocol();
             if alpn != Some(crate::tls::ALPN_H2) {
                 let alpn = alpn.map(|alpn| String::from_utf8_lossy(alpn).into());
@@ -289,12 +292,43 @@ impl fmt::Debug for Http2Connection {
     }
 }
 
-fn failed(what: &'static str, error: hyper::Error) -> Error {
-    Http2Error::Failed {
-        what,
-        source: Box::new(error),
+/// [`Http2Error::NotNegotiated`] for a TLS server that refused the handshake for want of a
+/// common ALPN protocol (it does not offer `h2`); `error` itself otherwise.
+#[cfg(feature = "tls")]
+fn not_negotiated(error: Error) -> Error {
+    let refused = match &error {
+        Error::Tls {
+            source: Some(source),
+            ..
+        } => matches!(
+            source.downcast_ref::<rustls::Error>(),
+            Some(rustls::Error::AlertReceived(
+                rustls::AlertDescription::NoApplicationProtocol
+            ))
+        ),
+        _ => false,
+    };
+    if refused {
+        Http2Error::NotNegotiated { alpn: None }.into()
+    } else {
+        error
     }
+}
+
+fn failed(what: &'static str, error: hyper::Error) -> Error {
+    Http2Error::Failed(Box::new(Failed {
+        what,
+        source: error,
+    }))
     .into()
+}
+
+/// What [`Http2Error::Failed`] holds: the step that failed, and hyper's error.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}")]
+struct Failed {
+    what: &'static str,
+    source: hyper::Error,
 }
 
 /// [`Http2Error::Closed`] when `error` says the connection is gone, [`failed`] otherwise.
