@@ -92,8 +92,8 @@ pub enum Error {
     /// The connection is closed with 1002.
     #[error("resume protocol error")]
     Resume(#[from] crate::resume::wire::WireError),
-    /// A WebSocket over HTTP/2 (RFC 8441,
-    /// [`WebSocketBuilder::http2`](crate::WebSocketBuilder::http2)) could not be opened:
+    /// A WebSocket over HTTP/2 (RFC 8441, `WebSocketBuilder::http2` with the `hyper`
+    /// feature) could not be opened:
     /// the server does not allow it, did not choose HTTP/2, or the HTTP/2 connection failed.
     #[error("http/2: {0}")]
     Http2(#[from] Http2Error),

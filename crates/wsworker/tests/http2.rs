@@ -313,6 +313,75 @@ async fn a_lost_websocket_reconnects_on_a_new_http2_connection() {
     assert_ne!(seen.peers[0], seen.peers[1]);
 }
 
+/// A TCP relay to `to` on a loopback port; says on the channel when a relayed connection
+/// is over (both ways).
+async fn relay(to: SocketAddr) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (ended, ends) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let (mut client, _) = listener.accept().await.unwrap();
+            let ended = ended.clone();
+            tokio::spawn(async move {
+                let mut server = tokio::net::TcpStream::connect(to).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                let _ = ended.send(());
+            });
+        }
+    });
+    (addr, ends)
+}
+
+#[tokio::test]
+async fn http2_connections_end_with_their_last_user() {
+    let mut endpoint = Endpoint::new();
+    let _seen = configure(&mut endpoint);
+    let service = endpoint.service();
+    let (addr, mut ends) = relay(axum_server(&service).await).await;
+
+    // A WebSocket's own HTTP/2 connection ends with it.
+    let ws = WebSocket::builder(format!("ws://{addr}/ws"))
+        .http2()
+        .connect()
+        .await
+        .unwrap();
+    hello(&ws, "tom").await;
+    ws.close(1000, "").unwrap();
+    assert!(closed(&ws).await.was_clean);
+    timeout(WAIT, ends.recv())
+        .await
+        .expect("the HTTP/2 connection outlived its WebSocket");
+
+    // A shared one outlives its WebSockets while a handle on it is kept, then ends.
+    let h2 = Http2Connection::connect(&format!("ws://{addr}/"))
+        .await
+        .unwrap();
+    let ws = h2
+        .websocket(format!("ws://{addr}/ws"))
+        .connect()
+        .await
+        .unwrap();
+    hello(&ws, "jerry").await;
+    drop(ws);
+    let ws = h2
+        .websocket(format!("ws://{addr}/ws"))
+        .connect()
+        .await
+        .unwrap();
+    hello(&ws, "jerry again").await;
+    assert!(!h2.is_closed());
+    drop(h2);
+    // The WebSocket keeps it.
+    hello(&ws, "still").await;
+    drop(ws);
+    timeout(WAIT, ends.recv())
+        .await
+        .expect("the HTTP/2 connection outlived its users");
+    assert!(ends.try_recv().is_err(), "one connection each time");
+    timeout(WAIT, service.shutdown()).await.unwrap();
+}
+
 // ----- TLS, ALPN h2, to Worker::http2 -----------------------------------------------------
 
 #[tokio::test]
