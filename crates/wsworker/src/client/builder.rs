@@ -393,7 +393,8 @@ impl WebSocketBuilder {
     /// For `wss://`: this rustls configuration, used as it is (its roots, client
     /// certificates, provider, ALPN — announce `http/1.1` or nothing), instead of the
     /// `webpki-roots` one; CAs added with `tls_ca_pem*` are then ignored. The server name
-    /// (SNI and the certificate check) is the URL's host.
+    /// (SNI and the certificate check) is the URL's host. Over HTTP/2
+    /// (`http2()`, feature `hyper`) its ALPN is replaced by `h2`.
     #[cfg(feature = "tls")]
     #[must_use]
     pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
