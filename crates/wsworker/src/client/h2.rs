@@ -243,9 +243,16 @@ impl Http2Connection {
             }
         }
         let scheme = if handshake.is_tls() { "wss" } else { "ws" };
+        let host = handshake.host();
+        // An IPv6 address goes in brackets.
+        let origin = if host.contains(':') {
+            format!("{scheme}://[{host}]:{}", handshake.port())
+        } else {
+            format!("{scheme}://{host}:{}", handshake.port())
+        };
         Ok(Self {
             inner: Arc::new(Inner {
-                origin: format!("{scheme}://{}:{}", handshake.host(), handshake.port()),
+                origin,
                 tls: handshake.is_tls(),
                 host: handshake.host().to_owned(),
                 port: handshake.port(),
