@@ -3,7 +3,8 @@
 //! scripted exchange for shell scripts; with `--expect N` alone, a listener that exits once
 //! N messages came. With several URLs, `--reconnect` or `--resume` it reconnects (round
 //! robin over the URLs, 100 ms to 2 s apart) and resumes with `wsworker.resume.v1`, saying
-//! so on stderr; stdout has only the messages.
+//! so on stderr; stdout has only the messages. With `--http2`, the WebSocket is a stream of
+//! an HTTP/2 connection (RFC 8441).
 //!
 //! What the server sends reaches the user's terminal, so its control characters are shown,
 //! never obeyed (see [`terminal_safe`]): a server must not be able to move the cursor, set
@@ -70,6 +71,13 @@ pub(crate) struct ConnectArgs {
     #[cfg(feature = "deflate")]
     #[arg(long)]
     no_deflate: bool,
+    /// Open the WebSocket over HTTP/2 (RFC 8441): TLS with ALPN h2 for wss:// (as
+    /// `serve --http2` offers), cleartext HTTP/2 with prior knowledge for ws://. Fails when
+    /// the server does not allow WebSockets over HTTP/2. Each reconnect makes a new HTTP/2
+    /// connection.
+    #[cfg(feature = "tls")]
+    #[arg(long)]
+    http2: bool,
 }
 
 fn parse_header(value: &str) -> Result<(String, String), String> {
@@ -104,6 +112,10 @@ async fn session(args: ConnectArgs) -> Result<ExitCode, wsworker::Error> {
     #[cfg(feature = "tls")]
     for ca in &args.ca {
         builder = builder.tls_ca_pem_file(ca);
+    }
+    #[cfg(feature = "tls")]
+    if args.http2 {
+        builder = builder.http2();
     }
     let ws = if reconnects(&args) {
         // Opens and losses are reported as they come (`status`), the first one included.

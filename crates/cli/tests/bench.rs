@@ -139,6 +139,81 @@ fn a_short_run_against_serve_echo_is_clean() {
     assert!(run.number(&["client_cpu_ns_per_msg"]) >= 0.0);
 }
 
+/// `--http2`: the WebSockets open as streams of HTTP/2 connections (`--streams` to a
+/// connection) to `serve --http2` over TLS; every echo checked, the report as over TCP.
+#[test]
+#[cfg(feature = "tls")]
+fn a_short_http2_run_against_serve_http2_is_clean() {
+    let dir = common::test_certificates();
+    let (ca, cert, key) = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    let serve = Serve::start(&[
+        "websocket://127.0.0.1:0",
+        "--mode",
+        "echo",
+        "--count",
+        "1",
+        "--http2",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let url = format!("wss://localhost:{}/", serve.addr.port());
+    let run = bench(&[
+        &url,
+        "--http2",
+        "--ca",
+        ca.to_str().unwrap(),
+        "--conns",
+        "10",
+        "--streams",
+        "4",
+        "--size",
+        "100",
+        "--binary",
+        "--duration",
+        "1",
+        "--json",
+    ]);
+    assert_clean(&run);
+    assert_report_keys(&run);
+    assert_eq!(run.number(&["connections_opened"]), 10.0);
+    assert!(run.number(&["messages"]) > 0.0, "{}", run.stdout);
+    assert!(run.number(&["rtt_us", "p50"]) > 0.0);
+
+    // The same server without HTTP/2 (ALPN http/1.1 only): every WebSocket fails to connect.
+    drop(serve);
+    let serve = Serve::start(&[
+        "websocket://127.0.0.1:0",
+        "--mode",
+        "echo",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let url = format!("wss://localhost:{}/", serve.addr.port());
+    let run = bench(&[
+        &url,
+        "--http2",
+        "--ca",
+        ca.to_str().unwrap(),
+        "--conns",
+        "3",
+        "--duration",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.number(&["connections_opened"]), 0.0);
+    assert_eq!(run.errors("connect"), 3.0, "{}", run.stdout);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn large_binary_messages_paced_runs_and_the_text_report() {
     let serve = Serve::start(&["websocket://127.0.0.1:0", "--mode", "echo", "--count", "1"]);
@@ -479,6 +554,10 @@ fn bad_arguments_fail_with_a_message() {
         &["ws://[::1]:1/", "--source-ips", "4"],
         &["ws://127.0.0.1:1/", "--threads", "0"],
         &["wss://127.0.0.1:1/"],
+        &["ws://127.0.0.1:1/", "--streams", "4"],
+        &["ws://127.0.0.1:1/", "--http2", "--rate", "10"],
+        &["ws://127.0.0.1:1/", "--http2", "--fanout"],
+        &["ws://127.0.0.1:1/", "--http2", "--streams", "0"],
         &["http://127.0.0.1:1/"],
         &["--conns", "3"],
         &["ws://127.0.0.1:1/", "--room", "a"],

@@ -2,11 +2,12 @@
 
 mod common;
 
+#[cfg(feature = "tls")]
+use common::test_certificates;
 use common::{Serve, chromium_check, screenshot, workspace_root};
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -573,41 +574,6 @@ fn chromium_chats_in_rooms_and_privately_through_the_demo_page() {
     assert_eq!(serve.stop(), 0);
 }
 
-/// A test CA and a certificate it signed for 127.0.0.1 and localhost, written as PEM files
-/// (`ca.pem`, `cert.pem`, `key.pem`) into a fresh temporary directory.
-#[cfg(feature = "tls")]
-fn test_certificates() -> PathBuf {
-    use rcgen::{
-        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
-        KeyUsagePurpose,
-    };
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "wsworker cli test CA");
-    ca.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "wsworker-cli-tls-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
-    dir
-}
-
 /// `serve --tls-cert --tls-key` says https and wss, and `connect --ca` talks to it.
 #[test]
 #[cfg(feature = "tls")]
@@ -755,6 +721,63 @@ fn serve_http2_in_cleartext_for_node_beside_http11() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("hello tom"), "{stdout}");
     assert_eq!(serve.stop(), 0);
+}
+
+/// `connect --http2` opens its WebSocket inside an HTTP/2 connection to `serve --http2`
+/// (TLS, ALPN h2), and fails with the reason against servers that cannot carry it: TLS
+/// without `--http2` (no h2), plain `ws://` (no HTTP/2 at all).
+#[test]
+#[cfg(feature = "tls")]
+fn connect_http2_to_serve_http2() {
+    let dir = test_certificates();
+    let (ca, cert, key) = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    let tls = [
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ];
+    let serve = Serve::start(&[&["websocket://127.0.0.1:0", "--http2"][..], &tls].concat());
+    let url = format!("wss://localhost:{}/", serve.addr.port());
+    let ca = ca.to_str().unwrap();
+    let (code, stdout, stderr) = wsworker(
+        &[
+            "connect", &url, "--http2", "--ca", ca, "--send", "tom", "--send", "jerry",
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, "hello tom\nhello jerry\n", "{stderr}");
+    assert!(stderr.contains("connected to"), "{stderr}");
+    assert!(stderr.contains("closed: code 1000"), "{stderr}");
+    assert_eq!(serve.stop(), 0);
+
+    // The same server without --http2 chooses http/1.1: --http2 fails, and says why.
+    let serve = Serve::start(&[&["websocket://127.0.0.1:0"][..], &tls].concat());
+    let url = format!("wss://localhost:{}/", serve.addr.port());
+    let (code, stdout, stderr) = wsworker(
+        &["connect", &url, "--http2", "--ca", ca, "--send", "tom"],
+        "",
+    );
+    assert_ne!(code, 0);
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains("h2"), "{stderr}");
+    // Without --http2, the same command works: the failure was HTTP/2's.
+    let (code, stdout, stderr) = wsworker(&["connect", &url, "--ca", ca, "--send", "tom"], "");
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, "hello tom\n");
+    assert_eq!(serve.stop(), 0);
+
+    let serve = Serve::start(&["websocket://127.0.0.1:0"]);
+    let (code, _, stderr) = wsworker(&["connect", &serve.url(), "--http2", "--send", "tom"], "");
+    assert_ne!(code, 0);
+    assert!(stderr.contains("does not speak HTTP/2"), "{stderr}");
+    assert_eq!(serve.stop(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Headless Chromium loads the demo page over https from `serve --tls-cert --tls-key` and

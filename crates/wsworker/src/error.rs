@@ -92,6 +92,46 @@ pub enum Error {
     /// The connection is closed with 1002.
     #[error("resume protocol error")]
     Resume(#[from] crate::resume::wire::WireError),
+    /// A WebSocket over HTTP/2 (RFC 8441, `WebSocketBuilder::http2` with the `hyper`
+    /// feature) could not be opened:
+    /// the server does not allow it, did not choose HTTP/2, or the HTTP/2 connection failed.
+    #[error("http/2: {0}")]
+    Http2(#[from] Http2Error),
+}
+
+/// Why a WebSocket over HTTP/2 could not be opened ([`Error::Http2`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Http2Error {
+    /// The server's SETTINGS do not enable the extended CONNECT protocol
+    /// (`SETTINGS_ENABLE_CONNECT_PROTOCOL`, RFC 8441 §3): it speaks HTTP/2 but does not take
+    /// WebSockets over it. Connect over HTTP/1.1 instead.
+    #[error(
+        "the server does not allow WebSockets over HTTP/2 \
+         (no SETTINGS_ENABLE_CONNECT_PROTOCOL in its SETTINGS, RFC 8441)"
+    )]
+    ConnectProtocolDisabled,
+    /// The TLS server did not choose HTTP/2 (ALPN `h2`): it refused it (it offers
+    /// `http/1.1` only, say), or chose nothing or something else.
+    #[error(
+        "the TLS server does not speak HTTP/2 (it did not choose ALPN h2{})",
+        alpn.as_deref().map(|alpn| format!("; it chose {alpn:?}")).unwrap_or_default()
+    )]
+    NotNegotiated {
+        /// The protocol the server chose instead, if any.
+        alpn: Option<Box<str>>,
+    },
+    /// The server's first frame is not SETTINGS (RFC 9113 §3.4): it does not speak HTTP/2
+    /// (over `ws://`, HTTP/2 is spoken with prior knowledge).
+    #[error("the server does not speak HTTP/2: its first frame is not SETTINGS")]
+    NotHttp2,
+    /// The HTTP/2 connection is closed: no more WebSockets can open on it.
+    #[error("the HTTP/2 connection is closed")]
+    Closed,
+    /// The HTTP/2 connection or the WebSocket's stream failed: its message says which step,
+    /// and its source is the HTTP/2 layer's (hyper's) error.
+    #[error(transparent)]
+    Failed(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl Error {

@@ -78,7 +78,7 @@ mod tls;
 pub use rustls;
 
 pub use client::{ReconnectPolicy, WebSocket, WebSocketBuilder, WsEvent};
-pub use error::{Error, Result};
+pub use error::{Error, Http2Error, Result};
 pub use hub::{Hub, Target};
 pub use server::{
     Connection, Connections, Endpoint, Handshake, HttpResponse, Keepalive, Metrics, OverflowPolicy,

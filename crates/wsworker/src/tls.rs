@@ -27,6 +27,9 @@ pub(crate) type ClientStream = tokio_rustls::client::TlsStream<TcpStream>;
 
 /// The application protocol both sides announce (ALPN): WebSocket runs on HTTP/1.1.
 const ALPN_HTTP11: &[u8] = b"http/1.1";
+/// The one the client announces for WebSockets over HTTP/2 (RFC 8441).
+#[cfg(feature = "hyper")]
+pub(crate) const ALPN_H2: &[u8] = b"h2";
 
 /// The ring provider, made once.
 fn provider() -> Arc<CryptoProvider> {
@@ -163,9 +166,10 @@ impl ClientTls {
         self.config = Some(config);
     }
 
-    /// What a connection needs: a connector for `wss://`, `None` for `ws://`; or the first
-    /// error met in the settings, whatever the scheme.
-    pub(crate) fn prepare(&mut self, tls: bool) -> Result<Option<Connector>> {
+    /// What a connection needs: a connector for `wss://` (announcing `h2` alone when
+    /// `http2`, in place of the configuration's ALPN), `None` for `ws://`; or the first error
+    /// met in the settings, whatever the scheme.
+    pub(crate) fn prepare(&mut self, tls: bool, http2: bool) -> Result<Option<Connector>> {
         if let Some(error) = self.error.take() {
             return Err(error);
         }
@@ -177,6 +181,16 @@ impl ClientTls {
             None if self.extra_roots.is_empty() => default_client_config()?,
             None => client_config(&self.extra_roots)?,
         };
+        #[cfg(feature = "hyper")]
+        let config = if http2 {
+            let mut config = ClientConfig::clone(&config);
+            config.alpn_protocols = vec![ALPN_H2.to_vec()];
+            Arc::new(config)
+        } else {
+            config
+        };
+        #[cfg(not(feature = "hyper"))]
+        let _ = http2;
         Ok(Some(Connector(tokio_rustls::TlsConnector::from(config))))
     }
 }
@@ -293,7 +307,9 @@ fn describe(error: &rustls::Error) -> String {
             format!("the peer refused the handshake (alert {alert:?})")
         }
         rustls::Error::NoApplicationProtocol => {
-            "no common application protocol (ALPN): the peer does not offer http/1.1".into()
+            "no common application protocol (ALPN): the peer does not offer http/1.1 \
+             (or h2, for WebSockets over HTTP/2)"
+                .into()
         }
         rustls::Error::NoCertificatesPresented => "the peer sent no certificate".into(),
         other => other.to_string(),
@@ -355,12 +371,12 @@ mod tests {
     fn bad_ca_pem_is_reported_at_connect() {
         let mut tls = ClientTls::default();
         tls.add_ca_pem(b"not pem at all");
-        assert!(matches!(tls.prepare(false), Err(Error::Tls { .. })));
+        assert!(matches!(tls.prepare(false, false), Err(Error::Tls { .. })));
         let mut tls = ClientTls::default();
-        assert!(tls.prepare(false).unwrap().is_none());
-        assert!(tls.prepare(true).unwrap().is_some());
+        assert!(tls.prepare(false, false).unwrap().is_none());
+        assert!(tls.prepare(true, false).unwrap().is_some());
         tls.add_ca_pem_file(Path::new("/nonexistent/ca.pem"));
-        let error = tls.prepare(true).err().unwrap();
+        let error = tls.prepare(true, false).err().unwrap();
         assert!(error.to_string().contains("/nonexistent/ca.pem"), "{error}");
     }
 

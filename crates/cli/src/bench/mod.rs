@@ -21,15 +21,20 @@
 //! - [`report`]: the figures, as JSON or text;
 //! - [`cpu`]: the process's CPU time;
 //! - [`fanout`]: `--fanout`, broadcast through a chat server's room, every delivery checked
-//!   for order.
+//!   for order;
+//! - `h2`: `--http2`, the echo run over WebSockets on HTTP/2 connections, with the
+//!   library's client (`--streams` WebSockets per HTTP/2 connection).
 
 mod conn;
 mod cpu;
 mod fanout;
 mod frames;
+#[cfg(feature = "tls")]
+mod h2;
 mod report;
 mod stats;
 
+use std::future::Future;
 use std::io::{IsTerminal as _, Write as _};
 use std::net::{IpAddr, ToSocketAddrs as _};
 use std::process::ExitCode;
@@ -59,8 +64,8 @@ const USAGE_ERROR: u8 = 2;
 /// Arguments of `wsworker bench`.
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
-    /// The echo server (with --fanout, the chat server): ws://HOST:PORT/PATH (wss:// is not
-    /// supported: the bench measures the server, not TLS).
+    /// The echo server (with --fanout, the chat server): ws://HOST:PORT/PATH (wss:// only
+    /// with --http2: the raw-socket bench measures the server, not TLS).
     #[arg(value_parser = parse_url)]
     url: ClientHandshake,
     /// Connections to open (with --fanout: subscribers, besides the publisher).
@@ -119,7 +124,7 @@ pub(crate) struct BenchArgs {
     /// are spread round-robin over URL and every --node URL (subscriber i on the (i mod
     /// n)-th); the publisher is on URL. The report counts subscribers and deliveries per
     /// node.
-    #[arg(long = "node", value_name = "URL", requires = "fanout", value_parser = parse_url)]
+    #[arg(long = "node", value_name = "URL", requires = "fanout", value_parser = parse_plain_url)]
     nodes: Vec<ClientHandshake>,
     /// Print the report as one JSON object on stdout: messages are the echoes received in
     /// the measured window (duration_s), mb_per_s their payload bytes per second one way
@@ -133,11 +138,34 @@ pub(crate) struct BenchArgs {
     /// subscribers and their deliveries.
     #[arg(long)]
     json: bool,
+    /// Open the WebSockets over HTTP/2 (RFC 8441), with the library's client rather than raw
+    /// sockets: ws:// is cleartext HTTP/2 (prior knowledge, as axum serves it), wss:// TLS
+    /// with ALPN h2 (as `serve --http2` offers; --ca for a private CA). The --conns
+    /// WebSockets share ⌈conns / --streams⌉ HTTP/2 connections. Closed loop only.
+    #[cfg(feature = "tls")]
+    #[arg(long, conflicts_with_all = ["fanout", "rate", "connect_rate", "idle", "source_ips"])]
+    http2: bool,
+    /// With --http2: WebSockets per HTTP/2 connection (default 100).
+    #[cfg(feature = "tls")]
+    #[arg(long, value_name = "N", requires = "http2",
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    streams: Option<u32>,
+    /// With --http2 and wss://: trust the CA certificates in this PEM file too (repeatable),
+    /// besides the built-in web roots.
+    #[cfg(feature = "tls")]
+    #[arg(long = "ca", value_name = "FILE", requires = "http2")]
+    ca: Vec<std::path::PathBuf>,
+}
+
+/// A `ws://` or `wss://` URL, checked as the handshake will use it (`wss://` only with
+/// `--http2`: checked by [`run`]).
+fn parse_url(url: &str) -> Result<ClientHandshake, String> {
+    ClientHandshake::new(url).map_err(|error| error.to_string())
 }
 
 /// A `ws://` URL, checked as the handshake will use it.
-fn parse_url(url: &str) -> Result<ClientHandshake, String> {
-    let handshake = ClientHandshake::new(url).map_err(|error| error.to_string())?;
+fn parse_plain_url(url: &str) -> Result<ClientHandshake, String> {
+    let handshake = parse_url(url)?;
     if handshake.is_tls() {
         return Err(
             "wss:// is not supported by bench (it measures the server on plain TCP)".to_owned(),
@@ -167,6 +195,17 @@ fn positive(text: &str) -> Result<f64, String> {
 /// Runs the bench: 0 when it completed without any error, 1 otherwise, 2 for arguments
 /// that cannot be used with this target.
 pub(crate) fn run(args: BenchArgs) -> Result<ExitCode, wsworker::Error> {
+    #[cfg(feature = "tls")]
+    let http2 = args.http2;
+    #[cfg(not(feature = "tls"))]
+    let http2 = false;
+    if args.url.is_tls() && !http2 {
+        eprintln!(
+            "wsworker bench: wss:// needs --http2 (the raw-socket bench measures the server on \
+             plain TCP)"
+        );
+        return Ok(ExitCode::from(USAGE_ERROR));
+    }
     // Resolved before the runtime starts: no blocking thread comes and goes during the run.
     let mut targets = Vec::with_capacity(1 + args.nodes.len());
     for url in std::iter::once(&args.url).chain(&args.nodes) {
@@ -196,7 +235,6 @@ pub(crate) fn run(args: BenchArgs) -> Result<ExitCode, wsworker::Error> {
     }
     let idle = args.idle.is_some();
     let conns = args.idle.unwrap_or(args.conns) as usize;
-    raise_open_file_limit(conns);
     let plan = Arc::new(Plan {
         handshake: args.url.clone(),
         target,
@@ -206,14 +244,53 @@ pub(crate) fn run(args: BenchArgs) -> Result<ExitCode, wsworker::Error> {
         inflight: if idle { 0 } else { args.inflight as usize },
         conns,
     });
-    let runtime = runtime(args.threads)?;
     let settings = Settings {
         duration: Duration::from_secs_f64(args.duration),
         rate: args.rate,
         connect_rate: args.connect_rate,
         shards: usize::from(args.threads),
     };
-    let measured = runtime.block_on(drive(Arc::clone(&plan), settings));
+    #[cfg(feature = "tls")]
+    let http2 = args.http2.then(|| {
+        let streams = args.streams.unwrap_or(h2::DEFAULT_STREAMS) as usize;
+        Arc::new(h2::Http2Plan {
+            url: args.url.url().to_owned(),
+            ca: args.ca.clone(),
+            conns,
+            streams,
+            size: plan.size,
+            binary: plan.binary,
+            inflight: plan.inflight,
+        })
+    });
+    #[cfg(not(feature = "tls"))]
+    let http2: Option<()> = None;
+    // Over HTTP/2, a descriptor per HTTP/2 connection.
+    raise_open_file_limit(match &http2 {
+        #[cfg(feature = "tls")]
+        Some(h2) => conns.div_ceil(h2.streams),
+        _ => conns,
+    });
+    let runtime = runtime(args.threads)?;
+    let measured = match http2 {
+        #[cfg(feature = "tls")]
+        Some(h2) => {
+            let dial = |dialed, start, stats| h2::dial_all(h2, dialed, start, stats);
+            runtime.block_on(drive(conns, settings, dial))
+        }
+        _ => {
+            let dial = |dialed, start, stats| {
+                dial_all(
+                    Arc::clone(&plan),
+                    settings.connect_rate,
+                    dialed,
+                    start,
+                    stats,
+                )
+            };
+            runtime.block_on(drive(conns, settings, dial))
+        }
+    };
     drop(runtime);
     let report = Report {
         url: args.url.url().to_owned(),
@@ -400,10 +477,14 @@ struct Measured {
     cpu_ns: Option<u64>,
 }
 
-/// The run: connect phase, window, drain and close.
-async fn drive(plan: Arc<Plan>, settings: Settings) -> Measured {
+/// The run: connect phase, window, drain and close, of `conns` connections that `dial`
+/// starts (raw sockets, or WebSockets over HTTP/2).
+async fn drive<D, F>(conns: usize, settings: Settings, dial: D) -> Measured
+where
+    D: FnOnce(mpsc::UnboundedSender<bool>, watch::Receiver<Option<Start>>, Arc<Stats>) -> F,
+    F: Future<Output = JoinSet<()>> + Send + 'static,
+{
     let stats = Arc::new(Stats::new(settings.shards));
-    let conns = plan.conns;
     let progress = Progress {
         enabled: std::io::stderr().is_terminal(),
     };
@@ -416,13 +497,7 @@ async fn drive(plan: Arc<Plan>, settings: Settings) -> Measured {
     let (dialed_tx, mut dialed) = mpsc::unbounded_channel();
     let (start_tx, start_rx) = watch::channel(None);
     let connect_began = Instant::now();
-    let dialer = tokio::spawn(dial_all(
-        Arc::clone(&plan),
-        settings.connect_rate,
-        dialed_tx,
-        start_rx,
-        Arc::clone(&stats),
-    ));
+    let dialer = tokio::spawn(dial(dialed_tx, start_rx, Arc::clone(&stats)));
     let (mut opened, mut failed) = (0u64, 0u64);
     while opened + failed < conns as u64 {
         tokio::select! {

@@ -61,6 +61,19 @@ pub struct WebSocketBuilder {
     #[cfg(feature = "tls")]
     tls: crate::tls::ClientTls,
     extensions: super::extensions::Offers,
+    /// Over HTTP/2 (RFC 8441): on a connection of its own, or on one given.
+    #[cfg(feature = "hyper")]
+    http2: Option<super::h2::Transport>,
+}
+
+/// What [`Http2Connection::connect_with`](super::Http2Connection::connect_with) takes from
+/// a builder.
+#[cfg(feature = "hyper")]
+pub(super) struct Http2Parts {
+    pub(super) handshake: wsworker_proto::handshake::ClientHandshake,
+    #[cfg(feature = "tls")]
+    pub(super) tls: Option<crate::tls::Connector>,
+    pub(super) timeout: Duration,
 }
 
 impl WebSocketBuilder {
@@ -80,7 +93,88 @@ impl WebSocketBuilder {
             #[cfg(feature = "tls")]
             tls: crate::tls::ClientTls::default(),
             extensions: super::extensions::Offers::default(),
+            #[cfg(feature = "hyper")]
+            http2: None,
         }
+    }
+
+    /// Opens the WebSocket over HTTP/2 (RFC 8441) instead of HTTP/1.1, on an HTTP/2
+    /// connection of its own: cleartext with prior knowledge for `ws://` (the server must
+    /// speak HTTP/2 on that port, as `axum::serve` does), TLS with ALPN `h2` for `wss://`
+    /// (the server must choose `h2`, as `Worker::http2(true)` does). Once the server's
+    /// SETTINGS allow WebSockets, the WebSocket is an extended CONNECT stream; subprotocols,
+    /// headers and permessage-deflate are negotiated as over HTTP/1.1, and the connection
+    /// behaves the same. Each attempt of a [`reconnect`](Self::reconnect) policy makes a new
+    /// HTTP/2 connection. To share one HTTP/2 connection between WebSockets, see
+    /// [`Http2Connection`](super::Http2Connection).
+    ///
+    /// Feature `hyper`.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> wsworker::Result<()> {
+    /// let ws = wsworker::WebSocket::builder("wss://example.com/chat")
+    ///     .http2()
+    ///     .connect()
+    ///     .await?;
+    /// ws.send("hello")?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// Those of [`WebSocket::connect`], and [`Error::Http2`]:
+    /// [`ConnectProtocolDisabled`](crate::Http2Error::ConnectProtocolDisabled) when the
+    /// server's SETTINGS do not allow WebSockets over HTTP/2,
+    /// [`NotNegotiated`](crate::Http2Error::NotNegotiated) when the TLS server did not choose
+    /// `h2`, [`NotHttp2`](crate::Http2Error::NotHttp2) when the server does not speak
+    /// HTTP/2; [`Error::Rejected`] when it answers the CONNECT with another status than 2xx.
+    #[cfg(feature = "hyper")]
+    #[must_use]
+    pub fn http2(mut self) -> Self {
+        self.http2 = Some(super::h2::Transport::Own);
+        self
+    }
+
+    /// Opens the WebSocket as a stream of `connection` (HTTP/2, RFC 8441), as
+    /// [`http2`](Self::http2) does but without a connection of its own; the URL (and every
+    /// fallback URL) must be of the connection's origin, or the WebSocket fails at once with
+    /// [`Error::InvalidAddress`]. The builder's TLS settings and connect timeout do not
+    /// apply to the connection, made already; the timeout still bounds the opening of the
+    /// stream. With a [`reconnect`](Self::reconnect) policy, each attempt opens a new stream
+    /// on the same connection: once that connection is gone, the attempts fail with
+    /// [`Http2Error::Closed`](crate::Http2Error::Closed) — use [`http2`](Self::http2) for
+    /// a WebSocket that must outlive its HTTP/2 connection.
+    ///
+    /// Feature `hyper`. [`Http2Connection::websocket`](super::Http2Connection::websocket)
+    /// is a shorthand.
+    #[cfg(feature = "hyper")]
+    #[must_use]
+    pub fn over(mut self, connection: &super::Http2Connection) -> Self {
+        self.http2 = Some(super::h2::Transport::Over(connection.clone()));
+        self
+    }
+
+    /// The handshake to the builder's URL, its TLS connector for HTTP/2, and its connect
+    /// timeout.
+    #[cfg(feature = "hyper")]
+    #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
+    pub(super) fn into_http2_parts(mut self) -> Result<Http2Parts> {
+        let recipe = connect::Recipe {
+            protocols: Vec::new(),
+            headers: Vec::new(),
+            extensions: super::extensions::Offers::default(),
+            http2: None,
+        };
+        let handshake = recipe.handshake(&self.url)?;
+        #[cfg(feature = "tls")]
+        let tls = self.tls.prepare(handshake.is_tls(), true)?;
+        Ok(Http2Parts {
+            handshake,
+            #[cfg(feature = "tls")]
+            tls,
+            timeout: self.connect_timeout,
+        })
     }
 
     /// Offers these subprotocols, in order of preference (the browser's `protocols`
@@ -299,7 +393,8 @@ impl WebSocketBuilder {
     /// For `wss://`: this rustls configuration, used as it is (its roots, client
     /// certificates, provider, ALPN — announce `http/1.1` or nothing), instead of the
     /// `webpki-roots` one; CAs added with `tls_ca_pem*` are then ignored. The server name
-    /// (SNI and the certificate check) is the URL's host.
+    /// (SNI and the certificate check) is the URL's host. Over HTTP/2
+    /// (`http2()`, feature `hyper`) its ALPN is replaced by `h2`.
     #[cfg(feature = "tls")]
     #[must_use]
     pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
@@ -388,6 +483,8 @@ impl WebSocketBuilder {
             protocols,
             headers: std::mem::take(&mut self.headers),
             extensions: self.extensions,
+            #[cfg(feature = "hyper")]
+            http2: self.http2.take(),
         };
         // Every URL is checked now: a bad one is a mistake to report at once, not after
         // the first connection is lost.
@@ -408,10 +505,12 @@ impl WebSocketBuilder {
                         .handshake(url)
                         .is_ok_and(|handshake| handshake.is_tls())
                 });
-                self.tls.prepare(any_tls).unwrap_or_else(|error| {
-                    first = Err(error);
-                    None
-                })
+                self.tls
+                    .prepare(any_tls, recipe.own_http2())
+                    .unwrap_or_else(|error| {
+                        first = Err(error);
+                        None
+                    })
             }
             Err(_) => None,
         };
@@ -471,6 +570,8 @@ impl fmt::Debug for WebSocketBuilder {
             .field("keepalive", &self.keepalive);
         #[cfg(feature = "tls")]
         d.field("tls", &self.tls);
+        #[cfg(feature = "hyper")]
+        d.field("http2", &self.http2);
         d.finish_non_exhaustive()
     }
 }

@@ -29,6 +29,9 @@ pub(super) struct Recipe {
     pub(super) headers: Vec<(String, String)>,
     /// The extensions offered (permessage-deflate), to check the answer against.
     pub(super) extensions: super::extensions::Offers,
+    /// Over HTTP/2, and on which connection.
+    #[cfg(feature = "hyper")]
+    pub(super) http2: Option<super::h2::Transport>,
 }
 
 impl Recipe {
@@ -54,7 +57,25 @@ impl Recipe {
         for (name, value) in &self.headers {
             handshake = handshake.with_header(name, value)?;
         }
+        #[cfg(feature = "hyper")]
+        if let Some(super::h2::Transport::Over(connection)) = &self.http2
+            && !connection.serves(&handshake)
+        {
+            return Err(Error::InvalidAddress {
+                address: url.to_owned(),
+                reason: "not of the origin of the HTTP/2 connection",
+            });
+        }
         Ok(handshake)
+    }
+
+    /// Whether each attempt makes an HTTP/2 connection of its own (its TLS announces `h2`).
+    #[cfg(feature = "tls")]
+    pub(super) fn own_http2(&self) -> bool {
+        #[cfg(feature = "hyper")]
+        return matches!(self.http2, Some(super::h2::Transport::Own));
+        #[cfg(not(feature = "hyper"))]
+        false
     }
 }
 
@@ -79,6 +100,9 @@ enum Stream {
     Plain(TcpStream),
     #[cfg(feature = "tls")]
     Tls(Box<crate::tls::ClientStream>),
+    /// A stream of an HTTP/2 connection.
+    #[cfg(feature = "hyper")]
+    Http2(super::h2::Http2Stream),
 }
 
 /// Connects, then drives the connection to its end, and again as the policy says; every
@@ -159,6 +183,8 @@ async fn connect_and_drive(
         () = plan.cancel.cancelled() => Err(Error::Closed),
         result = tokio::time::timeout(plan.timeout, establish(
             handshake,
+            #[cfg(feature = "hyper")]
+            plan.recipe.http2.as_ref(),
             #[cfg(feature = "tls")]
             tls,
         )) => {
@@ -191,6 +217,8 @@ async fn connect_and_drive(
         Stream::Plain(stream) => drive(stream, proto, &mut *handler, config).await,
         #[cfg(feature = "tls")]
         Stream::Tls(stream) => drive(*stream, proto, &mut *handler, config).await,
+        #[cfg(feature = "hyper")]
+        Stream::Http2(stream) => drive(stream, proto, &mut *handler, config).await,
     }
     Ok(handler.take_ended())
 }
@@ -209,8 +237,26 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
 /// server's first frames).
 async fn establish(
     handshake: &mut ClientHandshake,
+    #[cfg(feature = "hyper")] http2: Option<&super::h2::Transport>,
     #[cfg(feature = "tls")] tls: Option<&crate::tls::Connector>,
 ) -> Result<(Stream, Response, Bytes)> {
+    #[cfg(feature = "hyper")]
+    if let Some(transport) = http2 {
+        let connection = match transport {
+            super::h2::Transport::Over(connection) => connection.clone(),
+            // Not kept: the WebSocket's stream keeps the connection, which ends with it.
+            super::h2::Transport::Own => {
+                super::Http2Connection::open(
+                    handshake,
+                    #[cfg(feature = "tls")]
+                    tls,
+                )
+                .await?
+            }
+        };
+        let (stream, response) = connection.open_websocket(handshake).await?;
+        return Ok((Stream::Http2(stream), response, Bytes::new()));
+    }
     let stream = TcpStream::connect((handshake.host(), handshake.port())).await?;
     let _ = stream.set_nodelay(true);
     #[cfg(feature = "tls")]

@@ -44,6 +44,8 @@ mod builder;
 mod connect;
 mod extensions;
 mod gate;
+#[cfg(feature = "hyper")]
+mod h2;
 mod handler;
 mod latest;
 mod policy;
@@ -62,6 +64,8 @@ use tokio_util::sync::CancellationToken;
 use wsworker_proto::{CloseCode, CloseFrame, Message, Outgoing, ReadyState};
 
 pub use builder::WebSocketBuilder;
+#[cfg(feature = "hyper")]
+pub use h2::Http2Connection;
 pub use policy::ReconnectPolicy;
 
 use crate::error::{Error, Result};
