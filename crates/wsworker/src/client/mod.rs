@@ -303,7 +303,7 @@ impl WebSocket {
     /// # Errors
     /// - [`Error::InvalidAddress`] for a URL that is not `ws://host[:port][/path]`, and
     ///   [`Error::Handshake`] for a subprotocol that is not a token or is given twice;
-    /// - [`Error::Unsupported`] for `wss://` (no TLS in this build yet);
+    /// - [`Error::Unsupported`] for `wss://` in a build without the `tls` feature;
     /// - [`Error::Io`] when the TCP connection fails (refused, unreachable, reset);
     /// - [`Error::Rejected`] when the server answers with another status than 101, and
     ///   [`Error::Handshake`] for a 101 response that breaks RFC 6455 §4.1;
