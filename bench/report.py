@@ -32,7 +32,13 @@ SCENARIOS = {
 }
 FANOUT = ("I", "J")
 FANOUT_BASE = "wsworker-chat"
+# The raw fan-out (bench/servers/ceiling --fanout): the fan-out tables' base when it ran.
+FANOUT_CEILING = "ceiling-chat"
+FANOUT_ORDER = [FANOUT_BASE, "uws-chat", "tokio-tungstenite-chat", FANOUT_CEILING]
 CEILING = "ceiling"
+# The plain TCP echo (bench/servers/ceiling --tcp): server CPU per message is also shown as
+# a ratio to its.
+TCP_CEILING = "ceiling-tcp"
 H_BASE = "wsworker-count1"
 
 
@@ -90,6 +96,7 @@ def figures(record, clk_tck):
     return {
         "msgs_per_s": bench["msgs_per_s"],
         "mb_per_s": bench["mb_per_s"],
+        "cpu_us_msg_tcp": cpu_s * 1e6 / msgs if msgs else None,
         "p50": bench["rtt_us"]["p50"],
         "p99": bench["rtt_us"]["p99"],
         "cpu_us_msg": cpu_s * 1e6 / msgs if msgs else None,
@@ -165,9 +172,12 @@ def with_ratio(value, base, digits):
     return f"{text} ({value / base:.2f}×)"
 
 
-def table(summary, columns, base_name, order):
-    """A Markdown table: one row per server, each figure with its ratio to base_name's."""
-    base = summary.get(base_name, {}).get("medians", {})
+def table(summary, columns, base_name, order, bases=None):
+    """A Markdown table: one row per server, each figure with its ratio to base_name's
+    (or, for the keys in `bases`, to that server's)."""
+    base = dict(summary.get(base_name, {}).get("medians", {}))
+    for key, other in (bases or {}).items():
+        base[key] = summary.get(other, {}).get("medians", {}).get(key)
     head = ["server", "runs ok"] + [title for title, _, _, _ in columns]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for server in order:
@@ -180,8 +190,13 @@ def table(summary, columns, base_name, order):
             cells += ["failed (below)"] + ["–"] * (len(columns) - 1)
         else:
             for _, key, digits, ratio in columns:
-                value = m.get(key)
-                cells.append(with_ratio(value, base.get(key), digits) if ratio else fmt(value, digits))
+                value, of = m.get(key), base.get(key)
+                if ratio == "only":
+                    cells.append(f"{value / of:.{digits}f}×" if value is not None and of else "–")
+                elif ratio:
+                    cells.append(with_ratio(value, of, digits))
+                else:
+                    cells.append(fmt(value, digits))
         lines.append("| " + " | ".join(cells) + " |")
     notes = [f"- {s}: {summary[s]['failed']}" for s in order if s in summary and summary[s]["failed"]]
     if notes:
@@ -192,19 +207,21 @@ def table(summary, columns, base_name, order):
 TRAFFIC = [
     ("msgs/s", "msgs_per_s", 0, True),
     ("MB/s", "mb_per_s", 1, True),
+    ("server CPU µs/msg", "cpu_us_msg", 2, True),
     ("p50 µs", "p50", 0, True),
     ("p99 µs", "p99", 0, True),
-    ("server CPU µs/msg", "cpu_us_msg", 2, True),
     ("RSS after MiB", "rss_mib", 1, True),
     ("RSS peak MiB", "hwm_mib", 1, True),
     ("load CPU %", "load_cpu", 0, False),
 ]
+# With the plain TCP echo in the run: server CPU per message as a ratio to its, too.
+TRAFFIC_TCP = TRAFFIC[:3] + [("CPU/msg ÷ TCP echo", "cpu_us_msg_tcp", 2, "only")] + TRAFFIC[3:]
 FANOUT_COLUMNS = [
     ("deliveries/s", "deliveries_per_s", 0, True),
     ("delivered %", "delivered_pct", 1, False),
+    ("server CPU ns/delivery", "cpu_ns_delivery", 0, True),
     ("p50 µs", "p50", 0, True),
     ("p99 µs", "p99", 0, True),
-    ("server CPU ns/delivery", "cpu_ns_delivery", 0, True),
     ("RSS after MiB", "rss_mib", 1, True),
     ("RSS peak MiB", "hwm_mib", 1, True),
     ("load CPU %", "load_cpu", 0, False),
@@ -237,6 +254,7 @@ def versions(lockfile):
     return ", ".join(f"{name} {found[name]}" for name in wanted if name in found)
 
 
+
 def report(args):
     with open(args.cells, encoding="utf-8") as cells:
         records = [json.loads(line) for line in cells if line.strip()]
@@ -254,13 +272,17 @@ def report(args):
         f"{args.elapsed // 60} min {args.elapsed % 60} s in all.",
         f"- Machine: {os.cpu_count()} cores ({cpu_model()}), Linux {platform.release()}; "
         "shared with other work, so expect noise.",
-        f"- Versions: {args.wsworker}; {versions(args.lockfile)}; {args.rustc}.",
+        f"- Versions: {args.wsworker}; {versions(args.lockfile)}; {args.rustc}"
+        + (f"; {args.uws} (g++ -O3 -flto, no SSL, no zlib: bench/servers/uws)." if args.uws else "."),
         "- Method: for each scenario, each repetition runs every server once, in an order "
         "rotated by one each repetition; every cell is a fresh server process pinned to core 0 "
         "(`taskset -c 0`) and one `wsworker bench … --json` pinned to core 1. Figures are "
         "medians over the repetitions. The ceiling is the least work any WebSocket echo can "
         "do (a handshake, then each frame sent back unmasked: bench/servers/ceiling), "
-        "measured in the same run; `(0.50×)` is a figure divided by the ceiling's.",
+        "measured in the same run; `(0.50×)` is a figure divided by the ceiling's. "
+        "`ceiling-tcp` is the stricter limit, a plain TCP echo of the frame bytes (neither "
+        "parsed nor unmasked; the load generator takes them masked, `--masked-echo`): "
+        "\"CPU/msg ÷ TCP echo\" is server CPU per message divided by its.",
         "- Throughput is higher-better, latency, CPU and memory lower-better. msgs/s and MB/s "
         "count echoes received in the window (MB/s one way, in millions of payload bytes); "
         "p50/p99 are round trips; server CPU is utime+stime from /proc/PID/stat over the "
@@ -289,13 +311,16 @@ def report(args):
         lines += ["", f"## {scenario}. {title}{shape}", ""]
         summary = summarise(rows, args.clk_tck)
         if scenario in FANOUT:
-            lines += table(summary, FANOUT_COLUMNS, FANOUT_BASE, [FANOUT_BASE, "tokio-tungstenite-chat"])
+            base = FANOUT_CEILING if FANOUT_CEILING in summary else FANOUT_BASE
+            lines += table(summary, FANOUT_COLUMNS, base, FANOUT_ORDER)
             if fanout_told:
                 continue
             fanout_told = True
             lines += [
                 "",
-                "Ratios here are to wsworker's. `wsworker bench --fanout`: the subscribers join "
+                "Ratios here are to the raw fan-out's (`ceiling-chat`: bench/servers/ceiling "
+                "--fanout, every data frame unmasked and written to every connection, nothing "
+                "else), or to wsworker's when it did not run. `wsworker bench --fanout`: the subscribers join "
                 "the room (`?room=bench`), then one publisher sends paced text messages; every "
                 "delivery (a message received by a subscriber; the publisher's own copies are "
                 "not counted) is checked for order, and a gap, duplicate, reorder or missing "
@@ -306,7 +331,8 @@ def report(args):
                 "from the first message to the last delivery; p50/p99 are send-to-receive "
                 "latencies (of the messages that came). Server CPU is measured over "
                 "the whole load run (the subscribers' handshakes included) and divided by the "
-                "deliveries. Servers: `wsworker serve --mode chat --count 1` (the Hub's groups) "
+                "deliveries. Servers: `wsworker serve --mode chat --count 1` (the Hub's groups), "
+                "uws-chat (uWebSockets' topics: bench/servers/uws/chat.cpp) "
                 "and bench/servers/tungstenite's chat-tungstenite (a `tokio::sync::broadcast` "
                 "channel of 1,024 messages per room, one task per connection; a connection "
                 "that lags behind is closed with 1013).",
@@ -333,6 +359,9 @@ def report(args):
                 "Handshake rates swing most between runs on a shared machine, so a full run "
                 "takes at least 5 repetitions of this scenario (runs ok).",
             ]
+        elif TCP_CEILING in summary:
+            bases = {"cpu_us_msg_tcp": TCP_CEILING}
+            lines += table(summary, TRAFFIC_TCP, CEILING, servers, bases)
         else:
             lines += table(summary, TRAFFIC, CEILING, servers)
     with open(args.out, "w", encoding="utf-8") as out:
@@ -499,6 +528,7 @@ def main():
     parser.add_argument("--lockfile", required=True)
     parser.add_argument("--wsworker", required=True)
     parser.add_argument("--rustc", required=True)
+    parser.add_argument("--uws", default="")
     parser.add_argument("--elapsed", type=int, default=0)
     report(parser.parse_args())
 

@@ -465,6 +465,66 @@ fn a_server_that_changes_a_byte_is_caught() {
     }
 }
 
+/// A plain TCP echo after the opening handshake (bench/run's raw ceiling): every byte back
+/// as it came, so the client's frames come back masked. A thread per connection.
+fn byte_echo_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    // The threads end with the test process.
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            std::thread::spawn(move || -> io::Result<()> {
+                let mut buf = vec![0u8; 64 << 10];
+                let mut handshake = ServerHandshake::new();
+                let (request, rest) = loop {
+                    let read = stream.read(&mut buf)?;
+                    if read == 0 {
+                        return Ok(());
+                    }
+                    if let Some(done) = handshake.receive(&buf[..read]).map_err(|e| invalid(&e))? {
+                        break done;
+                    }
+                };
+                let response = request.accept(None, None, &[]).map_err(|e| invalid(&e))?;
+                stream.write_all(&response)?;
+                stream.write_all(&rest)?;
+                loop {
+                    let read = stream.read(&mut buf)?;
+                    if read == 0 {
+                        return Ok(());
+                    }
+                    stream.write_all(&buf[..read])?;
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn masked_echoes_are_checked_with_masked_echo_and_refused_without() {
+    let url = format!("ws://{}/", byte_echo_server());
+    for (kind, size) in [("--text", "20"), ("--binary", "70000")] {
+        let args = [
+            &url,
+            kind,
+            "--size",
+            size,
+            "--conns",
+            "2",
+            "--inflight",
+            "4",
+        ];
+        let run = bench(&[&args[..], &["--duration", "0.5", "--json", "--masked-echo"]].concat());
+        assert_clean(&run);
+        assert!(run.number(&["messages"]) > 0.0, "{}", run.stdout);
+        let run = bench(&[&args[..], &["--duration", "0.5", "--json"]].concat());
+        assert_eq!(run.code, 1, "{kind}: {}\n{}", run.stdout, run.stderr);
+        assert!(run.errors("protocol") > 0.0, "{}", run.stdout);
+        assert_eq!(run.number(&["messages"]), 0.0, "{}", run.stdout);
+    }
+}
+
 #[test]
 fn fragmented_echoes_and_server_pings_are_handled() {
     let (addr, pongs) = misbehaving_server(Behaviour::FragmentAndPing);

@@ -19,7 +19,19 @@
 //! current-thread runtime, as the other bench servers; TCP_NODELAY on, as wsworker sets it
 //! (it writes once per read batch: there are no small writes for Nagle's algorithm to join).
 //!
-//! Usage: `echo-ceiling 127.0.0.1:PORT`; prints one line on stdout once it listens.
+//! Two more modes, after the same handshake:
+//!
+//! - `--tcp`: the stricter limit, a plain TCP echo: every byte read goes back as it came,
+//!   frames neither parsed nor unmasked. No WebSocket client accepts that (the frames come
+//!   back masked); `wsworker bench --masked-echo` does, and unmasks them to check them.
+//! - `--fanout` ([`fanout`]): the least work a fan-out can do, for bench/run's fan-out
+//!   scenarios: every data frame from any connection unmasked and written to every
+//!   connection (the sender included), nothing else; all connections are one room.
+//!
+//! Usage: `echo-ceiling 127.0.0.1:PORT [--tcp | --fanout]`; prints one line on stdout once
+//! it listens.
+
+mod fanout;
 
 use std::io;
 use std::time::Duration;
@@ -36,22 +48,49 @@ const BUF_SIZE: usize = 64 << 10;
 const MAX_REQUEST: usize = 8 << 10;
 const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
+/// What the server does after the handshake.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    /// Every frame back, unmasked (the default).
+    Unmask,
+    /// Every byte back as it came (`--tcp`).
+    Tcp,
+    /// Every data frame, unmasked, to every connection (`--fanout`).
+    Fanout,
+}
+
+const USAGE: &str = "usage: echo-ceiling 127.0.0.1:PORT [--tcp | --fanout]";
+
 fn main() {
-    let addr = std::env::args()
-        .nth(1)
-        .expect("usage: echo-ceiling 127.0.0.1:PORT");
+    let mut args = std::env::args().skip(1);
+    let addr = args.next().expect(USAGE);
+    let mode = match args.next().as_deref() {
+        None => Mode::Unmask,
+        Some("--tcp") => Mode::Tcp,
+        Some("--fanout") => Mode::Fanout,
+        Some(_) => panic!("{USAGE}"),
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    runtime.block_on(async {
+    // A LocalSet: the fan-out's connections share `Rc`s (one thread, no locks).
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async {
         let listener = TcpListener::bind(&addr).await.expect("bind");
-        println!("echo-ceiling listening on {addr}");
+        println!("echo-ceiling listening on {addr} ({mode:?})");
+        let hub = fanout::Hub::default();
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
-                    tokio::spawn(async move {
-                        if let Err(error) = echo(stream).await {
+                    let hub = hub.clone();
+                    tokio::task::spawn_local(async move {
+                        let result = match mode {
+                            Mode::Unmask => echo(stream).await,
+                            Mode::Tcp => echo_bytes(stream).await,
+                            Mode::Fanout => hub.serve(stream).await,
+                        };
+                        if let Err(error) = result {
                             eprintln!("connection: {error}");
                         }
                     });
@@ -85,9 +124,25 @@ async fn echo(mut stream: TcpStream) -> io::Result<()> {
     }
 }
 
+/// `--tcp`: after the handshake, every byte back as it came, one write per read.
+async fn echo_bytes(mut stream: TcpStream) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut buf = Vec::with_capacity(BUF_SIZE);
+    handshake(&mut stream, &mut buf).await?;
+    loop {
+        if !buf.is_empty() {
+            stream.write_all(&buf).await?;
+            buf.clear();
+        }
+        if stream.read_buf(&mut buf).await? == 0 {
+            return Ok(());
+        }
+    }
+}
+
 /// Reads the opening handshake request and answers 101; leaves in `buf` whatever followed
 /// the request.
-async fn handshake(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<()> {
+pub(crate) async fn handshake(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<()> {
     let end = loop {
         if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break at + 4;
@@ -158,20 +213,20 @@ impl Frames {
 }
 
 /// A frame header.
-struct Header {
+pub(crate) struct Header {
     /// Its size in bytes.
-    size: usize,
+    pub(crate) size: usize,
     /// The bytes of it that the reply keeps (all but the masking key).
-    kept: usize,
+    pub(crate) kept: usize,
     /// Payload length.
-    len: u64,
+    pub(crate) len: u64,
     /// Masking key (zero when the frame is not masked).
-    key: [u8; 4],
+    pub(crate) key: [u8; 4],
 }
 
 impl Header {
     /// The header at the start of `bytes`, if it is all there.
-    fn parse(bytes: &[u8]) -> Option<Self> {
+    pub(crate) fn parse(bytes: &[u8]) -> Option<Self> {
         let b1 = *bytes.get(1)?;
         let rest = &bytes[2..];
         let (kept, len) = match b1 & 0x7f {

@@ -56,6 +56,8 @@ pub(super) struct Plan {
     pub(super) inflight: usize,
     /// How many connections the run opens (to spread paced sends over time).
     pub(super) conns: usize,
+    /// Whether the server's frames may be masked (`--masked-echo`).
+    pub(super) masked_echo: bool,
 }
 
 impl Plan {
@@ -343,7 +345,7 @@ impl Conn {
             stream,
             stats,
             local: Local::default(),
-            parser: ReplyParser::new(message, plan.binary),
+            parser: ReplyParser::new(message, plan.binary).accept_masked(plan.masked_echo),
             key,
             inbuf,
             start: 0,

@@ -133,9 +133,14 @@ fn show(f: &mut fmt::Formatter<'_>, bytes: &[u8], total: u64, binary: bool) -> f
 enum State {
     /// Waiting for a frame header.
     Header,
-    /// Inside a data frame's payload: this many bytes still to come, and whether the frame
-    /// ends its message.
-    Payload { remaining: u64, fin: bool },
+    /// Inside a data frame's payload: this many bytes still to come, whether the frame
+    /// ends its message, and its masking key rotated to the next byte (only with
+    /// [`ReplyParser::accept_masked`]).
+    Payload {
+        remaining: u64,
+        fin: bool,
+        key: Option<[u8; 4]>,
+    },
 }
 
 /// The data message being received (it may span several frames and reads).
@@ -162,6 +167,10 @@ pub(super) struct ReplyParser {
     state: State,
     message: Incoming,
     closed: bool,
+    /// Whether masked frames are taken (unmasked, then checked) rather than refused.
+    accept_masked: bool,
+    /// Where a masked piece is unmasked before it is compared (kept for its capacity).
+    unmasked: Vec<u8>,
 }
 
 impl ReplyParser {
@@ -174,7 +183,17 @@ impl ReplyParser {
             state: State::Header,
             message: Incoming::default(),
             closed: false,
+            accept_masked: false,
+            unmasked: Vec::new(),
         }
+    }
+
+    /// Takes masked frames from the server too, unmasking them to check them, when
+    /// `accept` holds: for a server that echoes the client's frames byte for byte (the
+    /// raw TCP ceiling of bench/run), which RFC 6455 forbids a WebSocket server to do.
+    pub(super) fn accept_masked(mut self, accept: bool) -> Self {
+        self.accept_masked = accept;
+        self
     }
 
     /// A parser for text messages of `expected`'s length whose first `head` bytes vary (a
@@ -205,19 +224,35 @@ impl ReplyParser {
         let mut pos = 0;
         while !self.closed {
             match self.state {
-                State::Payload { remaining, fin } => {
+                State::Payload {
+                    remaining,
+                    fin,
+                    mut key,
+                } => {
                     let take = remaining.min((buf.len() - pos) as u64);
                     if take == 0 && remaining > 0 {
                         break;
                     }
                     // `take` <= the bytes left in `buf`, so it fits a usize.
                     let end = pos + take as usize;
-                    self.compare(&buf[pos..end]);
+                    match &mut key {
+                        None => self.compare(&buf[pos..end]),
+                        Some(key) => {
+                            let mut unmasked = std::mem::take(&mut self.unmasked);
+                            unmasked.clear();
+                            unmasked.extend_from_slice(&buf[pos..end]);
+                            apply_mask(&mut unmasked, *key, 0);
+                            key.rotate_left(unmasked.len() % 4);
+                            self.compare(&unmasked);
+                            self.unmasked = unmasked;
+                        }
+                    }
                     pos = end;
                     if take < remaining {
                         self.state = State::Payload {
                             remaining: remaining - take,
                             fin,
+                            key,
                         };
                         break;
                     }
@@ -231,7 +266,7 @@ impl ReplyParser {
                     let Some((header, header_len)) = FrameHeader::parse(&buf[pos..])? else {
                         break;
                     };
-                    if header.mask.is_some() {
+                    if header.mask.is_some() && !self.accept_masked {
                         return Err(ProtocolError::MaskedFrameFromServer);
                     }
                     if header.rsv != 0 {
@@ -243,7 +278,16 @@ impl ReplyParser {
                         if end > buf.len() {
                             break;
                         }
-                        let payload = &buf[pos + header_len..end];
+                        let mut control = [0u8; 125];
+                        let payload = match header.mask {
+                            None => &buf[pos + header_len..end],
+                            Some(key) => {
+                                let control = &mut control[..end - pos - header_len];
+                                control.copy_from_slice(&buf[pos + header_len..end]);
+                                apply_mask(control, key, 0);
+                                control
+                            }
+                        };
                         pos = end;
                         match header.opcode {
                             OpCode::Ping => on_reply(Reply::Ping(payload)),
@@ -275,6 +319,7 @@ impl ReplyParser {
                     self.state = State::Payload {
                         remaining: header.payload_len,
                         fin: header.fin,
+                        key: header.mask,
                     };
                 }
             }
@@ -549,6 +594,30 @@ mod tests {
             replies(&mut parser, &stream, 1000),
             ["close Some(1001) going away"]
         );
+    }
+
+    #[test]
+    fn masked_echoes_are_unmasked_and_checked_when_accepted() {
+        let sent: Vec<u8> = (0..70_001u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut other = sent.clone();
+        other[66_000] ^= 1;
+        let key = [0x12, 0x34, 0x56, 0x78];
+        let mut stream = client_frame(OpCode::Binary, &sent, key);
+        stream.extend(client_frame(OpCode::Binary, &other, key));
+        stream.extend(client_frame(OpCode::Ping, b"hi", key));
+        stream.extend(close_frame(1000, key));
+        for step in [1, 3, 7, 4096, 1 << 20] {
+            let mut parser = ReplyParser::new(sent.clone(), true).accept_masked(true);
+            let got = replies(&mut parser, &stream, step);
+            assert_eq!(got.len(), 4, "step {step}: {got:?}");
+            assert_eq!(got[0], "ok", "step {step}");
+            assert!(got[1].contains("first difference at byte 66000"), "{got:?}");
+            assert_eq!(
+                got[2..],
+                ["ping [104, 105]", "close Some(1000) "],
+                "step {step}"
+            );
+        }
     }
 
     #[test]

@@ -126,6 +126,11 @@ pub(crate) struct BenchArgs {
     /// node.
     #[arg(long = "node", value_name = "URL", requires = "fanout", value_parser = parse_plain_url)]
     nodes: Vec<ClientHandshake>,
+    /// Take masked frames from the server (unmasked to check them): for a server that sends
+    /// the client's frames back byte for byte, as bench/run's raw TCP ceiling does (RFC 6455
+    /// forbids a WebSocket server to mask; without this flag a masked frame is an error).
+    #[arg(long, conflicts_with_all = ["fanout"])]
+    masked_echo: bool,
     /// Print the report as one JSON object on stdout: messages are the echoes received in
     /// the measured window (duration_s), mb_per_s their payload bytes per second one way
     /// (in millions), rtt_us round trips in microseconds, client_cpu_s this process's CPU
@@ -143,7 +148,7 @@ pub(crate) struct BenchArgs {
     /// with ALPN h2 (as `serve --http2` offers; --ca for a private CA). The --conns
     /// WebSockets share ⌈conns / --streams⌉ HTTP/2 connections. Closed loop only.
     #[cfg(feature = "tls")]
-    #[arg(long, conflicts_with_all = ["fanout", "rate", "connect_rate", "idle", "source_ips"])]
+    #[arg(long, conflicts_with_all = ["fanout", "rate", "connect_rate", "idle", "source_ips", "masked_echo"])]
     http2: bool,
     /// With --http2: WebSockets per HTTP/2 connection (default 100).
     #[cfg(feature = "tls")]
@@ -243,6 +248,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<ExitCode, wsworker::Error> {
         binary: args.binary,
         inflight: if idle { 0 } else { args.inflight as usize },
         conns,
+        masked_echo: args.masked_echo,
     });
     let settings = Settings {
         duration: Duration::from_secs_f64(args.duration),
@@ -385,6 +391,7 @@ fn run_fanout(
             inflight: 0,
             // The subscribers and the publisher.
             conns: plan.conns + 1,
+            masked_echo: false,
         }));
     }
     raise_open_file_limit(plan.conns + 1);
