@@ -434,20 +434,15 @@ mod tests {
         shared
     }
 
-    /// What the queue holds, taken as the driver takes it: the frames as the messages a
-    /// client decodes from them, and the commands; then the budget is `OPEN` again.
-    fn take(shared: &Shared) -> (Vec<Message>, Vec<Command>) {
+    /// A server connection with a write buffer, as the driver lends it the worker's.
+    fn server() -> Proto {
         let mut server = Proto::new(Role::Server, Config::default());
-        // As the driver lends the worker's write buffer to the connection.
         let _ = server.replace_send_buffer(bytes::BytesMut::with_capacity(4096));
-        let mut frames = 0;
-        let commands = shared
-            .take_sent(|encoded| {
-                frames = encoded.frames();
-                server.send_frames(encoded).unwrap();
-                OPEN
-            })
-            .unwrap_or_default();
+        server
+    }
+
+    /// The messages a client decodes from what `server` has to send.
+    fn delivered(server: &mut Proto) -> Vec<Message> {
         let mut client = Proto::new(Role::Client, Config::default());
         while let Some(chunk) = server.poll_transmit() {
             client.receive(&chunk);
@@ -456,6 +451,22 @@ mod tests {
         while let Some(Event::Message(m)) = client.poll_event().unwrap() {
             messages.push(m);
         }
+        messages
+    }
+
+    /// What the queue holds, taken as the driver takes it: the frames as the messages a
+    /// client decodes from them, and the commands; then the budget is `OPEN` again.
+    fn take(shared: &Shared) -> (Vec<Message>, Vec<Command>) {
+        let mut server = server();
+        let mut frames = 0;
+        let commands = shared
+            .take_sent(|encoded| {
+                frames = encoded.frames();
+                server.send_frames(encoded).unwrap();
+                OPEN
+            })
+            .unwrap_or_default();
+        let messages = delivered(&mut server);
         assert_eq!(messages.len(), frames);
         // As the driver does once it has applied the commands.
         shared.set_direct(OPEN);
@@ -596,22 +607,12 @@ mod tests {
     /// Ends the callbacks as the driver does: what is taken, decoded; and the buffer given
     /// back, if any.
     fn end(shared: &Shared) -> (Vec<Message>, Vec<Command>, Option<Box<FrameBuffer>>) {
-        let mut server = Proto::new(Role::Server, Config::default());
-        // As the driver lends the worker's write buffer to the connection.
-        let _ = server.replace_send_buffer(bytes::BytesMut::with_capacity(4096));
+        let mut server = server();
         let (commands, back) = shared.end_callbacks(|encoded| {
             server.send_frames(encoded).unwrap();
             OPEN
         });
-        let mut client = Proto::new(Role::Client, Config::default());
-        while let Some(chunk) = server.poll_transmit() {
-            client.receive(&chunk);
-        }
-        let mut messages = Vec::new();
-        while let Some(Event::Message(m)) = client.poll_event().unwrap() {
-            messages.push(m);
-        }
-        (messages, commands, back)
+        (delivered(&mut server), commands, back)
     }
 
     #[test]

@@ -48,16 +48,7 @@ async fn serve(service: &Service) -> SocketAddr {
     let app = Router::new()
         .route("/", get(|| async { Html("<p>the page</p>") }))
         .route("/ws", wsworker::axum::route(service.clone()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-    });
-    addr
+    common::axum_serve(app).await
 }
 
 #[tokio::test]

@@ -83,16 +83,7 @@ fn configure(endpoint: &mut Endpoint) -> Arc<Mutex<Seen>> {
 /// and cleartext HTTP/2 (prior knowledge), with extended CONNECT on.
 async fn axum_server(service: &Service) -> SocketAddr {
     let app = axum::Router::new().route("/ws", wsworker::axum::route(service.clone()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-    });
-    addr
+    common::axum_serve(app).await
 }
 
 /// Waits until the server has seen `n` closes; returns them.

@@ -360,3 +360,19 @@ impl Drop for Reaped {
         let _ = self.0.wait();
     }
 }
+
+/// Serves `app` with axum on a loopback port (HTTP/1.1 and cleartext HTTP/2, the client's
+/// address in `ConnectInfo`); its address.
+#[cfg(feature = "axum")]
+pub async fn axum_serve(app: axum::Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+    });
+    addr
+}
