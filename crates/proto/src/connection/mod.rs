@@ -595,6 +595,14 @@ impl FrameBuffer {
         self.frames += 1;
     }
 
+    /// Copies a prepared frame in, as [`Connection::send_prepared`] would queue it: for a
+    /// frame small enough that a copy costs less than sharing its bytes (a reference count
+    /// taken and given back, and one more piece for the write to gather).
+    pub fn push_prepared(&mut self, frame: &PreparedFrame) {
+        self.buf.extend_from_slice(&frame.0);
+        self.frames += 1;
+    }
+
     /// How many bytes [`FrameBuffer::push`] adds for a message of `payload_len` bytes.
     pub const fn frame_len(payload_len: usize) -> usize {
         plain_header(false, payload_len).encoded_len() + payload_len

@@ -144,7 +144,7 @@ impl Connection {
     /// # Errors
     /// [`Error::Closed`] once the connection is closing or closed.
     pub fn send_prepared(&self, frame: &PreparedFrame) -> Result<()> {
-        self.inner.shared.submit(Command::Prepared(frame.clone()))
+        self.inner.shared.send_prepared(frame)
     }
 
     /// Queues a ping with up to 125 bytes of payload.
