@@ -79,16 +79,22 @@ pub(crate) fn borrow_frames() -> Box<FrameBuffer> {
     FRAMES.take().unwrap_or_default()
 }
 
-/// Gives an emptied frame buffer back to the thread (one with no room is not worth it, and
-/// one that grew past [`WRITE_KEEP_AT_MOST`] is freed, as a write buffer is).
+/// Gives an emptied frame buffer back to the thread (one that grew past
+/// [`WRITE_KEEP_AT_MOST`] is freed, as a write buffer is). One with no room is kept too: its
+/// box is lent for every callback, and would otherwise be allocated for each.
 pub(crate) fn give_back_frames(frames: Box<FrameBuffer>) {
     debug_assert!(frames.is_empty());
-    if frames.capacity() == 0 || frames.capacity() > WRITE_KEEP_AT_MOST {
+    if frames.capacity() > WRITE_KEEP_AT_MOST {
         return;
     }
     FRAMES.with(|cell| {
         let kept = cell.take();
-        cell.set(Some(kept.unwrap_or(frames)));
+        // The one with room stays.
+        let keep = match kept {
+            Some(kept) if kept.capacity() >= frames.capacity() => kept,
+            _ => frames,
+        };
+        cell.set(Some(keep));
     });
 }
 

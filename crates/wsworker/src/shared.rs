@@ -313,7 +313,8 @@ impl Shared {
     }
 
     /// The callbacks are over: takes what they sent, as [`Shared::take_sent`] does, in the
-    /// same lock; and gives the driver its frame buffer back when nothing is encoded in it.
+    /// same lock; and gives the driver its frame buffer back when nothing is encoded in it
+    /// (the one lent, or one a send made).
     /// What is sent from now on wakes the driver again.
     pub(crate) fn end_callbacks(
         &self,
@@ -326,9 +327,10 @@ impl Shared {
         } else {
             Vec::new()
         };
-        let frames = queue
-            .frames
-            .take_if(|frames| frames.is_empty() && frames.capacity() > 0);
+        // An empty buffer goes back even without room: left in the queue, it would cost
+        // every connection that sent nothing in its callbacks (most of them, once open) an
+        // allocation for as long as it lives.
+        let frames = queue.frames.take_if(|frames| frames.is_empty());
         (commands, frames)
     }
 
