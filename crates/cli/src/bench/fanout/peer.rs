@@ -1,6 +1,7 @@
 //! One connection of a fan-out run after its handshake: a subscriber, which checks every
 //! message it receives for order and records its latency, or the publisher, which sends the
-//! paced messages and checks its own copies (it is in the room too) the same way.
+//! messages, paced or closed loop, and checks its own copies (it is in the room too) the
+//! same way.
 //!
 //! A message is text of the run's size: its sequence number (8 hex digits) and its send time
 //! (12 hex digits of nanoseconds since the run's epoch, a monotonic clock shared by every
@@ -27,6 +28,8 @@ use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 use wsworker_proto::frame::OpCode;
 
+use super::Pace;
+use super::completion::Completion;
 use crate::bench::conn::{CLOSE_TIMEOUT, Failure, fail, invalid_frame, io_fail, server_closed};
 use crate::bench::cpu;
 use crate::bench::frames::{Reply, ReplyParser, client_frame, close_frame};
@@ -64,6 +67,8 @@ pub(super) struct Shared {
     pub(super) last_delivery_ns: AtomicU64,
     /// Deliveries per node (as the plan's URLs), added by each subscriber as it ends.
     pub(super) node_deliveries: Vec<AtomicU64>,
+    /// With `--inflight`: which messages every subscriber has.
+    pub(super) completion: Option<Completion>,
 }
 
 /// What the publisher did.
@@ -242,6 +247,11 @@ impl Peer {
 
     /// Counts what is left and the failure, if any.
     fn finish(&mut self, result: Result<(), Failure>) {
+        if let Some(completion) = self.shared.completion.as_ref().filter(|_| !self.publisher) {
+            // A subscriber ends early only when its connection failed: the closed loop goes
+            // on without it. After publishing this changes nothing.
+            completion.leave();
+        }
         self.shared.stats.flush(self.index, &mut self.local);
         self.shared.node_deliveries[self.node].fetch_add(self.deliveries, Ordering::Relaxed);
         if let Err(failure) = result {
@@ -323,12 +333,11 @@ impl Peer {
     }
 
     /// The publisher's whole life: sync messages until all `members` connections are in
-    /// the room, then `rate` messages per second for `duration` (at most `limit`); it
-    /// announces how many on `published`, then receives its own copies like a subscriber
-    /// and closes.
+    /// the room, then messages at `pace` for `duration` (at most `limit`); it announces how
+    /// many on `published`, then receives its own copies like a subscriber and closes.
     pub(super) async fn publish(
         mut self,
-        rate: f64,
+        pace: Pace,
         duration: Duration,
         limit: u64,
         members: u64,
@@ -343,7 +352,13 @@ impl Peer {
             window.at_ns = self.since_epoch(at);
             let stop = at + duration;
             window.duration = duration;
-            result = self.send_all(rate, at, stop, limit, &mut sent).await;
+            result = match pace {
+                Pace::Rate(rate) => self.send_paced(rate, at, stop, limit, &mut sent).await,
+                Pace::Inflight(inflight) => {
+                    self.send_closed_loop(u64::from(inflight), stop, limit, &mut sent)
+                        .await
+                }
+            };
         }
         window.sent = sent;
         published.send_replace(Some(Published {
@@ -399,7 +414,7 @@ impl Peer {
     }
 
     /// Sends every message due, paced: message `n` is due at `at + n / rate`.
-    async fn send_all(
+    async fn send_paced(
         &mut self,
         rate: f64,
         at: Instant,
@@ -433,6 +448,48 @@ impl Peer {
                 return Ok(());
             }
             timer.as_mut().reset(due_at(*sent));
+        }
+    }
+
+    /// Sends until `stop` (at most `limit` messages), keeping `inflight` messages that not
+    /// every subscriber has received yet: a message more for each one they all have.
+    async fn send_closed_loop(
+        &mut self,
+        inflight: u64,
+        stop: Instant,
+        limit: u64,
+        sent: &mut u64,
+    ) -> Result<(), Failure> {
+        let shared = Arc::clone(&self.shared);
+        let Some(completion) = shared.completion.as_ref() else {
+            return Ok(());
+        };
+        // Messages below it are complete.
+        let mut done = 0;
+        let mut stop_timer = pin!(sleep_until(stop));
+        loop {
+            completion.advance(&mut done, *sent);
+            let now = Instant::now();
+            if now >= stop {
+                return Ok(());
+            }
+            let time_ns = self.since_epoch(now);
+            while *sent < limit && *sent < done + inflight {
+                // `limit` fits a u32.
+                let payload = message(&self.shared.template, *sent as u32, time_ns);
+                self.out
+                    .extend_from_slice(&client_frame(OpCode::Text, &payload, self.key));
+                *sent += 1;
+            }
+            self.flush()?;
+            tokio::select! {
+                // Biased: a completion first, so that the window refills at once; the
+                // publisher's own copies are read when none is pending.
+                biased;
+                () = completion.changed() => {}
+                ready = self.stream.ready(self.interest()) => self.on_ready(ready)?,
+                () = &mut stop_timer => return Ok(()),
+            }
         }
     }
 
@@ -491,6 +548,7 @@ impl Peer {
             .unwrap_or(u64::MAX)
             & TIME_MASK;
         let delivered_before = *deliveries;
+        let next_before = *next;
         let used = parser
             .feed(&inbuf[..*end], |reply| match reply {
                 // After our close frame, what still comes is not checked.
@@ -524,6 +582,12 @@ impl Peer {
                 Reply::Close { code, reason } => *close = Some((code, reason)),
             })
             .map_err(invalid_frame)?;
+        if let Some(completion) = shared.completion.as_ref().filter(|_| !publisher) {
+            // Once per read: the expected sequence number only moves on.
+            if *next > next_before {
+                completion.passed(next_before, *next);
+            }
+        }
         if *deliveries > delivered_before {
             let now_ns = u64::try_from(now.duration_since(shared.epoch).as_nanos()).unwrap_or(0);
             shared.last_delivery_ns.fetch_max(now_ns, Ordering::Relaxed);
