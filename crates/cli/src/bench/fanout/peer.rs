@@ -165,12 +165,18 @@ pub(super) fn message(template: &[u8], seq: u32, time_ns: u64) -> Vec<u8> {
 
 /// The sequence number and send time in a message's head, if it is one.
 fn parse_head(head: &[u8]) -> Option<(u64, u64)> {
+    // By hand, once per delivery: only hex digits (from_str_radix would take a sign too),
+    // at most 12 of them, so no overflow.
     let hex = |bytes: &[u8]| {
-        // from_str_radix accepts a sign: only hex digits are a head.
-        if !bytes.iter().all(u8::is_ascii_hexdigit) {
-            return None;
-        }
-        u64::from_str_radix(std::str::from_utf8(bytes).ok()?, 16).ok()
+        bytes.iter().try_fold(0u64, |value, &byte| {
+            let digit = match byte {
+                b'0'..=b'9' => byte - b'0',
+                b'a'..=b'f' => byte - b'a' + 10,
+                b'A'..=b'F' => byte - b'A' + 10,
+                _ => return None,
+            };
+            Some(value << 4 | u64::from(digit))
+        })
     };
     if head.len() != HEAD_LEN {
         return None;
@@ -273,12 +279,23 @@ impl Peer {
             if let Some(end) = *published.borrow_and_update() {
                 break end;
             }
-            tokio::select! {
-                changed = published.changed() => if changed.is_err() {
-                    // The run was called off before publishing ended: leave quietly.
-                    return Ok(());
-                },
-                ready = self.stream.ready(self.interest()) => self.on_ready(ready)?,
+            // One wait for the end of publishing across every read, rather than one made
+            // and dropped per read: a lock less, twice, per wake-up of each subscriber.
+            let mut changed = pin!(published.changed());
+            loop {
+                tokio::select! {
+                    // Biased: the socket first; the end of publishing is looked at when it
+                    // has nothing (a subscriber that lags behind reads on until it has all).
+                    biased;
+                    ready = self.stream.ready(self.interest()) => self.on_ready(ready)?,
+                    changed = &mut changed => {
+                        if changed.is_err() {
+                            // The run was called off before publishing ended: leave quietly.
+                            return Ok(());
+                        }
+                        break;
+                    }
+                }
             }
         };
         self.drain(end).await?;
@@ -511,7 +528,7 @@ impl Peer {
         if !(ready.is_readable() || ready.is_read_closed()) {
             return Ok(());
         }
-        match self.stream.try_read(&mut self.inbuf[self.end..]) {
+        match read_some(&self.stream, &mut self.inbuf[self.end..]) {
             Ok(0) => {
                 return Err(fail(ErrorKind::Protocol, "the server ended the connection"));
             }
@@ -619,6 +636,30 @@ impl Peer {
         }
         self.out.drain(..pos);
         Ok(())
+    }
+}
+
+/// Reads what `stream` has into `buf` (0: the server ended the connection). A read shorter
+/// than `buf` emptied the socket: the stream's readiness is then cleared as a read that
+/// would block clears it, so that the next wait goes to the reactor at once instead of
+/// through that read, a system call per wake-up saved. Readiness that came after the read
+/// began is kept (tokio clears only the readiness it saw before `read`).
+fn read_some(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    let mut read = None;
+    let result = stream.try_io(Interest::READABLE, || {
+        let count = stream.try_read(buf)?;
+        read = Some(count);
+        if count > 0 && count < buf.len() {
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(())
+        }
+    });
+    match (read, result) {
+        (Some(count), _) => Ok(count),
+        (None, Err(error)) => Err(error),
+        // The closure returns Ok only after a read.
+        (None, Ok(())) => Ok(0),
     }
 }
 
