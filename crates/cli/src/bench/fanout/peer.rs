@@ -16,10 +16,12 @@
 //! measured window start.
 
 use std::fmt;
+use std::future::poll_fn;
 use std::io;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::io::{Interest, Ready};
@@ -287,7 +289,7 @@ impl Peer {
                     // Biased: the socket first; the end of publishing is looked at when it
                     // has nothing (a subscriber that lags behind reads on until it has all).
                     biased;
-                    ready = self.stream.ready(self.interest()) => self.on_ready(ready)?,
+                    ready = ready(&self.stream, !self.out.is_empty()) => self.on_ready(ready)?,
                     changed = &mut changed => {
                         if changed.is_err() {
                             // The run was called off before publishing ended: leave quietly.
@@ -308,7 +310,7 @@ impl Peer {
         let mut deadline = pin!(sleep_until(end.deadline));
         while self.next < end.count {
             tokio::select! {
-                ready = self.stream.ready(self.interest()) => self.on_ready(ready)?,
+                ready = ready(&self.stream, !self.out.is_empty()) => self.on_ready(ready)?,
                 () = &mut deadline => {
                     let (missing, count) = (end.count - self.next, end.count);
                     let secs = super::DRAIN_TIMEOUT.as_secs();
@@ -336,7 +338,7 @@ impl Peer {
         let mut deadline = pin!(sleep_until(Instant::now() + CLOSE_TIMEOUT));
         while self.close.is_none() {
             tokio::select! {
-                ready = self.stream.ready(self.interest()) => self.on_ready(ready)?,
+                ready = ready(&self.stream, !self.out.is_empty()) => self.on_ready(ready)?,
                 () = &mut deadline => {
                     let secs = CLOSE_TIMEOUT.as_secs();
                     return Err(fail(
@@ -398,7 +400,7 @@ impl Peer {
         loop {
             tokio::select! {
                 biased;
-                ready = self.stream.ready(self.interest()) => self.on_ready(ready)?,
+                ready = ready(&self.stream, !self.out.is_empty()) => self.on_ready(ready)?,
                 () = &mut timer => {
                     let synced = self.shared.synced.load(Ordering::Relaxed);
                     if synced >= members {
@@ -446,7 +448,7 @@ impl Peer {
                 // Biased: under load the socket is always ready; the clock is checked after
                 // each read too.
                 biased;
-                ready = self.stream.ready(self.interest()) => self.on_ready(ready)?,
+                ready = ready(&self.stream, !self.out.is_empty()) => self.on_ready(ready)?,
                 () = &mut timer => {}
             }
             let now = Instant::now();
@@ -504,18 +506,9 @@ impl Peer {
                 // publisher's own copies are read when none is pending.
                 biased;
                 () = completion.changed() => {}
-                ready = self.stream.ready(self.interest()) => self.on_ready(ready)?,
+                ready = ready(&self.stream, !self.out.is_empty()) => self.on_ready(ready)?,
                 () = &mut stop_timer => return Ok(()),
             }
-        }
-    }
-
-    /// Readable when nothing waits to be written; writable too when something does.
-    fn interest(&self) -> Interest {
-        if self.out.is_empty() {
-            Interest::READABLE
-        } else {
-            Interest::READABLE | Interest::WRITABLE
         }
     }
 
@@ -637,6 +630,29 @@ impl Peer {
         self.out.drain(..pos);
         Ok(())
     }
+}
+
+/// Waits until `stream` is readable (or its reading side closed), or writable when `write`.
+/// Through the stream's own waker slots: a `TcpStream::ready` future is a waiter of its own,
+/// added to and taken from a list under a lock each time a subscriber waits.
+async fn ready(stream: &TcpStream, write: bool) -> io::Result<Ready> {
+    poll_fn(|cx| {
+        let mut ready = Ready::EMPTY;
+        if write && let Poll::Ready(result) = stream.poll_write_ready(cx) {
+            result?;
+            ready |= Ready::WRITABLE;
+        }
+        if let Poll::Ready(result) = stream.poll_read_ready(cx) {
+            result?;
+            ready |= Ready::READABLE;
+        }
+        if ready.is_empty() {
+            Poll::Pending
+        } else {
+            Poll::Ready(Ok(ready))
+        }
+    })
+    .await
 }
 
 /// Reads what `stream` has into `buf` (0: the server ended the connection). A read shorter
