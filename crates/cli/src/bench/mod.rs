@@ -85,9 +85,9 @@ pub(crate) struct BenchArgs {
     /// Binary messages (random bytes).
     #[arg(long)]
     binary: bool,
-    /// Messages in flight per connection (with --rate: at most) [default: 16]. With
-    /// --fanout (instead of --rate): closed loop, the publisher keeps K messages that not
-    /// every subscriber has received yet.
+    /// Messages in flight per connection (default 16; with --rate: at most). With --fanout
+    /// (instead of --rate): closed loop, the publisher keeps K messages outstanding, each
+    /// until every subscriber has it.
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..=65_536))]
     inflight: Option<u32>,
     /// Seconds of measured traffic (with --fanout: of publishing; fractions allowed).
