@@ -28,9 +28,10 @@ SCENARIOS = {
     "G": "idle connections: handshakes and memory",
     "H": "wsworker --count 2 against --count 1, scenario A, both cores",
     "I": "fan-out: one publisher to every connection in a chat room",
-    "J": "fan-out, five times the rate",
+    "J": "fan-out, closed loop: 8 messages in flight",
+    "L": "fan-out, closed loop: 64 messages in flight",
 }
-FANOUT = ("I", "J")
+FANOUT = ("I", "J", "L")
 FANOUT_BASE = "wsworker-chat"
 # The raw fan-out (bench/servers/ceiling --fanout): the fan-out tables' base when it ran.
 FANOUT_CEILING = "ceiling-chat"
@@ -299,9 +300,14 @@ def report(args):
         bench = next((r["bench"] for r in rows if r.get("bench")), None)
         shape = ""
         if bench and bench.get("mode") == "fanout":
+            pace = (
+                f"{bench['inflight']} in flight"
+                if bench.get("inflight") is not None
+                else f"{bench['rate']:,.0f} msgs/s"
+            )
             shape = (
                 f": {bench['conns']:,} subscribers + 1 publisher in one room × {bench['size']:,} B "
-                f"text × {bench['rate']:,.0f} msgs/s"
+                f"text × {pace}"
             )
         elif bench and bench["size"] is not None:
             kind = "binary" if bench["binary"] else "text"
@@ -321,7 +327,10 @@ def report(args):
                 "Ratios here are to the raw fan-out's (`ceiling-chat`: bench/servers/ceiling "
                 "--fanout, every data frame unmasked and written to every connection, nothing "
                 "else), or to wsworker's when it did not run. `wsworker bench --fanout`: the subscribers join "
-                "the room (`?room=bench`), then one publisher sends paced text messages; every "
+                "the room (`?room=bench`), then one publisher sends text messages, paced (`--rate`) "
+                "or closed loop (`--inflight K`: it keeps K messages outstanding, a message being "
+                "done once every subscriber has it, so deliveries/s is the most the server "
+                "sustains and the latency is at that load); every "
                 "delivery (a message received by a subscriber; the publisher's own copies are "
                 "not counted) is checked for order, and a gap, duplicate, reorder or missing "
                 "message is an error. A message that has not come 2 s after the last was sent "

@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -693,6 +693,7 @@ fn assert_fanout_keys(run: &Run) {
         "conns",
         "size",
         "rate",
+        "inflight",
         "duration_s",
         "connections_opened",
         "handshakes_per_s",
@@ -766,6 +767,8 @@ fn fanout_through_serve_chat_delivers_every_message_in_order() {
     assert_fanout_clean(&run);
     assert_eq!(run.get(&["mode"]), &Value::from("fanout"));
     assert_eq!(run.get(&["room"]), &Value::from("a room/1"));
+    assert_eq!(run.number(&["rate"]), 400.0);
+    assert!(run.get(&["inflight"]).is_null(), "{}", run.stdout);
     assert_eq!(run.number(&["connections_opened"]), 20.0);
     // 400 messages per second for 0.5 s, however late the publisher wakes up.
     assert_eq!(run.number(&["published"]), 200.0, "{}", run.stdout);
@@ -807,6 +810,7 @@ fn fanout_through_serve_chat_delivers_every_message_in_order() {
         "p99.9",
         "errors       none",
         "ns per delivery",
+        "paced at 100 msgs/s",
     ] {
         assert!(run.stdout.contains(label), "{label}: {}", run.stdout);
     }
@@ -824,6 +828,8 @@ enum Fault {
     Swap,
     /// Messages from 190 on go to no one.
     Stop,
+    /// As `Stop`, and after message 5 the server closes the first subscriber's connection.
+    Kick,
     /// None: every message goes to everyone, but a connection joins the room only 300 ms
     /// after its handshake (as a server whose rooms live elsewhere might).
     LateJoin,
@@ -939,7 +945,9 @@ fn relay_connection(
                     *held.lock().unwrap() = Some(message);
                     vec![]
                 }
-                (Fault::Stop, seq) if ("000000be".."ffffffff").contains(&seq) => vec![],
+                (Fault::Stop | Fault::Kick, seq) if ("000000be".."ffffffff").contains(&seq) => {
+                    vec![]
+                }
                 (Fault::Swap, "00000006") => [Some(message), held.lock().unwrap().take()]
                     .into_iter()
                     .flatten()
@@ -952,6 +960,12 @@ fn relay_connection(
                     if other.conn.send_message(message.clone()).is_ok() {
                         other.transmit();
                     }
+                }
+            }
+            if let (Fault::Kick, "00000005") = (fault, seq.as_str()) {
+                // The publisher joins last: the first in the room is a subscriber.
+                if let Some(first) = everyone.iter().find(|other| !Arc::ptr_eq(other, &member)) {
+                    let _ = first.lock().unwrap().stream.shutdown(Shutdown::Both);
                 }
             }
         }
@@ -985,6 +999,132 @@ fn fanout_through(fault: Fault) -> Run {
         "0.5",
         "--json",
     ])
+}
+
+#[test]
+fn fanout_closed_loop_through_serve_chat_delivers_every_message_to_everyone() {
+    let serve = Serve::start(&["websocket://127.0.0.1:0", "--mode", "chat", "--count", "2"]);
+    let run = bench(&[
+        &serve.url(),
+        "--fanout",
+        "--conns",
+        "20",
+        "--size",
+        "32",
+        "--inflight",
+        "8",
+        "--duration",
+        "0.5",
+        "--json",
+    ]);
+    assert_fanout_clean(&run);
+    assert_eq!(run.number(&["inflight"]), 8.0);
+    assert!(run.get(&["rate"]).is_null(), "{}", run.stdout);
+    assert_eq!(run.number(&["connections_opened"]), 20.0);
+    let published = run.number(&["published"]);
+    assert!(published >= 8.0, "{}", run.stdout);
+    assert_eq!(
+        run.number(&["deliveries"]),
+        published * 20.0,
+        "{}",
+        run.stdout
+    );
+    assert_eq!(run.number(&["expected_deliveries"]), published * 20.0);
+    assert!(run.number(&["deliveries_per_s"]) > 0.0, "{}", run.stdout);
+    assert!(run.number(&["latency_us", "p99"]) > 0.0, "{}", run.stdout);
+
+    let run = bench(&[
+        &serve.url(),
+        "--fanout",
+        "--conns",
+        "3",
+        "--inflight",
+        "64",
+        "--duration",
+        "0.2",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    for label in ["64 in flight (closed loop): ", "errors       none"] {
+        assert!(run.stdout.contains(label), "{label}: {}", run.stdout);
+    }
+}
+
+#[test]
+fn fanout_closed_loop_waits_until_every_subscriber_has_a_message() {
+    // Messages from 190 on reach no one: 190 complete, then 8 more in flight, and the
+    // publisher waits for them until the window ends.
+    let url = format!("ws://{}/", relay_server(Fault::Stop));
+    let run = bench(&[
+        &url,
+        "--fanout",
+        "--conns",
+        "20",
+        "--inflight",
+        "8",
+        "--duration",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.number(&["published"]), 198.0, "{}", run.stdout);
+    assert_eq!(run.number(&["deliveries"]), 190.0 * 20.0, "{}", run.stdout);
+    // 8 missing on each of the 20 subscribers and the publisher.
+    assert_eq!(run.errors("missing"), 8.0 * 21.0, "{}", run.stdout);
+    for kind in ["gap", "duplicate", "reorder", "timeout", "protocol"] {
+        assert_eq!(run.errors(kind), 0.0, "{kind}: {}", run.stdout);
+    }
+}
+
+#[test]
+fn fanout_closed_loop_goes_on_without_a_subscriber_the_server_closed() {
+    // The first subscriber is closed after message 5: the others' messages complete
+    // without it, up to the 190 the server relays, then 8 more in flight.
+    let url = format!("ws://{}/", relay_server(Fault::Kick));
+    let run = bench(&[
+        &url,
+        "--fanout",
+        "--conns",
+        "20",
+        "--inflight",
+        "8",
+        "--duration",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.number(&["published"]), 198.0, "{}", run.stdout);
+    assert_eq!(run.errors("protocol"), 1.0, "{}", run.stdout);
+    // Messages 0 to 5 to the closed one, 190 to each of the others.
+    assert_eq!(
+        run.number(&["deliveries"]),
+        6.0 + 190.0 * 19.0,
+        "{}",
+        run.stdout
+    );
+    assert_eq!(run.errors("missing"), 8.0 * 20.0, "{}", run.stdout);
+    assert!(
+        run.stderr.contains("the server ended the connection"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn fanout_takes_a_rate_or_an_inflight_not_both() {
+    let run = bench(&[
+        "ws://127.0.0.1:1/",
+        "--fanout",
+        "--rate",
+        "10",
+        "--inflight",
+        "8",
+    ]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
+    assert_eq!(
+        run.stderr.trim(),
+        "wsworker bench: --fanout takes --rate (paced) or --inflight (closed loop), not both"
+    );
 }
 
 #[test]

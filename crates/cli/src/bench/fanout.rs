@@ -3,22 +3,27 @@
 //!
 //! `--conns` subscribers open `URL?room=NAME` (spread round-robin over `URL` and every
 //! `--node URL`, the other nodes of a cluster that shares its rooms: subscriber `i` on the
-//! `(i mod n)`-th), then one publisher joins the same room on `URL`,
-//! waits until every connection is in it, and sends `--rate` text messages per second of
-//! `--size` bytes for `--duration` seconds. Each message carries a sequence number and its
-//! send time (see [`peer`]); every subscriber checks that each message is the next one
-//! (gaps, duplicates, reorders are errors) and records its latency, receive time − send
+//! `(i mod n)`-th), then one publisher joins the same room on `URL`, waits until every
+//! connection is in it, and sends text messages of `--size` bytes for `--duration` seconds:
+//! `--rate` per second, evenly paced (the latency at a given load), or closed loop with
+//! `--inflight K`, keeping K messages outstanding, a message being done once every
+//! subscriber has received it (the most deliveries per second the server sustains, and
+//! their latency at that load: see [`completion`]). Each message carries a sequence number
+//! and its send time (see [`peer`]); every subscriber checks that each message is the next
+//! one (gaps, duplicates, reorders are errors) and records its latency, receive time − send
 //! time. The publisher, being in the room, gets its own messages back: it checks them the
 //! same way, but they are not deliveries. After publishing, connections wait at most
 //! [`DRAIN_TIMEOUT`] for what is still missing (each missing message is an error), then
-//! close. The report: messages published, deliveries (expected: published × subscribers),
-//! deliveries per second (from the window's start to the last delivery, or over the window
-//! if that is longer), latency percentiles, errors by kind, this process's CPU time per
-//! delivery, and per node its subscribers and their deliveries.
+//! close. The report: the pace, messages published, deliveries (expected: published ×
+//! subscribers), deliveries per second (from the window's start to the last delivery, or
+//! over the window if that is longer), latency percentiles, errors by kind, this process's
+//! CPU time per delivery, and per node its subscribers and their deliveries.
 //!
 //! - [`peer`]: the subscribers' and the publisher's connections;
+//! - [`completion`]: which messages every subscriber has, for `--inflight`;
 //! - [`report`]: the figures, as JSON or text.
 
+mod completion;
 mod peer;
 mod report;
 
@@ -34,6 +39,7 @@ use super::conn::{self, CLOSE_TIMEOUT, Plan};
 use super::frames::payload;
 use super::stats::Stats;
 use super::{MAX_CONCURRENT_HANDSHAKES, cpu};
+use completion::Completion;
 use peer::{HEAD_LEN, Order, OrderError, Peer, Published, Shared, Window};
 pub(super) use report::{FanoutReport, NodeCounts};
 
@@ -48,6 +54,16 @@ pub(super) const DEFAULT_ROOM: &str = "bench";
 /// The smallest message: its head (sequence number and send time).
 pub(super) const MIN_SIZE: usize = HEAD_LEN;
 
+/// How the publisher paces its messages.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Pace {
+    /// `--rate`: messages per second, evenly spaced.
+    Rate(f64),
+    /// `--inflight`: closed loop, at most this many messages that not every subscriber has
+    /// received yet.
+    Inflight(u32),
+}
+
 /// What a fan-out run is asked to do.
 #[derive(Debug)]
 pub(super) struct FanoutPlan {
@@ -59,8 +75,8 @@ pub(super) struct FanoutPlan {
     pub(super) conns: usize,
     /// Bytes per message.
     pub(super) size: usize,
-    /// Messages per second from the publisher.
-    pub(super) rate: f64,
+    /// How the publisher paces its messages.
+    pub(super) pace: Pace,
     /// The publishing window.
     pub(super) duration: Duration,
 }
@@ -68,8 +84,14 @@ pub(super) struct FanoutPlan {
 impl FanoutPlan {
     /// The most messages the window can hold, or `None` past what sequence numbers hold.
     pub(super) fn limit(&self) -> Option<u64> {
-        let limit = (self.rate * self.duration.as_secs_f64()).ceil();
-        (limit <= f64::from(u32::MAX)).then_some(limit as u64)
+        match self.pace {
+            Pace::Rate(rate) => {
+                let limit = (rate * self.duration.as_secs_f64()).ceil();
+                (limit <= f64::from(u32::MAX)).then_some(limit as u64)
+            }
+            // Every sequence number below the sync messages' (the window ends far sooner).
+            Pace::Inflight(_) => Some(u64::from(u32::MAX)),
+        }
     }
 }
 
@@ -104,6 +126,14 @@ pub(super) async fn drive(plan: FanoutPlan, nodes: Vec<Arc<Plan>>, shards: usize
         synced: AtomicU64::new(0),
         last_delivery_ns: AtomicU64::new(0),
         node_deliveries: nodes.iter().map(|_| AtomicU64::new(0)).collect(),
+        completion: match plan.pace {
+            // At most 1,000,000 subscribers (the arguments' bound).
+            Pace::Inflight(inflight) => Some(Completion::new(
+                inflight,
+                u32::try_from(subscribers).unwrap_or(u32::MAX),
+            )),
+            Pace::Rate(_) => None,
+        },
     });
     let mut node_subscribers = vec![0; nodes.len()];
     for (index, ..) in &opened {
@@ -124,7 +154,7 @@ pub(super) async fn drive(plan: FanoutPlan, nodes: Vec<Arc<Plan>>, shards: usize
             Ok((stream, leftover)) => {
                 let peer = Peer::new(index, 0, stream, &leftover, Arc::clone(&shared), true);
                 let publisher = tokio::spawn(peer.publish(
-                    report.plan.rate,
+                    report.plan.pace,
                     report.plan.duration,
                     report.plan.limit().unwrap_or(0),
                     // Every subscriber and the publisher itself.

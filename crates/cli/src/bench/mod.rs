@@ -58,6 +58,9 @@ const MAX_CONCURRENT_HANDSHAKES: usize = 64;
 /// Source addresses used by default for a target on 127.0.0.0/8.
 const DEFAULT_SOURCE_IPS: u8 = 8;
 
+/// Messages in flight per connection when `--inflight` is not given.
+const DEFAULT_INFLIGHT: u32 = 16;
+
 /// Exit status for arguments that parse but cannot be used (as clap's own usage errors).
 const USAGE_ERROR: u8 = 2;
 
@@ -82,16 +85,18 @@ pub(crate) struct BenchArgs {
     /// Binary messages (random bytes).
     #[arg(long)]
     binary: bool,
-    /// Messages in flight per connection (with --rate: at most).
-    #[arg(long, default_value_t = 16, value_name = "K",
-          value_parser = clap::value_parser!(u32).range(1..=65_536))]
-    inflight: u32,
+    /// Messages in flight per connection (default 16; with --rate: at most). With --fanout
+    /// (instead of --rate): closed loop, the publisher keeps K messages outstanding, each
+    /// until every subscriber has it.
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    inflight: Option<u32>,
     /// Seconds of measured traffic (with --fanout: of publishing; fractions allowed).
     #[arg(long, default_value_t = 10.0, value_name = "SECS", value_parser = positive)]
     duration: f64,
     /// Messages per second over all connections, evenly paced (latency under a given load);
     /// without it each connection keeps --inflight messages outstanding (closed loop). With
-    /// --fanout: the publisher's messages per second (default 100, at most 1,000,000).
+    /// --fanout: the publisher's messages per second (default 100, at most 1,000,000;
+    /// not with --inflight).
     #[arg(long, value_name = "MSGS_PER_S", value_parser = positive)]
     rate: Option<f64>,
     /// Handshakes per second at most while connecting (default: as fast as the server
@@ -113,9 +118,10 @@ pub(crate) struct BenchArgs {
     threads: u16,
     /// Fan-out through a chat server (`wsworker serve --mode chat`): --conns subscribers and
     /// one publisher in --room; the publisher sends --rate text messages per second (default
-    /// 100) of --size bytes (at least 20) carrying a sequence number and a send time; every
-    /// subscriber checks each delivery's order and records its latency.
-    #[arg(long, conflicts_with_all = ["idle", "binary", "inflight", "connect_rate"])]
+    /// 100), or keeps --inflight K outstanding until every subscriber has them (closed
+    /// loop), of --size bytes (at least 20) carrying a sequence number and a send time;
+    /// every subscriber checks each delivery's order and records its latency.
+    #[arg(long, conflicts_with_all = ["idle", "binary", "connect_rate"])]
     fanout: bool,
     /// With --fanout: the room, sent as `?room=NAME` (default: bench).
     #[arg(long, value_name = "NAME", requires = "fanout")]
@@ -135,7 +141,7 @@ pub(crate) struct BenchArgs {
     /// the measured window (duration_s), mb_per_s their payload bytes per second one way
     /// (in millions), rtt_us round trips in microseconds, client_cpu_s this process's CPU
     /// time in the window; null where a figure does not apply.
-    /// With --fanout: published, deliveries (received by the subscribers, expected_deliveries
+    /// With --fanout: rate or inflight (the other null), published, deliveries (received by the subscribers, expected_deliveries
     /// = published × subscribers), deliveries_per_s over delivery_span_s (the window's
     /// start to the last delivery, at least duration_s), latency_us
     /// (send to receive), errors by kind (gap, duplicate, reorder, missing too) and
@@ -246,7 +252,11 @@ pub(crate) fn run(args: BenchArgs) -> Result<ExitCode, wsworker::Error> {
         source_ips,
         size: args.size as usize,
         binary: args.binary,
-        inflight: if idle { 0 } else { args.inflight as usize },
+        inflight: if idle {
+            0
+        } else {
+            args.inflight.unwrap_or(DEFAULT_INFLIGHT) as usize
+        },
         conns,
         masked_echo: args.masked_echo,
     });
@@ -344,7 +354,14 @@ fn run_fanout(
         Ok(ExitCode::from(USAGE_ERROR))
     };
     let room = args.room.unwrap_or_else(|| fanout::DEFAULT_ROOM.to_owned());
-    let rate = args.rate.unwrap_or(fanout::DEFAULT_RATE);
+    let pace = match (args.rate, args.inflight) {
+        (Some(_), Some(_)) => {
+            return usage("--fanout takes --rate (paced) or --inflight (closed loop), not both");
+        }
+        (Some(rate), None) => fanout::Pace::Rate(rate),
+        (None, Some(inflight)) => fanout::Pace::Inflight(inflight),
+        (None, None) => fanout::Pace::Rate(fanout::DEFAULT_RATE),
+    };
     let urls: Vec<_> = std::iter::once(&args.url)
         .chain(&args.nodes)
         .map(|url| url.url().to_owned())
@@ -354,7 +371,7 @@ fn run_fanout(
         room,
         conns: args.conns as usize,
         size: args.size as usize,
-        rate,
+        pace,
         duration: Duration::from_secs_f64(args.duration),
     };
     if plan.size < fanout::MIN_SIZE {
@@ -366,7 +383,7 @@ fn run_fanout(
     if plan.room.is_empty() {
         return usage("--room must not be empty");
     }
-    if rate > fanout::MAX_RATE {
+    if matches!(pace, fanout::Pace::Rate(rate) if rate > fanout::MAX_RATE) {
         return usage(&format!(
             "--fanout takes --rate {} at most",
             fanout::MAX_RATE

@@ -1,6 +1,7 @@
 //! One connection of a fan-out run after its handshake: a subscriber, which checks every
 //! message it receives for order and records its latency, or the publisher, which sends the
-//! paced messages and checks its own copies (it is in the room too) the same way.
+//! messages, paced or closed loop, and checks its own copies (it is in the room too) the
+//! same way.
 //!
 //! A message is text of the run's size: its sequence number (8 hex digits) and its send time
 //! (12 hex digits of nanoseconds since the run's epoch, a monotonic clock shared by every
@@ -15,10 +16,12 @@
 //! measured window start.
 
 use std::fmt;
+use std::future::poll_fn;
 use std::io;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::io::{Interest, Ready};
@@ -27,6 +30,8 @@ use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 use wsworker_proto::frame::OpCode;
 
+use super::Pace;
+use super::completion::Completion;
 use crate::bench::conn::{CLOSE_TIMEOUT, Failure, fail, invalid_frame, io_fail, server_closed};
 use crate::bench::cpu;
 use crate::bench::frames::{Reply, ReplyParser, client_frame, close_frame};
@@ -64,6 +69,8 @@ pub(super) struct Shared {
     pub(super) last_delivery_ns: AtomicU64,
     /// Deliveries per node (as the plan's URLs), added by each subscriber as it ends.
     pub(super) node_deliveries: Vec<AtomicU64>,
+    /// With `--inflight`: which messages every subscriber has.
+    pub(super) completion: Option<Completion>,
 }
 
 /// What the publisher did.
@@ -160,12 +167,18 @@ pub(super) fn message(template: &[u8], seq: u32, time_ns: u64) -> Vec<u8> {
 
 /// The sequence number and send time in a message's head, if it is one.
 fn parse_head(head: &[u8]) -> Option<(u64, u64)> {
+    // By hand, once per delivery: only hex digits (from_str_radix would take a sign too),
+    // at most 12 of them, so no overflow.
     let hex = |bytes: &[u8]| {
-        // from_str_radix accepts a sign: only hex digits are a head.
-        if !bytes.iter().all(u8::is_ascii_hexdigit) {
-            return None;
-        }
-        u64::from_str_radix(std::str::from_utf8(bytes).ok()?, 16).ok()
+        bytes.iter().try_fold(0u64, |value, &byte| {
+            let digit = match byte {
+                b'0'..=b'9' => byte - b'0',
+                b'a'..=b'f' => byte - b'a' + 10,
+                b'A'..=b'F' => byte - b'A' + 10,
+                _ => return None,
+            };
+            Some(value << 4 | u64::from(digit))
+        })
     };
     if head.len() != HEAD_LEN {
         return None;
@@ -242,6 +255,11 @@ impl Peer {
 
     /// Counts what is left and the failure, if any.
     fn finish(&mut self, result: Result<(), Failure>) {
+        if let Some(completion) = self.shared.completion.as_ref().filter(|_| !self.publisher) {
+            // A subscriber ends early only when its connection failed: the closed loop goes
+            // on without it. After publishing this changes nothing.
+            completion.leave();
+        }
         self.shared.stats.flush(self.index, &mut self.local);
         self.shared.node_deliveries[self.node].fetch_add(self.deliveries, Ordering::Relaxed);
         if let Err(failure) = result {
@@ -263,12 +281,23 @@ impl Peer {
             if let Some(end) = *published.borrow_and_update() {
                 break end;
             }
-            tokio::select! {
-                changed = published.changed() => if changed.is_err() {
-                    // The run was called off before publishing ended: leave quietly.
-                    return Ok(());
-                },
-                ready = self.stream.ready(self.interest()) => self.on_ready(ready)?,
+            // One wait for the end of publishing across every read, rather than one made
+            // and dropped per read: a lock less, twice, per wake-up of each subscriber.
+            let mut changed = pin!(published.changed());
+            loop {
+                tokio::select! {
+                    // Biased: the socket first; the end of publishing is looked at when it
+                    // has nothing (a subscriber that lags behind reads on until it has all).
+                    biased;
+                    ready = ready(&self.stream, !self.out.is_empty()) => self.on_ready(ready)?,
+                    changed = &mut changed => {
+                        if changed.is_err() {
+                            // The run was called off before publishing ended: leave quietly.
+                            return Ok(());
+                        }
+                        break;
+                    }
+                }
             }
         };
         self.drain(end).await?;
@@ -281,7 +310,7 @@ impl Peer {
         let mut deadline = pin!(sleep_until(end.deadline));
         while self.next < end.count {
             tokio::select! {
-                ready = self.stream.ready(self.interest()) => self.on_ready(ready)?,
+                ready = ready(&self.stream, !self.out.is_empty()) => self.on_ready(ready)?,
                 () = &mut deadline => {
                     let (missing, count) = (end.count - self.next, end.count);
                     let secs = super::DRAIN_TIMEOUT.as_secs();
@@ -309,7 +338,7 @@ impl Peer {
         let mut deadline = pin!(sleep_until(Instant::now() + CLOSE_TIMEOUT));
         while self.close.is_none() {
             tokio::select! {
-                ready = self.stream.ready(self.interest()) => self.on_ready(ready)?,
+                ready = ready(&self.stream, !self.out.is_empty()) => self.on_ready(ready)?,
                 () = &mut deadline => {
                     let secs = CLOSE_TIMEOUT.as_secs();
                     return Err(fail(
@@ -323,12 +352,11 @@ impl Peer {
     }
 
     /// The publisher's whole life: sync messages until all `members` connections are in
-    /// the room, then `rate` messages per second for `duration` (at most `limit`); it
-    /// announces how many on `published`, then receives its own copies like a subscriber
-    /// and closes.
+    /// the room, then messages at `pace` for `duration` (at most `limit`); it announces how
+    /// many on `published`, then receives its own copies like a subscriber and closes.
     pub(super) async fn publish(
         mut self,
-        rate: f64,
+        pace: Pace,
         duration: Duration,
         limit: u64,
         members: u64,
@@ -343,7 +371,13 @@ impl Peer {
             window.at_ns = self.since_epoch(at);
             let stop = at + duration;
             window.duration = duration;
-            result = self.send_all(rate, at, stop, limit, &mut sent).await;
+            result = match pace {
+                Pace::Rate(rate) => self.send_paced(rate, at, stop, limit, &mut sent).await,
+                Pace::Inflight(inflight) => {
+                    self.send_closed_loop(u64::from(inflight), stop, limit, &mut sent)
+                        .await
+                }
+            };
         }
         window.sent = sent;
         published.send_replace(Some(Published {
@@ -366,7 +400,7 @@ impl Peer {
         loop {
             tokio::select! {
                 biased;
-                ready = self.stream.ready(self.interest()) => self.on_ready(ready)?,
+                ready = ready(&self.stream, !self.out.is_empty()) => self.on_ready(ready)?,
                 () = &mut timer => {
                     let synced = self.shared.synced.load(Ordering::Relaxed);
                     if synced >= members {
@@ -399,7 +433,7 @@ impl Peer {
     }
 
     /// Sends every message due, paced: message `n` is due at `at + n / rate`.
-    async fn send_all(
+    async fn send_paced(
         &mut self,
         rate: f64,
         at: Instant,
@@ -414,7 +448,7 @@ impl Peer {
                 // Biased: under load the socket is always ready; the clock is checked after
                 // each read too.
                 biased;
-                ready = self.stream.ready(self.interest()) => self.on_ready(ready)?,
+                ready = ready(&self.stream, !self.out.is_empty()) => self.on_ready(ready)?,
                 () = &mut timer => {}
             }
             let now = Instant::now();
@@ -436,12 +470,45 @@ impl Peer {
         }
     }
 
-    /// Readable when nothing waits to be written; writable too when something does.
-    fn interest(&self) -> Interest {
-        if self.out.is_empty() {
-            Interest::READABLE
-        } else {
-            Interest::READABLE | Interest::WRITABLE
+    /// Sends until `stop` (at most `limit` messages), keeping `inflight` messages that not
+    /// every subscriber has received yet: a message more for each one they all have.
+    async fn send_closed_loop(
+        &mut self,
+        inflight: u64,
+        stop: Instant,
+        limit: u64,
+        sent: &mut u64,
+    ) -> Result<(), Failure> {
+        let shared = Arc::clone(&self.shared);
+        let Some(completion) = shared.completion.as_ref() else {
+            return Ok(());
+        };
+        // Messages below it are complete.
+        let mut done = 0;
+        let mut stop_timer = pin!(sleep_until(stop));
+        loop {
+            completion.advance(&mut done, *sent);
+            let now = Instant::now();
+            if now >= stop {
+                return Ok(());
+            }
+            let time_ns = self.since_epoch(now);
+            while *sent < limit && *sent < done + inflight {
+                // `limit` fits a u32.
+                let payload = message(&self.shared.template, *sent as u32, time_ns);
+                self.out
+                    .extend_from_slice(&client_frame(OpCode::Text, &payload, self.key));
+                *sent += 1;
+            }
+            self.flush()?;
+            tokio::select! {
+                // Biased: a completion first, so that the window refills at once; the
+                // publisher's own copies are read when none is pending.
+                biased;
+                () = completion.changed() => {}
+                ready = ready(&self.stream, !self.out.is_empty()) => self.on_ready(ready)?,
+                () = &mut stop_timer => return Ok(()),
+            }
         }
     }
 
@@ -454,7 +521,7 @@ impl Peer {
         if !(ready.is_readable() || ready.is_read_closed()) {
             return Ok(());
         }
-        match self.stream.try_read(&mut self.inbuf[self.end..]) {
+        match read_some(&self.stream, &mut self.inbuf[self.end..]) {
             Ok(0) => {
                 return Err(fail(ErrorKind::Protocol, "the server ended the connection"));
             }
@@ -491,6 +558,7 @@ impl Peer {
             .unwrap_or(u64::MAX)
             & TIME_MASK;
         let delivered_before = *deliveries;
+        let next_before = *next;
         let used = parser
             .feed(&inbuf[..*end], |reply| match reply {
                 // After our close frame, what still comes is not checked.
@@ -524,6 +592,12 @@ impl Peer {
                 Reply::Close { code, reason } => *close = Some((code, reason)),
             })
             .map_err(invalid_frame)?;
+        if let Some(completion) = shared.completion.as_ref().filter(|_| !publisher) {
+            // Once per read: the expected sequence number only moves on.
+            if *next > next_before {
+                completion.passed(next_before, *next);
+            }
+        }
         if *deliveries > delivered_before {
             let now_ns = u64::try_from(now.duration_since(shared.epoch).as_nanos()).unwrap_or(0);
             shared.last_delivery_ns.fetch_max(now_ns, Ordering::Relaxed);
@@ -555,6 +629,53 @@ impl Peer {
         }
         self.out.drain(..pos);
         Ok(())
+    }
+}
+
+/// Waits until `stream` is readable (or its reading side closed), or writable when `write`.
+/// Through the stream's own waker slots: a `TcpStream::ready` future is a waiter of its own,
+/// added to and taken from a list under a lock each time a subscriber waits.
+async fn ready(stream: &TcpStream, write: bool) -> io::Result<Ready> {
+    poll_fn(|cx| {
+        let mut ready = Ready::EMPTY;
+        if write && let Poll::Ready(result) = stream.poll_write_ready(cx) {
+            result?;
+            ready |= Ready::WRITABLE;
+        }
+        if let Poll::Ready(result) = stream.poll_read_ready(cx) {
+            result?;
+            ready |= Ready::READABLE;
+        }
+        if ready.is_empty() {
+            Poll::Pending
+        } else {
+            Poll::Ready(Ok(ready))
+        }
+    })
+    .await
+}
+
+/// Reads what `stream` has into `buf` (0: the server ended the connection). A read shorter
+/// than `buf` emptied the socket: the stream's readiness is then cleared as a read that
+/// would block clears it, so that the next wait goes to the reactor at once instead of
+/// through that read, a system call per wake-up saved. Readiness that came after the read
+/// began is kept (tokio clears only the readiness it saw before `read`).
+fn read_some(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    let mut read = None;
+    let result = stream.try_io(Interest::READABLE, || {
+        let count = stream.try_read(buf)?;
+        read = Some(count);
+        if count > 0 && count < buf.len() {
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(())
+        }
+    });
+    match (read, result) {
+        (Some(count), _) => Ok(count),
+        (None, Err(error)) => Err(error),
+        // The closure returns Ok only after a read.
+        (None, Ok(())) => Ok(0),
     }
 }
 

@@ -3,8 +3,8 @@
 
 use std::fmt::Write as _;
 
-use super::FanoutPlan;
 use super::peer::OrderError;
+use super::{FanoutPlan, Pace};
 use crate::bench::report::{Rtt, json_string, line, number, percentiles, percentiles_text};
 use crate::bench::stats::{Counts, ErrorKind};
 
@@ -116,6 +116,10 @@ impl FanoutReport {
     /// One JSON object on one line; `null` where a figure does not apply.
     pub(in crate::bench) fn to_json(&self) -> String {
         let latency = percentiles(&self.counts.rtt_ns);
+        let (rate, inflight) = match self.plan.pace {
+            Pace::Rate(rate) => (Some(rate), None),
+            Pace::Inflight(inflight) => (None, Some(inflight)),
+        };
         let pick = |f: fn(&Rtt) -> f64| number(latency.as_ref().map(f), 3);
         let errors = self
             .errors()
@@ -140,7 +144,8 @@ impl FanoutReport {
         let _ = write!(
             out,
             "{{\"mode\":\"fanout\",\"url\":{url},\"room\":{room},\"conns\":{conns},\
-             \"size\":{size},\"rate\":{rate},\"duration_s\":{duration},\
+             \"size\":{size},\"rate\":{rate},\"inflight\":{inflight},\
+             \"duration_s\":{duration},\
              \"connections_opened\":{opened},\"handshakes_per_s\":{handshakes},\
              \"published\":{published},\"deliveries\":{deliveries},\
              \"expected_deliveries\":{expected},\"delivery_span_s\":{span},\
@@ -152,7 +157,8 @@ impl FanoutReport {
             room = json_string(&self.plan.room),
             conns = self.plan.conns,
             size = self.plan.size,
-            rate = number(Some(self.plan.rate), 1),
+            rate = number(rate, 1),
+            inflight = inflight.map_or("null".to_owned(), |k| k.to_string()),
             duration = number(Some(self.window_s), 3),
             opened = self.subscribers,
             handshakes = number(self.handshakes_per_s(), 1),
@@ -199,11 +205,22 @@ impl FanoutReport {
                 .collect::<Vec<_>>();
             lines.push(line("nodes", nodes.join("; ")));
         }
+        let pace = match plan.pace {
+            Pace::Rate(rate) => format!("paced at {rate} msgs/s"),
+            Pace::Inflight(inflight) => {
+                let per_s = if self.window_s > 0.0 {
+                    format!(": {:.0} msgs/s", self.published as f64 / self.window_s)
+                } else {
+                    String::new()
+                };
+                format!("{inflight} in flight (closed loop){per_s}")
+            }
+        };
         lines.push(line(
             "published",
             format!(
-                "{} messages of {} bytes, paced at {} msgs/s, {:.2} s",
-                self.published, plan.size, plan.rate, self.window_s
+                "{} messages of {} bytes, {pace}, {:.2} s",
+                self.published, plan.size, self.window_s
             ),
         ));
         let per_s = self
