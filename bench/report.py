@@ -30,6 +30,7 @@ SCENARIOS = {
     "I": "fan-out: one publisher to every connection in a chat room",
     "J": "fan-out, closed loop: 8 messages in flight",
     "L": "fan-out, closed loop: 64 messages in flight",
+    "K": "permessage-deflate memory: each connection echoes one compressible text message, then idles",
 }
 FANOUT = ("I", "J", "L")
 FANOUT_BASE = "wsworker-chat"
@@ -41,6 +42,9 @@ CEILING = "ceiling"
 # a ratio to its.
 TCP_CEILING = "ceiling-tcp"
 H_BASE = "wsworker-count1"
+# Scenario K: wsworker alone, with permessage-deflate on (the others do not negotiate it).
+DEFLATE = "K"
+DEFLATE_SERVER = "wsworker-deflate"
 
 
 def cell(path, pairs):
@@ -66,7 +70,10 @@ def cell(path, pairs):
         per_s, p99 = bench["deliveries_per_s"], bench["latency_us"]["p99"]
         summary = f"{fmt(per_s, 0)} deliveries/s, p99 {fmt(p99, 0)} µs"
     elif bench["msgs_per_s"] is None:
-        summary = f"{bench['connections_opened']} open, {bench['handshakes_per_s']:,.0f} handshakes/s"
+        summary = f"{bench['connections_opened']} open, {bench['handshakes_per_s'] or 0:,.0f} handshakes/s"
+        deflate = bench.get("deflate")
+        if deflate and deflate.get("ratio") is not None:
+            summary += f", replies {deflate['ratio']:.3f} of the message bytes"
     else:
         summary = f"{bench['msgs_per_s']:,.0f} msgs/s, p99 {bench['rtt_us']['p99']:,.0f} µs"
     print(f"   {record['scenario']} rep {record['rep']} {record['server']:<22} {summary}")
@@ -94,6 +101,7 @@ def figures(record, clk_tck):
         }
     msgs = bench["messages"]
     opened = bench["connections_opened"]
+    deflate = bench.get("deflate") or {}
     return {
         "msgs_per_s": bench["msgs_per_s"],
         "mb_per_s": bench["mb_per_s"],
@@ -109,6 +117,8 @@ def figures(record, clk_tck):
         # The peak is reached while every connection is open.
         "kib_per_conn": (record["hwm_kib"] - record["rss_before_kib"]) / opened if opened else None,
         "cpu_us_conn": cpu_s * 1e6 / opened if opened else None,
+        # Scenario K: the payload bytes of the server's compressed replies over the messages'.
+        "ratio": deflate.get("ratio"),
     }
 
 
@@ -234,6 +244,14 @@ IDLE = [
     ("server CPU µs/conn", "cpu_us_conn", 1, True),
     ("RSS peak MiB", "hwm_mib", 1, True),
 ]
+IDLE_DEFLATE = [
+    ("connections", "opened", 0, False),
+    ("RSS KiB/conn", "kib_per_conn", 1, False),
+    ("compressed ÷ plain", "ratio", 3, False),
+    ("handshakes + echoes/s", "handshakes_per_s", 0, False),
+    ("server CPU µs/conn", "cpu_us_conn", 1, False),
+    ("RSS peak MiB", "hwm_mib", 1, False),
+]
 
 
 def cpu_model():
@@ -261,7 +279,7 @@ def report(args):
         records = [json.loads(line) for line in cells if line.strip()]
     servers = []
     for record in records:
-        if record["server"] not in servers and record["scenario"] not in ("H", *FANOUT):
+        if record["server"] not in servers and record["scenario"] not in ("H", DEFLATE, *FANOUT):
             servers.append(record["server"])
     title = "Smoke run (not a measurement)" if args.smoke else "Results"
     lines = [
@@ -308,6 +326,11 @@ def report(args):
             shape = (
                 f": {bench['conns']:,} subscribers + 1 publisher in one room × {bench['size']:,} B "
                 f"text × {pace}"
+            )
+        elif bench and bench.get("deflate"):
+            shape = (
+                f": {bench['conns']:,} connections × one {bench['deflate']['size']:,} B text "
+                f"message echoed, then held {bench['duration_s']:g} s"
             )
         elif bench and bench["size"] is not None:
             kind = "binary" if bench["binary"] else "text"
@@ -357,6 +380,24 @@ def report(args):
                 "connections are spread over both workers and nothing breaks. What it cannot "
                 "show: how wsworker scales with cores, which needs the load on cores of its "
                 "own (another machine or more cores than the server uses).",
+            ]
+        elif scenario == DEFLATE:
+            lines += table(summary, IDLE_DEFLATE, DEFLATE_SERVER, [DEFLATE_SERVER])
+            offer = (bench or {}).get("deflate", {}).get("offer", "")
+            lines += [
+                "",
+                "wsworker alone: the other servers here do not negotiate permessage-deflate "
+                "(uWebSockets is built without zlib, tokio-tungstenite and fastwebsockets have "
+                "none). `wsworker serve --mode echo --count 1` with its default "
+                "permessage-deflate settings; `wsworker bench --idle N --deflate` offers "
+                f"`{offer}` (as browsers and wsworker's client do), echoes one text message "
+                "of JSON chat lines per connection through the compression agreed (checked "
+                "byte for byte), then holds the connections. RSS KiB/conn is (VmHWM after the "
+                "run − VmRSS before it) / connections, as in G: what a connection costs once "
+                "its server has inflated a message and compressed a reply. compressed ÷ "
+                "plain is the payload bytes of the server's replies on the wire over the "
+                "messages' bytes (one message per connection, so no context to draw on). "
+                "handshakes + echoes/s counts a connection opened once its echo came back.",
             ]
         elif scenario == "G":
             lines += table(summary, IDLE, CEILING, servers)

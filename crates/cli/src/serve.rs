@@ -55,6 +55,12 @@ pub(crate) struct ServeArgs {
     #[cfg(feature = "deflate")]
     #[arg(long)]
     no_deflate: bool,
+    /// Keep the server's permessage-deflate context between messages (answer without
+    /// `server_no_context_takeover`): smaller replies when messages look alike, for a
+    /// compressor held by every connection that has sent a compressed message.
+    #[cfg(feature = "deflate")]
+    #[arg(long, conflicts_with = "no_deflate")]
+    deflate_context_takeover: bool,
     /// At most this many open connections per worker; more get 503 (default: no limit).
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
@@ -153,6 +159,8 @@ pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error
     #[cfg(feature = "deflate")]
     if args.no_deflate {
         worker.permessage_deflate(None);
+    } else if args.deflate_context_takeover {
+        worker.permessage_deflate(Some(wsworker::proto::deflate::DeflateConfig::default()));
     }
     if let Some(max) = args.max_connections {
         worker.max_connections(max);

@@ -90,6 +90,7 @@ fn assert_report_keys(run: &Run) {
         "errors",
         "client_cpu_s",
         "client_cpu_ns_per_msg",
+        "deflate",
     ];
     expected.sort_unstable();
     assert_eq!(keys(run.get(&[])), expected, "{}", run.stdout);
@@ -310,6 +311,97 @@ fn idle_connections_are_held_and_counted() {
     ]);
     assert_clean(&run);
     assert!(run.number(&["handshakes_per_s"]) < 1000.0, "{}", run.stdout);
+}
+
+#[test]
+fn idle_deflate_connections_each_echo_one_compressed_message_first() {
+    // `serve` accepts permessage-deflate by default.
+    let serve = Serve::start(&["websocket://127.0.0.1:0", "--mode", "echo", "--count", "1"]);
+    let run = bench(&[
+        &serve.url(),
+        "--idle",
+        "20",
+        "--deflate",
+        "--duration",
+        "0.2",
+        "--json",
+    ]);
+    assert_clean(&run);
+    assert_report_keys(&run);
+    assert_eq!(run.number(&["connections_opened"]), 20.0);
+    assert_eq!(
+        run.get(&["deflate", "offer"]),
+        &Value::from("permessage-deflate; client_max_window_bits")
+    );
+    assert_eq!(run.number(&["deflate", "size"]), 1024.0);
+    // Every connection echoed its 1 KiB of chat lines, and the replies came compressed.
+    assert_eq!(run.number(&["deflate", "plain_bytes"]), 20.0 * 1024.0);
+    let (wire, ratio) = (
+        run.number(&["deflate", "wire_bytes"]),
+        run.number(&["deflate", "ratio"]),
+    );
+    assert!(wire > 0.0 && ratio > 0.05 && ratio < 0.6, "{}", run.stdout);
+    assert!(
+        (wire / (20.0 * 1024.0) - ratio).abs() < 1e-3,
+        "{}",
+        run.stdout
+    );
+    // --size sets the message; the text report says what was offered and the ratio.
+    let run = bench(&[
+        &serve.url(),
+        "--idle",
+        "3",
+        "--deflate",
+        "--size",
+        "4000",
+        "--duration",
+        "0.1",
+    ]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("one 4000-byte text message echoed per connection, replies 0."),
+        "{}",
+        run.stdout
+    );
+    // A server that declines compression fails every connection.
+    let plain = Serve::start(&[
+        "websocket://127.0.0.1:0",
+        "--mode",
+        "echo",
+        "--count",
+        "1",
+        "--no-deflate",
+    ]);
+    let run = bench(&[
+        &plain.url(),
+        "--idle",
+        "2",
+        "--deflate",
+        "--duration",
+        "0.1",
+        "--json",
+    ]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.errors("handshake"), 2.0, "{}", run.stdout);
+    assert!(
+        run.stderr.contains("did not accept permessage-deflate"),
+        "{}",
+        run.stderr
+    );
+    // An echo that is not the message sent is a mismatch (the hello server adds "hello ").
+    let hello = Serve::start(&["websocket://127.0.0.1:0", "--count", "1"]);
+    let run = bench(&[
+        &hello.url(),
+        "--idle",
+        "2",
+        "--deflate",
+        "--duration",
+        "0.1",
+        "--json",
+    ]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.errors("mismatch"), 2.0, "{}", run.stdout);
 }
 
 /// What the servers written here do with each message.
@@ -610,6 +702,9 @@ fn bad_arguments_fail_with_a_message() {
         &["ws://127.0.0.1:1/", "--rate", "nan"],
         &["ws://127.0.0.1:1/", "--text", "--binary"],
         &["ws://127.0.0.1:1/", "--idle", "5", "--conns", "3"],
+        &["ws://127.0.0.1:1/", "--idle", "5", "--size", "3"],
+        &["ws://127.0.0.1:1/", "--deflate"],
+        &["ws://127.0.0.1:1/", "--conns", "5", "--deflate"],
         &["ws://127.0.0.1:1/", "--source-ips", "300"],
         &["ws://[::1]:1/", "--source-ips", "4"],
         &["ws://127.0.0.1:1/", "--threads", "0"],

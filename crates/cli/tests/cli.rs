@@ -838,7 +838,8 @@ fn chromium_uses_the_demo_page_over_https_and_wss() {
 }
 
 /// permessage-deflate is on by default on both commands, and `--no-deflate` turns it off on
-/// either side; `connect` prints the negotiated extensions.
+/// either side; `connect` prints the negotiated extensions: the server's defaults (12-bit
+/// windows both ways, its own without context takeover unless `--deflate-context-takeover`).
 #[cfg(feature = "deflate")]
 #[test]
 fn serve_and_connect_negotiate_permessage_deflate_unless_disabled() {
@@ -849,13 +850,35 @@ fn serve_and_connect_negotiate_permessage_deflate_unless_disabled() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(stdout, format!("hello {long}\n"));
     assert!(
-        stderr.contains("extensions \"permessage-deflate; server_no_context_takeover\""),
+        stderr.contains(
+            "extensions \"permessage-deflate; server_no_context_takeover; \
+             server_max_window_bits=12; client_max_window_bits=12\""
+        ),
         "{stderr}"
     );
     let (code, stdout, stderr) = wsworker(&["connect", &url, "--no-deflate", "--send", &long], "");
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(stdout, format!("hello {long}\n"));
     assert!(stderr.contains("extensions \"\""), "{stderr}");
+    assert_eq!(serve.stop(), 0);
+
+    let serve = Serve::start(&[
+        "websocket://127.0.0.1:0",
+        "--count",
+        "1",
+        "--deflate-context-takeover",
+    ]);
+    let url = format!("ws://{}/", serve.addr);
+    let (code, stdout, stderr) = wsworker(&["connect", &url, "--send", &long, "--send", &long], "");
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, format!("hello {long}\nhello {long}\n"));
+    assert!(
+        stderr.contains(
+            "extensions \"permessage-deflate; server_max_window_bits=12; \
+             client_max_window_bits=12\""
+        ),
+        "{stderr}"
+    );
     assert_eq!(serve.stop(), 0);
 
     let serve = Serve::start(&["websocket://127.0.0.1:0", "--count", "1", "--no-deflate"]);
@@ -869,8 +892,9 @@ fn serve_and_connect_negotiate_permessage_deflate_unless_disabled() {
 
 /// Chromium's own offer (`permessage-deflate; client_max_window_bits`) is accepted by
 /// `wsworker serve` and used: the page's `ws.extensions` says so (with the server's
-/// `server_no_context_takeover`, which Chromium did not ask for and accepts, RFC 7692
-/// §7.1.1.1), and a long message makes the round trip compressed both ways.
+/// `server_no_context_takeover` and 12-bit windows both ways, which Chromium did not ask for
+/// and accepts, RFC 7692 §7.1.1.1 and §7.1.2), and a long message makes the round trip
+/// compressed both ways.
 #[cfg(feature = "deflate")]
 #[test]
 #[ignore = "needs Chromium and the interop peers: bash interop/setup.sh"]
@@ -882,7 +906,10 @@ fn chromium_negotiates_and_uses_permessage_deflate() {
         &["--expect-deflate", &url, &screenshot("demo-deflate.png")],
     );
     assert!(
-        stdout.contains("ws.extensions: \"permessage-deflate; server_no_context_takeover\""),
+        stdout.contains(
+            "ws.extensions: \"permessage-deflate; server_no_context_takeover; \
+             server_max_window_bits=12; client_max_window_bits=12\""
+        ),
         "{stdout}"
     );
     assert!(stdout.contains("PASS send-receive-long"), "{stdout}");

@@ -78,9 +78,10 @@ async fn hello_round_trip_text_and_binary() {
     assert_eq!(ws.ready_state(), ReadyState::Open);
     assert_eq!(ws.url(), url(&server));
     // permessage-deflate is offered and accepted by default, the server compressing each
-    // message on its own.
+    // message on its own, with 12-bit windows both ways.
     let extensions = if cfg!(feature = "deflate") {
-        "permessage-deflate; server_no_context_takeover"
+        "permessage-deflate; server_no_context_takeover; server_max_window_bits=12; \
+         client_max_window_bits=12"
     } else {
         ""
     };

@@ -72,56 +72,70 @@ async fn echo_all(ws: &WebSocket) {
 /// to the server's callback.
 #[tokio::test]
 async fn every_parameter_combination_round_trips() {
+    // A server without window limits of its own: RFC 7692's defaults, 15 bits both ways.
+    let wide = || {
+        DeflateConfig::default()
+            .server_max_window_bits(15)
+            .client_max_window_bits(15)
+    };
     let combinations: Vec<(DeflateConfig, DeflateConfig, &str)> = vec![
         (
             DeflateConfig::default(),
             DeflateConfig::default(),
-            "permessage-deflate",
+            "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12",
         ),
+        (wide(), DeflateConfig::default(), "permessage-deflate"),
         (
             DeflateConfig::default().server_no_context_takeover(true),
             DeflateConfig::default(),
-            "permessage-deflate; server_no_context_takeover",
+            "permessage-deflate; server_no_context_takeover; server_max_window_bits=12; \
+             client_max_window_bits=12",
         ),
         (
-            DeflateConfig::default(),
+            wide(),
             DeflateConfig::default().server_no_context_takeover(true),
             "permessage-deflate; server_no_context_takeover",
         ),
         (
             DeflateConfig::default().client_no_context_takeover(true),
             DeflateConfig::default(),
-            "permessage-deflate; client_no_context_takeover",
+            "permessage-deflate; client_no_context_takeover; server_max_window_bits=12; \
+             client_max_window_bits=12",
         ),
         (
-            DeflateConfig::default(),
+            wide(),
             DeflateConfig::default().client_no_context_takeover(true),
             "permessage-deflate; client_no_context_takeover",
         ),
         (
             DeflateConfig::default().server_max_window_bits(10),
             DeflateConfig::default(),
-            "permessage-deflate; server_max_window_bits=10",
+            "permessage-deflate; server_max_window_bits=10; client_max_window_bits=12",
         ),
         (
-            DeflateConfig::default(),
+            wide(),
             DeflateConfig::default().server_max_window_bits(8),
             "permessage-deflate; server_max_window_bits=8",
         ),
         (
             DeflateConfig::default().server_max_window_bits(9),
             DeflateConfig::default().server_max_window_bits(12),
-            "permessage-deflate; server_max_window_bits=9",
+            "permessage-deflate; server_max_window_bits=9; client_max_window_bits=12",
         ),
         (
-            DeflateConfig::default().client_max_window_bits(9),
+            wide().client_max_window_bits(9),
             DeflateConfig::default(),
             "permessage-deflate; client_max_window_bits=9",
         ),
         (
             DeflateConfig::default(),
             DeflateConfig::default().client_max_window_bits(8),
-            "permessage-deflate; client_max_window_bits=8",
+            "permessage-deflate; server_max_window_bits=12; client_max_window_bits=8",
+        ),
+        (
+            DeflateConfig::default().mem_level(1),
+            DeflateConfig::default().mem_level(9),
+            "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12",
         ),
         (
             DeflateConfig::default()
@@ -142,7 +156,7 @@ async fn every_parameter_combination_round_trips() {
                 .client_max_window_bits(13)
                 .level(0),
             "permessage-deflate; server_no_context_takeover; client_no_context_takeover; \
-             server_max_window_bits=11; client_max_window_bits=13",
+             server_max_window_bits=11; client_max_window_bits=12",
         ),
     ];
     for (i, (server_config, client_config, expected)) in combinations.into_iter().enumerate() {
@@ -215,14 +229,18 @@ async fn rfc7692_5_server_declines_malformed_offers_and_takes_the_next() {
     );
     assert!(
         head.contains(
-            "\r\nSec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n"
+            "\r\nSec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; \
+             server_max_window_bits=12\r\n"
         ),
         "{head}"
     );
-    // Chromium's offer.
+    // Chromium's offer, answered as Python's websockets answers it.
     let head = handshake_with_extensions(&server, "permessage-deflate; client_max_window_bits");
     assert!(
-        head.contains("\r\nSec-WebSocket-Extensions: permessage-deflate\r\n"),
+        head.contains(
+            "\r\nSec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=12; \
+             client_max_window_bits=12\r\n"
+        ),
         "{head}"
     );
     stop(server).await;
@@ -321,7 +339,8 @@ async fn rfc7692_8_small_message_inflating_past_the_limit_closes_1009() {
     let ws = connect(&server, Some(DeflateConfig::default())).await;
     assert_eq!(
         ws.extensions(),
-        "permessage-deflate; server_no_context_takeover",
+        "permessage-deflate; server_no_context_takeover; server_max_window_bits=12; \
+         client_max_window_bits=12",
         "the server's default"
     );
     // Exactly the limit passes; one byte more, a few hundred bytes on the wire, does not.

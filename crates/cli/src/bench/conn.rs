@@ -58,6 +58,10 @@ pub(super) struct Plan {
     pub(super) conns: usize,
     /// Whether the server's frames may be masked (`--masked-echo`).
     pub(super) masked_echo: bool,
+    /// `--deflate`: the message each connection echoes through permessage-deflate after
+    /// its handshake (the handshake offers it).
+    #[cfg(feature = "deflate")]
+    pub(super) deflate: Option<super::deflate::DeflatePlan>,
 }
 
 impl Plan {
@@ -136,7 +140,13 @@ pub(super) async fn run(
     let opened = dial(index, &plan).await;
     drop(permit);
     let (stream, leftover) = match opened {
-        Ok(opened) => opened,
+        Ok((stream, leftover, _exchanged)) => {
+            #[cfg(feature = "deflate")]
+            if let Some(exchanged) = _exchanged {
+                stats.compressed(index, exchanged);
+            }
+            (stream, leftover)
+        }
         Err(failure) => {
             stats.error(index, failure.kind, failure.detail);
             let _ = dialed.send(false);
@@ -152,9 +162,20 @@ pub(super) async fn run(
     }
 }
 
-/// The TCP connection and the opening handshake, bounded by [`CONNECT_TIMEOUT`]. Returns the
-/// stream and whatever the server sent after its 101 response.
-pub(super) async fn dial(index: usize, plan: &Plan) -> Result<(TcpStream, Vec<u8>), Failure> {
+/// What [`dial`] leaves: the stream, whatever the server sent after its 101 response (or,
+/// with `--deflate`, after its compressed echo), and the bytes of that echo.
+pub(super) type Dialed = (TcpStream, Vec<u8>, Option<Exchanged>);
+
+/// The bytes of the `--deflate` echo (nothing without the feature).
+#[cfg(feature = "deflate")]
+pub(super) use super::deflate::Exchanged;
+/// The bytes of the `--deflate` echo (nothing without the feature).
+#[cfg(not(feature = "deflate"))]
+pub(super) type Exchanged = ();
+
+/// The TCP connection and the opening handshake (with `--deflate`, and the compressed echo),
+/// bounded by [`CONNECT_TIMEOUT`].
+pub(super) async fn dial(index: usize, plan: &Plan) -> Result<Dialed, Failure> {
     match timeout(CONNECT_TIMEOUT, handshake(index, plan)).await {
         Ok(result) => result,
         Err(_) => Err(fail(
@@ -167,7 +188,7 @@ pub(super) async fn dial(index: usize, plan: &Plan) -> Result<(TcpStream, Vec<u8
     }
 }
 
-async fn handshake(index: usize, plan: &Plan) -> Result<(TcpStream, Vec<u8>), Failure> {
+async fn handshake(index: usize, plan: &Plan) -> Result<Dialed, Failure> {
     let target = plan.target;
     let source = plan.source_ip(index);
     let connect_fail = |error: io::Error| {
@@ -213,7 +234,22 @@ async fn handshake(index: usize, plan: &Plan) -> Result<(TcpStream, Vec<u8>), Fa
             ));
         }
         match handshake.poll_response() {
-            Ok(Some((_response, rest))) => return Ok((stream, rest.to_vec())),
+            Ok(Some((response, rest))) => {
+                #[cfg(feature = "deflate")]
+                if let Some(deflate) = &plan.deflate {
+                    let (rest, exchanged) = super::deflate::exchange(
+                        &mut stream,
+                        &response,
+                        rest.to_vec(),
+                        index,
+                        deflate,
+                    )
+                    .await?;
+                    return Ok((stream, rest, Some(exchanged)));
+                }
+                drop(response);
+                return Ok((stream, rest.to_vec(), None));
+            }
             Ok(None) => {}
             Err(error) => return Err(fail(ErrorKind::Handshake, error.to_string())),
         }

@@ -151,7 +151,7 @@ pub(super) async fn drive(plan: FanoutPlan, nodes: Vec<Arc<Plan>>, shards: usize
     if subscribers > 0 {
         let index = report.plan.conns;
         match conn::dial(index, &nodes[0]).await {
-            Ok((stream, leftover)) => {
+            Ok((stream, leftover, _)) => {
                 let peer = Peer::new(index, 0, stream, &leftover, Arc::clone(&shared), true);
                 let publisher = tokio::spawn(peer.publish(
                     report.plan.pace,
@@ -236,7 +236,7 @@ async fn dial_subscribers(
             continue;
         };
         match result {
-            Ok((stream, leftover)) => opened.push((index, stream, leftover)),
+            Ok((stream, leftover, _)) => opened.push((index, stream, leftover)),
             Err(failure) => stats.error(index, failure.kind, failure.detail),
         }
     }

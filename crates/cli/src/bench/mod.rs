@@ -9,13 +9,17 @@
 //! stop sending, wait for their last echoes and close (1000); then the report: connections,
 //! handshakes per second, echoes per second, payload MB/s, round-trip percentiles, errors
 //! by kind, and the generator's own CPU time per message. `--idle N` only holds N
-//! connections open through the window, to measure handshakes and idle connections.
+//! connections open through the window, to measure handshakes and idle connections; with
+//! `--deflate` each of them first echoes one compressible message through
+//! permessage-deflate, to measure what compression leaves behind in a server (see
+//! [`deflate`]).
 //!
 //! The client is built to be cheap, so that one core of it can saturate a fast server: a
 //! current-thread runtime by default, the handshake from `wsworker_proto`, and raw TCP after
-//! it (see [`conn`]); permessage-deflate is never offered.
+//! it (see [`conn`]); permessage-deflate is offered only with `--deflate`.
 //!
 //! - [`conn`]: one connection's handshake and traffic loop;
+//! - `deflate`: `--deflate`, the compressed echo before an idle connection idles;
 //! - [`frames`]: the frames sent and the parser of the replies;
 //! - [`stats`]: the shared counts and histograms;
 //! - [`report`]: the figures, as JSON or text;
@@ -27,6 +31,8 @@
 
 mod conn;
 mod cpu;
+#[cfg(feature = "deflate")]
+mod deflate;
 mod fanout;
 mod frames;
 #[cfg(feature = "tls")]
@@ -64,6 +70,9 @@ const DEFAULT_INFLIGHT: u32 = 16;
 /// Exit status for arguments that parse but cannot be used (as clap's own usage errors).
 const USAGE_ERROR: u8 = 2;
 
+/// Payload bytes per message unless `--size` says otherwise.
+const DEFAULT_SIZE: usize = 20;
+
 /// Arguments of `wsworker bench`.
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
@@ -75,10 +84,10 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 100, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     conns: u32,
-    /// Payload bytes per message.
-    #[arg(long, default_value_t = 20, value_name = "BYTES",
+    /// Payload bytes per message [default: 20; with --deflate, 1024].
+    #[arg(long, value_name = "BYTES",
           value_parser = clap::value_parser!(u32).range(0..=64 << 20))]
-    size: u32,
+    size: Option<u32>,
     /// Text messages (ASCII letters) [the default].
     #[arg(long, conflicts_with = "binary")]
     text: bool,
@@ -105,9 +114,19 @@ pub(crate) struct BenchArgs {
     connect_rate: Option<f64>,
     /// Open N connections and hold them without traffic for --duration; report how fast they
     /// opened.
-    #[arg(long, value_name = "N", conflicts_with_all = ["conns", "size", "text", "binary", "inflight", "rate"],
+    #[arg(long, value_name = "N", conflicts_with_all = ["conns", "text", "binary", "inflight", "rate"],
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     idle: Option<u32>,
+    /// With --idle: offer permessage-deflate as the library's client does
+    /// (`permessage-deflate; client_max_window_bits`) and, before holding a connection idle,
+    /// echo one text message of --size bytes (default 1024: JSON chat lines, as compressible
+    /// as a chat's traffic) through the compression the server agreed to; the echo is
+    /// checked, and a server that does not agree fails the connection. The report adds the
+    /// compression ratio of the server's replies (their payload bytes on the wire over the
+    /// messages' bytes).
+    #[cfg(feature = "deflate")]
+    #[arg(long, requires = "idle")]
+    deflate: bool,
     /// Bind connections to 127.0.0.1 … 127.0.0.N in turn, so that more connections fit the
     /// ephemeral ports (default: 8 for a target on 127.0.0.0/8, else the kernel's choice).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=254))]
@@ -146,7 +165,9 @@ pub(crate) struct BenchArgs {
     /// start to the last delivery, at least duration_s), latency_us
     /// (send to receive), errors by kind (gap, duplicate, reorder, missing too) and
     /// client_cpu_ns_per_delivery; nodes: per URL (URL first, then each --node), its
-    /// subscribers and their deliveries.
+    /// subscribers and their deliveries. deflate: null, or with --deflate the offer, the
+    /// message size, plain_bytes (of the messages echoed), wire_bytes (the payload bytes of
+    /// the server's replies on the wire) and ratio (wire over plain).
     #[arg(long)]
     json: bool,
     /// Open the WebSockets over HTTP/2 (RFC 8441), with the library's client rather than raw
@@ -245,12 +266,48 @@ pub(crate) fn run(args: BenchArgs) -> Result<ExitCode, wsworker::Error> {
         return run_fanout(args, &targets, source_ips);
     }
     let idle = args.idle.is_some();
+    #[cfg(feature = "deflate")]
+    let deflate = args.deflate.then(|| {
+        deflate::DeflatePlan::new(
+            args.size
+                .map_or(deflate::DEFAULT_SIZE, |size| size as usize),
+        )
+    });
+    #[cfg(not(feature = "deflate"))]
+    let deflate: Option<()> = None;
+    if deflate.is_some() && !idle {
+        eprintln!("wsworker bench: --deflate needs --idle");
+        return Ok(ExitCode::from(USAGE_ERROR));
+    }
+    if idle && deflate.is_none() && args.size.is_some() {
+        eprintln!("wsworker bench: --idle sends no messages: --size needs --deflate with it");
+        return Ok(ExitCode::from(USAGE_ERROR));
+    }
+    let mut handshake = args.url.clone();
+    #[cfg(feature = "deflate")]
+    if let Some(deflate) = &deflate {
+        handshake = match handshake.with_extensions(&deflate.config.offer()) {
+            Ok(handshake) => handshake,
+            Err(error) => return Ok(fail_line(&error.to_string())),
+        };
+    }
+    #[cfg(feature = "deflate")]
+    let deflate_run = deflate.as_ref().map(|plan| report::DeflateRun {
+        offer: plan.config.offer(),
+        size: plan.size,
+    });
+    #[cfg(not(feature = "deflate"))]
+    let deflate_run = None;
     let conns = args.idle.unwrap_or(args.conns) as usize;
     let plan = Arc::new(Plan {
-        handshake: args.url.clone(),
+        handshake,
         target,
         source_ips,
-        size: args.size as usize,
+        size: if idle {
+            0
+        } else {
+            args.size.map_or(DEFAULT_SIZE, |size| size as usize)
+        },
         binary: args.binary,
         inflight: if idle {
             0
@@ -259,6 +316,8 @@ pub(crate) fn run(args: BenchArgs) -> Result<ExitCode, wsworker::Error> {
         },
         conns,
         masked_echo: args.masked_echo,
+        #[cfg(feature = "deflate")]
+        deflate,
     });
     let settings = Settings {
         duration: Duration::from_secs_f64(args.duration),
@@ -312,6 +371,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<ExitCode, wsworker::Error> {
         url: args.url.url().to_owned(),
         conns,
         idle,
+        deflate: deflate_run,
         size: plan.size,
         binary: plan.binary,
         inflight: plan.inflight,
@@ -370,7 +430,7 @@ fn run_fanout(
         urls,
         room,
         conns: args.conns as usize,
-        size: args.size as usize,
+        size: args.size.map_or(DEFAULT_SIZE, |size| size as usize),
         pace,
         duration: Duration::from_secs_f64(args.duration),
     };
@@ -409,6 +469,8 @@ fn run_fanout(
             // The subscribers and the publisher.
             conns: plan.conns + 1,
             masked_echo: false,
+            #[cfg(feature = "deflate")]
+            deflate: None,
         }));
     }
     raise_open_file_limit(plan.conns + 1);

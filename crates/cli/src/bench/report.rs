@@ -16,6 +16,8 @@ pub(super) struct Report {
     pub(super) conns: usize,
     /// `--idle`: connections held without traffic.
     pub(super) idle: bool,
+    /// `--deflate`: what every connection offered and echoed.
+    pub(super) deflate: Option<DeflateRun>,
     /// Payload bytes per message.
     pub(super) size: usize,
     /// Binary messages rather than text.
@@ -36,6 +38,15 @@ pub(super) struct Report {
     pub(super) counts: Counts,
     /// This process's CPU time during the window, in nanoseconds, if `/proc` told.
     pub(super) cpu_ns: Option<u64>,
+}
+
+/// What the connections of a `--deflate` run did before they idled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct DeflateRun {
+    /// The `Sec-WebSocket-Extensions` offer.
+    pub(super) offer: String,
+    /// The size of the message each connection echoed.
+    pub(super) size: usize,
 }
 
 /// Round-trip percentiles in microseconds.
@@ -83,6 +94,30 @@ impl Report {
         percentiles(&self.counts.rtt_ns)
     }
 
+    /// `--deflate`: the payload bytes of the server's compressed replies over the bytes of
+    /// the messages, when some came.
+    pub(super) fn compression_ratio(&self) -> Option<f64> {
+        self.deflate.as_ref()?;
+        let plain = self.counts.compressed_plain;
+        (plain > 0).then(|| self.counts.compressed_wire as f64 / plain as f64)
+    }
+
+    /// The `deflate` member of the JSON report: `null` without `--deflate`.
+    fn deflate_json(&self) -> String {
+        match &self.deflate {
+            None => "null".to_owned(),
+            Some(run) => format!(
+                "{{\"offer\":{offer},\"size\":{size},\"plain_bytes\":{plain},\
+                 \"wire_bytes\":{wire},\"ratio\":{ratio}}}",
+                offer = json_string(&run.offer),
+                size = run.size,
+                plain = self.counts.compressed_plain,
+                wire = self.counts.compressed_wire,
+                ratio = number(self.compression_ratio(), 4),
+            ),
+        }
+    }
+
     /// The client's CPU seconds during the window.
     pub(super) fn cpu_s(&self) -> Option<f64> {
         self.cpu_ns.map(|ns| ns as f64 / 1e9)
@@ -114,7 +149,8 @@ impl Report {
              \"handshakes_per_s\":{handshakes},\"messages\":{messages},\
              \"msgs_per_s\":{msgs},\"mb_per_s\":{mb},\
              \"rtt_us\":{{\"p50\":{p50},\"p99\":{p99},\"p999\":{p999},\"max\":{max}}},\
-             \"errors\":{{{errors}}},\"client_cpu_s\":{cpu},\"client_cpu_ns_per_msg\":{cpu_msg}}}",
+             \"errors\":{{{errors}}},\"client_cpu_s\":{cpu},\"client_cpu_ns_per_msg\":{cpu_msg},\
+             \"deflate\":{deflate}}}",
             url = json_string(&self.url),
             conns = self.conns,
             size = traffic(self.size.to_string()),
@@ -133,6 +169,7 @@ impl Report {
             max = pick(|r| r.max),
             cpu = number(self.cpu_s(), 3),
             cpu_msg = number(self.cpu_ns_per_msg(), 1),
+            deflate = self.deflate_json(),
         );
         out
     }
@@ -150,6 +187,19 @@ impl Report {
         ));
         // Without an open connection no window ran: only the errors are left to tell.
         if self.opened > 0 && self.idle {
+            if let Some(run) = &self.deflate {
+                let ratio = self
+                    .compression_ratio()
+                    .map_or("-".to_owned(), |ratio| format!("{ratio:.3}"));
+                lines.push(line(
+                    "deflate",
+                    format!(
+                        "offered {:?}; one {}-byte text message echoed per connection, \
+                         replies {ratio} of the message bytes on the wire",
+                        run.offer, run.size
+                    ),
+                ));
+            }
             lines.push(line(
                 "held",
                 format!("{:.2} s without traffic", self.window_s),
@@ -321,6 +371,7 @@ mod tests {
             url: "ws://127.0.0.1:9/\"x\"".to_owned(),
             conns: 2,
             idle,
+            deflate: None,
             size: 20,
             binary: false,
             inflight: 16,
@@ -338,7 +389,7 @@ mod tests {
     fn json_has_the_documented_figures() {
         let json = report(false).to_json();
         assert!(json.starts_with(r#"{"url":"ws://127.0.0.1:9/\"x\"","conns":2,"size":20,"binary":false,"inflight":16,"duration_s":2.000,"connections_opened":2,"connections_failed":0,"handshakes_per_s":4.0,"messages":1000,"msgs_per_s":500.0,"mb_per_s":0.010,"rtt_us":{"p50":500."#), "{json}");
-        assert!(json.ends_with(r#""errors":{"connect":0,"handshake":0,"protocol":0,"mismatch":1,"timeout":0},"client_cpu_s":0.001,"client_cpu_ns_per_msg":1000.0}"#), "{json}");
+        assert!(json.ends_with(r#""errors":{"connect":0,"handshake":0,"protocol":0,"mismatch":1,"timeout":0},"client_cpu_s":0.001,"client_cpu_ns_per_msg":1000.0,"deflate":null}"#), "{json}");
         let idle = report(true).to_json();
         assert!(
             idle.contains(r#""size":null,"binary":null,"inflight":null"#),
@@ -346,6 +397,34 @@ mod tests {
         );
         assert!(idle.contains(r#""messages":null,"msgs_per_s":null,"mb_per_s":null,"rtt_us":{"p50":null,"p99":null,"p999":null,"max":null}"#), "{idle}");
         assert!(idle.contains(r#""client_cpu_ns_per_msg":null"#), "{idle}");
+    }
+
+    #[test]
+    fn deflate_runs_report_the_offer_and_the_ratio() {
+        let mut report = report(true);
+        report.deflate = Some(DeflateRun {
+            offer: "permessage-deflate; client_max_window_bits".to_owned(),
+            size: 1024,
+        });
+        report.counts.compressed_plain = 2048;
+        report.counts.compressed_wire = 512;
+        assert_eq!(report.compression_ratio(), Some(0.25));
+        let json = report.to_json();
+        assert!(
+            json.ends_with(
+                r#""deflate":{"offer":"permessage-deflate; client_max_window_bits","size":1024,"plain_bytes":2048,"wire_bytes":512,"ratio":0.2500}}"#
+            ),
+            "{json}"
+        );
+        let text = report.to_text();
+        assert!(
+            text.contains("one 1024-byte text message echoed per connection, replies 0.250"),
+            "{text}"
+        );
+        // No echo came back: no ratio.
+        report.counts.compressed_plain = 0;
+        assert_eq!(report.compression_ratio(), None);
+        assert!(report.to_json().contains(r#""ratio":null"#));
     }
 
     #[test]

@@ -80,6 +80,10 @@ pub(super) struct Counts {
     pub(super) errors: [u64; 5],
     /// The first error of each kind, in words.
     pub(super) samples: [Option<String>; 5],
+    /// `--deflate`: the bytes of the messages echoed through permessage-deflate, and the
+    /// payload bytes of the server's replies on the wire.
+    pub(super) compressed_plain: u64,
+    pub(super) compressed_wire: u64,
 }
 
 impl Counts {
@@ -92,6 +96,8 @@ impl Counts {
                 .expect("constant bounds are valid"),
             errors: [0; 5],
             samples: Default::default(),
+            compressed_plain: 0,
+            compressed_wire: 0,
         }
     }
 
@@ -153,6 +159,14 @@ impl Stats {
         shard.add_error(kind, 1, sample);
     }
 
+    /// Counts connection `conn`'s compressed echo (`--deflate`).
+    #[cfg(feature = "deflate")]
+    pub(super) fn compressed(&self, conn: usize, exchanged: super::deflate::Exchanged) {
+        let mut shard = self.shard(conn);
+        shard.compressed_plain += exchanged.plain;
+        shard.compressed_wire += exchanged.wire;
+    }
+
     /// Adds what connection `conn` counted since its last flush, and empties `local`.
     pub(super) fn flush(&self, conn: usize, local: &mut Local) {
         if local.is_empty() {
@@ -195,6 +209,8 @@ impl Stats {
             let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
             total.messages += shard.messages;
             total.drained += shard.drained;
+            total.compressed_plain += shard.compressed_plain;
+            total.compressed_wire += shard.compressed_wire;
             // Same bounds on both sides: adding cannot fail.
             let _ = total.rtt_ns.add(&shard.rtt_ns);
             for kind in ErrorKind::ALL {

@@ -478,7 +478,8 @@ fn every_parameter_combination_round_trips() {
             for (sbits, cbits) in [(15, 15), (8, 15), (15, 8), (9, 12), (12, 9), (8, 8)] {
                 let server = DeflateConfig::default()
                     .server_no_context_takeover(snct)
-                    .server_max_window_bits(sbits);
+                    .server_max_window_bits(sbits)
+                    .client_max_window_bits(15);
                 let client = DeflateConfig::default()
                     .client_no_context_takeover(cnct)
                     .client_max_window_bits(cbits);
@@ -522,16 +523,18 @@ fn arb_params() -> impl Strategy<Value = DeflateParams> {
         8u8..=15,
         8u8..=15,
         0usize..64,
-        0u32..=9,
+        0u8..=9,
+        1u8..=9,
     )
         .prop_map(
-            |(snct, cnct, sbits, cbits, threshold, level)| DeflateParams {
+            |(snct, cnct, sbits, cbits, threshold, level, mem_level)| DeflateParams {
                 server_no_context_takeover: snct,
                 client_no_context_takeover: cnct,
                 server_max_window_bits: sbits,
                 client_max_window_bits: cbits,
                 threshold,
                 level,
+                mem_level,
             },
         )
 }

@@ -1,13 +1,17 @@
 //! The compressor and decompressor of one connection (RFC 7692 §7.2), allocated on first use;
 //! for a side with "no context takeover", borrowed from the thread for one message instead,
 //! so that such a connection holds neither between messages.
+//!
+//! The compressor is `zlib-rs`'s own (`zlib_rs::Deflate`), which takes zlib's memory level;
+//! `flate2`, which inflates, does not let it be chosen.
 
 use std::cell::Cell;
 
 use bytes::Bytes;
-use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+use flate2::{Decompress, FlushDecompress, Status};
+use zlib_rs::{Deflate, DeflateConfig as ZlibConfig, DeflateFlush, Method, Strategy};
 
-use super::DeflateParams;
+use super::{DeflateParams, MAX_MEM_LEVEL, MIN_MEM_LEVEL};
 use crate::error::{CapacityError, Error, ProtocolError};
 use crate::role::Role;
 
@@ -15,39 +19,65 @@ use crate::role::Role;
 /// receiver (RFC 7692 §7.2.1, §7.2.2).
 const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
+/// Room past zlib's `compressBound` for what a sync flush adds (see [`deflate_sync`]).
+const SYNC_MARGIN: usize = 64;
+
 /// The first output buffer of a message holds at least this many bytes.
 const MIN_INFLATE_CHUNK: usize = 256;
+
+/// How a compressor was made: what a reset keeps, and what a borrower must match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Settings {
+    level: u8,
+    window_bits: u8,
+    mem_level: u8,
+}
+
+impl Settings {
+    fn compressor(self) -> Deflate {
+        Deflate::new_with_config(ZlibConfig {
+            // 0..=9, 9..=15 and 1..=9 (see `DeflateState::new`): zlib-rs accepts them all.
+            level: i32::from(self.level),
+            method: Method::Deflated,
+            // Negative: raw deflate, no zlib header.
+            window_bits: -i32::from(self.window_bits),
+            mem_level: i32::from(self.mem_level),
+            strategy: Strategy::Default,
+        })
+    }
+}
 
 thread_local! {
     /// The compressor of senders with "no context takeover", which start every message with
     /// an empty window anyway: one per thread, reset between messages, rather than one
-    /// (about 256 KiB with a 15-bit window) allocated and freed for every message and held
-    /// by no connection in between (uWebSockets' shared compressor). Kept with its level and
-    /// window bits, which a reset keeps. A side with context takeover takes it too for its
+    /// (about 160 KiB with a 12-bit window) allocated and freed for every message and held
+    /// by no connection in between (uWebSockets' shared compressor). Kept with its
+    /// settings, which a reset keeps. A side with context takeover takes it too for its
     /// first message, and keeps it.
-    static SPARE_COMPRESSOR: Cell<Option<(u32, u8, Compress)>> = const { Cell::new(None) };
-    /// Likewise the decompressor for peers with "no context takeover", between messages,
-    /// with its window bits: it serves any peer whose window is no larger. (zlib-rs inflates
-    /// with a full window whatever it was given, but zlib's contract is the window asked
-    /// for, so a smaller one is never lent to a peer with a larger window.)
-    static SPARE_DECOMPRESSOR: Cell<Option<(u8, Decompress)>> = const { Cell::new(None) };
+    static SPARE_COMPRESSOR: Cell<Option<(Settings, Deflate)>> = const { Cell::new(None) };
+    /// Likewise the decompressor for peers with "no context takeover", between messages.
+    static SPARE_DECOMPRESSOR: Cell<Option<Decompress>> = const { Cell::new(None) };
 }
 
-/// A compressor with `level` and `bits`: this thread's spare when it matches, else a new one.
-fn borrow_compressor(level: u32, bits: u8) -> Compress {
+/// The window of every decompressor, whatever the peer's: a window larger than the peer's
+/// is always safe (the peer never refers back further than its own), zlib-rs keeps a 32 KiB
+/// window whatever it is told, and a reset keeps the window only at 15 bits (flate2 makes
+/// a new decompressor for any other, which a thread's spare would pay on every message).
+const INFLATE_WINDOW_BITS: u8 = 15;
+
+/// A compressor made with `settings`: this thread's spare when it matches, else a new one.
+fn borrow_compressor(settings: Settings) -> Deflate {
     match SPARE_COMPRESSOR.take() {
-        Some((l, b, compressor)) if l == level && b == bits => compressor,
-        _ => Compress::new_with_window_bits(Compression::new(level), false, bits),
+        Some((made, compressor)) if made == settings => compressor,
+        _ => settings.compressor(),
     }
 }
 
-/// A decompressor with a window of at least `bits`: this thread's spare when it has one, else
-/// a new one.
-fn borrow_decompressor(bits: u8) -> Decompress {
-    match SPARE_DECOMPRESSOR.take() {
-        Some((b, decompressor)) if b >= bits => decompressor,
-        _ => Decompress::new_with_window_bits(false, bits),
-    }
+/// A decompressor: this thread's spare when it has one, else a new one.
+fn borrow_decompressor() -> Decompress {
+    SPARE_DECOMPRESSOR
+        .take()
+        .unwrap_or_else(|| Decompress::new_with_window_bits(false, INFLATE_WINDOW_BITS))
 }
 
 /// permessage-deflate state of one connection.
@@ -55,11 +85,10 @@ pub(crate) struct DeflateState {
     params: DeflateParams,
     /// Our compressor: reset after each message (or dropped) with "no context takeover".
     local_no_context_takeover: bool,
-    local_window_bits: u8,
+    local: Settings,
     /// The peer's: our decompressor is dropped after each message when it resets its window.
     remote_no_context_takeover: bool,
-    remote_window_bits: u8,
-    compressor: Option<Compress>,
+    compressor: Option<Deflate>,
     decompressor: Option<Decompress>,
     /// The inflated bytes of the compressed message being received.
     inflated: Vec<u8>,
@@ -79,36 +108,38 @@ impl std::fmt::Debug for DeflateState {
     }
 }
 
-/// zlib cannot deflate with an 8-bit window, and `flate2` asks for 9 to 15 both ways: an 8
-/// is served with 9, whose deflate output still never refers back more than 250 bytes (zlib
-/// keeps `MIN_LOOKAHEAD` = 262 bytes of a 512-byte window free), and whose inflate window
-/// is larger than needed, which is always safe.
+/// zlib cannot deflate with an 8-bit window: an 8 is served with 9, whose deflate output still
+/// never refers back more than 250 bytes (zlib keeps `MIN_LOOKAHEAD` = 262 bytes of a
+/// 512-byte window free).
 fn zlib_window_bits(bits: u8) -> u8 {
     bits.clamp(9, 15)
 }
 
 impl DeflateState {
     pub(crate) fn new(role: Role, params: DeflateParams) -> Self {
-        let (local_nct, remote_nct, local_bits, remote_bits) = match role {
+        // The peer's window needs nothing of ours: see `INFLATE_WINDOW_BITS`.
+        let (local_nct, remote_nct, local_bits) = match role {
             Role::Server => (
                 params.server_no_context_takeover,
                 params.client_no_context_takeover,
                 params.server_max_window_bits,
-                params.client_max_window_bits,
             ),
             Role::Client => (
                 params.client_no_context_takeover,
                 params.server_no_context_takeover,
                 params.client_max_window_bits,
-                params.server_max_window_bits,
             ),
         };
         Self {
             params,
             local_no_context_takeover: local_nct,
-            local_window_bits: zlib_window_bits(local_bits),
+            // The fields are public: anything out of zlib's ranges is taken as the nearest.
+            local: Settings {
+                level: params.level.min(9),
+                window_bits: zlib_window_bits(local_bits),
+                mem_level: params.mem_level.clamp(MIN_MEM_LEVEL, MAX_MEM_LEVEL),
+            },
             remote_no_context_takeover: remote_nct,
-            remote_window_bits: zlib_window_bits(remote_bits),
             compressor: None,
             decompressor: None,
             inflated: Vec::new(),
@@ -147,19 +178,19 @@ impl DeflateState {
     /// `00 00 ff ff` tail. `None` when the result would not be smaller than `payload`: the
     /// message then goes out uncompressed, which §6 allows for any message.
     pub(crate) fn compress(&mut self, payload: &[u8]) -> Option<Bytes> {
-        let (level, bits) = (self.params.level, self.local_window_bits);
+        let settings = self.local;
         if self.local_no_context_takeover {
             // The next message starts with an empty window: the thread's compressor serves,
             // and this connection holds none between messages.
-            let mut compressor = borrow_compressor(level, bits);
+            let mut compressor = borrow_compressor(settings);
             let result = deflate_sync(&mut compressor, payload);
             compressor.reset();
-            SPARE_COMPRESSOR.set(Some((level, bits, compressor)));
+            SPARE_COMPRESSOR.set(Some((settings, compressor)));
             return result;
         }
         let compressor = self
             .compressor
-            .get_or_insert_with(|| borrow_compressor(level, bits));
+            .get_or_insert_with(|| borrow_compressor(settings));
         let result = deflate_sync(compressor, payload);
         if result.is_none() {
             // The message goes out uncompressed, but the window now holds its bytes, which
@@ -191,10 +222,7 @@ impl DeflateState {
         if self.stream_ended {
             return Ok(start);
         }
-        let bits = self.remote_window_bits;
-        let decompressor = self
-            .decompressor
-            .get_or_insert_with(|| borrow_decompressor(bits));
+        let decompressor = self.decompressor.get_or_insert_with(borrow_decompressor);
         self.stream_ended = inflate_bounded(decompressor, input, &mut self.inflated, limit)?;
         if last && !self.stream_ended {
             self.stream_ended = inflate_bounded(decompressor, &TAIL, &mut self.inflated, limit)?;
@@ -213,9 +241,7 @@ impl DeflateState {
             // The next message starts a new stream: the thread keeps the decompressor.
             if let Some(mut decompressor) = self.decompressor.take() {
                 decompressor.reset(false);
-                // Labelled with the window asked for: one lent with a larger window serves
-                // no larger peer than that.
-                SPARE_DECOMPRESSOR.set(Some((self.remote_window_bits, decompressor)));
+                SPARE_DECOMPRESSOR.set(Some(decompressor));
             }
         } else if self.stream_ended {
             self.decompressor = None;
@@ -235,27 +261,41 @@ impl DeflateState {
 
 /// Deflates `input` with a sync flush and strips the tail; `None` when the output would not be
 /// smaller than the input (or, which zlib never does, the compressor fails).
-fn deflate_sync(compressor: &mut Compress, input: &[u8]) -> Option<Bytes> {
-    // Anything as long as the input plus the tail is no gain: stop there.
-    let cap = input.len().checked_add(TAIL.len())?;
-    let mut out = Vec::with_capacity(cap);
+///
+/// The output buffer has room for the worst case (zlib's `compressBound`), never merely for a
+/// gain: zlib-rs 0.6 at level 1 overruns its pending buffer and panics when the output
+/// runs out in the middle of a sync flush (seen with incompressible data), so it is never
+/// let run out. Incompressible data is therefore deflated whole before it is sent plain.
+fn deflate_sync(compressor: &mut Deflate, input: &[u8]) -> Option<Bytes> {
+    // zlib-rs writes into initialized bytes only: zeroing them costs far less than deflating
+    // them. The bound is for a whole zlib stream; a sync flush adds at most an empty stored
+    // block and a byte of alignment, which the margin covers.
+    let mut out = vec![0u8; zlib_rs::compress_bound(input.len()).checked_add(SYNC_MARGIN)?];
+    let mut written = 0;
     let mut rest = input;
     loop {
         let before_in = compressor.total_in();
         let before_out = compressor.total_out();
         compressor
-            .compress_vec(rest, &mut out, FlushCompress::Sync)
+            .compress(rest, out.get_mut(written..)?, DeflateFlush::SyncFlush)
             .ok()?;
         let consumed = usize::try_from(compressor.total_in() - before_in).ok()?;
+        let produced = usize::try_from(compressor.total_out() - before_out).ok()?;
         rest = rest.get(consumed..)?;
-        if rest.is_empty() && out.len() < out.capacity() {
+        written += produced;
+        if rest.is_empty() && written < out.len() {
             // Room was left over: the flush is complete (zlib's rule for Z_SYNC_FLUSH).
             break;
         }
-        if out.len() >= cap || (consumed == 0 && compressor.total_out() == before_out) {
+        if consumed == 0 && produced == 0 {
             return None;
         }
+        if written == out.len() {
+            // Not reached (the bound holds); should it be, the room grows rather than runs out.
+            out.resize(out.len().checked_add(out.len() / 2)?, 0);
+        }
     }
+    out.truncate(written);
     if out.ends_with(&TAIL) {
         out.truncate(out.len() - TAIL.len());
     }
@@ -337,27 +377,28 @@ mod tests {
 
     #[test]
     fn rfc7692_7_2_3_1_hello_compresses_to_the_rfc_bytes() {
-        // RFC 7692 §7.2.3.1: "Hello" is 0xf2 0x48 0xcd 0xc9 0xc9 0x07 0x00.
-        let mut state = DeflateState::new(
-            Role::Server,
-            DeflateParams {
-                threshold: 0,
-                ..DeflateParams::default()
-            },
-        );
-        let mut out = Vec::with_capacity(64);
-        let compressor = state
-            .compressor
-            .get_or_insert_with(|| Compress::new_with_window_bits(Compression::new(6), false, 15));
-        compressor
-            .compress_vec(b"Hello", &mut out, FlushCompress::Sync)
-            .unwrap();
-        assert_eq!(
-            out,
-            [
-                0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00, 0x00, 0xff, 0xff
-            ]
-        );
+        // RFC 7692 §7.2.3.1: "Hello" is 0xf2 0x48 0xcd 0xc9 0xc9 0x07 0x00, whatever the
+        // memory level and window.
+        for (window_bits, mem_level) in [(15, 8), (15, 5), (12, 5), (9, 1)] {
+            let settings = Settings {
+                level: 6,
+                window_bits,
+                mem_level,
+            };
+            let mut compressor = settings.compressor();
+            let mut out = [0u8; 64];
+            compressor
+                .compress(b"Hello", &mut out, DeflateFlush::SyncFlush)
+                .unwrap();
+            let len = compressor.total_out() as usize;
+            assert_eq!(
+                out[..len],
+                [
+                    0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00, 0x00, 0xff, 0xff
+                ],
+                "{settings:?}"
+            );
+        }
         // …and inflates back from them, tail appended by the receiver.
         let mut client = DeflateState::new(Role::Client, DeflateParams::default());
         let got = inflate_all(
@@ -464,9 +505,7 @@ mod tests {
         let first = server_a.compress(&text).unwrap();
         let address = SPARE_COMPRESSOR.with(|c| {
             let spare = c.take();
-            let at = spare
-                .as_ref()
-                .map(|(_, _, c)| std::ptr::from_ref(c) as usize);
+            let at = spare.as_ref().map(|(_, c)| std::ptr::from_ref(c) as usize);
             c.set(spare);
             at
         });
@@ -509,6 +548,131 @@ mod tests {
         let text = b"hello hello hello hello hello hello hello hello".to_vec();
         let packed = client.compress(&text).unwrap();
         assert_eq!(inflate_all(&mut server, &packed, 1 << 20).unwrap(), text);
+    }
+
+    /// 20,000 short lines, about 300 KB: compressible, and long enough to fill any buffer.
+    fn lines() -> Vec<u8> {
+        (0..20_000u32)
+            .flat_map(|i| format!("line {} of {}\n", i % 700, i % 13).into_bytes())
+            .collect()
+    }
+
+    fn with_window_and_memory(bits: u8, mem_level: u8) -> DeflateParams {
+        DeflateParams {
+            server_max_window_bits: bits,
+            client_max_window_bits: bits,
+            mem_level,
+            ..DeflateParams::default()
+        }
+    }
+
+    #[test]
+    fn every_window_and_memory_level_round_trips() {
+        let text = lines();
+        for bits in 9..=15 {
+            for mem_level in 1..=9 {
+                let (mut client, mut server) = pair(with_window_and_memory(bits, mem_level));
+                // Twice: the second message refers back into the first.
+                for _ in 0..2 {
+                    let packed = client.compress(&text).unwrap();
+                    assert_eq!(
+                        inflate_all(&mut server, &packed, 1 << 20).unwrap(),
+                        text,
+                        "{bits} bits, memory level {mem_level}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_memory_level_is_the_compressors() {
+        // The memory level sets how many symbols a deflate block holds (2^(level + 6)): at 1
+        // the output is cut into many more blocks, each with its own code tables, than at 5
+        // or 9, and 5 and 9 cut it differently.
+        let text = lines();
+        let size = |mem_level| {
+            let mut state = DeflateState::new(Role::Client, with_window_and_memory(15, mem_level));
+            state.compress(&text).unwrap().len()
+        };
+        let (one, five, nine) = (size(1), size(5), size(9));
+        assert!(
+            one > five && one > nine && five != nine,
+            "{one} {five} {nine}"
+        );
+        // Out of range in the (public) parameters: the nearest level.
+        assert_eq!(size(0), one);
+        assert_eq!(size(200), nine);
+    }
+
+    #[test]
+    fn the_spare_compressor_is_kept_with_its_level_window_and_memory_level() {
+        let text = lines();
+        let spare = || {
+            SPARE_COMPRESSOR.with(|c| {
+                let spare = c.take();
+                let settings = spare.as_ref().map(|(settings, _)| *settings);
+                c.set(spare);
+                settings
+            })
+        };
+        let no_context = |level, bits, mem_level| {
+            DeflateState::new(
+                Role::Server,
+                DeflateParams {
+                    server_no_context_takeover: true,
+                    level,
+                    ..with_window_and_memory(bits, mem_level)
+                },
+            )
+        };
+        for (level, bits, mem_level) in [(6, 12, 5), (6, 12, 9), (6, 15, 9), (1, 15, 9), (1, 8, 1)]
+        {
+            let mut server = no_context(level, bits, mem_level);
+            let packed = server.compress(&text).unwrap();
+            let expected = Settings {
+                level,
+                window_bits: zlib_window_bits(bits),
+                mem_level,
+            };
+            assert_eq!(spare(), Some(expected));
+            // What it compressed is what a compressor made with those settings makes.
+            assert_eq!(
+                deflate_sync(&mut expected.compressor(), &text).unwrap(),
+                packed
+            );
+        }
+    }
+
+    #[test]
+    fn incompressible_data_never_panics_at_any_level_window_or_memory_level() {
+        // zlib-rs 0.6 panicked here at level 1 when its output ran out in the middle of a
+        // sync flush (with flate2 too, at memory level 8): 70 KB of noise did it.
+        let mut x = 0x2545_f491_4f6c_dd1d_u64;
+        let noise: Vec<u8> = (0..70_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect();
+        let text = lines();
+        for level in 1..=9 {
+            for bits in [8, 12, 15] {
+                for mem_level in [1, 5, 8, 9] {
+                    let (mut client, mut server) = pair(DeflateParams {
+                        level,
+                        ..with_window_and_memory(bits, mem_level)
+                    });
+                    for piece in [&noise[..300], &noise[..], &noise[..5000]] {
+                        assert_eq!(client.compress(piece), None, "{level} {bits} {mem_level}");
+                    }
+                    let packed = client.compress(&text).unwrap();
+                    assert_eq!(inflate_all(&mut server, &packed, 1 << 20).unwrap(), text);
+                }
+            }
+        }
     }
 
     #[test]

@@ -51,11 +51,25 @@ pub const EXTENSION_NAME: &str = "permessage-deflate";
 /// The smallest LZ77 window the parameters allow: 2^8 bytes.
 pub const MIN_WINDOW_BITS: u8 = 8;
 
-/// The largest LZ77 window, and the default: 2^15 bytes.
+/// The largest LZ77 window: 2^15 bytes, what a side may use when nothing limits it.
 pub const MAX_WINDOW_BITS: u8 = 15;
+
+/// The window a server asks for by default, its own and the client's (when the client's
+/// offer lets it): 2^12 bytes, as Python's `websockets` does.
+pub const DEFAULT_WINDOW_BITS: u8 = 12;
+
+/// The smallest zlib memory level.
+pub const MIN_MEM_LEVEL: u8 = 1;
+
+/// The largest zlib memory level.
+pub const MAX_MEM_LEVEL: u8 = 9;
+
+/// The default memory level of the compressor (zlib's own is 8), as Python's `websockets`
+/// uses: see [`DeflateConfig::mem_level`].
+pub const DEFAULT_MEM_LEVEL: u8 = 5;
 
 /// The default threshold: messages shorter than this many bytes are sent uncompressed.
 pub const DEFAULT_THRESHOLD: usize = 32;
 
 /// The default compression level (0 = store, 1 = fastest … 9 = smallest).
-pub const DEFAULT_LEVEL: u32 = 6;
+pub const DEFAULT_LEVEL: u8 = 6;

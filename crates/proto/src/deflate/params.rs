@@ -1,23 +1,38 @@
 //! Negotiating permessage-deflate in the opening handshake (RFC 7692 §5 and §7.1): the
 //! client's offer, the server's choice among the offers, and the client's check of the answer.
 
-use super::{DEFAULT_LEVEL, DEFAULT_THRESHOLD, EXTENSION_NAME, MAX_WINDOW_BITS, MIN_WINDOW_BITS};
+use super::{
+    DEFAULT_LEVEL, DEFAULT_MEM_LEVEL, DEFAULT_THRESHOLD, DEFAULT_WINDOW_BITS, EXTENSION_NAME,
+    MAX_MEM_LEVEL, MAX_WINDOW_BITS, MIN_MEM_LEVEL, MIN_WINDOW_BITS,
+};
 use crate::HandshakeError;
 use crate::handshake::Extension;
 
 /// What this side wants from permessage-deflate; the same settings serve both roles.
 ///
-/// `DeflateConfig::default()` accepts (server) or offers (client) compression with context
-/// takeover and 15-bit windows both ways, compresses messages of 32 bytes or more at level 6,
-/// and lets the peer limit this side's window.
+/// `DeflateConfig::default()` is what Python's `websockets` chooses. As a server it keeps
+/// context takeover both ways and asks for 12-bit (4 KiB) windows: its own always
+/// (`server_max_window_bits=12`), the client's when the client's offer carries
+/// `client_max_window_bits` (browsers' offers do). As a client it offers
+/// `permessage-deflate; client_max_window_bits`: no request of its own, and the server may
+/// limit our window (15 bits when it does not). Either way messages of 32 bytes or more are
+/// compressed at level 6 with zlib memory level 5.
 ///
 /// | setting | as a server | as a client |
 /// | --- | --- | --- |
 /// | [`server_no_context_takeover`](Self::server_no_context_takeover) | always answer `server_no_context_takeover`: each message compressed on its own, with a compressor the thread lends (the connection keeps none) | offer it: ask the server to reset its compressor (a server that cannot declines the offer) |
 /// | [`client_no_context_takeover`](Self::client_no_context_takeover) | answer `client_no_context_takeover`: ask the client to reset its compressor | offer it; each message compressed on its own, with a compressor the thread lends |
-/// | [`server_max_window_bits`](Self::server_max_window_bits) | the largest window we compress with, answered when below 15 or asked for | below 15: offer `server_max_window_bits=N`, the largest window the server may use |
-/// | [`client_max_window_bits`](Self::client_max_window_bits) | below 15: limit the client's window when its offer allows it | the largest window we compress with: `client_max_window_bits` is offered bare at 15, `=N` below |
-/// | [`threshold`](Self::threshold), [`level`](Self::level) | not negotiated: how this side compresses | the same |
+/// | [`server_max_window_bits`](Self::server_max_window_bits) | the largest window we compress with, answered when below 15 or asked for. Default 12 | below 15: offer `server_max_window_bits=N`, the largest window the server may use. Default: not offered (the server chooses) |
+/// | [`client_max_window_bits`](Self::client_max_window_bits) | below 15: limit the client's window when its offer allows it. Default 12 | the largest window we compress with: `client_max_window_bits` is offered bare at 15, `=N` below. Default: offered bare (the server chooses; 15 when it does not) |
+/// | [`threshold`](Self::threshold), [`level`](Self::level), [`mem_level`](Self::mem_level) | not negotiated: how this side compresses | the same |
+///
+/// **Memory.** What a side keeps per connection with context takeover is its compressor
+/// (zlib-rs: a 128 KiB hash table whatever the settings, twice the window, two bytes per
+/// window position, and buffers of 7 bytes × 2^(memory level + 6) as they are used) and
+/// its decompressor (zlib-rs: a 32 KiB window whatever the window bits, filled as messages
+/// come, and 7 KiB). A side without context takeover keeps neither between messages: the
+/// thread lends one for each message. The README's permessage-deflate section has the
+/// measurements.
 ///
 /// Server side:
 ///
@@ -25,11 +40,20 @@ use crate::handshake::Extension;
 /// use wsworker_proto::deflate::DeflateConfig;
 /// use wsworker_proto::handshake::Extension;
 ///
+/// // Chromium's offer, answered as Python's websockets answers it.
 /// let offers = Extension::parse_list("permessage-deflate; client_max_window_bits").unwrap();
-/// let config = DeflateConfig::default().client_max_window_bits(12);
+/// let config = DeflateConfig::default();
 /// let (params, response) = config.negotiate(&offers).expect("an acceptable offer");
-/// assert_eq!(response, "permessage-deflate; client_max_window_bits=12");
+/// assert_eq!(
+///     response,
+///     "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12"
+/// );
 /// assert_eq!(params.client_max_window_bits, 12);
+/// // 15 bits: no limit of ours, nothing to answer.
+/// let config = DeflateConfig::default().server_max_window_bits(15).client_max_window_bits(15);
+/// let (params, response) = config.negotiate(&offers).expect("an acceptable offer");
+/// assert_eq!(response, "permessage-deflate");
+/// assert_eq!(params.client_max_window_bits, 15);
 /// ```
 ///
 /// Client side:
@@ -51,10 +75,15 @@ use crate::handshake::Extension;
 pub struct DeflateConfig {
     server_no_context_takeover: bool,
     client_no_context_takeover: bool,
-    server_max_window_bits: u8,
-    client_max_window_bits: u8,
+    /// `None` until set: the role's default (a server's [`DEFAULT_WINDOW_BITS`], a client
+    /// asks for nothing).
+    server_max_window_bits: Option<u8>,
+    /// `None` until set: the role's default (a server's [`DEFAULT_WINDOW_BITS`], a client
+    /// offers the parameter bare).
+    client_max_window_bits: Option<u8>,
     threshold: usize,
-    level: u32,
+    level: u8,
+    mem_level: u8,
 }
 
 impl Default for DeflateConfig {
@@ -62,10 +91,11 @@ impl Default for DeflateConfig {
         Self {
             server_no_context_takeover: false,
             client_no_context_takeover: false,
-            server_max_window_bits: MAX_WINDOW_BITS,
-            client_max_window_bits: MAX_WINDOW_BITS,
+            server_max_window_bits: None,
+            client_max_window_bits: None,
             threshold: DEFAULT_THRESHOLD,
             level: DEFAULT_LEVEL,
+            mem_level: DEFAULT_MEM_LEVEL,
         }
     }
 }
@@ -88,13 +118,16 @@ pub struct DeflateParams {
     pub client_max_window_bits: u8,
     /// Not negotiated: outgoing messages shorter than this are sent uncompressed.
     pub threshold: usize,
-    /// Not negotiated: the compression level, 0 to 9.
-    pub level: u32,
+    /// Not negotiated: the compression level, 0 to 9 (above 9 is taken as 9).
+    pub level: u8,
+    /// Not negotiated: zlib's memory level of the compressor, 1 to 9 (values outside are
+    /// taken as the nearest). See [`DeflateConfig::mem_level`].
+    pub mem_level: u8,
 }
 
 impl Default for DeflateParams {
     /// Context takeover and 15-bit windows both ways, what an offer and an answer without
-    /// parameters agree on.
+    /// parameters agree on; the default threshold, level and memory level.
     fn default() -> Self {
         Self {
             server_no_context_takeover: false,
@@ -103,6 +136,7 @@ impl Default for DeflateParams {
             client_max_window_bits: MAX_WINDOW_BITS,
             threshold: DEFAULT_THRESHOLD,
             level: DEFAULT_LEVEL,
+            mem_level: DEFAULT_MEM_LEVEL,
         }
     }
 }
@@ -123,17 +157,21 @@ impl DeflateConfig {
         self
     }
 
-    /// The server's largest LZ77 window in bits, clamped to 8..=15. Default 15.
+    /// The server's largest LZ77 window in bits, clamped to 8..=15. Default: as a server
+    /// 12 ([`DEFAULT_WINDOW_BITS`]); as a client not offered, so 15 unless the server
+    /// chooses less. 15 on a server answers nothing and compresses with 32 KiB windows.
     #[must_use]
     pub fn server_max_window_bits(mut self, bits: u8) -> Self {
-        self.server_max_window_bits = bits.clamp(MIN_WINDOW_BITS, MAX_WINDOW_BITS);
+        self.server_max_window_bits = Some(bits.clamp(MIN_WINDOW_BITS, MAX_WINDOW_BITS));
         self
     }
 
-    /// The client's largest LZ77 window in bits, clamped to 8..=15. Default 15.
+    /// The client's largest LZ77 window in bits, clamped to 8..=15. Default: as a server
+    /// 12 ([`DEFAULT_WINDOW_BITS`]), answered to offers that carry `client_max_window_bits`;
+    /// as a client offered bare, so the server's choice (15 when it makes none).
     #[must_use]
     pub fn client_max_window_bits(mut self, bits: u8) -> Self {
-        self.client_max_window_bits = bits.clamp(MIN_WINDOW_BITS, MAX_WINDOW_BITS);
+        self.client_max_window_bits = Some(bits.clamp(MIN_WINDOW_BITS, MAX_WINDOW_BITS));
         self
     }
 
@@ -148,8 +186,20 @@ impl DeflateConfig {
     /// The compression level, clamped to 0..=9 (0 stores, 1 is fastest, 9 smallest).
     /// Default 6.
     #[must_use]
-    pub fn level(mut self, level: u32) -> Self {
+    pub fn level(mut self, level: u8) -> Self {
         self.level = level.min(9);
+        self
+    }
+
+    /// zlib's memory level for the compressor, clamped to 1..=9: the size of its buffers of
+    /// pending symbols and output (7 bytes for each of 2^(level + 6) symbols: 14 KiB at 5,
+    /// 112 KiB at 8, zlib's own default), which sets how long a deflate block may be. Lower saves memory
+    /// on large messages for a little compression; small messages use only the start of the
+    /// buffer. (zlib-rs, unlike zlib, keeps a 128 KiB hash table at every level.) Not
+    /// negotiated. Default 5, as Python's `websockets` uses.
+    #[must_use]
+    pub fn mem_level(mut self, level: u8) -> Self {
+        self.mem_level = level.clamp(MIN_MEM_LEVEL, MAX_MEM_LEVEL);
         self
     }
 
@@ -159,8 +209,13 @@ impl DeflateConfig {
     }
 
     /// The configured compression level.
-    pub fn level_value(&self) -> u32 {
+    pub fn level_value(&self) -> u8 {
         self.level
+    }
+
+    /// The configured memory level.
+    pub fn mem_level_value(&self) -> u8 {
+        self.mem_level
     }
 
     // ----- server ----------------------------------------------------------------------------
@@ -191,22 +246,20 @@ impl DeflateConfig {
             offered.client_no_context_takeover || self.client_no_context_takeover;
         // server_max_window_bits: the client's limit, or ours when smaller; ours alone is
         // only written when it limits anything.
+        let ours = self.server_max_window_bits.unwrap_or(DEFAULT_WINDOW_BITS);
         let server_bits = match offered.server_max_window_bits {
-            Some(asked) => Some(asked.min(self.server_max_window_bits)),
-            None => (self.server_max_window_bits < MAX_WINDOW_BITS)
-                .then_some(self.server_max_window_bits),
+            Some(asked) => Some(asked.min(ours)),
+            None => (ours < MAX_WINDOW_BITS).then_some(ours),
         };
         // client_max_window_bits: only in answer to an offer that carries it (§7.1.2.2).
         // A value in the offer is only a hint, so it is written back (lowered to ours if
         // need be) to bind the client to it; unanswered, the client may use 15 bits.
+        let ours = self.client_max_window_bits.unwrap_or(DEFAULT_WINDOW_BITS);
         let (client_bits, client_bits_answer) = match offered.client_max_window_bits {
             None => (MAX_WINDOW_BITS, None),
-            Some(None) => {
-                let ours = self.client_max_window_bits;
-                (ours, (ours < MAX_WINDOW_BITS).then_some(ours))
-            }
+            Some(None) => (ours, (ours < MAX_WINDOW_BITS).then_some(ours)),
             Some(Some(theirs)) => {
-                let bits = theirs.min(self.client_max_window_bits);
+                let bits = theirs.min(ours);
                 (bits, Some(bits))
             }
         };
@@ -223,6 +276,7 @@ impl DeflateConfig {
             client_max_window_bits: client_bits,
             threshold: self.threshold,
             level: self.level,
+            mem_level: self.mem_level,
         };
         Some((params, answer.to_header()))
     }
@@ -230,20 +284,26 @@ impl DeflateConfig {
     // ----- client ----------------------------------------------------------------------------
 
     /// Client side: the `Sec-WebSocket-Extensions` value offering permessage-deflate with
-    /// these settings. `client_max_window_bits` is always offered (bare when 15), so the
-    /// server may limit our window, as browsers do.
+    /// these settings. `client_max_window_bits` is always offered (bare unless set below
+    /// 15), so the server may limit our window, as browsers do; `server_max_window_bits`
+    /// only when set below 15.
     pub fn offer(&self) -> String {
         Written {
             server_no_context_takeover: self.server_no_context_takeover,
             client_no_context_takeover: self.client_no_context_takeover,
-            server_max_window_bits: (self.server_max_window_bits < MAX_WINDOW_BITS)
-                .then_some(self.server_max_window_bits),
+            server_max_window_bits: self.asked_server_window_bits(),
             client_max_window_bits: Some(
-                (self.client_max_window_bits < MAX_WINDOW_BITS)
-                    .then_some(self.client_max_window_bits),
+                self.client_max_window_bits
+                    .filter(|&bits| bits < MAX_WINDOW_BITS),
             ),
         }
         .to_header()
+    }
+
+    /// Client side: the `server_max_window_bits` we offer, if any.
+    fn asked_server_window_bits(&self) -> Option<u8> {
+        self.server_max_window_bits
+            .filter(|&bits| bits < MAX_WINDOW_BITS)
     }
 
     /// Client side: checks the extensions the server accepted (the parsed
@@ -278,23 +338,25 @@ impl DeflateConfig {
                 "permessage-deflate: server_no_context_takeover was asked for",
             ));
         }
+        let asked = self.asked_server_window_bits();
         let server_bits = match answer.server_max_window_bits {
-            None if self.server_max_window_bits < MAX_WINDOW_BITS => {
+            None if asked.is_some() => {
                 return Err(invalid(
                     "permessage-deflate: server_max_window_bits was asked for",
                 ));
             }
             None => MAX_WINDOW_BITS,
-            Some(bits) if bits > self.server_max_window_bits => {
+            Some(bits) if bits > asked.unwrap_or(MAX_WINDOW_BITS) => {
                 return Err(invalid(
                     "permessage-deflate: server_max_window_bits above the offer",
                 ));
             }
             Some(bits) => bits,
         };
+        let ours = self.client_max_window_bits.unwrap_or(MAX_WINDOW_BITS);
         let client_bits = match answer.client_max_window_bits.flatten() {
-            None => self.client_max_window_bits,
-            Some(bits) if bits > self.client_max_window_bits => {
+            None => ours,
+            Some(bits) if bits > ours => {
                 return Err(invalid(
                     "permessage-deflate: client_max_window_bits above the offer",
                 ));
@@ -309,6 +371,7 @@ impl DeflateConfig {
             client_max_window_bits: client_bits,
             threshold: self.threshold,
             level: self.level,
+            mem_level: self.mem_level,
         }))
     }
 }
@@ -447,6 +510,13 @@ mod tests {
         config.negotiate(&offers(header))
     }
 
+    /// RFC 7692's own defaults: no window limit of our own, so that each rule shows alone.
+    fn wide() -> DeflateConfig {
+        DeflateConfig::default()
+            .server_max_window_bits(15)
+            .client_max_window_bits(15)
+    }
+
     fn params(snct: bool, cnct: bool, sbits: u8, cbits: u8) -> DeflateParams {
         DeflateParams {
             server_no_context_takeover: snct,
@@ -461,25 +531,22 @@ mod tests {
 
     #[test]
     fn rfc7692_7_1_offer_without_parameters_is_accepted_without_parameters() {
-        let (p, answer) = server_answer(&DeflateConfig::default(), "permessage-deflate").unwrap();
+        let (p, answer) = server_answer(&wide(), "permessage-deflate").unwrap();
         assert_eq!(answer, "permessage-deflate");
         assert_eq!(p, DeflateParams::default());
     }
 
     #[test]
     fn rfc7692_7_1_1_1_server_no_context_takeover_asked_is_granted() {
-        let (p, answer) = server_answer(
-            &DeflateConfig::default(),
-            "permessage-deflate; server_no_context_takeover",
-        )
-        .unwrap();
+        let (p, answer) =
+            server_answer(&wide(), "permessage-deflate; server_no_context_takeover").unwrap();
         assert_eq!(answer, "permessage-deflate; server_no_context_takeover");
         assert_eq!(p, params(true, false, 15, 15));
     }
 
     #[test]
     fn rfc7692_7_1_1_1_server_may_add_server_no_context_takeover() {
-        let config = DeflateConfig::default().server_no_context_takeover(true);
+        let config = wide().server_no_context_takeover(true);
         let (p, answer) = server_answer(&config, "permessage-deflate").unwrap();
         assert_eq!(answer, "permessage-deflate; server_no_context_takeover");
         assert!(p.server_no_context_takeover);
@@ -487,14 +554,11 @@ mod tests {
 
     #[test]
     fn rfc7692_7_1_1_2_client_no_context_takeover_is_echoed_or_added() {
-        let (p, answer) = server_answer(
-            &DeflateConfig::default(),
-            "permessage-deflate; client_no_context_takeover",
-        )
-        .unwrap();
+        let (p, answer) =
+            server_answer(&wide(), "permessage-deflate; client_no_context_takeover").unwrap();
         assert_eq!(answer, "permessage-deflate; client_no_context_takeover");
         assert!(p.client_no_context_takeover);
-        let config = DeflateConfig::default().client_no_context_takeover(true);
+        let config = wide().client_no_context_takeover(true);
         let (p, answer) = server_answer(&config, "permessage-deflate").unwrap();
         assert_eq!(answer, "permessage-deflate; client_no_context_takeover");
         assert!(p.client_no_context_takeover);
@@ -522,7 +586,7 @@ mod tests {
 
     #[test]
     fn rfc7692_7_1_2_2_client_max_window_bits_answered_only_when_offered() {
-        let config = DeflateConfig::default().client_max_window_bits(10);
+        let config = wide().client_max_window_bits(10);
         // Not in the offer: the server must not send it, and the client keeps 15.
         let (p, answer) = server_answer(&config, "permessage-deflate").unwrap();
         assert_eq!(answer, "permessage-deflate");
@@ -541,14 +605,109 @@ mod tests {
             server_answer(&config, "permessage-deflate; client_max_window_bits=9").unwrap();
         assert_eq!(answer, "permessage-deflate; client_max_window_bits=9");
         assert_eq!(p.client_max_window_bits, 9);
-        // Default settings leave a bare offer unanswered (Chromium's offer).
-        let (p, answer) = server_answer(
-            &DeflateConfig::default(),
-            "permessage-deflate; client_max_window_bits",
-        )
-        .unwrap();
+        // No limit of ours leaves a bare offer unanswered (Chromium's offer).
+        let (p, answer) =
+            server_answer(&wide(), "permessage-deflate; client_max_window_bits").unwrap();
         assert_eq!(answer, "permessage-deflate");
         assert_eq!(p, DeflateParams::default());
+    }
+
+    #[test]
+    fn defaults_answer_as_python_websockets_does() {
+        // Each offer with the answer Python's websockets 17.4 gives with its defaults
+        // (server_max_window_bits=12, client_max_window_bits=12).
+        for (offer, answer, sbits, cbits) in [
+            (
+                "permessage-deflate",
+                "permessage-deflate; server_max_window_bits=12",
+                12,
+                15,
+            ),
+            (
+                "permessage-deflate; client_max_window_bits",
+                "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12",
+                12,
+                12,
+            ),
+            (
+                "permessage-deflate; client_max_window_bits=15",
+                "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12",
+                12,
+                12,
+            ),
+            (
+                "permessage-deflate; server_max_window_bits=15",
+                "permessage-deflate; server_max_window_bits=12",
+                12,
+                15,
+            ),
+            (
+                "permessage-deflate; server_max_window_bits=10; client_max_window_bits=9",
+                "permessage-deflate; server_max_window_bits=10; client_max_window_bits=9",
+                10,
+                9,
+            ),
+        ] {
+            let (p, got) = server_answer(&DeflateConfig::default(), offer).unwrap();
+            assert_eq!(got, answer, "{offer}");
+            assert_eq!(p, params(false, false, sbits, cbits), "{offer}");
+            assert_eq!((p.level, p.mem_level, p.threshold), (6, 5, 32));
+        }
+        // The runtime's server adds server_no_context_takeover to that.
+        let config = DeflateConfig::default().server_no_context_takeover(true);
+        let (p, answer) =
+            server_answer(&config, "permessage-deflate; client_max_window_bits").unwrap();
+        assert_eq!(
+            answer,
+            "permessage-deflate; server_no_context_takeover; server_max_window_bits=12; \
+             client_max_window_bits=12"
+        );
+        assert_eq!(p, params(true, false, 12, 12));
+    }
+
+    #[test]
+    fn client_defaults_offer_as_python_websockets_does() {
+        let config = DeflateConfig::default();
+        assert_eq!(config.offer(), "permessage-deflate; client_max_window_bits");
+        // The window is the server's choice, 15 bits when it makes none.
+        assert_eq!(
+            client_check(
+                &config,
+                "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12"
+            ),
+            Ok(Some(params(false, false, 12, 12)))
+        );
+        assert_eq!(
+            client_check(&config, "permessage-deflate"),
+            Ok(Some(params(false, false, 15, 15)))
+        );
+        // Our own server's default answer.
+        let (_, answer) = server_answer(&config, &config.offer()).unwrap();
+        assert_eq!(
+            client_check(&config, &answer),
+            Ok(Some(params(false, false, 12, 12)))
+        );
+    }
+
+    #[test]
+    fn the_memory_level_is_carried_into_the_parameters_of_both_roles() {
+        for (set, expected) in [
+            (None, 5),
+            (Some(1), 1),
+            (Some(9), 9),
+            (Some(0), 1),
+            (Some(12), 9),
+        ] {
+            let config = match set {
+                Some(level) => DeflateConfig::default().mem_level(level),
+                None => DeflateConfig::default(),
+            };
+            assert_eq!(config.mem_level_value(), expected);
+            let (server, answer) = server_answer(&config, &config.offer()).unwrap();
+            assert_eq!(server.mem_level, expected);
+            let client = client_check(&config, &answer).unwrap().unwrap();
+            assert_eq!(client.mem_level, expected);
+        }
     }
 
     #[test]
@@ -625,7 +784,8 @@ mod tests {
             )
             .is_some()
         );
-        // Autobahn 13.7: three offers, the first acceptable wins.
+        // Autobahn 13.7: three offers, the first acceptable wins; the client's window is
+        // ours to choose.
         let (p, answer) = server_answer(
             &DeflateConfig::default(),
             "permessage-deflate; client_no_context_takeover; client_max_window_bits; \
@@ -638,9 +798,9 @@ mod tests {
         assert_eq!(
             answer,
             "permessage-deflate; server_no_context_takeover; client_no_context_takeover; \
-             server_max_window_bits=9"
+             server_max_window_bits=9; client_max_window_bits=12"
         );
-        assert_eq!(p, params(true, true, 9, 15));
+        assert_eq!(p, params(true, true, 9, 12));
     }
 
     #[test]
@@ -764,13 +924,22 @@ mod tests {
     }
 
     #[test]
+    fn the_parameters_stay_small() {
+        // Every connection's `Config` holds them: 16 bytes, and `None` costs nothing more.
+        assert_eq!(size_of::<DeflateParams>(), 16);
+        assert_eq!(size_of::<Option<DeflateParams>>(), 16);
+    }
+
+    #[test]
     fn settings_are_clamped() {
         let config = DeflateConfig::default()
             .server_max_window_bits(3)
             .client_max_window_bits(40)
-            .level(12);
-        assert_eq!(config.server_max_window_bits, 8);
-        assert_eq!(config.client_max_window_bits, 15);
+            .level(12)
+            .mem_level(0);
+        assert_eq!(config.server_max_window_bits, Some(8));
+        assert_eq!(config.client_max_window_bits, Some(15));
         assert_eq!(config.level_value(), 9);
+        assert_eq!(config.mem_level_value(), 1);
     }
 }
