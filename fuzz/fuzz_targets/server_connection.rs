@@ -118,6 +118,7 @@ fuzz_target!(|data: &[u8]| {
             client_max_window_bits: 8 + ((params >> 5) & 0x07),
             threshold: usize::from(params & 0x80 != 0) * 16,
             level: 1,
+            ..DeflateParams::default()
         }));
     }
     let mut reference = Connection::new(Role::Server, config.clone());

@@ -6,9 +6,12 @@
 //   node browser_check.mjs --expect-deflate http://127.0.0.1:PORT/ screenshot.png
 //
 // With --expect-deflate the page's ws.extensions must start with permessage-deflate (the
-// server accepted Chromium's own offer), and a 2000-character message makes a round trip,
+// server accepted Chromium's own offer), a 2000-character message makes a round trip,
 // compressed both ways (Chromium compresses every message; the server, those of 32 bytes
-// or more).
+// or more), and so does a 6000-character text of varied words, twice: the second copy may
+// refer back into the first no further than the window the server answered (4 KiB for
+// `client_max_window_bits=12`), or the server, which keeps only that much of Chromium's
+// context, fails the connection.
 //
 // With --expect-h2 (over https, against `serve --http2`) the page must arrive over HTTP/2
 // and the WebSocket open inside that connection (RFC 8441): the browser's own network log
@@ -47,7 +50,7 @@ if (!pageUrl || !screenshotPath || positional.length !== 2) {
 }
 
 const STEPS = ['launch', 'page-load', 'open', 'send-receive', 'screenshot', 'close'];
-if (expectDeflate) STEPS.splice(4, 0, 'send-receive-long');
+if (expectDeflate) STEPS.splice(4, 0, 'send-receive-long', 'send-receive-twice');
 if (expectH2) STEPS.splice(3, 0, 'http2');
 const checklist = new Checklist(STEPS.length, TOTAL_TIMEOUT_MS);
 
@@ -132,6 +135,26 @@ async function main() {
         throw new Error(`no .received entry with the long reply; log: ${await logText(page)}`);
       }
       return `${long.length} characters, compressed both ways`;
+    });
+    await step('send-receive-twice', async () => {
+      const words = ['alpha', 'bravo', 'charlie', 'delta', 'echo', 'foxtrot', 'golf', 'hotel'];
+      let x = 12345;
+      const next = () => (x = (x * 1103515245 + 12345) % 2147483648);
+      let text = '';
+      while (text.length < 6000) text += `${words[next() % words.length]}${next() % 1000} `;
+      text = text.slice(0, 6000);
+      for (let i = 0; i < 2; i++) {
+        await page.fill('#message', text);
+        await page.click('#send');
+      }
+      try {
+        await page.waitForFunction((sent) =>
+          [...document.querySelectorAll('#log .received')]
+            .filter((e) => e.textContent.includes(`hello ${sent}`)).length >= 2, text);
+      } catch {
+        throw new Error(`not two .received entries with the 6000-character reply; state ${await page.textContent('#state')}`);
+      }
+      return `${text.length} characters twice, compressed both ways`;
     });
   }
 

@@ -194,8 +194,8 @@ mod deflate {
     /// inflates with zlib's raw inflate and a 256-byte window, a decoder we did not write
     /// that refuses any back-reference its window does not reach
     /// (`interop/python/deflate_window_check.py`): with our side's context reset after each
-    /// message (the default) and kept, and after a connection with a 15-bit window left its
-    /// compressor to the worker thread.
+    /// message (the default) and kept, and after a connection with a 12-bit window (the
+    /// server's default) left its compressor to the worker thread.
     #[test]
     #[ignore = "needs the interop peers: bash interop/setup.sh"]
     fn an_8_bit_window_client_inflates_what_our_server_compresses() {

@@ -1,6 +1,11 @@
-//! The compressor and decompressor of one connection (RFC 7692 §7.2), allocated on first use;
-//! for a side with "no context takeover", borrowed from the thread for one message instead,
-//! so that such a connection holds neither between messages.
+//! The compressor and decompressor of one connection (RFC 7692 §7.2). The compressor is
+//! allocated on first use; for a side with "no context takeover", borrowed from the thread for
+//! one message instead, so that such a connection holds none between messages. The
+//! decompressor is always borrowed from the thread for one message: a peer's context is kept
+//! as what it refers to, the last bytes it compressed (as many as its window, 4 KiB at 12
+//! bits), and given to the decompressor as its dictionary before the next message, rather
+//! than as a decompressor of its own (zlib-rs's: 32 KiB of window whatever the window bits,
+//! and 7 KiB).
 //!
 //! The compressor is `zlib-rs`'s own (`zlib_rs::Deflate`), which takes zlib's memory level;
 //! `flate2`, which inflates, does not let it be chosen.
@@ -11,7 +16,7 @@ use bytes::Bytes;
 use flate2::{Decompress, FlushDecompress, Status};
 use zlib_rs::{Deflate, DeflateConfig as ZlibConfig, DeflateFlush, Method, Strategy};
 
-use super::{DeflateParams, MAX_MEM_LEVEL, MIN_MEM_LEVEL};
+use super::{DeflateParams, MAX_MEM_LEVEL, MAX_WINDOW_BITS, MIN_MEM_LEVEL, MIN_WINDOW_BITS};
 use crate::error::{CapacityError, Error, ProtocolError};
 use crate::role::Role;
 
@@ -55,7 +60,8 @@ thread_local! {
     /// settings, which a reset keeps. A side with context takeover takes it too for its
     /// first message, and keeps it.
     static SPARE_COMPRESSOR: Cell<Option<(Settings, Deflate)>> = const { Cell::new(None) };
-    /// Likewise the decompressor for peers with "no context takeover", between messages.
+    /// Likewise the decompressor, lent for each message whether the peer keeps its context or
+    /// not (see [`DeflateState::history`]).
     static SPARE_DECOMPRESSOR: Cell<Option<Decompress>> = const { Cell::new(None) };
 }
 
@@ -86,10 +92,17 @@ pub(crate) struct DeflateState {
     /// Our compressor: reset after each message (or dropped) with "no context takeover".
     local_no_context_takeover: bool,
     local: Settings,
-    /// The peer's: our decompressor is dropped after each message when it resets its window.
+    /// The peer's: it resets its window after each message.
     remote_no_context_takeover: bool,
+    /// The peer's window in bytes: how far back its messages may refer.
+    remote_window: usize,
     compressor: Option<Deflate>,
+    /// The thread's decompressor, lent while a message is being inflated.
     decompressor: Option<Decompress>,
+    /// The peer's context, when it keeps one: the last bytes it compressed (its compressed
+    /// messages' inflated bytes), at most `remote_window` of them, which is all a message may
+    /// refer to. Empty when it keeps none.
+    history: Vec<u8>,
     /// The inflated bytes of the compressed message being received.
     inflated: Vec<u8>,
     /// The message being received ended its deflate stream (a block with BFINAL set): the
@@ -103,6 +116,7 @@ impl std::fmt::Debug for DeflateState {
             .field("params", &self.params)
             .field("compressor", &self.compressor.is_some())
             .field("decompressor", &self.decompressor.is_some())
+            .field("history", &self.history.len())
             .field("inflated", &self.inflated.len())
             .finish_non_exhaustive()
     }
@@ -117,17 +131,18 @@ fn zlib_window_bits(bits: u8) -> u8 {
 
 impl DeflateState {
     pub(crate) fn new(role: Role, params: DeflateParams) -> Self {
-        // The peer's window needs nothing of ours: see `INFLATE_WINDOW_BITS`.
-        let (local_nct, remote_nct, local_bits) = match role {
+        let (local_nct, remote_nct, local_bits, remote_bits) = match role {
             Role::Server => (
                 params.server_no_context_takeover,
                 params.client_no_context_takeover,
                 params.server_max_window_bits,
+                params.client_max_window_bits,
             ),
             Role::Client => (
                 params.client_no_context_takeover,
                 params.server_no_context_takeover,
                 params.client_max_window_bits,
+                params.server_max_window_bits,
             ),
         };
         Self {
@@ -140,8 +155,11 @@ impl DeflateState {
                 mem_level: params.mem_level.clamp(MIN_MEM_LEVEL, MAX_MEM_LEVEL),
             },
             remote_no_context_takeover: remote_nct,
+            // RFC 7692 §7.1.2: the peer's LZ77 window is at most 2^bits bytes.
+            remote_window: 1 << remote_bits.clamp(MIN_WINDOW_BITS, MAX_WINDOW_BITS),
             compressor: None,
             decompressor: None,
+            history: Vec::new(),
             inflated: Vec::new(),
             stream_ended: false,
         }
@@ -166,10 +184,10 @@ impl DeflateState {
         }
     }
 
-    /// Whether a compressor or decompressor is allocated (what an idle connection costs).
+    /// Whether a compressor, decompressor or context is held (what an idle connection costs).
     #[cfg(test)]
     pub(crate) fn holds_state(&self) -> bool {
-        self.compressor.is_some() || self.decompressor.is_some()
+        self.compressor.is_some() || self.decompressor.is_some() || !self.history.is_empty()
     }
 
     // ----- sending ---------------------------------------------------------------------------
@@ -222,7 +240,20 @@ impl DeflateState {
         if self.stream_ended {
             return Ok(start);
         }
-        let decompressor = self.decompressor.get_or_insert_with(borrow_decompressor);
+        let decompressor = match &mut self.decompressor {
+            Some(decompressor) => decompressor,
+            None => {
+                // A message's first bytes: the thread's decompressor, given the peer's context.
+                let mut decompressor = borrow_decompressor();
+                if !self.history.is_empty() {
+                    // Raw inflate takes a dictionary at any time: this cannot fail.
+                    decompressor
+                        .set_dictionary(&self.history)
+                        .map_err(|_| ProtocolError::InvalidCompressedData)?;
+                }
+                self.decompressor.insert(decompressor)
+            }
+        };
         self.stream_ended = inflate_bounded(decompressor, input, &mut self.inflated, limit)?;
         if last && !self.stream_ended {
             self.stream_ended = inflate_bounded(decompressor, &TAIL, &mut self.inflated, limit)?;
@@ -237,14 +268,19 @@ impl DeflateState {
 
     /// Ends the message being received and hands out its inflated bytes.
     pub(crate) fn finish_message(&mut self) -> Bytes {
-        if self.remote_no_context_takeover {
-            // The next message starts a new stream: the thread keeps the decompressor.
-            if let Some(mut decompressor) = self.decompressor.take() {
-                decompressor.reset(false);
-                SPARE_DECOMPRESSOR.set(Some(decompressor));
+        if !self.remote_no_context_takeover {
+            if self.stream_ended {
+                // A final block ended the peer's stream: the next message starts a new one,
+                // with an empty window.
+                self.history = Vec::new();
+            } else {
+                remember(&mut self.history, &self.inflated, self.remote_window);
             }
-        } else if self.stream_ended {
-            self.decompressor = None;
+        }
+        // The thread keeps the decompressor; the connection keeps at most the context.
+        if let Some(mut decompressor) = self.decompressor.take() {
+            decompressor.reset(false);
+            SPARE_DECOMPRESSOR.set(Some(decompressor));
         }
         self.stream_ended = false;
         Bytes::from(std::mem::take(&mut self.inflated))
@@ -254,9 +290,23 @@ impl DeflateState {
     pub(crate) fn release(&mut self) {
         self.compressor = None;
         self.decompressor = None;
+        self.history = Vec::new();
         self.inflated = Vec::new();
         self.stream_ended = false;
     }
+}
+
+/// Appends `message` to the peer's context `history`, keeping the last `window` bytes (a power
+/// of two). The buffer grows by doubling up to the window, never past it.
+fn remember(history: &mut Vec<u8>, message: &[u8], window: usize) {
+    let message = &message[message.len().saturating_sub(window)..];
+    let keep = window - message.len();
+    history.drain(..history.len().saturating_sub(keep));
+    let len = history.len() + message.len();
+    if len > history.capacity() {
+        history.reserve_exact(len.next_power_of_two().min(window) - history.len());
+    }
+    history.extend_from_slice(message);
 }
 
 /// Deflates `input` with a sync flush and strips the tail; `None` when the output would not be
@@ -469,7 +519,67 @@ mod tests {
         );
         assert_eq!(inflate_all(&mut server, &first, 1 << 20).unwrap(), text);
         assert_eq!(inflate_all(&mut server, &second, 1 << 20).unwrap(), text);
-        assert!(client.compressor.is_some() && server.decompressor.is_some());
+        // The sender keeps its compressor; the receiver keeps only what the sender may refer
+        // to, and lends the decompressor back to the thread.
+        assert!(client.compressor.is_some());
+        assert!(server.decompressor.is_none());
+        assert_eq!(server.history, [&text[..], &text[..]].concat());
+    }
+
+    #[test]
+    fn the_peers_context_is_the_last_window_of_what_it_compressed() {
+        // The client's window is 512 bytes (9 bits): the server keeps the last 512 bytes of
+        // the client's compressed messages, never a byte or a byte of capacity more.
+        let params = with_window_and_memory(9, 5);
+        let (mut client, mut server) = pair(params);
+        let mut sent = Vec::new();
+        for i in 0..40u32 {
+            let text = format!(
+                "message {i}: {}",
+                "the same words again and again ".repeat(1 + i as usize % 5)
+            )
+            .into_bytes();
+            let packed = client.compress(&text).unwrap();
+            assert_eq!(inflate_all(&mut server, &packed, 1 << 20).unwrap(), text);
+            sent.extend_from_slice(&text);
+            let tail = &sent[sent.len().saturating_sub(512)..];
+            assert_eq!(server.history, tail, "message {i}");
+            assert!(
+                server.history.capacity() <= 512,
+                "{}",
+                server.history.capacity()
+            );
+        }
+        // Later messages draw on it: the same text again compresses to a few bytes.
+        let again = b"the same words again and again the same words again and again".to_vec();
+        let first = client.compress(&again).unwrap();
+        assert!(first.len() < 20, "{}", first.len());
+        assert_eq!(inflate_all(&mut server, &first, 1 << 20).unwrap(), again);
+        // A message longer than the window leaves only its own last 512 bytes.
+        let long = lines();
+        let packed = client.compress(&long).unwrap();
+        assert_eq!(inflate_all(&mut server, &packed, 1 << 20).unwrap(), long);
+        assert_eq!(server.history, long[long.len() - 512..]);
+        assert!(server.decompressor.is_none());
+    }
+
+    #[test]
+    fn a_peer_that_refers_past_the_window_it_agreed_to_fails_1007() {
+        // The client compresses with 32 KiB windows while the server was promised 512 bytes:
+        // a reference further back than that is broken data.
+        let mut client = DeflateState::new(Role::Client, with_window_and_memory(15, 5));
+        let mut server = DeflateState::new(Role::Server, with_window_and_memory(9, 5));
+        let text: Vec<u8> = (0..2000u32)
+            .flat_map(|i| format!("{:08x}", i.wrapping_mul(2_654_435_761)).into_bytes())
+            .take(1000)
+            .collect();
+        let first = client.compress(&text).unwrap();
+        assert_eq!(inflate_all(&mut server, &first, 1 << 20).unwrap(), text);
+        // The same 1,000 bytes again: one reference 1,000 bytes back.
+        let second = client.compress(&text).unwrap();
+        assert!(second.len() < 20, "{}", second.len());
+        let error = server.inflate(&second, true, 1 << 20).unwrap_err();
+        assert_eq!(error, ProtocolError::InvalidCompressedData.into());
     }
 
     #[test]

@@ -23,21 +23,23 @@
 //! - control frames are never compressed;
 //! - "no context takeover" resets the LZ77 window between messages (§7.1.1).
 //!
-//! **Memory.** The compressor and the decompressor are allocated on first use, so a connection
-//! that negotiated compression but sends nothing large costs nothing more. With context
-//! takeover they stay for the life of the connection: about 330 KiB together with 15-bit
-//! windows (measured as server RSS per connection), 220 KiB with 12-bit windows; most of it
-//! is the compressor (zlib-rs at memory level 8: a 128 KiB hash table whatever the window,
-//! plus four times the window), the decompressor being the window plus 7 KiB. With "no
-//! context takeover" on a side, that side's state is freed after each message. The README's
-//! permessage-deflate section has the measurements.
+//! **Memory.** Nothing is allocated until the first compressed message, so a connection that
+//! negotiated compression but sends nothing large costs nothing more. Decompressing, a
+//! connection keeps at most the peer's context: the last bytes the peer compressed, as many
+//! as its window (4 KiB at 12 bits, 32 KiB at 15), nothing when the peer has "no context
+//! takeover"; the decompressor itself is the thread's, lent for each message and given that
+//! context as its dictionary. Compressing with context takeover, a connection keeps its
+//! compressor for its life: about 160 KiB with 12-bit windows (zlib-rs: a 128 KiB hash table
+//! whatever the window and memory level, twice the window, two bytes per window position, and
+//! the memory level's buffers as large messages fill them); with "no context takeover" the
+//! thread lends one for each message. The README's permessage-deflate section has the
+//! measurements.
 //!
-//! **Backend.** `flate2` on `zlib-rs`, a pure-Rust port of zlib: raw deflate with a chosen
-//! window size (`Compress::new_with_window_bits`), which `flate2`'s default `miniz_oxide`
-//! backend does not offer, and no C compiler needed. zlib cannot deflate with an 8-bit window
-//! (256 bytes); as zlib itself, Node's `ws` and others do, a negotiated 8 is served with a
-//! 9-bit window, whose output never refers further back than 250 bytes, so any peer with a
-//! 256-byte window inflates it.
+//! **Backend.** `zlib-rs`, a pure-Rust port of zlib (no C compiler needed): its own API
+//! compresses (raw deflate with a chosen window size and memory level), `flate2` on it
+//! inflates. zlib cannot deflate with an 8-bit window (256 bytes); as zlib itself, Node's `ws`
+//! and others do, a negotiated 8 is served with a 9-bit window, whose output never refers
+//! further back than 250 bytes, so any peer with a 256-byte window inflates it.
 
 mod codec;
 mod params;

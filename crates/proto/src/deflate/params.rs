@@ -26,13 +26,13 @@ use crate::handshake::Extension;
 /// | [`client_max_window_bits`](Self::client_max_window_bits) | below 15: limit the client's window when its offer allows it. Default 12 | the largest window we compress with: `client_max_window_bits` is offered bare at 15, `=N` below. Default: offered bare (the server chooses; 15 when it does not) |
 /// | [`threshold`](Self::threshold), [`level`](Self::level), [`mem_level`](Self::mem_level) | not negotiated: how this side compresses | the same |
 ///
-/// **Memory.** What a side keeps per connection with context takeover is its compressor
-/// (zlib-rs: a 128 KiB hash table whatever the settings, twice the window, two bytes per
-/// window position, and buffers of 7 bytes × 2^(memory level + 6) as they are used) and
-/// its decompressor (zlib-rs: a 32 KiB window whatever the window bits, filled as messages
-/// come, and 7 KiB). A side without context takeover keeps neither between messages: the
-/// thread lends one for each message. The README's permessage-deflate section has the
-/// measurements.
+/// **Memory.** Per connection, a side keeps its compressor when it compresses with context
+/// takeover (zlib-rs: a 128 KiB hash table whatever the settings, twice the window, two bytes
+/// per window position, and buffers of 7 bytes × 2^(memory level + 6) as large messages
+/// fill them: about 160 KiB with the defaults), and the peer's context when the peer keeps
+/// one (the last bytes it compressed, up to its window: 4 KiB at 12 bits). Without context
+/// takeover the thread lends a compressor for each message, and the decompressor is always
+/// the thread's. The README's permessage-deflate section has the measurements.
 ///
 /// Server side:
 ///

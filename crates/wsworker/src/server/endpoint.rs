@@ -229,11 +229,11 @@ impl Endpoint {
     /// asked for both ways (as Python's `websockets` does), messages of 32 bytes or more
     /// compressed at level 6 with zlib memory level 5, and our side compressing each
     /// message on its own with a compressor the worker thread lends (about 160 KiB it
-    /// would otherwise keep per connection); the client keeps its context, which costs a
-    /// decompressor per connection that has sent a compressed message (21 KiB measured
-    /// after one small message, 48 KiB once its 32 KiB window is full). See
-    /// [`DeflateConfig`](wsworker_proto::deflate::DeflateConfig) for what each setting
-    /// costs.
+    /// would otherwise keep per connection); the client keeps its context, which costs the
+    /// last bytes it compressed, up to its window (4 KiB at 12 bits), per connection that
+    /// has sent a compressed message (3 KiB measured in all after one small message, 6 KiB
+    /// after many). See [`DeflateConfig`](wsworker_proto::deflate::DeflateConfig) for what
+    /// each setting costs.
     /// Broadcast frames ([`Connections::broadcast`]) are encoded once and not compressed.
     ///
     /// ```no_run
