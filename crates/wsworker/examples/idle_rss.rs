@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use wsworker::bench::chat_lines;
 use wsworker::proto::deflate::DeflateConfig;
 use wsworker::proto::frame::FrameHeader;
 use wsworker::proto::handshake::ClientHandshake;
@@ -225,38 +226,4 @@ fn data_payload_bytes(mut wire: &[u8]) -> Result<u64, BoxError> {
         wire = wire.get(frame_len..).ok_or("a partial frame")?;
     }
     Ok(total)
-}
-
-/// `size` bytes of a chat's traffic: JSON lines with a few fields that vary, drawn from
-/// `seed`.
-fn chat_lines(size: usize, seed: u64) -> String {
-    const WORDS: [&str; 16] = [
-        "hello", "there", "meeting", "at", "noon", "today", "thanks", "see", "you", "soon", "the",
-        "build", "is", "green", "again", "ok",
-    ];
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
-    let mut out = String::with_capacity(size + 160);
-    let mut id = 1_000_000 + seed * 1000;
-    while out.len() < size {
-        let user = next() % 50;
-        let words = 3 + next() % 8;
-        let text: Vec<&str> = (0..words)
-            .map(|_| WORDS[(next() % WORDS.len() as u64) as usize])
-            .collect();
-        id += 1 + next() % 3;
-        let ts = 1_767_225_600_000 + id * 37 + next() % 1000;
-        out.push_str(&format!(
-            "{{\"type\":\"message\",\"room\":\"general\",\"user\":\"user-{user:04}\",\
-             \"id\":{id},\"ts\":{ts},\"text\":\"{}\"}}\n",
-            text.join(" ")
-        ));
-    }
-    out.truncate(size);
-    out
 }

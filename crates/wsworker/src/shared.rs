@@ -206,13 +206,9 @@ impl Shared {
         let view = message.view();
         let len = view.len();
         let frame_len = FrameBuffer::frame_len(len);
-        if queue.commands.is_empty()
-            && len <= queue.direct.max_payload
-            && frame_len <= queue.direct.room
+        if len <= queue.direct.max_payload
+            && self.encode_at_once(&mut queue, frame_len, |frames| frames.push(view))
         {
-            queue.frames.get_or_insert_default().push(view);
-            queue.direct.room -= frame_len;
-            self.queued_in(&mut queue, frame_len);
             return Ok(());
         }
         let shared = queue
@@ -237,14 +233,30 @@ impl Shared {
         }
         let mut queue = self.outbound();
         let len = frame.as_bytes().len();
-        if len <= COPY_PREPARED_AT_MOST && queue.commands.is_empty() && len <= queue.direct.room {
-            queue.frames.get_or_insert_default().push_prepared(frame);
-            queue.direct.room -= len;
-            self.queued_in(&mut queue, len);
+        if len <= COPY_PREPARED_AT_MOST
+            && self.encode_at_once(&mut queue, len, |frames| frames.push_prepared(frame))
+        {
             return Ok(());
         }
         self.push(&mut queue, Command::Prepared(frame.clone()));
         Ok(())
+    }
+
+    /// Encodes `frame_len` bytes straight into the queue's frames with `encode` when no
+    /// command waits (so the order holds) and the driver's room allows; whether it did.
+    fn encode_at_once(
+        &self,
+        queue: &mut Outbound,
+        frame_len: usize,
+        encode: impl FnOnce(&mut FrameBuffer),
+    ) -> bool {
+        if !queue.commands.is_empty() || frame_len > queue.direct.room {
+            return false;
+        }
+        encode(queue.frames.get_or_insert_default());
+        queue.direct.room -= frame_len;
+        self.queued_in(queue, frame_len);
+        true
     }
 
     /// Hands a command to the driver, after everything sent before.

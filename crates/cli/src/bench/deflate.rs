@@ -8,6 +8,7 @@
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use wsworker::bench::chat_lines;
 use wsworker_proto::deflate::DeflateConfig;
 use wsworker_proto::frame::FrameHeader;
 use wsworker_proto::handshake::Response;
@@ -161,40 +162,6 @@ fn data_payload_bytes(mut wire: &[u8]) -> Result<u64, wsworker_proto::ProtocolEr
         wire = rest;
     }
     Ok(total)
-}
-
-/// `size` bytes of a chat's traffic: JSON lines whose user, words, id and time vary, drawn
-/// from `seed` (so that every connection sends its own message, the same in every run).
-pub(super) fn chat_lines(size: usize, seed: u64) -> String {
-    const WORDS: [&str; 16] = [
-        "hello", "there", "meeting", "at", "noon", "today", "thanks", "see", "you", "soon", "the",
-        "build", "is", "green", "again", "ok",
-    ];
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
-    let mut out = String::with_capacity(size + 160);
-    let mut id = 1_000_000 + seed.wrapping_mul(1000);
-    while out.len() < size {
-        let user = next() % 50;
-        let words: Vec<&str> = (0..3 + next() % 8)
-            .map(|_| WORDS[(next() % WORDS.len() as u64) as usize])
-            .collect();
-        id = id.wrapping_add(1 + next() % 3);
-        let ts = 1_767_225_600_000_u64.wrapping_add(id.wrapping_mul(37) + next() % 1000);
-        out.push_str(&format!(
-            "{{\"type\":\"message\",\"room\":\"general\",\"user\":\"user-{user:04}\",\
-             \"id\":{id},\"ts\":{ts},\"text\":\"{}\"}}\n",
-            words.join(" ")
-        ));
-    }
-    // ASCII: any length is a character boundary.
-    out.truncate(size);
-    out
 }
 
 #[cfg(test)]
