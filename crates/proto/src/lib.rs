@@ -76,6 +76,6 @@ pub use utf8::{InvalidUtf8, Utf8Bytes};
 // Hooks for the runtime (`wsworker`), the benchmarks and the fuzzers: public so that they can
 // reach them, left out of the documentation as no application needs them.
 #[doc(hidden)]
-pub use connection::{FrameBuffer, MAX_LENT};
+pub use connection::{Dormant, FrameBuffer, MAX_LENT};
 #[doc(hidden)]
 pub use utf8::Utf8Validator;

@@ -630,3 +630,41 @@ fn only_messages_below_the_compression_threshold_are_plain_frames() {
     capped.close(CloseCode::NORMAL, "").unwrap();
     assert_eq!(capped.plain_frame_limit(), None);
 }
+
+// ----- sleeping between messages ------------------------------------------------------------
+
+#[test]
+fn the_peers_context_survives_a_sleep() {
+    // The RFC's second "Hello" refers back into the first: the decompressor's window must
+    // come through the sleep.
+    let mut server = deflate_server(params());
+    server.receive(&client_frame(true, 0b100, 1, &HELLO_DEFLATED));
+    let hello = Event::Message(Message::text("Hello"));
+    assert_eq!(events(&mut server), (vec![hello.clone()], None));
+    let dormant = server.sleep().expect("at rest");
+    let mut server = Connection::wake(dormant);
+    server.receive(&client_frame(
+        true,
+        0b100,
+        1,
+        &[0xf2, 0x00, 0x11, 0x00, 0x00],
+    ));
+    assert_eq!(events(&mut server), (vec![hello], None));
+}
+
+#[test]
+fn a_woken_connection_still_compresses() {
+    let mut client = deflate_client(params());
+    let mut server = deflate_server(params());
+    let dormant = server.sleep().expect("at rest");
+    let mut server = Connection::wake(dormant);
+    let text = "compress me ".repeat(50);
+    server.send_text(text.clone()).unwrap();
+    let sent = server.buffered_amount();
+    assert!(sent < text.len() / 4, "{sent} bytes for {}", text.len());
+    pump(&mut server, &mut client);
+    assert_eq!(
+        events(&mut client),
+        (vec![Event::Message(Message::text(text))], None)
+    );
+}

@@ -8,6 +8,7 @@
 //!   network ◀─write── transmit_slices() / poll_transmit() ◀── send_*() / close() ◀──┘
 //! ```
 
+mod dormant;
 mod recv;
 mod send;
 
@@ -23,6 +24,7 @@ use crate::frame::{FrameDecoder, FrameHeader, OpCode};
 use crate::message::{Message, MessageRef};
 use crate::role::Role;
 use crate::utf8::{Utf8Bytes, Utf8Validator};
+pub use dormant::Dormant;
 pub use recv::MAX_LENT;
 use recv::{FrameState, Reassembly};
 use send::SendQueue;
@@ -138,16 +140,36 @@ impl Connection {
     /// Like [`Connection::new`], with bytes that arrived right behind the handshake (or an
     /// empty buffer to reuse).
     pub fn with_buffer(role: Role, config: Config, recv: BytesMut) -> Self {
+        #[cfg(feature = "deflate")]
+        let deflate = config
+            .deflate_value()
+            .map(|params| Box::new(crate::deflate::DeflateState::new(role, *params)));
+        Self::assemble(
+            role,
+            config,
+            recv,
+            #[cfg(feature = "deflate")]
+            deflate,
+        )
+    }
+
+    /// A connection in the `Open` state with `deflate` as its permessage-deflate state
+    /// (made for `config`'s parameters).
+    fn assemble(
+        role: Role,
+        config: Config,
+        recv: BytesMut,
+        #[cfg(feature = "deflate")] deflate: Option<Box<crate::deflate::DeflateState>>,
+    ) -> Self {
         let max_frame = config
             .max_frame_size_value()
             .min(config.max_message_size_value());
         #[allow(unused_mut)]
         let mut decoder = FrameDecoder::new(role, max_frame as u64);
         #[cfg(feature = "deflate")]
-        let deflate = config.deflate_value().map(|params| {
+        if deflate.is_some() {
             decoder.set_allowed_rsv(RSV1);
-            Box::new(crate::deflate::DeflateState::new(role, *params))
-        });
+        }
         Self {
             role,
             decoder,

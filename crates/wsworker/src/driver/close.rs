@@ -35,7 +35,7 @@ where
 
     /// The peer ended its side of the TCP connection.
     pub(super) fn read_closed(&mut self) {
-        if !self.conn.is_receive_done() {
+        if !self.conn.get().is_receive_done() {
             // The TCP connection ended without a closing handshake.
             self.end_unless_known(CloseInfo::dropped());
             self.stage = Stage::Ended;
@@ -58,7 +58,7 @@ where
             Stage::New | Stage::Open => return Poll::Pending,
             Stage::Ended | Stage::Reported => return Poll::Ready(()),
             // Flushed; or the peer is gone mid-conversation, and nothing we queue will be read.
-            Stage::ReadClosed(_) if !self.conn.wants_transmit() || !closed => {
+            Stage::ReadClosed(_) if !self.conn.get().wants_transmit() || !closed => {
                 self.stage = Stage::Ended;
                 return Poll::Ready(());
             }
@@ -66,8 +66,8 @@ where
             // wait for the client's end (read side) so no data is lost to a reset.
             Stage::Closing(_)
                 if closed
-                    && !self.conn.wants_transmit()
-                    && self.conn.role() == Role::Server
+                    && !self.conn.get().wants_transmit()
+                    && self.conn.get().role() == Role::Server
                     && Pin::new(&mut self.io).poll_shutdown(cx).is_ready() =>
             {
                 self.stage = match std::mem::replace(&mut self.stage, Stage::Ended) {

@@ -2,6 +2,7 @@
 //! unanswered; on a timer of its own (a task) or on the event loop's clock
 //! ([`Driver::keepalive_tick`]), one step function for both.
 
+use super::rest::ProtoSlot;
 use super::*;
 
 /// Idle keepalive: a ping after `interval` without a byte from the peer, and the connection
@@ -97,14 +98,15 @@ impl KeepaliveState {
         }
     }
 
-    /// Advances the keepalive to `now`, queuing the ping on `conn` when it is due.
-    fn step(&mut self, config: Keepalive, now: Instant, conn: &mut Proto) -> KeepaliveStep {
+    /// Advances the keepalive to `now`, queuing the ping on `conn` when it is due (the only
+    /// step that wakes a sleeping connection's state).
+    fn step(&mut self, config: Keepalive, now: Instant, conn: &mut ProtoSlot) -> KeepaliveStep {
         match self.watch {
             Watch::Heard(at) if at + config.interval > now => {
                 KeepaliveStep::Wait(at + config.interval)
             }
             Watch::Heard(_) => {
-                let _ = conn.send_ping(Bytes::new());
+                let _ = conn.get().send_ping(Bytes::new());
                 self.watch = Watch::Pinged(now);
                 KeepaliveStep::Ping
             }

@@ -52,6 +52,7 @@ mod close;
 mod keepalive;
 mod read;
 mod reply;
+mod rest;
 mod write;
 
 pub use keepalive::Keepalive;
@@ -201,7 +202,7 @@ impl Default for DriverConfig {
 /// connection dropped without a close (1006), and balances the counters.
 pub(crate) struct Driver<S, H: Handler> {
     io: S,
-    conn: Proto,
+    conn: rest::ProtoSlot,
     handler: H,
     /// Shared by all the connections of a worker.
     config: Arc<DriverConfig>,
@@ -239,6 +240,11 @@ where
         }
         let done = this.drive(cx);
         this.give_back_write_buffer();
+        if done.is_pending() && matches!(this.stage, Stage::Open) {
+            // Nothing in flight: until the next byte or send, the connection keeps only
+            // what it must (see `rest`).
+            this.conn.sleep();
+        }
         ready!(done);
         this.finish();
         Poll::Ready(())
@@ -336,7 +342,7 @@ where
         let keepalive = config.keepalive.map(|_| KeepaliveState::new());
         Self {
             io,
-            conn,
+            conn: rest::ProtoSlot::new(conn),
             handler,
             config,
             close: None,
@@ -419,11 +425,11 @@ where
             return;
         }
         let result = match command {
-            Command::Send(message) => self.conn.send_message(message),
-            Command::Prepared(frame) => self.conn.send_prepared(&frame),
-            Command::Ping(payload) => self.conn.send_ping(payload),
+            Command::Send(message) => self.conn.get().send_message(message),
+            Command::Prepared(frame) => self.conn.get().send_prepared(&frame),
+            Command::Ping(payload) => self.conn.get().send_ping(payload),
             Command::Close(code, reason) => {
-                let result = self.conn.close(code, &reason);
+                let result = self.conn.get().close(code, &reason);
                 if result.is_ok() {
                     self.end(CloseInfo::unclean(code, reason));
                 }

@@ -14,11 +14,11 @@ where
         if !self.stage.reads() {
             return Poll::Pending;
         }
-        let discard = self.conn.is_receive_done();
+        let discard = self.conn.get().is_receive_done();
         if !discard && self.handler.poll_ready(cx).is_pending() {
             return Poll::Pending;
         }
-        let buf = self.conn.recv_buffer_mut();
+        let buf = self.conn.get().recv_buffer_mut();
         // Between reads a connection holds no buffer, or the start of a frame parked in an
         // allocation of its own size: the read goes into the worker's buffer, the parked
         // bytes copied in front. Only a large partial frame keeps a buffer of its own.
@@ -56,7 +56,7 @@ where
             // After the close frame nothing more is read, but the socket is drained until
             // the peer closes it, so that closing ours does not reset the connection and
             // destroy the close frame we sent.
-            self.conn.recv_buffer_mut().clear();
+            self.conn.get().recv_buffer_mut().clear();
         } else {
             self.process_events();
         }
@@ -70,7 +70,7 @@ where
     /// few bytes, not the worker's whole buffer. `parked` is what the read started from,
     /// reused when nothing was read.
     pub(super) fn give_back_read_buffer(&mut self, parked: Option<BytesMut>) {
-        let buf = self.conn.recv_buffer_mut();
+        let buf = self.conn.get().recv_buffer_mut();
         let left = buf.len();
         if left > PARK_AT_MOST.max(buf.capacity() / 8) {
             // The decoder made room for the rest of a large frame; copying its start out
@@ -99,14 +99,14 @@ where
                 // A run of plain messages: their replies pile up in the outbound queue and are
                 // queued together below, before anything that may queue frames of its own.
                 let mut received = 0;
-                while let Some(message) = self.conn.poll_message_ref() {
+                while let Some(message) = self.conn.get().poll_message_ref() {
                     received += 1;
                     self.handler.on_message_ref(message);
                 }
                 if let Some(counters) = &self.counters {
                     counters.messages_received(received);
                 }
-                if received > 0 && self.conn.recv_buffer_mut().is_empty() {
+                if received > 0 && self.conn.get().recv_buffer_mut().is_empty() {
                     // Whole messages to the last byte: nothing more can come of this read,
                     // and the replies are taken with the end of the callbacks, in one lock.
                     break;
@@ -114,9 +114,9 @@ where
                 self.apply_sent();
             }
             let polled = if borrows {
-                self.conn.poll_event_ref()
+                self.conn.get().poll_event_ref()
             } else {
-                self.conn.poll_event().map(|e| e.map(EventRef::Owned))
+                self.conn.get().poll_event().map(|e| e.map(EventRef::Owned))
             };
             match polled {
                 Ok(Some(EventRef::Message(message))) => {

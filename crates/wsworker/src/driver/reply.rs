@@ -22,10 +22,11 @@ where
     /// (no wake-up), and the queue gets the thread's frame buffer to encode small messages
     /// into.
     pub(super) fn begin_callbacks(&mut self) {
+        let direct = self.direct();
         if let Some(unused) = self
             .handler
             .shared()
-            .begin_callbacks(self.direct(), buffers::borrow_frames())
+            .begin_callbacks(direct, buffers::borrow_frames())
         {
             buffers::give_back_frames(unused);
         }
@@ -38,7 +39,7 @@ where
         let (commands, frames) = self
             .handler
             .shared()
-            .end_callbacks(|frames| flush(&mut self.conn, &self.config, frames, &mut flushed));
+            .end_callbacks(|frames| flush(self.conn.get(), &self.config, frames, &mut flushed));
         if let Some(frames) = frames {
             buffers::give_back_frames(frames);
         }
@@ -50,8 +51,8 @@ where
     }
 
     /// What sends may encode at once; see [`direct`].
-    pub(super) fn direct(&self) -> Direct {
-        direct(&self.conn, &self.config)
+    pub(super) fn direct(&mut self) -> Direct {
+        direct(self.conn.get(), &self.config)
     }
 
     /// Applies, in order, what was sent (the frames encoded at once, then the commands),
@@ -65,7 +66,7 @@ where
             let Some(commands) = self
                 .handler
                 .shared()
-                .take_sent(|frames| flush(&mut self.conn, &self.config, frames, &mut flushed))
+                .take_sent(|frames| flush(self.conn.get(), &self.config, frames, &mut flushed))
             else {
                 return applied;
             };
@@ -96,7 +97,8 @@ where
         for command in commands {
             self.apply(command);
         }
-        self.handler.shared().set_direct(self.direct());
+        let direct = self.direct();
+        self.handler.shared().set_direct(direct);
         true
     }
 }

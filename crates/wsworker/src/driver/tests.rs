@@ -198,7 +198,8 @@ async fn the_start_of_a_frame_is_parked_small_and_the_read_buffer_goes_back() {
     for (at, end) in [(0, 1), (1, 3), (3, 9)] {
         peer.write_all(&frame[at..end]).await.unwrap();
         assert!(poll(&mut driver).is_pending());
-        let held = driver.conn.recv_buffer_mut();
+        assert!(!driver.conn.is_asleep(), "a frame's start is held");
+        let held = driver.conn.get().recv_buffer_mut();
         // Once the header (2 bytes and the 4 of the mask) is whole, the payload's start
         // is what is left.
         let left = if end < 6 { end } else { end - 6 };
@@ -216,7 +217,9 @@ async fn the_start_of_a_frame_is_parked_small_and_the_read_buffer_goes_back() {
     peer.write_all(&frame[9..]).await.unwrap();
     assert!(poll(&mut driver).is_pending());
     assert_eq!(seen.borrow().messages, [Message::from("hello")]);
-    assert_eq!(driver.conn.recv_buffer_mut().capacity(), 0);
+    // Nothing in flight: the protocol state sleeps, holding no buffer.
+    assert!(driver.conn.is_asleep());
+    assert_eq!(driver.conn.get().recv_buffer_mut().capacity(), 0);
 }
 
 #[tokio::test]
@@ -236,7 +239,7 @@ async fn a_large_partial_frame_keeps_its_buffer_and_arrives_whole() {
         assert!(poll(&mut driver).is_pending());
         if sent < frame.len() {
             // Far more than a leftover worth parking: the decoder's room stays.
-            assert!(driver.conn.recv_buffer_mut().capacity() >= 50_000);
+            assert!(driver.conn.get().recv_buffer_mut().capacity() >= 50_000);
         }
     }
     assert_eq!(seen.borrow().messages, [Message::from(text)]);
@@ -569,10 +572,19 @@ async fn on_the_loops_clock_the_keepalive_steps_only_when_ticked() {
     assert!(client.received().is_empty(), "no timer of its own");
 
     // The loop's clock may run ahead of or behind tokio's: the tick's `now` is what counts.
+    assert!(driver.conn.is_asleep());
     assert!(!driver.keepalive_tick(start + Duration::from_millis(9_999)));
+    assert!(
+        driver.conn.is_asleep(),
+        "a tick with nothing due leaves it asleep"
+    );
     assert!(driver.keepalive_tick(start + Duration::from_secs(10)));
     assert!(poll(&mut driver).is_pending());
     assert_eq!(client.received(), [Event::Ping(Bytes::new())]);
+    assert!(
+        driver.conn.is_asleep(),
+        "asleep again once the ping is written"
+    );
     assert!(!driver.keepalive_tick(start + Duration::from_millis(14_999)));
     assert!(driver.keepalive_tick(start + Duration::from_secs(15)));
     assert!(

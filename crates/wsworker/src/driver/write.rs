@@ -15,7 +15,7 @@ where
     /// messages piling up unread, and a single message as large as the limit (the echo of a
     /// message of the maximum size) must still go out.
     pub(super) fn admit(&mut self, command: &Command) -> bool {
-        let queued = self.conn.buffered_amount();
+        let queued = self.conn.get().buffered_amount();
         if queued == 0
             || queued + command.weight() <= self.config.hard_buffer_limit
             || self.conn.ready_state() != ReadyState::Open
@@ -36,7 +36,7 @@ where
                 } else {
                     CloseCode::POLICY_VIOLATION
                 };
-                let _ = self.conn.close(code, "send buffer full");
+                let _ = self.conn.get().close(code, "send buffer full");
                 self.end(CloseInfo::unclean(code, "send buffer full"));
             }
         }
@@ -45,15 +45,15 @@ where
 
     /// Lends the worker's write buffer to a connection with nothing queued, for this poll.
     pub(super) fn borrow_write_buffer(&mut self) {
-        if !self.conn.wants_transmit() {
+        if !self.conn.get().wants_transmit() {
             // Nothing is queued, so the swap cannot fail; what it gives back is empty.
-            let _ = self.conn.replace_send_buffer(buffers::borrow_write());
+            let _ = self.conn.get().replace_send_buffer(buffers::borrow_write());
         }
     }
 
     /// Returns the write buffer to the worker once everything in it is written.
     pub(super) fn give_back_write_buffer(&mut self) {
-        if let Ok(buf) = self.conn.replace_send_buffer(BytesMut::new())
+        if let Ok(buf) = self.conn.get().replace_send_buffer(BytesMut::new())
             && buf.capacity() > 0
         {
             buffers::give_back_write(buf);
@@ -63,8 +63,8 @@ where
     /// Writes everything queued, with one vectored write per batch of slices.
     pub(super) fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
         let mut wrote = false;
-        while self.conn.wants_transmit() {
-            let written = if self.conn.transmit_slice_count() <= FEW_IOV {
+        while self.conn.get().wants_transmit() {
+            let written = if self.conn.get().transmit_slice_count() <= FEW_IOV {
                 self.write_vectored::<FEW_IOV>(cx)
             } else {
                 self.write_vectored::<MAX_IOV>(cx)
@@ -77,7 +77,7 @@ where
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            self.conn.advance_transmit(n);
+            self.conn.get().advance_transmit(n);
             if let Some(counters) = &self.counters {
                 counters.sent(n);
             }
@@ -95,14 +95,14 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<usize>> {
         let mut slices = [IoSlice::new(&[]); N];
-        let count = self.conn.transmit_slices(&mut slices);
+        let count = self.conn.get().transmit_slices(&mut slices);
         Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count])
     }
 
     /// Publishes the buffered amount and fires the buffer callbacks; `true` when one was
     /// called.
     pub(super) fn check_buffer(&mut self) -> bool {
-        let buffered = self.conn.buffered_amount();
+        let buffered = self.conn.get().buffered_amount();
         self.handler.shared().publish_queued(buffered);
         if !self.buffer_full && buffered > self.config.soft_buffer_limit {
             self.buffer_full = true;
