@@ -24,8 +24,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
-use wsworker_proto::{CloseCode, Message, PreparedFrame, Utf8Bytes, encode_server_frame};
+use wsworker_proto::{CloseCode, Message, Utf8Bytes, encode_server_frame};
 
+use super::frames::{FanoutCounts, Frames};
 use super::Hub;
 use super::engine::{Engine, EngineError, Envelope, History, Reply, Stamp, Topic};
 use crate::resume::wire::{self, Opening, Positions, SessionInfo};
@@ -120,13 +121,15 @@ struct Record {
     conns: Vec<u64>,
 }
 
-/// The frames of one message for the resuming connections it goes to, each encoded once.
+/// The frames of one message for the resuming connections it goes to: each message with its
+/// head made once, and each of its frames encoded once (compressed once per set of
+/// permessage-deflate terms, as a fan-out's, see [`Frames`]).
 pub(crate) struct ResumeFrames<'a> {
     topic: &'a Topic,
     stamp: Option<Stamp>,
     message: &'a Message,
-    plain: Option<PreparedFrame>,
-    placed: [Option<PreparedFrame>; 2],
+    plain: Option<Frames<'static>>,
+    placed: [Option<Frames<'static>>; 2],
 }
 
 impl<'a> ResumeFrames<'a> {
@@ -141,18 +144,32 @@ impl<'a> ResumeFrames<'a> {
         }
     }
 
-    fn plain(&mut self) -> &PreparedFrame {
+    /// The message with the plain head (`v`).
+    fn plain(&mut self) -> &mut Frames<'static> {
         let message = self.message;
         self.plain
-            .get_or_insert_with(|| encode_server_frame(&with_head(wire::PLAIN_HEAD, message)))
+            .get_or_insert_with(|| Frames::owned(with_head(wire::PLAIN_HEAD, message)))
     }
 
-    fn placed(&mut self, stamp: &Stamp, with_epoch: bool) -> &PreparedFrame {
+    /// The message with its place's head.
+    fn placed(&mut self, stamp: &Stamp, with_epoch: bool) -> &mut Frames<'static> {
         let (topic, message) = (self.topic, self.message);
         self.placed[usize::from(with_epoch)].get_or_insert_with(|| {
             let head = wire::message_head(&topic.key(), stamp, with_epoch);
-            encode_server_frame(&with_head(&head, message))
+            Frames::owned(with_head(&head, message))
         })
+    }
+
+    /// What its frames compressed, for the fan-out's counts.
+    pub(crate) fn counts(&self) -> FanoutCounts {
+        [&self.plain, &self.placed[0], &self.placed[1]]
+            .into_iter()
+            .flatten()
+            .map(Frames::counts)
+            .fold(FanoutCounts::default(), |sum, counts| FanoutCounts {
+                compressions: sum.compressions + counts.compressions,
+                compressed_sends: sum.compressed_sends + counts.compressed_sends,
+            })
     }
 }
 
@@ -230,11 +247,9 @@ impl ResumeState {
             return self.hold(&mut state, conn, held);
         }
         match placed {
-            None => conn.send_prepared(frames.plain()).is_ok(),
+            None => frames.plain().send(conn),
             Some(stamp) => match state.pass(frames.topic, &stamp) {
-                Some(with_epoch) => conn
-                    .send_prepared(frames.placed(&stamp, with_epoch))
-                    .is_ok(),
+                Some(with_epoch) => frames.placed(&stamp, with_epoch).send(conn),
                 None => false,
             },
         }
