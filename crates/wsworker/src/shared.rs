@@ -175,7 +175,10 @@ impl Shared {
 
     /// Notes the terms under which the connection takes shared compressed frames.
     #[cfg(feature = "deflate")]
-    pub(crate) fn set_shared_deflate(&mut self, terms: Option<wsworker_proto::deflate::SharedDeflate>) {
+    pub(crate) fn set_shared_deflate(
+        &mut self,
+        terms: Option<wsworker_proto::deflate::SharedDeflate>,
+    ) {
         self.shared_deflate = terms;
     }
 

@@ -161,8 +161,7 @@ mod tests {
             let message = text();
             let frame = terms.encode(&message).unwrap();
             // Byte for byte what the connection itself sends, and what its peer inflates.
-            let mut server =
-                Connection::new(Role::Server, Config::default().deflate(Some(params)));
+            let mut server = Connection::new(Role::Server, Config::default().deflate(Some(params)));
             server.send_message(message.clone()).unwrap();
             let mut sent = Vec::new();
             while let Some(chunk) = server.poll_transmit() {

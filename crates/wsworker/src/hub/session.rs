@@ -26,9 +26,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use wsworker_proto::{CloseCode, Message, Utf8Bytes, encode_server_frame};
 
-use super::frames::{FanoutCounts, Frames};
 use super::Hub;
 use super::engine::{Engine, EngineError, Envelope, History, Reply, Stamp, Topic};
+use super::frames::{FanoutCounts, Frames};
 use crate::resume::wire::{self, Opening, Positions, SessionInfo};
 use crate::resume::{FailReason, ResumeConfig};
 use crate::server::Connection;
