@@ -446,9 +446,9 @@ impl ResumeState {
         }
         sessions.keep(&session.token, self.config.window, true);
         let _ = conn.send_raw(Message::text(answer));
-        // As the live messages of a fan-out go: encoded once, not compressed per
-        // connection (permessage-deflate would cost more than the replay itself for small
-        // messages).
+        // Plain frames: a replay is this connection's alone, so a compression would be
+        // per connection and per message (more than the replay itself costs for small
+        // messages); the live messages of a fan-out are compressed once for all.
         for message in replay {
             let _ = conn.send_prepared(&encode_server_frame(&message));
         }
