@@ -31,12 +31,15 @@ SCENARIOS = {
     "J": "fan-out, closed loop: 8 messages in flight",
     "L": "fan-out, closed loop: 64 messages in flight",
     "K": "permessage-deflate memory: each connection echoes one compressible text message, then idles",
+    "M": "fan-out with deflate: closed loop, 8 in flight, every subscriber with permessage-deflate",
 }
-FANOUT = ("I", "J", "L")
+FANOUT = ("I", "J", "L", "M")
+# Scenario M: wsworker's chat with permessage-deflate (the others do not negotiate it).
+FANOUT_DEFLATE = "wsworker-chat-deflate"
 FANOUT_BASE = "wsworker-chat"
 # The raw fan-out (bench/servers/ceiling --fanout): the fan-out tables' base when it ran.
 FANOUT_CEILING = "ceiling-chat"
-FANOUT_ORDER = [FANOUT_BASE, "uws-chat", "tokio-tungstenite-chat", FANOUT_CEILING]
+FANOUT_ORDER = [FANOUT_BASE, "wsworker-chat-deflate", "uws-chat", "tokio-tungstenite-chat", FANOUT_CEILING]
 CEILING = "ceiling"
 # The plain TCP echo (bench/servers/ceiling --tcp): server CPU per message is also shown as
 # a ratio to its.
@@ -340,7 +343,10 @@ def report(args):
         lines += ["", f"## {scenario}. {title}{shape}", ""]
         summary = summarise(rows, args.clk_tck)
         if scenario in FANOUT:
-            base = FANOUT_CEILING if FANOUT_CEILING in summary else FANOUT_BASE
+            base = next(
+                (s for s in (FANOUT_CEILING, FANOUT_BASE, FANOUT_DEFLATE) if s in summary),
+                FANOUT_BASE,
+            )
             lines += table(summary, FANOUT_COLUMNS, base, FANOUT_ORDER)
             if fanout_told:
                 continue

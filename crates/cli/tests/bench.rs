@@ -787,6 +787,7 @@ fn assert_fanout_keys(run: &Run) {
         "room",
         "conns",
         "size",
+        "deflate",
         "rate",
         "inflight",
         "duration_s",
@@ -1142,6 +1143,74 @@ fn fanout_closed_loop_through_serve_chat_delivers_every_message_to_everyone() {
     for label in ["64 in flight (closed loop): ", "errors       none"] {
         assert!(run.stdout.contains(label), "{label}: {}", run.stdout);
     }
+}
+
+#[test]
+fn fanout_with_deflate_inflates_every_delivery_and_needs_the_server_to_agree() {
+    // `serve` accepts permessage-deflate by default: the Hub compresses each message once.
+    let serve = Serve::start(&["websocket://127.0.0.1:0", "--mode", "chat", "--count", "1"]);
+    let run = bench(&[
+        &serve.url(),
+        "--fanout",
+        "--deflate",
+        "--conns",
+        "10",
+        "--size",
+        "1024",
+        "--inflight",
+        "8",
+        "--duration",
+        "0.3",
+        "--json",
+    ]);
+    assert_fanout_clean(&run);
+    assert_eq!(run.get(&["deflate"]), &Value::from(true));
+    let published = run.number(&["published"]);
+    assert!(published >= 8.0, "{}", run.stdout);
+    assert_eq!(
+        run.number(&["deliveries"]),
+        published * 10.0,
+        "{}",
+        run.stdout
+    );
+    // Without --deflate the same server's frames are plain: the report says so.
+    let run = bench(&[
+        &serve.url(),
+        "--fanout",
+        "--conns",
+        "2",
+        "--duration",
+        "0.1",
+        "--json",
+    ]);
+    assert_fanout_clean(&run);
+    assert_eq!(run.get(&["deflate"]), &Value::from(false));
+    // A server that declines compression fails every subscriber.
+    let plain = Serve::start(&[
+        "websocket://127.0.0.1:0",
+        "--mode",
+        "chat",
+        "--count",
+        "1",
+        "--no-deflate",
+    ]);
+    let run = bench(&[
+        &plain.url(),
+        "--fanout",
+        "--deflate",
+        "--conns",
+        "3",
+        "--duration",
+        "0.1",
+        "--json",
+    ]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.errors("handshake"), 3.0, "{}", run.stdout);
+    assert!(
+        run.stderr.contains("did not accept permessage-deflate"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]

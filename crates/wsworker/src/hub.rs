@@ -7,6 +7,16 @@
 //!
 //! Every send encodes its frame once and shares the bytes with every recipient; it only
 //! queues, as [`Connection::send`] does, and returns how many connections it was queued for.
+//! With permessage-deflate, a message is compressed once for every recipient that agreed to
+//! the same terms without context takeover on our side (the server's default): they all get
+//! the same compressed frame, as uWebSockets' shared compressor does. A message below the
+//! compression threshold or that compression does not shrink goes plain, as it would on a
+//! connection of its own; so does every message to a connection with context takeover on
+//! our side (`server_no_context_takeover` not agreed), whose compressor's window must hold
+//! exactly what it compressed for that connection: compressing per recipient would cost a
+//! compression per recipient, and an uncompressed message leaves both contexts as they
+//! were (RFC 7692 §6). Send to such a connection with [`Connection::send`] to have a
+//! message compressed for it alone.
 //! Within one process delivery is immediate, and the messages of one sender to one address
 //! reach each recipient in the order they were sent.
 //!
@@ -35,6 +45,7 @@
 //! ```
 
 pub mod engine;
+mod frames;
 mod session;
 
 use std::collections::hash_map::Entry;
@@ -43,10 +54,13 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use tokio::sync::oneshot;
-use wsworker_proto::{Message, encode_server_frame};
+use wsworker_proto::Message;
 
 pub use engine::{Engine, EngineError, Envelope, HubLink, Position, Resync, Stamp, Topic};
 use engine::{NODE_SHIFT, Query, Reach, node_of};
+#[doc(hidden)]
+pub use frames::FanoutCounts;
+pub(crate) use frames::Frames;
 pub(crate) use session::ResumeFrames;
 pub use session::ResumeReport;
 pub(crate) use session::ResumeState;
@@ -554,34 +568,36 @@ impl Hub {
     /// `reach` names), at its place `stamp` in the topic.
     fn deliver_local(&self, envelope: &Envelope, stamp: Option<Stamp>, reach: Reach) -> usize {
         let except = &envelope.except;
-        // Each form of the frame is encoded once, when a recipient first needs it.
-        let mut plain = None;
-        let mut send_plain = |conn: &Connection| {
-            let frame = plain.get_or_insert_with(|| encode_server_frame(&envelope.message));
-            conn.send_prepared(frame).is_ok()
-        };
+        // Each form of the frame (plain, compressed once per set of permessage-deflate
+        // terms) is encoded once, when a recipient first needs it.
+        let mut frames = Frames::new(&envelope.message);
         if self.inner.resume.get().is_none() {
             // No connection has a session: one gets it as it opens, only once resume is
             // set, which is never unset. The common case, and the fan-out to thousands:
-            // nothing per recipient but the send.
+            // nothing per recipient but picking the form and the send.
             if reach == Reach::Resuming {
                 return 0;
             }
-            return self.each_of(&envelope.topic, envelope.conn, |conn| {
-                usize::from(!except.contains(&conn.id()) && send_plain(conn))
+            let sent = self.each_of(&envelope.topic, envelope.conn, |conn| {
+                usize::from(!except.contains(&conn.id()) && frames.send(conn))
             });
+            self.inner.connections.count_fanout(frames.counts());
+            return sent;
         }
         let mut resuming = ResumeFrames::new(&envelope.topic, stamp, &envelope.message);
-        self.each_of(&envelope.topic, envelope.conn, |conn| {
+        let sent = self.each_of(&envelope.topic, envelope.conn, |conn| {
             if except.contains(&conn.id()) {
                 return 0;
             }
             usize::from(match (conn.resume(), reach) {
                 (Some(_), Reach::Plain) | (None, Reach::Resuming) => false,
                 (Some(resume), _) => resume.offer(conn, &mut resuming),
-                (None, _) => send_plain(conn),
+                (None, _) => frames.send(conn),
             })
-        })
+        });
+        self.inner.connections.count_fanout(frames.counts());
+        self.inner.connections.count_fanout(resuming.counts());
+        sent
     }
 
     /// Calls `f` on this node's connections of `topic` (`conn`, for a node's topic); the

@@ -137,6 +137,11 @@ pub(crate) struct Shared {
     /// The connection resumes ([`crate::resume`]): a peer that does not keep up is closed
     /// with 1013 (try again later: it resumes and gets what it missed) rather than 1008.
     resumable: bool,
+    /// The terms under which a server connection takes a message compressed once for many
+    /// (a Hub fan-out): set as it opens when it agreed to permessage-deflate without
+    /// context takeover on our side.
+    #[cfg(feature = "deflate")]
+    shared_deflate: Option<wsworker_proto::deflate::SharedDeflate>,
 }
 
 impl Shared {
@@ -153,6 +158,8 @@ impl Shared {
             queued: AtomicUsize::new(0),
             state: AtomicU8::new(ReadyState::Connecting as u8),
             resumable: false,
+            #[cfg(feature = "deflate")]
+            shared_deflate: None,
         }
     }
 
@@ -164,6 +171,21 @@ impl Shared {
     /// Whether the connection resumes.
     pub(crate) fn resumable(&self) -> bool {
         self.resumable
+    }
+
+    /// Notes the terms under which the connection takes shared compressed frames.
+    #[cfg(feature = "deflate")]
+    pub(crate) fn set_shared_deflate(
+        &mut self,
+        terms: Option<wsworker_proto::deflate::SharedDeflate>,
+    ) {
+        self.shared_deflate = terms;
+    }
+
+    /// The terms under which the connection takes shared compressed frames, if any.
+    #[cfg(feature = "deflate")]
+    pub(crate) fn shared_deflate(&self) -> Option<&wsworker_proto::deflate::SharedDeflate> {
+        self.shared_deflate.as_ref()
     }
 
     fn outbound(&self) -> MutexGuard<'_, Outbound> {

@@ -246,6 +246,111 @@ mod deflate {
         }
     }
 
+    /// A server whose every message goes to everyone through the Hub (`send_to_all`),
+    /// reporting each connection's id as it opens.
+    fn fanout_server() -> (RunningServer, wsworker::Hub, std::sync::mpsc::Receiver<u64>) {
+        let mut worker = Worker::new("websocket://127.0.0.1:0").unwrap();
+        worker.count(2);
+        let hub = worker.hub();
+        let sender = hub.clone();
+        let (opened_tx, opened) = std::sync::mpsc::channel();
+        worker.on_connect(move |conn| {
+            let _ = opened_tx.send(conn.id());
+        });
+        worker.on_message(move |_, msg| {
+            sender.send_to_all(msg);
+            Ok(())
+        });
+        (worker.start().unwrap(), hub, opened)
+    }
+
+    /// Message `k` of `fanout_check.py` (which makes the same).
+    fn fanout_message(k: usize) -> String {
+        format!(
+            "fan-out {k}: {}",
+            "the quick brown fox jumps over the lazy dog ".repeat(10 * k + 5)
+        )
+    }
+
+    /// Python `websockets` clients (their own inflate, with the window they agreed to) get
+    /// the Hub's messages compressed once for all of them.
+    #[test]
+    #[ignore = "needs the interop peers: bash interop/setup.sh"]
+    fn python_websockets_clients_take_a_fan_out_compressed_once() {
+        const CLIENTS: usize = 3;
+        const MESSAGES: usize = 4;
+        let (server, hub, opened) = fanout_server();
+        let url = format!("ws://{}/", server.local_addr());
+        let mut command = Command::new(python());
+        command
+            .arg(repo_root().join("interop/python/fanout_check.py"))
+            .arg(&url)
+            .arg(CLIENTS.to_string())
+            .arg(MESSAGES.to_string());
+        let peer = std::thread::spawn(move || {
+            run_checklist(command, "python fanout_check");
+        });
+        for _ in 0..CLIENTS {
+            opened.recv_timeout(common::WAIT).expect("a python client");
+        }
+        let before = hub.connections().fanout_counts();
+        for k in 0..MESSAGES {
+            assert_eq!(hub.send_to_all(fanout_message(k)), CLIENTS);
+        }
+        let after = hub.connections().fanout_counts();
+        assert_eq!(
+            (
+                after.compressions - before.compressions,
+                after.compressed_sends - before.compressed_sends
+            ),
+            (MESSAGES as u64, (MESSAGES * CLIENTS) as u64),
+            "one compression per message, taken by every client"
+        );
+        hub.send_to_all("--end--");
+        peer.join().expect("fanout_check passed");
+        server.shutdown();
+    }
+
+    /// `deflate_window_check.py` (zlib's strict inflate with a 256-byte window) with its
+    /// messages sent back through the Hub, beside one of our clients with the server's
+    /// default 12-bit window: each window gets a compression of its own, and the one made
+    /// for 8 bits never refers further back than 256 bytes.
+    #[test]
+    #[ignore = "needs the interop peers: bash interop/setup.sh"]
+    fn an_8_bit_window_client_inflates_a_fan_out_compressed_for_its_window() {
+        let (server, hub, opened) = fanout_server();
+        let url = format!("ws://{}/", server.local_addr());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let ws = runtime
+            .block_on(WebSocket::builder(url.as_str()).connect())
+            .unwrap();
+        opened.recv_timeout(common::WAIT).expect("our client");
+        let mut command = Command::new(python());
+        command
+            .arg(repo_root().join("interop/python/deflate_window_check.py"))
+            .arg(&url);
+        let before = hub.connections().fanout_counts();
+        run_checklist(command, "deflate_window_check through the Hub");
+        let after = hub.connections().fanout_counts();
+        // The check's six messages, each compressed once for 8 bits (served with 9) and once
+        // for 12: all six shrink with 4 KiB of window, five with 256 bytes (its 1000-byte
+        // repeats go plain to that client, as its report says).
+        let counts = (
+            after.compressions - before.compressions,
+            after.compressed_sends - before.compressed_sends,
+        );
+        assert_eq!(counts, (11, 11));
+        runtime.block_on(async {
+            for _ in 0..6 {
+                assert!(!message(&ws).await.is_text());
+            }
+        });
+        server.shutdown();
+    }
+
     #[test]
     #[ignore = "needs the interop peers: bash interop/setup.sh"]
     fn node_ws_client_against_our_server_with_deflate() {

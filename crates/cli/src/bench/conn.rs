@@ -21,7 +21,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 use wsworker_proto::frame::OpCode;
 use wsworker_proto::handshake::ClientHandshake;
 
-use super::frames::{Reply, ReplyParser, client_frame, close_frame, payload};
+use super::frames::{Inflate, Reply, ReplyParser, client_frame, close_frame, payload};
 use super::stats::{ErrorKind, Local, Stats};
 
 /// The TCP connection and the opening handshake must be done within this.
@@ -62,6 +62,10 @@ pub(super) struct Plan {
     /// its handshake (the handshake offers it).
     #[cfg(feature = "deflate")]
     pub(super) deflate: Option<super::deflate::DeflatePlan>,
+    /// `--fanout --deflate`: permessage-deflate as this offers it (the handshake carries the
+    /// offer), which the server must accept; the connection inflates what comes.
+    #[cfg(feature = "deflate")]
+    pub(super) inflate: Option<wsworker_proto::deflate::DeflateConfig>,
 }
 
 impl Plan {
@@ -140,7 +144,7 @@ pub(super) async fn run(
     let opened = dial(index, &plan).await;
     drop(permit);
     let (stream, leftover) = match opened {
-        Ok((stream, leftover, _exchanged)) => {
+        Ok((stream, leftover, _exchanged, _)) => {
             #[cfg(feature = "deflate")]
             if let Some(exchanged) = _exchanged {
                 stats.compressed(index, exchanged);
@@ -163,8 +167,9 @@ pub(super) async fn run(
 }
 
 /// What [`dial`] leaves: the stream, whatever the server sent after its 101 response (or,
-/// with `--deflate`, after its compressed echo), and the bytes of that echo.
-pub(super) type Dialed = (TcpStream, Vec<u8>, Option<Exchanged>);
+/// with `--deflate`, after its compressed echo), the bytes of that echo, and with
+/// `--fanout --deflate` the inflater of what the server compresses.
+pub(super) type Dialed = (TcpStream, Vec<u8>, Option<Exchanged>, Option<Inflate>);
 
 /// The bytes of the `--deflate` echo (nothing without the feature).
 #[cfg(feature = "deflate")]
@@ -245,10 +250,24 @@ async fn handshake(index: usize, plan: &Plan) -> Result<Dialed, Failure> {
                         deflate,
                     )
                     .await?;
-                    return Ok((stream, rest, Some(exchanged)));
+                    return Ok((stream, rest, Some(exchanged), None));
+                }
+                #[cfg(feature = "deflate")]
+                if let Some(config) = &plan.inflate {
+                    let params = match config.accept_response(response.extensions()) {
+                        Ok(Some(params)) => params,
+                        Ok(None) => {
+                            return Err(fail(
+                                ErrorKind::Handshake,
+                                "the server did not accept permessage-deflate",
+                            ));
+                        }
+                        Err(error) => return Err(fail(ErrorKind::Handshake, error.to_string())),
+                    };
+                    return Ok((stream, rest.to_vec(), None, Some(Inflate::new(&params))));
                 }
                 drop(response);
-                return Ok((stream, rest.to_vec(), None));
+                return Ok((stream, rest.to_vec(), None, None));
             }
             Ok(None) => {}
             Err(error) => return Err(fail(ErrorKind::Handshake, error.to_string())),

@@ -36,7 +36,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout};
 
 use super::conn::{self, CLOSE_TIMEOUT, Plan};
-use super::frames::payload;
+use super::frames::{Inflate, payload};
 use super::stats::Stats;
 use super::{MAX_CONCURRENT_HANDSHAKES, cpu};
 use completion::Completion;
@@ -79,6 +79,9 @@ pub(super) struct FanoutPlan {
     pub(super) pace: Pace,
     /// The publishing window.
     pub(super) duration: Duration,
+    /// `--deflate`: every connection agreed to permessage-deflate; the messages are chat
+    /// lines after their head.
+    pub(super) deflate: bool,
 }
 
 impl FanoutPlan {
@@ -119,7 +122,11 @@ pub(super) async fn drive(plan: FanoutPlan, nodes: Vec<Arc<Plan>>, shards: usize
     let connect_s = connect_began.elapsed().as_secs_f64();
     let subscribers = opened.len() as u64;
     let shared = Arc::new(Shared {
-        template: payload(plan.size, false),
+        template: if plan.deflate {
+            wsworker::bench::chat_lines(plan.size, 0).into_bytes()
+        } else {
+            payload(plan.size, false)
+        },
         epoch: Instant::now(),
         stats: Arc::clone(&stats),
         order: Order::default(),
@@ -142,17 +149,19 @@ pub(super) async fn drive(plan: FanoutPlan, nodes: Vec<Arc<Plan>>, shards: usize
     let mut report = FanoutReport::new(plan, subscribers, connect_s);
     let (published_tx, published_rx) = watch::channel(None);
     let mut tasks = JoinSet::new();
-    for (index, stream, leftover) in opened {
+    for (index, stream, leftover, inflate) in opened {
         let node = index % nodes.len();
-        let peer = Peer::new(index, node, stream, &leftover, Arc::clone(&shared), false);
+        let peer = Peer::new(index, node, stream, &leftover, Arc::clone(&shared), false)
+            .with_inflate(inflate);
         tasks.spawn(peer.subscribe(published_rx.clone()));
     }
     drop(published_rx);
     if subscribers > 0 {
         let index = report.plan.conns;
         match conn::dial(index, &nodes[0]).await {
-            Ok((stream, leftover, _)) => {
-                let peer = Peer::new(index, 0, stream, &leftover, Arc::clone(&shared), true);
+            Ok((stream, leftover, _, inflate)) => {
+                let peer = Peer::new(index, 0, stream, &leftover, Arc::clone(&shared), true)
+                    .with_inflate(inflate);
                 let publisher = tokio::spawn(peer.publish(
                     report.plan.pace,
                     report.plan.duration,
@@ -210,12 +219,12 @@ pub(super) async fn drive(plan: FanoutPlan, nodes: Vec<Arc<Plan>>, shards: usize
 
 /// Opens `conns` subscribers, subscriber `i` on node `i mod n`, at most
 /// [`MAX_CONCURRENT_HANDSHAKES`] handshakes at a time; failures are counted. Returns the
-/// open ones: index, stream, bytes after the handshake.
+/// open ones: index, stream, bytes after the handshake, inflater (with `--deflate`).
 async fn dial_subscribers(
     nodes: &[Arc<Plan>],
     conns: usize,
     stats: &Stats,
-) -> Vec<(usize, tokio::net::TcpStream, Vec<u8>)> {
+) -> Vec<(usize, tokio::net::TcpStream, Vec<u8>, Option<Inflate>)> {
     let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
     let mut dials = JoinSet::new();
     for index in 0..conns {
@@ -236,7 +245,7 @@ async fn dial_subscribers(
             continue;
         };
         match result {
-            Ok((stream, leftover, _)) => opened.push((index, stream, leftover)),
+            Ok((stream, leftover, _, inflate)) => opened.push((index, stream, leftover, inflate)),
             Err(failure) => stats.error(index, failure.kind, failure.detail),
         }
     }

@@ -2,7 +2,8 @@
 //! minimal parser for the server's replies that compares each echo with what was sent.
 //!
 //! The parser is not `wsworker_proto::Connection` on purpose: it neither buffers whole
-//! messages nor validates UTF-8. Every message of a connection carries the same payload, so
+//! messages nor validates UTF-8 (but a compressed message, with `bench --fanout --deflate`,
+//! is gathered whole and inflated before it is compared: see [`Inflate`]). Every message of a connection carries the same payload, so
 //! an echo is checked in place, byte for byte, as its pieces arrive, whatever the size and
 //! however the server fragments it; that keeps the client's cost per message small enough for
 //! one core to load a fast server. (A text echo equal to the valid UTF-8 that was sent is
@@ -13,6 +14,94 @@ use std::fmt;
 use wsworker_proto::ProtocolError;
 use wsworker_proto::frame::{FrameHeader, MAX_HEADER_LEN, OpCode};
 use wsworker_proto::mask::apply_mask;
+
+/// RSV1 in a frame header's `rsv`: the first frame of a compressed message (RFC 7692 §6).
+const RSV1: u8 = 0b100;
+
+/// The inflater of a connection that agreed to permessage-deflate (RFC 7692 §7.2.2): a
+/// compressed message's payload, gathered whole, with the `00 00 ff ff` tail appended, through
+/// one raw-deflate stream, reset after each message when the server has no context takeover.
+#[cfg(feature = "deflate")]
+#[derive(Debug)]
+pub(super) struct Inflate {
+    stream: flate2::Decompress,
+    /// The server resets its window after each message: so does this.
+    reset: bool,
+    input: Vec<u8>,
+    output: Vec<u8>,
+}
+
+#[cfg(feature = "deflate")]
+impl Inflate {
+    /// The inflater for what a server compresses under `params`.
+    pub(super) fn new(params: &wsworker_proto::deflate::DeflateParams) -> Self {
+        Self {
+            // A window larger than the server's is always safe.
+            stream: flate2::Decompress::new_with_window_bits(false, 15),
+            reset: params.server_no_context_takeover,
+            input: Vec::new(),
+            output: Vec::new(),
+        }
+    }
+
+    /// Adds a piece of a compressed message's payload.
+    fn gather(&mut self, piece: &[u8]) {
+        self.input.extend_from_slice(piece);
+    }
+
+    /// The last message inflated.
+    fn output(&self) -> &[u8] {
+        &self.output
+    }
+
+    /// Inflates the message gathered into [`Self::output`].
+    fn finish(&mut self) -> Result<(), ProtocolError> {
+        self.input.extend_from_slice(&[0x00, 0x00, 0xff, 0xff]);
+        self.output.clear();
+        let start = self.stream.total_in();
+        loop {
+            let at = usize::try_from(self.stream.total_in() - start).unwrap_or(usize::MAX);
+            let input = self.input.get(at..).unwrap_or_default();
+            if input.is_empty() {
+                break;
+            }
+            self.output.reserve(input.len().max(1024) * 4);
+            let before = (self.stream.total_in(), self.stream.total_out());
+            self.stream
+                .decompress_vec(input, &mut self.output, flate2::FlushDecompress::Sync)
+                .map_err(|_| ProtocolError::InvalidCompressedData)?;
+            let progress = (self.stream.total_in(), self.stream.total_out()) != before;
+            if !progress && self.output.len() < self.output.capacity() {
+                return Err(ProtocolError::InvalidCompressedData);
+            }
+        }
+        self.input.clear();
+        if self.reset {
+            self.stream.reset(false);
+        }
+        Ok(())
+    }
+}
+
+/// Without the `deflate` feature nothing is ever compressed: no inflater exists.
+#[cfg(not(feature = "deflate"))]
+#[derive(Debug)]
+pub(super) enum Inflate {}
+
+#[cfg(not(feature = "deflate"))]
+impl Inflate {
+    fn gather(&mut self, _: &[u8]) {
+        match *self {}
+    }
+
+    fn output(&self) -> &[u8] {
+        match *self {}
+    }
+
+    fn finish(&mut self) -> Result<(), ProtocolError> {
+        match *self {}
+    }
+}
 
 /// How many received bytes a [`Mismatch`] keeps to show what came back.
 const SAMPLE_LEN: usize = 40;
@@ -154,6 +243,8 @@ struct Incoming {
     type_differs: bool,
     /// Where it first differed, and the bytes received from its start, once it differs.
     diff: Option<(u64, Vec<u8>)>,
+    /// Compressed (RSV1 on its first frame): its payload is gathered to be inflated.
+    compressed: bool,
 }
 
 /// Parses the server's frames incrementally and compares every data message with `expected`.
@@ -171,6 +262,8 @@ pub(super) struct ReplyParser {
     accept_masked: bool,
     /// Where a masked piece is unmasked before it is compared (kept for its capacity).
     unmasked: Vec<u8>,
+    /// With permessage-deflate agreed: compressed messages are inflated, then compared.
+    inflate: Option<Box<Inflate>>,
 }
 
 impl ReplyParser {
@@ -185,7 +278,14 @@ impl ReplyParser {
             closed: false,
             accept_masked: false,
             unmasked: Vec::new(),
+            inflate: None,
         }
+    }
+
+    /// Takes compressed messages too, inflated with `inflate` (permessage-deflate agreed).
+    pub(super) fn with_inflate(mut self, inflate: Option<Inflate>) -> Self {
+        self.inflate = inflate.map(Box::new);
+        self
     }
 
     /// Takes masked frames from the server too, unmasking them to check them, when
@@ -236,6 +336,11 @@ impl ReplyParser {
                     // `take` <= the bytes left in `buf`, so it fits a usize.
                     let end = pos + take as usize;
                     match &mut key {
+                        None if self.message.compressed => {
+                            if let Some(inflate) = &mut self.inflate {
+                                inflate.gather(&buf[pos..end]);
+                            }
+                        }
                         None => self.compare(&buf[pos..end]),
                         Some(key) => {
                             let mut unmasked = std::mem::take(&mut self.unmasked);
@@ -258,6 +363,16 @@ impl ReplyParser {
                     }
                     self.state = State::Header;
                     if fin {
+                        if self.message.compressed
+                            && let Some(mut inflate) = self.inflate.take()
+                        {
+                            let inflated = inflate.finish();
+                            if inflated.is_ok() {
+                                self.compare(inflate.output());
+                            }
+                            self.inflate = Some(inflate);
+                            inflated?;
+                        }
                         let result = self.finish();
                         on_reply(Reply::Message(result.map(|()| &self.expected[..self.head])));
                     }
@@ -269,7 +384,11 @@ impl ReplyParser {
                     if header.mask.is_some() && !self.accept_masked {
                         return Err(ProtocolError::MaskedFrameFromServer);
                     }
-                    if header.rsv != 0 {
+                    let compressed = header.rsv == RSV1
+                        && self.inflate.is_some()
+                        && header.mask.is_none()
+                        && matches!(header.opcode, OpCode::Text | OpCode::Binary);
+                    if header.rsv != 0 && !compressed {
                         return Err(ProtocolError::ReservedBitsSet(header.rsv));
                     }
                     if header.opcode.is_control() {
@@ -311,6 +430,7 @@ impl ReplyParser {
                             self.message = Incoming {
                                 open: true,
                                 type_differs: (opcode == OpCode::Binary) != self.binary,
+                                compressed,
                                 ..Incoming::default()
                             };
                         }
@@ -632,6 +752,53 @@ mod tests {
         for stream in [masked, rsv, continuation, interleaved, one_byte_close] {
             let mut parser = ReplyParser::new(b"x".to_vec(), false);
             assert!(parser.feed(&stream, |_| {}).is_err(), "{stream:?}");
+        }
+    }
+
+    /// What a server with permessage-deflate under `params` sends for `messages`, in order.
+    #[cfg(feature = "deflate")]
+    fn compressed_stream(
+        params: wsworker_proto::deflate::DeflateParams,
+        messages: &[&[u8]],
+    ) -> Vec<u8> {
+        use wsworker_proto::{Config, Connection, Role};
+        let mut server = Connection::new(Role::Server, Config::default().deflate(Some(params)));
+        let mut stream = Vec::new();
+        for message in messages {
+            server
+                .send_text(String::from_utf8(message.to_vec()).unwrap())
+                .unwrap();
+            while let Some(chunk) = server.poll_transmit() {
+                stream.extend_from_slice(&chunk);
+            }
+        }
+        stream
+    }
+
+    #[cfg(feature = "deflate")]
+    #[test]
+    fn compressed_messages_are_inflated_then_compared_with_or_without_context_takeover() {
+        use wsworker_proto::deflate::DeflateParams;
+        let expected = b"0123the same words again and again, the same words again".to_vec();
+        let other = b"0123the same words again and again, but not quite the same".to_vec();
+        for server_no_context_takeover in [true, false] {
+            let params = DeflateParams {
+                server_no_context_takeover,
+                ..DeflateParams::default()
+            };
+            let stream = compressed_stream(params, &[&expected, &expected, &other, &expected]);
+            assert_eq!(stream[0] & 0x40, 0x40, "compressed");
+            for step in [1, 7, stream.len()] {
+                let mut parser = ReplyParser::with_head(expected.clone(), 4)
+                    .with_inflate(Some(Inflate::new(&params)));
+                let got = replies(&mut parser, &stream, step);
+                assert_eq!(got[..2], ["ok 0123", "ok 0123"], "{step}");
+                assert!(got[2].starts_with("mismatch"), "{got:?}");
+                assert_eq!(got[3], "ok 0123");
+            }
+            // Without the inflater a compressed frame is an error, as before.
+            let mut parser = ReplyParser::with_head(expected.clone(), 4);
+            assert!(parser.feed(&stream, |_| {}).is_err());
         }
     }
 }

@@ -123,9 +123,12 @@ pub(crate) struct BenchArgs {
     /// as a chat's traffic) through the compression the server agreed to; the echo is
     /// checked, and a server that does not agree fails the connection. The report adds the
     /// compression ratio of the server's replies (their payload bytes on the wire over the
-    /// messages' bytes).
+    /// messages' bytes). With --fanout: every connection offers permessage-deflate as the
+    /// library's client does and fails unless the server agrees; the subscribers inflate
+    /// what comes compressed before they check it, and the messages are JSON chat lines
+    /// (compressible as a chat's traffic) after their head rather than random letters.
     #[cfg(feature = "deflate")]
-    #[arg(long, requires = "idle")]
+    #[arg(long)]
     deflate: bool,
     /// Bind connections to 127.0.0.1 … 127.0.0.N in turn, so that more connections fit the
     /// ephemeral ports (default: 8 for a target on 127.0.0.0/8, else the kernel's choice).
@@ -276,13 +279,14 @@ pub(crate) fn run(args: BenchArgs) -> Result<ExitCode, wsworker::Error> {
     #[cfg(not(feature = "deflate"))]
     let deflate: Option<()> = None;
     if deflate.is_some() && !idle {
-        eprintln!("wsworker bench: --deflate needs --idle");
+        eprintln!("wsworker bench: --deflate needs --idle or --fanout");
         return Ok(ExitCode::from(USAGE_ERROR));
     }
     if idle && deflate.is_none() && args.size.is_some() {
         eprintln!("wsworker bench: --idle sends no messages: --size needs --deflate with it");
         return Ok(ExitCode::from(USAGE_ERROR));
     }
+    #[cfg_attr(not(feature = "deflate"), allow(unused_mut))]
     let mut handshake = args.url.clone();
     #[cfg(feature = "deflate")]
     if let Some(deflate) = &deflate {
@@ -318,6 +322,8 @@ pub(crate) fn run(args: BenchArgs) -> Result<ExitCode, wsworker::Error> {
         masked_echo: args.masked_echo,
         #[cfg(feature = "deflate")]
         deflate,
+        #[cfg(feature = "deflate")]
+        inflate: None,
     });
     let settings = Settings {
         duration: Duration::from_secs_f64(args.duration),
@@ -426,6 +432,12 @@ fn run_fanout(
         .chain(&args.nodes)
         .map(|url| url.url().to_owned())
         .collect();
+    #[cfg(feature = "deflate")]
+    let deflate = args
+        .deflate
+        .then(wsworker_proto::deflate::DeflateConfig::default);
+    #[cfg(not(feature = "deflate"))]
+    let deflate: Option<()> = None;
     let plan = fanout::FanoutPlan {
         urls,
         room,
@@ -433,6 +445,7 @@ fn run_fanout(
         size: args.size.map_or(DEFAULT_SIZE, |size| size as usize),
         pace,
         duration: Duration::from_secs_f64(args.duration),
+        deflate: deflate.is_some(),
     };
     if plan.size < fanout::MIN_SIZE {
         return usage(&format!(
@@ -455,10 +468,18 @@ fn run_fanout(
     // One connection plan per node: its room's URL and its address.
     let mut nodes = Vec::with_capacity(plan.urls.len());
     for (url, &target) in plan.urls.iter().zip(targets) {
-        let handshake = match ClientHandshake::new(&fanout::room_url(url, &plan.room)) {
+        #[cfg_attr(not(feature = "deflate"), allow(unused_mut))]
+        let mut handshake = match ClientHandshake::new(&fanout::room_url(url, &plan.room)) {
             Ok(handshake) => handshake,
             Err(error) => return usage(&format!("the room's URL: {error}")),
         };
+        #[cfg(feature = "deflate")]
+        if let Some(config) = &deflate {
+            handshake = match handshake.with_extensions(&config.offer()) {
+                Ok(handshake) => handshake,
+                Err(error) => return Ok(fail_line(&error.to_string())),
+            };
+        }
         nodes.push(Arc::new(Plan {
             handshake,
             target,
@@ -471,6 +492,8 @@ fn run_fanout(
             masked_echo: false,
             #[cfg(feature = "deflate")]
             deflate: None,
+            #[cfg(feature = "deflate")]
+            inflate: deflate.clone(),
         }));
     }
     raise_open_file_limit(plan.conns + 1);

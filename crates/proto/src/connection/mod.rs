@@ -217,6 +217,17 @@ impl Connection {
             .map(crate::deflate::DeflateState::params)
     }
 
+    /// The terms under which this connection takes a message compressed once for many
+    /// connections ([`SharedDeflate`](crate::deflate::SharedDeflate)): `None` on a client,
+    /// without permessage-deflate, or when our side keeps its context.
+    #[cfg(feature = "deflate")]
+    pub fn shared_deflate(&self) -> Option<crate::deflate::SharedDeflate> {
+        match self.role {
+            Role::Server => crate::deflate::SharedDeflate::for_server(self.deflate_params()?),
+            Role::Client => None,
+        }
+    }
+
     /// The state, as the browser API names it.
     pub fn ready_state(&self) -> ReadyState {
         if self.failed || (self.close_sent && self.close_received) {
@@ -369,11 +380,14 @@ impl Connection {
         Ok(())
     }
 
-    /// Queues a frame encoded beforehand with [`encode_server_frame`], for sending the same
-    /// message to many connections with one encoding. Server role only: a client must mask
-    /// each frame with its own key. The frame is never compressed, even with
-    /// permessage-deflate (each connection's compressor has its own window, and a message
-    /// with RSV1 clear is simply uncompressed, RFC 7692 §6).
+    /// Queues a frame encoded beforehand, for sending the same message to many connections
+    /// with one encoding: plain with [`encode_server_frame`] (for any server connection: a
+    /// message with RSV1 clear is simply uncompressed, RFC 7692 §6, even with
+    /// permessage-deflate), or compressed once with
+    /// [`SharedDeflate::encode`](crate::deflate::SharedDeflate::encode) (only for
+    /// connections whose [`shared_deflate`](Self::shared_deflate) are those terms). The
+    /// frame goes as it is: it is not compressed here, nor fragmented. Server role only: a
+    /// client must mask each frame with its own key.
     ///
     /// # Errors
     /// [`ApiMisuse::SendAfterClose`] once a close frame was sent;
@@ -675,6 +689,22 @@ fn data_opcode(message: &Message) -> OpCode {
     } else {
         OpCode::Binary
     }
+}
+
+/// One final, unmasked frame of a compressed message (RSV1 set, RFC 7692 §6), as a server
+/// sends it: `payload` is the message compressed.
+#[cfg(feature = "deflate")]
+pub(crate) fn compressed_server_frame(text: bool, payload: &[u8]) -> PreparedFrame {
+    let header = FrameHeader {
+        rsv: RSV1,
+        ..plain_header(text, payload.len())
+    };
+    let mut head = [0u8; crate::frame::MAX_HEADER_LEN];
+    let head_len = header.encode(&mut head);
+    let mut buf = BytesMut::with_capacity(head_len + payload.len());
+    buf.extend_from_slice(&head[..head_len]);
+    buf.extend_from_slice(payload);
+    PreparedFrame(buf.freeze())
 }
 
 /// Encodes `message` as one unmasked frame, as a server sends it.

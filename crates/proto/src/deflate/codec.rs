@@ -32,13 +32,24 @@ const MIN_INFLATE_CHUNK: usize = 256;
 
 /// How a compressor was made: what a reset keeps, and what a borrower must match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Settings {
-    level: u8,
-    window_bits: u8,
-    mem_level: u8,
+pub(super) struct Settings {
+    pub(super) level: u8,
+    pub(super) window_bits: u8,
+    pub(super) mem_level: u8,
 }
 
 impl Settings {
+    /// The settings for a level, window and memory level as negotiated or configured: the
+    /// fields of [`DeflateParams`] are public, so anything out of zlib's ranges is taken as
+    /// the nearest (and an 8-bit window as 9, see [`zlib_window_bits`]).
+    pub(super) fn new(level: u8, window_bits: u8, mem_level: u8) -> Self {
+        Self {
+            level: level.min(9),
+            window_bits: zlib_window_bits(window_bits),
+            mem_level: mem_level.clamp(MIN_MEM_LEVEL, MAX_MEM_LEVEL),
+        }
+    }
+
     fn compressor(self) -> Deflate {
         Deflate::new_with_config(ZlibConfig {
             // 0..=9, 9..=15 and 1..=9 (see `DeflateState::new`): zlib-rs accepts them all.
@@ -77,6 +88,18 @@ fn borrow_compressor(settings: Settings) -> Deflate {
         Some((made, compressor)) if made == settings => compressor,
         _ => settings.compressor(),
     }
+}
+
+/// Compresses one whole message alone (an empty window) with the thread's compressor, as a
+/// sender with "no context takeover" does: the same bytes for every connection with these
+/// settings, which is what lets a fan-out compress a message once for all of them
+/// ([`SharedDeflate`](super::SharedDeflate)). `None` as [`DeflateState::compress`].
+pub(super) fn compress_alone(settings: Settings, payload: &[u8]) -> Option<Bytes> {
+    let mut compressor = borrow_compressor(settings);
+    let result = deflate_sync(&mut compressor, payload);
+    compressor.reset();
+    SPARE_COMPRESSOR.set(Some((settings, compressor)));
+    result
 }
 
 /// A decompressor: this thread's spare when it has one, else a new one.
@@ -148,12 +171,7 @@ impl DeflateState {
         Self {
             params,
             local_no_context_takeover: local_nct,
-            // The fields are public: anything out of zlib's ranges is taken as the nearest.
-            local: Settings {
-                level: params.level.min(9),
-                window_bits: zlib_window_bits(local_bits),
-                mem_level: params.mem_level.clamp(MIN_MEM_LEVEL, MAX_MEM_LEVEL),
-            },
+            local: Settings::new(params.level, local_bits, params.mem_level),
             remote_no_context_takeover: remote_nct,
             // RFC 7692 §7.1.2: the peer's LZ77 window is at most 2^bits bytes.
             remote_window: 1 << remote_bits.clamp(MIN_WINDOW_BITS, MAX_WINDOW_BITS),
@@ -200,11 +218,7 @@ impl DeflateState {
         if self.local_no_context_takeover {
             // The next message starts with an empty window: the thread's compressor serves,
             // and this connection holds none between messages.
-            let mut compressor = borrow_compressor(settings);
-            let result = deflate_sync(&mut compressor, payload);
-            compressor.reset();
-            SPARE_COMPRESSOR.set(Some((settings, compressor)));
-            return result;
+            return compress_alone(settings, payload);
         }
         let compressor = self
             .compressor

@@ -23,6 +23,12 @@
 //! - control frames are never compressed;
 //! - "no context takeover" resets the LZ77 window between messages (§7.1.1).
 //!
+//! **One compression for many connections.** A server without context takeover compresses
+//! every message alone, so the compressed bytes are the same for every connection that agreed
+//! to the same window: [`SharedDeflate`] compresses a message once for all of them, as
+//! [`encode_server_frame`](crate::encode_server_frame) encodes a plain frame once (the Hub's
+//! fan-out in wsworker does this, as uWebSockets' shared compressor does).
+//!
 //! **Memory.** Nothing is allocated until the first compressed message, so a connection that
 //! negotiated compression but sends nothing large costs nothing more. Decompressing, a
 //! connection keeps at most the peer's context: the last bytes the peer compressed, as many
@@ -43,9 +49,11 @@
 
 mod codec;
 mod params;
+mod shared;
 
 pub(crate) use codec::DeflateState;
 pub use params::{DeflateConfig, DeflateParams};
+pub use shared::SharedDeflate;
 
 /// The extension's name in `Sec-WebSocket-Extensions`.
 pub const EXTENSION_NAME: &str = "permessage-deflate";

@@ -24,10 +24,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
-use wsworker_proto::{CloseCode, Message, PreparedFrame, Utf8Bytes, encode_server_frame};
+use wsworker_proto::{CloseCode, Message, Utf8Bytes, encode_server_frame};
 
 use super::Hub;
 use super::engine::{Engine, EngineError, Envelope, History, Reply, Stamp, Topic};
+use super::frames::{FanoutCounts, Frames};
 use crate::resume::wire::{self, Opening, Positions, SessionInfo};
 use crate::resume::{FailReason, ResumeConfig};
 use crate::server::Connection;
@@ -120,13 +121,15 @@ struct Record {
     conns: Vec<u64>,
 }
 
-/// The frames of one message for the resuming connections it goes to, each encoded once.
+/// The frames of one message for the resuming connections it goes to: each message with its
+/// head made once, and each of its frames encoded once (compressed once per set of
+/// permessage-deflate terms, as a fan-out's, see [`Frames`]).
 pub(crate) struct ResumeFrames<'a> {
     topic: &'a Topic,
     stamp: Option<Stamp>,
     message: &'a Message,
-    plain: Option<PreparedFrame>,
-    placed: [Option<PreparedFrame>; 2],
+    plain: Option<Frames<'static>>,
+    placed: [Option<Frames<'static>>; 2],
 }
 
 impl<'a> ResumeFrames<'a> {
@@ -141,18 +144,32 @@ impl<'a> ResumeFrames<'a> {
         }
     }
 
-    fn plain(&mut self) -> &PreparedFrame {
+    /// The message with the plain head (`v`).
+    fn plain(&mut self) -> &mut Frames<'static> {
         let message = self.message;
         self.plain
-            .get_or_insert_with(|| encode_server_frame(&with_head(wire::PLAIN_HEAD, message)))
+            .get_or_insert_with(|| Frames::owned(with_head(wire::PLAIN_HEAD, message)))
     }
 
-    fn placed(&mut self, stamp: &Stamp, with_epoch: bool) -> &PreparedFrame {
+    /// The message with its place's head.
+    fn placed(&mut self, stamp: &Stamp, with_epoch: bool) -> &mut Frames<'static> {
         let (topic, message) = (self.topic, self.message);
         self.placed[usize::from(with_epoch)].get_or_insert_with(|| {
             let head = wire::message_head(&topic.key(), stamp, with_epoch);
-            encode_server_frame(&with_head(&head, message))
+            Frames::owned(with_head(&head, message))
         })
+    }
+
+    /// What its frames compressed, for the fan-out's counts.
+    pub(crate) fn counts(&self) -> FanoutCounts {
+        [&self.plain, &self.placed[0], &self.placed[1]]
+            .into_iter()
+            .flatten()
+            .map(Frames::counts)
+            .fold(FanoutCounts::default(), |sum, counts| FanoutCounts {
+                compressions: sum.compressions + counts.compressions,
+                compressed_sends: sum.compressed_sends + counts.compressed_sends,
+            })
     }
 }
 
@@ -230,11 +247,9 @@ impl ResumeState {
             return self.hold(&mut state, conn, held);
         }
         match placed {
-            None => conn.send_prepared(frames.plain()).is_ok(),
+            None => frames.plain().send(conn),
             Some(stamp) => match state.pass(frames.topic, &stamp) {
-                Some(with_epoch) => conn
-                    .send_prepared(frames.placed(&stamp, with_epoch))
-                    .is_ok(),
+                Some(with_epoch) => frames.placed(&stamp, with_epoch).send(conn),
                 None => false,
             },
         }
@@ -431,9 +446,9 @@ impl ResumeState {
         }
         sessions.keep(&session.token, self.config.window, true);
         let _ = conn.send_raw(Message::text(answer));
-        // As the live messages of a fan-out go: encoded once, not compressed per
-        // connection (permessage-deflate would cost more than the replay itself for small
-        // messages).
+        // Plain frames: a replay is this connection's alone, so a compression would be
+        // per connection and per message (more than the replay itself costs for small
+        // messages); the live messages of a fan-out are compressed once for all.
         for message in replay {
             let _ = conn.send_prepared(&encode_server_frame(&message));
         }

@@ -76,6 +76,12 @@ impl Connection {
         self.inner.shared.send(message)
     }
 
+    /// The terms under which the connection takes a message compressed once for many.
+    #[cfg(feature = "deflate")]
+    pub(crate) fn shared_deflate(&self) -> Option<&wsworker_proto::deflate::SharedDeflate> {
+        self.inner.shared.shared_deflate()
+    }
+
     /// What this handle shares with the connection's driver.
     pub(crate) fn shared(&self) -> &Shared {
         &self.inner.shared
@@ -137,9 +143,13 @@ impl Connection {
     }
 
     /// Queues a frame encoded once for many connections (see
-    /// [`Connections::broadcast`](super::Connections::broadcast)). Not for a connection
-    /// that resumes, whose frames carry the protocol's heads: send to it with
-    /// [`Connection::send`] or through the [`Hub`](crate::Hub).
+    /// [`Connections::broadcast`](super::Connections::broadcast)), as it is. Not for a
+    /// connection that resumes, whose frames carry the protocol's heads: send to it with
+    /// [`Connection::send`] or through the [`Hub`](crate::Hub). A plain frame
+    /// ([`encode_server_frame`](wsworker_proto::encode_server_frame)) goes to any
+    /// connection; one compressed with
+    /// [`SharedDeflate`](wsworker_proto::deflate::SharedDeflate) only to connections that
+    /// agreed to those terms (the Hub and `broadcast` pick the form for each recipient).
     ///
     /// # Errors
     /// [`Error::Closed`] once the connection is closing or closed.

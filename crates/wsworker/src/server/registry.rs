@@ -5,11 +5,13 @@
 //! the same time do not contend.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use wsworker_proto::{CloseCode, Message, encode_server_frame};
+use wsworker_proto::{CloseCode, Message};
 
 use super::connection::Connection;
+use crate::hub::{FanoutCounts, Frames};
 
 /// One worker's connections.
 #[derive(Debug, Default)]
@@ -24,12 +26,23 @@ struct Shard {
 #[derive(Clone, Debug, Default)]
 pub struct Connections {
     shards: Arc<Vec<Mutex<Shard>>>,
+    /// What the fan-outs over these connections (broadcasts, the Hub's sends) compressed.
+    fanout: Arc<FanoutTotals>,
+}
+
+/// [`FanoutCounts`] summed over every fan-out: added once per fan-out that compressed
+/// anything, from whichever thread sent it.
+#[derive(Debug, Default)]
+struct FanoutTotals {
+    compressions: AtomicU64,
+    compressed_sends: AtomicU64,
 }
 
 impl Connections {
     pub(crate) fn new(workers: usize) -> Self {
         Self {
             shards: Arc::new((0..workers.max(1)).map(|_| Mutex::default()).collect()),
+            fanout: Arc::default(),
         }
     }
 
@@ -55,18 +68,50 @@ impl Connections {
 
     /// Sends `message` to every open connection, encoding the frame once: every recipient
     /// shares the same bytes. Returns how many connections it was queued for.
+    ///
+    /// With permessage-deflate the message is compressed once for every connection that
+    /// agreed to the same terms without context takeover on our side, as the
+    /// [`Hub`](crate::Hub) does (see its module's notes); others get the plain frame.
     pub fn broadcast(&self, message: impl Into<Message>) -> usize {
         let message = message.into();
-        let frame = encode_server_frame(&message);
+        let mut frames = Frames::new(&message);
         // Connections that resume get the message with the protocol's head, encoded once.
         let topic = crate::hub::Topic::All;
         let mut resuming = crate::hub::ResumeFrames::new(&topic, None, &message);
-        self.for_each(|conn| {
+        let sent = self.for_each(|conn| {
             usize::from(match conn.resume() {
                 Some(resume) => resume.offer(conn, &mut resuming),
-                None => conn.send_prepared(&frame).is_ok(),
+                None => frames.send(conn),
             })
-        })
+        });
+        self.count_fanout(frames.counts());
+        self.count_fanout(resuming.counts());
+        sent
+    }
+
+    /// Adds what a fan-out compressed to the totals.
+    pub(crate) fn count_fanout(&self, counts: FanoutCounts) {
+        if counts.is_zero() {
+            return;
+        }
+        let totals = &self.fanout;
+        totals
+            .compressions
+            .fetch_add(counts.compressions, Ordering::Relaxed);
+        totals
+            .compressed_sends
+            .fetch_add(counts.compressed_sends, Ordering::Relaxed);
+    }
+
+    /// What the fan-outs over these connections compressed so far: how many times a message
+    /// was compressed for many connections, and how many deliveries took such a frame. For
+    /// tests and benchmarks.
+    #[doc(hidden)]
+    pub fn fanout_counts(&self) -> FanoutCounts {
+        FanoutCounts {
+            compressions: self.fanout.compressions.load(Ordering::Relaxed),
+            compressed_sends: self.fanout.compressed_sends.load(Ordering::Relaxed),
+        }
     }
 
     /// Calls `f` on every open connection, one shard locked at a time; the sum of what it

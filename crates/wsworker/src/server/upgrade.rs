@@ -120,6 +120,12 @@ impl Accepted {
         if resume.is_some() {
             shared.set_resumable();
         }
+        #[cfg(feature = "deflate")]
+        shared.set_shared_deflate(
+            self.config
+                .deflate_value()
+                .and_then(wsworker_proto::deflate::SharedDeflate::for_server),
+        );
         let conn = Connection::new(
             shared,
             worker_id,

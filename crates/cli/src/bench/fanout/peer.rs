@@ -34,7 +34,7 @@ use super::Pace;
 use super::completion::Completion;
 use crate::bench::conn::{CLOSE_TIMEOUT, Failure, fail, invalid_frame, io_fail, server_closed};
 use crate::bench::cpu;
-use crate::bench::frames::{Reply, ReplyParser, client_frame, close_frame};
+use crate::bench::frames::{Inflate, Reply, ReplyParser, client_frame, close_frame};
 use crate::bench::stats::{ErrorKind, Local, Stats};
 
 /// The bytes of a message's head: sequence number and send time, in hex.
@@ -244,6 +244,13 @@ impl Peer {
             closing: false,
             close: None,
         }
+    }
+
+    /// Inflates what comes compressed with `inflate` (`--deflate`).
+    pub(super) fn with_inflate(mut self, inflate: Option<Inflate>) -> Self {
+        self.parser = std::mem::replace(&mut self.parser, ReplyParser::new(Vec::new(), false))
+            .with_inflate(inflate);
+        self
     }
 
     /// A subscriber's whole life: receives until every published message came or the wait

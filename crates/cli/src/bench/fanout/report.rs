@@ -144,7 +144,7 @@ impl FanoutReport {
         let _ = write!(
             out,
             "{{\"mode\":\"fanout\",\"url\":{url},\"room\":{room},\"conns\":{conns},\
-             \"size\":{size},\"rate\":{rate},\"inflight\":{inflight},\
+             \"size\":{size},\"deflate\":{deflate},\"rate\":{rate},\"inflight\":{inflight},\
              \"duration_s\":{duration},\
              \"connections_opened\":{opened},\"handshakes_per_s\":{handshakes},\
              \"published\":{published},\"deliveries\":{deliveries},\
@@ -157,6 +157,7 @@ impl FanoutReport {
             room = json_string(&self.plan.room),
             conns = self.plan.conns,
             size = self.plan.size,
+            deflate = self.plan.deflate,
             rate = number(rate, 1),
             inflight = inflight.map_or("null".to_owned(), |k| k.to_string()),
             duration = number(Some(self.window_s), 3),
@@ -219,8 +220,15 @@ impl FanoutReport {
         lines.push(line(
             "published",
             format!(
-                "{} messages of {} bytes, {pace}, {:.2} s",
-                self.published, plan.size, self.window_s
+                "{} messages of {} bytes{}, {pace}, {:.2} s",
+                self.published,
+                plan.size,
+                if plan.deflate {
+                    " (permessage-deflate)"
+                } else {
+                    ""
+                },
+                self.window_s
             ),
         ));
         let per_s = self

@@ -1,0 +1,131 @@
+//! The frames of one message for a fan-out, each form encoded at most once, when a recipient
+//! first needs it: the plain frame, and with permessage-deflate the compressed frame of each
+//! set of compression terms among the recipients (usually one: every connection of a server
+//! answers with the same window), compressed once for all of them.
+//!
+//! Which form a connection takes is decided by its terms alone
+//! ([`SharedDeflate`](wsworker_proto::deflate::SharedDeflate), noted as it opened):
+//!
+//! - no permessage-deflate, or a message the connection would not compress (below its
+//!   threshold, or one compression does not make smaller): the plain frame;
+//! - permessage-deflate with `server_no_context_takeover` (the server's default): the frame
+//!   compressed once for every connection with the same window, level and threshold;
+//! - permessage-deflate with context takeover (`serve --deflate-context-takeover`): the
+//!   plain frame. A frame compressed for many would not be what the connection's own
+//!   compressor, whose window holds its earlier messages, can go on from, and compressing
+//!   per recipient would cost a compression per recipient; an uncompressed message leaves
+//!   both sides' contexts as they were (RFC 7692 §6).
+
+use std::borrow::Cow;
+
+#[cfg(feature = "deflate")]
+use wsworker_proto::deflate::SharedDeflate;
+use wsworker_proto::{Message, PreparedFrame, encode_server_frame};
+
+use crate::server::Connection;
+
+/// The forms of one message's frame, for a fan-out.
+pub(crate) struct Frames<'a> {
+    message: Cow<'a, Message>,
+    plain: Option<PreparedFrame>,
+    /// Per set of terms met: the compressed frame, or `None` when the plain frame goes
+    /// instead. Allocated only once a recipient has permessage-deflate.
+    #[cfg(feature = "deflate")]
+    compressed: Vec<(SharedDeflate, Option<PreparedFrame>)>,
+    /// Deliveries of a compressed frame (counted once the fan-out is over).
+    #[cfg(feature = "deflate")]
+    compressed_sends: u64,
+}
+
+impl<'a> Frames<'a> {
+    /// The frames of `message`, none encoded yet.
+    pub(crate) fn new(message: &'a Message) -> Self {
+        Self::of(Cow::Borrowed(message))
+    }
+
+    /// The frames of a message of their own (made for them).
+    pub(crate) fn owned(message: Message) -> Frames<'static> {
+        Frames::of(Cow::Owned(message))
+    }
+
+    fn of(message: Cow<'a, Message>) -> Self {
+        Self {
+            message,
+            plain: None,
+            #[cfg(feature = "deflate")]
+            compressed: Vec::new(),
+            #[cfg(feature = "deflate")]
+            compressed_sends: 0,
+        }
+    }
+
+    /// Queues the message's frame for `conn`, in the form it takes; whether it was queued.
+    pub(crate) fn send(&mut self, conn: &Connection) -> bool {
+        #[cfg(feature = "deflate")]
+        if let Some(terms) = conn.shared_deflate() {
+            let frame = self.compressed(terms);
+            return conn.shared().send_prepared(frame).is_ok();
+        }
+        let frame = self.plain();
+        conn.shared().send_prepared(frame).is_ok()
+    }
+
+    /// The plain frame.
+    fn plain(&mut self) -> &PreparedFrame {
+        let message = &self.message;
+        self.plain
+            .get_or_insert_with(|| encode_server_frame(message))
+    }
+
+    /// The frame for connections with `terms`: compressed once for them all, or the plain
+    /// frame when they send this message uncompressed.
+    #[cfg(feature = "deflate")]
+    fn compressed(&mut self, terms: &SharedDeflate) -> &PreparedFrame {
+        let at = match self.compressed.iter().position(|(seen, _)| seen == terms) {
+            Some(at) => at,
+            None => {
+                self.compressed.push((*terms, terms.encode(&self.message)));
+                self.compressed.len() - 1
+            }
+        };
+        if self.compressed[at].1.is_some() {
+            self.compressed_sends += 1;
+        }
+        match &self.compressed[at].1 {
+            Some(frame) => frame,
+            None => {
+                let message = &self.message;
+                self.plain
+                    .get_or_insert_with(|| encode_server_frame(message))
+            }
+        }
+    }
+
+    /// What this fan-out compressed: messages compressed and deliveries of them.
+    pub(crate) fn counts(&self) -> FanoutCounts {
+        #[cfg(feature = "deflate")]
+        return FanoutCounts {
+            compressions: self.compressed.iter().filter(|(_, f)| f.is_some()).count() as u64,
+            compressed_sends: self.compressed_sends,
+        };
+        #[cfg(not(feature = "deflate"))]
+        FanoutCounts::default()
+    }
+}
+
+/// How many fan-out frames were compressed, and how many deliveries took one.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FanoutCounts {
+    /// Compressions: one per message and set of compression terms among its recipients.
+    pub compressions: u64,
+    /// Deliveries of a compressed frame.
+    pub compressed_sends: u64,
+}
+
+impl FanoutCounts {
+    /// Whether nothing was compressed.
+    pub(crate) fn is_zero(&self) -> bool {
+        self.compressions == 0 && self.compressed_sends == 0
+    }
+}
