@@ -58,13 +58,16 @@ pub struct SharedDeflate {
     level: NonZeroU8,
     window_bits: u8,
     mem_level: u8,
-    threshold: usize,
+    /// A `u16` as bytes, so that the terms (5 bytes, byte-aligned) fit in the padding of
+    /// the runtime's per-connection state.
+    threshold: [u8; 2],
 }
 
 impl SharedDeflate {
     /// The terms of a server connection that agreed to `params`: `None` when it compresses
-    /// nothing (level 0) or keeps its context (no `server_no_context_takeover`), and so
-    /// takes no shared compressed frame.
+    /// nothing (level 0), keeps its context (no `server_no_context_takeover`), or leaves
+    /// messages under a threshold above 64 KiB uncompressed, and so takes no shared
+    /// compressed frame (it gets the plain one).
     pub fn for_server(params: &DeflateParams) -> Option<Self> {
         if !params.server_no_context_takeover {
             return None;
@@ -78,7 +81,7 @@ impl SharedDeflate {
             level: NonZeroU8::new(settings.level)?,
             window_bits: settings.window_bits,
             mem_level: settings.mem_level,
-            threshold: params.threshold,
+            threshold: u16::try_from(params.threshold).ok()?.to_ne_bytes(),
         })
     }
 
@@ -94,7 +97,7 @@ impl SharedDeflate {
     /// window than the peer agreed to would refer further back than it keeps).
     pub fn encode(&self, message: &Message) -> Option<PreparedFrame> {
         let payload = message.as_bytes();
-        if payload.len() < self.threshold {
+        if payload.len() < usize::from(u16::from_ne_bytes(self.threshold)) {
             return None;
         }
         let compressed = compress_alone(self.settings(), payload)?;
@@ -212,6 +215,20 @@ mod tests {
             Connection::new(Role::Server, Config::default()).shared_deflate(),
             None
         );
+    }
+
+    #[test]
+    fn a_threshold_past_64_kib_takes_the_plain_frame() {
+        let params = DeflateParams {
+            threshold: 1 << 16,
+            ..no_context(12)
+        };
+        assert_eq!(SharedDeflate::for_server(&params), None);
+        let params = DeflateParams {
+            threshold: (1 << 16) - 1,
+            ..no_context(12)
+        };
+        assert!(SharedDeflate::for_server(&params).is_some());
     }
 
     #[test]
