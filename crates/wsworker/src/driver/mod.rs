@@ -232,18 +232,22 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         this.borrow_write_buffer();
-        if matches!(this.stage, Stage::New) {
+        let opening = matches!(this.stage, Stage::New);
+        if opening {
             this.stage = Stage::Open;
             this.in_scope(H::on_open);
             // Bytes that arrived with the handshake may already hold frames.
             this.process_events();
         }
-        let done = this.drive(cx);
+        let mut progressed = false;
+        let done = this.drive(cx, &mut progressed);
         this.give_back_write_buffer();
-        if done.is_pending() && matches!(this.stage, Stage::Open) {
-            // Nothing in flight: until the next byte or send, the connection keeps only
-            // what it must (see `rest`).
-            this.conn.sleep();
+        if (opening || !progressed) && done.is_pending() {
+            // A connection that opened and waits, or was polled for nothing (a socket's
+            // edge without bytes), sleeps at once: the many opened in a burst must not all
+            // hold their state until the runtime's sweep (`rest`). A connection that moved
+            // bytes waits for the sweep, or a busy one would wake and sleep per message.
+            this.rest();
         }
         ready!(done);
         this.finish();
@@ -252,6 +256,13 @@ where
 }
 
 impl<S, H: Handler> Driver<S, H> {
+    /// Puts the protocol state to sleep if the connection is open with nothing in flight
+    /// (see `rest`): between polls, where the runtime sweeps its idle connections. Whether
+    /// it sleeps.
+    pub(crate) fn rest(&mut self) -> bool {
+        matches!(self.stage, Stage::Open) && self.conn.sleep()
+    }
+
     /// Reports the end of the connection through `on_close`, once.
     fn finish(&mut self) {
         let stage = std::mem::replace(&mut self.stage, Stage::Reported);
@@ -366,7 +377,8 @@ where
         &mut self.io
     }
 
-    fn drive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    /// `any_progress` is set when something was read, written or applied.
+    fn drive(&mut self, cx: &mut Context<'_>, any_progress: &mut bool) -> Poll<()> {
         // Once per wake-up, not per round: a ping it queues goes out with the first write.
         if self.poll_keepalive(cx) {
             return Poll::Ready(());
@@ -399,6 +411,7 @@ where
             if !progressed {
                 return Poll::Pending;
             }
+            *any_progress = true;
             if read >= READ_BUDGET {
                 break;
             }

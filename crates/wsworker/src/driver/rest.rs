@@ -3,6 +3,11 @@
 //! source, the permessage-deflate state), and its full state machine — most of an idle
 //! connection's memory — goes back to the thread, to be lent again when it wakes.
 //!
+//! When: a connection that has just opened, or whose poll moved nothing, sleeps at the end
+//! of that poll; one that moved bytes sleeps at the runtime's next sweep (the event loop's
+//! clock, at most a second later), so that a busy connection does not wake and sleep for
+//! every message. Any use of the state machine wakes it.
+//!
 //! Waking costs no allocation once the thread holds a spare: the box of the last connection
 //! that went to sleep is reused, and it is likely in the cache, where an idle connection's
 //! own state would not be.
@@ -36,13 +41,20 @@ impl ProtoSlot {
     /// The state machine, woken first if it sleeps.
     #[inline]
     pub(super) fn get(&mut self) -> &mut Proto {
-        if let Some(dormant) = self.asleep.take() {
-            self.awake = Some(wake(dormant));
+        if self.asleep.is_some() {
+            self.wake();
         }
         // The slot is made awake, and only `sleep` empties `awake`, filling `asleep`: the
         // default is never made.
         self.awake
             .get_or_insert_with(|| Box::new(Proto::new(Role::Server, Config::default())))
+    }
+
+    #[cold]
+    fn wake(&mut self) {
+        if let Some(dormant) = self.asleep.take() {
+            self.awake = Some(wake(dormant));
+        }
     }
 
     /// Puts the state machine to sleep if it is [at rest](Proto::is_at_rest); its box goes
@@ -75,7 +87,6 @@ impl ProtoSlot {
 }
 
 /// The state machine `dormant` was, in the thread's spare box when it has one.
-#[cold]
 fn wake(dormant: Dormant) -> Box<Proto> {
     let conn = Proto::wake(dormant);
     match SPARE.take() {

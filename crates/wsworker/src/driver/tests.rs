@@ -198,7 +198,7 @@ async fn the_start_of_a_frame_is_parked_small_and_the_read_buffer_goes_back() {
     for (at, end) in [(0, 1), (1, 3), (3, 9)] {
         peer.write_all(&frame[at..end]).await.unwrap();
         assert!(poll(&mut driver).is_pending());
-        assert!(!driver.conn.is_asleep(), "a frame's start is held");
+        assert!(!driver.rest(), "a frame's start is held");
         let held = driver.conn.get().recv_buffer_mut();
         // Once the header (2 bytes and the 4 of the mask) is whole, the payload's start
         // is what is left.
@@ -217,9 +217,12 @@ async fn the_start_of_a_frame_is_parked_small_and_the_read_buffer_goes_back() {
     peer.write_all(&frame[9..]).await.unwrap();
     assert!(poll(&mut driver).is_pending());
     assert_eq!(seen.borrow().messages, [Message::from("hello")]);
-    // Nothing in flight: the protocol state sleeps, holding no buffer.
-    assert!(driver.conn.is_asleep());
     assert_eq!(driver.conn.get().recv_buffer_mut().capacity(), 0);
+    // Nothing in flight: the sweep puts the protocol state to sleep (a poll does not, or
+    // a busy connection would wake and sleep for each message).
+    assert!(!driver.conn.is_asleep());
+    assert!(driver.rest());
+    assert!(driver.conn.is_asleep());
 }
 
 #[tokio::test]
@@ -567,12 +570,16 @@ async fn on_the_loops_clock_the_keepalive_steps_only_when_ticked() {
     let mut client = Client::new(peer);
     let start = Instant::now();
     assert!(poll(&mut driver).is_pending());
+    assert!(
+        driver.conn.is_asleep(),
+        "a connection that opened and waits sleeps"
+    );
     tokio::time::advance(Duration::from_secs(60)).await;
     assert!(poll(&mut driver).is_pending());
     assert!(client.received().is_empty(), "no timer of its own");
 
+    assert!(driver.conn.is_asleep(), "polled for nothing, it sleeps");
     // The loop's clock may run ahead of or behind tokio's: the tick's `now` is what counts.
-    assert!(driver.conn.is_asleep());
     assert!(!driver.keepalive_tick(start + Duration::from_millis(9_999)));
     assert!(
         driver.conn.is_asleep(),
@@ -581,10 +588,7 @@ async fn on_the_loops_clock_the_keepalive_steps_only_when_ticked() {
     assert!(driver.keepalive_tick(start + Duration::from_secs(10)));
     assert!(poll(&mut driver).is_pending());
     assert_eq!(client.received(), [Event::Ping(Bytes::new())]);
-    assert!(
-        driver.conn.is_asleep(),
-        "asleep again once the ping is written"
-    );
+    assert!(driver.rest(), "at rest again once the ping is written");
     assert!(!driver.keepalive_tick(start + Duration::from_millis(14_999)));
     assert!(driver.keepalive_tick(start + Duration::from_secs(15)));
     assert!(

@@ -113,8 +113,9 @@ pub(crate) struct EventLoop {
     shared: Arc<LoopShared>,
     /// Connections to poll this round (reused).
     run: Vec<usize>,
-    /// The keepalive's clock for every connection of the loop, when keepalive is on.
-    clock: Option<Clock>,
+    /// The clock of every connection of the loop: keepalive, and the sweep that puts idle
+    /// connections to sleep.
+    clock: Clock,
     accept: Acceptor,
 }
 
@@ -134,18 +135,20 @@ struct Acceptor {
     tasks: TaskTracker,
 }
 
-/// One timer for the keepalive of all the loop's connections: each tick asks every
-/// connection whether its ping (or its drop) is due. The idle keepalive is measured in
-/// seconds, so a tick of a quarter of its shortest duration (at most a second) is precise
-/// enough, and costs a few nanoseconds per connection per tick instead of a timer each.
+/// One timer for all the loop's connections: each tick asks every connection whether its
+/// keepalive ping (or its drop) is due, and puts those with nothing in flight to sleep
+/// (see `driver::rest`). The idle keepalive is measured in seconds, so a tick of a quarter
+/// of its shortest duration (at most a second) is precise enough, and costs a few
+/// nanoseconds per connection per tick instead of a timer each.
 struct Clock {
     timer: Pin<Box<Sleep>>,
     period: Duration,
 }
 
 impl Clock {
-    fn new(keepalive: Keepalive) -> Self {
-        let period = (keepalive.interval.min(keepalive.timeout) / 4)
+    fn new(keepalive: Option<Keepalive>) -> Self {
+        let period = keepalive
+            .map_or(Duration::MAX, |k| k.interval.min(k.timeout) / 4)
             .clamp(Duration::from_millis(1), Duration::from_secs(1));
         Self {
             timer: Box::pin(tokio::time::sleep(period)),
@@ -302,7 +305,7 @@ impl EventLoop {
             conns: Slab::new(),
             shared: shared.clone(),
             run: Vec::new(),
-            clock: ctx.settings.driver.keepalive.map(Clock::new),
+            clock: Clock::new(ctx.settings.driver.keepalive),
             accept: Acceptor {
                 listener: Some(listener),
                 // Connections may have queued before the registration.
@@ -521,13 +524,11 @@ impl EventLoop {
         }
     }
 
-    /// Ticks the keepalive clock when due: the connections whose ping or drop is due go on
-    /// the run list. An empty loop lets its clock stop. Once per poll of the loop: the timer
-    /// wakes the loop's task when it is due.
+    /// Ticks the clock when due: the connections whose keepalive ping or drop is due go on
+    /// the run list, and those with nothing in flight sleep. An empty loop lets its clock
+    /// stop. Once per poll of the loop: the timer wakes the loop's task when it is due.
     fn tick(&mut self, cx: &mut Context<'_>) {
-        let Some(clock) = &mut self.clock else {
-            return;
-        };
+        let clock = &mut self.clock;
         if self.conns.is_empty() {
             return;
         }
@@ -537,8 +538,12 @@ impl EventLoop {
                 let Conn::Open(driver) = &mut entry.conn else {
                     continue;
                 };
-                if driver.keepalive_tick(now) && entry.wake.claim() {
-                    self.run.push(slot);
+                if driver.keepalive_tick(now) {
+                    if entry.wake.claim() {
+                        self.run.push(slot);
+                    }
+                } else {
+                    driver.rest();
                 }
             }
             clock.timer.as_mut().reset(now + clock.period);
