@@ -241,6 +241,17 @@ impl Connection {
 
     // ----- input -------------------------------------------------------------------------
 
+    /// How many more bytes complete the frame whose payload is arriving (0 between frames):
+    /// room a reader may make in the receive buffer beyond what it reads ahead. A hook for
+    /// the runtime, hidden from the documentation.
+    #[doc(hidden)]
+    pub fn frame_rest(&self) -> usize {
+        self.decoder.current_header().map_or(0, |header| {
+            let len = usize::try_from(header.payload_len).unwrap_or(usize::MAX);
+            len.saturating_sub(self.recv.len().saturating_sub(self.lent as usize))
+        })
+    }
+
     /// The receive buffer, for reading from the socket straight into it
     /// (`read_buf(conn.recv_buffer_mut())`). Only append to it.
     pub fn recv_buffer_mut(&mut self) -> &mut BytesMut {

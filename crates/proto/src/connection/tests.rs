@@ -1141,3 +1141,19 @@ fn the_handshake_response_goes_out_first_and_only_first() {
     let mut client = Connection::new(Role::Client, Config::default());
     assert!(client.queue_handshake_response(response).is_err());
 }
+
+#[test]
+fn frame_rest_counts_what_completes_the_arriving_frame() {
+    let mut client = Connection::new(Role::Client, Config::default());
+    let mut server = server();
+    assert_eq!(server.frame_rest(), 0);
+    client.send_binary(vec![7u8; 1000]).unwrap();
+    let frame = drain(&mut client);
+    // Header: 2 bytes, 2 of length, 4 of mask.
+    server.receive(&frame[..8 + 400]);
+    assert_eq!(events(&mut server).0, []);
+    assert_eq!(server.frame_rest(), 600);
+    server.receive(&frame[8 + 400..]);
+    assert_eq!(events(&mut server).0.len(), 1);
+    assert_eq!(server.frame_rest(), 0);
+}

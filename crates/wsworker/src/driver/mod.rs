@@ -220,6 +220,9 @@ pub(crate) struct Driver<S, H: Handler> {
     /// The outbound queue holds this task's waker (left on the first look, kept after: a
     /// task's waker does not change).
     waker_registered: bool,
+    /// The last read filled all the room it was given: the peer streams, and the next
+    /// read into a buffer of the connection's own gets room beyond the frame's end.
+    streaming: bool,
 }
 
 impl<S, H> Future for Driver<S, H>
@@ -362,6 +365,7 @@ where
             counters: None,
             buffer_full: false,
             waker_registered: false,
+            streaming: false,
         }
     }
 

@@ -18,7 +18,9 @@ where
         if !discard && self.handler.poll_ready(cx).is_pending() {
             return Poll::Pending;
         }
-        let buf = self.conn.get().recv_buffer_mut();
+        let conn = self.conn.get();
+        let rest = conn.frame_rest();
+        let buf = conn.recv_buffer_mut();
         // Between reads a connection holds no buffer, or the start of a frame parked in an
         // allocation of its own size: the read goes into the worker's buffer, the parked
         // bytes copied in front. Only a large partial frame keeps a buffer of its own.
@@ -27,9 +29,18 @@ where
             lent.extend_from_slice(buf);
             std::mem::replace(buf, lent)
         });
-        if parked.is_none() && buf.capacity() - buf.len() < READ_RESERVE / 8 {
-            buf.reserve(READ_RESERVE);
+        if parked.is_none() {
+            // The rest of the frame, and beyond it: a peer whose last read filled the room
+            // streams large messages, and a read that takes the next ones too saves a
+            // system call for each; a peer that trickles gets no more room than it fills.
+            let spare = buf.capacity() - buf.len();
+            if self.streaming && spare < rest.saturating_add(buffers::READ_SIZE / 2) {
+                buf.reserve(rest.saturating_add(buffers::READ_SIZE));
+            } else if spare < READ_RESERVE / 8 {
+                buf.reserve(READ_RESERVE);
+            }
         }
+        let offered = buf.capacity() - buf.len();
         let read = poll_read_buf(Pin::new(&mut self.io), cx, buf);
         let n = match read {
             Poll::Ready(Ok(n)) => n,
@@ -42,6 +53,7 @@ where
                 return Poll::Pending;
             }
         };
+        self.streaming = n == offered;
         if n > 0 {
             if let Some(state) = &mut self.keepalive {
                 state.heard();
