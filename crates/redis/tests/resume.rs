@@ -226,7 +226,20 @@ async fn a_client_too_slow_for_its_buffer_is_closed_1013_and_resumes_its_backlog
     ];
     let proxy = Proxy::start(nodes[0].server.local_addr()).await;
     let (mut client, _) = Client::start(&format!("{}/?room=r", proxy.url())).await;
-    let text = |i: usize| format!("{i:06}-{}", "x".repeat(4_000));
+    // Letters that do not repeat: the client offers permessage-deflate, and the Hub would
+    // compress a run of one letter to almost nothing (the buffer limits would not be met).
+    let text = |i: usize| {
+        let mut x = i as u64 ^ 0x9e37_79b9_7f4a_7c15;
+        let noise: String = (0..4_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                char::from(b'a' + (x % 26) as u8)
+            })
+            .collect();
+        format!("{i:06}-{noise}")
+    };
     for i in 1..=10 {
         nodes[0].hub.send_to_group("r", text(i));
     }

@@ -405,6 +405,12 @@ impl Shared {
         std::mem::take(&mut queue.commands)
     }
 
+    /// Drops the frame buffer when it is empty: what a recipient of other connections'
+    /// sends (a fan-out) keeps between rounds, given up when its connection goes to sleep.
+    pub(crate) fn shed_frames(&self) {
+        self.outbound().frames.take_if(|frames| frames.is_empty());
+    }
+
     /// Sets what may be encoded at once from now on.
     pub(crate) fn set_direct(&self, direct: Direct) {
         let mut queue = self.outbound();
@@ -732,10 +738,7 @@ mod tests {
         let (frames, commands, back) = end(&shared);
         assert_eq!(frames, [Message::text("another")], "taken with the end");
         assert!(matches!(commands[..], [Command::Ping(_)]));
-        assert!(
-            back.is_some_and(|b| b.capacity() >= 4096),
-            "the buffer, given back"
-        );
+        assert!(back.is_some(), "the buffer, given back");
         assert_eq!(count.get(), 0);
         assert!(shared.take_sent(|_| OPEN).is_none(), "nothing left");
 
@@ -777,5 +780,24 @@ mod tests {
             shared.submit(Command::Ping(Bytes::new())),
             Err(Error::Closed)
         ));
+    }
+
+    #[test]
+    fn a_recipients_frame_buffer_stays_small_and_goes_when_shed() {
+        let shared = open(OPEN);
+        let frame = wsworker_proto::encode_server_frame(&Message::text("a"));
+        shared.send_prepared(&frame).unwrap();
+        let (messages, _) = take(&shared);
+        assert_eq!(messages, [Message::text("a")]);
+        // The frames were copied into the connection's buffer: the recipient keeps its own
+        // small one, not the worker's write buffer (4 KiB in `server()`).
+        let kept = shared.outbound().frames.as_ref().map(|f| f.capacity());
+        assert!(kept.is_some_and(|c| c < 4096), "{kept:?}");
+        shared.shed_frames();
+        assert!(shared.outbound().frames.is_none());
+        // A buffer holding frames is not shed.
+        shared.send_prepared(&frame).unwrap();
+        shared.shed_frames();
+        assert_eq!(take(&shared).0, [Message::text("a")]);
     }
 }

@@ -431,7 +431,8 @@ impl Connection {
     }
 
     /// Queues the frames encoded in `frames`, after everything queued before, and empties
-    /// it. With nothing queued before, the two swap buffers instead of copying the frames.
+    /// it. With nothing queued before and more than 4 KiB of frames, the two swap buffers
+    /// instead of copying the frames.
     ///
     /// A hook for the runtime, as `FrameBuffer` is.
     ///

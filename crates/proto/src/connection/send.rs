@@ -60,11 +60,16 @@ impl SendQueue {
         }
     }
 
-    /// Queues the encoded frames in `frames` and leaves it empty: when nothing is queued,
-    /// by swapping it with the (empty) buffer frames are encoded into, otherwise by copying.
+    /// Queues the encoded frames in `frames` and leaves it empty: when nothing is queued and
+    /// they are more than [`COPY_THRESHOLD`] bytes, by swapping it with the (empty) buffer
+    /// frames are encoded into, otherwise by copying.
     pub(crate) fn push_frames(&mut self, frames: &mut BytesMut) {
         self.len += frames.len();
-        if self.len == frames.len() {
+        // A swap hands the caller's buffer to the queue and the queue's to the caller: worth
+        // it for many bytes, but for a few frames a copy into the queue's buffer (usually
+        // the worker's hot write buffer) is cheaper, and leaves that buffer with the worker
+        // rather than with the caller (a fan-out's recipient, which would keep it).
+        if self.len == frames.len() && frames.len() > COPY_THRESHOLD {
             self.chunks.clear();
             std::mem::swap(&mut self.tail, frames);
         } else {

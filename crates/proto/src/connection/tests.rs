@@ -996,7 +996,8 @@ fn frame_buffer_frames_are_what_send_message_queues() {
             Message::binary(vec![0x5a; len]),
             Message::text("é".repeat(len / 2)),
         ] {
-            // Behind a queued frame the frames are copied; with nothing queued, swapped in.
+            // Behind a queued frame, or a few bytes of them, the frames are copied; more than
+            // 4 KiB with nothing queued are swapped in.
             for lead in [None, Some("first")] {
                 let mut frames = FrameBuffer::new();
                 frames.push(message.view());
@@ -1156,4 +1157,22 @@ fn frame_rest_counts_what_completes_the_arriving_frame() {
     server.receive(&frame[8 + 400..]);
     assert_eq!(events(&mut server).0.len(), 1);
     assert_eq!(server.frame_rest(), 0);
+}
+
+#[test]
+fn a_few_frames_are_copied_and_the_caller_keeps_its_buffer() {
+    // A fan-out's recipient hands over its frames each round: a swap would leave it the
+    // worker's write buffer, one per recipient.
+    let mut server = server();
+    let mut frames = FrameBuffer::new();
+    frames.push(MessageRef::Text("hello"));
+    let capacity = frames.capacity();
+    assert!(capacity > 0);
+    server.send_frames(&mut frames).unwrap();
+    assert!(frames.is_empty());
+    assert_eq!(frames.capacity(), capacity, "copied, not swapped");
+    assert_eq!(
+        drain(&mut server),
+        encode_server_frame(&Message::text("hello")).as_bytes()[..]
+    );
 }

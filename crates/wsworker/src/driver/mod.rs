@@ -263,7 +263,18 @@ impl<S, H: Handler> Driver<S, H> {
     /// (see `rest`): between polls, where the runtime sweeps its idle connections. Whether
     /// it sleeps.
     pub(crate) fn rest(&mut self) -> bool {
-        matches!(self.stage, Stage::Open) && self.conn.sleep()
+        if !matches!(self.stage, Stage::Open) {
+            return false;
+        }
+        if self.conn.is_asleep() {
+            return true;
+        }
+        if !self.conn.sleep() {
+            return false;
+        }
+        // What it was sent meanwhile is applied: the frame buffer it was lent for that goes.
+        self.handler.shared().shed_frames();
+        true
     }
 
     /// Reports the end of the connection through `on_close`, once.

@@ -80,7 +80,6 @@ impl ProtoSlot {
     }
 
     /// Whether the state machine sleeps.
-    #[cfg(test)]
     pub(super) fn is_asleep(&self) -> bool {
         self.asleep.is_some()
     }
