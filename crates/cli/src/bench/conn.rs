@@ -254,16 +254,7 @@ async fn handshake(index: usize, plan: &Plan) -> Result<Dialed, Failure> {
                 }
                 #[cfg(feature = "deflate")]
                 if let Some(config) = &plan.inflate {
-                    let params = match config.accept_response(response.extensions()) {
-                        Ok(Some(params)) => params,
-                        Ok(None) => {
-                            return Err(fail(
-                                ErrorKind::Handshake,
-                                "the server did not accept permessage-deflate",
-                            ));
-                        }
-                        Err(error) => return Err(fail(ErrorKind::Handshake, error.to_string())),
-                    };
+                    let params = super::deflate::agreed(config, &response)?;
                     return Ok((stream, rest.to_vec(), None, Some(Inflate::new(&params))));
                 }
                 drop(response);

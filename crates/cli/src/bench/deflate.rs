@@ -9,7 +9,7 @@
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use wsworker::bench::chat_lines;
-use wsworker_proto::deflate::DeflateConfig;
+use wsworker_proto::deflate::{DeflateConfig, DeflateParams};
 use wsworker_proto::frame::FrameHeader;
 use wsworker_proto::handshake::Response;
 use wsworker_proto::{Config, Connection, Event, Message, Role};
@@ -57,16 +57,7 @@ pub(super) async fn exchange(
     index: usize,
     plan: &DeflatePlan,
 ) -> Result<(Vec<u8>, Exchanged), Failure> {
-    let params = match plan.config.accept_response(response.extensions()) {
-        Ok(Some(params)) => params,
-        Ok(None) => {
-            return Err(fail(
-                ErrorKind::Handshake,
-                "the server did not accept permessage-deflate",
-            ));
-        }
-        Err(error) => return Err(fail(ErrorKind::Handshake, error.to_string())),
-    };
+    let params = agreed(&plan.config, response)?;
     let mut conn = Connection::new(Role::Client, Config::default().deflate(Some(params)));
     let text = chat_lines(plan.size, index as u64);
     conn.send_text(text.clone())
@@ -124,6 +115,22 @@ pub(super) async fn exchange(
             wire: payload,
         },
     ))
+}
+
+/// The permessage-deflate parameters the server agreed to for `config`'s offer; a server that
+/// declines it, or answers what was not offered, fails the connection's handshake.
+pub(super) fn agreed(
+    config: &DeflateConfig,
+    response: &Response,
+) -> Result<DeflateParams, Failure> {
+    match config.accept_response(response.extensions()) {
+        Ok(Some(params)) => Ok(params),
+        Ok(None) => Err(fail(
+            ErrorKind::Handshake,
+            "the server did not accept permessage-deflate",
+        )),
+        Err(error) => Err(fail(ErrorKind::Handshake, error.to_string())),
+    }
 }
 
 /// A protocol error of the connection (a frame it rejected, or a state it refused).

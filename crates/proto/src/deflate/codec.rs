@@ -658,15 +658,7 @@ mod tests {
     #[test]
     fn incompressible_data_is_not_compressed_and_the_window_starts_over() {
         let (mut client, mut server) = pair(DeflateParams::default());
-        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
-        let noise: Vec<u8> = (0..4096)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 32) as u8
-            })
-            .collect();
+        let noise = crate::deflate::test_noise(4096);
         assert_eq!(client.compress(&noise), None);
         // The next message must not refer to bytes the peer never inflated.
         let text = b"hello hello hello hello hello hello hello hello".to_vec();

@@ -83,3 +83,17 @@ pub const DEFAULT_THRESHOLD: usize = 32;
 
 /// The default compression level (0 = store, 1 = fastest … 9 = smallest).
 pub const DEFAULT_LEVEL: u8 = 6;
+
+/// `len` bytes that do not compress (xorshift), the same each time: for the tests.
+#[cfg(test)]
+pub(crate) fn test_noise(len: usize) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect()
+}

@@ -240,15 +240,7 @@ mod tests {
         let terms = SharedDeflate::for_server(&params).unwrap();
         assert_eq!(terms.encode(&Message::text("a".repeat(99))), None);
         assert!(terms.encode(&Message::text("a".repeat(100))).is_some());
-        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
-        let noise: Vec<u8> = (0..4096)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 32) as u8
-            })
-            .collect();
+        let noise = crate::deflate::test_noise(4096);
         let noise = Message::binary(noise);
         assert_eq!(terms.encode(&noise), None);
         // As the connection itself: RSV1 clear, the plain frame.
