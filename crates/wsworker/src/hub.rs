@@ -18,7 +18,12 @@
 //! were (RFC 7692 §6). Send to such a connection with [`Connection::send`] to have a
 //! message compressed for it alone.
 //! Within one process delivery is immediate, and the messages of one sender to one address
-//! reach each recipient in the order they were sent.
+//! reach each recipient in the order they were sent. A send to all or to a group made in a
+//! connection's callbacks on a worker's event loop (a chat's `on_message`) is held until
+//! that connection's poll is over, and then written to each recipient's socket at once,
+//! one write for all the messages held, as uWebSockets corks its pub/sub (see `cork`):
+//! anything else the thread sends, and any membership change, lets it go first, so the
+//! order holds.
 //!
 //! [`Worker`]: crate::Worker
 //!
@@ -44,18 +49,20 @@
 //! # Ok::<(), wsworker::Error>(())
 //! ```
 
+mod cork;
 pub mod engine;
 mod frames;
 mod session;
 
+use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use tokio::sync::oneshot;
 use wsworker_proto::Message;
 
+pub(crate) use cork::{Corking, flush as flush_cork, release as release_cork};
 pub use engine::{Engine, EngineError, Envelope, HubLink, Position, Resync, Stamp, Topic};
 use engine::{NODE_SHIFT, Query, Reach, node_of};
 #[doc(hidden)]
@@ -97,12 +104,16 @@ struct Inner {
 
 /// Memberships, both ways: a connection's user and groups, and each user's and group's
 /// connections.
+///
+/// A user's and a group's lists hold the connections themselves (a handle is a pointer, as
+/// small as an id): a fan-out walks them without looking each member up by its id, which
+/// cost a hash per delivery.
 #[derive(Default)]
 struct Index {
     members: HashMap<u64, Member>,
-    /// A user has a few connections (a phone, a laptop): a short list.
-    users: HashMap<Box<str>, Vec<u64>>,
-    groups: HashMap<Box<str>, HashSet<u64>>,
+    /// A user has a few connections (a phone, a laptop): a short list, in the order bound.
+    users: HashMap<Box<str>, Vec<Connection>>,
+    groups: HashMap<Box<str>, HashMap<u64, Connection>>,
 }
 
 /// A connection that has a user or a group.
@@ -301,7 +312,8 @@ impl Hub {
     /// only queues, as [`Connection::send`] does.
     ///
     /// Returns how many connections of this node it was queued for now: every recipient
-    /// without an engine (those closing are skipped). With an engine a message reaches
+    /// without an engine (those closing are skipped, except by a send to all or to a group
+    /// held on an event loop, which counts the connections there are). With an engine a message reaches
     /// every node's recipients, this node's included, once the engine has given it its
     /// place in the topic's order: then this returns 0, except for volatile messages and
     /// messages to a connection of this node, queued at once. A message the engine cannot
@@ -385,6 +397,7 @@ impl Hub {
     /// # Errors
     /// [`Error::Closed`] when no open connection of this node has this id.
     pub fn bind_uid(&self, conn_id: u64, uid: &str) -> Result<()> {
+        cork::release();
         let mut index = self.index();
         let member = self.member(&mut index, conn_id)?;
         if member.uid.as_deref() == Some(uid) {
@@ -396,15 +409,16 @@ impl Hub {
             let last = index.leave_user(&old, conn_id);
             self.left(Topic::Uid(old), &conn, last);
         }
-        let ids = index.users.entry(uid.into()).or_default();
-        let first = ids.is_empty();
-        ids.push(conn_id);
+        let conns = index.users.entry(uid.into()).or_default();
+        let first = conns.is_empty();
+        conns.push(conn.clone());
         self.joined(Topic::Uid(uid.into()), &conn, first);
         Ok(())
     }
 
     /// Unbinds connection `conn_id` from its user, if it has one.
     pub fn unbind_uid(&self, conn_id: u64) {
+        cork::release();
         let mut index = self.index();
         let Some(member) = index.members.get_mut(&conn_id) else {
             return;
@@ -423,6 +437,7 @@ impl Hub {
     /// # Errors
     /// [`Error::Closed`] when no open connection of this node has this id.
     pub fn join_group(&self, conn_id: u64, group: &str) -> Result<()> {
+        cork::release();
         let mut index = self.index();
         let member = self.member(&mut index, conn_id)?;
         if member.groups.iter().any(|g| &**g == group) {
@@ -430,15 +445,16 @@ impl Hub {
         }
         member.groups.push(group.into());
         let conn = member.conn.clone();
-        let ids = index.groups.entry(group.into()).or_default();
-        let first = ids.is_empty();
-        ids.insert(conn_id);
+        let conns = index.groups.entry(group.into()).or_default();
+        let first = conns.is_empty();
+        conns.insert(conn_id, conn.clone());
         self.joined(Topic::Group(group.into()), &conn, first);
         Ok(())
     }
 
     /// Takes connection `conn_id` out of `group`.
     pub fn leave_group(&self, conn_id: u64, group: &str) {
+        cork::release();
         let mut index = self.index();
         let Some(member) = index.members.get_mut(&conn_id) else {
             return;
@@ -463,12 +479,13 @@ impl Hub {
 
     /// Empties `group` on this node.
     fn ungroup_local(&self, group: &str) {
+        cork::release();
         let mut index = self.index();
-        let Some(ids) = index.groups.remove(group) else {
+        let Some(conns) = index.groups.remove(group) else {
             return;
         };
         let topic = Topic::Group(group.into());
-        for id in ids {
+        for id in conns.into_keys() {
             if let Some(member) = index.members.get_mut(&id) {
                 member.groups.retain(|g| &**g != group);
                 let conn = member.conn.clone();
@@ -489,12 +506,16 @@ impl Hub {
 
     /// The ids of user `uid`'s connections on this node, in the order they were bound.
     pub fn uid_connections(&self, uid: &str) -> Vec<u64> {
-        self.index().users.get(uid).cloned().unwrap_or_default()
+        self.index()
+            .users
+            .get(uid)
+            .map(|conns| conns.iter().map(Connection::id).collect())
+            .unwrap_or_default()
     }
 
     /// How many connections of this node are in `group`.
     pub fn group_len(&self, group: &str) -> usize {
-        self.index().groups.get(group).map_or(0, HashSet::len)
+        self.index().groups.get(group).map_or(0, HashMap::len)
     }
 
     /// The ids of this node's connections in `group`, smallest first.
@@ -503,7 +524,7 @@ impl Hub {
             .index()
             .groups
             .get(group)
-            .map(|ids| ids.iter().copied().collect())
+            .map(|conns| conns.keys().copied().collect())
             .unwrap_or_default();
         ids.sort_unstable();
         ids
@@ -549,6 +570,7 @@ impl Hub {
     /// Takes a connection that ended out of its user and its groups (after it left the
     /// registry: a bind or join racing with its end either finds it gone or is undone here).
     pub(crate) fn forget(&self, conn_id: u64) {
+        cork::release();
         let mut index = self.index();
         let Some(member) = index.members.remove(&conn_id) else {
             return;
@@ -577,6 +599,11 @@ impl Hub {
             // nothing per recipient but picking the form and the send.
             if reach == Reach::Resuming {
                 return 0;
+            }
+            if cork::corking() && matches!(envelope.topic, Topic::All | Topic::Group(_)) {
+                let count = self.recipients(&envelope.topic, except);
+                cork::hold(self, &envelope.topic, except, &envelope.message);
+                return count;
             }
             let sent = self.each_of(&envelope.topic, envelope.conn, |conn| {
                 usize::from(!except.contains(&conn.id()) && frames.send(conn))
@@ -608,6 +635,9 @@ impl Hub {
         conn: Option<u64>,
         mut f: impl FnMut(&Connection) -> usize,
     ) -> usize {
+        // `f` sends under the lock, which a held fan-out's flush takes: what this thread
+        // holds goes first.
+        cork::release();
         match topic {
             Topic::All => self.inner.connections.for_each(f),
             Topic::Node(_) => conn
@@ -617,13 +647,42 @@ impl Hub {
             // lock keeps a membership change from landing in the middle of a fan-out.
             Topic::Uid(uid) => {
                 let index = self.index();
-                index.each(index.users.get(uid).into_iter().flatten(), f)
+                index.users.get(uid).into_iter().flatten().map(f).sum()
             }
             Topic::Group(group) => {
                 let index = self.index();
-                index.each(index.groups.get(group).into_iter().flatten(), f)
+                index
+                    .groups
+                    .get(group)
+                    .into_iter()
+                    .flat_map(HashMap::values)
+                    .map(f)
+                    .sum()
             }
         }
+    }
+
+    /// How many connections of this node `topic` (all or a group) names but `except`.
+    fn recipients(&self, topic: &Topic, except: &[u64]) -> usize {
+        let connections = &self.inner.connections;
+        match topic {
+            Topic::Group(group) => {
+                let index = self.index();
+                let Some(conns) = index.groups.get(group) else {
+                    return 0;
+                };
+                conns.len() - except.iter().filter(|id| conns.contains_key(id)).count()
+            }
+            _ => {
+                let excepted = except.iter().filter(|id| connections.get(**id).is_some());
+                connections.len().saturating_sub(excepted.count())
+            }
+        }
+    }
+
+    /// Whether `self` and `other` are the same Hub.
+    fn is(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     /// Whether `envelope` is for a connection of this node (no engine needed).
@@ -664,14 +723,16 @@ impl Hub {
     /// Every user and group of this node with its connections.
     fn memberships(&self) -> Vec<(Topic, Vec<u64>)> {
         let index = self.index();
-        let users = index
-            .users
-            .iter()
-            .map(|(uid, ids)| (Topic::Uid(uid.clone()), ids.clone()));
+        let users = index.users.iter().map(|(uid, conns)| {
+            (
+                Topic::Uid(uid.clone()),
+                conns.iter().map(Connection::id).collect(),
+            )
+        });
         let groups = index
             .groups
             .iter()
-            .map(|(group, ids)| (Topic::Group(group.clone()), ids.iter().copied().collect()));
+            .map(|(group, conns)| (Topic::Group(group.clone()), conns.keys().copied().collect()));
         users.chain(groups).collect()
     }
 
@@ -713,6 +774,9 @@ impl Hub {
         WeakHub(Arc::downgrade(&self.inner))
     }
 
+    /// The index. A membership change, and a fan-out (which sends under this lock), first
+    /// let go of a fan-out this thread holds (`cork::release`): it goes to the members it
+    /// was sent to, and its flush takes this lock.
     fn index(&self) -> MutexGuard<'_, Index> {
         // Every change under the lock keeps both directions of the index consistent before
         // anything that could panic (allocation aside): a poisoned index is still whole.
@@ -796,23 +860,13 @@ fn sorted(answer: std::result::Result<Vec<u64>, EngineError>) -> Result<Vec<u64>
 }
 
 impl Index {
-    /// Calls `f` on the members `ids` names; the sum of what it returned.
-    fn each<'a>(
-        &self,
-        ids: impl Iterator<Item = &'a u64>,
-        mut f: impl FnMut(&Connection) -> usize,
-    ) -> usize {
-        ids.map(|id| self.members.get(id).map_or(0, |m| f(&m.conn)))
-            .sum()
-    }
-
     /// Takes `conn_id` out of user `uid`; whether it was the user's last connection.
     fn leave_user(&mut self, uid: &str, conn_id: u64) -> bool {
-        let Some(ids) = self.users.get_mut(uid) else {
+        let Some(conns) = self.users.get_mut(uid) else {
             return false;
         };
-        ids.retain(|id| *id != conn_id);
-        let last = ids.is_empty();
+        conns.retain(|conn| conn.id() != conn_id);
+        let last = conns.is_empty();
         if last {
             self.users.remove(uid);
         }
@@ -821,11 +875,11 @@ impl Index {
 
     /// Takes `conn_id` out of `group`; whether it was the group's last connection.
     fn leave_group(&mut self, group: &str, conn_id: u64) -> bool {
-        let Some(ids) = self.groups.get_mut(group) else {
+        let Some(conns) = self.groups.get_mut(group) else {
             return false;
         };
-        ids.remove(&conn_id);
-        let last = ids.is_empty();
+        conns.remove(&conn_id);
+        let last = conns.is_empty();
         if last {
             self.groups.remove(group);
         }

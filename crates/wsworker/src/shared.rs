@@ -134,6 +134,10 @@ pub(crate) struct Shared {
     /// Bytes in the protocol's send queue, as last published by the driver.
     queued: AtomicUsize,
     state: AtomicU8,
+    /// Where the connection's driver lives, when an event loop runs it: the loop's serial
+    /// and the connection's slot in it (0: none). A fan-out held on that loop
+    /// ([`crate::hub::Corking`]) is written straight to the connection's socket.
+    home: AtomicU64,
     /// The connection resumes ([`crate::resume`]): a peer that does not keep up is closed
     /// with 1013 (try again later: it resumes and gets what it missed) rather than 1008.
     resumable: bool,
@@ -157,10 +161,28 @@ impl Shared {
             pending: AtomicUsize::new(0),
             queued: AtomicUsize::new(0),
             state: AtomicU8::new(ReadyState::Connecting as u8),
+            home: AtomicU64::new(0),
             resumable: false,
             #[cfg(feature = "deflate")]
             shared_deflate: None,
         }
+    }
+
+    /// Notes that the event loop `serial` runs the connection's driver, in `slot`.
+    pub(crate) fn set_home(&self, serial: u32, slot: usize) {
+        let home = u64::from(serial) << 32 | (slot as u64 & u64::from(u32::MAX));
+        self.home.store(home, Ordering::Relaxed);
+    }
+
+    /// The event loop that runs the connection's driver, and its slot there.
+    pub(crate) fn home(&self) -> Option<(u32, usize)> {
+        let home = self.home.load(Ordering::Relaxed);
+        (home != 0).then_some(((home >> 32) as u32, (home & u64::from(u32::MAX)) as usize))
+    }
+
+    /// Whether something sent waits for the driver.
+    pub(crate) fn has_queued(&self) -> bool {
+        self.has_queued.load(Ordering::Acquire)
     }
 
     /// Marks the connection as one that resumes.
@@ -224,6 +246,7 @@ impl Shared {
         if self.ready_state() >= ReadyState::Closing {
             return Err(Error::Closed);
         }
+        crate::hub::release_cork();
         let mut queue = self.outbound();
         let view = message.view();
         let len = view.len();
@@ -253,6 +276,7 @@ impl Shared {
         if self.ready_state() >= ReadyState::Closing {
             return Err(Error::Closed);
         }
+        crate::hub::release_cork();
         let mut queue = self.outbound();
         let len = frame.as_bytes().len();
         if len <= COPY_PREPARED_AT_MOST
@@ -286,6 +310,7 @@ impl Shared {
         if self.ready_state() >= ReadyState::Closing {
             return Err(Error::Closed);
         }
+        crate::hub::release_cork();
         self.push(&mut self.outbound(), command);
         Ok(())
     }

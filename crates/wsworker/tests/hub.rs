@@ -6,12 +6,9 @@ mod common;
 use std::sync::mpsc;
 use std::thread;
 
-use common::{RawClient, WAIT};
+use common::{END, RawClient, WAIT, connect_reported, texts_until_end};
 use wsworker::{Error, Hub, Message, RunningServer, Target, Worker};
 use wsworker_proto::Event;
-
-/// Marks the end of what a test sent: every client reads up to it.
-const END: &str = "--end--";
 
 /// A server of two workers whose connections bind `?user=` and join `?room=` as they open.
 /// Each connection's id is reported once it has done so.
@@ -32,35 +29,13 @@ fn server() -> (RunningServer, Hub, mpsc::Receiver<u64>) {
     (worker.start().unwrap(), hub, opened)
 }
 
-/// Connects a client at `path` and waits until its connection has opened; its id.
-fn connect(server: &RunningServer, opened: &mpsc::Receiver<u64>, path: &str) -> (RawClient, u64) {
-    let client = RawClient::connect(server.local_addr(), path, &[]).unwrap();
-    let id = opened.recv_timeout(WAIT).expect("on_connect");
-    (client, id)
-}
-
-/// The texts a client receives up to [`END`].
-fn texts_until_end(client: &mut RawClient) -> Vec<String> {
-    let mut texts = Vec::new();
-    loop {
-        match client.next_event() {
-            Some(Ok(Event::Message(Message::Text(text)))) if text.as_str() == END => {
-                return texts;
-            }
-            Some(Ok(Event::Message(Message::Text(text)))) => texts.push(text.to_string()),
-            Some(Ok(_)) => {}
-            other => panic!("the connection ended before the end mark: {other:?}"),
-        }
-    }
-}
-
 #[test]
 fn users_groups_all_and_one_connection_reach_exactly_theirs() {
     let (server, hub, opened) = server();
-    let (mut tom_phone, tom_phone_id) = connect(&server, &opened, "/?user=tom&room=red");
-    let (mut tom_laptop, _) = connect(&server, &opened, "/?user=tom&room=blue");
-    let (mut ann, ann_id) = connect(&server, &opened, "/?user=ann&room=red");
-    let (mut guest, guest_id) = connect(&server, &opened, "/");
+    let (mut tom_phone, tom_phone_id) = connect_reported(&server, &opened, "/?user=tom&room=red");
+    let (mut tom_laptop, _) = connect_reported(&server, &opened, "/?user=tom&room=blue");
+    let (mut ann, ann_id) = connect_reported(&server, &opened, "/?user=ann&room=red");
+    let (mut guest, guest_id) = connect_reported(&server, &opened, "/");
 
     assert_eq!(hub.uid_connections("tom").len(), 2);
     assert!(hub.is_uid_online("ann"));
@@ -103,8 +78,8 @@ fn users_groups_all_and_one_connection_reach_exactly_theirs() {
 #[test]
 fn leaving_unbinding_and_closing_take_a_connection_out() {
     let (server, hub, opened) = server();
-    let (mut a, a_id) = connect(&server, &opened, "/?user=tom&room=red");
-    let (mut b, b_id) = connect(&server, &opened, "/?user=tom&room=red");
+    let (mut a, a_id) = connect_reported(&server, &opened, "/?user=tom&room=red");
+    let (mut b, b_id) = connect_reported(&server, &opened, "/?user=tom&room=red");
 
     hub.leave_group(a_id, "red");
     assert_eq!(hub.group_members("red"), [b_id]);
@@ -168,7 +143,9 @@ fn a_chat_room_from_inside_the_callbacks_leaves_out_the_sender() {
     });
     let hub = worker.hub();
     let server = worker.start().unwrap();
-    let mut clients: Vec<RawClient> = (0..3).map(|_| connect(&server, &opened, "/").0).collect();
+    let mut clients: Vec<RawClient> = (0..3)
+        .map(|_| connect_reported(&server, &opened, "/").0)
+        .collect();
     clients[0].conn.send_text("hello from 0").unwrap();
     clients[0].flush();
     // The others hear it; after the mark, the sender has heard nothing.
@@ -189,7 +166,7 @@ fn messages_to_all_arrive_whole_and_in_order_on_every_worker() {
     const COUNT: usize = 10_000;
     let (server, hub, opened) = server();
     let clients: Vec<RawClient> = (0..4)
-        .map(|i| connect(&server, &opened, &format!("/?room=r{}", i % 2)).0)
+        .map(|i| connect_reported(&server, &opened, &format!("/?room=r{}", i % 2)).0)
         .collect();
     let readers: Vec<_> = clients
         .into_iter()

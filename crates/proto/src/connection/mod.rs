@@ -412,6 +412,23 @@ impl Connection {
         Ok(())
     }
 
+    /// Queues `rest`: the end of complete server frames whose start the runtime wrote to the
+    /// socket itself, while nothing was queued here (a fan-out written to many sockets at
+    /// once). It goes before anything sent from now on. A hook for the runtime, hidden from
+    /// the documentation.
+    ///
+    /// # Errors
+    /// As [`Connection::send_prepared`].
+    #[doc(hidden)]
+    pub fn send_written_rest(&mut self, rest: Bytes) -> Result<(), Error> {
+        self.check_can_send()?;
+        if self.role == Role::Client {
+            return Err(ApiMisuse::PreparedFrameFromClient.into());
+        }
+        self.send.push_encoded(rest);
+        Ok(())
+    }
+
     /// The largest message this connection sends as one plain frame (final, unmasked,
     /// uncompressed), which is how a [`FrameBuffer`] encodes it; `None` when it sends no such
     /// frames: a client (it masks every frame), or once its close frame was sent. A hook for

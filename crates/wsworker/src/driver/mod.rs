@@ -388,6 +388,11 @@ where
     }
 
     /// The connection's stream.
+    /// What the connection's handles share with it.
+    pub(crate) fn shared(&self) -> &Shared {
+        self.handler.shared()
+    }
+
     pub(crate) fn io_mut(&mut self) -> &mut S {
         &mut self.io
     }

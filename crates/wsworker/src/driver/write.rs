@@ -99,6 +99,43 @@ where
         Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count])
     }
 
+    /// Writes `bytes`, complete frames of `messages` messages (a fan-out held on the event
+    /// loop, `hub::Corking`), straight to the socket when the connection is open and nothing
+    /// waits to be sent before them; what the socket does not take is queued ahead of
+    /// anything sent later. `None` when it did not take them (they go the ordinary way);
+    /// else whether a rest was queued, for the driver to write once the socket has room.
+    ///
+    /// For a stream whose `Pending` needs no waker: the event loop's, which epoll's edges
+    /// bring back.
+    pub(crate) fn write_now(&mut self, bytes: &Bytes, messages: usize) -> Option<bool> {
+        if !matches!(self.stage, Stage::Open) || self.handler.shared().has_queued() {
+            return None;
+        }
+        if !self.conn.is_asleep() {
+            let conn = self.conn.get();
+            if conn.wants_transmit() || conn.ready_state() != ReadyState::Open {
+                return None;
+            }
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let written = match Pin::new(&mut self.io).poll_write(&mut cx, bytes) {
+            Poll::Ready(Ok(n)) => n,
+            Poll::Pending => 0,
+            // The driver meets the error at its next write, of these frames queued.
+            Poll::Ready(Err(_)) => return None,
+        };
+        if let Some(counters) = &self.counters {
+            counters.sent(written);
+            counters.messages_sent(messages);
+        }
+        if written == bytes.len() {
+            return Some(false);
+        }
+        // The protocol is open: it takes them (the bytes are shared, not copied).
+        let _ = self.conn.get().send_written_rest(bytes.slice(written..));
+        Some(true)
+    }
+
     /// Publishes the buffered amount and fires the buffer callbacks; `true` when one was
     /// called.
     pub(super) fn check_buffer(&mut self) -> bool {

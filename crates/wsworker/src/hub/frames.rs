@@ -71,7 +71,7 @@ impl<'a> Frames<'a> {
     }
 
     /// The plain frame.
-    fn plain(&mut self) -> &PreparedFrame {
+    pub(super) fn plain(&mut self) -> &PreparedFrame {
         let message = &self.message;
         self.plain
             .get_or_insert_with(|| encode_server_frame(message))
@@ -107,6 +107,7 @@ impl<'a> Frames<'a> {
         return FanoutCounts {
             compressions: self.compressed.iter().filter(|(_, f)| f.is_some()).count() as u64,
             compressed_sends: self.compressed_sends,
+            written_now: 0,
         };
         #[cfg(not(feature = "deflate"))]
         FanoutCounts::default()
@@ -121,11 +122,14 @@ pub struct FanoutCounts {
     pub compressions: u64,
     /// Deliveries of a compressed frame.
     pub compressed_sends: u64,
+    /// Recipients of a fan-out held on an event loop that got its frames written straight
+    /// to their sockets, one write for all the messages held (see `hub::cork`).
+    pub written_now: u64,
 }
 
 impl FanoutCounts {
     /// Whether nothing was compressed.
     pub(crate) fn is_zero(&self) -> bool {
-        self.compressions == 0 && self.compressed_sends == 0
+        self.compressions == 0 && self.compressed_sends == 0 && self.written_now == 0
     }
 }

@@ -169,6 +169,7 @@ impl<'a> ResumeFrames<'a> {
             .fold(FanoutCounts::default(), |sum, counts| FanoutCounts {
                 compressions: sum.compressions + counts.compressions,
                 compressed_sends: sum.compressed_sends + counts.compressed_sends,
+                written_now: sum.written_now + counts.written_now,
             })
     }
 }

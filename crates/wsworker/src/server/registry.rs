@@ -36,6 +36,7 @@ pub struct Connections {
 struct FanoutTotals {
     compressions: AtomicU64,
     compressed_sends: AtomicU64,
+    written_now: AtomicU64,
 }
 
 impl Connections {
@@ -53,6 +54,9 @@ impl Connections {
     }
 
     pub(crate) fn insert(&self, conn: &Connection) {
+        // What this thread holds goes first: a close below queues under the shard's lock,
+        // which a held fan-out's flush takes.
+        crate::hub::release_cork();
         let mut shard = self.shard(conn.worker_id());
         shard.conns.insert(conn.id(), conn.clone());
         if let Some((code, reason)) = &shard.closing {
@@ -101,6 +105,9 @@ impl Connections {
         totals
             .compressed_sends
             .fetch_add(counts.compressed_sends, Ordering::Relaxed);
+        totals
+            .written_now
+            .fetch_add(counts.written_now, Ordering::Relaxed);
     }
 
     /// What the fan-outs over these connections compressed so far: how many times a message
@@ -111,12 +118,16 @@ impl Connections {
         FanoutCounts {
             compressions: self.fanout.compressions.load(Ordering::Relaxed),
             compressed_sends: self.fanout.compressed_sends.load(Ordering::Relaxed),
+            written_now: self.fanout.written_now.load(Ordering::Relaxed),
         }
     }
 
     /// Calls `f` on every open connection, one shard locked at a time; the sum of what it
     /// returned.
     pub(crate) fn for_each(&self, mut f: impl FnMut(&Connection) -> usize) -> usize {
+        // What this thread holds goes first: `f` sends under the shard's lock, which a held
+        // fan-out's flush takes.
+        crate::hub::release_cork();
         (0..self.shards.len())
             .map(|w| self.shard(w).conns.values().map(&mut f).sum::<usize>())
             .sum()

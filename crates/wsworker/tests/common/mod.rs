@@ -129,6 +129,36 @@ impl RawClient {
     }
 }
 
+/// Marks the end of what a test sent to a room: [`texts_until_end`] reads up to it.
+pub const END: &str = "--end--";
+
+/// Connects a [`RawClient`] at `path` and waits until its connection has opened, as the
+/// server's `on_connect` reports its id on `opened`; the client and the id.
+pub fn connect_reported(
+    server: &RunningServer,
+    opened: &std::sync::mpsc::Receiver<u64>,
+    path: &str,
+) -> (RawClient, u64) {
+    let client = RawClient::connect(server.local_addr(), path, &[]).unwrap();
+    let id = opened.recv_timeout(WAIT).expect("on_connect");
+    (client, id)
+}
+
+/// The texts a client receives up to [`END`].
+pub fn texts_until_end(client: &mut RawClient) -> Vec<String> {
+    let mut texts = Vec::new();
+    loop {
+        match client.next_event() {
+            Some(Ok(Event::Message(Message::Text(text)))) if text.as_str() == END => {
+                return texts;
+            }
+            Some(Ok(Event::Message(Message::Text(text)))) => texts.push(text.to_string()),
+            Some(Ok(_)) => {}
+            other => panic!("the connection ended before the end mark: {other:?}"),
+        }
+    }
+}
+
 /// Sends raw bytes and returns everything the server answers until it closes.
 pub fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).unwrap();

@@ -32,7 +32,7 @@ mod sys;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
@@ -51,6 +51,8 @@ use super::ServerContext;
 use super::accept;
 use super::callbacks::ServerHandler;
 use crate::driver::{Driver, Keepalive};
+use crate::hub::{Corking, flush_cork};
+use crate::server::Connection;
 use crate::shared::contain;
 
 /// A connection of the event loop.
@@ -90,6 +92,9 @@ enum Step {
     },
 }
 
+/// The serial of the next event loop made.
+static NEXT_SERIAL: AtomicU32 = AtomicU32::new(1);
+
 /// Readiness events taken from the worker's epoll per call.
 const EVENTS: usize = 256;
 /// Rounds (readiness, then every connection ready or woken) one poll of the loop runs before
@@ -107,6 +112,9 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// One worker's event loop: a future that accepts until the worker stops and runs until
 /// its last connection is over.
 pub(crate) struct EventLoop {
+    /// Names this loop among the process's (from 1), for the connections it runs (see
+    /// [`Shared::set_home`](crate::shared::Shared::set_home)).
+    serial: u32,
     epoll: AsyncFd<mio::Poll>,
     events: Events,
     conns: Slab<Box<Entry>>,
@@ -184,8 +192,9 @@ enum Conn {
 }
 
 impl Conn {
-    /// Polls the handshake or the driver (the driver at once when the handshake opens it).
-    fn poll(&mut self, cx: &mut Context<'_>) -> Step {
+    /// Polls the handshake or the driver (the driver at once when the handshake opens it);
+    /// an open connection notes that it lives at `home` (the loop's serial, its slot).
+    fn poll(&mut self, cx: &mut Context<'_>, home: (u32, usize)) -> Step {
         if let Self::Opening { handshake, ends } = self {
             match handshake.as_mut().poll(cx) {
                 Poll::Pending => return Step::Going,
@@ -193,6 +202,7 @@ impl Conn {
                 // Its first poll calls `on_open` and handles bytes that came with the request.
                 Poll::Ready(Some(Handshaken::Open(mut driver))) => {
                     driver.io_mut().set_ends(*ends);
+                    driver.shared().set_home(home.0, home.1);
                     *self = Self::Open(driver);
                 }
                 #[cfg(feature = "hyper")]
@@ -300,6 +310,7 @@ impl EventLoop {
             .registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let event_loop = Self {
+            serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
             epoll,
             events: Events::with_capacity(EVENTS),
             conns: Slab::new(),
@@ -597,12 +608,16 @@ impl EventLoop {
             entry.wake.queued.store(false, Ordering::Release);
             let waker = Waker::from(entry.wake.clone());
             let mut cx = Context::from_waker(&waker);
+            let home = (self.serial, slot);
+            // The Hub holds the fan-outs of its callbacks, for the flush below.
+            let corking = Corking::begin();
             // Callbacks' panics are contained in the driver; one that escapes (a bug of
             // ours) ends its connection, not the worker's others, as it would in a task.
-            let step = contain(|| entry.conn.poll(&mut cx)).unwrap_or_else(|panic| {
+            let step = contain(|| entry.conn.poll(&mut cx, home)).unwrap_or_else(|panic| {
                 tracing::error!(%panic, "a connection panicked");
                 Step::Over
             });
+            drop(corking);
             match step {
                 Step::Going => {}
                 // Closing the socket takes it out of the epoll (no one else holds it): no
@@ -614,9 +629,43 @@ impl EventLoop {
                     self.hand_over_http2(stream, read, peer);
                 }
             }
+            self.flush_cork();
         }
         // Keeps the list's room for the next round.
         self.run = run;
+    }
+
+    /// Sends the fan-outs the Hub held while a connection ran: to each recipient this loop
+    /// runs, straight to its socket when nothing waits there (see `hub::cork`).
+    fn flush_cork(&mut self) {
+        let serial = self.serial;
+        let conns = &mut self.conns;
+        flush_cork(
+            &mut |conn: &Connection, bytes: &bytes::Bytes, messages: usize| {
+                let Some((home, slot)) = conn.shared().home() else {
+                    return false;
+                };
+                let Some(entry) = conns.get_mut(slot).filter(|_| home == serial) else {
+                    return false;
+                };
+                let Conn::Open(driver) = &mut entry.conn else {
+                    return false;
+                };
+                // The slot may hold another connection by now.
+                if !std::ptr::eq(driver.shared(), conn.shared()) {
+                    return false;
+                }
+                match driver.write_now(bytes, messages) {
+                    None => false,
+                    Some(rest) => {
+                        if rest {
+                            entry.wake.wake_by_ref();
+                        }
+                        true
+                    }
+                }
+            },
+        );
     }
 }
 
