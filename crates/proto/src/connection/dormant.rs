@@ -6,7 +6,13 @@
 //! what is left is its settings, the client's mask source and the permessage-deflate state
 //! (whose sliding windows must survive between messages). Everything else is rebuilt by
 //! [`Connection::wake`] exactly as [`Connection::new`] builds it.
+//!
+//! A connection whose closing handshake is over (a close frame each way, ours written)
+//! sleeps too, keeping only that: a server waits for the client's end of the TCP connection
+//! after it, and when many clients leave at once, each of them holding its whole state
+//! machine until then was most of the server's memory at that moment.
 
+use super::ReadyState;
 use super::{Connection, MaskSource};
 use crate::config::Config;
 use crate::role::Role;
@@ -23,12 +29,24 @@ pub struct Dormant {
     #[cfg(feature = "deflate")]
     deflate: Option<Box<crate::deflate::DeflateState>>,
     role: Role,
+    /// The closing handshake is over: a close frame went each way.
+    closed: bool,
 }
 
 impl Dormant {
     /// This side's role.
     pub fn role(&self) -> Role {
         self.role
+    }
+
+    /// The state of the connection it was: open, or closed once its closing handshake is
+    /// over.
+    pub fn ready_state(&self) -> ReadyState {
+        if self.closed {
+            ReadyState::Closed
+        } else {
+            ReadyState::Open
+        }
     }
 }
 
@@ -49,12 +67,22 @@ impl Connection {
             && !self.failed
     }
 
-    /// Puts a connection [at rest](Self::is_at_rest) to sleep: returns what it keeps, and
-    /// leaves `self` a connection with nothing of its own, to be dropped or overwritten by
-    /// [`wake`](Self::wake). `None` (and `self` untouched) when it is not at rest.
+    /// Whether the closing handshake is over and nothing is left to send: a close frame
+    /// went each way, and ours is written. Such a connection can [`sleep`](Self::sleep)
+    /// too (what it still receives is discarded).
+    #[doc(hidden)]
+    pub fn is_closed_and_flushed(&self) -> bool {
+        self.close_sent && self.close_received && !self.failed && self.send.len() == 0
+    }
+
+    /// Puts a connection [at rest](Self::is_at_rest), or [closed and
+    /// flushed](Self::is_closed_and_flushed), to sleep: returns what it keeps, and leaves
+    /// `self` a connection with nothing of its own, to be dropped or overwritten by
+    /// [`wake`](Self::wake). `None` (and `self` untouched) otherwise.
     #[doc(hidden)]
     pub fn sleep(&mut self) -> Option<Dormant> {
-        if !self.is_at_rest() {
+        let closed = self.is_closed_and_flushed();
+        if !closed && !self.is_at_rest() {
             return None;
         }
         // `lent` bytes are part of `recv`, which is empty: nothing is lent.
@@ -62,9 +90,11 @@ impl Connection {
         Some(Dormant {
             config: self.config.clone(),
             masks: std::mem::replace(&mut self.masks, MaskSource::Thread),
+            // A closed connection compresses and inflates nothing more.
             #[cfg(feature = "deflate")]
-            deflate: self.deflate.take(),
+            deflate: self.deflate.take().filter(|_| !closed),
             role: self.role,
+            closed,
         })
     }
 
@@ -77,6 +107,7 @@ impl Connection {
             #[cfg(feature = "deflate")]
             deflate,
             role,
+            closed,
         } = dormant;
         let mut conn = Self::assemble(
             role,
@@ -86,6 +117,8 @@ impl Connection {
             deflate,
         );
         conn.masks = masks;
+        conn.close_sent = closed;
+        conn.close_received = closed;
         conn
     }
 }
@@ -113,6 +146,41 @@ mod tests {
         let mut conn = conn;
         let dormant = conn.sleep().expect("at rest");
         Connection::wake(dormant)
+    }
+
+    #[test]
+    fn a_connection_whose_closing_handshake_is_over_sleeps_closed() {
+        let mut client = Connection::new(Role::Client, Config::default());
+        let mut server = Connection::new(Role::Server, Config::default());
+        client.close(crate::CloseCode::NORMAL, "bye").unwrap();
+        pump(&mut client, &mut server);
+        events(&mut server);
+        assert_eq!(
+            server.ready_state(),
+            ReadyState::Closed,
+            "its answer is queued"
+        );
+        assert!(
+            server.sleep().is_none(),
+            "its answer is still to be written"
+        );
+        assert!(server.wants_transmit());
+        pump(&mut server, &mut client);
+        assert!(server.is_closed_and_flushed());
+
+        let dormant = server.sleep().expect("closed and flushed");
+        assert_eq!(dormant.ready_state(), ReadyState::Closed);
+        let mut server = Connection::wake(dormant);
+        assert_eq!(server.ready_state(), ReadyState::Closed);
+        assert!(server.is_receive_done(), "what still arrives is discarded");
+        assert!(server.send_text("late").is_err(), "nothing more is sent");
+
+        // Closing one way only: no sleep.
+        let mut server = Connection::new(Role::Server, Config::default());
+        server.close(crate::CloseCode::NORMAL, "").unwrap();
+        while server.poll_transmit().is_some() {}
+        assert!(!server.is_closed_and_flushed());
+        assert!(server.sleep().is_none());
     }
 
     #[test]

@@ -245,11 +245,15 @@ where
         let mut progressed = false;
         let done = this.drive(cx, &mut progressed);
         this.give_back_write_buffer();
-        if (opening || !progressed) && done.is_pending() {
+        let closed = matches!(this.stage, Stage::WriteShut(_));
+        if (opening || !progressed || closed) && done.is_pending() {
             // A connection that opened and waits, or was polled for nothing (a socket's
             // edge without bytes), sleeps at once: the many opened in a burst must not all
             // hold their state until the runtime's sweep (`rest`). A connection that moved
             // bytes waits for the sweep, or a busy one would wake and sleep per message.
+            // So does a server's connection whose closing handshake is over: it sends
+            // nothing more and discards what arrives until the client's end (when many
+            // clients leave at once, the state machine was most of what each held).
             this.rest();
         }
         ready!(done);
@@ -260,10 +264,10 @@ where
 
 impl<S, H: Handler> Driver<S, H> {
     /// Puts the protocol state to sleep if the connection is open with nothing in flight
-    /// (see `rest`): between polls, where the runtime sweeps its idle connections. Whether
-    /// it sleeps.
+    /// (see `rest`), or a server's closing handshake is over and it waits for the client's
+    /// end: between polls, where the runtime sweeps its idle connections. Whether it sleeps.
     pub(crate) fn rest(&mut self) -> bool {
-        if !matches!(self.stage, Stage::Open) {
+        if !matches!(self.stage, Stage::Open | Stage::WriteShut(_)) {
             return false;
         }
         if self.conn.is_asleep() {

@@ -57,8 +57,9 @@ impl ProtoSlot {
         }
     }
 
-    /// Puts the state machine to sleep if it is [at rest](Proto::is_at_rest); its box goes
-    /// to the thread. Whether it sleeps.
+    /// Puts the state machine to sleep if it is [at rest](Proto::is_at_rest) or [closed and
+    /// flushed](Proto::is_closed_and_flushed); its box goes to the thread. Whether it
+    /// sleeps.
     pub(super) fn sleep(&mut self) -> bool {
         let Some(conn) = self.awake.as_mut() else {
             return self.asleep.is_some();
@@ -71,11 +72,12 @@ impl ProtoSlot {
         true
     }
 
-    /// The state, as the browser API names it: an open connection when asleep.
+    /// The state, as the browser API names it.
     pub(super) fn ready_state(&self) -> ReadyState {
-        match &self.awake {
-            Some(conn) => conn.ready_state(),
-            None => ReadyState::Open,
+        match (&self.awake, &self.asleep) {
+            (Some(conn), _) => conn.ready_state(),
+            (None, Some(dormant)) => dormant.ready_state(),
+            (None, None) => ReadyState::Open,
         }
     }
 

@@ -375,6 +375,11 @@ async fn the_peers_close_is_answered_then_the_server_half_closes_and_waits_for_i
         "the client's end is awaited"
     );
     assert!(matches!(driver.stage, Stage::WriteShut(_)));
+    assert!(
+        driver.conn.is_asleep(),
+        "the handshake is over: the state machine sleeps until the client's end"
+    );
+    assert_eq!(driver.conn.ready_state(), ReadyState::Closed);
     assert_eq!(
         client.received(),
         [close_frame(CloseCode::NORMAL, "")],
@@ -415,6 +420,7 @@ async fn our_close_waits_for_the_peers_then_the_write_side_is_shut() {
         .unwrap();
     assert!(poll(&mut driver).is_pending());
     assert!(matches!(driver.stage, Stage::Closing(_)));
+    assert!(!driver.rest(), "the peer's close is still to come");
     assert_eq!(
         client.received(),
         [close_frame(CloseCode::GOING_AWAY, "leaving")]
@@ -429,6 +435,7 @@ async fn our_close_waits_for_the_peers_then_the_write_side_is_shut() {
     client.flush().await;
     assert!(poll(&mut driver).is_pending());
     assert!(matches!(driver.stage, Stage::WriteShut(_)));
+    assert!(driver.conn.is_asleep());
     assert!(client.received().is_empty());
     assert!(client.eof);
     drop(client);
