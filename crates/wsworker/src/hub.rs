@@ -23,7 +23,8 @@
 //! that connection's poll is over, and then written to each recipient's socket at once,
 //! one write for all the messages held, as uWebSockets corks its pub/sub (see `cork`):
 //! anything else the thread sends, and any membership change, lets it go first, so the
-//! order holds.
+//! order holds. Its recipients are the topic's connections when it was sent; the sending
+//! connection, if it is one, gets it at once.
 //!
 //! [`Worker`]: crate::Worker
 //!
@@ -311,9 +312,8 @@ impl Hub {
     /// Sends `message` to every connection `target` names, the frame encoded once per node;
     /// only queues, as [`Connection::send`] does.
     ///
-    /// Returns how many connections of this node it was queued for now: every recipient
-    /// without an engine (those closing are skipped, except by a send to all or to a group
-    /// held on an event loop, which counts the connections there are). With an engine a message reaches
+    /// Returns how many connections of this node it was queued (or held) for now: every
+    /// recipient without an engine (those closing are skipped). With an engine a message reaches
     /// every node's recipients, this node's included, once the engine has given it its
     /// place in the topic's order: then this returns 0, except for volatile messages and
     /// messages to a connection of this node, queued at once. A message the engine cannot
@@ -601,9 +601,7 @@ impl Hub {
                 return 0;
             }
             if cork::corking() && matches!(envelope.topic, Topic::All | Topic::Group(_)) {
-                let count = self.recipients(&envelope.topic, except);
-                cork::hold(self, &envelope.topic, except, &envelope.message);
-                return count;
+                return cork::hold(self, &envelope.topic, except, &envelope.message);
             }
             let sent = self.each_of(&envelope.topic, envelope.conn, |conn| {
                 usize::from(!except.contains(&conn.id()) && frames.send(conn))
@@ -633,13 +631,22 @@ impl Hub {
         &self,
         topic: &Topic,
         conn: Option<u64>,
+        f: impl FnMut(&Connection) -> usize,
+    ) -> usize {
+        // What this thread holds goes first: `f` sends, after it.
+        cork::release();
+        self.each_of_as_is(topic, conn, f)
+    }
+
+    /// [`Hub::each_of`], leaving what this thread holds held: for `f` that sends nothing.
+    fn each_of_as_is(
+        &self,
+        topic: &Topic,
+        conn: Option<u64>,
         mut f: impl FnMut(&Connection) -> usize,
     ) -> usize {
-        // `f` sends under the lock, which a held fan-out's flush takes: what this thread
-        // holds goes first.
-        cork::release();
         match topic {
-            Topic::All => self.inner.connections.for_each(f),
+            Topic::All => self.inner.connections.for_each_as_is(f),
             Topic::Node(_) => conn
                 .and_then(|id| self.inner.connections.get(id))
                 .map_or(0, |c| f(&c)),
@@ -658,24 +665,6 @@ impl Hub {
                     .flat_map(HashMap::values)
                     .map(f)
                     .sum()
-            }
-        }
-    }
-
-    /// How many connections of this node `topic` (all or a group) names but `except`.
-    fn recipients(&self, topic: &Topic, except: &[u64]) -> usize {
-        let connections = &self.inner.connections;
-        match topic {
-            Topic::Group(group) => {
-                let index = self.index();
-                let Some(conns) = index.groups.get(group) else {
-                    return 0;
-                };
-                conns.len() - except.iter().filter(|id| conns.contains_key(id)).count()
-            }
-            _ => {
-                let excepted = except.iter().filter(|id| connections.get(**id).is_some());
-                connections.len().saturating_sub(excepted.count())
             }
         }
     }

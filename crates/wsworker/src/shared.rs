@@ -3,7 +3,9 @@
 //!
 //! Every send reaches the driver the same way, whoever makes it: the connection's own
 //! callback (the usual `conn.send(..)` in `on_message`), another connection's callback,
-//! another task or thread. A small plain message is encoded straight into the queue's frame
+//! another task or thread — except a Hub fan-out held on the connection's event loop,
+//! which its loop may write straight to the socket while nothing is queued here (see
+//! `hub::cork`; every send here lets what its thread holds go first). A small plain message is encoded straight into the queue's frame
 //! buffer while the driver's budget for that allows and no command waits (so the order
 //! holds); anything else waits as a [`Command`] (a prepared frame, as a Hub fan-out sends,
 //! is one: its bytes are shared by all its recipients). The driver takes frames and
@@ -273,10 +275,16 @@ impl Shared {
     /// copied into the queue's frames when the driver's budget allows and no command waits,
     /// as a small message is; a larger one shares its bytes, as a command.
     pub(crate) fn send_prepared(&self, frame: &PreparedFrame) -> Result<()> {
+        crate::hub::release_cork();
+        self.send_prepared_as_is(frame)
+    }
+
+    /// [`Shared::send_prepared`], leaving a fan-out this thread holds held: for the
+    /// connection left out of it (see `hub::cork`).
+    pub(crate) fn send_prepared_as_is(&self, frame: &PreparedFrame) -> Result<()> {
         if self.ready_state() >= ReadyState::Closing {
             return Err(Error::Closed);
         }
-        crate::hub::release_cork();
         let mut queue = self.outbound();
         let len = frame.as_bytes().len();
         if len <= COPY_PREPARED_AT_MOST

@@ -8,7 +8,9 @@
 //! returns), then
 //! one vectored write of everything queued, then the timers (idle keepalive, close
 //! timeout). The proto crate does all the protocol work; this module only moves bytes,
-//! keeps time and enforces the send-buffer limits.
+//! keeps time and enforces the send-buffer limits. (A fan-out held on the event loop is
+//! written to an idle connection's socket by the loop, through
+//! [`Driver::write_now`], within the same limits.)
 //!
 //! By concern: [`read`](mod@read) (socket → protocol core → handler), [`reply`](mod@reply) (what
 //! the connection's handles send, from its callbacks or elsewhere: one queue,
@@ -391,12 +393,12 @@ where
         self
     }
 
-    /// The connection's stream.
     /// What the connection's handles share with it.
     pub(crate) fn shared(&self) -> &Shared {
         self.handler.shared()
     }
 
+    /// The connection's stream.
     pub(crate) fn io_mut(&mut self) -> &mut S {
         &mut self.io
     }

@@ -111,6 +111,11 @@ where
         if !matches!(self.stage, Stage::Open) || self.handler.shared().has_queued() {
             return None;
         }
+        if bytes.len() > self.config.hard_buffer_limit {
+            // More than the send buffer may hold: message by message, each admitted or not
+            // by the buffer's limits.
+            return None;
+        }
         if !self.conn.is_asleep() {
             let conn = self.conn.get();
             if conn.wants_transmit() || conn.ready_state() != ReadyState::Open {
@@ -132,7 +137,8 @@ where
             return Some(false);
         }
         // The protocol is open: it takes them (the bytes are shared, not copied).
-        let _ = self.conn.get().send_written_rest(bytes.slice(written..));
+        let queued = self.conn.get().send_written_rest(bytes.slice(written..));
+        debug_assert!(queued.is_ok(), "an open connection takes the rest");
         Some(true)
     }
 

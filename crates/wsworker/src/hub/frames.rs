@@ -61,13 +61,22 @@ impl<'a> Frames<'a> {
 
     /// Queues the message's frame for `conn`, in the form it takes; whether it was queued.
     pub(crate) fn send(&mut self, conn: &Connection) -> bool {
+        conn.shared().send_prepared(self.form(conn)).is_ok()
+    }
+
+    /// [`Frames::send`], leaving what this thread holds held (see `cork`): for the
+    /// connection whose callbacks hold it, which is left out of what is held.
+    pub(super) fn send_as_is(&mut self, conn: &Connection) -> bool {
+        conn.shared().send_prepared_as_is(self.form(conn)).is_ok()
+    }
+
+    /// The form of the frame `conn` takes.
+    fn form(&mut self, conn: &Connection) -> &PreparedFrame {
         #[cfg(feature = "deflate")]
         if let Some(terms) = conn.shared_deflate() {
-            let frame = self.compressed(terms);
-            return conn.shared().send_prepared(frame).is_ok();
+            return self.compressed(terms);
         }
-        let frame = self.plain();
-        conn.shared().send_prepared(frame).is_ok()
+        self.plain()
     }
 
     /// The plain frame.

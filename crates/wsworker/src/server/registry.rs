@@ -124,10 +124,15 @@ impl Connections {
 
     /// Calls `f` on every open connection, one shard locked at a time; the sum of what it
     /// returned.
-    pub(crate) fn for_each(&self, mut f: impl FnMut(&Connection) -> usize) -> usize {
-        // What this thread holds goes first: `f` sends under the shard's lock, which a held
-        // fan-out's flush takes.
+    pub(crate) fn for_each(&self, f: impl FnMut(&Connection) -> usize) -> usize {
+        // What this thread holds goes first: `f` sends, after it.
         crate::hub::release_cork();
+        self.for_each_as_is(f)
+    }
+
+    /// [`Connections::for_each`], leaving what this thread holds held: for `f` that sends
+    /// nothing.
+    pub(crate) fn for_each_as_is(&self, mut f: impl FnMut(&Connection) -> usize) -> usize {
         (0..self.shards.len())
             .map(|w| self.shard(w).conns.values().map(&mut f).sum::<usize>())
             .sum()

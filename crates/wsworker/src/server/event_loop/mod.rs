@@ -609,8 +609,12 @@ impl EventLoop {
             let waker = Waker::from(entry.wake.clone());
             let mut cx = Context::from_waker(&waker);
             let home = (self.serial, slot);
+            let running = match &entry.conn {
+                Conn::Open(driver) => driver.shared().id(),
+                Conn::Opening { .. } => 0,
+            };
             // The Hub holds the fan-outs of its callbacks, for the flush below.
-            let corking = Corking::begin();
+            let corking = Corking::begin(running);
             // Callbacks' panics are contained in the driver; one that escapes (a bug of
             // ours) ends its connection, not the worker's others, as it would in a task.
             let step = contain(|| entry.conn.poll(&mut cx, home)).unwrap_or_else(|panic| {
