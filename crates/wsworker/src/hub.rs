@@ -63,7 +63,9 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use tokio::sync::oneshot;
 use wsworker_proto::Message;
 
-pub(crate) use cork::{Corking, flush as flush_cork, release as release_cork};
+pub(crate) use cork::{
+    Corking, corking, flush as flush_cork, hold_broadcast, release as release_cork,
+};
 pub use engine::{Engine, EngineError, Envelope, HubLink, Position, Resync, Stamp, Topic};
 use engine::{NODE_SHIFT, Query, Reach, node_of};
 #[doc(hidden)]
@@ -600,7 +602,7 @@ impl Hub {
             if reach == Reach::Resuming {
                 return 0;
             }
-            if cork::corking() && matches!(envelope.topic, Topic::All | Topic::Group(_)) {
+            if corking() && matches!(envelope.topic, Topic::All | Topic::Group(_)) {
                 return cork::hold(self, &envelope.topic, except, &envelope.message);
             }
             let sent = self.each_of(&envelope.topic, envelope.conn, |conn| {

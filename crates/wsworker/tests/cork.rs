@@ -20,7 +20,8 @@ use wsworker_proto::Event;
 /// "room" as they open, unless they open `/alone`, and report their ids. Each text message
 /// is a command for the Hub, run in `on_message`:
 ///
-/// - `g:TEXT` sends TEXT to the room, `x:TEXT` to the room but the sender, `a:TEXT` to all;
+/// - `g:TEXT` sends TEXT to the room, `x:TEXT` to the room but the sender, `a:TEXT` to all,
+///   `B:TEXT` to all with `Connections::broadcast`;
 /// - `s:TEXT` sends TEXT back to the sender, with `Connection::send`;
 /// - `j:ID` and `l:ID` put connection ID in the room and take it out;
 /// - `b:N` sends N messages of [`BIG`] bytes to the room but the sender;
@@ -55,6 +56,7 @@ fn worker() -> (Worker, mpsc::Receiver<usize>) {
             "g" => drop(hub.send_to_group("room", arg)),
             "x" => drop(hub.send(Target::group("room").except(conn.id()), arg)),
             "a" => drop(hub.send_to_all(arg)),
+            "B" => drop(hub.connections().broadcast(arg)),
             "s" => conn.send(arg)?,
             "j" => hub.join_group(id(), "room")?,
             "l" => hub.leave_group(id(), "room"),
@@ -149,6 +151,28 @@ fn a_burst_to_a_room_is_written_to_each_member_at_once_in_order() {
     let written = counts_when(&hub, |c| c.written_now >= before + 3).written_now - before;
     assert!(written >= 3, "{written} members written to at once");
     drop((publisher, members));
+    server.shutdown();
+}
+
+#[test]
+fn broadcasts_are_held_too_and_keep_their_place_among_room_messages() {
+    let (server, hub, opened) = server();
+    let (mut publisher, _) = connect_reported(&server, &opened, "/");
+    let (mut member, _) = connect_reported(&server, &opened, "/");
+    let (mut outsider, _) = connect_reported(&server, &opened, "/alone");
+    let before = hub.connections().fanout_counts().written_now;
+
+    let commands = ["B:1", "B:2", "g:3", "B:4", "g:5"].map(String::from);
+    send_at_once(&mut publisher, &commands);
+    send_at_once(&mut publisher, &[format!("B:{END}")]);
+
+    assert_eq!(texts_until_end(&mut publisher), ["1", "2", "3", "4", "5"]);
+    assert_eq!(texts_until_end(&mut member), ["1", "2", "3", "4", "5"]);
+    assert_eq!(texts_until_end(&mut outsider), ["1", "2", "4"]);
+    // The member and the outsider, once per run of messages at least.
+    let written = counts_when(&hub, |c| c.written_now >= before + 2).written_now - before;
+    assert!(written >= 2, "{written}");
+    drop((publisher, member, outsider));
     server.shutdown();
 }
 

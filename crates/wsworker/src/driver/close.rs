@@ -26,11 +26,31 @@ where
         }
     }
 
-    /// The close timeout, started now.
-    fn close_timer(&self) -> Timer {
-        Box::pin(tokio::time::sleep_until(
-            Instant::now() + self.config.close_timeout,
-        ))
+    /// The close timeout, started now: a timer of its own, or `None` on the loop's clock,
+    /// whose tick watches the deadline (see `keepalive_tick`): 112 bytes fewer for each
+    /// connection while it closes, when many clients leave at once.
+    fn close_timer(&mut self) -> Option<Timer> {
+        let deadline = Instant::now() + self.config.close_timeout;
+        if let Some(state) = &mut self.keepalive
+            && state.watch_close(deadline)
+        {
+            return None;
+        }
+        Some(Box::pin(tokio::time::sleep_until(deadline)))
+    }
+
+    /// Whether the close timeout, run by `timer` or by the loop's clock, has yet to pass.
+    fn close_pending(
+        timer: &mut Option<Timer>,
+        keepalive: Option<&KeepaliveState>,
+        cx: &mut Context<'_>,
+    ) -> bool {
+        match timer {
+            Some(timer) => timer.as_mut().poll(cx).is_pending(),
+            None => keepalive
+                .and_then(KeepaliveState::close_deadline)
+                .is_some_and(|deadline| Instant::now() < deadline),
+        }
     }
 
     /// The peer ended its side of the TCP connection.
@@ -79,7 +99,7 @@ where
         }
         if let Stage::Closing(timer) | Stage::ReadClosed(timer) | Stage::WriteShut(timer) =
             &mut self.stage
-            && timer.as_mut().poll(cx).is_pending()
+            && Self::close_pending(timer, self.keepalive.as_ref(), cx)
         {
             return Poll::Pending;
         }

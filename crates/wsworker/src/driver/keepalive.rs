@@ -61,6 +61,9 @@ enum Watch {
     Paused,
     /// The ping went unanswered: the connection is to be dropped. Final.
     Expired,
+    /// The closing handshake runs: the close timeout ends it then. Only on the loop's
+    /// clock, where it saves the connection a timer of its own while it closes.
+    Closing(Instant),
 }
 
 /// What the keepalive does next.
@@ -82,19 +85,38 @@ impl KeepaliveState {
         }
     }
 
-    /// The peer's bytes arrived (now): they answer a ping, and end a pause.
+    /// The peer's bytes arrived (now): they answer a ping, and end a pause. (Not the close
+    /// timeout's watch: the closing handshake has its own end.)
     pub(super) fn heard(&mut self) {
-        if self.watch != Watch::Expired {
+        if !matches!(self.watch, Watch::Expired | Watch::Closing(_)) {
             self.watch = Watch::Heard(Instant::now());
         }
     }
 
-    /// When the next step is due; `None` while paused or once expired.
+    /// When the next step is due; `None` while paused, once expired or closing.
     fn due(&self, config: Keepalive) -> Option<Instant> {
         match self.watch {
             Watch::Heard(at) => Some(at + config.interval),
             Watch::Pinged(at) => Some(at + config.timeout),
-            Watch::Paused | Watch::Expired => None,
+            Watch::Paused | Watch::Expired | Watch::Closing(_) => None,
+        }
+    }
+
+    /// Watches the close timeout, due at `deadline`, when on the loop's clock (the
+    /// keepalive itself is over); whether it does.
+    pub(super) fn watch_close(&mut self, deadline: Instant) -> bool {
+        let on_loop = matches!(self.clock, Clock::Loop);
+        if on_loop {
+            self.watch = Watch::Closing(deadline);
+        }
+        on_loop
+    }
+
+    /// The close timeout's deadline, when this state watches it.
+    pub(super) fn close_deadline(&self) -> Option<Instant> {
+        match self.watch {
+            Watch::Closing(deadline) => Some(deadline),
+            _ => None,
         }
     }
 
@@ -117,6 +139,8 @@ impl KeepaliveState {
                 self.watch = Watch::Expired;
                 KeepaliveStep::Expired
             }
+            // The close timeout is the driver's (see `poll_finish`).
+            Watch::Closing(deadline) => KeepaliveStep::Wait(deadline),
             // Nothing is due until reading resumes, which wakes the driver.
             Watch::Paused => KeepaliveStep::Wait(now + config.interval),
         }
@@ -138,11 +162,15 @@ where
     }
 
     /// The keepalive at `now`, for a driver on the loop's clock: queues the ping or marks
-    /// the connection to be dropped when due. Returns whether the driver is to be polled.
+    /// the connection to be dropped when due; or, while it closes, whether the close
+    /// timeout passed. Returns whether the driver is to be polled.
     pub(crate) fn keepalive_tick(&mut self, now: Instant) -> bool {
         let (Some(config), Some(state)) = (self.config.keepalive, &mut self.keepalive) else {
             return false;
         };
+        if let Some(deadline) = state.close_deadline() {
+            return now >= deadline;
+        }
         if state.due(config).is_none() || self.conn.ready_state() != ReadyState::Open {
             return false;
         }
@@ -160,8 +188,11 @@ where
             return false;
         };
         if self.conn.ready_state() != ReadyState::Open {
-            // The close timeout watches a closing connection.
-            self.keepalive = None;
+            // The close timeout watches a closing connection (on the loop's clock, through
+            // this state's watch, kept for it).
+            if state.close_deadline().is_none() {
+                self.keepalive = None;
+            }
             return false;
         }
         if state.watch != Watch::Expired {

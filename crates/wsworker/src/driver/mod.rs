@@ -339,14 +339,15 @@ enum Stage {
     New,
     /// `on_open` ran; reading and writing, no close frame either way yet.
     Open,
-    /// A close frame went out or came in; the close timeout runs.
-    Closing(Timer),
+    /// A close frame went out or came in; the close timeout runs (its timer, or `None` on
+    /// the loop's clock: see `close_timer`).
+    Closing(Option<Timer>),
     /// The peer ended its side after its close frame: what is queued (our close frame) is
     /// written, then the connection ends. Nothing more is read.
-    ReadClosed(Timer),
+    ReadClosed(Option<Timer>),
     /// A server half-closed its socket after the closing handshake (RFC 6455 §7.1.1) and
     /// reads until the peer ends its side. Nothing more is written.
-    WriteShut(Timer),
+    WriteShut(Option<Timer>),
     /// Over: the future completes and reports it.
     Ended,
     /// The end was reported (`on_close`, the counters).

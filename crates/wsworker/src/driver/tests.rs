@@ -468,11 +468,54 @@ async fn the_close_timeout_ends_a_connection_whose_peer_never_answers_the_close(
     tokio::time::advance(DriverConfig::default().close_timeout - Duration::from_millis(1)).await;
     assert!(poll(&mut driver).is_pending());
     tokio::time::advance(Duration::from_millis(1)).await;
+    ends_by_the_close_timeout(driver, &seen);
+}
+
+/// Polls `driver`, whose close timeout passed with our close unanswered: it ends, unclean.
+fn ends_by_the_close_timeout(mut driver: Driver<DuplexStream, Recorder>, seen: &RefCell<Seen>) {
     assert!(poll(&mut driver).is_ready());
     drop(driver);
     let closes = &seen.borrow().closes;
     assert_eq!(closes[0].code, CloseCode::NORMAL, "ours, the only one");
     assert!(!closes[0].was_clean);
+}
+
+/// A server with [`keepalive_config`] on the loop's clock, polled once (open, asleep): the
+/// driver, its client and what its handler saw.
+fn on_loop_clock() -> (Driver<DuplexStream, Recorder>, Client, Rc<RefCell<Seen>>) {
+    let Setup {
+        driver, peer, seen, ..
+    } = server_with(false, keepalive_config(), 1 << 20);
+    let mut driver = driver.with_loop_clock();
+    assert!(poll(&mut driver).is_pending());
+    (driver, Client::new(peer), seen)
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_the_loops_clock_the_close_timeout_is_the_ticks_and_no_timer_of_its_own() {
+    let (mut driver, mut client, seen) = on_loop_clock();
+    driver
+        .handler
+        .shared()
+        .submit(Command::Close(CloseCode::NORMAL, String::new()))
+        .unwrap();
+    let start = Instant::now();
+    assert!(poll(&mut driver).is_pending());
+    assert!(
+        matches!(driver.stage, Stage::Closing(None)),
+        "the loop's clock watches the close timeout"
+    );
+    let timeout = DriverConfig::default().close_timeout;
+    // Bytes from the peer (a message, not its close) do not move the deadline.
+    client.send(|c| c.send_text("late").unwrap()).await;
+    assert!(poll(&mut driver).is_pending());
+    tokio::time::advance(timeout - Duration::from_millis(1)).await;
+    assert!(poll(&mut driver).is_pending());
+    assert!(!driver.keepalive_tick(start + timeout - Duration::from_millis(1)));
+    // The tick that finds it due has the loop poll it, which ends it.
+    assert!(driver.keepalive_tick(start + timeout));
+    tokio::time::advance(Duration::from_millis(1)).await;
+    ends_by_the_close_timeout(driver, &seen);
 }
 
 /// A keepalive of a 10 s interval and a 5 s timeout.
@@ -570,13 +613,8 @@ async fn the_keepalive_waits_while_the_handler_takes_no_events_and_counts_afresh
 
 #[tokio::test(start_paused = true)]
 async fn on_the_loops_clock_the_keepalive_steps_only_when_ticked() {
-    let Setup {
-        driver, peer, seen, ..
-    } = server_with(false, keepalive_config(), 1 << 20);
-    let mut driver = driver.with_loop_clock();
-    let mut client = Client::new(peer);
     let start = Instant::now();
-    assert!(poll(&mut driver).is_pending());
+    let (mut driver, mut client, seen) = on_loop_clock();
     assert!(
         driver.conn.is_asleep(),
         "a connection that opened and waits sleeps"

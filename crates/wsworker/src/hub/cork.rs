@@ -1,5 +1,5 @@
-//! Fan-out corked on a worker's event loop: a Hub send to all or to a group, made while the
-//! loop runs one of its connections (that connection's callbacks, usually `on_message`), is
+//! Fan-out corked on a worker's event loop: a Hub send to all or to a group (or a
+//! `Connections::broadcast`), made while the loop runs one of its connections (that connection's callbacks, usually `on_message`), is
 //! held until that connection's poll is over, and then goes to each recipient once for all
 //! the messages held — their frames, encoded once, in one write straight to the recipient's
 //! socket when nothing waits to be sent there before them. Sent one by one, every message
@@ -34,7 +34,7 @@ use bytes::{Bytes, BytesMut};
 use wsworker_proto::Message;
 
 use super::{FanoutCounts, Frames, Hub, Topic};
-use crate::server::Connection;
+use crate::server::{Connection, Connections};
 use wsworker_proto::ReadyState;
 
 thread_local! {
@@ -49,15 +49,27 @@ thread_local! {
 
 /// Messages held for one set of recipients.
 struct Segment {
-    hub: Hub,
-    topic: Topic,
-    except: Vec<u64>,
-    /// The topic's connections when the first message was held, but `except`, those
-    /// closing and the connection whose callbacks send.
+    source: Source,
+    /// Where the fan-out's counts go.
+    connections: Connections,
+    /// The source's connections when the first message was held, but those closing and
+    /// the connection whose callbacks send.
     recipients: Vec<Connection>,
     /// That connection, when it is one of the topic's: it got each message at once.
     running: Option<Connection>,
     frames: Vec<Frames<'static>>,
+}
+
+/// Whom a segment's messages are for.
+enum Source {
+    /// A Hub's topic, but `except`.
+    Hub {
+        hub: Hub,
+        topic: Topic,
+        except: Vec<u64>,
+    },
+    /// Every connection of a server: [`Connections::broadcast`].
+    All,
 }
 
 /// How the event loop writes the held frames to a recipient of its own: `bytes`, complete
@@ -88,21 +100,70 @@ impl Drop for Corking {
 }
 
 /// Whether a fan-out made now is held.
-pub(super) fn corking() -> bool {
+pub(crate) fn corking() -> bool {
     CORKING.get()
 }
 
 /// Holds `message` for `topic` but `except` on `hub`; how many connections it is for.
 pub(super) fn hold(hub: &Hub, topic: &Topic, except: &[u64], message: &Message) -> usize {
+    let is_same = |last: &Segment| match &last.source {
+        Source::Hub {
+            hub: held,
+            topic: held_topic,
+            except: held_except,
+        } => held_topic == topic && held_except == except && held.is(hub),
+        Source::All => false,
+    };
+    let new = (!CORK.with_borrow(|cork| cork.last().is_some_and(is_same))).then(|| {
+        let mut recipients = Vec::new();
+        hub.each_of_as_is(topic, None, |conn| {
+            if !except.contains(&conn.id()) {
+                recipients.push(conn.clone());
+            }
+            0
+        });
+        let source = Source::Hub {
+            hub: hub.clone(),
+            topic: topic.clone(),
+            except: except.to_vec(),
+        };
+        Segment::new(source, hub.inner.connections.clone(), recipients)
+    });
+    hold_in(new, message)
+}
+
+/// Holds `message` for every connection of `connections` ([`Connections::broadcast`]); how
+/// many connections it is for. `None` when it cannot be held: a connection resumes (its
+/// frames carry the protocol's head, see `session`), and gets it the ordinary way.
+pub(crate) fn hold_broadcast(connections: &Connections, message: &Message) -> Option<usize> {
+    let is_same =
+        |last: &Segment| matches!(last.source, Source::All) && last.connections.is(connections);
+    let mut new = None;
+    if !CORK.with_borrow(|cork| cork.last().is_some_and(is_same)) {
+        let mut recipients = Vec::new();
+        let mut resumes = false;
+        connections.for_each_as_is(|conn| {
+            resumes |= conn.resume().is_some();
+            recipients.push(conn.clone());
+            0
+        });
+        if resumes {
+            return None;
+        }
+        new = Some(Segment::new(Source::All, connections.clone(), recipients));
+    }
+    Some(hold_in(new, message))
+}
+
+/// Holds `message` in `new` (pushed first), or else in the last segment; how many
+/// connections it is for.
+fn hold_in(new: Option<Segment>, message: &Message) -> usize {
     let count = CORK.with_borrow_mut(|cork| {
-        let same = cork
-            .last()
-            .is_some_and(|last| last.topic == *topic && last.except == except && last.hub.is(hub));
-        if !same {
-            cork.push(Segment::new(hub, topic, except));
+        if let Some(new) = new {
+            cork.push(new);
         }
         let Some(last) = cork.last_mut() else {
-            unreachable!("a segment was pushed")
+            unreachable!("a segment is held: pushed now, or the same as this message's")
         };
         let mut frames = Frames::owned(message.clone());
         if let Some(running) = &last.running {
@@ -141,28 +202,25 @@ pub(crate) fn flush(write_now: &mut WriteNow<'_>) {
 }
 
 impl Segment {
-    /// A segment for `topic` but `except` on `hub`, its recipients taken now.
-    fn new(hub: &Hub, topic: &Topic, except: &[u64]) -> Self {
+    /// A segment for `candidates` (the source's connections now): those closing are left
+    /// out, and the connection whose callbacks send is set apart.
+    fn new(source: Source, connections: Connections, mut candidates: Vec<Connection>) -> Self {
         let running_id = RUNNING.get();
-        let mut recipients = Vec::new();
         let mut running = None;
-        hub.each_of_as_is(topic, None, |conn| {
-            let id = conn.id();
-            if except.contains(&id) || conn.ready_state() >= ReadyState::Closing {
-                return 0;
+        candidates.retain(|conn| {
+            if conn.ready_state() >= ReadyState::Closing {
+                return false;
             }
-            if id == running_id {
+            if conn.id() == running_id {
                 running = Some(conn.clone());
-            } else {
-                recipients.push(conn.clone());
+                return false;
             }
-            0
+            true
         });
         Self {
-            hub: hub.clone(),
-            topic: topic.clone(),
-            except: except.to_vec(),
-            recipients,
+            source,
+            connections,
+            recipients: candidates,
             running,
             frames: Vec::new(),
         }
@@ -170,7 +228,7 @@ impl Segment {
 
     fn deliver(&mut self, write_now: &mut WriteNow<'_>) {
         let Self {
-            hub,
+            connections,
             recipients,
             frames,
             ..
@@ -203,7 +261,6 @@ impl Segment {
                 frames.send(conn);
             }
         }
-        let connections = &hub.inner.connections;
         for frames in frames.iter() {
             connections.count_fanout(frames.counts());
         }

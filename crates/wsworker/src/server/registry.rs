@@ -47,6 +47,11 @@ impl Connections {
         }
     }
 
+    /// Whether `self` and `other` are the same server's connections.
+    pub(crate) fn is(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.shards, &other.shards)
+    }
+
     fn shard(&self, worker: usize) -> MutexGuard<'_, Shard> {
         let index = worker % self.shards.len().max(1);
         // Only inserts and removals happen under the lock; a poisoned shard is still whole.
@@ -76,8 +81,17 @@ impl Connections {
     /// With permessage-deflate the message is compressed once for every connection that
     /// agreed to the same terms without context takeover on our side, as the
     /// [`Hub`](crate::Hub) does (see its module's notes); others get the plain frame.
+    ///
+    /// From a connection's callbacks on a worker's event loop, the message is held until
+    /// that connection's poll ends and then written to each connection there at once, as
+    /// the Hub's sends to all are (see [`crate::hub`]).
     pub fn broadcast(&self, message: impl Into<Message>) -> usize {
         let message = message.into();
+        if crate::hub::corking()
+            && let Some(count) = crate::hub::hold_broadcast(self, &message)
+        {
+            return count;
+        }
         let mut frames = Frames::new(&message);
         // Connections that resume get the message with the protocol's head, encoded once.
         let topic = crate::hub::Topic::All;

@@ -154,9 +154,13 @@ struct Clock {
 }
 
 impl Clock {
-    fn new(keepalive: Option<Keepalive>) -> Self {
+    /// With the keepalive, the loop's clock also runs each closing connection's close
+    /// timeout (`close`): its tick is a quarter of the shortest of them too.
+    fn new(keepalive: Option<Keepalive>, close_timeout: Duration) -> Self {
         let period = keepalive
-            .map_or(Duration::MAX, |k| k.interval.min(k.timeout) / 4)
+            .map_or(Duration::MAX, |k| {
+                k.interval.min(k.timeout).min(close_timeout) / 4
+            })
             .clamp(Duration::from_millis(1), Duration::from_secs(1));
         Self {
             timer: Box::pin(tokio::time::sleep(period)),
@@ -316,7 +320,10 @@ impl EventLoop {
             conns: Slab::new(),
             shared: shared.clone(),
             run: Vec::new(),
-            clock: Clock::new(ctx.settings.driver.keepalive),
+            clock: Clock::new(
+                ctx.settings.driver.keepalive,
+                ctx.settings.driver.close_timeout,
+            ),
             accept: Acceptor {
                 listener: Some(listener),
                 // Connections may have queued before the registration.
