@@ -116,6 +116,16 @@ fn send_at_once(client: &mut RawClient, commands: &[String]) {
     client.flush_in_one_write(&[]);
 }
 
+/// Waits until at least `n` recipients were written to at once since the count was
+/// `before`, and fails if they never are.
+fn written_at_once(hub: &Hub, before: u64, n: u64) {
+    let written = counts_when(hub, |c| c.written_now >= before + n).written_now - before;
+    assert!(
+        written >= n,
+        "{written} recipients written to at once, not {n}"
+    );
+}
+
 /// The fan-out counts once `done` says they are complete: a fan-out adds them after its
 /// last recipient got the message, and a client may read it before that.
 fn counts_when(hub: &Hub, done: impl Fn(&FanoutCounts) -> bool) -> FanoutCounts {
@@ -148,8 +158,7 @@ fn a_burst_to_a_room_is_written_to_each_member_at_once_in_order() {
     }
     // Each member was idle: the burst went straight to its socket. (The publisher got each
     // message at once, as it was sent.)
-    let written = counts_when(&hub, |c| c.written_now >= before + 3).written_now - before;
-    assert!(written >= 3, "{written} members written to at once");
+    written_at_once(&hub, before, 3);
     drop((publisher, members));
     server.shutdown();
 }
@@ -170,8 +179,7 @@ fn broadcasts_are_held_too_and_keep_their_place_among_room_messages() {
     assert_eq!(texts_until_end(&mut member), ["1", "2", "3", "4", "5"]);
     assert_eq!(texts_until_end(&mut outsider), ["1", "2", "4"]);
     // The member and the outsider, once per run of messages at least.
-    let written = counts_when(&hub, |c| c.written_now >= before + 2).written_now - before;
-    assert!(written >= 2, "{written}");
+    written_at_once(&hub, before, 2);
     drop((publisher, member, outsider));
     server.shutdown();
 }
@@ -242,8 +250,7 @@ fn a_member_that_does_not_read_gets_the_rest_of_what_its_socket_did_not_take() {
     }
     assert_eq!(read, slept);
     // Both were written to at once, at least at first.
-    let written = counts_when(&hub, |c| c.written_now >= before + 2).written_now - before;
-    assert!(written >= 2, "{written}");
+    written_at_once(&hub, before, 2);
     drop((publisher, reader, sleeper));
     server.shutdown();
 }

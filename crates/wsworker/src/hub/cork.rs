@@ -1,7 +1,7 @@
 //! Fan-out corked on a worker's event loop: a Hub send to all or to a group (or a
-//! `Connections::broadcast`), made while the loop runs one of its connections (that connection's callbacks, usually `on_message`), is
-//! held until that connection's poll is over, and then goes to each recipient once for all
-//! the messages held — their frames, encoded once, in one write straight to the recipient's
+//! `Connections::broadcast`), made while the loop runs one of its connections (that
+//! connection's callbacks, usually `on_message`), is held until that connection's poll is
+//! over, and then goes to each recipient once for all the messages held — their frames, encoded once, in one write straight to the recipient's
 //! socket when nothing waits to be sent there before them. Sent one by one, every message
 //! cost every recipient a lock, a copy into its queue, a wake-up and a poll of its driver;
 //! corked, a round of messages costs each recipient one look and one `send(2)`, as
@@ -31,11 +31,10 @@
 use std::cell::{Cell, RefCell};
 
 use bytes::{Bytes, BytesMut};
-use wsworker_proto::Message;
+use wsworker_proto::{Message, ReadyState};
 
 use super::{FanoutCounts, Frames, Hub, Topic};
 use crate::server::{Connection, Connections};
-use wsworker_proto::ReadyState;
 
 thread_local! {
     /// The loop runs a connection: the Hub holds this thread's fan-outs.
